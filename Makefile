@@ -1,0 +1,49 @@
+# Everyday commands. `make test` is the one command that installs what the tests need and runs
+# every check; .ci/run calls exactly that.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+
+.PHONY: test deps venv build-dev lint-rust test-rust lint-python test-python demo format clean
+
+test: deps venv lint-rust test-rust build-dev lint-python test-python
+
+# Debian packages the tests need (real Redis and Memcached servers); installed only when missing.
+deps:
+	@bash scripts/install-system-deps.sh
+
+venv:
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet -r requirements-dev.txt
+
+# One release build, installed into the venv (editable: the Python sources are used in place).
+build-dev:
+	$(VENV)/bin/maturin develop --release --quiet
+
+lint-rust:
+	cargo fmt --all -- --check
+	cargo clippy --all-targets --quiet -- -D warnings
+
+test-rust:
+	cargo test --quiet
+
+lint-python:
+	$(VENV)/bin/ruff check python tests bench
+	$(VENV)/bin/ruff format --check python tests bench
+	$(VENV)/bin/mypy
+	$(PY) -m mypy.stubtest tornsession._core --allowlist stubtest-allowlist.txt
+
+test-python:
+	$(VENV)/bin/pytest
+
+demo: venv build-dev
+	$(PY) -m tornsession.demo
+
+format:
+	cargo fmt --all
+	$(VENV)/bin/ruff format python tests bench
+	$(VENV)/bin/ruff check --fix python tests bench
+
+clean:
+	rm -rf target $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,29 @@
+"""tornsession: sessions for Tornado web apps, with a Rust core.
+
+A drop-in replacement for the classic ``session.py``: change ``import session`` to
+``import tornsession as session`` and nothing else.
+"""
+
+from tornsession._core import (
+    FileStore,
+    InvalidSessionException,
+    MemoryStore,
+    Session,
+    SessionManager,
+    SessionStoreError,
+    TornadoSession,
+    TornadoSessionManager,
+    __version__,
+)
+
+__all__ = [
+    "FileStore",
+    "InvalidSessionException",
+    "MemoryStore",
+    "Session",
+    "SessionManager",
+    "SessionStoreError",
+    "TornadoSession",
+    "TornadoSessionManager",
+    "__version__",
+]

@@ -1,0 +1,33 @@
+//! The exceptions tornsession raises, and the one place Rust errors become them.
+
+use pyo3::create_exception;
+use pyo3::exceptions::{PyException, PyValueError};
+use pyo3::PyErr;
+
+use crate::digest::SecretError;
+use crate::stores::StoreError;
+
+create_exception!(
+    tornsession,
+    InvalidSessionException,
+    PyException,
+    "The session id and digest from the request do not match: a forged or foreign cookie."
+);
+create_exception!(
+    tornsession,
+    SessionStoreError,
+    PyException,
+    "The session store could not load, save or delete a session; the message names the store."
+);
+
+impl From<StoreError> for PyErr {
+    fn from(error: StoreError) -> Self {
+        SessionStoreError::new_err(error.to_string())
+    }
+}
+
+impl From<SecretError> for PyErr {
+    fn from(error: SecretError) -> Self {
+        PyValueError::new_err(error.to_string())
+    }
+}

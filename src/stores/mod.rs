@@ -1,0 +1,66 @@
+//! Where sessions live. Every store keeps opaque blobs (see `codec`) under a validated session id.
+
+use std::time::Duration;
+
+mod file;
+mod memory;
+
+pub use file::FileStore;
+pub use memory::MemoryStore;
+
+/// What kind of failure a [`StoreError`] is, which decides what the caller does with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreErrorKind {
+    /// The store as a whole failed (unreachable, refused, timed out): the request must fail,
+    /// since carrying on with an empty session would later overwrite the real one.
+    Unavailable,
+    /// One record exists but cannot be read: that session is lost, the store is fine.
+    UnreadableRecord,
+}
+
+/// A store failed to do what was asked; the message names the store and the cause.
+#[derive(Debug, thiserror::Error)]
+#[error("{store}: {cause}")]
+pub struct StoreError {
+    /// Which store, as [`SessionStore::describe`] says it.
+    pub store: String,
+    /// What went wrong, in words.
+    pub cause: String,
+    pub kind: StoreErrorKind,
+}
+
+impl StoreError {
+    pub fn new(store: &dyn SessionStore, cause: impl std::fmt::Display) -> Self {
+        Self {
+            store: store.describe(),
+            cause: cause.to_string(),
+            kind: StoreErrorKind::Unavailable,
+        }
+    }
+
+    pub fn unreadable_record(store: &dyn SessionStore, cause: impl std::fmt::Display) -> Self {
+        Self {
+            kind: StoreErrorKind::UnreadableRecord,
+            ..Self::new(store, cause)
+        }
+    }
+}
+
+/// The one interface every store implements.
+///
+/// Ids reaching a store have already been validated (`ids::is_valid_session_id`).
+pub trait SessionStore: Send + Sync {
+    /// The stored blob, or `None` when there is no record for `session_id`.
+    fn load(&self, session_id: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Replaces the record for `session_id` with `blob`, all or nothing. `ttl` is how long the
+    /// record may live unused; stores that expire records themselves (Redis, Memcached) use it.
+    fn save(&self, session_id: &str, blob: &[u8], ttl: Option<Duration>) -> Result<(), StoreError>;
+    /// Removes the record; removing a missing record is not an error.
+    fn delete(&self, session_id: &str) -> Result<(), StoreError>;
+    /// A short human name, used in error messages: `FileStore('/srv/sessions')`.
+    fn describe(&self) -> String;
+    /// Whether calls may block on I/O (so callers release the GIL around them).
+    fn blocks(&self) -> bool {
+        true
+    }
+}
