@@ -23,7 +23,9 @@ pub struct SessionRecord {
 pub enum CodecError {
     #[error("not a tornsession record: {0}")]
     Malformed(#[from] serde_json::Error),
-    #[error("record format version {0} is newer than this tornsession understands ({FORMAT_VERSION})")]
+    #[error(
+        "record format version {0} is newer than this tornsession understands ({FORMAT_VERSION})"
+    )]
     UnknownVersion(u32),
 }
 
@@ -89,16 +91,38 @@ mod tests {
     #[test]
     fn rejects_garbage_pickles_and_future_versions() {
         assert!(matches!(decode(b""), Err(CodecError::Malformed(_))));
-        assert!(matches!(decode(b"(dp0\nS'a'\np1\nI1\ns."), Err(CodecError::Malformed(_))));
-        assert!(matches!(decode(br#"{"a":1}"#), Err(CodecError::Malformed(_))));
-        assert!(matches!(decode(br#"{"v":1,"c":1,"d":[]}"#), Err(CodecError::Malformed(_))));
-        assert!(matches!(decode(br#"{"v":9,"c":1,"d":{}}"#), Err(CodecError::UnknownVersion(9))));
-        assert!(matches!(decode(&[0xff, 0xfe, 0x00]), Err(CodecError::Malformed(_))));
+        assert!(matches!(
+            decode(b"(dp0\nS'a'\np1\nI1\ns."),
+            Err(CodecError::Malformed(_))
+        ));
+        assert!(matches!(
+            decode(br#"{"a":1}"#),
+            Err(CodecError::Malformed(_))
+        ));
+        assert!(matches!(
+            decode(br#"{"v":1,"c":1,"d":[]}"#),
+            Err(CodecError::Malformed(_))
+        ));
+        assert!(matches!(
+            decode(br#"{"v":9,"c":1,"d":{}}"#),
+            Err(CodecError::UnknownVersion(9))
+        ));
+        assert!(matches!(
+            decode(&[0xff, 0xfe, 0x00]),
+            Err(CodecError::Malformed(_))
+        ));
     }
 
     #[test]
     fn deep_nesting_is_an_error_not_a_stack_overflow() {
-        let deep = format!(r#"{{"v":1,"c":1,"d":{{"x":{}1{}}}}}"#, "[".repeat(100_000), "]".repeat(100_000));
-        assert!(matches!(decode(deep.as_bytes()), Err(CodecError::Malformed(_))));
+        let deep = format!(
+            r#"{{"v":1,"c":1,"d":{{"x":{}1{}}}}}"#,
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        );
+        assert!(matches!(
+            decode(deep.as_bytes()),
+            Err(CodecError::Malformed(_))
+        ));
     }
 }

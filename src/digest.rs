@@ -60,7 +60,11 @@ impl Secrets {
 
     /// The digest of `session_id` under the newest secret, as 64 lowercase hex digits.
     pub fn sign(&self, session_id: &str) -> String {
-        hex::encode(sha256_mac(&self.keys[0], session_id).finalize().into_bytes())
+        hex::encode(
+            sha256_mac(&self.keys[0], session_id)
+                .finalize()
+                .into_bytes(),
+        )
     }
 
     /// Checks `digest` against `session_id` in constant time per candidate secret.
@@ -124,7 +128,10 @@ mod tests {
         );
         let digest = secrets(&["s3cret"]).sign(ID);
         assert_eq!(digest.len(), 64);
-        assert_eq!(secrets(&["s3cret"]).verify(ID, digest.as_bytes()), DigestCheck::Current);
+        assert_eq!(
+            secrets(&["s3cret"]).verify(ID, digest.as_bytes()),
+            DigestCheck::Current
+        );
     }
 
     #[test]
@@ -133,8 +140,14 @@ mod tests {
         let mut mac = HmacSha1::new_from_slice(ID.as_bytes()).unwrap();
         mac.update(b"ttesttt");
         let original = hex::encode(mac.finalize().into_bytes());
-        assert_eq!(secrets(&["ttesttt"]).verify(ID, original.as_bytes()), DigestCheck::Outdated);
-        assert_eq!(secrets(&["other"]).verify(ID, original.as_bytes()), DigestCheck::Invalid);
+        assert_eq!(
+            secrets(&["ttesttt"]).verify(ID, original.as_bytes()),
+            DigestCheck::Outdated
+        );
+        assert_eq!(
+            secrets(&["other"]).verify(ID, original.as_bytes()),
+            DigestCheck::Invalid
+        );
     }
 
     #[test]
@@ -142,8 +155,14 @@ mod tests {
         let old = secrets(&["old"]).sign(ID);
         let rotated = secrets(&["new", "old"]);
         assert_eq!(rotated.verify(ID, old.as_bytes()), DigestCheck::Outdated);
-        assert_eq!(rotated.verify(ID, rotated.sign(ID).as_bytes()), DigestCheck::Current);
-        assert_eq!(secrets(&["new"]).verify(ID, old.as_bytes()), DigestCheck::Invalid);
+        assert_eq!(
+            rotated.verify(ID, rotated.sign(ID).as_bytes()),
+            DigestCheck::Current
+        );
+        assert_eq!(
+            secrets(&["new"]).verify(ID, old.as_bytes()),
+            DigestCheck::Invalid
+        );
     }
 
     #[test]
@@ -156,7 +175,10 @@ mod tests {
         assert_eq!(s.verify(ID, b"zz"), DigestCheck::Invalid);
         assert_eq!(s.verify(ID, &[0xff; 64]), DigestCheck::Invalid);
         let other_id = "0e107d9d372bb6826bd81d3542a419d6";
-        assert_eq!(s.verify(other_id, s.sign(ID).as_bytes()), DigestCheck::Invalid);
+        assert_eq!(
+            s.verify(other_id, s.sign(ID).as_bytes()),
+            DigestCheck::Invalid
+        );
     }
 
     #[test]

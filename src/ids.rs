@@ -26,6 +26,24 @@ pub fn is_valid_session_id(candidate: &str) -> bool {
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
+/// A stand-in for `session_id` in logs: a salted hash, so logs never hold a usable id.
+pub fn log_token(session_id: &str) -> String {
+    use sha2::{Digest, Sha256};
+    use std::sync::OnceLock;
+    static SALT: OnceLock<[u8; 16]> = OnceLock::new();
+    let salt = SALT.get_or_init(|| {
+        let mut salt = [0u8; 16];
+        // Should the OS refuse, a zero salt still never reveals an id, it only makes tokens
+        // checkable against a known id.
+        let _ = OsRng.try_fill_bytes(&mut salt);
+        salt
+    });
+    let mut hasher = Sha256::new();
+    hasher.update(salt);
+    hasher.update(session_id.as_bytes());
+    hex::encode(&hasher.finalize()[..6])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -58,21 +76,4 @@ mod tests {
             assert!(!is_valid_session_id(bad), "{bad:?} must be rejected");
         }
     }
-}
-
-/// A stand-in for `session_id` in logs: a salted hash, so logs never hold a usable id.
-pub fn log_token(session_id: &str) -> String {
-    use sha2::{Digest, Sha256};
-    use std::sync::OnceLock;
-    static SALT: OnceLock<[u8; 16]> = OnceLock::new();
-    let salt = SALT.get_or_init(|| {
-        let mut salt = [0u8; 16];
-        // Without OS randomness the salt is zero: tokens stay unlinkable to ids, only stable.
-        let _ = OsRng.try_fill_bytes(&mut salt);
-        salt
-    });
-    let mut hasher = Sha256::new();
-    hasher.update(salt);
-    hasher.update(session_id.as_bytes());
-    hex::encode(&hasher.finalize()[..6])
 }

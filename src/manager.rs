@@ -2,7 +2,7 @@
 //! CSPRNG ids, HMAC-SHA256 digests and JSON records.
 
 use std::path::PathBuf;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use pyo3::exceptions::{PyOSError, PyTypeError, PyValueError};
 use pyo3::intern;
@@ -27,12 +27,18 @@ struct CookieSettings {
     set_kwargs: Py<PyDict>,
 }
 
+/// The raw `(session_id, hmac_digest)` cookie values of a request, when present.
+type CookiePair<'py> = (Option<Bound<'py, PyAny>>, Option<Bound<'py, PyAny>>);
+
 /// What a request's id and digest lead to.
 pub enum Lookup {
     /// The pair is forged, foreign or malformed.
     Invalid,
     /// A genuine session, with its data when the store has a readable record.
-    Genuine { meta: SessionMeta, data: Option<SessionRecord> },
+    Genuine {
+        meta: SessionMeta,
+        data: Option<SessionRecord>,
+    },
 }
 
 /// Keeps the secret(s) and the store; hands out and stores sessions.
@@ -41,6 +47,8 @@ pub struct SessionManager {
     secrets: Secrets,
     store: StoreHandle,
     cookies: CookieSettings,
+    /// How long a session may go unused; passed to the store as the record's time to live.
+    idle_timeout: Option<Duration>,
 }
 
 /// A `SessionManager` that reads and writes the session cookies through a `RequestHandler`.
@@ -51,6 +59,12 @@ pub struct TornadoSessionManager;
 #[pymethods]
 impl SessionManager {
     #[new]
+    #[pyo3(
+        text_signature = "(secret, session_dir=None, *, store=None, cookie_name='session_id', \
+        digest_cookie_name='hmac_digest', cookie_httponly=True, cookie_samesite='Lax', \
+        cookie_secure=False, cookie_domain=None, cookie_path='/', cookie_expires_days=30.0, \
+        idle_timeout=None)"
+    )]
     #[pyo3(signature = (
         secret,
         session_dir = None,
@@ -64,6 +78,7 @@ impl SessionManager {
         cookie_domain = None,
         cookie_path = "/",
         cookie_expires_days = Some(30.0),
+        idle_timeout = None,
     ))]
     fn new(
         py: Python<'_>,
@@ -78,7 +93,9 @@ impl SessionManager {
         cookie_domain: Option<&str>,
         cookie_path: &str,
         cookie_expires_days: Option<f64>,
+        idle_timeout: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
+        let idle_timeout = idle_timeout.map(seconds).transpose()?;
         let secrets = Secrets::new(secret_keys(secret)?)?;
         // The original's default is session_dir='', which we read as "no folder given".
         let session_dir = session_dir.filter(|dir| !dir.as_os_str().is_empty());
@@ -92,7 +109,10 @@ impl SessionManager {
             (None, Some(folder)) => StoreHandle::file(py, folder)?,
             (None, None) => StoreHandle::default_memory(),
         };
-        if cookie_name.is_empty() || digest_cookie_name.is_empty() || cookie_name == digest_cookie_name {
+        if cookie_name.is_empty()
+            || digest_cookie_name.is_empty()
+            || cookie_name == digest_cookie_name
+        {
             return Err(PyValueError::new_err(
                 "cookie_name and digest_cookie_name must be two different non-empty names",
             ));
@@ -129,6 +149,7 @@ impl SessionManager {
                 digest_name: PyString::new(py, digest_cookie_name).unbind(),
                 set_kwargs: set_kwargs.unbind(),
             },
+            idle_timeout,
         })
     }
 
@@ -173,6 +194,12 @@ impl SessionManager {
 #[pymethods]
 impl TornadoSessionManager {
     #[new]
+    #[pyo3(
+        text_signature = "(secret, session_dir=None, *, store=None, cookie_name='session_id', \
+        digest_cookie_name='hmac_digest', cookie_httponly=True, cookie_samesite='Lax', \
+        cookie_secure=False, cookie_domain=None, cookie_path='/', cookie_expires_days=30.0, \
+        idle_timeout=None)"
+    )]
     #[pyo3(signature = (
         secret,
         session_dir = None,
@@ -186,6 +213,7 @@ impl TornadoSessionManager {
         cookie_domain = None,
         cookie_path = "/",
         cookie_expires_days = Some(30.0),
+        idle_timeout = None,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -201,6 +229,7 @@ impl TornadoSessionManager {
         cookie_domain: Option<&str>,
         cookie_path: &str,
         cookie_expires_days: Option<f64>,
+        idle_timeout: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<PyClassInitializer<Self>> {
         let base = SessionManager::new(
             py,
@@ -215,6 +244,7 @@ impl TornadoSessionManager {
             cookie_domain,
             cookie_path,
             cookie_expires_days,
+            idle_timeout,
         )?;
         Ok(PyClassInitializer::from(base).add_subclass(Self))
     }
@@ -262,10 +292,7 @@ impl SessionManager {
     }
 
     /// Reads `(session_id, hmac_digest)` through the handler's own `get_secure_cookie`.
-    pub fn read_cookies<'py>(
-        &self,
-        handler: &Bound<'py, PyAny>,
-    ) -> PyResult<(Option<Bound<'py, PyAny>>, Option<Bound<'py, PyAny>>)> {
+    pub fn read_cookies<'py>(&self, handler: &Bound<'py, PyAny>) -> PyResult<CookiePair<'py>> {
         let py = handler.py();
         let get = handler.getattr(intern!(py, "get_secure_cookie"))?;
         let id = get.call1((self.cookies.id_name.bind(py),))?;
@@ -304,7 +331,10 @@ impl SessionManager {
         let blob = match self.store.load(py, &id) {
             Ok(blob) => blob,
             Err(e) if e.kind == StoreErrorKind::UnreadableRecord => {
-                warn(py, &format!("unreadable session record, starting a new session: {e}"));
+                warn(
+                    py,
+                    &format!("unreadable session record, starting a new session: {e}"),
+                );
                 return Ok(Lookup::Genuine {
                     meta: self.fresh_meta(py)?,
                     data: None,
@@ -355,7 +385,10 @@ impl SessionManager {
         match self.lookup(py, id.as_ref(), digest.as_ref())? {
             Lookup::Genuine { meta, data } => Ok((meta, data)),
             Lookup::Invalid => {
-                warn(py, "session cookies do not match their digest, starting a new session");
+                warn(
+                    py,
+                    "session cookies do not match their digest, starting a new session",
+                );
                 Ok((self.fresh_meta(py)?, None))
             }
         }
@@ -367,12 +400,16 @@ impl SessionManager {
         let (id, created) = session.get().id_and_created(py)?;
         let data = dict_to_json(session.as_super())?;
         let blob = codec::encode(created, &data);
-        self.store.save(py, &id, &blob)?;
+        self.store.save(py, &id, &blob, self.idle_timeout)?;
         Ok(())
     }
 
     /// Sets the id cookie and a freshly computed digest cookie on the handler.
-    pub fn write_cookies(&self, handler: &Bound<'_, PyAny>, session: &Bound<'_, PyAny>) -> PyResult<()> {
+    pub fn write_cookies(
+        &self,
+        handler: &Bound<'_, PyAny>,
+        session: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
         let py = handler.py();
         let session = as_session(session)?;
         let (id, _) = session.get().id_and_created(py)?;
@@ -394,7 +431,11 @@ fn as_session<'a, 'py>(value: &'a Bound<'py, PyAny>) -> PyResult<&'a Bound<'py, 
     value.cast::<Session>().map_err(|_| {
         PyTypeError::new_err(format!(
             "expected a tornsession.Session (from SessionManager.get()), got {}",
-            value.get_type().name().map(|n| n.to_string()).unwrap_or_default()
+            value
+                .get_type()
+                .name()
+                .map(|n| n.to_string())
+                .unwrap_or_default()
         ))
     })
 }
@@ -425,9 +466,32 @@ fn secret_keys(secret: &Bound<'_, PyAny>) -> PyResult<Vec<Vec<u8>>> {
 /// A cookie value as text: `get_secure_cookie` gives bytes on Python 3, apps may pass str.
 fn text(value: &Bound<'_, PyAny>) -> Option<String> {
     if let Ok(bytes) = value.cast::<PyBytes>() {
-        return std::str::from_utf8(bytes.as_bytes()).ok().map(str::to_owned);
+        return std::str::from_utf8(bytes.as_bytes())
+            .ok()
+            .map(str::to_owned);
     }
-    value.cast::<PyString>().ok()?.to_str().ok().map(str::to_owned)
+    value
+        .cast::<PyString>()
+        .ok()?
+        .to_str()
+        .ok()
+        .map(str::to_owned)
+}
+
+/// A duration given as seconds (int or float) or a `datetime.timedelta`.
+fn seconds(value: &Bound<'_, PyAny>) -> PyResult<Duration> {
+    let secs: f64 = match value.extract::<Duration>() {
+        Ok(duration) => duration.as_secs_f64(),
+        Err(_) => value.extract().map_err(|_| {
+            PyTypeError::new_err("a timeout must be a number of seconds or a datetime.timedelta")
+        })?,
+    };
+    if !(secs.is_finite() && secs > 0.0) {
+        return Err(PyValueError::new_err(format!(
+            "a timeout must be a positive number of seconds, not {secs}"
+        )));
+    }
+    Ok(Duration::from_secs_f64(secs))
 }
 
 pub fn now() -> u64 {
@@ -446,6 +510,8 @@ pub fn warn(py: Python<'_>, message: &str) {
             .map(Bound::unbind)
     });
     if let Ok(logger) = logger {
-        let _ = logger.bind(py).call_method1(intern!(py, "warning"), (message,));
+        let _ = logger
+            .bind(py)
+            .call_method1(intern!(py, "warning"), (message,));
     }
 }

@@ -4,6 +4,7 @@
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::intern;
@@ -24,7 +25,7 @@ pub struct PyMemoryStore {
 #[pymethods]
 impl PyMemoryStore {
     #[new]
-    #[pyo3(signature = (max_sessions = DEFAULT_MAX_SESSIONS))]
+    #[pyo3(signature = (max_sessions = DEFAULT_MAX_SESSIONS), text_signature = "(max_sessions=100000)")]
     fn new(max_sessions: usize) -> PyResult<Self> {
         let max_sessions = NonZeroUsize::new(max_sessions)
             .ok_or_else(|| PyValueError::new_err("max_sessions must be at least 1"))?;
@@ -134,13 +135,23 @@ impl StoreHandle {
         }
     }
 
-    pub fn save(&self, py: Python<'_>, session_id: &str, blob: &[u8]) -> Result<(), StoreError> {
+    pub fn save(
+        &self,
+        py: Python<'_>,
+        session_id: &str,
+        blob: &[u8],
+        ttl: Option<Duration>,
+    ) -> Result<(), StoreError> {
         match self {
-            Self::Native(store) if store.blocks() => py.detach(|| store.save(session_id, blob, None)),
-            Self::Native(store) => store.save(session_id, blob, None),
+            Self::Native(store) if store.blocks() => {
+                py.detach(|| store.save(session_id, blob, ttl))
+            }
+            Self::Native(store) => store.save(session_id, blob, ttl),
             Self::Python(store) => {
                 let store = store.bind(py);
-                let args = (python_key(session_id), PyBytes::new(py, blob), py.None());
+                // Whole seconds, rounded up: what redis-py and pymemcache take.
+                let ttl = ttl.map(|t| t.as_secs() + u64::from(t.subsec_nanos() > 0));
+                let args = (python_key(session_id), PyBytes::new(py, blob), ttl);
                 store
                     .call_method1(intern!(py, "set"), args)
                     .map(drop)
@@ -149,7 +160,10 @@ impl StoreHandle {
         }
     }
 
-    #[allow(dead_code, reason = "session destroy() arrives with the lifecycle work")]
+    #[allow(
+        dead_code,
+        reason = "session destroy() arrives with the lifecycle work"
+    )]
     pub fn delete(&self, py: Python<'_>, session_id: &str) -> Result<(), StoreError> {
         match self {
             Self::Native(store) if store.blocks() => py.detach(|| store.delete(session_id)),

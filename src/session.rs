@@ -53,7 +53,12 @@ pub struct Session {
 
 impl Session {
     pub fn with_meta(py: Python<'_>, meta: SessionMeta) -> PyResult<Py<Session>> {
-        Py::new(py, Session { meta: Mutex::new(meta) })
+        Py::new(
+            py,
+            Session {
+                meta: Mutex::new(meta),
+            },
+        )
     }
 
     /// The id, checked to be one tornsession issued, and the creation time (now if unknown).
@@ -62,7 +67,11 @@ impl Session {
         let id: Option<String> = meta.session_id.bind(py).extract().ok();
         match id {
             Some(id) if ids::is_valid_session_id(&id) => {
-                let created = if meta.created == 0 { now() } else { meta.created };
+                let created = if meta.created == 0 {
+                    now()
+                } else {
+                    meta.created
+                };
                 Ok((id, created))
             }
             _ => Err(PyValueError::new_err(format!(
@@ -85,14 +94,23 @@ impl Session {
 impl Session {
     #[new]
     #[pyo3(signature = (*_args, **_kwargs))]
-    fn new(py: Python<'_>, _args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, PyDict>>) -> Self {
+    fn new(
+        py: Python<'_>,
+        _args: &Bound<'_, PyTuple>,
+        _kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> Self {
         Session {
             meta: Mutex::new(SessionMeta::unset(py)),
         }
     }
 
     #[pyo3(signature = (session_id = None, hmac_digest = None))]
-    fn __init__(&self, py: Python<'_>, session_id: Option<Py<PyAny>>, hmac_digest: Option<Py<PyAny>>) {
+    fn __init__(
+        &self,
+        py: Python<'_>,
+        session_id: Option<Py<PyAny>>,
+        hmac_digest: Option<Py<PyAny>>,
+    ) {
         let mut meta = self.meta.lock();
         meta.session_id = session_id.unwrap_or_else(|| py.None());
         meta.hmac_digest = hmac_digest.unwrap_or_else(|| py.None());
@@ -162,27 +180,26 @@ impl TornadoSession {
     /// Loads the session from the store unless it already has been.
     pub fn ensure_loaded(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
-        let (manager, handler) = {
-            let mut state = slf.get().state.lock();
-            match state.load {
-                LoadState::Loaded => return Ok(()),
-                LoadState::Loading => {
-                    return Err(PyRuntimeError::new_err(
+        let (manager, handler) =
+            {
+                let mut state = slf.get().state.lock();
+                match state.load {
+                    LoadState::Loaded => return Ok(()),
+                    LoadState::Loading => return Err(PyRuntimeError::new_err(
                         "the session was used while it was being loaded (from get_secure_cookie?)",
-                    ))
+                    )),
+                    LoadState::Unloaded => {}
                 }
-                LoadState::Unloaded => {}
-            }
-            let (Some(manager), Some(handler)) = (&state.manager, &state.handler) else {
-                return Err(PyRuntimeError::new_err(
-                    "TornadoSession.__init__(manager, handler) was not called; a subclass's \
+                let (Some(manager), Some(handler)) = (&state.manager, &state.handler) else {
+                    return Err(PyRuntimeError::new_err(
+                        "TornadoSession.__init__(manager, handler) was not called; a subclass's \
                      __init__ must call super().__init__(tornado_session_manager, request_handler)",
-                ));
+                    ));
+                };
+                let pair = (manager.clone_ref(py), handler.clone_ref(py));
+                state.load = LoadState::Loading;
+                pair
             };
-            let pair = (manager.clone_ref(py), handler.clone_ref(py));
-            state.load = LoadState::Loading;
-            pair
-        };
         let result = Self::load(slf, manager.bind(py), handler.bind(py));
         slf.get().state.lock().load = if result.is_ok() {
             LoadState::Loaded
@@ -192,7 +209,11 @@ impl TornadoSession {
         result
     }
 
-    fn load(slf: &Bound<'_, Self>, manager: &Bound<'_, PyAny>, handler: &Bound<'_, PyAny>) -> PyResult<()> {
+    fn load(
+        slf: &Bound<'_, Self>,
+        manager: &Bound<'_, PyAny>,
+        handler: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
         let py = slf.py();
         let storage = Self::storage(slf);
         if let Some(tornado_manager) = native_get(manager)? {
@@ -241,7 +262,9 @@ impl TornadoSession {
 
 /// The `TornadoSessionManager` behind `manager` when its `get` is ours, so loading can skip the
 /// Python-level `get()` and the intermediate `Session` it builds.
-fn native_get<'a, 'py>(manager: &'a Bound<'py, PyAny>) -> PyResult<Option<&'a Bound<'py, TornadoSessionManager>>> {
+fn native_get<'a, 'py>(
+    manager: &'a Bound<'py, PyAny>,
+) -> PyResult<Option<&'a Bound<'py, TornadoSessionManager>>> {
     let Ok(tornado_manager) = manager.cast::<TornadoSessionManager>() else {
         return Ok(None);
     };
@@ -312,13 +335,19 @@ impl TornadoSession {
     #[getter]
     fn session_manager(&self, py: Python<'_>) -> Py<PyAny> {
         let state = self.state.lock();
-        state.manager.as_ref().map_or_else(|| py.None(), |m| m.clone_ref(py))
+        state
+            .manager
+            .as_ref()
+            .map_or_else(|| py.None(), |m| m.clone_ref(py))
     }
 
     #[getter]
     fn request_handler(&self, py: Python<'_>) -> Py<PyAny> {
         let state = self.state.lock();
-        state.handler.as_ref().map_or_else(|| py.None(), |h| h.clone_ref(py))
+        state
+            .handler
+            .as_ref()
+            .map_or_else(|| py.None(), |h| h.clone_ref(py))
     }
 
     #[getter]
@@ -354,24 +383,37 @@ impl TornadoSession {
             let state = slf.get().state.lock();
             match (&state.manager, &state.handler) {
                 (Some(m), Some(h)) => (m.clone_ref(py), h.clone_ref(py)),
-                _ => return Err(PyRuntimeError::new_err("TornadoSession.__init__ was not called")),
+                _ => {
+                    return Err(PyRuntimeError::new_err(
+                        "TornadoSession.__init__ was not called",
+                    ))
+                }
             }
         };
-        manager.bind(py).call_method1(intern!(py, "set"), (handler, slf))?;
+        manager
+            .bind(py)
+            .call_method1(intern!(py, "set"), (handler, slf))?;
         Ok(())
     }
 
     // The dict protocol, each loading first. Overriding __iter__ and keys also routes dict(s),
     // {**s} and json.dumps(s) through here instead of the (possibly not yet loaded) storage.
 
-    fn __getitem__<'py>(slf: &Bound<'py, Self>, key: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    fn __getitem__<'py>(
+        slf: &Bound<'py, Self>,
+        key: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
         Self::ensure_loaded(slf)?;
         Self::storage(slf)
             .get_item(key)?
             .ok_or_else(|| PyKeyError::new_err(key.clone().unbind()))
     }
 
-    fn __setitem__(slf: &Bound<'_, Self>, key: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>) -> PyResult<()> {
+    fn __setitem__(
+        slf: &Bound<'_, Self>,
+        key: &Bound<'_, PyAny>,
+        value: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
         Self::ensure_loaded(slf)?;
         Self::storage(slf).set_item(key, value)
     }
@@ -423,11 +465,17 @@ impl TornadoSession {
         }
     }
 
-    fn __or__<'py>(slf: &Bound<'py, Self>, other: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    fn __or__<'py>(
+        slf: &Bound<'py, Self>,
+        other: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
         Self::call_dict(slf, intern!(slf.py(), "__or__"), &[other])
     }
 
-    fn __ror__<'py>(slf: &Bound<'py, Self>, other: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    fn __ror__<'py>(
+        slf: &Bound<'py, Self>,
+        other: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
         Self::call_dict(slf, intern!(slf.py(), "__ror__"), &[other])
     }
 
@@ -435,7 +483,7 @@ impl TornadoSession {
         Self::call_dict(slf, intern!(slf.py(), "__ior__"), &[other]).map(drop)
     }
 
-    #[pyo3(signature = (key, default = None))]
+    #[pyo3(signature = (key, default = None, /))]
     fn get<'py>(
         slf: &Bound<'py, Self>,
         key: &Bound<'py, PyAny>,
@@ -460,7 +508,7 @@ impl TornadoSession {
         Self::call_dict(slf, intern!(slf.py(), "items"), &[])
     }
 
-    #[pyo3(signature = (key, *default))]
+    #[pyo3(signature = (key, /, *default))]
     fn pop<'py>(
         slf: &Bound<'py, Self>,
         key: &Bound<'py, PyAny>,
@@ -476,7 +524,7 @@ impl TornadoSession {
         Self::call_dict(slf, intern!(slf.py(), "popitem"), &[])
     }
 
-    #[pyo3(signature = (key, default = None))]
+    #[pyo3(signature = (key, default = None, /))]
     fn setdefault<'py>(
         slf: &Bound<'py, Self>,
         key: &Bound<'py, PyAny>,
@@ -510,9 +558,14 @@ impl TornadoSession {
     }
 
     /// Copies and pickles hold the items; the bond to a handler does not travel with them.
-    fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<(Bound<'py, PyType>, (Bound<'py, PyAny>,))> {
+    fn __reduce__<'py>(
+        slf: &Bound<'py, Self>,
+    ) -> PyResult<(Bound<'py, PyType>, (Bound<'py, PyAny>,))> {
         let py = slf.py();
-        Ok((py.get_type::<PyDict>(), (Self::call_dict(slf, intern!(py, "copy"), &[])?,)))
+        Ok((
+            py.get_type::<PyDict>(),
+            (Self::call_dict(slf, intern!(py, "copy"), &[])?,),
+        ))
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {

@@ -15,14 +15,17 @@ from tornsession._core import (
     TornadoSessionManager,
     __version__,
 )
+from tornsession.protocols import RequestHandlerProtocol, SessionStoreProtocol
 
 __all__ = [
     "FileStore",
     "InvalidSessionException",
     "MemoryStore",
+    "RequestHandlerProtocol",
     "Session",
     "SessionManager",
     "SessionStoreError",
+    "SessionStoreProtocol",
     "TornadoSession",
     "TornadoSessionManager",
     "__version__",

@@ -82,7 +82,10 @@ impl SessionStore for FileStore {
         match fs::remove_file(self.path_of(session_id)) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(StoreError::new(self, format!("cannot delete {FILE_PREFIX}{session_id}: {e}"))),
+            Err(e) => Err(StoreError::new(
+                self,
+                format!("cannot delete {FILE_PREFIX}{session_id}: {e}"),
+            )),
         }
     }
 
@@ -115,7 +118,10 @@ mod tests {
         assert_eq!(store.load(A).unwrap(), None);
         store.save(A, b"first", None).unwrap();
         store.save(A, b"second", None).unwrap();
-        assert_eq!(fs::read(root.path().join(format!("SESSION{A}"))).unwrap(), b"second");
+        assert_eq!(
+            fs::read(root.path().join(format!("SESSION{A}"))).unwrap(),
+            b"second"
+        );
         assert_eq!(store.load(A).unwrap().as_deref(), Some(&b"second"[..]));
         store.delete(A).unwrap();
         store.delete(A).unwrap();

@@ -1,0 +1,145 @@
+"""Type stubs for tornsession's Rust core (``tornsession._core``)."""
+
+import os
+from datetime import timedelta
+from typing import Any, TypeVar, final, overload
+
+from typing_extensions import Self, disjoint_base
+
+from tornsession.protocols import RequestHandlerProtocol, SessionStoreProtocol
+
+__all__ = [
+    "FileStore",
+    "InvalidSessionException",
+    "LoadBeforePrepare",
+    "MemoryStore",
+    "Session",
+    "SessionManager",
+    "SessionStoreError",
+    "TornadoSession",
+    "TornadoSessionManager",
+    "__version__",
+]
+__version__: str
+
+_T = TypeVar("_T")
+
+class InvalidSessionException(Exception):
+    """The session id and digest from the request do not match: a forged or foreign cookie."""
+
+class SessionStoreError(Exception):
+    """The session store could not load, save or delete a session; the message names the store."""
+
+@final
+class MemoryStore:
+    """Sessions in this process's memory: thread-safe, bounded, least recently used evicted."""
+
+    def __new__(cls, max_sessions: int = 100000) -> Self:
+        """Keep at most ``max_sessions`` sessions (at least 1)."""
+
+    @property
+    def max_sessions(self) -> int:
+        """The bound on the number of sessions kept."""
+
+    def __len__(self) -> int:
+        """How many sessions are held now."""
+
+@final
+class FileStore:
+    """One file per session, ``SESSION<id>``, in one folder (created 0700); writes are atomic."""
+
+    def __new__(cls, path: str | os.PathLike[str]) -> Self:
+        """Open (creating when missing) the folder ``path``."""
+
+    @property
+    def path(self) -> str:
+        """The folder holding the session files."""
+
+@disjoint_base
+class Session(dict[str, Any]):
+    """A plain ``dict`` with ``session_id`` and ``hmac_digest`` attributes, as in the original."""
+
+    session_id: Any
+    hmac_digest: Any
+
+    def __init__(self, session_id: Any = None, hmac_digest: Any = None) -> None:
+        """An empty session with the given id and digest."""
+
+@disjoint_base
+class SessionManager:
+    """Keeps the secret(s) and the store; hands out and stores sessions."""
+
+    def __new__(
+        cls,
+        secret: str | bytes | list[str | bytes] | tuple[str | bytes, ...],
+        session_dir: str | os.PathLike[str] | None = None,
+        *,
+        store: MemoryStore | FileStore | SessionStoreProtocol | None = None,
+        cookie_name: str = "session_id",
+        digest_cookie_name: str = "hmac_digest",
+        cookie_httponly: bool = True,
+        cookie_samesite: str | None = "Lax",
+        cookie_secure: bool = False,
+        cookie_domain: str | None = None,
+        cookie_path: str = "/",
+        cookie_expires_days: float | None = 30.0,
+        idle_timeout: float | timedelta | None = None,
+    ) -> Self:
+        """``session_dir`` means a FileStore there; neither it nor ``store`` means a MemoryStore."""
+
+    def get(
+        self, session_id: str | bytes | None = None, hmac_digest: str | bytes | None = None
+    ) -> Session:
+        """A new session without an id; else the stored one, after checking the digest.
+
+        Raises InvalidSessionException when the digest does not match the id.
+        """
+
+    def set(self, session: Session) -> None:
+        """Store the session's items, replacing what was stored."""
+
+class TornadoSessionManager(SessionManager):
+    """A SessionManager that reads and writes the session cookies through a RequestHandler."""
+
+    def get(self, requestHandler: RequestHandlerProtocol | None = None) -> Session:  # type: ignore[override]
+        """The session the handler's cookies name; a new one without handler or cookies."""
+
+    def set(self, requestHandler: RequestHandlerProtocol, session: Session) -> None:  # type: ignore[override]
+        """Store the session, then set both cookies on the handler."""
+
+@disjoint_base
+class TornadoSession(Session):
+    """A Session bound to a manager and a handler; loads at first use, saved with save()."""
+
+    def __init__(
+        self, tornado_session_manager: SessionManager, request_handler: RequestHandlerProtocol
+    ) -> None:
+        """Bind to the manager and handler; the store is read at first use, not here."""
+
+    @property
+    def session_manager(self) -> SessionManager:
+        """The manager this session was made with."""
+
+    @property
+    def request_handler(self) -> RequestHandlerProtocol:
+        """The handler whose cookies name this session."""
+
+    def save(self) -> None:
+        """Write the session to the store and set its cookies: manager.set(handler, self)."""
+
+    # The dict methods, each loading the session first.
+    @overload
+    def get(self, key: str, default: None = None, /) -> Any | None: ...
+    @overload
+    def get(self, key: str, default: _T, /) -> Any | _T: ...
+    @overload
+    def pop(self, key: str, /) -> Any: ...
+    @overload
+    def pop(self, key: str, default: _T, /) -> Any | _T: ...
+    def setdefault(self, key: str, default: Any = None, /) -> Any: ...
+
+@final
+class LoadBeforePrepare:
+    """Internal: stands in for handler.prepare until the handler starts, loading the session."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any: ...

@@ -1,0 +1,3 @@
+"""Shared fixtures: Tornado apps over real HTTP, stores in temporary folders."""
+
+from __future__ import annotations
