@@ -1,3 +1,134 @@
-"""Shared fixtures: Tornado apps over real HTTP, stores in temporary folders."""
+"""Shared fixtures: app servers in their own processes, spoken to over real HTTP on loopback."""
 
 from __future__ import annotations
+
+import http.client
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from http.cookies import SimpleCookie
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class AppProcess:
+    """A Python app module run as `python -m MODULE --port N ...` until stopped."""
+
+    def __init__(self, module: str, *args: str) -> None:
+        self.module = module
+        self.args = args
+        self.port = free_port()
+        self.process: subprocess.Popen[str] | None = None
+
+    def start(self) -> AppProcess:
+        env = dict(os.environ, PYTHONPATH=str(REPO))
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", self.module, "--port", str(self.port), *self.args],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        if "listening on" not in line:
+            rest = self.process.stdout.read() if self.process.poll() is not None else ""
+            raise RuntimeError(f"{self.module} did not start: {line}{rest}")
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None:
+            if self.process.poll() is None:
+                self.process.terminate()
+                self.process.wait(timeout=10)
+            assert self.process.stdout is not None
+            self.process.stdout.close()
+        self.process = None
+
+    def connection(self) -> http.client.HTTPConnection:
+        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+
+
+class Browser:
+    """One visitor: a keep-alive connection and a cookie jar, as a browser keeps them."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.cookies: dict[str, str] = {}
+        self.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        self.last_set_cookie: list[str] = []
+
+    def __enter__(self) -> Browser:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def request(self, method: str, path: str, body: str | None = None) -> tuple[int, str]:
+        headers = {}
+        if self.cookies:
+            headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
+        if body is not None:
+            headers["Content-Type"] = "application/x-www-form-urlencoded"
+        self.connection.request(method, path, body=body, headers=headers)
+        response = self.connection.getresponse()
+        text = response.read().decode()
+        self.last_set_cookie = response.headers.get_all("Set-Cookie") or []
+        for header in self.last_set_cookie:
+            for name, morsel in SimpleCookie(header).items():
+                if morsel["expires"] and "1970" in morsel["expires"] or morsel.value == "":
+                    self.cookies.pop(name, None)
+                else:
+                    self.cookies[name] = morsel.coded_value
+        return response.status, text
+
+    def get(self, path: str) -> tuple[int, str]:
+        return self.request("GET", path)
+
+    def close(self) -> None:
+        self.connection.close()
+
+
+@pytest.fixture
+def browsers() -> Iterator[list[Browser]]:
+    """Collects Browser objects made in a test and closes their connections afterwards."""
+    made: list[Browser] = []
+    yield made
+    for browser in made:
+        browser.close()
+
+
+@pytest.fixture
+def session_dir(tmp_path: Path) -> Path:
+    folder = tmp_path / "sessions"
+    folder.mkdir()
+    return folder
+
+
+@pytest.fixture
+def seed_app(session_dir: Path) -> Iterator[AppProcess]:
+    app = AppProcess("tests.apps.seed_app", "--session-dir", str(session_dir)).start()
+    yield app
+    app.stop()
+
+
+def wait_for(predicate, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not met in time")
+        time.sleep(0.05)
