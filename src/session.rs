@@ -279,13 +279,18 @@ fn native_get<'a, 'py>(
     Ok(theirs.is(native.bind(py)).then_some(tornado_manager))
 }
 
-/// Whether Tornado has started running `handler` (its `_execute` sets `path_args`).
+/// Whether Tornado has started running `handler`.
 fn handler_started(handler: &Bound<'_, PyAny>) -> bool {
     let py = handler.py();
-    match handler.getattr(intern!(py, "path_args")) {
-        Ok(args) => !args.is_none(),
-        // Not a RequestHandler: there is no start to wait for.
-        Err(_) => true,
+    // Tornado's _execute sets path_args on the instance as it starts the handler.
+    let path_args = handler
+        .getattr(intern!(py, "__dict__"))
+        .ok()
+        .and_then(|d| d.get_item(intern!(py, "path_args")).ok());
+    match path_args {
+        Some(args) => !args.is_none(),
+        // Nothing with a prepare() to wait for is not a RequestHandler: nothing will start it.
+        None => !handler.hasattr(intern!(py, "prepare")).unwrap_or(false),
     }
 }
 
@@ -321,13 +326,24 @@ impl TornadoSession {
             state.handler = Some(request_handler.clone().unbind());
             state.load = LoadState::Unloaded;
         }
-        if !handler_started(request_handler) {
-            // Load when the handler starts at the latest: even code that reads the dict's storage
-            // directly (json.dumps of an empty-looking dict) then sees the real data.
+        if handler_started(request_handler) {
+            // Created while the handler runs (in get(), say): no other request can interleave
+            // before first use, so load now, and code that reads the dict's storage directly
+            // (json.dumps of an empty-looking dict) sees the data.
+            Self::ensure_loaded(slf)?;
+        } else {
+            // Built before the handler runs (in __init__ or initialize()): load at first use, or
+            // at the latest when Tornado calls prepare().
+            let py = slf.py();
+            let own_prepare = request_handler
+                .getattr(intern!(py, "__dict__"))
+                .ok()
+                .and_then(|d| d.get_item(intern!(py, "prepare")).ok())
+                .map(Bound::unbind);
             let hook = LoadBeforePrepare {
-                session: Mutex::new(Some(slf.clone().unbind())),
+                inner: Mutex::new(Some((slf.clone().unbind(), own_prepare))),
             };
-            request_handler.setattr(intern!(slf.py(), "prepare"), hook)?;
+            request_handler.setattr(intern!(py, "prepare"), hook)?;
         }
         Ok(())
     }
@@ -583,35 +599,42 @@ impl TornadoSession {
     }
 }
 
-/// Stands in for `handler.prepare` until the handler starts: loads the session, removes itself,
-/// then runs the handler's own `prepare`.
+/// Stands in for `handler.prepare` until the handler starts: loads the session, puts the
+/// handler's own `prepare` back, then runs it.
 #[pyclass(module = "tornsession", frozen)]
 pub struct LoadBeforePrepare {
-    session: Mutex<Option<Py<TornadoSession>>>,
+    /// The session to load, and the handler's instance-level `prepare` it replaced, if any.
+    inner: Mutex<Option<(Py<TornadoSession>, Option<Py<PyAny>>)>>,
 }
 
 #[pymethods]
 impl LoadBeforePrepare {
     fn __call__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let Some(session) = self.session.lock().take() else {
+        let Some((session, own_prepare)) = self.inner.lock().take() else {
             return Ok(py.None().into_bound(py));
         };
         let session = session.into_bound(py);
         let handler = session.get().request_handler(py).into_bound(py);
-        // Remove the instance attribute first, so the class's prepare is found and we run once.
-        let _ = handler.delattr(intern!(py, "prepare"));
+        // Restore first, so the handler's own prepare is found and this hook runs once.
+        match own_prepare {
+            Some(own) => handler.setattr(intern!(py, "prepare"), own)?,
+            None => handler.delattr(intern!(py, "prepare"))?,
+        }
         TornadoSession::ensure_loaded(&session)?;
         handler.call_method0(intern!(py, "prepare"))
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        if let Some(session) = self.session.try_lock() {
-            visit.call(&*session)?;
+        if let Some(inner) = self.inner.try_lock() {
+            if let Some((session, own_prepare)) = &*inner {
+                visit.call(session)?;
+                visit.call(own_prepare)?;
+            }
         }
         Ok(())
     }
 
     fn __clear__(&self) {
-        self.session.lock().take();
+        self.inner.lock().take();
     }
 }

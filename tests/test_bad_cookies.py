@@ -1,0 +1,181 @@
+"""Forged, foreign and broken cookies get a fresh working session; nobody else's data changes."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+import tornado.web
+from tornado.testing import AsyncHTTPTestCase
+from tornado.web import create_signed_value
+
+import tornsession as session
+
+COOKIE_SECRET = "cookie-secret-for-tests"
+SESSION_SECRET = "session-secret-for-tests"
+
+
+class CounterHandler(tornado.web.RequestHandler):
+    def initialize(self) -> None:
+        self.session = session.TornadoSession(self.application.session_manager, self)  # type: ignore[attr-defined]
+
+    def get(self) -> None:
+        self.session["n"] = self.session.get("n", 0) + 1
+        self.session.save()
+        self.write(json.dumps({"n": self.session["n"], "id": self.session.session_id}))
+
+
+def signed(name: str, value: str, secret: str = COOKIE_SECRET) -> str:
+    return create_signed_value(secret, name, value).decode()
+
+
+class BadCookieTest(AsyncHTTPTestCase):
+    session_dir: Path
+
+    def get_app(self) -> tornado.web.Application:
+        import tempfile
+
+        self._tmp = tempfile.TemporaryDirectory()
+        self.session_dir = Path(self._tmp.name)
+        app = tornado.web.Application([(r"/", CounterHandler)], cookie_secret=COOKIE_SECRET)
+        app.session_manager = session.TornadoSessionManager(  # type: ignore[attr-defined]
+            SESSION_SECRET, str(self.session_dir)
+        )
+        return app
+
+    def tearDown(self) -> None:
+        super().tearDown()
+        self._tmp.cleanup()
+
+    def visit(self, cookie: str | None = None) -> tuple[int, dict[str, Any], list[str]]:
+        headers = {"Cookie": cookie} if cookie else {}
+        response = self.fetch("/", headers=headers)
+        return response.code, json.loads(response.body), response.headers.get_list("Set-Cookie")
+
+    def cookie_header(self, set_cookies: list[str]) -> str:
+        return "; ".join(h.split(";", 1)[0] for h in set_cookies)
+
+    def victim(self) -> tuple[str, str, bytes]:
+        """A genuine session with data: (cookie header, session id, stored file bytes)."""
+        _, body, set_cookies = self.visit()
+        cookie = self.cookie_header(set_cookies)
+        _, body, _ = self.visit(cookie)
+        assert body["n"] == 2
+        stored = (self.session_dir / f"SESSION{body['id']}").read_bytes()
+        return cookie, body["id"], stored
+
+    def assert_fresh_and_victim_untouched(self, cookie: str, victim_id: str, stored: bytes) -> None:
+        code, body, set_cookies = self.visit(cookie)
+        assert code == 200
+        assert body["n"] == 1
+        assert body["id"] != victim_id
+        assert len(set_cookies) == 2
+        assert (self.session_dir / f"SESSION{victim_id}").read_bytes() == stored
+
+    def test_tampered_cookie_gets_a_fresh_session(self) -> None:
+        cookie, victim_id, stored = self.victim()
+        # Swap the signed value for another id's, keeping Tornado's signature.
+        other = "0" * 32
+        encoded = base64.b64encode(victim_id.encode()).decode()
+        tampered = cookie.replace(encoded, base64.b64encode(other.encode()).decode())
+        assert tampered != cookie
+        self.assert_fresh_and_victim_untouched(tampered, victim_id, stored)
+
+    def test_cookie_signed_with_another_cookie_secret_gets_a_fresh_session(self) -> None:
+        _, victim_id, stored = self.victim()
+        digest = hmac.new(SESSION_SECRET.encode(), victim_id.encode(), hashlib.sha256).hexdigest()
+        forged = (
+            f"session_id={signed('session_id', victim_id, 'another-cookie-secret')}; "
+            f"hmac_digest={signed('hmac_digest', digest, 'another-cookie-secret')}"
+        )
+        self.assert_fresh_and_victim_untouched(forged, victim_id, stored)
+
+    def test_digest_from_another_session_secret_gets_a_fresh_session(self) -> None:
+        _, victim_id, stored = self.victim()
+        digest = hmac.new(b"another-session-secret", victim_id.encode(), hashlib.sha256).hexdigest()
+        forged = (
+            f"session_id={signed('session_id', victim_id)}; "
+            f"hmac_digest={signed('hmac_digest', digest)}"
+        )
+        self.assert_fresh_and_victim_untouched(forged, victim_id, stored)
+
+    def test_missing_digest_cookie_gets_a_fresh_session(self) -> None:
+        _, victim_id, stored = self.victim()
+        self.assert_fresh_and_victim_untouched(
+            f"session_id={signed('session_id', victim_id)}", victim_id, stored
+        )
+
+    def test_path_traversal_in_a_validly_signed_id_never_reaches_the_file_store(self) -> None:
+        outside = self.session_dir.parent / "SESSIONx"
+        for evil in ["../../etc/passwd", "../" + "a" * 29, "a" * 31 + "\x00", "A" * 32]:
+            digest = hmac.new(SESSION_SECRET.encode(), evil.encode(), hashlib.sha256).hexdigest()
+            cookie = (
+                f"session_id={signed('session_id', evil)}; "
+                f"hmac_digest={signed('hmac_digest', digest)}"
+            )
+            code, body, _ = self.visit(cookie)
+            assert code == 200 and body["n"] == 1 and body["id"] != evil
+        assert not outside.exists()
+        assert all(p.name.startswith("SESSION") for p in self.session_dir.iterdir())
+
+    def test_valid_cookie_whose_file_is_corrupt_gets_a_fresh_session_and_a_warning(self) -> None:
+        cookie, victim_id, _ = self.victim()
+        corrupt = b"\x80\x04not json at all"
+        (self.session_dir / f"SESSION{victim_id}").write_bytes(corrupt)
+        with self._caplog_tornsession() as records:
+            self.assert_fresh_and_victim_untouched(cookie, victim_id, corrupt)
+        assert any("corrupt" in r.getMessage() for r in records)
+        assert not any(victim_id in r.getMessage() for r in records), "ids never appear in logs"
+
+    def test_a_folder_where_the_session_file_should_be_gets_a_fresh_session(self) -> None:
+        cookie, victim_id, _ = self.victim()
+        path = self.session_dir / f"SESSION{victim_id}"
+        path.unlink()
+        path.mkdir()
+        code, body, _ = self.visit(cookie)
+        assert code == 200 and body["n"] == 1 and body["id"] != victim_id
+        assert path.is_dir()
+
+    def _caplog_tornsession(self) -> Any:
+        import contextlib
+
+        @contextlib.contextmanager
+        def capture() -> Any:
+            records: list[logging.LogRecord] = []
+
+            class Collect(logging.Handler):
+                def emit(self, record: logging.LogRecord) -> None:
+                    records.append(record)
+
+            handler = Collect()
+            logger = logging.getLogger("tornsession")
+            logger.addHandler(handler)
+            try:
+                yield records
+            finally:
+                logger.removeHandler(handler)
+
+        return capture()
+
+
+@pytest.mark.parametrize("garbage", ["", "x", "2|1:0|", "a" * 5000, "\u00e9\u00e9", "%00%ff"])
+def test_garbage_cookie_values_get_a_fresh_session(garbage: str) -> None:
+    class Handler:
+        path_args = ["started"]
+
+        def get_secure_cookie(self, name: str) -> bytes | None:
+            return garbage.encode("utf-8", "surrogateescape")
+
+        def set_secure_cookie(self, name: str, value: str, **kwargs: Any) -> None:
+            pass
+
+    manager = session.TornadoSessionManager("s")
+    s = session.TornadoSession(manager, Handler())
+    assert dict(s) == {}
+    assert s.session_id != garbage
