@@ -84,7 +84,9 @@ class TornadoSessionManager(SessionManager):
 
 
 class TornadoSession(Session):
-    def __init__(self, tornado_session_manager: TornadoSessionManager, request_handler: Any) -> None:
+    def __init__(
+        self, tornado_session_manager: TornadoSessionManager, request_handler: Any
+    ) -> None:
         self.session_manager = tornado_session_manager
         self.request_handler = request_handler
         try:

@@ -90,7 +90,7 @@ class Browser:
         self.last_set_cookie = response.headers.get_all("Set-Cookie") or []
         for header in self.last_set_cookie:
             for name, morsel in SimpleCookie(header).items():
-                if morsel["expires"] and "1970" in morsel["expires"] or morsel.value == "":
+                if (morsel["expires"] and "1970" in morsel["expires"]) or morsel.value == "":
                     self.cookies.pop(name, None)
                 else:
                     self.cookies[name] = morsel.coded_value

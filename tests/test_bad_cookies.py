@@ -8,14 +8,13 @@ import hmac
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 import tornado.web
+import tornsession as session
 from tornado.testing import AsyncHTTPTestCase
 from tornado.web import create_signed_value
-
-import tornsession as session
 
 COOKIE_SECRET = "cookie-secret-for-tests"
 SESSION_SECRET = "session-secret-for-tests"
@@ -167,7 +166,7 @@ class BadCookieTest(AsyncHTTPTestCase):
 @pytest.mark.parametrize("garbage", ["", "x", "2|1:0|", "a" * 5000, "\u00e9\u00e9", "%00%ff"])
 def test_garbage_cookie_values_get_a_fresh_session(garbage: str) -> None:
     class Handler:
-        path_args = ["started"]
+        path_args: ClassVar[list[str]] = ["started"]
 
         def get_secure_cookie(self, name: str) -> bytes | None:
             return garbage.encode("utf-8", "surrogateescape")

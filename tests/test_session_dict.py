@@ -9,7 +9,6 @@ import weakref
 from typing import Any
 
 import pytest
-
 import tornsession as session
 
 
@@ -37,10 +36,9 @@ class FakeHandler:
     """Just the cookie methods of a RequestHandler, with a cookie jar; 'started' like a handler
     whose get() is running."""
 
-    path_args: list[str] | None = []
-
     def __init__(self, cookies: dict[str, bytes] | None = None) -> None:
         self.cookies: dict[str, bytes] = dict(cookies or {})
+        self.path_args: list[str] | None = []
 
     def get_secure_cookie(self, name: str) -> bytes | None:
         return self.cookies.get(name)
@@ -177,12 +175,13 @@ def test_unstorable_value_raises_typeerror_naming_key_and_type_and_keeps_the_sto
 def test_non_str_keys_nan_and_huge_ints_are_refused_clearly(
     manager: session.TornadoSessionManager,
 ) -> None:
-    for bad, error in [
+    cases: list[tuple[dict[Any, Any], type[Exception]]] = [
         ({1: "int key"}, TypeError),
         ({"k": {2: "nested int key"}}, TypeError),
         ({"k": float("nan")}, ValueError),
         ({"k": 2**70}, TypeError),
-    ]:
+    ]
+    for bad, error in cases:
         s = session.TornadoSession(manager, FakeHandler())
         s.update(bad)
         with pytest.raises(error):
@@ -247,13 +246,13 @@ def test_subclass_that_forgets_super_init_gets_a_clear_error(
 
 def test_handler_and_session_cycle_is_collected(manager: session.TornadoSessionManager) -> None:
     class Handler(FakeHandler):
-        path_args = None
-
         def prepare(self) -> None:
             pass
 
     handler = Handler()
+    handler.path_args = None  # not started: the session installs its prepare hook
     handler.session = session.TornadoSession(manager, handler)  # type: ignore[attr-defined]
+    assert type(handler.__dict__["prepare"]).__name__ == "LoadBeforePrepare"
     ref = weakref.ref(handler)
     del handler
     gc.collect()

@@ -31,5 +31,5 @@ class RequestHandlerProtocol(Protocol):
     def get_secure_cookie(self, name: str, /) -> bytes | None:
         """The verified value of a signed cookie, or None."""
 
-    def set_secure_cookie(self, name: str, value: str, /, **kwargs: Any) -> None:
-        """Sign and set a cookie."""
+    def set_secure_cookie(self, name: str, value: str, *args: Any, **kwargs: Any) -> None:
+        """Sign and set a cookie (tornsession passes expires_days, path, httponly ...)."""

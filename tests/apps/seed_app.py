@@ -1,3 +1,5 @@
+# mypy: ignore-errors
+# (untyped on purpose: it is written exactly as the seed document writes it)
 """An app written exactly like the seed document's example; only the import line differs.
 
 Run: python -m tests.apps.seed_app --port N --session-dir DIR [--module bench.reference_session]
