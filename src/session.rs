@@ -603,9 +603,11 @@ impl TornadoSession {
 /// handler's own `prepare` back, then runs it.
 #[pyclass(module = "tornsession", frozen)]
 pub struct LoadBeforePrepare {
-    /// The session to load, and the handler's instance-level `prepare` it replaced, if any.
-    inner: Mutex<Option<(Py<TornadoSession>, Option<Py<PyAny>>)>>,
+    inner: Mutex<Option<PendingLoad>>,
 }
+
+/// The session to load, and the handler's instance-level `prepare` the hook replaced, if any.
+type PendingLoad = (Py<TornadoSession>, Option<Py<PyAny>>);
 
 #[pymethods]
 impl LoadBeforePrepare {
