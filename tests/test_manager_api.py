@@ -298,3 +298,37 @@ class OriginalCookieTest(AsyncHTTPTestCase):
         session_id = hashlib.md5(b"x").hexdigest()
         response = self.fetch("/", headers={"Cookie": original_cookies(session_id, "not-it")})
         assert json.loads(response.body) == {"n": 1}
+
+
+def test_a_manager_subclass_overriding_get_and_set_is_used_by_tornado_session() -> None:
+    calls: list[str] = []
+
+    class AuditingManager(session.TornadoSessionManager):
+        # The original API narrows get/set in TornadoSessionManager; subclasses inherit that.
+        def get(self, requestHandler: Any = None) -> session.Session:  # type: ignore[override]
+            calls.append("get")
+            return super().get(requestHandler)
+
+        def set(self, requestHandler: Any, s: session.Session) -> None:  # type: ignore[override]
+            calls.append("set")
+            super().set(requestHandler, s)
+
+    class Handler:
+        def __init__(self) -> None:
+            self.cookies: dict[str, bytes] = {}
+
+        def get_secure_cookie(self, name: str) -> bytes | None:
+            return self.cookies.get(name)
+
+        def set_secure_cookie(self, name: str, value: str, **kwargs: Any) -> None:
+            self.cookies[name] = value.encode()
+
+    manager = AuditingManager("secret")
+    handler = Handler()
+    first = session.TornadoSession(manager, handler)
+    first["a"] = 1
+    first.save()
+    again = session.TornadoSession(manager, handler)
+    assert dict(again) == {"a": 1}
+    assert again.session_id == first.session_id
+    assert calls == ["get", "set", "get"]
