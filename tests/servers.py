@@ -9,6 +9,7 @@ from __future__ import annotations
 import http.cookiejar
 import json
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -56,6 +57,20 @@ def wait_for_port(
         except OSError:
             time.sleep(0.05)
     raise RuntimeError(f"nothing listens on {HOST}:{port} after {timeout} s")
+
+
+def free_cluster_port() -> int:
+    """A free port whose cluster bus port (port + 10000) is free and valid too."""
+    for _ in range(200):
+        port = random.randint(20000, 50000)
+        try:
+            with socket.socket() as a, socket.socket() as b:
+                a.bind((HOST, port))
+                b.bind((HOST, port + 10000))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free port pair for a cluster node")
 
 
 class ServerProcess:
@@ -159,7 +174,7 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Red
     nodes: list[RedisServer] = []
     try:
         for _ in range(3):
-            port = free_port()
+            port = free_cluster_port()
             folder = tmp_path_factory.mktemp("cluster")
             argv = redis_argv(
                 binary,
