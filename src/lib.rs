@@ -21,7 +21,10 @@ mod _core {
     #[pymodule_export]
     use crate::manager::{SessionManager, TornadoSessionManager};
     #[pymodule_export]
-    use crate::py_stores::{PyFileStore, PyMemoryStore};
+    use crate::py_stores::{
+        PyFileStore, PyMemcachedStore, PyMemoryStore, PyRedisClusterStore, PyRedisStore,
+        PySqliteStore,
+    };
     #[pymodule_export]
     use crate::session::{LoadBeforePrepare, Session, TornadoSession};
 

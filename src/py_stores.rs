@@ -74,6 +74,199 @@ impl PyFileStore {
     }
 }
 
+/// Seconds from Python as a `Duration`, refusing what is not a positive finite number.
+fn positive_seconds(name: &str, seconds: f64) -> PyResult<Duration> {
+    if seconds.is_finite() && seconds > 0.0 {
+        Duration::try_from_secs_f64(seconds)
+            .map_err(|e| PyValueError::new_err(format!("{name}: {e}")))
+    } else {
+        Err(PyValueError::new_err(format!(
+            "{name} must be a positive number of seconds, not {seconds}"
+        )))
+    }
+}
+
+/// Sessions in one SQLite database file, shared safely by several processes of one machine.
+#[pyclass(module = "tornsession", frozen, name = "SqliteStore")]
+pub struct PySqliteStore {
+    store: Arc<stores::SqliteStore>,
+}
+
+#[pymethods]
+impl PySqliteStore {
+    #[new]
+    #[pyo3(signature = (path, *, timeout = 5.0), text_signature = "(path, *, timeout=5.0)")]
+    fn new(py: Python<'_>, path: PathBuf, timeout: f64) -> PyResult<Self> {
+        let busy_timeout = positive_seconds("timeout", timeout)?;
+        let store = py.detach(|| stores::SqliteStore::open(path, busy_timeout))?;
+        Ok(Self {
+            store: Arc::new(store),
+        })
+    }
+
+    #[getter]
+    fn path(&self) -> PathBuf {
+        self.store.path().to_path_buf()
+    }
+
+    fn __repr__(&self) -> String {
+        self.store.describe()
+    }
+}
+
+/// Sessions in one Redis server, `redis://` or `unix://` URL.
+#[pyclass(module = "tornsession", frozen, name = "RedisStore")]
+pub struct PyRedisStore {
+    store: Arc<stores::RedisStore>,
+}
+
+fn redis_options(
+    prefix: String,
+    connect_timeout: f64,
+    timeout: f64,
+    pool_size: usize,
+) -> PyResult<stores::RedisOptions> {
+    if pool_size == 0 {
+        return Err(PyValueError::new_err("pool_size must be at least 1"));
+    }
+    Ok(stores::RedisOptions {
+        prefix,
+        connect_timeout: positive_seconds("connect_timeout", connect_timeout)?,
+        timeout: positive_seconds("timeout", timeout)?,
+        pool_size,
+    })
+}
+
+#[pymethods]
+impl PyRedisStore {
+    #[new]
+    #[pyo3(
+        signature = (url, *, prefix = stores::redis::DEFAULT_PREFIX.to_owned(), connect_timeout = 1.0, timeout = 1.0, pool_size = stores::redis::DEFAULT_POOL_SIZE),
+        text_signature = "(url, *, prefix='tornsession:', connect_timeout=1.0, timeout=1.0, pool_size=8)"
+    )]
+    fn new(
+        url: &str,
+        prefix: String,
+        connect_timeout: f64,
+        timeout: f64,
+        pool_size: usize,
+    ) -> PyResult<Self> {
+        let options = redis_options(prefix, connect_timeout, timeout, pool_size)?;
+        let store = stores::RedisStore::new(url, options).map_err(value_error)?;
+        Ok(Self {
+            store: Arc::new(store),
+        })
+    }
+
+    #[getter]
+    fn url(&self) -> &str {
+        self.store.url()
+    }
+
+    #[getter]
+    fn prefix(&self) -> &str {
+        &self.store.options().prefix
+    }
+
+    fn __repr__(&self) -> String {
+        self.store.describe()
+    }
+}
+
+/// Sessions in a Redis Cluster, given the URLs of one or more of its nodes.
+#[pyclass(module = "tornsession", frozen, name = "RedisClusterStore")]
+pub struct PyRedisClusterStore {
+    store: Arc<stores::RedisClusterStore>,
+}
+
+#[pymethods]
+impl PyRedisClusterStore {
+    #[new]
+    #[pyo3(
+        signature = (urls, *, prefix = stores::redis::DEFAULT_PREFIX.to_owned(), connect_timeout = 1.0, timeout = 1.0, pool_size = stores::redis::DEFAULT_POOL_SIZE),
+        text_signature = "(urls, *, prefix='tornsession:', connect_timeout=1.0, timeout=1.0, pool_size=8)"
+    )]
+    fn new(
+        urls: Vec<String>,
+        prefix: String,
+        connect_timeout: f64,
+        timeout: f64,
+        pool_size: usize,
+    ) -> PyResult<Self> {
+        let options = redis_options(prefix, connect_timeout, timeout, pool_size)?;
+        let store = stores::RedisClusterStore::new(&urls, options).map_err(value_error)?;
+        Ok(Self {
+            store: Arc::new(store),
+        })
+    }
+
+    #[getter]
+    fn urls(&self) -> Vec<String> {
+        self.store.urls().to_vec()
+    }
+
+    #[getter]
+    fn prefix(&self) -> &str {
+        &self.store.options().prefix
+    }
+
+    fn __repr__(&self) -> String {
+        self.store.describe()
+    }
+}
+
+/// Sessions in one or several memcached servers, keys spread across them.
+#[pyclass(module = "tornsession", frozen, name = "MemcachedStore")]
+pub struct PyMemcachedStore {
+    store: Arc<stores::MemcachedStore>,
+}
+
+#[pymethods]
+impl PyMemcachedStore {
+    #[new]
+    #[pyo3(
+        signature = (servers, *, prefix = stores::memcached::DEFAULT_PREFIX.to_owned(), connect_timeout = 1.0, timeout = 1.0, pool_size = stores::memcached::DEFAULT_POOL_SIZE),
+        text_signature = "(servers, *, prefix='tornsession:', connect_timeout=1.0, timeout=1.0, pool_size=8)"
+    )]
+    fn new(
+        servers: Vec<String>,
+        prefix: String,
+        connect_timeout: f64,
+        timeout: f64,
+        pool_size: u32,
+    ) -> PyResult<Self> {
+        let options = stores::MemcachedOptions {
+            prefix,
+            connect_timeout: positive_seconds("connect_timeout", connect_timeout)?,
+            timeout: positive_seconds("timeout", timeout)?,
+            pool_size,
+        };
+        let store = stores::MemcachedStore::new(&servers, options).map_err(value_error)?;
+        Ok(Self {
+            store: Arc::new(store),
+        })
+    }
+
+    #[getter]
+    fn servers(&self) -> Vec<String> {
+        self.store.servers().to_vec()
+    }
+
+    #[getter]
+    fn prefix(&self) -> &str {
+        &self.store.options().prefix
+    }
+
+    fn __repr__(&self) -> String {
+        self.store.describe()
+    }
+}
+
+/// A store's constructor refusing its arguments (a bad URL, a zero timeout) is a ValueError.
+fn value_error(error: StoreError) -> PyErr {
+    PyValueError::new_err(error.to_string())
+}
+
 /// Prefix of the keys a Python store object sees, so sessions share a server with other data.
 const PYTHON_STORE_PREFIX: &str = "tornsession:";
 
@@ -92,6 +285,18 @@ impl StoreHandle {
         }
         if let Ok(file) = store.cast::<PyFileStore>() {
             return Ok(Self::Native(file.get().store.clone()));
+        }
+        if let Ok(sqlite) = store.cast::<PySqliteStore>() {
+            return Ok(Self::Native(sqlite.get().store.clone()));
+        }
+        if let Ok(redis) = store.cast::<PyRedisStore>() {
+            return Ok(Self::Native(redis.get().store.clone()));
+        }
+        if let Ok(cluster) = store.cast::<PyRedisClusterStore>() {
+            return Ok(Self::Native(cluster.get().store.clone()));
+        }
+        if let Ok(memcached) = store.cast::<PyMemcachedStore>() {
+            return Ok(Self::Native(memcached.get().store.clone()));
         }
         for method in ["get", "set", "delete"] {
             if !store.hasattr(method)? {

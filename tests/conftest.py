@@ -16,6 +16,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 
+# Real Redis and Memcached servers for the store tests (tests/servers.py).
+pytest_plugins = ["servers"]
+
 
 def free_port() -> int:
     with socket.socket() as s:

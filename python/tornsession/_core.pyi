@@ -12,10 +12,14 @@ __all__ = [
     "FileStore",
     "InvalidSessionException",
     "LoadBeforePrepare",
+    "MemcachedStore",
     "MemoryStore",
+    "RedisClusterStore",
+    "RedisStore",
     "Session",
     "SessionManager",
     "SessionStoreError",
+    "SqliteStore",
     "TornadoSession",
     "TornadoSessionManager",
     "__version__",
@@ -55,6 +59,104 @@ class FileStore:
     def path(self) -> str:
         """The folder holding the session files."""
 
+@final
+class SqliteStore:
+    """Sessions in one SQLite database file, shared safely by several processes of one machine.
+
+    WAL journal, ``synchronous=NORMAL``, rows expire at ``idle_timeout`` after their last save
+    and expired rows are swept now and then.
+    """
+
+    def __new__(cls, path: str | os.PathLike[str], *, timeout: float = 5.0) -> Self:
+        """Open (creating when missing) the database file ``path``.
+
+        ``timeout`` is how many seconds a write waits for another process's write.
+        """
+
+    @property
+    def path(self) -> str:
+        """The database file."""
+
+@final
+class RedisStore:
+    """Sessions in one Redis server, keys ``prefix + session_id``, expiring after idle_timeout.
+
+    Any failure (refused, unreachable, timed out) raises SessionStoreError; a broken connection
+    is dropped and the next request connects again.
+    """
+
+    def __new__(
+        cls,
+        url: str,
+        *,
+        prefix: str = "tornsession:",
+        connect_timeout: float = 1.0,
+        timeout: float = 1.0,
+        pool_size: int = 8,
+    ) -> Self:
+        """``redis://[user:password@]host[:port][/db]`` or ``unix:///path/redis.sock``.
+
+        Connects at first use. ``timeout`` bounds each command; ``pool_size`` connections are
+        kept for reuse.
+        """
+
+    @property
+    def url(self) -> str:
+        """The server's URL, password masked."""
+
+    @property
+    def prefix(self) -> str:
+        """What every key starts with."""
+
+@final
+class RedisClusterStore:
+    """Sessions in a Redis Cluster, each key on the node owning its slot."""
+
+    def __new__(
+        cls,
+        urls: list[str],
+        *,
+        prefix: str = "tornsession:",
+        connect_timeout: float = 1.0,
+        timeout: float = 1.0,
+        pool_size: int = 8,
+    ) -> Self:
+        """``redis://host:port`` URLs of one or more nodes; the rest are discovered."""
+
+    @property
+    def urls(self) -> list[str]:
+        """The node URLs given, passwords masked."""
+
+    @property
+    def prefix(self) -> str:
+        """What every key starts with."""
+
+@final
+class MemcachedStore:
+    """Sessions in one or several memcached servers, keys spread across them by hash."""
+
+    def __new__(
+        cls,
+        servers: list[str],
+        *,
+        prefix: str = "tornsession:",
+        connect_timeout: float = 1.0,
+        timeout: float = 1.0,
+        pool_size: int = 8,
+    ) -> Self:
+        """``servers`` like ``["127.0.0.1:11211", "memcache://127.0.0.1:11212"]``.
+
+        Connects at first use; ``pool_size`` connections are kept per server.
+        """
+
+    @property
+    def servers(self) -> list[str]:
+        """The servers, as given."""
+
+    @property
+    def prefix(self) -> str:
+        """What every key starts with."""
+
 @disjoint_base
 class Session(dict[str, Any]):
     """A plain ``dict`` with ``session_id`` and ``hmac_digest`` attributes, as in the original."""
@@ -74,7 +176,14 @@ class SessionManager:
         secret: str | bytes | list[str | bytes] | tuple[str | bytes, ...],
         session_dir: str | os.PathLike[str] | None = None,
         *,
-        store: MemoryStore | FileStore | SessionStoreProtocol | None = None,
+        store: MemoryStore
+        | FileStore
+        | SqliteStore
+        | RedisStore
+        | RedisClusterStore
+        | MemcachedStore
+        | SessionStoreProtocol
+        | None = None,
         cookie_name: str = "session_id",
         digest_cookie_name: str = "hmac_digest",
         cookie_httponly: bool = True,

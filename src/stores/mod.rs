@@ -3,10 +3,16 @@
 use std::time::Duration;
 
 mod file;
+pub mod memcached;
 mod memory;
+pub mod redis;
+pub mod sqlite;
 
 pub use file::FileStore;
+pub use memcached::{MemcachedOptions, MemcachedStore};
 pub use memory::MemoryStore;
+pub use redis::{RedisClusterStore, RedisOptions, RedisStore};
+pub use sqlite::SqliteStore;
 
 /// What kind of failure a [`StoreError`] is, which decides what the caller does with it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

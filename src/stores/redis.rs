@@ -1,0 +1,448 @@
+//! Sessions in Redis (one server, or a Redis Cluster), over the `redis` crate's blocking API.
+//!
+//! Each store keeps a few connections for reuse. Every failure is `Unavailable`: a dead server
+//! must fail the request, never look like a missing session. A connection that failed is dropped;
+//! the next request connects afresh, so the store recovers by itself when the server is back.
+
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use redis::cluster::{ClusterClient, ClusterConnection};
+use redis::{Client, Connection, ConnectionLike, RedisError, RedisResult};
+
+use super::{SessionStore, StoreError};
+
+/// The prefix of every key unless told otherwise.
+pub const DEFAULT_PREFIX: &str = "tornsession:";
+/// How long connecting may take, by default.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long one command may wait to be written or answered, by default.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
+/// How many idle connections a store keeps for reuse, by default.
+pub const DEFAULT_POOL_SIZE: usize = 8;
+
+/// Options shared by [`RedisStore`] and [`RedisClusterStore`].
+#[derive(Debug, Clone)]
+pub struct RedisOptions {
+    pub prefix: String,
+    pub connect_timeout: Duration,
+    pub timeout: Duration,
+    pub pool_size: usize,
+}
+
+impl Default for RedisOptions {
+    fn default() -> Self {
+        Self {
+            prefix: DEFAULT_PREFIX.to_owned(),
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            timeout: DEFAULT_TIMEOUT,
+            pool_size: DEFAULT_POOL_SIZE,
+        }
+    }
+}
+
+/// The key a session lives under.
+pub fn key(prefix: &str, session_id: &str) -> String {
+    format!("{prefix}{session_id}")
+}
+
+/// `ttl` as Redis `EX` seconds: rounded up, at least 1 (0 would be an error, not "no expiry").
+pub fn ex_seconds(ttl: Duration) -> u64 {
+    (ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0)).max(1)
+}
+
+/// The URL with any password replaced by `***`, fit for error messages.
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_owned();
+    };
+    let rest = &url[scheme_end + 3..];
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    match authority.rfind('@') {
+        Some(at) => {
+            let userinfo = &authority[..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            let masked = if userinfo.contains(':') {
+                format!("{user}:***")
+            } else {
+                // `redis://secret@host`: the crate takes a lone userinfo as the password.
+                "***".to_owned()
+            };
+            format!(
+                "{}{masked}{}",
+                &url[..scheme_end + 3],
+                &rest[at..] // "@host..." onwards
+            )
+        }
+        None => url.to_owned(),
+    }
+}
+
+fn check_options(options: &RedisOptions) -> Result<(), String> {
+    if options.connect_timeout.is_zero() || options.timeout.is_zero() {
+        return Err("connect_timeout and timeout must be above 0".to_owned());
+    }
+    if options.pool_size == 0 {
+        return Err("pool_size must be at least 1".to_owned());
+    }
+    Ok(())
+}
+
+/// Whether a failed connection's error says the connection itself is gone (so a pooled one may
+/// merely be stale, and a fresh one worth one more try) rather than a timeout or a server answer.
+fn is_stale_connection(error: &RedisError) -> bool {
+    !error.is_timeout() && (error.is_connection_dropped() || error.is_io_error())
+}
+
+/// Idle connections kept for reuse.
+struct Pool<C> {
+    idle: Mutex<Vec<C>>,
+    size: usize,
+}
+
+impl<C: ConnectionLike> Pool<C> {
+    fn new(size: usize) -> Self {
+        Self {
+            idle: Mutex::new(Vec::new()),
+            size,
+        }
+    }
+
+    /// Runs `command` on a pooled connection, or a new one from `connect`. A connection that
+    /// fails is dropped; when a reused one fails as if stale (the server restarted since), the
+    /// other idle ones are dropped too and the command is tried once more on a new connection.
+    fn run<T>(
+        &self,
+        connect: impl Fn() -> RedisResult<C>,
+        command: impl Fn(&mut C) -> RedisResult<T>,
+    ) -> Result<T, String> {
+        let pooled = self.idle.lock().pop();
+        let reused = pooled.is_some();
+        let mut connection = match pooled {
+            Some(c) => c,
+            None => connect().map_err(|e| format!("cannot connect: {e}"))?,
+        };
+        match command(&mut connection) {
+            Ok(value) => {
+                self.give_back(connection);
+                return Ok(value);
+            }
+            Err(e) if reused && is_stale_connection(&e) => {
+                drop(connection);
+                self.idle.lock().clear();
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+        let mut connection = connect().map_err(|e| format!("cannot connect: {e}"))?;
+        let value = command(&mut connection).map_err(|e| e.to_string())?;
+        self.give_back(connection);
+        Ok(value)
+    }
+
+    fn give_back(&self, connection: C) {
+        if !connection.is_open() {
+            return;
+        }
+        let mut idle = self.idle.lock();
+        if idle.len() < self.size {
+            idle.push(connection);
+        }
+    }
+}
+
+fn get(
+    prefix: &str,
+    session_id: &str,
+    c: &mut impl ConnectionLike,
+) -> RedisResult<Option<Vec<u8>>> {
+    redis::cmd("GET").arg(key(prefix, session_id)).query(c)
+}
+
+fn set(
+    prefix: &str,
+    session_id: &str,
+    blob: &[u8],
+    ttl: Option<Duration>,
+    c: &mut impl ConnectionLike,
+) -> RedisResult<()> {
+    let mut command = redis::cmd("SET");
+    command.arg(key(prefix, session_id)).arg(blob);
+    if let Some(ttl) = ttl {
+        command.arg("EX").arg(ex_seconds(ttl));
+    }
+    command.query(c)
+}
+
+fn del(prefix: &str, session_id: &str, c: &mut impl ConnectionLike) -> RedisResult<()> {
+    redis::cmd("DEL")
+        .arg(key(prefix, session_id))
+        .query::<i64>(c)
+        .map(drop)
+}
+
+/// Sessions in one Redis server: `redis://[user:password@]host[:port][/db]` or
+/// `unix:///path/to/redis.sock[?db=N]`.
+pub struct RedisStore {
+    client: Client,
+    url: String,
+    options: RedisOptions,
+    pool: Pool<Connection>,
+}
+
+impl RedisStore {
+    /// Parses the URL and checks the options; connects only when first used.
+    pub fn new(url: &str, options: RedisOptions) -> Result<Self, StoreError> {
+        let describe = format!("RedisStore('{}')", redact_url(url));
+        let fail = |cause: String| StoreError {
+            store: describe.clone(),
+            cause,
+            kind: super::StoreErrorKind::Unavailable,
+        };
+        check_options(&options).map_err(fail)?;
+        let client = Client::open(url).map_err(|e| fail(format!("bad URL: {e}")))?;
+        Ok(Self {
+            client,
+            url: redact_url(url),
+            pool: Pool::new(options.pool_size),
+            options,
+        })
+    }
+
+    pub fn options(&self) -> &RedisOptions {
+        &self.options
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    fn connect(&self) -> RedisResult<Connection> {
+        let connection = self
+            .client
+            .get_connection_with_timeout(self.options.connect_timeout)?;
+        connection.set_read_timeout(Some(self.options.timeout))?;
+        connection.set_write_timeout(Some(self.options.timeout))?;
+        Ok(connection)
+    }
+
+    fn run<T>(&self, command: impl Fn(&mut Connection) -> RedisResult<T>) -> Result<T, StoreError> {
+        self.pool
+            .run(|| self.connect(), command)
+            .map_err(|cause| StoreError::new(self, cause))
+    }
+}
+
+impl SessionStore for RedisStore {
+    fn load(&self, session_id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.run(|c| get(&self.options.prefix, session_id, c))
+    }
+
+    fn save(&self, session_id: &str, blob: &[u8], ttl: Option<Duration>) -> Result<(), StoreError> {
+        self.run(|c| set(&self.options.prefix, session_id, blob, ttl, c))
+    }
+
+    fn delete(&self, session_id: &str) -> Result<(), StoreError> {
+        self.run(|c| del(&self.options.prefix, session_id, c))
+    }
+
+    fn describe(&self) -> String {
+        format!("RedisStore('{}')", self.url)
+    }
+}
+
+/// Sessions in a Redis Cluster, given the URLs of one or more of its nodes; keys are routed to
+/// the node owning their slot.
+pub struct RedisClusterStore {
+    client: ClusterClient,
+    urls: Vec<String>,
+    options: RedisOptions,
+    pool: Pool<ClusterConnection>,
+}
+
+impl RedisClusterStore {
+    /// Parses the URLs and checks the options; connects only when first used.
+    pub fn new(urls: &[String], options: RedisOptions) -> Result<Self, StoreError> {
+        let redacted: Vec<String> = urls.iter().map(|u| redact_url(u)).collect();
+        let describe = format!("RedisClusterStore({})", list(&redacted));
+        let fail = |cause: String| StoreError {
+            store: describe.clone(),
+            cause,
+            kind: super::StoreErrorKind::Unavailable,
+        };
+        check_options(&options).map_err(fail)?;
+        if urls.is_empty() {
+            return Err(fail("no node URLs given".to_owned()));
+        }
+        let client = ClusterClient::builder(urls.iter().map(String::as_str).collect::<Vec<_>>())
+            .connection_timeout(options.connect_timeout)
+            .response_timeout(options.timeout)
+            // Few, quick retries: redirections during resharding are followed, a dead node is
+            // reported within a small multiple of the timeouts rather than after 16 tries.
+            .retries(2)
+            .min_retry_wait(10)
+            .max_retry_wait(100)
+            .build()
+            .map_err(|e| fail(format!("bad URL: {e}")))?;
+        Ok(Self {
+            client,
+            urls: redacted,
+            pool: Pool::new(options.pool_size),
+            options,
+        })
+    }
+
+    pub fn options(&self) -> &RedisOptions {
+        &self.options
+    }
+
+    pub fn urls(&self) -> &[String] {
+        &self.urls
+    }
+
+    fn connect(&self) -> RedisResult<ClusterConnection> {
+        let connection = self.client.get_connection()?;
+        connection.set_read_timeout(Some(self.options.timeout))?;
+        connection.set_write_timeout(Some(self.options.timeout))?;
+        Ok(connection)
+    }
+
+    fn run<T>(
+        &self,
+        command: impl Fn(&mut ClusterConnection) -> RedisResult<T>,
+    ) -> Result<T, StoreError> {
+        self.pool
+            .run(|| self.connect(), command)
+            .map_err(|cause| StoreError::new(self, cause))
+    }
+}
+
+fn list(urls: &[String]) -> String {
+    let quoted: Vec<String> = urls.iter().map(|u| format!("'{u}'")).collect();
+    format!("[{}]", quoted.join(", "))
+}
+
+impl SessionStore for RedisClusterStore {
+    fn load(&self, session_id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.run(|c| get(&self.options.prefix, session_id, c))
+    }
+
+    fn save(&self, session_id: &str, blob: &[u8], ttl: Option<Duration>) -> Result<(), StoreError> {
+        self.run(|c| set(&self.options.prefix, session_id, blob, ttl, c))
+    }
+
+    fn delete(&self, session_id: &str) -> Result<(), StoreError> {
+        self.run(|c| del(&self.options.prefix, session_id, c))
+    }
+
+    fn describe(&self) -> String {
+        format!("RedisClusterStore({})", list(&self.urls))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stores::StoreErrorKind;
+
+    const A: &str = "0000000000000000000000000000000a";
+
+    #[test]
+    fn keys_are_prefix_and_id() {
+        assert_eq!(key(DEFAULT_PREFIX, A), format!("tornsession:{A}"));
+        assert_eq!(key("", A), A);
+        assert_eq!(key("app1/", A), format!("app1/{A}"));
+    }
+
+    #[test]
+    fn ttl_rounds_up_to_whole_seconds_and_never_to_zero() {
+        assert_eq!(ex_seconds(Duration::from_secs(30)), 30);
+        assert_eq!(ex_seconds(Duration::from_millis(1500)), 2);
+        assert_eq!(ex_seconds(Duration::from_millis(1)), 1);
+        assert_eq!(ex_seconds(Duration::ZERO), 1);
+    }
+
+    #[test]
+    fn passwords_never_reach_messages() {
+        assert_eq!(
+            redact_url("redis://user:hunter2@127.0.0.1:6379/0"),
+            "redis://user:***@127.0.0.1:6379/0"
+        );
+        assert_eq!(
+            redact_url("redis://:hunter2@127.0.0.1/"),
+            "redis://:***@127.0.0.1/"
+        );
+        assert_eq!(
+            redact_url("redis://127.0.0.1:6390/0"),
+            "redis://127.0.0.1:6390/0"
+        );
+        assert_eq!(
+            redact_url("unix:///run/redis.sock"),
+            "unix:///run/redis.sock"
+        );
+    }
+
+    #[test]
+    fn accepts_redis_and_unix_urls_without_connecting() {
+        for url in ["redis://127.0.0.1:1/0", "unix:///nonexistent/redis.sock"] {
+            let store = RedisStore::new(url, RedisOptions::default()).unwrap();
+            assert_eq!(store.describe(), format!("RedisStore('{url}')"));
+        }
+    }
+
+    #[test]
+    fn rejects_bad_urls_and_options() {
+        let e = RedisStore::new("http://127.0.0.1/", RedisOptions::default())
+            .err()
+            .unwrap();
+        assert!(
+            e.to_string()
+                .starts_with("RedisStore('http://127.0.0.1/'): bad URL"),
+            "{e}"
+        );
+        let zero = RedisOptions {
+            timeout: Duration::ZERO,
+            ..RedisOptions::default()
+        };
+        assert!(RedisStore::new("redis://127.0.0.1/", zero).is_err());
+        let no_pool = RedisOptions {
+            pool_size: 0,
+            ..RedisOptions::default()
+        };
+        assert!(RedisStore::new("redis://127.0.0.1/", no_pool).is_err());
+        assert!(RedisClusterStore::new(&[], RedisOptions::default()).is_err());
+    }
+
+    #[test]
+    fn a_refused_connection_is_unavailable_and_names_store_and_cause() {
+        // Port 1 on loopback: nothing listens there, the kernel refuses at once.
+        let store = RedisStore::new("redis://127.0.0.1:1/0", RedisOptions::default()).unwrap();
+        for e in [
+            store.load(A).err().unwrap(),
+            store.save(A, b"x", None).err().unwrap(),
+            store.delete(A).err().unwrap(),
+        ] {
+            assert_eq!(e.kind, StoreErrorKind::Unavailable);
+            let message = e.to_string();
+            assert!(
+                message.starts_with("RedisStore('redis://127.0.0.1:1/0'): cannot connect: "),
+                "{message}"
+            );
+        }
+    }
+
+    #[test]
+    fn cluster_store_describes_its_nodes() {
+        let urls = vec![
+            "redis://127.0.0.1:1".to_owned(),
+            "redis://:pw@127.0.0.1:2".to_owned(),
+        ];
+        let store = RedisClusterStore::new(&urls, RedisOptions::default()).unwrap();
+        assert_eq!(
+            store.describe(),
+            "RedisClusterStore(['redis://127.0.0.1:1', 'redis://:***@127.0.0.1:2'])"
+        );
+        let e = store.load(A).err().unwrap();
+        assert_eq!(e.kind, StoreErrorKind::Unavailable);
+    }
+}

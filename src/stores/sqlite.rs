@@ -1,0 +1,307 @@
+//! Sessions in one SQLite database file, shared safely by several processes of one machine:
+//! WAL journal (readers never wait for the writer), `synchronous=NORMAL` (a crashed process loses
+//! nothing committed), and a busy timeout so writers queue instead of failing at once.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use parking_lot::Mutex;
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::{SessionStore, StoreError};
+
+/// How long a write waits for another process's write to finish before failing, by default.
+pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Expired rows are swept on every `SWEEP_EVERY`th save of a process.
+const SWEEP_EVERY: u64 = 100;
+/// At most this many expired rows go per sweep, so no save pays for a large backlog at once.
+const SWEEP_LIMIT: u32 = 500;
+
+const SCHEMA: &str = "
+    CREATE TABLE IF NOT EXISTS tornsession_sessions (
+        id TEXT PRIMARY KEY NOT NULL,
+        blob BLOB NOT NULL,
+        expires_at REAL
+    ) WITHOUT ROWID;
+    CREATE INDEX IF NOT EXISTS tornsession_sessions_expires_at
+        ON tornsession_sessions (expires_at) WHERE expires_at IS NOT NULL;
+";
+
+/// The table the sessions live in: `id`, `blob`, `expires_at` (Unix seconds, NULL = never).
+pub const TABLE: &str = "tornsession_sessions";
+
+/// Sessions as rows of one table in one SQLite file.
+pub struct SqliteStore {
+    path: PathBuf,
+    connection: Mutex<Connection>,
+    saves: AtomicU64,
+}
+
+impl SqliteStore {
+    /// Opens (creating when missing) the database at `path` and its table.
+    pub fn open(path: impl Into<PathBuf>, busy_timeout: Duration) -> Result<Self, StoreError> {
+        let path = path.into();
+        let describe = || format!("SqliteStore({:?})", path.display().to_string());
+        let fail = |what: &str, e: rusqlite::Error| StoreError {
+            store: describe(),
+            cause: format!("{what}: {e}"),
+            kind: super::StoreErrorKind::Unavailable,
+        };
+        let connection = Connection::open(&path).map_err(|e| fail("cannot open", e))?;
+        connection
+            .busy_timeout(busy_timeout)
+            .map_err(|e| fail("cannot set the busy timeout", e))?;
+        // journal_mode answers with the mode in force: anything but "wal" (an in-memory database,
+        // a filesystem without shared memory) is not what several processes need.
+        let mode: String = connection
+            .query_row("PRAGMA journal_mode=WAL", [], |row| row.get(0))
+            .map_err(|e| fail("cannot switch to WAL", e))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError {
+                store: describe(),
+                cause: format!("WAL journal unavailable (journal_mode is {mode})"),
+                kind: super::StoreErrorKind::Unavailable,
+            });
+        }
+        connection
+            .execute_batch("PRAGMA synchronous=NORMAL;")
+            .map_err(|e| fail("cannot set synchronous=NORMAL", e))?;
+        connection
+            .execute_batch(SCHEMA)
+            .map_err(|e| fail("cannot create the table", e))?;
+        Ok(Self {
+            path,
+            connection: Mutex::new(connection),
+            saves: AtomicU64::new(0),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Deletes up to `SWEEP_LIMIT` expired rows; returns how many went.
+    pub fn sweep(&self) -> Result<usize, StoreError> {
+        let connection = self.connection.lock();
+        self.sweep_with(&connection)
+    }
+
+    fn sweep_with(&self, connection: &Connection) -> Result<usize, StoreError> {
+        connection
+            .prepare_cached(
+                "DELETE FROM tornsession_sessions WHERE id IN (
+                     SELECT id FROM tornsession_sessions
+                     WHERE expires_at IS NOT NULL AND expires_at <= ?1 LIMIT ?2)",
+            )
+            .and_then(|mut statement| statement.execute(params![now(), SWEEP_LIMIT]))
+            .map_err(|e| StoreError::new(self, format!("cannot sweep expired sessions: {e}")))
+    }
+}
+
+/// Now, in Unix seconds.
+fn now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+impl SessionStore for SqliteStore {
+    fn load(&self, session_id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let connection = self.connection.lock();
+        connection
+            .prepare_cached(
+                "SELECT blob FROM tornsession_sessions
+                 WHERE id = ?1 AND (expires_at IS NULL OR expires_at > ?2)",
+            )
+            .and_then(|mut statement| {
+                statement
+                    .query_row(params![session_id, now()], |row| row.get::<_, Vec<u8>>(0))
+                    .optional()
+            })
+            .map_err(|e| StoreError::new(self, format!("cannot load {session_id}: {e}")))
+    }
+
+    fn save(&self, session_id: &str, blob: &[u8], ttl: Option<Duration>) -> Result<(), StoreError> {
+        let expires_at = ttl.map(|ttl| now() + ttl.as_secs_f64());
+        let connection = self.connection.lock();
+        connection
+            .prepare_cached(
+                "INSERT INTO tornsession_sessions (id, blob, expires_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (id) DO UPDATE SET blob = excluded.blob,
+                                                expires_at = excluded.expires_at",
+            )
+            .and_then(|mut statement| statement.execute(params![session_id, blob, expires_at]))
+            .map_err(|e| StoreError::new(self, format!("cannot save {session_id}: {e}")))?;
+        if self.saves.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
+            // The save itself succeeded; a sweep that fails (a busy database) is tried again later.
+            let _ = self.sweep_with(&connection);
+        }
+        Ok(())
+    }
+
+    fn delete(&self, session_id: &str) -> Result<(), StoreError> {
+        let connection = self.connection.lock();
+        connection
+            .prepare_cached("DELETE FROM tornsession_sessions WHERE id = ?1")
+            .and_then(|mut statement| statement.execute(params![session_id]))
+            .map(drop)
+            .map_err(|e| StoreError::new(self, format!("cannot delete {session_id}: {e}")))
+    }
+
+    fn describe(&self) -> String {
+        format!("SqliteStore({:?})", self.path.display().to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: &str = "0000000000000000000000000000000a";
+    const B: &str = "0000000000000000000000000000000b";
+
+    fn open(dir: &tempfile::TempDir) -> SqliteStore {
+        SqliteStore::open(dir.path().join("sessions.db"), DEFAULT_BUSY_TIMEOUT).unwrap()
+    }
+
+    fn expires_at(store: &SqliteStore, id: &str) -> Option<f64> {
+        store
+            .connection
+            .lock()
+            .query_row(
+                "SELECT expires_at FROM tornsession_sessions WHERE id = ?1",
+                [id],
+                |row| row.get(0),
+            )
+            .unwrap()
+    }
+
+    fn rows(store: &SqliteStore) -> i64 {
+        store
+            .connection
+            .lock()
+            .query_row("SELECT count(*) FROM tornsession_sessions", [], |row| {
+                row.get(0)
+            })
+            .unwrap()
+    }
+
+    #[test]
+    fn save_load_delete() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = open(&dir);
+        assert_eq!(s.load(A).unwrap(), None);
+        s.save(A, b"one", None).unwrap();
+        s.save(A, b"two", None).unwrap();
+        assert_eq!(s.load(A).unwrap().as_deref(), Some(&b"two"[..]));
+        s.delete(A).unwrap();
+        s.delete(A).unwrap();
+        assert_eq!(s.load(A).unwrap(), None);
+    }
+
+    #[test]
+    fn uses_wal_and_normal_sync() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = open(&dir);
+        let c = s.connection.lock();
+        let mode: String = c
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
+        let sync: i64 = c.query_row("PRAGMA synchronous", [], |r| r.get(0)).unwrap();
+        assert_eq!(mode, "wal");
+        assert_eq!(sync, 1, "NORMAL");
+    }
+
+    #[test]
+    fn ttl_sets_expires_at_and_none_means_never() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = open(&dir);
+        let before = now();
+        s.save(A, b"a", Some(Duration::from_secs(60))).unwrap();
+        s.save(B, b"b", None).unwrap();
+        let at = expires_at(&s, A).unwrap();
+        assert!(at >= before + 60.0 && at <= now() + 60.0, "{at}");
+        assert_eq!(expires_at(&s, B), None);
+        // A later save without ttl clears it.
+        s.save(A, b"a", None).unwrap();
+        assert_eq!(expires_at(&s, A), None);
+    }
+
+    #[test]
+    fn expired_rows_are_not_loaded_and_get_swept() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = open(&dir);
+        s.save(A, b"a", Some(Duration::from_millis(1))).unwrap();
+        s.save(B, b"b", None).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(s.load(A).unwrap(), None);
+        assert_eq!(rows(&s), 2, "the expired row is still there until a sweep");
+        assert_eq!(s.sweep().unwrap(), 1);
+        assert_eq!(rows(&s), 1);
+        assert!(s.load(B).unwrap().is_some());
+    }
+
+    #[test]
+    fn every_hundredth_save_sweeps() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = open(&dir);
+        s.save(A, b"a", Some(Duration::from_millis(1))).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        for i in 0..(SWEEP_EVERY - 2) {
+            s.save(&format!("{:032x}", 1000 + i), b"x", None).unwrap();
+        }
+        assert!(expires_at(&s, A).is_some(), "not swept yet");
+        s.save(B, b"b", None).unwrap();
+        let gone: Option<f64> = s
+            .connection
+            .lock()
+            .query_row(
+                "SELECT expires_at FROM tornsession_sessions WHERE id = ?1",
+                [A],
+                |r| r.get(0),
+            )
+            .optional()
+            .unwrap()
+            .flatten();
+        assert_eq!(gone, None);
+        assert_eq!(rows(&s), SWEEP_EVERY as i64 - 1);
+    }
+
+    #[test]
+    fn two_handles_on_one_file_see_each_other() {
+        let dir = tempfile::tempdir().unwrap();
+        let one = open(&dir);
+        let two = open(&dir);
+        one.save(A, b"from one", None).unwrap();
+        assert_eq!(two.load(A).unwrap().as_deref(), Some(&b"from one"[..]));
+        let handles: Vec<_> = [one, two]
+            .into_iter()
+            .enumerate()
+            .map(|(t, s)| {
+                std::thread::spawn(move || {
+                    for i in 0..200u32 {
+                        let id = format!("{:016x}{i:016x}", t + 1);
+                        s.save(&id, id.as_bytes(), None).unwrap();
+                    }
+                    s
+                })
+            })
+            .collect();
+        let stores: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        assert_eq!(rows(&stores[0]), 401);
+    }
+
+    #[test]
+    fn an_unopenable_path_is_an_unavailable_error_naming_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("missing-folder").join("sessions.db");
+        let e = SqliteStore::open(&path, DEFAULT_BUSY_TIMEOUT)
+            .err()
+            .unwrap();
+        assert_eq!(e.kind, crate::stores::StoreErrorKind::Unavailable);
+        assert!(e.to_string().starts_with("SqliteStore("), "{e}");
+    }
+}
