@@ -60,11 +60,9 @@ class CountHandler(tornado.web.RequestHandler):
         self.port = port
 
     def get(self) -> None:
-        # The ignores: tornsession.protocols.RequestHandlerProtocol declares set_secure_cookie's
-        # name and value positional-only, which mypy finds Tornado's own signature not to match.
-        session = self.manager.get(self)  # type: ignore[arg-type]
+        session = self.manager.get(self)
         session["count"] = session.get("count", 0) + 1
-        self.manager.set(self, session)  # type: ignore[arg-type]
+        self.manager.set(self, session)
         self.write({"count": session["count"], "port": self.port})
 
 
