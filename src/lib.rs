@@ -8,6 +8,7 @@ pub mod ids;
 mod manager;
 mod py_stores;
 mod session;
+pub mod signed_cookie;
 pub mod stores;
 
 use pyo3::pymodule;
@@ -26,7 +27,7 @@ mod _core {
         PySqliteStore,
     };
     #[pymodule_export]
-    use crate::session::{LoadBeforePrepare, Session, TornadoSession};
+    use crate::session::{LoadBeforePrepare, Session, StoreTask, TornadoSession};
 
     #[pymodule_init]
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {

@@ -1,5 +1,10 @@
 //! `SessionManager` and `TornadoSessionManager`: the original module's API over a store, with
-//! CSPRNG ids, HMAC-SHA256 digests and JSON records.
+//! CSPRNG ids, HMAC-SHA256 digests, JSON records, expiry, and writes only when data changed.
+//!
+//! Loading and saving are split into steps so the async API can run the store I/O on a worker
+//! thread while everything that touches the handler stays on the IOLoop's thread:
+//! `check_cookies` (handler) -> `fetch` (store) -> `open` (Python objects), and
+//! `plan_save` (Python objects) -> `write` (store) -> `saved` + `send_cookies` (handler).
 
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -9,15 +14,21 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
+use serde_json::{Map, Value};
 
-use crate::codec::{self, SessionRecord};
+use crate::codec;
 use crate::convert::{dict_to_json, json_into_dict};
 use crate::digest::{DigestCheck, Secrets};
 use crate::errors::InvalidSessionException;
 use crate::ids;
 use crate::py_stores::StoreHandle;
 use crate::session::{Session, SessionMeta, TornadoSession};
-use crate::stores::StoreErrorKind;
+use crate::signed_cookie;
+use crate::stores::{StoreError, StoreErrorKind};
+
+/// Re-send the cookies of an active session once they are this old, well inside Tornado's
+/// 31-day limit on signed cookies and the 30-day default cookie expiry.
+const COOKIE_REFRESH_AGE: u64 = 24 * 3600;
 
 /// How the two cookies are named and sent.
 struct CookieSettings {
@@ -25,20 +36,30 @@ struct CookieSettings {
     digest_name: Py<PyString>,
     /// Keyword arguments for `set_secure_cookie`, built once.
     set_kwargs: Py<PyDict>,
+    /// Keyword arguments for `clear_cookie` (the same path and domain).
+    clear_kwargs: Py<PyDict>,
 }
 
-/// The raw `(session_id, hmac_digest)` cookie values of a request, when present.
-type CookiePair<'py> = (Option<Bound<'py, PyAny>>, Option<Bound<'py, PyAny>>);
+/// What a request's cookies say, before the store is asked.
+pub enum CookieCheck {
+    /// No usable cookie (missing, forged, foreign, malformed): a new session.
+    Fresh,
+    /// A genuine session id.
+    Verified(Verified),
+}
 
-/// What a request's id and digest lead to.
-pub enum Lookup {
-    /// The pair is forged, foreign or malformed.
-    Invalid,
-    /// A genuine session, with its data when the store has a readable record.
-    Genuine {
-        meta: SessionMeta,
-        data: Option<SessionRecord>,
-    },
+/// A genuine session id, and whether its cookies must be sent again.
+pub struct Verified {
+    pub id: String,
+    /// Signed with an older secret or in the original's format, or the cookie is getting old.
+    pub cookies_due: bool,
+}
+
+/// A decided write: the record to store (None when the data did not change).
+pub struct SavePlan {
+    pub id: String,
+    pub blob: Option<Vec<u8>>,
+    pub ttl: Option<Duration>,
 }
 
 /// Keeps the secret(s) and the store; hands out and stores sessions.
@@ -47,8 +68,12 @@ pub struct SessionManager {
     secrets: Secrets,
     store: StoreHandle,
     cookies: CookieSettings,
-    /// How long a session may go unused; passed to the store as the record's time to live.
+    /// How long a session may go unused.
     idle_timeout: Option<Duration>,
+    /// How long a session may live from its creation, however active.
+    lifetime: Option<Duration>,
+    /// The largest stored record, in bytes.
+    max_size: Option<usize>,
 }
 
 /// A `SessionManager` that reads and writes the session cookies through a `RequestHandler`.
@@ -63,7 +88,7 @@ impl SessionManager {
         text_signature = "(secret, session_dir=None, *, store=None, cookie_name='session_id', \
         digest_cookie_name='hmac_digest', cookie_httponly=True, cookie_samesite='Lax', \
         cookie_secure=False, cookie_domain=None, cookie_path='/', cookie_expires_days=30.0, \
-        idle_timeout=None)"
+        idle_timeout=None, lifetime=None, max_size=None)"
     )]
     #[pyo3(signature = (
         secret,
@@ -79,6 +104,8 @@ impl SessionManager {
         cookie_path = "/",
         cookie_expires_days = Some(30.0),
         idle_timeout = None,
+        lifetime = None,
+        max_size = None,
     ))]
     fn new(
         py: Python<'_>,
@@ -94,9 +121,17 @@ impl SessionManager {
         cookie_path: &str,
         cookie_expires_days: Option<f64>,
         idle_timeout: Option<&Bound<'_, PyAny>>,
+        lifetime: Option<&Bound<'_, PyAny>>,
+        max_size: Option<usize>,
     ) -> PyResult<Self> {
-        let idle_timeout = idle_timeout.map(seconds).transpose()?;
         let secrets = Secrets::new(secret_keys(secret)?)?;
+        let idle_timeout = idle_timeout.map(seconds).transpose()?;
+        let lifetime = lifetime.map(seconds).transpose()?;
+        if max_size == Some(0) {
+            return Err(PyValueError::new_err(
+                "max_size must be a positive number of bytes",
+            ));
+        }
         // The original's default is session_dir='', which we read as "no folder given".
         let session_dir = session_dir.filter(|dir| !dir.as_os_str().is_empty());
         let store = match (store, session_dir) {
@@ -124,9 +159,13 @@ impl SessionManager {
                 )));
             }
         }
-        let set_kwargs = PyDict::new(py);
+        let clear_kwargs = PyDict::new(py);
+        clear_kwargs.set_item("path", cookie_path)?;
+        if let Some(domain) = cookie_domain {
+            clear_kwargs.set_item("domain", domain)?;
+        }
+        let set_kwargs = clear_kwargs.copy()?;
         set_kwargs.set_item("expires_days", cookie_expires_days)?;
-        set_kwargs.set_item("path", cookie_path)?;
         // Only non-default flags are passed, so Tornado versions whose set_cookie takes them as
         // plain morsel attributes see nothing they would misread.
         if cookie_httponly {
@@ -138,9 +177,6 @@ impl SessionManager {
         if let Some(samesite) = cookie_samesite {
             set_kwargs.set_item("samesite", samesite)?;
         }
-        if let Some(domain) = cookie_domain {
-            set_kwargs.set_item("domain", domain)?;
-        }
         Ok(Self {
             secrets,
             store,
@@ -148,42 +184,50 @@ impl SessionManager {
                 id_name: PyString::new(py, cookie_name).unbind(),
                 digest_name: PyString::new(py, digest_cookie_name).unbind(),
                 set_kwargs: set_kwargs.unbind(),
+                clear_kwargs: clear_kwargs.unbind(),
             },
             idle_timeout,
+            lifetime,
+            max_size,
         })
     }
 
     /// A new session when `session_id` is None; else the stored one, after checking the digest.
     #[pyo3(signature = (session_id = None, hmac_digest = None))]
     fn get(
-        &self,
-        py: Python<'_>,
+        slf: &Bound<'_, Self>,
         session_id: Option<&Bound<'_, PyAny>>,
         hmac_digest: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Py<Session>> {
-        let meta = match session_id {
-            None => self.fresh_meta(py)?,
-            Some(id) => match self.lookup(py, Some(id), hmac_digest)? {
-                Lookup::Invalid => {
+        let py = slf.py();
+        let manager = slf.get();
+        let check = match session_id {
+            None => CookieCheck::Fresh,
+            Some(id) => match manager.check_pair(Some(id), hmac_digest) {
+                Some(verified) => CookieCheck::Verified(verified),
+                None => {
                     return Err(InvalidSessionException::new_err(
                         "the session id does not match its digest",
                     ))
                 }
-                Lookup::Genuine { meta, data } => {
-                    let session = Session::with_meta(py, meta)?;
-                    if let Some(record) = data {
-                        json_into_dict(&record.data, session.bind(py).as_super())?;
-                    }
-                    return Ok(session);
-                }
             },
         };
-        Session::with_meta(py, meta)
+        let (meta, data) = manager.load(py, check)?;
+        let session = Session::with_meta(py, meta)?;
+        if let Some(data) = data {
+            json_into_dict(&data, session.bind(py).as_super())?;
+        }
+        Ok(session)
     }
 
-    /// Stores the session's items (not its attributes), replacing what was stored.
+    /// Stores the session's items (not its attributes) if they changed since loaded or saved.
     fn set(&self, py: Python<'_>, session: &Bound<'_, PyAny>) -> PyResult<()> {
-        self.store_session(py, session)
+        let session = as_session(session)?;
+        if let Some(plan) = self.plan_save(session)? {
+            self.write(py, &plan)?;
+            self.saved(py, session, plan);
+        }
+        Ok(())
     }
 
     fn __repr__(&self, py: Python<'_>) -> String {
@@ -198,55 +242,35 @@ impl TornadoSessionManager {
         text_signature = "(secret, session_dir=None, *, store=None, cookie_name='session_id', \
         digest_cookie_name='hmac_digest', cookie_httponly=True, cookie_samesite='Lax', \
         cookie_secure=False, cookie_domain=None, cookie_path='/', cookie_expires_days=30.0, \
-        idle_timeout=None)"
+        idle_timeout=None, lifetime=None, max_size=None)"
     )]
-    #[pyo3(signature = (
-        secret,
-        session_dir = None,
-        *,
-        store = None,
-        cookie_name = "session_id",
-        digest_cookie_name = "hmac_digest",
-        cookie_httponly = true,
-        cookie_samesite = Some("Lax"),
-        cookie_secure = false,
-        cookie_domain = None,
-        cookie_path = "/",
-        cookie_expires_days = Some(30.0),
-        idle_timeout = None,
-    ))]
-    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (secret, session_dir = None, **options))]
     fn new(
         py: Python<'_>,
         secret: &Bound<'_, PyAny>,
-        session_dir: Option<PathBuf>,
-        store: Option<&Bound<'_, PyAny>>,
-        cookie_name: &str,
-        digest_cookie_name: &str,
-        cookie_httponly: bool,
-        cookie_samesite: Option<&str>,
-        cookie_secure: bool,
-        cookie_domain: Option<&str>,
-        cookie_path: &str,
-        cookie_expires_days: Option<f64>,
-        idle_timeout: Option<&Bound<'_, PyAny>>,
+        session_dir: Option<&Bound<'_, PyAny>>,
+        options: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<PyClassInitializer<Self>> {
-        let base = SessionManager::new(
-            py,
-            secret,
-            session_dir,
-            store,
-            cookie_name,
-            digest_cookie_name,
-            cookie_httponly,
-            cookie_samesite,
-            cookie_secure,
-            cookie_domain,
-            cookie_path,
-            cookie_expires_days,
-            idle_timeout,
-        )?;
-        Ok(PyClassInitializer::from(base).add_subclass(Self))
+        // Build the base through its own constructor, so both take exactly the same options.
+        let base = py
+            .get_type::<SessionManager>()
+            .call((secret, session_dir), options)?
+            .cast_into::<SessionManager>()?;
+        let base = base.get();
+        let copy = SessionManager {
+            secrets: base.secrets.clone(),
+            store: base.store.clone_ref(py),
+            cookies: CookieSettings {
+                id_name: base.cookies.id_name.clone_ref(py),
+                digest_name: base.cookies.digest_name.clone_ref(py),
+                set_kwargs: base.cookies.set_kwargs.clone_ref(py),
+                clear_kwargs: base.cookies.clear_kwargs.clone_ref(py),
+            },
+            idle_timeout: base.idle_timeout,
+            lifetime: base.lifetime,
+            max_size: base.max_size,
+        };
+        Ok(PyClassInitializer::from(copy).add_subclass(Self))
     }
 
     /// The session named by the handler's cookies; a new one without a handler or cookie.
@@ -258,17 +282,33 @@ impl TornadoSessionManager {
     ) -> PyResult<Py<Session>> {
         let py = slf.py();
         let manager = slf.as_super().get();
-        let Some(handler) = requestHandler.filter(|h| !h.is_none()) else {
-            return manager.get(py, None, None);
+        let check = match requestHandler.filter(|h| !h.is_none()) {
+            None => CookieCheck::Fresh,
+            Some(handler) => {
+                let (id, digest) = manager.read_cookies(handler)?;
+                match id {
+                    None => CookieCheck::Fresh,
+                    Some(id) => match manager.check_pair(Some(&id), digest.as_ref()) {
+                        Some(verified) => CookieCheck::Verified(verified),
+                        None => {
+                            return Err(InvalidSessionException::new_err(
+                                "the session cookies do not match their digest",
+                            ))
+                        }
+                    },
+                }
+            }
         };
-        let (id, digest) = manager.read_cookies(handler)?;
-        match id {
-            None => manager.get(py, None, None),
-            Some(id) => manager.get(py, Some(&id), digest.as_ref()),
+        let (meta, data) = manager.load(py, check)?;
+        let session = Session::with_meta(py, meta)?;
+        if let Some(data) = data {
+            json_into_dict(&data, session.bind(py).as_super())?;
         }
+        Ok(session)
     }
 
-    /// Stores the session, then sets both cookies on the handler.
+    /// Stores the session if it changed, then sets its cookies if they are due (new,
+    /// regenerated, re-signed or getting old).
     #[allow(non_snake_case)]
     fn set(
         slf: &Bound<'_, Self>,
@@ -277,8 +317,8 @@ impl TornadoSessionManager {
     ) -> PyResult<()> {
         let py = slf.py();
         let manager = slf.as_super().get();
-        manager.store_session(py, session)?;
-        manager.write_cookies(requestHandler, session)
+        manager.set(py, session)?;
+        manager.send_cookies(requestHandler, as_session(session)?)
     }
 }
 
@@ -288,11 +328,11 @@ impl SessionManager {
         let id = ids::new_session_id()
             .map_err(|e| PyOSError::new_err(format!("the OS random source failed: {e}")))?;
         let digest = self.secrets.sign(&id);
-        Ok(SessionMeta::new(py, &id, &digest, now()))
+        Ok(SessionMeta::new(py, &id, &digest, now(), None, true))
     }
 
     /// Reads `(session_id, hmac_digest)` through the handler's own `get_secure_cookie`.
-    pub fn read_cookies<'py>(&self, handler: &Bound<'py, PyAny>) -> PyResult<CookiePair<'py>> {
+    fn read_cookies<'py>(&self, handler: &Bound<'py, PyAny>) -> PyResult<CookiePair<'py>> {
         let py = handler.py();
         let get = handler.getattr(intern!(py, "get_secure_cookie"))?;
         let id = get.call1((self.cookies.id_name.bind(py),))?;
@@ -303,116 +343,224 @@ impl SessionManager {
         Ok((Some(id), (!digest.is_none()).then_some(digest)))
     }
 
-    /// Checks an id and digest (str or bytes) and loads the record they name.
-    pub fn lookup(
-        &self,
-        py: Python<'_>,
-        session_id: Option<&Bound<'_, PyAny>>,
-        hmac_digest: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<Lookup> {
-        let (Some(id), Some(digest)) = (session_id.and_then(text), hmac_digest.and_then(text))
-        else {
-            return Ok(Lookup::Invalid);
-        };
-        if !ids::is_valid_session_id(&id) {
-            return Ok(Lookup::Invalid);
-        }
-        let check = self.secrets.verify(&id, digest.as_bytes());
-        if check == DigestCheck::Invalid {
-            return Ok(Lookup::Invalid);
-        }
-        // An outdated digest (older secret, original format) is replaced by the current one, so
-        // the next save sends the re-signed cookie.
-        let current_digest = if check == DigestCheck::Current {
-            digest
-        } else {
-            self.secrets.sign(&id)
-        };
-        let blob = match self.store.load(py, &id) {
-            Ok(blob) => blob,
-            Err(e) if e.kind == StoreErrorKind::UnreadableRecord => {
-                warn(
-                    py,
-                    &format!("unreadable session record, starting a new session: {e}"),
-                );
-                return Ok(Lookup::Genuine {
-                    meta: self.fresh_meta(py)?,
-                    data: None,
-                });
-            }
-            Err(e) => return Err(e.into()),
-        };
-        let Some(blob) = blob else {
-            return Ok(Lookup::Genuine {
-                meta: SessionMeta::new(py, &id, &current_digest, now()),
-                data: None,
-            });
-        };
-        match codec::decode(&blob) {
-            Ok(record) => Ok(Lookup::Genuine {
-                meta: SessionMeta::new(py, &id, &current_digest, record.created),
-                data: Some(record),
-            }),
-            Err(e) => {
-                // A new id, so saving the fresh session never overwrites the bad record.
-                warn(
-                    py,
-                    &format!(
-                        "corrupt record for session {} in {}, starting a new session: {e}",
-                        ids::log_token(&id),
-                        self.store.describe(py)
-                    ),
-                );
-                Ok(Lookup::Genuine {
-                    meta: self.fresh_meta(py)?,
-                    data: None,
-                })
-            }
-        }
-    }
-
-    /// What `TornadoSession` loads: the cookie's session, or a fresh one when the cookies are
-    /// missing, forged or foreign (as the original, which swallowed `InvalidSessionException`).
-    pub fn load_for_handler(
-        &self,
-        handler: &Bound<'_, PyAny>,
-    ) -> PyResult<(SessionMeta, Option<SessionRecord>)> {
+    /// What the handler's cookies name: a verified id, or a fresh session (logged when the
+    /// cookies were there but not genuine).
+    pub fn check_cookies(&self, handler: &Bound<'_, PyAny>) -> PyResult<CookieCheck> {
         let py = handler.py();
         let (id, digest) = self.read_cookies(handler)?;
         if id.is_none() {
-            return Ok((self.fresh_meta(py)?, None));
+            return Ok(CookieCheck::Fresh);
         }
-        match self.lookup(py, id.as_ref(), digest.as_ref())? {
-            Lookup::Genuine { meta, data } => Ok((meta, data)),
-            Lookup::Invalid => {
-                warn(
+        let Some(mut verified) = self.check_pair(id.as_ref(), digest.as_ref()) else {
+            log(
+                py,
+                Level::Warning,
+                "invalid session cookie, starting a new session",
+            );
+            return Ok(CookieCheck::Fresh);
+        };
+        if !verified.cookies_due {
+            verified.cookies_due = self.cookie_is_old(handler);
+        }
+        Ok(CookieCheck::Verified(verified))
+    }
+
+    /// Whether the id cookie was signed long enough ago to be sent again.
+    fn cookie_is_old(&self, handler: &Bound<'_, PyAny>) -> bool {
+        let py = handler.py();
+        let raw = handler
+            .call_method1(intern!(py, "get_cookie"), (self.cookies.id_name.bind(py),))
+            .ok()
+            .and_then(|raw| raw.extract::<String>().ok());
+        match raw.as_deref().and_then(signed_cookie::signed_at) {
+            Some(signed) => now().saturating_sub(signed) > COOKIE_REFRESH_AGE,
+            None => false,
+        }
+    }
+
+    /// Checks an id and digest (str or bytes); `None` when they are not a genuine pair.
+    fn check_pair(
+        &self,
+        session_id: Option<&Bound<'_, PyAny>>,
+        hmac_digest: Option<&Bound<'_, PyAny>>,
+    ) -> Option<Verified> {
+        let (Some(id), Some(digest)) = (session_id.and_then(text), hmac_digest.and_then(text))
+        else {
+            return None;
+        };
+        if !ids::is_valid_session_id(&id) {
+            return None;
+        }
+        match self.secrets.verify(&id, digest.as_bytes()) {
+            DigestCheck::Invalid => None,
+            DigestCheck::Current => Some(Verified {
+                id,
+                cookies_due: false,
+            }),
+            // An older secret or the original's format: the next save sends the current digest.
+            DigestCheck::Outdated => Some(Verified {
+                id,
+                cookies_due: true,
+            }),
+        }
+    }
+
+    /// The record for a verified id, refreshing its idle expiry as it is read.
+    pub fn fetch(&self, py: Python<'_>, session_id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.store.load(py, session_id, self.idle_timeout)
+    }
+
+    /// Turns what the store returned into a session: its identity and data, or a fresh session
+    /// when the record is missing, expired, unreadable or corrupt (with a new id, so the bad or
+    /// expired record is never written over under the old one).
+    pub fn open(
+        &self,
+        py: Python<'_>,
+        verified: Verified,
+        fetched: Result<Option<Vec<u8>>, StoreError>,
+    ) -> PyResult<(SessionMeta, Option<Map<String, Value>>)> {
+        let token = ids::log_token(&verified.id);
+        let blob = match fetched {
+            Ok(Some(blob)) => blob,
+            Ok(None) => {
+                log(
                     py,
-                    "session cookies do not match their digest, starting a new session",
+                    Level::Info,
+                    &format!("session {token} expired or unknown, starting a new session"),
                 );
-                Ok((self.fresh_meta(py)?, None))
+                return Ok((self.fresh_meta(py)?, None));
+            }
+            Err(e) if e.kind == StoreErrorKind::UnreadableRecord => {
+                log(
+                    py,
+                    Level::Warning,
+                    &format!("unreadable session record, starting a new session: {e}"),
+                );
+                return Ok((self.fresh_meta(py)?, None));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let record = match codec::decode(&blob) {
+            Ok(record) => record,
+            Err(e) => {
+                log(
+                    py,
+                    Level::Warning,
+                    &format!(
+                        "corrupt record for session {token} in {}, starting a new session: {e}",
+                        self.store.describe(py)
+                    ),
+                );
+                return Ok((self.fresh_meta(py)?, None));
+            }
+        };
+        if let Some(lifetime) = self.lifetime {
+            if now() >= record.created.saturating_add(lifetime.as_secs()) {
+                log(
+                    py,
+                    Level::Info,
+                    &format!("session {token} reached its lifetime, starting a new session"),
+                );
+                self.store.delete(py, &verified.id)?;
+                return Ok((self.fresh_meta(py)?, None));
+            }
+        }
+        let digest = self.secrets.sign(&verified.id);
+        let meta = SessionMeta::new(
+            py,
+            &verified.id,
+            &digest,
+            record.created,
+            Some(blob),
+            verified.cookies_due,
+        );
+        Ok((meta, Some(record.data)))
+    }
+
+    /// All three load steps in a row, for the synchronous API.
+    pub fn load(
+        &self,
+        py: Python<'_>,
+        check: CookieCheck,
+    ) -> PyResult<(SessionMeta, Option<Map<String, Value>>)> {
+        match check {
+            CookieCheck::Fresh => Ok((self.fresh_meta(py)?, None)),
+            CookieCheck::Verified(verified) => {
+                let fetched = self.fetch(py, &verified.id);
+                self.open(py, verified, fetched)
             }
         }
     }
 
-    /// Serializes a session's items and writes them to the store.
-    pub fn store_session(&self, py: Python<'_>, session: &Bound<'_, PyAny>) -> PyResult<()> {
-        let session = as_session(session)?;
+    /// How long the record may live from now: the idle timeout, cut short by the lifetime.
+    fn ttl(&self, created: u64) -> Option<Duration> {
+        let remaining = self.lifetime.map(|lifetime| {
+            let age = Duration::from_secs(now().saturating_sub(created));
+            lifetime.saturating_sub(age).max(Duration::from_secs(1))
+        });
+        match (self.idle_timeout, remaining) {
+            (Some(idle), Some(remaining)) => Some(idle.min(remaining)),
+            (idle, remaining) => idle.or(remaining),
+        }
+    }
+
+    /// Serializes the session and decides what to write: `None` when nothing changed since it
+    /// was loaded or last saved (compared on the serialized form, so nested changes count).
+    pub fn plan_save(&self, session: &Bound<'_, Session>) -> PyResult<Option<SavePlan>> {
+        let py = session.py();
         let (id, created) = session.get().id_and_created(py)?;
         let data = dict_to_json(session.as_super())?;
         let blob = codec::encode(created, &data);
-        self.store.save(py, &id, &blob, self.idle_timeout)?;
-        Ok(())
+        if session.get().is_stored_as(&blob) {
+            return Ok(None);
+        }
+        if let Some(max_size) = self.max_size {
+            if blob.len() > max_size {
+                return Err(PyValueError::new_err(format!(
+                    "the session is {} bytes serialized, over max_size={max_size}; \
+                     the stored session was not changed",
+                    blob.len()
+                )));
+            }
+        }
+        Ok(Some(SavePlan {
+            ttl: self.ttl(created),
+            id,
+            blob: Some(blob),
+        }))
     }
 
-    /// Sets the id cookie and a freshly computed digest cookie on the handler.
-    pub fn write_cookies(
+    /// Writes a planned record to the store.
+    pub fn write(&self, py: Python<'_>, plan: &SavePlan) -> Result<(), StoreError> {
+        match &plan.blob {
+            Some(blob) => self.store.save(py, &plan.id, blob, plan.ttl),
+            None => Ok(()),
+        }
+    }
+
+    /// Records that `plan` was written, so an unchanged session is not written again.
+    pub fn saved(&self, py: Python<'_>, session: &Bound<'_, Session>, plan: SavePlan) {
+        if let Some(blob) = plan.blob {
+            if session.get().mark_stored(blob) {
+                log(
+                    py,
+                    Level::Info,
+                    &format!("session {} created", ids::log_token(&plan.id)),
+                );
+            }
+        }
+    }
+
+    /// Sets the id cookie and a freshly computed digest cookie, if they are due.
+    pub fn send_cookies(
         &self,
         handler: &Bound<'_, PyAny>,
-        session: &Bound<'_, PyAny>,
+        session: &Bound<'_, Session>,
     ) -> PyResult<()> {
         let py = handler.py();
-        let session = as_session(session)?;
-        let (id, _) = session.get().id_and_created(py)?;
+        let Some(id) = session.get().take_cookies_due(py)? else {
+            return Ok(());
+        };
         let digest = self.secrets.sign(&id);
         session.get().set_digest(py, &digest);
         let set = handler.getattr(intern!(py, "set_secure_cookie"))?;
@@ -421,10 +569,28 @@ impl SessionManager {
         set.call((self.cookies.digest_name.bind(py), &digest), Some(kwargs))?;
         Ok(())
     }
+
+    /// Tells the browser to drop both cookies.
+    pub fn clear_cookies(&self, handler: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = handler.py();
+        let kwargs = self.cookies.clear_kwargs.bind(py);
+        for name in [&self.cookies.id_name, &self.cookies.digest_name] {
+            handler.call_method(intern!(py, "clear_cookie"), (name.bind(py),), Some(kwargs))?;
+        }
+        Ok(())
+    }
+
+    /// Removes a session's record from the store.
+    pub fn forget(&self, py: Python<'_>, session_id: &str) -> Result<(), StoreError> {
+        self.store.delete(py, session_id)
+    }
 }
 
+/// The raw `(session_id, hmac_digest)` cookie values of a request, when present.
+type CookiePair<'py> = (Option<Bound<'py, PyAny>>, Option<Bound<'py, PyAny>>);
+
 /// The session inside `value`, loaded first if it is a lazy `TornadoSession`.
-fn as_session<'a, 'py>(value: &'a Bound<'py, PyAny>) -> PyResult<&'a Bound<'py, Session>> {
+pub fn as_session<'a, 'py>(value: &'a Bound<'py, PyAny>) -> PyResult<&'a Bound<'py, Session>> {
     if let Ok(tornado) = value.cast::<TornadoSession>() {
         TornadoSession::ensure_loaded(tornado)?;
     }
@@ -501,8 +667,15 @@ pub fn now() -> u64 {
         .unwrap_or(0)
 }
 
-/// Logs a warning on the `tornsession` logger; a logging failure never fails the request.
-pub fn warn(py: Python<'_>, message: &str) {
+#[derive(Clone, Copy)]
+pub enum Level {
+    Info,
+    Warning,
+}
+
+/// Logs on the `tornsession` logger; a logging failure never fails the request. Session ids
+/// never appear in messages, only `ids::log_token` hashes.
+pub fn log(py: Python<'_>, level: Level, message: &str) {
     static LOGGER: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
     let logger = LOGGER.get_or_try_init(py, || {
         py.import("logging")?
@@ -510,8 +683,10 @@ pub fn warn(py: Python<'_>, message: &str) {
             .map(Bound::unbind)
     });
     if let Ok(logger) = logger {
-        let _ = logger
-            .bind(py)
-            .call_method1(intern!(py, "warning"), (message,));
+        let method = match level {
+            Level::Info => intern!(py, "info"),
+            Level::Warning => intern!(py, "warning"),
+        };
+        let _ = logger.bind(py).call_method1(method, (message,));
     }
 }

@@ -310,6 +310,13 @@ impl StoreHandle {
         Ok(Self::Python(store.clone().unbind()))
     }
 
+    pub fn clone_ref(&self, py: Python<'_>) -> Self {
+        match self {
+            Self::Native(store) => Self::Native(store.clone()),
+            Self::Python(store) => Self::Python(store.clone_ref(py)),
+        }
+    }
+
     pub fn default_memory() -> Self {
         let max = NonZeroUsize::new(DEFAULT_MAX_SESSIONS).expect("non-zero constant");
         Self::Native(Arc::new(stores::MemoryStore::new(max)))
@@ -320,22 +327,47 @@ impl StoreHandle {
         Ok(Self::Native(Arc::new(store)))
     }
 
-    pub fn load(&self, py: Python<'_>, session_id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+    /// Loads a record; with `refresh`, also moves its expiry that far ahead (and never returns
+    /// a record idle for longer).
+    pub fn load(
+        &self,
+        py: Python<'_>,
+        session_id: &str,
+        refresh: Option<Duration>,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
         match self {
-            Self::Native(store) if store.blocks() => py.detach(|| store.load(session_id)),
-            Self::Native(store) => store.load(session_id),
+            Self::Native(store) => {
+                let load = || match refresh {
+                    Some(ttl) => store.load_touching(session_id, ttl),
+                    None => store.load(session_id),
+                };
+                if store.blocks() {
+                    py.detach(load)
+                } else {
+                    load()
+                }
+            }
             Self::Python(store) => {
                 let store = store.bind(py);
+                let key = python_key(session_id);
                 let found = store
-                    .call_method1(intern!(py, "get"), (python_key(session_id),))
+                    .call_method1(intern!(py, "get"), (&key,))
                     .map_err(|e| python_store_error(store, "get", e))?;
                 if found.is_none() {
                     return Ok(None);
                 }
-                found
+                let blob = found
                     .extract::<Vec<u8>>()
-                    .map(Some)
-                    .map_err(|e| python_store_error(store, "get", e))
+                    .map_err(|e| python_store_error(store, "get", e))?;
+                // touch() is optional for Python stores; without it, expiry moves on save only.
+                if let Some(ttl) = refresh {
+                    if store.hasattr(intern!(py, "touch")).unwrap_or(false) {
+                        store
+                            .call_method1(intern!(py, "touch"), (&key, whole_seconds(ttl)))
+                            .map_err(|e| python_store_error(store, "touch", e))?;
+                    }
+                }
+                Ok(Some(blob))
             }
         }
     }
@@ -354,8 +386,7 @@ impl StoreHandle {
             Self::Native(store) => store.save(session_id, blob, ttl),
             Self::Python(store) => {
                 let store = store.bind(py);
-                // Whole seconds, rounded up: what redis-py and pymemcache take.
-                let ttl = ttl.map(|t| t.as_secs() + u64::from(t.subsec_nanos() > 0));
+                let ttl = ttl.map(whole_seconds);
                 let args = (python_key(session_id), PyBytes::new(py, blob), ttl);
                 store
                     .call_method1(intern!(py, "set"), args)
@@ -393,6 +424,11 @@ impl StoreHandle {
                 .unwrap_or_else(|_| "Python store".to_owned()),
         }
     }
+}
+
+/// Whole seconds, rounded up and at least 1: what redis-py and pymemcache take.
+fn whole_seconds(ttl: Duration) -> u64 {
+    (ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0)).max(1)
 }
 
 fn python_key(session_id: &str) -> String {

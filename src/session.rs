@@ -6,33 +6,49 @@
 //! handler reads, changes and saves without another request of the same session in between.
 
 use parking_lot::Mutex;
-use pyo3::exceptions::{PyKeyError, PyRuntimeError, PyValueError};
+use pyo3::exceptions::{PyKeyError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::gc::PyVisit;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::pyclass::CompareOp;
-use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyDict, PyString, PyTuple, PyType};
+use pyo3::types::{PyDict, PyList, PyString, PyTuple, PyType};
 use pyo3::PyTraverseError;
 
 use crate::convert::json_into_dict;
 use crate::errors::InvalidSessionException;
 use crate::ids;
-use crate::manager::{now, TornadoSessionManager};
+use crate::manager::{
+    log, now, CookieCheck, Level, SavePlan, SessionManager, TornadoSessionManager, Verified,
+};
+use crate::stores::StoreError;
 
-/// A session's identity: the attributes the original exposes, plus when it was created.
+/// A session's identity and what the manager must remember about it between load and save.
 pub struct SessionMeta {
     session_id: Py<PyAny>,
     hmac_digest: Py<PyAny>,
+    /// When the session was created, in seconds since the epoch (0: not known yet).
     created: u64,
+    /// The record as last loaded or saved; `None` for a session not stored yet.
+    stored_blob: Option<Vec<u8>>,
+    /// Whether the cookies must be sent with the next save.
+    cookies_due: bool,
 }
 
 impl SessionMeta {
-    pub fn new(py: Python<'_>, session_id: &str, hmac_digest: &str, created: u64) -> Self {
+    pub fn new(
+        py: Python<'_>,
+        session_id: &str,
+        hmac_digest: &str,
+        created: u64,
+        stored_blob: Option<Vec<u8>>,
+        cookies_due: bool,
+    ) -> Self {
         Self {
             session_id: PyString::new(py, session_id).into_any().unbind(),
             hmac_digest: PyString::new(py, hmac_digest).into_any().unbind(),
             created,
+            stored_blob,
+            cookies_due,
         }
     }
 
@@ -41,6 +57,8 @@ impl SessionMeta {
             session_id: py.None(),
             hmac_digest: py.None(),
             created: 0,
+            stored_blob: None,
+            cookies_due: true,
         }
     }
 }
@@ -81,12 +99,51 @@ impl Session {
         }
     }
 
+    /// Whether `blob` is exactly what the store holds for this session.
+    pub fn is_stored_as(&self, blob: &[u8]) -> bool {
+        self.meta.lock().stored_blob.as_deref() == Some(blob)
+    }
+
+    /// Remembers `blob` as stored; true when this was the session's first write.
+    pub fn mark_stored(&self, blob: Vec<u8>) -> bool {
+        let mut meta = self.meta.lock();
+        if meta.created == 0 {
+            meta.created = now();
+        }
+        meta.stored_blob.replace(blob).is_none()
+    }
+
+    /// The id, when the cookies are due (and no longer due once returned).
+    pub fn take_cookies_due(&self, py: Python<'_>) -> PyResult<Option<String>> {
+        let due = std::mem::replace(&mut self.meta.lock().cookies_due, false);
+        if !due {
+            return Ok(None);
+        }
+        self.id_and_created(py).map(|(id, _)| Some(id))
+    }
+
+    /// The id of the stored record, if this session has one.
+    pub fn stored_id(&self, py: Python<'_>) -> Option<String> {
+        let meta = self.meta.lock();
+        meta.stored_blob.as_ref()?;
+        meta.session_id.bind(py).extract().ok()
+    }
+
     pub fn set_digest(&self, py: Python<'_>, digest: &str) {
         self.meta.lock().hmac_digest = PyString::new(py, digest).into_any().unbind();
     }
 
     fn replace_meta(&self, meta: SessionMeta) {
         *self.meta.lock() = meta;
+    }
+
+    /// Takes a new id (and digest) for the same data; the data must be written again under it.
+    fn rotate_id(&self, fresh: SessionMeta) {
+        let mut meta = self.meta.lock();
+        meta.session_id = fresh.session_id;
+        meta.hmac_digest = fresh.hmac_digest;
+        meta.stored_blob = None;
+        meta.cookies_due = true;
     }
 }
 
@@ -179,53 +236,103 @@ impl TornadoSession {
 
     /// Loads the session from the store unless it already has been.
     pub fn ensure_loaded(slf: &Bound<'_, Self>) -> PyResult<()> {
+        match Self::begin_load(slf)? {
+            None => Ok(()),
+            Some(task) => {
+                task.get().run(slf.py());
+                Self::end_load(slf, &task)
+            }
+        }
+    }
+
+    /// The manager and handler this session was built with.
+    fn bound_pair(&self, py: Python<'_>) -> PyResult<(Py<PyAny>, Py<PyAny>)> {
+        let state = self.state.lock();
+        match (&state.manager, &state.handler) {
+            (Some(manager), Some(handler)) => Ok((manager.clone_ref(py), handler.clone_ref(py))),
+            _ => Err(PyRuntimeError::new_err(
+                "TornadoSession.__init__(manager, handler) was not called; a subclass's \
+                 __init__ must call super().__init__(tornado_session_manager, request_handler)",
+            )),
+        }
+    }
+
+    fn set_load_state(&self, load: LoadState) {
+        self.state.lock().load = load;
+    }
+
+    /// First load step, on the handler's thread: reads the cookies. Returns the store work
+    /// still to do, or `None` when the session is already complete (loaded, or fresh).
+    fn begin_load<'py>(slf: &Bound<'py, Self>) -> PyResult<Option<Bound<'py, StoreTask>>> {
         let py = slf.py();
-        let (manager, handler) =
-            {
-                let mut state = slf.get().state.lock();
-                match state.load {
-                    LoadState::Loaded => return Ok(()),
-                    LoadState::Loading => return Err(PyRuntimeError::new_err(
-                        "the session was used while it was being loaded (from get_secure_cookie?)",
-                    )),
-                    LoadState::Unloaded => {}
-                }
-                let (Some(manager), Some(handler)) = (&state.manager, &state.handler) else {
+        {
+            let mut state = slf.get().state.lock();
+            match state.load {
+                LoadState::Loaded => return Ok(None),
+                LoadState::Loading => {
                     return Err(PyRuntimeError::new_err(
-                        "TornadoSession.__init__(manager, handler) was not called; a subclass's \
-                     __init__ must call super().__init__(tornado_session_manager, request_handler)",
-                    ));
-                };
-                let pair = (manager.clone_ref(py), handler.clone_ref(py));
-                state.load = LoadState::Loading;
-                pair
+                        "the session was used while it was being loaded",
+                    ))
+                }
+                LoadState::Unloaded => state.load = LoadState::Loading,
+            }
+        }
+        let started = (|| {
+            let (manager, handler) = slf.get().bound_pair(py)?;
+            let (manager, handler) = (manager.bind(py), handler.bind(py));
+            let Some(native) = native_manager(manager, intern!(py, "get"))? else {
+                Self::load_through_python(slf, manager, handler)?;
+                return Ok(None);
             };
-        let result = Self::load(slf, manager.bind(py), handler.bind(py));
-        slf.get().state.lock().load = if result.is_ok() {
+            match native.get().check_cookies(handler)? {
+                CookieCheck::Fresh => {
+                    slf.as_super()
+                        .get()
+                        .replace_meta(native.get().fresh_meta(py)?);
+                    Ok(None)
+                }
+                CookieCheck::Verified(verified) => {
+                    let task = StoreTask::new(native.clone().unbind(), Job::Load(Some(verified)));
+                    Ok(Some(Bound::new(py, task)?))
+                }
+            }
+        })();
+        match &started {
+            Ok(None) => slf.get().set_load_state(LoadState::Loaded),
+            Ok(Some(_)) => {}
+            Err(_) => slf.get().set_load_state(LoadState::Unloaded),
+        }
+        started
+    }
+
+    /// Last load step, on the handler's thread: turns the store's answer into the session.
+    fn end_load(slf: &Bound<'_, Self>, task: &Bound<'_, StoreTask>) -> PyResult<()> {
+        let py = slf.py();
+        let finished = (|| {
+            let (manager, verified, fetched) = task.get().take_load()?;
+            let (meta, data) = manager.bind(py).get().open(py, verified, fetched)?;
+            slf.as_super().get().replace_meta(meta);
+            if let Some(data) = data {
+                json_into_dict(&data, Self::storage(slf))?;
+            }
+            Ok(())
+        })();
+        slf.get().set_load_state(if finished.is_ok() {
             LoadState::Loaded
         } else {
             LoadState::Unloaded
-        };
-        result
+        });
+        finished
     }
 
-    fn load(
+    /// A manager whose get() is overridden (or another manager type): go through its API,
+    /// exactly as the original TornadoSession did.
+    fn load_through_python(
         slf: &Bound<'_, Self>,
         manager: &Bound<'_, PyAny>,
         handler: &Bound<'_, PyAny>,
     ) -> PyResult<()> {
         let py = slf.py();
-        let storage = Self::storage(slf);
-        if let Some(tornado_manager) = native_get(manager)? {
-            let (meta, record) = tornado_manager.as_super().get().load_for_handler(handler)?;
-            slf.as_super().get().replace_meta(meta);
-            if let Some(record) = record {
-                json_into_dict(&record.data, storage)?;
-            }
-            return Ok(());
-        }
-        // A manager whose get() is overridden (or another manager type): go through its API,
-        // exactly as the original TornadoSession did.
         let plain = match manager.call_method1(intern!(py, "get"), (handler,)) {
             Ok(plain) => plain,
             Err(e) if e.is_instance_of::<InvalidSessionException>(py) => {
@@ -233,16 +340,25 @@ impl TornadoSession {
             }
             Err(e) => return Err(e),
         };
-        dict_method(py, intern!(py, "update"))?.call1((storage, &plain))?;
-        let created = plain
-            .cast::<Session>()
-            .map(|s| s.get().meta.lock().created)
-            .unwrap_or(0);
-        slf.as_super().get().replace_meta(SessionMeta {
-            session_id: plain.getattr(intern!(py, "session_id"))?.unbind(),
-            hmac_digest: plain.getattr(intern!(py, "hmac_digest"))?.unbind(),
-            created,
-        });
+        dict_method(py, intern!(py, "update"))?.call1((Self::storage(slf), &plain))?;
+        let meta = match plain.cast::<Session>() {
+            Ok(session) => {
+                let theirs = session.get().meta.lock();
+                SessionMeta {
+                    session_id: theirs.session_id.clone_ref(py),
+                    hmac_digest: theirs.hmac_digest.clone_ref(py),
+                    created: theirs.created,
+                    stored_blob: theirs.stored_blob.clone(),
+                    cookies_due: theirs.cookies_due,
+                }
+            }
+            Err(_) => SessionMeta {
+                session_id: plain.getattr(intern!(py, "session_id"))?.unbind(),
+                hmac_digest: plain.getattr(intern!(py, "hmac_digest"))?.unbind(),
+                ..SessionMeta::unset(py)
+            },
+        };
+        slf.as_super().get().replace_meta(meta);
         Ok(())
     }
 
@@ -260,23 +376,20 @@ impl TornadoSession {
     }
 }
 
-/// The `TornadoSessionManager` behind `manager` when its `get` is ours, so loading can skip the
-/// Python-level `get()` and the intermediate `Session` it builds.
-fn native_get<'a, 'py>(
-    manager: &'a Bound<'py, PyAny>,
-) -> PyResult<Option<&'a Bound<'py, TornadoSessionManager>>> {
+/// The manager behind `manager` when `method` (get or set) is tornsession's own, so the session
+/// can skip the Python-level call (and the intermediate `Session` that `get()` builds). A
+/// subclass that overrides the method is called through Python instead.
+fn native_manager<'py>(
+    manager: &Bound<'py, PyAny>,
+    method: &Bound<'py, PyString>,
+) -> PyResult<Option<Bound<'py, SessionManager>>> {
     let Ok(tornado_manager) = manager.cast::<TornadoSessionManager>() else {
         return Ok(None);
     };
     let py = manager.py();
-    static NATIVE_GET: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-    let native = NATIVE_GET.get_or_try_init(py, || {
-        py.get_type::<TornadoSessionManager>()
-            .getattr("get")
-            .map(Bound::unbind)
-    })?;
-    let theirs = manager.get_type().getattr(intern!(py, "get"))?;
-    Ok(theirs.is(native.bind(py)).then_some(tornado_manager))
+    let ours = py.get_type::<TornadoSessionManager>().getattr(method)?;
+    let theirs = manager.get_type().getattr(method)?;
+    Ok(theirs.is(&ours).then(|| tornado_manager.as_super().clone()))
 }
 
 /// Whether Tornado has started running `handler`.
@@ -320,12 +433,7 @@ impl TornadoSession {
         tornado_session_manager: &Bound<'_, PyAny>,
         request_handler: &Bound<'_, PyAny>,
     ) -> PyResult<()> {
-        {
-            let mut state = slf.get().state.lock();
-            state.manager = Some(tornado_session_manager.clone().unbind());
-            state.handler = Some(request_handler.clone().unbind());
-            state.load = LoadState::Unloaded;
-        }
+        Self::_bind(slf, tornado_session_manager, request_handler);
         if handler_started(request_handler) {
             // Created while the handler runs (in get(), say): no other request can interleave
             // before first use, so load now, and code that reads the dict's storage directly
@@ -346,6 +454,18 @@ impl TornadoSession {
             request_handler.setattr(intern!(py, "prepare"), hook)?;
         }
         Ok(())
+    }
+
+    /// Binds the session to a manager and handler without loading it (for `aload`).
+    fn _bind(
+        slf: &Bound<'_, Self>,
+        tornado_session_manager: &Bound<'_, PyAny>,
+        request_handler: &Bound<'_, PyAny>,
+    ) {
+        let mut state = slf.get().state.lock();
+        state.manager = Some(tornado_session_manager.clone().unbind());
+        state.handler = Some(request_handler.clone().unbind());
+        state.load = LoadState::Unloaded;
     }
 
     #[getter]
@@ -392,23 +512,191 @@ impl TornadoSession {
         Ok(())
     }
 
-    /// Writes the session to the store and sets its cookies: `manager.set(handler, self)`.
+    /// Writes the session to the store if it changed and sets its cookies when they are due:
+    /// `manager.set(handler, self)`.
     fn save(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
-        let (manager, handler) = {
-            let state = slf.get().state.lock();
-            match (&state.manager, &state.handler) {
-                (Some(m), Some(h)) => (m.clone_ref(py), h.clone_ref(py)),
-                _ => {
-                    return Err(PyRuntimeError::new_err(
-                        "TornadoSession.__init__ was not called",
-                    ))
-                }
-            }
-        };
+        let (manager, handler) = slf.get().bound_pair(py)?;
         manager
             .bind(py)
             .call_method1(intern!(py, "set"), (handler, slf))?;
+        Ok(())
+    }
+
+    /// A new id and digest for the same data: the data is saved under the new id, the old
+    /// record deleted, and the new cookies set. Call it right after a login.
+    fn regenerate(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let old = Self::_rotate_id(slf)?;
+        Self::save(slf)?;
+        if let Some(old) = old {
+            let (manager, _) = slf.get().bound_pair(py)?;
+            manager
+                .bind(py)
+                .cast::<SessionManager>()?
+                .get()
+                .forget(py, &old)?;
+        }
+        Ok(())
+    }
+
+    /// Logout: deletes the stored record, clears both cookies and empties the session.
+    fn destroy(slf: &Bound<'_, Self>) -> PyResult<()> {
+        if let Some(task) = Self::_begin_destroy(slf)? {
+            task.get().run(slf.py());
+            task.get().take_done()?;
+        }
+        Self::_end_destroy(slf)
+    }
+
+    /// Queues a message for the next page: `(category, message)` pairs kept in the session
+    /// under `"_flashes"` until `pop_flashes()`.
+    #[pyo3(signature = (message, category = "info"))]
+    fn flash(slf: &Bound<'_, Self>, message: &Bound<'_, PyAny>, category: &str) -> PyResult<()> {
+        Self::ensure_loaded(slf)?;
+        let py = slf.py();
+        let storage = Self::storage(slf);
+        let key = intern!(py, "_flashes");
+        let queue = match storage.get_item(key)? {
+            Some(queue) => queue.cast_into::<PyList>().map_err(|_| {
+                PyTypeError::new_err(
+                    "session[\"_flashes\"] is not a list; it is reserved for flash()",
+                )
+            })?,
+            None => {
+                let queue = PyList::empty(py);
+                storage.set_item(key, &queue)?;
+                queue
+            }
+        };
+        queue.append(PyList::new(
+            py,
+            [category.into_pyobject(py)?.into_any(), message.clone()],
+        )?)
+    }
+
+    /// The queued `(category, message)` pairs, oldest first, removed from the session.
+    fn pop_flashes<'py>(
+        slf: &Bound<'py, Self>,
+    ) -> PyResult<Vec<(Bound<'py, PyAny>, Bound<'py, PyAny>)>> {
+        Self::ensure_loaded(slf)?;
+        let py = slf.py();
+        let storage = Self::storage(slf);
+        let key = intern!(py, "_flashes");
+        let Some(queue) = storage.get_item(key)? else {
+            return Ok(Vec::new());
+        };
+        storage.del_item(key)?;
+        queue
+            .try_iter()?
+            .map(|pair| {
+                let pair = pair?;
+                Ok((pair.get_item(0)?, pair.get_item(1)?))
+            })
+            .collect()
+    }
+
+    // Steps of the async API (tornsession.TornadoSession.aload/asave/aregenerate/adestroy):
+    // the StoreTask's run() is what goes to a worker thread.
+
+    /// Starts loading; returns the store work to run, or None when nothing is left to do.
+    fn _begin_load<'py>(slf: &Bound<'py, Self>) -> PyResult<Option<Bound<'py, StoreTask>>> {
+        Self::begin_load(slf)
+    }
+
+    /// Finishes loading with the result of the task's run().
+    fn _end_load(slf: &Bound<'_, Self>, task: &Bound<'_, StoreTask>) -> PyResult<()> {
+        Self::end_load(slf, task)
+    }
+
+    /// Starts saving: serializes now and returns the write to run, or None when there is none
+    /// (unchanged, or a manager with its own set(), which this has then called).
+    fn _begin_save<'py>(slf: &Bound<'py, Self>) -> PyResult<Option<Bound<'py, StoreTask>>> {
+        let py = slf.py();
+        Self::ensure_loaded(slf)?;
+        let (manager, _) = slf.get().bound_pair(py)?;
+        let Some(native) = native_manager(manager.bind(py), intern!(py, "set"))? else {
+            Self::save(slf)?;
+            return Ok(None);
+        };
+        match native.get().plan_save(slf.as_super())? {
+            None => Ok(None),
+            Some(plan) => {
+                let task = StoreTask::new(native.unbind(), Job::Save(Some(plan)));
+                Ok(Some(Bound::new(py, task)?))
+            }
+        }
+    }
+
+    /// Finishes saving: records the write and sets the cookies if they are due.
+    #[pyo3(signature = (task = None))]
+    fn _end_save(slf: &Bound<'_, Self>, task: Option<&Bound<'_, StoreTask>>) -> PyResult<()> {
+        let py = slf.py();
+        let (manager, handler) = slf.get().bound_pair(py)?;
+        let Some(native) = native_manager(manager.bind(py), intern!(py, "set"))? else {
+            return Ok(());
+        };
+        if let Some(task) = task {
+            let plan = task.get().take_save()?;
+            native.get().saved(py, slf.as_super(), plan);
+        }
+        native.get().send_cookies(handler.bind(py), slf.as_super())
+    }
+
+    /// Gives the session a new id and digest; returns the old id when it had a stored record.
+    fn _rotate_id(slf: &Bound<'_, Self>) -> PyResult<Option<String>> {
+        let py = slf.py();
+        Self::ensure_loaded(slf)?;
+        let (manager, _) = slf.get().bound_pair(py)?;
+        let manager = manager.bind(py).cast::<SessionManager>()?.clone();
+        let session = slf.as_super().get();
+        let old = session.stored_id(py);
+        session.rotate_id(manager.get().fresh_meta(py)?);
+        let token = old.as_deref().map(ids::log_token).unwrap_or_default();
+        log(py, Level::Info, &format!("session {token} regenerated"));
+        Ok(old)
+    }
+
+    /// The deletion of a record by id, to run off the handler's thread.
+    fn _forget_task<'py>(
+        slf: &Bound<'py, Self>,
+        session_id: String,
+    ) -> PyResult<Bound<'py, StoreTask>> {
+        let py = slf.py();
+        let (manager, _) = slf.get().bound_pair(py)?;
+        let manager = manager.bind(py).cast::<SessionManager>()?.clone().unbind();
+        Bound::new(py, StoreTask::new(manager, Job::Delete(session_id, None)))
+    }
+
+    /// Starts a logout: the deletion of the stored record, if there is one.
+    fn _begin_destroy<'py>(slf: &Bound<'py, Self>) -> PyResult<Option<Bound<'py, StoreTask>>> {
+        let py = slf.py();
+        Self::ensure_loaded(slf)?;
+        match slf.as_super().get().stored_id(py) {
+            Some(id) => Self::_forget_task(slf, id).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Finishes a logout: clears both cookies and the data; the session is new again (a later
+    /// save stores it under a new id).
+    fn _end_destroy(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let (manager, handler) = slf.get().bound_pair(py)?;
+        let manager = manager.bind(py).cast::<SessionManager>()?.clone();
+        let session = slf.as_super().get();
+        let token = session
+            .stored_id(py)
+            .as_deref()
+            .map(ids::log_token)
+            .unwrap_or_default();
+        manager.get().clear_cookies(handler.bind(py))?;
+        Self::storage(slf).clear();
+        let mut fresh = manager.get().fresh_meta(py)?;
+        // Nothing to tell the browser until the new session is saved.
+        fresh.cookies_due = false;
+        session.replace_meta(fresh);
+        log(py, Level::Info, &format!("session {token} destroyed"));
         Ok(())
     }
 
@@ -638,5 +926,101 @@ impl LoadBeforePrepare {
 
     fn __clear__(&self) {
         self.inner.lock().take();
+    }
+}
+
+/// A finished load: the manager, the id it was for, and what the store answered.
+type LoadOutcome = (
+    Py<SessionManager>,
+    Verified,
+    Result<Option<Vec<u8>>, StoreError>,
+);
+
+/// What a [`StoreTask`] does, and then what came of it.
+pub enum Job {
+    Load(Option<Verified>),
+    Loaded(Verified, Result<Option<Vec<u8>>, StoreError>),
+    Save(Option<SavePlan>),
+    Saved(SavePlan, Result<(), StoreError>),
+    Delete(String, Option<Result<(), StoreError>>),
+}
+
+/// One store operation of a session, separated so it can run on a worker thread (the store
+/// releases the GIL around its I/O) while the handler's thread serves other requests.
+#[pyclass(module = "tornsession", frozen)]
+pub struct StoreTask {
+    manager: Py<SessionManager>,
+    job: Mutex<Job>,
+}
+
+impl StoreTask {
+    fn new(manager: Py<SessionManager>, job: Job) -> Self {
+        Self {
+            manager,
+            job: Mutex::new(job),
+        }
+    }
+
+    fn take_load(&self) -> PyResult<LoadOutcome> {
+        let job = std::mem::replace(&mut *self.job.lock(), Job::Load(None));
+        match job {
+            Job::Loaded(verified, fetched) => {
+                Python::attach(|py| Ok((self.manager.clone_ref(py), verified, fetched)))
+            }
+            _ => Err(PyRuntimeError::new_err("the load task has not run")),
+        }
+    }
+
+    fn take_save(&self) -> PyResult<SavePlan> {
+        let job = std::mem::replace(&mut *self.job.lock(), Job::Save(None));
+        match job {
+            Job::Saved(plan, Ok(())) => Ok(plan),
+            Job::Saved(_, Err(e)) => Err(e.into()),
+            _ => Err(PyRuntimeError::new_err("the save task has not run")),
+        }
+    }
+
+    fn take_done(&self) -> PyResult<()> {
+        let mut job = self.job.lock();
+        match &mut *job {
+            Job::Delete(_, done) => match done.take() {
+                Some(result) => result.map_err(Into::into),
+                None => Err(PyRuntimeError::new_err("the delete task has not run")),
+            },
+            _ => Err(PyRuntimeError::new_err("not a delete task")),
+        }
+    }
+}
+
+#[pymethods]
+impl StoreTask {
+    /// Does the store I/O; safe to call from any thread, once.
+    fn run(&self, py: Python<'_>) {
+        let manager = self.manager.get();
+        let mut job = self.job.lock();
+        *job = match std::mem::replace(&mut *job, Job::Load(None)) {
+            Job::Load(Some(verified)) => {
+                let fetched = manager.fetch(py, &verified.id);
+                Job::Loaded(verified, fetched)
+            }
+            Job::Save(Some(plan)) => {
+                let written = manager.write(py, &plan);
+                Job::Saved(plan, written)
+            }
+            Job::Delete(id, None) => {
+                let deleted = manager.forget(py, &id);
+                Job::Delete(id, Some(deleted))
+            }
+            finished => finished,
+        };
+    }
+
+    /// Raises what the store raised, for a delete task (load and save raise in their end step).
+    fn result(&self) -> PyResult<()> {
+        self.take_done()
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.manager)
     }
 }

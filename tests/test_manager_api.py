@@ -49,11 +49,12 @@ def test_set_then_get_round_trips_and_checks_the_digest(tmp_path: Path) -> None:
         manager.get("../../etc/passwd", s.hmac_digest)
 
 
-def test_a_genuine_id_without_a_record_is_an_empty_session_with_that_id() -> None:
+def test_a_genuine_id_without_a_record_gets_a_fresh_session_with_a_new_id() -> None:
+    # Expired, destroyed or never saved: a new id, so an old cookie never names a new session.
     manager = session.SessionManager("secret")
     s = manager.get()
     again = manager.get(s.session_id, s.hmac_digest)
-    assert dict(again) == {} and again.session_id == s.session_id
+    assert dict(again) == {} and again.session_id != s.session_id
 
 
 def test_keyword_construction_as_apps_do_it(tmp_path: Path) -> None:

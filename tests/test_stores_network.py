@@ -107,6 +107,7 @@ def test_redis_killed_server_fails_fast_and_store_recovers_when_back(
     m = tornsession.SessionManager(SECRET, store=store)
     s = saved_session(m, k=1)
     server.kill()
+    s["k"] = 2  # a change, so set() has something to write
     waited = [
         timed(lambda: m.get(s.session_id, s.hmac_digest)),
         timed(lambda: m.set(s)),
@@ -261,6 +262,7 @@ def test_memcached_killed_server_fails_fast_and_store_recovers_when_back(
     m = tornsession.SessionManager(SECRET, store=store)
     s = saved_session(m, k=1)
     server.kill()
+    s["k"] = 2  # a change, so set() has something to write
     waited = [
         timed(lambda: m.get(s.session_id, s.hmac_digest)),
         timed(lambda: m.set(s)),

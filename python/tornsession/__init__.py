@@ -15,10 +15,11 @@ from tornsession._core import (
     SessionManager,
     SessionStoreError,
     SqliteStore,
-    TornadoSession,
     TornadoSessionManager,
     __version__,
 )
+from tornsession._session import TornadoSession
+from tornsession.mixin import SessionMixin
 from tornsession.protocols import RequestHandlerProtocol, SessionStoreProtocol
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "RequestHandlerProtocol",
     "Session",
     "SessionManager",
+    "SessionMixin",
     "SessionStoreError",
     "SessionStoreProtocol",
     "SqliteStore",

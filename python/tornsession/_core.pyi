@@ -20,6 +20,7 @@ __all__ = [
     "SessionManager",
     "SessionStoreError",
     "SqliteStore",
+    "StoreTask",
     "TornadoSession",
     "TornadoSessionManager",
     "__version__",
@@ -193,6 +194,8 @@ class SessionManager:
         cookie_path: str = "/",
         cookie_expires_days: float | None = 30.0,
         idle_timeout: float | timedelta | None = None,
+        lifetime: float | timedelta | None = None,
+        max_size: int | None = None,
     ) -> Self:
         """``session_dir`` means a FileStore there; neither it nor ``store`` means a MemoryStore."""
 
@@ -234,7 +237,31 @@ class TornadoSession(Session):
         """The handler whose cookies name this session."""
 
     def save(self) -> None:
-        """Write the session to the store and set its cookies: manager.set(handler, self)."""
+        """Write the session if it changed, set its cookies when due: manager.set(handler, self)."""
+
+    def regenerate(self) -> None:
+        """A new id and digest for the same data; the old record is deleted and the new cookies
+        set. Call it right after a login (session fixation)."""
+
+    def destroy(self) -> None:
+        """Logout: delete the stored record, clear both cookies and empty the session."""
+
+    def flash(self, message: Any, category: str = "info") -> None:
+        """Queue a message for a later request (kept in the session under ``"_flashes"``)."""
+
+    def pop_flashes(self) -> list[tuple[str, Any]]:
+        """The queued ``(category, message)`` pairs, oldest first, removed from the session."""
+
+    # Steps of the async API in tornsession.TornadoSession; not for direct use.
+    def _bind(self, tornado_session_manager: Any, request_handler: Any) -> None: ...
+    def _begin_load(self) -> StoreTask | None: ...
+    def _end_load(self, task: StoreTask) -> None: ...
+    def _begin_save(self) -> StoreTask | None: ...
+    def _end_save(self, task: StoreTask | None = None) -> None: ...
+    def _rotate_id(self) -> str | None: ...
+    def _forget_task(self, session_id: str) -> StoreTask: ...
+    def _begin_destroy(self) -> StoreTask | None: ...
+    def _end_destroy(self) -> None: ...
 
     # The dict methods, each loading the session first.
     @overload
@@ -246,6 +273,16 @@ class TornadoSession(Session):
     @overload
     def pop(self, key: str, default: _T, /) -> Any | _T: ...
     def setdefault(self, key: str, default: Any = None, /) -> Any: ...
+
+@final
+class StoreTask:
+    """Internal: one store operation of a session, run on a worker thread by the async API."""
+
+    def run(self) -> None:
+        """Do the store I/O (releases the GIL around native stores' I/O)."""
+
+    def result(self) -> None:
+        """Raise what the store raised (delete tasks)."""
 
 @final
 class LoadBeforePrepare:

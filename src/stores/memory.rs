@@ -1,6 +1,7 @@
 //! The embedded default: sessions in this process's memory, bounded, least recently used evicted.
 
 use std::num::NonZeroUsize;
+use std::time::{Duration, Instant};
 
 use lru::LruCache;
 use parking_lot::Mutex;
@@ -10,8 +11,16 @@ use super::{SessionStore, StoreError};
 /// Sessions kept in a bounded LRU map; thread-safe, lost when the process exits.
 pub struct MemoryStore {
     // Keyed by the id's 16 raw bytes rather than its 32-char hex form to halve the key's footprint.
-    sessions: Mutex<LruCache<u128, Box<[u8]>>>,
+    sessions: Mutex<LruCache<u128, Entry>>,
     max_sessions: NonZeroUsize,
+    /// The zero point of the entries' deadlines.
+    epoch: Instant,
+}
+
+struct Entry {
+    blob: Box<[u8]>,
+    /// Milliseconds after `epoch` at which the entry expires; `u64::MAX` for never.
+    deadline: u64,
 }
 
 impl MemoryStore {
@@ -19,7 +28,38 @@ impl MemoryStore {
         Self {
             sessions: Mutex::new(LruCache::new(max_sessions)),
             max_sessions,
+            epoch: Instant::now(),
         }
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn deadline(&self, ttl: Option<Duration>) -> u64 {
+        match ttl {
+            None => u64::MAX,
+            Some(ttl) => self
+                .now_ms()
+                .saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX)),
+        }
+    }
+
+    /// The blob under `key` unless expired (an expired entry is dropped), optionally moving its
+    /// deadline.
+    fn fetch(&self, key: u128, refresh: Option<Duration>) -> Option<Vec<u8>> {
+        let now = self.now_ms();
+        let new_deadline = refresh.map(|ttl| self.deadline(Some(ttl)));
+        let mut sessions = self.sessions.lock();
+        let entry = sessions.get_mut(&key)?;
+        if entry.deadline <= now {
+            sessions.pop(&key);
+            return None;
+        }
+        if let Some(deadline) = new_deadline {
+            entry.deadline = deadline;
+        }
+        Some(entry.blob.to_vec())
     }
 
     /// How many sessions are held now.
@@ -44,17 +84,16 @@ impl MemoryStore {
 impl SessionStore for MemoryStore {
     fn load(&self, session_id: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let key = self.key(session_id)?;
-        Ok(self.sessions.lock().get(&key).map(|blob| blob.to_vec()))
+        Ok(self.fetch(key, None))
     }
 
-    fn save(
-        &self,
-        session_id: &str,
-        blob: &[u8],
-        _ttl: Option<std::time::Duration>,
-    ) -> Result<(), StoreError> {
+    fn save(&self, session_id: &str, blob: &[u8], ttl: Option<Duration>) -> Result<(), StoreError> {
         let key = self.key(session_id)?;
-        self.sessions.lock().put(key, blob.into());
+        let entry = Entry {
+            blob: blob.into(),
+            deadline: self.deadline(ttl),
+        };
+        self.sessions.lock().put(key, entry);
         Ok(())
     }
 
@@ -62,6 +101,21 @@ impl SessionStore for MemoryStore {
         let key = self.key(session_id)?;
         self.sessions.lock().pop(&key);
         Ok(())
+    }
+
+    fn touch(&self, session_id: &str, ttl: Duration) -> Result<(), StoreError> {
+        let key = self.key(session_id)?;
+        self.fetch(key, Some(ttl));
+        Ok(())
+    }
+
+    fn load_touching(
+        &self,
+        session_id: &str,
+        ttl: Duration,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let key = self.key(session_id)?;
+        Ok(self.fetch(key, Some(ttl)))
     }
 
     fn describe(&self) -> String {
@@ -108,6 +162,25 @@ mod tests {
         assert_eq!(s.load(B).unwrap(), None);
         assert!(s.load(A).unwrap().is_some());
         assert!(s.load(C).unwrap().is_some());
+    }
+
+    #[test]
+    fn entries_expire_after_their_ttl_unless_touched() {
+        let s = store(10);
+        let short = Duration::from_millis(60);
+        s.save(A, b"a", Some(short)).unwrap();
+        s.save(B, b"b", Some(short)).unwrap();
+        s.save(C, b"c", None).unwrap();
+        std::thread::sleep(Duration::from_millis(35));
+        assert!(s.load_touching(A, short).unwrap().is_some());
+        std::thread::sleep(Duration::from_millis(35));
+        assert!(
+            s.load(A).unwrap().is_some(),
+            "touched: alive 70 ms after its save"
+        );
+        assert_eq!(s.load(B).unwrap(), None, "not touched: expired");
+        assert!(s.load(C).unwrap().is_some(), "no ttl: never expires");
+        assert_eq!(s.len(), 2, "expired entries are dropped");
     }
 
     #[test]

@@ -63,6 +63,23 @@ pub trait SessionStore: Send + Sync {
     fn save(&self, session_id: &str, blob: &[u8], ttl: Option<Duration>) -> Result<(), StoreError>;
     /// Removes the record; removing a missing record is not an error.
     fn delete(&self, session_id: &str) -> Result<(), StoreError>;
+    /// Moves the record's expiry to `ttl` from now without rewriting it (a missing record stays
+    /// missing): how an active session is kept alive without a write.
+    fn touch(&self, session_id: &str, ttl: Duration) -> Result<(), StoreError>;
+    /// Loads the record and, when there is one, moves its expiry to `ttl` from now; stores that
+    /// can do both in one round trip override this. A record idle for longer than its time to
+    /// live is never returned.
+    fn load_touching(
+        &self,
+        session_id: &str,
+        ttl: Duration,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let blob = self.load(session_id)?;
+        if blob.is_some() {
+            self.touch(session_id, ttl)?;
+        }
+        Ok(blob)
+    }
     /// A short human name, used in error messages: `FileStore('/srv/sessions')`.
     fn describe(&self) -> String;
     /// Whether calls may block on I/O (so callers release the GIL around them).

@@ -181,6 +181,33 @@ fn del(prefix: &str, session_id: &str, c: &mut impl ConnectionLike) -> RedisResu
         .map(drop)
 }
 
+/// `GETEX key EX ttl`: the value, with its expiry moved, in one round trip (Redis 6.2+).
+fn get_touching(
+    prefix: &str,
+    session_id: &str,
+    ttl: Duration,
+    c: &mut impl ConnectionLike,
+) -> RedisResult<Option<Vec<u8>>> {
+    redis::cmd("GETEX")
+        .arg(key(prefix, session_id))
+        .arg("EX")
+        .arg(ex_seconds(ttl))
+        .query(c)
+}
+
+fn expire(
+    prefix: &str,
+    session_id: &str,
+    ttl: Duration,
+    c: &mut impl ConnectionLike,
+) -> RedisResult<()> {
+    redis::cmd("EXPIRE")
+        .arg(key(prefix, session_id))
+        .arg(ex_seconds(ttl))
+        .query::<i64>(c)
+        .map(drop)
+}
+
 /// Sessions in one Redis server: `redis://[user:password@]host[:port][/db]` or
 /// `unix:///path/to/redis.sock[?db=N]`.
 pub struct RedisStore {
@@ -244,6 +271,18 @@ impl SessionStore for RedisStore {
 
     fn delete(&self, session_id: &str) -> Result<(), StoreError> {
         self.run(|c| del(&self.options.prefix, session_id, c))
+    }
+
+    fn touch(&self, session_id: &str, ttl: Duration) -> Result<(), StoreError> {
+        self.run(|c| expire(&self.options.prefix, session_id, ttl, c))
+    }
+
+    fn load_touching(
+        &self,
+        session_id: &str,
+        ttl: Duration,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        self.run(|c| get_touching(&self.options.prefix, session_id, ttl, c))
     }
 
     fn describe(&self) -> String {
@@ -333,6 +372,18 @@ impl SessionStore for RedisClusterStore {
 
     fn delete(&self, session_id: &str) -> Result<(), StoreError> {
         self.run(|c| del(&self.options.prefix, session_id, c))
+    }
+
+    fn touch(&self, session_id: &str, ttl: Duration) -> Result<(), StoreError> {
+        self.run(|c| expire(&self.options.prefix, session_id, ttl, c))
+    }
+
+    fn load_touching(
+        &self,
+        session_id: &str,
+        ttl: Duration,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        self.run(|c| get_touching(&self.options.prefix, session_id, ttl, c))
     }
 
     fn describe(&self) -> String {

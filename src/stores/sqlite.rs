@@ -142,6 +142,45 @@ impl SessionStore for SqliteStore {
         Ok(())
     }
 
+    fn touch(&self, session_id: &str, ttl: Duration) -> Result<(), StoreError> {
+        let connection = self.connection.lock();
+        connection
+            .prepare_cached(
+                "UPDATE tornsession_sessions SET expires_at = ?2
+                 WHERE id = ?1 AND (expires_at IS NULL OR expires_at > ?3)",
+            )
+            .and_then(|mut statement| {
+                let now = now();
+                statement.execute(params![session_id, now + ttl.as_secs_f64(), now])
+            })
+            .map(drop)
+            .map_err(|e| StoreError::new(self, format!("cannot touch {session_id}: {e}")))
+    }
+
+    fn load_touching(
+        &self,
+        session_id: &str,
+        ttl: Duration,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        // One statement reads and extends, so a concurrent sweep never sees it half done.
+        let connection = self.connection.lock();
+        connection
+            .prepare_cached(
+                "UPDATE tornsession_sessions SET expires_at = ?2
+                 WHERE id = ?1 AND (expires_at IS NULL OR expires_at > ?3)
+                 RETURNING blob",
+            )
+            .and_then(|mut statement| {
+                let now = now();
+                statement
+                    .query_row(params![session_id, now + ttl.as_secs_f64(), now], |row| {
+                        row.get::<_, Vec<u8>>(0)
+                    })
+                    .optional()
+            })
+            .map_err(|e| StoreError::new(self, format!("cannot load {session_id}: {e}")))
+    }
+
     fn delete(&self, session_id: &str) -> Result<(), StoreError> {
         let connection = self.connection.lock();
         connection
