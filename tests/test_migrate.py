@@ -294,3 +294,17 @@ def test_a_lone_surrogate_is_refused(session_dir: Path) -> None:
     result = run_cli(str(session_dir))
     assert result.returncode == 1
     assert "key 'x': holds a string with a lone surrogate" in result.stdout
+
+
+def test_the_sample_output_in_the_docs_is_what_the_command_prints(session_dir: Path) -> None:
+    docs = (Path(__file__).resolve().parent.parent / "docs" / "migrate-and-testing.md").read_text()
+    expected = docs.split("```text\n", 1)[1].split("```", 1)[0]
+    plant(session_dir, "profile.pickle", "5f1c9a0e7b2d4c8e9a1b3d5f7e9c1a2b")
+    plant(session_dir, "latin1.pickle", "0a1b2c3d4e5f60718293a4b5c6d7e8f9")
+    plant(session_dir, "app_object.pickle", "d41d8cd98f00b204e9800998ecf8427e")
+    plant(session_dir, "set.pickle", "9e107d9d372bb6826bd81d3542a419d6")
+
+    result = run_cli(str(session_dir))
+
+    assert result.returncode == 1
+    assert result.stdout == expected

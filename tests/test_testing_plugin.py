@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import importlib.metadata
+import re
 import textwrap
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -221,3 +223,24 @@ def test_a_users_suite_gets_the_fixtures_without_any_conftest(
 
     result.assert_outcomes(passed=3)
     result.stdout.fnmatch_lines(["*plugins:*tornsession*"])
+
+
+def doc_blocks(language: str) -> list[str]:
+    """The fenced code blocks of docs/migrate-and-testing.md in ``language``."""
+    text = (Path(__file__).resolve().parent.parent / "docs" / "migrate-and-testing.md").read_text()
+    return re.findall(rf"^```{language}\n(.*?)^```", text, flags=re.DOTALL | re.MULTILINE)
+
+
+def test_every_python_example_in_the_docs_runs(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", raising=False)
+    monkeypatch.delenv("PYTEST_ADDOPTS", raising=False)
+    blocks = doc_blocks("python")
+    assert len(blocks) == 3
+    for number, block in enumerate(blocks):
+        pytester.makepyfile(**{f"test_doc_{number}": block})
+
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+
+    result.assert_outcomes(passed=4)
