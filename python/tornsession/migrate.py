@@ -1,0 +1,487 @@
+"""Convert the original ``session.py``'s pickled session files to tornsession's JSON format.
+
+Usage::
+
+    python -m tornsession.migrate [--dry-run] SESSION_DIR
+
+Every ``SESSION<id>`` file in ``SESSION_DIR`` is read without ever running code from it: the
+pickle is loaded by an unpickler that refuses every class and function lookup, so only plain
+dicts, lists, tuples, strings, numbers, booleans and None can come out of it. A file that holds
+anything else (a model object, a set, something JSON cannot store) is reported by name and key
+and left exactly as it was. Converted files are written atomically (a temporary file in the same
+folder, then ``os.replace``) and keep their mode, owner (when run as root) and modification time.
+
+Exit status: 0 when every session file is current afterwards, 1 when some were left as they
+were, 2 for a usage error (no such folder).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import math
+import os
+import pickle
+import stat
+import sys
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO, Literal
+
+__all__ = [
+    "FORMAT_VERSION",
+    "FileResult",
+    "MigrationReport",
+    "UnsupportedSession",
+    "convert_data",
+    "encode_record",
+    "load_original_pickle",
+    "main",
+    "migrate_dir",
+    "migrate_file",
+]
+
+#: The version number tornsession writes in every record (``"v"``).
+FORMAT_VERSION = 1
+#: The prefix of every session file's name, as in the original module.
+FILE_PREFIX = "SESSION"
+#: How deep values may nest, as at ``save()``.
+MAX_DEPTH = 120
+#: How many values one session may hold after shared references are expanded (a pickle can
+#: reference one list many times; JSON would copy it each time).
+MAX_VALUES = 1_000_000
+_INT_MIN = -(2**63)
+_INT_MAX = 2**64 - 1
+_ID_CHARS = frozenset("0123456789abcdef")
+
+Outcome = Literal["converted", "current", "left"]
+
+
+class UnsupportedSession(Exception):
+    """A session file that cannot be converted; ``key`` names the top-level key when known."""
+
+    def __init__(self, reason: str, key: str | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.key = key
+
+    def __str__(self) -> str:
+        if self.key is None:
+            return self.reason
+        return f"key {self.key!r}: {self.reason}"
+
+
+class _RefusedLookup(pickle.UnpicklingError):
+    def __init__(self, module: str, name: str) -> None:
+        super().__init__(f"{module}.{name}")
+        self.module = module
+        self.name = name
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    """Loads plain containers and scalars only: every class or function lookup is refused.
+
+    Protocol 0 pickles of dict, list, tuple, str, unicode, int, long, float, bool and None need
+    no lookup; sets, objects, ``copy_reg._reconstructor`` and anything a malicious pickle would
+    call (``os.system``) all go through here and are refused before anything is built or called.
+    """
+
+    def find_class(self, module: str, name: str, /) -> Any:
+        raise _RefusedLookup(module, name)
+
+    def persistent_load(self, pid: Any, /) -> Any:
+        raise pickle.UnpicklingError("persistent ids are not supported")
+
+
+class _Placeholder:
+    """Stands in for a refused class or function in the diagnostic pass; calling it builds an
+    inert ``_Opaque`` and runs nothing else."""
+
+    def __init__(self, module: str, name: str) -> None:
+        self.qualname = f"{module}.{name}"
+
+    def __call__(self, *args: Any, **kwargs: Any) -> _Opaque:
+        # copy_reg._reconstructor(cls, base, state): the interesting name is the class's.
+        if args and isinstance(args[0], _Placeholder):
+            return _Opaque(args[0].qualname)
+        return _Opaque(self.qualname)
+
+
+class _Opaque:
+    """What a refused object became in the diagnostic pass: its class name and nothing else."""
+
+    def __init__(self, qualname: str) -> None:
+        self.qualname = qualname
+
+    def __setstate__(self, state: Any) -> None:
+        pass
+
+
+class _LocatingUnpickler(pickle.Unpickler):
+    """Only used after the restricted pass refused a lookup, to find which key held it: every
+    lookup returns a ``_Placeholder`` (our own inert code), so nothing from the file runs."""
+
+    def find_class(self, module: str, name: str, /) -> Any:
+        return _Placeholder(module, name)
+
+    def persistent_load(self, pid: Any, /) -> Any:
+        raise pickle.UnpicklingError("persistent ids are not supported")
+
+
+def _refusal_reason(refused: _RefusedLookup, located: str | None) -> str:
+    qualname = f"{refused.module}.{refused.name}"
+    if qualname in ("__builtin__.set", "builtins.set", "__builtin__.frozenset"):
+        return f"holds a {refused.name}, which JSON cannot store"
+    if qualname in ("copy_reg._reconstructor", "copyreg._reconstructor"):
+        what = f"class {located}" if located and located != qualname else "a class"
+        return f"holds an object of {what}, which is never loaded (only plain data is converted)"
+    return f"needs {qualname}, which is never loaded (only plain data is converted)"
+
+
+def _find_opaque(value: Any, depth: int = 0) -> str | None:
+    if isinstance(value, (_Opaque, _Placeholder)):
+        return value.qualname
+    if depth > MAX_DEPTH:
+        return None
+    items: Any = ()
+    if isinstance(value, dict):
+        items = list(value.keys()) + list(value.values())
+    elif isinstance(value, (list, tuple)):
+        items = value
+    for item in items:
+        found = _find_opaque(item, depth + 1)
+        if found is not None:
+            return found
+    return None
+
+
+def _locate_refused(blob: bytes) -> tuple[str | None, str | None]:
+    """The top-level key and the class name of the first refused object, when they can be found."""
+    try:
+        top = _LocatingUnpickler(io.BytesIO(blob), encoding="bytes").load()
+    except Exception:
+        return None, None
+    if not isinstance(top, dict):
+        return None, None
+    for key, value in top.items():
+        found = _find_opaque(value)
+        if found is not None:
+            return _text_key(key), found
+    return None, None
+
+
+def _text_key(key: Any) -> str | None:
+    if isinstance(key, str):
+        return key
+    if isinstance(key, bytes):
+        return _decode_py2_str(key)[0]
+    return None
+
+
+def _decode_py2_str(raw: bytes) -> tuple[str, bool]:
+    """A Python 2 ``str``: UTF-8 when it is UTF-8, else Latin-1 (every byte maps to one char)."""
+    try:
+        return raw.decode("utf-8"), False
+    except UnicodeDecodeError:
+        return raw.decode("latin-1"), True
+
+
+def _fix_surrogates(text: str) -> str:
+    """Python 2 narrow builds wrote characters beyond U+FFFF as two surrogates: join them."""
+    if not any("\ud800" <= ch <= "\udfff" for ch in text):
+        return text
+    joined = text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "surrogatepass")
+    if any("\ud800" <= ch <= "\udfff" for ch in joined):
+        raise UnsupportedSession("holds a string with a lone surrogate, which is not valid text")
+    return joined
+
+
+def load_original_pickle(stream: BinaryIO) -> Any:
+    """Unpickles one session file of the original module without running anything from it.
+
+    Python 2 ``str`` values come back as ``bytes`` (decode them with :func:`convert_data`);
+    any class or function lookup raises :class:`UnsupportedSession`.
+    """
+    blob = stream.read()
+    try:
+        unpickler = _RestrictedUnpickler(io.BytesIO(blob), encoding="bytes")
+        value = unpickler.load()
+    except _RefusedLookup as refused:
+        key, qualname = _locate_refused(blob)
+        raise UnsupportedSession(_refusal_reason(refused, qualname), key) from None
+    except Exception as error:
+        raise UnsupportedSession(
+            f"not a readable pickle ({type(error).__name__}: {error})"
+        ) from None
+    return value
+
+
+@dataclass
+class _Budget:
+    remaining: int = MAX_VALUES
+    notes: list[str] = field(default_factory=list)
+
+
+def _convert(value: Any, key: str, depth: int, budget: _Budget) -> Any:
+    budget.remaining -= 1
+    if budget.remaining < 0:
+        raise UnsupportedSession(f"holds more than {MAX_VALUES} values once expanded", key)
+    if depth > MAX_DEPTH:
+        raise UnsupportedSession(f"holds values nested deeper than {MAX_DEPTH} levels", key)
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        if not _INT_MIN <= value <= _INT_MAX:
+            raise UnsupportedSession("holds an int beyond 64 bits, which is not stored", key)
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise UnsupportedSession("holds NaN or infinity, which JSON cannot store", key)
+        return value
+    if isinstance(value, str):
+        try:
+            return _fix_surrogates(value)
+        except UnsupportedSession as error:
+            raise UnsupportedSession(error.reason, key) from None
+    if isinstance(value, bytes):
+        text, latin1 = _decode_py2_str(value)
+        if latin1:
+            budget.notes.append(f"key {key!r}: bytes that are not UTF-8 decoded as Latin-1")
+        return text
+    if isinstance(value, (list, tuple)):
+        return [_convert(item, key, depth + 1, budget) for item in value]
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for inner_key, item in value.items():
+            text_key = _string_key(inner_key, key, budget)
+            if text_key in out:
+                raise UnsupportedSession(f"holds a dict with key {text_key!r} twice", key)
+            out[text_key] = _convert(item, key, depth + 1, budget)
+        return out
+    raise UnsupportedSession(f"holds a {type(value).__name__}, which JSON cannot store", key)
+
+
+def _string_key(raw: Any, where: str | None, budget: _Budget) -> str:
+    if isinstance(raw, bytes):
+        text, latin1 = _decode_py2_str(raw)
+        if latin1:
+            budget.notes.append(f"key {text!r}: a name that is not UTF-8 decoded as Latin-1")
+        return text
+    if isinstance(raw, str):
+        try:
+            return _fix_surrogates(raw)
+        except UnsupportedSession as error:
+            raise UnsupportedSession(error.reason, where) from None
+    kind = type(raw).__name__
+    if where is None:
+        raise UnsupportedSession(f"has a key {raw!r} of type {kind}: session keys are strings")
+    raise UnsupportedSession(f"holds a dict with a {kind} key: JSON object keys are strings", where)
+
+
+def convert_data(value: Any) -> tuple[dict[str, Any], list[str]]:
+    """Turns an unpickled session into JSON-ready data, plus notes (Latin-1 fallbacks).
+
+    Raises :class:`UnsupportedSession` naming the key for anything tornsession cannot store.
+    """
+    if not isinstance(value, dict):
+        raise UnsupportedSession(
+            f"the pickle holds a {type(value).__name__}, not a dict of session items"
+        )
+    budget = _Budget()
+    data: dict[str, Any] = {}
+    for raw_key, item in value.items():
+        key = _string_key(raw_key, None, budget)
+        if key in data:
+            raise UnsupportedSession("appears twice once decoded", key)
+        data[key] = _convert(item, key, 0, budget)
+    return data, budget.notes
+
+
+def encode_record(created: int, data: dict[str, Any]) -> bytes:
+    """tornsession's stored form, byte for byte as the Rust core writes it.
+
+    ``{"v":1,"c":<created>,"d":{...}}``: envelope fields in that order, data keys sorted (the
+    core keeps them in a sorted map), no spaces, non-ASCII text as UTF-8.
+    """
+    body = json.dumps(
+        data, separators=(",", ":"), ensure_ascii=False, allow_nan=False, sort_keys=True
+    )
+    return f'{{"v":{FORMAT_VERSION},"c":{int(created)},"d":{body}}}'.encode()
+
+
+def _is_current(blob: bytes) -> bool:
+    if not blob.lstrip().startswith(b"{"):
+        return False
+    try:
+        record = json.loads(blob.decode("utf-8"))
+    except ValueError:
+        return False
+    return (
+        isinstance(record, dict)
+        and record.get("v") == FORMAT_VERSION
+        and isinstance(record.get("c"), int)
+        and not isinstance(record.get("c"), bool)
+        and isinstance(record.get("d"), dict)
+    )
+
+
+@dataclass
+class FileResult:
+    """What happened (or would happen) to one session file."""
+
+    name: str
+    outcome: Outcome
+    reason: str = ""
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class MigrationReport:
+    """The outcome of one folder's migration."""
+
+    files: list[FileResult] = field(default_factory=list)
+
+    def count(self, outcome: Outcome) -> int:
+        """How many files had ``outcome``."""
+        return sum(1 for f in self.files if f.outcome == outcome)
+
+    @property
+    def converted(self) -> int:
+        """Files converted (or, in a dry run, that would be)."""
+        return self.count("converted")
+
+    @property
+    def current(self) -> int:
+        """Files already in tornsession's format, untouched."""
+        return self.count("current")
+
+    @property
+    def left(self) -> int:
+        """Files left exactly as they were, each with a reason."""
+        return self.count("left")
+
+
+def _valid_id(session_id: str) -> bool:
+    return len(session_id) == 32 and all(ch in _ID_CHARS for ch in session_id)
+
+
+def _write_atomically(path: Path, blob: bytes, before: os.stat_result) -> None:
+    fd, temporary = tempfile.mkstemp(prefix=".tmp-migrate-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(blob)
+            out.flush()
+            os.fchmod(out.fileno(), stat.S_IMODE(before.st_mode))
+            if hasattr(os, "geteuid") and os.geteuid() == 0:
+                os.fchown(out.fileno(), before.st_uid, before.st_gid)
+            os.fsync(out.fileno())
+        os.utime(temporary, ns=(before.st_atime_ns, before.st_mtime_ns))
+        now = os.lstat(path)
+        if (now.st_ino, now.st_size, now.st_mtime_ns) != (
+            before.st_ino,
+            before.st_size,
+            before.st_mtime_ns,
+        ):
+            raise UnsupportedSession("changed while it was being migrated; run again")
+        os.replace(temporary, path)
+    except BaseException:
+        try:
+            os.unlink(temporary)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def migrate_file(path: str | os.PathLike[str], *, dry_run: bool = False) -> FileResult:
+    """Converts one ``SESSION<id>`` file in place; never raises for a bad file, reports it."""
+    path = Path(path)
+    name = path.name
+    try:
+        before = os.lstat(path)
+    except OSError as error:
+        return FileResult(name, "left", f"cannot read it: {error.strerror}")
+    if stat.S_ISLNK(before.st_mode):
+        return FileResult(name, "left", "a symbolic link, not followed")
+    if not stat.S_ISREG(before.st_mode):
+        return FileResult(name, "left", "not a regular file")
+    if not _valid_id(name[len(FILE_PREFIX) :]):
+        return FileResult(name, "left", "the name is not SESSION + a 32-hex-digit session id")
+    try:
+        with open(path, "rb") as stream:
+            blob = stream.read()
+    except OSError as error:
+        return FileResult(name, "left", f"cannot read it: {error.strerror}")
+    if _is_current(blob):
+        return FileResult(name, "current")
+    try:
+        data, notes = convert_data(load_original_pickle(io.BytesIO(blob)))
+        record = encode_record(int(before.st_mtime), data)
+        if not dry_run:
+            _write_atomically(path, record, before)
+    except UnsupportedSession as error:
+        return FileResult(name, "left", str(error))
+    except OSError as error:
+        return FileResult(name, "left", f"cannot write it: {error.strerror or error}")
+    return FileResult(name, "converted", notes=notes)
+
+
+def migrate_dir(session_dir: str | os.PathLike[str], *, dry_run: bool = False) -> MigrationReport:
+    """Converts every ``SESSION*`` file of ``session_dir``; other files are not looked at.
+
+    Raises ``NotADirectoryError`` / ``FileNotFoundError`` when ``session_dir`` is not a folder.
+    """
+    folder = Path(session_dir)
+    if not folder.exists():
+        raise FileNotFoundError(f"no such folder: {folder}")
+    if not folder.is_dir():
+        raise NotADirectoryError(f"not a folder: {folder}")
+    report = MigrationReport()
+    for entry in sorted(os.listdir(folder)):
+        if entry.startswith(FILE_PREFIX):
+            report.files.append(migrate_file(folder / entry, dry_run=dry_run))
+    return report
+
+
+def _print_report(report: MigrationReport, dry_run: bool, out: Any) -> None:
+    verb = "would convert" if dry_run else "converted"
+    for result in report.files:
+        if result.outcome == "left":
+            print(f"left {result.name}: {result.reason}", file=out)
+        for note in result.notes:
+            print(f"note {result.name}: {note}", file=out)
+    prefix = "dry run, nothing changed: " if dry_run else ""
+    print(
+        f"{prefix}{verb} {report.converted}, already current {report.current}, left {report.left}",
+        file=out,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The command line: ``python -m tornsession.migrate [--dry-run] SESSION_DIR``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m tornsession.migrate",
+        description="Convert the original session.py's pickled SESSION<id> files to "
+        "tornsession's JSON format, in place and atomically. Never runs code from a file.",
+    )
+    parser.add_argument("session_dir", metavar="SESSION_DIR", help="the folder of SESSION files")
+    parser.add_argument(
+        "--dry-run", action="store_true", help="report what would happen, change nothing"
+    )
+    args = parser.parse_args(argv)
+    try:
+        report = migrate_dir(args.session_dir, dry_run=args.dry_run)
+    except (FileNotFoundError, NotADirectoryError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except PermissionError as error:
+        print(f"error: cannot list {args.session_dir}: {error.strerror}", file=sys.stderr)
+        return 2
+    _print_report(report, args.dry_run, sys.stdout)
+    return 1 if report.left else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
