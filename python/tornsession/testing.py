@@ -179,7 +179,11 @@ def _cookie_values(cookies: CookieSource) -> dict[str, str]:
     """Cookie name to raw value: Set-Cookie headers of a response, or a Cookie header."""
     jar: SimpleCookie = SimpleCookie()
     if isinstance(cookies, tornado.httpclient.HTTPResponse):
-        cookies = cookies.headers
+        # The cookies the request carried, overridden by any the response set: tornsession
+        # sends cookies only when they change (a new or regenerated session).
+        sent = cookies.request.headers.get("Cookie", "")
+        received = _cookie_values(cookies.headers)
+        return {**(_cookie_values(sent) if sent else {}), **received}
     try:
         if isinstance(cookies, tornado.httputil.HTTPHeaders):
             for header in cookies.get_list("Set-Cookie"):
@@ -203,9 +207,9 @@ def read_session(
 ) -> dict[str, Any]:
     """The stored data of the session that ``cookies`` name, as a plain dict.
 
-    ``cookies`` is a response (``HTTPResponse``: its ``Set-Cookie`` headers, i.e. what the
-    handler's ``session.save()`` set), its ``HTTPHeaders``, a ``Cookie:`` header value (what
-    :func:`session_cookies` returns) or a headers dict with a ``"Cookie"`` entry (what
+    ``cookies`` is a response (``HTTPResponse``: the cookies its request sent, updated by its
+    ``Set-Cookie`` headers), its ``HTTPHeaders`` (``Set-Cookie`` only), a ``Cookie:`` header
+    value (what :func:`session_cookies` returns) or a headers dict with a ``"Cookie"`` entry (what
     :func:`logged_in` returns). Raises ``LookupError`` when the cookies are missing (the handler
     did not save the session) or do not verify.
     """
