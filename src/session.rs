@@ -643,6 +643,12 @@ impl TornadoSession {
         native.get().send_cookies(handler.bind(py), slf.as_super())
     }
 
+    /// Whether the store holds a record of this session (it was loaded from one, or saved).
+    fn _is_stored(slf: &Bound<'_, Self>) -> PyResult<bool> {
+        Self::ensure_loaded(slf)?;
+        Ok(slf.as_super().get().stored_id(slf.py()).is_some())
+    }
+
     /// Gives the session a new id and digest; returns the old id when it had a stored record.
     fn _rotate_id(slf: &Bound<'_, Self>) -> PyResult<Option<String>> {
         let py = slf.py();

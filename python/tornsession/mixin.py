@@ -77,6 +77,10 @@ class SessionMixin(_Base):
             return self._tornsession_pending
         if session is None or self._tornsession_state == _DONE or self._finished:
             return super().finish(chunk)
+        if not session and not session._is_stored():
+            # A visitor whose session was never used: no record, no cookie.
+            self._tornsession_state = _DONE
+            return super().finish(chunk)
         self._tornsession_state = _SAVING
         task = session._begin_save()
         if task is None:
