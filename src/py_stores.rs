@@ -69,6 +69,29 @@ impl PyFileStore {
         self.store.folder().to_path_buf()
     }
 
+    /// Deletes session files unused for longer than `idle_timeout` seconds (default: the idle
+    /// timeout of the manager using this store) and temporary files a crash left behind.
+    /// Returns how many of each: `{"expired": n, "stale_temporary": m}`.
+    #[pyo3(signature = (idle_timeout = None))]
+    fn cleanup(&self, py: Python<'_>, idle_timeout: Option<f64>) -> PyResult<(usize, usize)> {
+        let idle_timeout = match idle_timeout {
+            Some(secs) if secs.is_finite() && secs > 0.0 => Duration::from_secs_f64(secs),
+            Some(secs) => {
+                return Err(PyValueError::new_err(format!(
+                    "idle_timeout must be a positive number of seconds, not {secs}"
+                )))
+            }
+            None => self.store.last_ttl().ok_or_else(|| {
+                PyValueError::new_err(
+                    "no idle timeout known: pass idle_timeout=SECONDS (no manager with an \
+                     idle_timeout has used this store in this process)",
+                )
+            })?,
+        };
+        let report = py.detach(|| self.store.cleanup(idle_timeout))?;
+        Ok((report.expired, report.stale_temporary))
+    }
+
     fn __repr__(&self) -> String {
         self.store.describe()
     }

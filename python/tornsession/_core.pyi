@@ -60,6 +60,11 @@ class FileStore:
     def path(self) -> str:
         """The folder holding the session files."""
 
+    def cleanup(self, idle_timeout: float | None = None) -> tuple[int, int]:
+        """Delete session files unused for longer than ``idle_timeout`` seconds (default: the
+        idle timeout of the manager using this store) and stale temporary files; returns
+        ``(expired, stale_temporary)``."""
+
 @final
 class SqliteStore:
     """Sessions in one SQLite database file, shared safely by several processes of one machine.

@@ -5,6 +5,7 @@ use std::fs;
 use std::io::{ErrorKind, Read, Write};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use super::{SessionStore, StoreError};
@@ -35,6 +36,9 @@ fn idle_longer_than(modified: SystemTime, ttl: Duration) -> bool {
 /// Sessions as files in one folder; safe for several processes of one machine.
 pub struct FileStore {
     folder: PathBuf,
+    /// The idle timeout managers last used with this store, in milliseconds (0: none yet), so
+    /// `cleanup` knows what "expired" means without being told again.
+    last_ttl_ms: AtomicU64,
 }
 
 impl FileStore {
@@ -42,6 +46,7 @@ impl FileStore {
     pub fn open(folder: impl Into<PathBuf>) -> Result<Self, StoreError> {
         let store = Self {
             folder: folder.into(),
+            last_ttl_ms: AtomicU64::new(0),
         };
         fs::DirBuilder::new()
             .recursive(true)
@@ -56,6 +61,21 @@ impl FileStore {
 
     pub fn folder(&self) -> &Path {
         &self.folder
+    }
+
+    /// The idle timeout managers last used with this store, if any.
+    pub fn last_ttl(&self) -> Option<Duration> {
+        match self.last_ttl_ms.load(Ordering::Relaxed) {
+            0 => None,
+            ms => Some(Duration::from_millis(ms)),
+        }
+    }
+
+    fn remember_ttl(&self, ttl: Option<Duration>) {
+        if let Some(ttl) = ttl {
+            let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+            self.last_ttl_ms.store(ms, Ordering::Relaxed);
+        }
     }
 
     /// The file that holds `session_id`.
@@ -111,6 +131,7 @@ impl SessionStore for FileStore {
         session_id: &str,
         ttl: Duration,
     ) -> Result<Option<Vec<u8>>, StoreError> {
+        self.remember_ttl(Some(ttl));
         let mut file = match fs::File::open(self.path_of(session_id)) {
             Ok(file) => file,
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
@@ -147,7 +168,7 @@ impl SessionStore for FileStore {
         &self,
         session_id: &str,
         blob: &[u8],
-        _ttl: Option<std::time::Duration>,
+        _ttl: Option<Duration>,
     ) -> Result<(), StoreError> {
         let fail = |e: std::io::Error| {
             StoreError::new(self, format!("cannot write {FILE_PREFIX}{session_id}: {e}"))
