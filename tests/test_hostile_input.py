@@ -279,7 +279,7 @@ def test_bad_secrets_fail_clearly_at_construction(secret: Any, error: type[Excep
 
 def test_secret_errors_say_what_is_wrong() -> None:
     with pytest.raises(TypeError, match="secret must be a str or bytes"):
-        session.SessionManager(123)
+        session.SessionManager(123)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="secret number 1 is empty"):
         session.SessionManager(["new", ""])
     with pytest.raises(ValueError, match="no secret given"):
