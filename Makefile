@@ -47,3 +47,13 @@ format:
 
 clean:
 	rm -rf target $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+# Long fuzz and soak runs (docs/soak-and-fuzz.md); minutes, not seconds.
+.PHONY: fuzz-long soak-long
+fuzz-long:
+	PROPTEST_CASES=100000 cargo test --release --quiet --test proptest_parsing
+	HYPOTHESIS_PROFILE=long $(VENV)/bin/pytest -q tests/test_fuzz_api.py
+
+soak-long:
+	CRASH_KILLS=5000 CRASH_SECONDS=900 $(VENV)/bin/pytest -q -s tests/test_crash_consistency.py
+	SOAK_CLIENTS=16 SOAK_REQUESTS=5000 $(VENV)/bin/pytest -q -s tests/test_soak.py
