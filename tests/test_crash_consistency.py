@@ -105,7 +105,14 @@ class Worker:
         folder.mkdir()
         self.folder = folder
         manager = session.SessionManager(SECRET, str(folder))
-        self.sessions = [(s.session_id, s.hmac_digest) for s in (manager.get() for _ in range(3))]
+        self.sessions = []
+        for index in range(3):
+            # Stored before the children start: an id without a record would load as a new
+            # session (with a new id) in the child.
+            s = manager.get()
+            s.update(payload(0, index))
+            manager.set(s)
+            self.sessions.append((s.session_id, s.hmac_digest))
         self.last_done = [0, 0, 0]  # the seq each session's file must hold at least
         self.child: subprocess.Popen[str] | None = None
         self.kills = 0
@@ -221,6 +228,8 @@ def test_concurrent_writers_in_several_processes_leave_exactly_one_writers_paylo
     folder = tmp_path / "sessions"
     manager = session.SessionManager(SECRET, str(folder))
     s = manager.get()
+    s.update({"writer": 0, "i": 0, "fill": "A" * 1000})  # writer 0's first payload
+    manager.set(s)  # stored first, so every writer opens this same session
     writers, rounds = 6, 150
     children = [
         subprocess.Popen(

@@ -1,8 +1,5 @@
-//! PENDING BUG (not compiled: cargo only builds tests/*.rs). Move this file to tests/ once
-//! fixed. Finite floats must come back from a stored record bit for bit; today they do not:
-//! serde_json parses floats without its `float_roundtrip` feature, so e.g.
-//! 1.0657260037416103e216 is read back as 1.0657260037416104e216 (one ULP off). The fix is in
-//! Cargo.toml: `serde_json = { version = "1", features = ["float_roundtrip"] }`.
+//! Finite floats come back from a stored record bit for bit. (Without serde_json's
+//! `float_roundtrip` feature, 1.0657260037416103e216 was read back as 1.0657260037416104e216.)
 
 use _core::codec;
 use proptest::prelude::*;

@@ -1,11 +1,5 @@
-"""PENDING BUG, not collected by pytest (file name check_*). Run it with
-`pytest tests/pending_bugs/check_float_roundtrip.py`; rename it to test_*.py once fixed.
-
-A finite float saved in a session comes back one ULP off: 1.0657260037416103e216 is loaded as
-1.0657260037416104e216. The record holds the exact shortest repr; the Rust side parses it with
-serde_json built without its `float_roundtrip` feature. Fix (Cargo.toml, [dependencies]):
-`serde_json = { version = "1", features = ["float_roundtrip"] }`.
-"""
+"""Floats come back exactly as saved (serde_json's float_roundtrip: without it, values like
+1.0657260037416103e216 were read back one ULP off)."""
 
 from __future__ import annotations
 
