@@ -21,10 +21,16 @@ proptest! {
 
 #[test]
 fn known_examples_round_trip() {
-    for x in [1.0657260037416103e216_f64, 5.139370855890192e-250, -2.6979400729871033e97] {
+    for x in [
+        1.0657260037416103e216_f64,
+        5.139370855890192e-250,
+        -2.6979400729871033e97,
+    ] {
         let mut data = Map::new();
         data.insert("x".to_owned(), Value::from(x));
-        let back = codec::decode(&codec::encode(0, &data)).unwrap().data["x"].as_f64().unwrap();
+        let back = codec::decode(&codec::encode(0, &data)).unwrap().data["x"]
+            .as_f64()
+            .unwrap();
         assert_eq!(back.to_bits(), x.to_bits(), "{x:e} came back as {back:e}");
     }
 }
