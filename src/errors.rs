@@ -5,7 +5,7 @@ use pyo3::exceptions::{PyException, PyValueError};
 use pyo3::PyErr;
 
 use crate::digest::SecretError;
-use crate::stores::StoreError;
+use crate::stores::{StoreError, StoreErrorKind};
 
 create_exception!(
     tornsession,
@@ -20,9 +20,20 @@ create_exception!(
     "The session store could not load, save or delete a session; the message names the store."
 );
 
+create_exception!(
+    tornsession,
+    SessionConflict,
+    PyException,
+    "Another request saved this session since it was loaded; nothing was written (only with \
+     detect_conflicts=True). Load it again and redo the change."
+);
+
 impl From<StoreError> for PyErr {
     fn from(error: StoreError) -> Self {
-        SessionStoreError::new_err(error.to_string())
+        match error.kind {
+            StoreErrorKind::Conflict => SessionConflict::new_err(error.to_string()),
+            _ => SessionStoreError::new_err(error.to_string()),
+        }
     }
 }
 

@@ -18,7 +18,7 @@ mod _core {
     use pyo3::prelude::*;
 
     #[pymodule_export]
-    use crate::errors::{InvalidSessionException, SessionStoreError};
+    use crate::errors::{InvalidSessionException, SessionConflict, SessionStoreError};
     #[pymodule_export]
     use crate::manager::{SessionManager, TornadoSessionManager};
     #[pymodule_export]

@@ -60,6 +60,8 @@ pub struct SavePlan {
     pub id: String,
     pub blob: Option<Vec<u8>>,
     pub ttl: Option<Duration>,
+    /// With conflict detection: the record the store must still hold for the write to happen.
+    pub expected: Option<Option<Vec<u8>>>,
 }
 
 /// Keeps the secret(s) and the store; hands out and stores sessions.
@@ -74,6 +76,8 @@ pub struct SessionManager {
     lifetime: Option<Duration>,
     /// The largest stored record, in bytes.
     max_size: Option<usize>,
+    /// Whether saves check that nobody else saved the session since it was loaded.
+    detect_conflicts: bool,
 }
 
 /// A `SessionManager` that reads and writes the session cookies through a `RequestHandler`.
@@ -88,7 +92,7 @@ impl SessionManager {
         text_signature = "(secret, session_dir=None, *, store=None, cookie_name='session_id', \
         digest_cookie_name='hmac_digest', cookie_httponly=True, cookie_samesite='Lax', \
         cookie_secure=False, cookie_domain=None, cookie_path='/', cookie_expires_days=30.0, \
-        idle_timeout=None, lifetime=None, max_size=None)"
+        idle_timeout=None, lifetime=None, max_size=None, detect_conflicts=False)"
     )]
     #[pyo3(signature = (
         secret,
@@ -106,6 +110,7 @@ impl SessionManager {
         idle_timeout = None,
         lifetime = None,
         max_size = None,
+        detect_conflicts = false,
     ))]
     fn new(
         py: Python<'_>,
@@ -123,6 +128,7 @@ impl SessionManager {
         idle_timeout: Option<&Bound<'_, PyAny>>,
         lifetime: Option<&Bound<'_, PyAny>>,
         max_size: Option<usize>,
+        detect_conflicts: bool,
     ) -> PyResult<Self> {
         let secrets = Secrets::new(secret_keys(secret)?)?;
         let idle_timeout = idle_timeout.map(seconds).transpose()?;
@@ -144,6 +150,12 @@ impl SessionManager {
             (None, Some(folder)) => StoreHandle::file(py, folder)?,
             (None, None) => StoreHandle::default_memory(),
         };
+        if detect_conflicts && !store.supports_conflict_checks(py) {
+            return Err(PyTypeError::new_err(
+                "detect_conflicts=True needs a store with compare_and_set(key, expected, value, \
+                 ttl); this Python store has none",
+            ));
+        }
         if cookie_name.is_empty()
             || digest_cookie_name.is_empty()
             || cookie_name == digest_cookie_name
@@ -189,6 +201,7 @@ impl SessionManager {
             idle_timeout,
             lifetime,
             max_size,
+            detect_conflicts,
         })
     }
 
@@ -242,7 +255,7 @@ impl TornadoSessionManager {
         text_signature = "(secret, session_dir=None, *, store=None, cookie_name='session_id', \
         digest_cookie_name='hmac_digest', cookie_httponly=True, cookie_samesite='Lax', \
         cookie_secure=False, cookie_domain=None, cookie_path='/', cookie_expires_days=30.0, \
-        idle_timeout=None, lifetime=None, max_size=None)"
+        idle_timeout=None, lifetime=None, max_size=None, detect_conflicts=False)"
     )]
     #[pyo3(signature = (secret, session_dir = None, **options))]
     fn new(
@@ -269,6 +282,7 @@ impl TornadoSessionManager {
             idle_timeout: base.idle_timeout,
             lifetime: base.lifetime,
             max_size: base.max_size,
+            detect_conflicts: base.detect_conflicts,
         };
         Ok(PyClassInitializer::from(copy).add_subclass(Self))
     }
@@ -523,18 +537,24 @@ impl SessionManager {
                 )));
             }
         }
+        let expected = self.detect_conflicts.then(|| session.get().stored_blob());
         Ok(Some(SavePlan {
             ttl: self.ttl(created),
             id,
             blob: Some(blob),
+            expected,
         }))
     }
 
     /// Writes a planned record to the store.
     pub fn write(&self, py: Python<'_>, plan: &SavePlan) -> Result<(), StoreError> {
-        match &plan.blob {
-            Some(blob) => self.store.save(py, &plan.id, blob, plan.ttl),
-            None => Ok(()),
+        match (&plan.blob, &plan.expected) {
+            (None, _) => Ok(()),
+            (Some(blob), None) => self.store.save(py, &plan.id, blob, plan.ttl),
+            (Some(blob), Some(expected)) => {
+                self.store
+                    .save_if_unchanged(py, &plan.id, expected.as_deref(), blob, plan.ttl)
+            }
         }
     }
 

@@ -11,6 +11,7 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
+use crate::ids;
 use crate::stores::{self, SessionStore, StoreError};
 
 /// The number of sessions a `MemoryStore` keeps unless told otherwise.
@@ -423,6 +424,64 @@ impl StoreHandle {
         dead_code,
         reason = "session destroy() arrives with the lifecycle work"
     )]
+    /// Saves only if the record still is `expected`; a conflict error when it is not.
+    pub fn save_if_unchanged(
+        &self,
+        py: Python<'_>,
+        session_id: &str,
+        expected: Option<&[u8]>,
+        blob: &[u8],
+        ttl: Option<Duration>,
+    ) -> Result<(), StoreError> {
+        let (written, describe) = match self {
+            Self::Native(store) => {
+                let save = || store.save_if_unchanged(session_id, expected, blob, ttl);
+                let written = if store.blocks() {
+                    py.detach(save)
+                } else {
+                    save()
+                }?;
+                (written, store.describe())
+            }
+            Self::Python(store) => {
+                let store = store.bind(py);
+                let args = (
+                    python_key(session_id),
+                    expected.map(|e| PyBytes::new(py, e)),
+                    PyBytes::new(py, blob),
+                    ttl.map(whole_seconds),
+                );
+                let written = store
+                    .call_method1(intern!(py, "compare_and_set"), args)
+                    .and_then(|answer| answer.is_truthy())
+                    .map_err(|e| python_store_error(store, "compare_and_set", e))?;
+                (written, self.describe(py))
+            }
+        };
+        if written {
+            return Ok(());
+        }
+        Err(StoreError {
+            store: describe,
+            cause: format!(
+                "session {} was saved by another request since it was loaded",
+                ids::log_token(session_id)
+            ),
+            kind: stores::StoreErrorKind::Conflict,
+        })
+    }
+
+    /// Whether conditional saves work on this store (Python objects need compare_and_set).
+    pub fn supports_conflict_checks(&self, py: Python<'_>) -> bool {
+        match self {
+            Self::Native(_) => true,
+            Self::Python(store) => store
+                .bind(py)
+                .hasattr(intern!(py, "compare_and_set"))
+                .unwrap_or(false),
+        }
+    }
+
     pub fn delete(&self, py: Python<'_>, session_id: &str) -> Result<(), StoreError> {
         match self {
             Self::Native(store) if store.blocks() => py.detach(|| store.delete(session_id)),

@@ -104,6 +104,11 @@ impl Session {
         self.meta.lock().stored_blob.as_deref() == Some(blob)
     }
 
+    /// The record as last loaded or saved.
+    pub fn stored_blob(&self) -> Option<Vec<u8>> {
+        self.meta.lock().stored_blob.clone()
+    }
+
     /// Remembers `blob` as stored; true when this was the session's first write.
     pub fn mark_stored(&self, blob: Vec<u8>) -> bool {
         let mut meta = self.meta.lock();

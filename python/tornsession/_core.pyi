@@ -17,6 +17,7 @@ __all__ = [
     "RedisClusterStore",
     "RedisStore",
     "Session",
+    "SessionConflict",
     "SessionManager",
     "SessionStoreError",
     "SqliteStore",
@@ -31,6 +32,10 @@ _T = TypeVar("_T")
 
 class InvalidSessionException(Exception):
     """The session id and digest from the request do not match: a forged or foreign cookie."""
+
+class SessionConflict(Exception):
+    """Another request saved this session since it was loaded; nothing was written (only with
+    ``detect_conflicts=True``). Load it again and redo the change."""
 
 class SessionStoreError(Exception):
     """The session store could not load, save or delete a session; the message names the store."""
@@ -201,6 +206,7 @@ class SessionManager:
         idle_timeout: float | timedelta | None = None,
         lifetime: float | timedelta | None = None,
         max_size: int | None = None,
+        detect_conflicts: bool = False,
     ) -> Self:
         """``session_dir`` means a FileStore there; neither it nor ``store`` means a MemoryStore."""
 

@@ -23,6 +23,12 @@ class SessionStoreProtocol(Protocol):
     def delete(self, key: str, /) -> Any:
         """Remove ``key``; removing a missing key is not an error."""
 
+    # Optional, not part of the checked protocol:
+    # - touch(key, ttl) -> Any: move the expiry without rewriting (called on loads);
+    # - compare_and_set(key, expected: bytes | None, value, ttl) -> bool: store ``value`` only if
+    #   the key still holds ``expected`` (None: only if absent), atomically; needed for
+    #   ``detect_conflicts=True``.
+
 
 @runtime_checkable
 class RequestHandlerProtocol(Protocol):

@@ -12,6 +12,8 @@ use super::{SessionStore, StoreError};
 
 /// The prefix of every session file's name, as in the original module.
 pub const FILE_PREFIX: &str = "SESSION";
+/// The lock file that serializes conditional saves in the folder.
+const LOCK_FILE: &str = ".tornsession.lock";
 /// The prefix of temporary files, which are renamed over session files when complete.
 const TEMP_PREFIX: &str = ".tmp-";
 /// Temporary files older than this were left by a crash mid-save; cleanup removes them.
@@ -151,6 +153,36 @@ impl SessionStore for FileStore {
         // Best effort: a session that cannot be touched merely expires sooner.
         let _ = file.set_modified(SystemTime::now());
         Ok(Some(blob))
+    }
+
+    fn save_if_unchanged(
+        &self,
+        session_id: &str,
+        expected: Option<&[u8]>,
+        blob: &[u8],
+        ttl: Option<Duration>,
+    ) -> Result<bool, StoreError> {
+        // One lock file for the folder: conditional saves (opt-in) are serialized across
+        // processes; plain saves stay lock-free, atomic by rename.
+        let lock_path = self.folder.join(LOCK_FILE);
+        let lock = fs::File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .and_then(|file| file.lock().map(|()| file))
+            .map_err(|e| StoreError::new(self, format!("cannot lock {LOCK_FILE}: {e}")))?;
+        let current = match fs::read(self.path_of(session_id)) {
+            Ok(current) => Some(current),
+            Err(e) if e.kind() == ErrorKind::NotFound => None,
+            Err(e) => return Err(self.unreadable(session_id, e)),
+        };
+        let unchanged = current.as_deref() == expected;
+        if unchanged {
+            self.save(session_id, blob, ttl)?;
+        }
+        drop(lock);
+        Ok(unchanged)
     }
 
     fn touch(&self, session_id: &str, _ttl: Duration) -> Result<(), StoreError> {

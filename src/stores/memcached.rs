@@ -213,6 +213,46 @@ impl SessionStore for MemcachedStore {
             .map_err(|e| self.fail("delete", e))
     }
 
+    fn save_if_unchanged(
+        &self,
+        session_id: &str,
+        expected: Option<&[u8]>,
+        blob: &[u8],
+        ttl: Option<Duration>,
+    ) -> Result<bool, StoreError> {
+        let key = self.key(session_id);
+        let exptime = exptime(ttl, now_unix());
+        match expected {
+            // ADD stores only where there is nothing; the crate does not say whether it did,
+            // so read back: someone else's value there means we lost.
+            None => {
+                self.client
+                    .add(&key, blob, exptime)
+                    .map_err(|e| self.fail("add", e))?;
+                let now = self
+                    .client
+                    .get::<Vec<u8>>(&key)
+                    .map_err(|e| self.fail("get", e))?;
+                Ok(now.as_deref() == Some(blob))
+            }
+            Some(expected) => {
+                let found = self
+                    .client
+                    .gets::<(Vec<u8>, u32, Option<u64>)>(&[key.as_str()])
+                    .map_err(|e| self.fail("gets", e))?;
+                let Some((current, _flags, Some(cas))) = found.get(&key) else {
+                    return Ok(false);
+                };
+                if current.as_slice() != expected {
+                    return Ok(false);
+                }
+                self.client
+                    .cas(&key, blob, exptime, *cas)
+                    .map_err(|e| self.fail("cas", e))
+            }
+        }
+    }
+
     fn touch(&self, session_id: &str, ttl: Duration) -> Result<(), StoreError> {
         // The crate speaks no get-and-touch (GAT), so a touching load is two round trips.
         self.client

@@ -103,6 +103,34 @@ impl SessionStore for MemoryStore {
         Ok(())
     }
 
+    fn save_if_unchanged(
+        &self,
+        session_id: &str,
+        expected: Option<&[u8]>,
+        blob: &[u8],
+        ttl: Option<Duration>,
+    ) -> Result<bool, StoreError> {
+        let key = self.key(session_id)?;
+        let now = self.now_ms();
+        let deadline = self.deadline(ttl);
+        let mut sessions = self.sessions.lock();
+        let current = sessions
+            .peek(&key)
+            .filter(|entry| entry.deadline > now)
+            .map(|entry| &*entry.blob);
+        if current != expected {
+            return Ok(false);
+        }
+        sessions.put(
+            key,
+            Entry {
+                blob: blob.into(),
+                deadline,
+            },
+        );
+        Ok(true)
+    }
+
     fn touch(&self, session_id: &str, ttl: Duration) -> Result<(), StoreError> {
         let key = self.key(session_id)?;
         self.fetch(key, Some(ttl));
@@ -181,6 +209,16 @@ mod tests {
         assert_eq!(s.load(B).unwrap(), None, "not touched: expired");
         assert!(s.load(C).unwrap().is_some(), "no ttl: never expires");
         assert_eq!(s.len(), 2, "expired entries are dropped");
+    }
+
+    #[test]
+    fn conditional_saves_fail_when_another_writer_got_there_first() {
+        let s = store(10);
+        assert!(s.save_if_unchanged(A, None, b"one", None).unwrap());
+        assert!(!s.save_if_unchanged(A, None, b"two", None).unwrap());
+        assert!(!s.save_if_unchanged(A, Some(b"zzz"), b"two", None).unwrap());
+        assert!(s.save_if_unchanged(A, Some(b"one"), b"two", None).unwrap());
+        assert_eq!(s.load(A).unwrap().as_deref(), Some(&b"two"[..]));
     }
 
     #[test]

@@ -22,6 +22,8 @@ pub enum StoreErrorKind {
     Unavailable,
     /// One record exists but cannot be read: that session is lost, the store is fine.
     UnreadableRecord,
+    /// A conditional save found another writer's record: nothing was written.
+    Conflict,
 }
 
 /// A store failed to do what was asked; the message names the store and the cause.
@@ -44,6 +46,16 @@ impl StoreError {
         }
     }
 
+    pub fn conflict(store: &dyn SessionStore, session_id: &str) -> Self {
+        Self {
+            kind: StoreErrorKind::Conflict,
+            ..Self::new(
+                store,
+                format!("session {session_id} was saved by another request since it was loaded"),
+            )
+        }
+    }
+
     pub fn unreadable_record(store: &dyn SessionStore, cause: impl std::fmt::Display) -> Self {
         Self {
             kind: StoreErrorKind::UnreadableRecord,
@@ -61,6 +73,15 @@ pub trait SessionStore: Send + Sync {
     /// Replaces the record for `session_id` with `blob`, all or nothing. `ttl` is how long the
     /// record may live unused; stores that expire records themselves (Redis, Memcached) use it.
     fn save(&self, session_id: &str, blob: &[u8], ttl: Option<Duration>) -> Result<(), StoreError>;
+    /// Replaces the record only if it still is `expected` (`None`: only if there is none), all
+    /// or nothing; `Ok(false)`, writing nothing, when another writer got there first.
+    fn save_if_unchanged(
+        &self,
+        session_id: &str,
+        expected: Option<&[u8]>,
+        blob: &[u8],
+        ttl: Option<Duration>,
+    ) -> Result<bool, StoreError>;
     /// Removes the record; removing a missing record is not an error.
     fn delete(&self, session_id: &str) -> Result<(), StoreError>;
     /// Moves the record's expiry to `ttl` from now without rewriting it (a missing record stays

@@ -181,6 +181,42 @@ fn del(prefix: &str, session_id: &str, c: &mut impl ConnectionLike) -> RedisResu
         .map(drop)
 }
 
+/// Compare-and-set in one round trip, atomically on the server (one key, so Cluster-safe).
+const SET_IF_UNCHANGED: &str = r"
+local current = redis.call('GET', KEYS[1])
+if ARGV[1] == '1' then
+  if current ~= ARGV[2] then return 0 end
+elseif current then
+  return 0
+end
+if ARGV[4] ~= '0' then
+  redis.call('SET', KEYS[1], ARGV[3], 'EX', ARGV[4])
+else
+  redis.call('SET', KEYS[1], ARGV[3])
+end
+return 1
+";
+
+fn set_if_unchanged(
+    prefix: &str,
+    session_id: &str,
+    expected: Option<&[u8]>,
+    blob: &[u8],
+    ttl: Option<Duration>,
+    c: &mut impl ConnectionLike,
+) -> RedisResult<bool> {
+    let written: i64 = redis::cmd("EVAL")
+        .arg(SET_IF_UNCHANGED)
+        .arg(1)
+        .arg(key(prefix, session_id))
+        .arg(if expected.is_some() { "1" } else { "0" })
+        .arg(expected.unwrap_or_default())
+        .arg(blob)
+        .arg(ttl.map_or(0, ex_seconds))
+        .query(c)?;
+    Ok(written == 1)
+}
+
 /// `GETEX key EX ttl`: the value, with its expiry moved, in one round trip (Redis 6.2+).
 fn get_touching(
     prefix: &str,
@@ -275,6 +311,16 @@ impl SessionStore for RedisStore {
 
     fn touch(&self, session_id: &str, ttl: Duration) -> Result<(), StoreError> {
         self.run(|c| expire(&self.options.prefix, session_id, ttl, c))
+    }
+
+    fn save_if_unchanged(
+        &self,
+        session_id: &str,
+        expected: Option<&[u8]>,
+        blob: &[u8],
+        ttl: Option<Duration>,
+    ) -> Result<bool, StoreError> {
+        self.run(|c| set_if_unchanged(&self.options.prefix, session_id, expected, blob, ttl, c))
     }
 
     fn load_touching(
@@ -376,6 +422,16 @@ impl SessionStore for RedisClusterStore {
 
     fn touch(&self, session_id: &str, ttl: Duration) -> Result<(), StoreError> {
         self.run(|c| expire(&self.options.prefix, session_id, ttl, c))
+    }
+
+    fn save_if_unchanged(
+        &self,
+        session_id: &str,
+        expected: Option<&[u8]>,
+        blob: &[u8],
+        ttl: Option<Duration>,
+    ) -> Result<bool, StoreError> {
+        self.run(|c| set_if_unchanged(&self.options.prefix, session_id, expected, blob, ttl, c))
     }
 
     fn load_touching(

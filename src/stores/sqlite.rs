@@ -142,6 +142,45 @@ impl SessionStore for SqliteStore {
         Ok(())
     }
 
+    fn save_if_unchanged(
+        &self,
+        session_id: &str,
+        expected: Option<&[u8]>,
+        blob: &[u8],
+        ttl: Option<Duration>,
+    ) -> Result<bool, StoreError> {
+        let mut connection = self.connection.lock();
+        let fail =
+            |e: rusqlite::Error| StoreError::new(self, format!("cannot save {session_id}: {e}"));
+        // IMMEDIATE: the write lock is taken before the read, so no other process can slip in.
+        let transaction = connection
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(fail)?;
+        let now = now();
+        let current: Option<Vec<u8>> = transaction
+            .query_row(
+                "SELECT blob FROM tornsession_sessions
+                 WHERE id = ?1 AND (expires_at IS NULL OR expires_at > ?2)",
+                params![session_id, now],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(fail)?;
+        if current.as_deref() != expected {
+            return Ok(false);
+        }
+        transaction
+            .execute(
+                "INSERT INTO tornsession_sessions (id, blob, expires_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (id) DO UPDATE SET blob = excluded.blob,
+                                                expires_at = excluded.expires_at",
+                params![session_id, blob, ttl.map(|ttl| now + ttl.as_secs_f64())],
+            )
+            .map_err(fail)?;
+        transaction.commit().map_err(fail)?;
+        Ok(true)
+    }
+
     fn touch(&self, session_id: &str, ttl: Duration) -> Result<(), StoreError> {
         let connection = self.connection.lock();
         connection
