@@ -20,7 +20,7 @@ mod _core {
     #[pymodule_export]
     use crate::errors::{InvalidSessionException, SessionConflict, SessionStoreError};
     #[pymodule_export]
-    use crate::manager::{SessionManager, TornadoSessionManager};
+    use crate::manager::{_read_signed_cookie, SessionManager, TornadoSessionManager};
     #[pymodule_export]
     use crate::py_stores::{
         PyFileStore, PyMemcachedStore, PyMemoryStore, PyRedisClusterStore, PyRedisStore,

@@ -38,6 +38,8 @@ struct CookieSettings {
     set_kwargs: Py<PyDict>,
     /// Keyword arguments for `clear_cookie` (the same path and domain).
     clear_kwargs: Py<PyDict>,
+    /// Whether both names can be read from the header directly (see `plain_cookie_name`).
+    native_names: bool,
 }
 
 /// What a request's cookies say, before the store is asked.
@@ -197,6 +199,8 @@ impl SessionManager {
                 digest_name: PyString::new(py, digest_cookie_name).unbind(),
                 set_kwargs: set_kwargs.unbind(),
                 clear_kwargs: clear_kwargs.unbind(),
+                native_names: plain_cookie_name(cookie_name)
+                    && plain_cookie_name(digest_cookie_name),
             },
             idle_timeout,
             lifetime,
@@ -278,6 +282,7 @@ impl TornadoSessionManager {
                 digest_name: base.cookies.digest_name.clone_ref(py),
                 set_kwargs: base.cookies.set_kwargs.clone_ref(py),
                 clear_kwargs: base.cookies.clear_kwargs.clone_ref(py),
+                native_names: base.cookies.native_names,
             },
             idle_timeout: base.idle_timeout,
             lifetime: base.lifetime,
@@ -299,10 +304,10 @@ impl TornadoSessionManager {
         let check = match requestHandler.filter(|h| !h.is_none()) {
             None => CookieCheck::Fresh,
             Some(handler) => {
-                let (id, digest) = manager.read_cookies(handler)?;
-                match id {
+                let cookies = manager.request_cookies(handler)?;
+                match cookies.id {
                     None => CookieCheck::Fresh,
-                    Some(id) => match manager.check_pair(Some(&id), digest.as_ref()) {
+                    Some(id) => match manager.check_text_pair(id, cookies.digest.as_deref()) {
                         Some(verified) => CookieCheck::Verified(verified),
                         None => {
                             return Err(InvalidSessionException::new_err(
@@ -345,27 +350,103 @@ impl SessionManager {
         Ok(SessionMeta::new(py, &id, &digest, now(), None, true))
     }
 
-    /// Reads `(session_id, hmac_digest)` through the handler's own `get_secure_cookie`.
-    fn read_cookies<'py>(&self, handler: &Bound<'py, PyAny>) -> PyResult<CookiePair<'py>> {
+    /// The request's two cookies: read in Rust straight from the `Cookie` header when the
+    /// handler uses Tornado's own cookie methods, else through its `get_secure_cookie`.
+    fn request_cookies(&self, handler: &Bound<'_, PyAny>) -> PyResult<RequestCookies> {
+        if let Some(cookies) = self.read_cookies_natively(handler)? {
+            return Ok(cookies);
+        }
         let py = handler.py();
         let get = handler.getattr(intern!(py, "get_secure_cookie"))?;
         let id = get.call1((self.cookies.id_name.bind(py),))?;
         if id.is_none() {
-            return Ok((None, None));
+            return Ok(RequestCookies::default());
         }
         let digest = get.call1((self.cookies.digest_name.bind(py),))?;
-        Ok((Some(id), (!digest.is_none()).then_some(digest)))
+        let id_signed_at = handler
+            .call_method1(intern!(py, "get_cookie"), (self.cookies.id_name.bind(py),))
+            .ok()
+            .and_then(|raw| raw.extract::<String>().ok())
+            .and_then(|raw| signed_cookie::signed_at(&raw));
+        Ok(RequestCookies {
+            id: Some(text(&id).unwrap_or_default()),
+            digest: (!digest.is_none()).then(|| text(&digest).unwrap_or_default()),
+            id_signed_at,
+        })
+    }
+
+    /// Tornado's `get_secure_cookie` for both cookies, done in Rust (byte for byte what Tornado
+    /// accepts: `tests/test_signed_cookies.py`); `None` when Tornado must answer itself (an
+    /// overridden cookie method, a version-1 or unusual value, no usable cookie_secret).
+    fn read_cookies_natively(
+        &self,
+        handler: &Bound<'_, PyAny>,
+    ) -> PyResult<Option<RequestCookies>> {
+        let py = handler.py();
+        if !self.cookies.native_names || !uses_tornado_cookie_methods(handler)? {
+            return Ok(None);
+        }
+        let header = handler
+            .getattr(intern!(py, "request"))?
+            .getattr(intern!(py, "headers"))?
+            .call_method1(intern!(py, "get"), (intern!(py, "Cookie"),))?;
+        if header.is_none() {
+            return Ok(Some(RequestCookies::default()));
+        }
+        let Ok(header) = header.cast::<PyString>() else {
+            return Ok(None);
+        };
+        let header = header.to_str()?;
+        let settings = handler
+            .getattr(intern!(py, "application"))?
+            .getattr(intern!(py, "settings"))?;
+        let Some(secret) = cookie_secret_from(&settings)? else {
+            return Ok(None);
+        };
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        let read = |name: &Py<PyString>| -> PyResult<Option<Option<(String, u64)>>> {
+            let name = name.bind(py).to_str()?;
+            let raw = match signed_cookie::find_cookie(header, name) {
+                signed_cookie::Found::Value(raw) => raw,
+                signed_cookie::Found::Missing => return Ok(Some(None)),
+                signed_cookie::Found::AskTornado => return Ok(None),
+            };
+            Ok(
+                match signed_cookie::decode(&secret, name, raw, now, TORNADO_MAX_AGE_DAYS) {
+                    signed_cookie::Decoded::Value(value, signed_at) => Some(
+                        String::from_utf8(value)
+                            .ok()
+                            .map(|value| (value, signed_at)),
+                    ),
+                    signed_cookie::Decoded::Rejected => Some(None),
+                    signed_cookie::Decoded::AskTornado => None,
+                },
+            )
+        };
+        let (Some(id), Some(digest)) = (
+            read(&self.cookies.id_name)?,
+            read(&self.cookies.digest_name)?,
+        ) else {
+            return Ok(None);
+        };
+        Ok(Some(RequestCookies {
+            id_signed_at: id.as_ref().map(|(_, signed_at)| *signed_at),
+            id: id.map(|(id, _)| id),
+            digest: digest.map(|(digest, _)| digest),
+        }))
     }
 
     /// What the handler's cookies name: a verified id, or a fresh session (logged when the
     /// cookies were there but not genuine).
     pub fn check_cookies(&self, handler: &Bound<'_, PyAny>) -> PyResult<CookieCheck> {
         let py = handler.py();
-        let (id, digest) = self.read_cookies(handler)?;
-        if id.is_none() {
+        let cookies = self.request_cookies(handler)?;
+        let Some(id) = cookies.id else {
             return Ok(CookieCheck::Fresh);
-        }
-        let Some(mut verified) = self.check_pair(id.as_ref(), digest.as_ref()) else {
+        };
+        let Some(mut verified) = self.check_text_pair(id, cookies.digest.as_deref()) else {
             log(
                 py,
                 Level::Warning,
@@ -374,22 +455,11 @@ impl SessionManager {
             return Ok(CookieCheck::Fresh);
         };
         if !verified.cookies_due {
-            verified.cookies_due = self.cookie_is_old(handler);
+            verified.cookies_due = cookies
+                .id_signed_at
+                .is_some_and(|signed| now().saturating_sub(signed) > COOKIE_REFRESH_AGE);
         }
         Ok(CookieCheck::Verified(verified))
-    }
-
-    /// Whether the id cookie was signed long enough ago to be sent again.
-    fn cookie_is_old(&self, handler: &Bound<'_, PyAny>) -> bool {
-        let py = handler.py();
-        let raw = handler
-            .call_method1(intern!(py, "get_cookie"), (self.cookies.id_name.bind(py),))
-            .ok()
-            .and_then(|raw| raw.extract::<String>().ok());
-        match raw.as_deref().and_then(signed_cookie::signed_at) {
-            Some(signed) => now().saturating_sub(signed) > COOKIE_REFRESH_AGE,
-            None => false,
-        }
     }
 
     /// Checks an id and digest (str or bytes); `None` when they are not a genuine pair.
@@ -398,10 +468,13 @@ impl SessionManager {
         session_id: Option<&Bound<'_, PyAny>>,
         hmac_digest: Option<&Bound<'_, PyAny>>,
     ) -> Option<Verified> {
-        let (Some(id), Some(digest)) = (session_id.and_then(text), hmac_digest.and_then(text))
-        else {
-            return None;
-        };
+        let id = session_id.and_then(text)?;
+        let digest = hmac_digest.and_then(text);
+        self.check_text_pair(id, digest.as_deref())
+    }
+
+    fn check_text_pair(&self, id: String, digest: Option<&str>) -> Option<Verified> {
+        let digest = digest?;
         if !ids::is_valid_session_id(&id) {
             return None;
         }
@@ -606,8 +679,83 @@ impl SessionManager {
     }
 }
 
-/// The raw `(session_id, hmac_digest)` cookie values of a request, when present.
-type CookiePair<'py> = (Option<Bound<'py, PyAny>>, Option<Bound<'py, PyAny>>);
+/// A request's two cookies, as `get_secure_cookie` returns them (decoded to text).
+#[derive(Default)]
+struct RequestCookies {
+    id: Option<String>,
+    digest: Option<String>,
+    /// When the id cookie was signed, to know when to send it again.
+    id_signed_at: Option<u64>,
+}
+
+/// `get_secure_cookie`'s default `max_age_days`.
+const TORNADO_MAX_AGE_DAYS: f64 = 31.0;
+
+/// Whether the handler's class uses Tornado's own `get_secure_cookie` and `get_cookie` (an app
+/// that overrides either must see its override called).
+fn uses_tornado_cookie_methods(handler: &Bound<'_, PyAny>) -> PyResult<bool> {
+    let py = handler.py();
+    static TORNADO_METHODS: PyOnceLock<(Py<PyAny>, Py<PyAny>)> = PyOnceLock::new();
+    let (get_secure, get_cookie) = TORNADO_METHODS.get_or_try_init(py, || -> PyResult<_> {
+        let base = py.import("tornado.web")?.getattr("RequestHandler")?;
+        Ok((
+            base.getattr("get_secure_cookie")?.unbind(),
+            base.getattr("get_cookie")?.unbind(),
+        ))
+    })?;
+    let class = handler.get_type();
+    Ok(class
+        .getattr(intern!(py, "get_secure_cookie"))?
+        .is(get_secure.bind(py))
+        && class
+            .getattr(intern!(py, "get_cookie"))?
+            .is(get_cookie.bind(py)))
+}
+
+/// The app's `cookie_secret` setting in the shapes Tornado takes: str, bytes, or a dict of key
+/// versions; `None` for anything else (Tornado then raises its own error).
+fn cookie_secret_from(
+    settings: &Bound<'_, PyAny>,
+) -> PyResult<Option<signed_cookie::CookieSecret>> {
+    let py = settings.py();
+    let Ok(settings) = settings.cast::<PyDict>() else {
+        return Ok(None);
+    };
+    let Some(secret) = settings.get_item(intern!(py, "cookie_secret"))? else {
+        return Ok(None);
+    };
+    let key = |value: &Bound<'_, PyAny>| -> Option<Vec<u8>> {
+        if let Ok(text) = value.cast::<PyString>() {
+            return text.to_str().ok().map(|t| t.as_bytes().to_vec());
+        }
+        value.cast::<PyBytes>().ok().map(|b| b.as_bytes().to_vec())
+    };
+    if let Ok(versions) = secret.cast::<PyDict>() {
+        let mut keys = Vec::with_capacity(versions.len());
+        for (version, value) in versions.iter() {
+            let (Ok(version), Some(value)) = (version.extract::<i64>(), key(&value)) else {
+                return Ok(None);
+            };
+            keys.push((version, value));
+        }
+        return Ok(Some(signed_cookie::CookieSecret::Versioned(keys)));
+    }
+    Ok(key(&secret).map(signed_cookie::CookieSecret::Single))
+}
+
+/// Whether a cookie name is one Tornado's cookie jar keeps as it is (plain token characters,
+/// not a cookie attribute's name), so reading the header directly finds what Tornado finds.
+fn plain_cookie_name(name: &str) -> bool {
+    const ATTRIBUTES: [&str; 9] = [
+        "expires", "path", "comment", "domain", "max-age", "secure", "httponly", "version",
+        "samesite",
+    ];
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        && !ATTRIBUTES.contains(&name.to_ascii_lowercase().as_str())
+}
 
 /// The session inside `value`, loaded first if it is a lazy `TornadoSession`.
 pub fn as_session<'a, 'py>(value: &'a Bound<'py, PyAny>) -> PyResult<&'a Bound<'py, Session>> {
@@ -709,4 +857,36 @@ pub fn log(py: Python<'_>, level: Level, message: &str) {
         };
         let _ = logger.bind(py).call_method1(method, (message,));
     }
+}
+
+/// Reads signed cookie `name` from a `Cookie` header as tornsession's Rust reader does: `(True,
+/// value or None)` when it decided, `(False, None)` when it leaves the cookie to Tornado. For
+/// tests that hold it to `tornado.web.decode_signed_value`.
+#[pyfunction]
+#[pyo3(signature = (cookie_secret, name, cookie_header, now, max_age_days = TORNADO_MAX_AGE_DAYS))]
+pub fn _read_signed_cookie<'py>(
+    py: Python<'py>,
+    cookie_secret: &Bound<'py, PyAny>,
+    name: &str,
+    cookie_header: &str,
+    now: f64,
+    max_age_days: f64,
+) -> PyResult<(bool, Option<Bound<'py, PyBytes>>)> {
+    let settings = PyDict::new(py);
+    settings.set_item("cookie_secret", cookie_secret)?;
+    let Some(secret) = cookie_secret_from(&settings)? else {
+        return Ok((false, None));
+    };
+    let raw = match signed_cookie::find_cookie(cookie_header, name) {
+        signed_cookie::Found::Value(raw) => raw,
+        signed_cookie::Found::Missing => return Ok((true, None)),
+        signed_cookie::Found::AskTornado => return Ok((false, None)),
+    };
+    Ok(
+        match signed_cookie::decode(&secret, name, raw, now, max_age_days) {
+            signed_cookie::Decoded::Value(value, _) => (true, Some(PyBytes::new(py, &value))),
+            signed_cookie::Decoded::Rejected => (true, None),
+            signed_cookie::Decoded::AskTornado => (false, None),
+        },
+    )
 }

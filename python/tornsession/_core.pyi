@@ -25,6 +25,7 @@ __all__ = [
     "TornadoSession",
     "TornadoSessionManager",
     "__version__",
+    "_read_signed_cookie",
 ]
 __version__: str
 
@@ -285,6 +286,15 @@ class TornadoSession(Session):
     @overload
     def pop(self, key: str, default: _T, /) -> Any | _T: ...
     def setdefault(self, key: str, default: Any = None, /) -> Any: ...
+
+def _read_signed_cookie(
+    cookie_secret: str | bytes | dict[int, str | bytes],
+    name: str,
+    cookie_header: str,
+    now: float,
+    max_age_days: float = 31.0,
+) -> tuple[bool, bytes | None]:
+    """Internal, for tests: the Rust reader of Tornado signed cookies."""
 
 @final
 class StoreTask:
