@@ -1,0 +1,88 @@
+"""A Tornado app for the outage and shared-store soak tests (tests/test_outage_soak.py).
+
+    python -m tests.apps.outage_app --port N --store redis|memcached [--url U] [--servers S ...]
+        [--timeout SECONDS]
+
+GET /inc increments the session's counter (SessionMixin: loaded and saved on worker threads, the
+save before the response) and answers {"count": n, "port": PORT}. A failing
+request answers 500 with {"error": <exception class>, "message": ...} in the body and logs one
+line `request failed: <exception class>: <message>` (no traceback, so the log stays small while
+a store is down). Prints "listening on PORT" once it accepts connections.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from types import TracebackType
+from typing import Any
+
+import tornado.web
+import tornsession
+
+SECRET = "outage-test-secret"
+log = logging.getLogger("outage_app")
+
+
+class IncHandler(tornsession.SessionMixin, tornado.web.RequestHandler):
+    """Loads the session in prepare() and saves it before the response, off the IOLoop."""
+
+    def initialize(self, port: int) -> None:
+        self.port = port
+
+    def get(self) -> None:
+        self.session["count"] = self.session.get("count", 0) + 1
+        self.write({"count": self.session["count"], "port": self.port})
+
+    def log_exception(
+        self,
+        typ: type[BaseException] | None,
+        value: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        pass  # write_error logs one line; a failed save reaches it without log_exception
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        exc_info = kwargs.get("exc_info")
+        name = exc_info[0].__name__ if exc_info else self._reason
+        message = str(exc_info[1]) if exc_info else ""
+        log.error("request failed: %s: %s", name, message)
+        self.finish({"error": name, "message": message})
+
+
+def make_store(args: argparse.Namespace) -> Any:
+    timeouts = {"connect_timeout": args.timeout, "timeout": args.timeout}
+    if args.store == "redis":
+        return tornsession.RedisStore(args.url, **timeouts)
+    return tornsession.MemcachedStore(args.servers, **timeouts)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--store", required=True, choices=["redis", "memcached"])
+    parser.add_argument("--url", help="redis URL")
+    parser.add_argument("--servers", nargs="*", default=[], help="memcached servers")
+    parser.add_argument("--timeout", type=float, default=0.5)
+    args = parser.parse_args()
+    logging.basicConfig(stream=sys.stdout, level=logging.WARNING, format="%(name)s %(message)s")
+    manager = tornsession.TornadoSessionManager(SECRET, store=make_store(args))
+    app = tornado.web.Application(
+        [(r"/inc", IncHandler, {"port": args.port})],
+        cookie_secret=SECRET,
+        session_manager=manager,
+        log_function=lambda handler: None,  # no access log: only failures are logged
+    )
+
+    async def serve() -> None:
+        app.listen(args.port, address="127.0.0.1")
+        print(f"listening on {args.port}", flush=True)
+        await asyncio.Event().wait()
+
+    asyncio.run(serve())
+
+
+if __name__ == "__main__":
+    main()
