@@ -863,7 +863,7 @@ pub fn log(py: Python<'_>, level: Level, message: &str) {
 /// value or None)` when it decided, `(False, None)` when it leaves the cookie to Tornado. For
 /// tests that hold it to `tornado.web.decode_signed_value`.
 #[pyfunction]
-#[pyo3(signature = (cookie_secret, name, cookie_header, now, max_age_days = TORNADO_MAX_AGE_DAYS))]
+#[pyo3(signature = (cookie_secret, name, cookie_header, now, max_age_days = 31.0))]
 pub fn _read_signed_cookie<'py>(
     py: Python<'py>,
     cookie_secret: &Bound<'py, PyAny>,

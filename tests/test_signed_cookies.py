@@ -52,7 +52,10 @@ def signed(
 
 
 def test_tornados_own_test_vector() -> None:
-    v2 = "2|1:0|10:1300000000|3:key|8:dmFsdWU=|3d4e60b996ff9c5d5788e333a0cba6f238a22c6c0f94788870e1a9ecd482e152"
+    v2 = (
+        "2|1:0|10:1300000000|3:key|8:dmFsdWU=|"
+        "3d4e60b996ff9c5d5788e333a0cba6f238a22c6c0f94788870e1a9ecd482e152"
+    )
     handled, value = _read_signed_cookie("It's a secret to everybody", "key", f'key="{v2}"', 1.3e9)
     assert (handled, value) == (True, b"value")
 
