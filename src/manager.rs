@@ -673,6 +673,11 @@ impl SessionManager {
         Ok(())
     }
 
+    /// Whether store calls may wait on I/O.
+    pub fn store_blocks(&self) -> bool {
+        self.store.blocks()
+    }
+
     /// Removes a session's record from the store.
     pub fn forget(&self, py: Python<'_>, session_id: &str) -> Result<(), StoreError> {
         self.store.delete(py, session_id)

@@ -334,6 +334,14 @@ impl StoreHandle {
         Ok(Self::Python(store.clone().unbind()))
     }
 
+    /// Whether calls may wait on I/O: every store but the MemoryStore (Python stores: assume so).
+    pub fn blocks(&self) -> bool {
+        match self {
+            Self::Native(store) => store.blocks(),
+            Self::Python(_) => true,
+        }
+    }
+
     pub fn clone_ref(&self, py: Python<'_>) -> Self {
         match self {
             Self::Native(store) => Self::Native(store.clone()),

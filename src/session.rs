@@ -1026,6 +1026,13 @@ impl StoreTask {
         };
     }
 
+    /// Whether run() may wait on I/O (a network or file store, or a Python store); if not, the
+    /// async API runs it inline rather than paying for a thread hop.
+    #[getter]
+    fn blocks(&self) -> bool {
+        self.manager.get().store_blocks()
+    }
+
     /// Raises what the store raised, for a delete task (load and save raise in their end step).
     fn result(&self) -> PyResult<()> {
         self.take_done()

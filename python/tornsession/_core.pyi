@@ -303,6 +303,10 @@ class StoreTask:
     def run(self) -> None:
         """Do the store I/O (releases the GIL around native stores' I/O)."""
 
+    @property
+    def blocks(self) -> bool:
+        """Whether run() may wait on I/O (False for the MemoryStore: run it inline)."""
+
     def result(self) -> None:
         """Raise what the store raised (delete tasks)."""
 

@@ -32,6 +32,9 @@ def _store_executor() -> ThreadPoolExecutor:
 
 
 async def _run(task: _core.StoreTask) -> None:
+    if not task.blocks:
+        task.run()  # in memory: a thread hop would cost more than the work
+        return
     await asyncio.get_running_loop().run_in_executor(_store_executor(), task.run)
 
 

@@ -83,8 +83,10 @@ class SessionMixin(_Base):
             return super().finish(chunk)
         self._tornsession_state = _SAVING
         task = session._begin_save()
-        if task is None:
-            session._end_save(None)
+        if task is None or not task.blocks:
+            if task is not None:
+                task.run()
+            session._end_save(task)
             self._tornsession_state = _DONE
             return super().finish(chunk)
         if chunk is not None:
