@@ -10,11 +10,12 @@ from __future__ import annotations
 import asyncio
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
-
-from typing_extensions import Self
+from typing import TYPE_CHECKING, Any
 
 from tornsession import _core
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 _executor: ThreadPoolExecutor | None = None
 _executor_lock = threading.Lock()
