@@ -30,6 +30,7 @@ HOST = "127.0.0.1"
 TORNSESSION_STORES = ("none", "memory", "sqlite", "file", "redis", "memcached")
 VARIANTS = (
     "none",
+    "cookies-only",
     "tornsession-memory",
     "tornsession-sqlite",
     "tornsession-file",
@@ -55,6 +56,26 @@ class PlainWrite(tornado.web.RequestHandler):
 
 class PlainRead(tornado.web.RequestHandler):
     def get(self) -> None:
+        self.write("0")
+
+
+class CookiesOnlyWrite(tornado.web.RequestHandler):
+    """What the original does with cookies on a saved request, and nothing else: no store."""
+
+    def get(self) -> None:
+        session_id = self.get_secure_cookie("session_id") or b"0" * 32
+        digest = self.get_secure_cookie("hmac_digest") or b"0" * 64
+        self.set_secure_cookie("session_id", session_id)
+        self.set_secure_cookie("hmac_digest", digest)
+        self.write("1")
+
+
+class CookiesOnlyRead(tornado.web.RequestHandler):
+    """What the original does with cookies on a request that only reads: two signed reads."""
+
+    def get(self) -> None:
+        self.get_secure_cookie("session_id")
+        self.get_secure_cookie("hmac_digest")
         self.write("0")
 
 
@@ -150,6 +171,8 @@ def make_app(args: argparse.Namespace) -> tornado.web.Application:
     manager: Any = None
     if variant == "none":
         handlers = (PlainWrite, PlainRead)
+    elif variant == "cookies-only":
+        handlers = (CookiesOnlyWrite, CookiesOnlyRead)
     elif variant.startswith("tornsession-") or variant == "reference-file":
         if variant == "reference-file":
             from bench import reference_session as module

@@ -14,6 +14,7 @@ would unprofiled; the shares, not the absolute times, are the point.
 from __future__ import annotations
 
 import argparse
+import cProfile
 import json
 import pstats
 import signal
@@ -60,33 +61,78 @@ def profile_one(variant: str, path: str, seconds: int) -> dict[str, Any]:
         while not Path(stats_file).exists() and time.monotonic() < deadline:
             time.sleep(0.1)
         stats = pstats.Stats(stats_file)
-    raw: dict[Any, Any] = stats.stats  # type: ignore[attr-defined]
-    total = sum(tt for (_cc, _nc, tt, _ct, _callers) in raw.values())
     requests = max(1, wrk["requests"])
-    rows = [
-        {
-            "function": label(func),
-            "calls_per_request": nc / requests,
-            "own_share": tt / total,
-            "cum_share": ct / total,
-            "own_us_per_request": tt / requests * 1e6,
-            "cum_us_per_request": ct / requests * 1e6,
-        }
-        for func, (_cc, nc, tt, ct, _callers) in raw.items()
-    ]
-    by_own = sorted(rows, key=lambda r: r["own_share"], reverse=True)[:15]
-    by_cum = sorted(
-        (r for r in rows if r["cum_share"] < 0.999),
-        key=lambda r: r["cum_share"],
-        reverse=True,
-    )[:25]
     return {
         "requests": wrk["requests"],
         "rps_under_profiler": wrk["rps"],
-        "profiled_us_per_request": total / requests * 1e6,
-        "by_own": by_own,
-        "by_cum": by_cum,
+        **summarize_stats(stats, requests),
     }
+
+
+def summarize_stats(stats: pstats.Stats, cycles: int) -> dict[str, Any]:
+    raw: dict[Any, Any] = stats.stats  # type: ignore[attr-defined]
+    total = sum(tt for (_cc, _nc, tt, _ct, _callers) in raw.values())
+    rows = [
+        {
+            "function": label(func),
+            "calls_per_request": nc / cycles,
+            "own_share": tt / total,
+            "cum_share": ct / total,
+            "own_us_per_request": tt / cycles * 1e6,
+            "cum_us_per_request": ct / cycles * 1e6,
+        }
+        for func, (_cc, nc, tt, ct, _callers) in raw.items()
+    ]
+
+    def cum_of(name: str) -> float:
+        return float(
+            sum(
+                ct
+                for (f, _l, n), (_cc, _nc, _tt, ct, _c) in raw.items()
+                if n == name and "web.py" in f
+            )
+        )
+
+    core = sum(tt for func, (_cc, _nc, tt, _ct, _c) in raw.items() if "tornsession" in str(func))
+    groups = {
+        "Tornado get_signed_cookie, cumulative": cum_of("get_signed_cookie") / total,
+        "Tornado set_signed_cookie, cumulative": cum_of("set_signed_cookie") / total,
+        "tornsession core (own time of its methods)": core / total,
+    }
+    return {
+        "groups": groups,
+        "tornsession_rows": sorted(
+            (r for r in rows if "tornsession" in r["function"]),
+            key=lambda r: r["own_share"],
+            reverse=True,
+        ),
+        "profiled_us_per_request": total / cycles * 1e6,
+        "by_own": sorted(rows, key=lambda r: r["own_share"], reverse=True)[:15],
+        "by_cum": sorted(
+            (r for r in rows if r["cum_share"] < 0.999), key=lambda r: r["cum_share"], reverse=True
+        )[:25],
+    }
+
+
+def profile_cycles(impl: str, cycles: int) -> dict[str, Any]:
+    """cProfile of the in-process cycles of bench/inprocess.py (no HTTP, no wrk)."""
+    from bench.inprocess import cookie_header
+    from bench.inprocess import cycles as make_cycles
+
+    ns = argparse.Namespace(redis_port=6379, memcached_port=11211)
+    bench, write, read = make_cycles(impl, ns)
+    bench.cookies = cookie_header(write())
+    out: dict[str, Any] = {}
+    for kind, fn in (("write", write), ("read", read)):
+        for _ in range(200):
+            fn()
+        profiler = cProfile.Profile()
+        profiler.enable()
+        for _ in range(cycles):
+            fn()
+        profiler.disable()
+        out[kind] = summarize_stats(pstats.Stats(profiler), cycles)
+    return out
 
 
 def main() -> None:
@@ -100,6 +146,8 @@ def main() -> None:
         "write": profile_one(args.variant, "/write", args.seconds),
         "read": profile_one(args.variant, "/read", args.seconds),
     }
+    if args.variant == "tornsession-memory":
+        results["in_process"] = profile_cycles("tornsession-memory", 20_000)
     if args.json:
         print(json.dumps(results))
         return

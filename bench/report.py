@@ -16,8 +16,12 @@ BEFORE = {
     "pycket-memcached": (0.22, 0.35),
 }
 
+# Everything after this line in BENCHMARKS.md is hand-written analysis, kept across re-runs.
+NOTES_MARKER = "<!-- hand-written notes below: kept by bench/report.py -->"
+
 LABELS = {
     "none": "no session",
+    "cookies-only": "two Tornado signed cookies, no store (ceiling)",
     "tornsession-memory": "tornsession MemoryStore",
     "tornsession-sqlite": "tornsession SqliteStore",
     "tornsession-file": "tornsession FileStore (session_dir)",
@@ -148,7 +152,9 @@ def e2e_table(e2e: dict[str, Any]) -> list[str]:
     for variant, row in s.items():
         w, r = row["write"], row["read"]
         before = BEFORE.get(variant)
-        lost = "n/a" if variant == "none" else f"{row['lost']:,} / {row['writes']:,}"
+        lost = (
+            "n/a" if variant in ("none", "cookies-only") else f"{row['lost']:,} / {row['writes']:,}"
+        )
         lines.append(
             f"| {LABELS.get(variant, variant)} | {w['rps_median']:,.0f} | "
             f"{pct(w['ratio_median'])} ({pct(w['ratio_min'])}-{pct(w['ratio_max'])}) | "
@@ -242,6 +248,34 @@ def profile_section(pr: dict[str, Any]) -> list[str]:
         lines += ["", "Top own time:", "", "| function | own share |", "|---|--:|"]
         for row in r["by_own"][:10]:
             lines.append(f"| `{row['function']}` | {row['own_share']:.1%} |")
+    if "in_process" in d:
+        lines += [
+            "",
+            "**The session cycle alone** (cProfile of bench/inprocess.py's cycles: a "
+            "RequestHandler on a fake request, TornadoSession, get, set, save; no HTTP). "
+            "All functions by own time:",
+        ]
+        lines += ["", "| share of the cycle | write | read |", "|---|--:|--:|"]
+        ipw, ipr = d["in_process"]["write"], d["in_process"]["read"]
+        for group in ipw.get("groups", {}):
+            lines.append(
+                f"| {group} | {ipw['groups'][group]:.0%} | {ipr['groups'].get(group, 0):.0%} |"
+            )
+        for kind in ("write", "read"):
+            r = d["in_process"][kind]
+            lines += [
+                "",
+                f"*{kind} cycle* ({r['profiled_us_per_request']:.0f} µs per cycle under the "
+                "profiler)",
+                "",
+                "| function | calls/cycle | own share | cumulative share |",
+                "|---|--:|--:|--:|",
+            ]
+            for row in r["by_own"][:12]:
+                lines.append(
+                    f"| `{row['function']}` | {row['calls_per_request']:.1f} | "
+                    f"{row['own_share']:.1%} | {pct(row['cum_share'])} |"
+                )
     return lines
 
 
@@ -295,4 +329,7 @@ def write_report(out: Path, results: Path, elapsed_s: float | None = None) -> No
         *(profile_section(pr) if pr else ["not run (omit `--quick` / `--no-profile`)"]),
         "",
     ]
-    out.write_text("\n".join(parts))
+    notes = ""
+    if out.exists() and NOTES_MARKER in out.read_text():
+        notes = out.read_text().split(NOTES_MARKER, 1)[1]
+    out.write_text("\n".join(parts) + "\n" + NOTES_MARKER + notes)
