@@ -187,7 +187,8 @@ def scale_section(sc: dict[str, Any]) -> list[str]:
     lines = [
         f"Measured {sc['meta']['date']} with `{sc['meta']['command']}`. Load = "
         "`SessionManager.get(id, digest)` of stored sessions in random order (10,000 samples "
-        "spread over the whole store; at 1,000 all of them), median of 3 passes.",
+        "spread over the large store, all of the 1,000-session one), small and large passes "
+        "alternating, median of 7 each.",
         "",
         "| store | small | load µs | large | load µs | ratio | fill time |",
         "|---|--:|--:|--:|--:|--:|--:|",
@@ -289,7 +290,7 @@ def write_report(out: Path, results: Path, elapsed_s: float | None = None) -> No
         "Side-by-side: tornsession on each store, a Python 3 port of the original 2009 "
         "`session.py` (`bench/reference_session.py`), and the peers torndsession and pycket "
         "from PyPI, all behind one Tornado app (`bench/app.py`). Regenerate with "
-        "`make bench` (= `python -m bench.run`; see `bench/README.md`).",
+        "`make bench` (= `bash bench/run.sh` = `python -m bench.run`; see `bench/README.md`).",
         "",
         "**Caveat:** tornsession currently writes the store and sets both cookies on every "
         "`save()`; the lifecycle work that skips unchanged saves is in progress elsewhere. "
@@ -304,6 +305,9 @@ def write_report(out: Path, results: Path, elapsed_s: float | None = None) -> No
         f"kernel {m.get('kernel')}",
         f"- Python {m.get('python')}, Tornado {m.get('tornado')}, {m.get('wrk')}, "
         f"{m.get('redis', '').split(' sha')[0]}, {m.get('memcached')}",
+        f"- load average (1, 5, 15 min) at the start {meta.get('loadavg_start', '?')}, at "
+        f"the end of the wrk part {meta.get('loadavg_end', '?')}: the machine is shared with "
+        "other builds and test runs, which is most of the spread between rounds",
         "- wrk `-c8 -t2` (8 keep-alive connections) on 127.0.0.1, one session cookie per "
         "measurement, wrk and the server on the same machine; the machine varies ~10% between "
         "runs, hence round robin and medians.",
@@ -322,7 +326,7 @@ def write_report(out: Path, results: Path, elapsed_s: float | None = None) -> No
         "",
         "## Scale",
         "",
-        *(scale_section(sc) if sc else ["not run (pass `--scale`)"]),
+        *(scale_section(sc) if sc else ["not run (`--quick` and `--no-scale` skip it)"]),
         "",
         "## Profile: tornsession MemoryStore",
         "",

@@ -1,16 +1,16 @@
 """Side-by-side benchmarks of tornsession, the original module and the peers; writes BENCHMARKS.md.
 
-    python -m bench.run                # full run: 3 rounds of 5 s per measurement, + profile
-    python -m bench.run --quick        # smoke run: 1 round of 1 s, no profile
-    python -m bench.run --scale        # also the 1,000,000-session scale part (a few minutes)
+    python -m bench.run                # full run: 3 rounds of 5 s per measurement, profile, scale
+    python -m bench.run --quick        # smoke run: 1 round of 1 s, no profile, no scale
+    python -m bench.run --no-scale     # without the 1,000,000-session part (about 30 s)
 
 Run it from the repository root with the interpreter that has tornsession installed (``make
 bench`` uses .venv). It installs wrk, redis-server and memcached with apt-get when missing,
 makes ``bench/.venv-peers`` with the peers (bench/requirements-peers.txt) and the same Tornado,
 starts Redis and memcached on free loopback ports, starts one bench/app.py process per variant,
 and measures them round robin with wrk (-c8 -t2, keep-alive, one session cookie). Raw results
-go to bench/results/*.json (one file per part, so a later run without --scale keeps the last
-scale figures), the report to BENCHMARKS.md.
+go to bench/results/*.json (one file per part, so a later run without the scale part keeps the
+last scale figures), the report to BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -304,22 +304,24 @@ def profile(args: argparse.Namespace) -> Any:
 
 def save(part: str, data: Any, meta: dict[str, Any]) -> None:
     RESULTS.mkdir(exist_ok=True)
+    meta = {**meta, "loadavg_end": " ".join(f"{x:.2f}" for x in os.getloadavg())}
     (RESULTS / f"{part}.json").write_text(json.dumps({"meta": meta, "data": data}, indent=1))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="1 round of 1 s, no profile")
+    parser.add_argument("--quick", action="store_true", help="1 round of 1 s, no profile/scale")
     parser.add_argument("--rounds", type=int, default=3, help="round robin rounds (default 3)")
     parser.add_argument("--seconds", type=int, default=5, help="seconds per wrk measurement")
     parser.add_argument("--variant", action="append", choices=VARIANTS, help="default: all")
-    parser.add_argument("--scale", action="store_true", help="also the scale part (minutes)")
+    parser.add_argument("--no-scale", action="store_true", help="skip the 1M-session part")
     parser.add_argument("--no-profile", action="store_true", help="skip the cProfile profile")
     parser.add_argument("--no-report", action="store_true", help="do not rewrite BENCHMARKS.md")
     args = parser.parse_args()
     args.timeit_seconds = 0.2
     if args.quick:
-        args.rounds, args.seconds, args.no_profile, args.timeit_seconds = 1, 1, True, 0.05
+        args.rounds, args.seconds, args.timeit_seconds = 1, 1, 0.05
+        args.no_profile = args.no_scale = True
     variants = args.variant or list(VARIANTS)
     if "none" not in variants:
         variants.insert(0, "none")
@@ -330,6 +332,7 @@ def main() -> None:
         "machine": machine(),
         "date": time.strftime("%Y-%m-%d %H:%M %Z"),
         "command": shlex.join(["python", "-m", "bench.run", *sys.argv[1:]]),
+        "loadavg_start": " ".join(f"{x:.2f}" for x in os.getloadavg()),
         "git": subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
         ).stdout.strip(),
@@ -348,7 +351,7 @@ def main() -> None:
             if not args.no_profile:
                 save("profile", profile(args), meta)
             save("in_process", in_process(args, peers, redis, mc), meta)
-            if args.scale:
+            if not args.no_scale:
                 save("scale", scale(redis), meta)
         finally:
             if apps is not None:

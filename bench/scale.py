@@ -2,9 +2,10 @@
 
     python -m bench.scale --redis-port 6379 [--json] [--memory-n 1000000] [--file-n 100000]
 
-For each store: fill it to a small size (1,000) and time loading sampled sessions through
-``SessionManager.get(id, digest)``; fill on to the large size and time loading samples spread
-over all of them. MemoryStore's memory is the process's RSS growth while filling, per session,
+For each store: one store of 1,000 sessions and one of the large size, side by side; loads of
+sampled sessions through ``SessionManager.get(id, digest)`` (all 1,000 of the small one, 10,000
+spread over the large one), alternating small and large passes (the machine is shared), median
+of 7 passes each. MemoryStore's memory is the process's RSS growth while filling, per session,
 minus the payload (the session's items as JSON). Redis is filled past the samples with a
 redis-py pipeline (same key prefix, same value) rather than a million round trips.
 """
@@ -17,6 +18,7 @@ import json
 import os
 import random
 import shutil
+import statistics
 import tempfile
 import time
 from typing import Any
@@ -25,6 +27,7 @@ import tornsession
 
 SECRET = "bench-secret-0123456789abcdef"
 SAMPLES = 10_000
+PASSES = 7
 
 
 def rss_bytes() -> int:
@@ -49,17 +52,13 @@ def new_session(manager: tornsession.SessionManager, i: int) -> tuple[Any, Any]:
 
 
 def load_us(manager: tornsession.SessionManager, samples: list[tuple[Any, Any]]) -> float:
-    """µs per load of a stored session, median of 3 passes over the samples in random order."""
+    """µs per load of a stored session, one pass over the samples in random order."""
     order = samples[:]
-    times = []
-    for _ in range(3):
-        random.shuffle(order)
-        start = time.perf_counter()
-        for session_id, digest in order:
-            manager.get(session_id, digest)
-        times.append((time.perf_counter() - start) / len(order) * 1e6)
-    times.sort()
-    return times[1]
+    random.shuffle(order)
+    start = time.perf_counter()
+    for session_id, digest in order:
+        manager.get(session_id, digest)
+    return (time.perf_counter() - start) / len(order) * 1e6
 
 
 def fill(
@@ -75,87 +74,104 @@ def fill(
     return time.perf_counter() - t
 
 
-def grow(manager: tornsession.SessionManager, small: int, large: int) -> dict[str, Any]:
-    samples_small: list[tuple[Any, Any]] = []
-    fill(manager, 0, small, samples_small)
-    small_us = load_us(manager, samples_small)
-    samples: list[tuple[Any, Any]] = [p for j, p in enumerate(samples_small) if j % 10 == 0]
-    fill_s = fill(manager, small, large, samples)
-    large_us = load_us(manager, samples[:SAMPLES])
-    return {
-        "small": small,
-        "large": large,
-        "small_load_us": small_us,
-        "large_load_us": large_us,
-        "ratio": large_us / small_us,
-        "fill_s": fill_s,
-    }
+def compare(
+    small: tuple[tornsession.SessionManager, list[tuple[Any, Any]]],
+    large: tuple[tornsession.SessionManager, list[tuple[Any, Any]]],
+    passes: int = PASSES,
+) -> dict[str, float]:
+    """Loads from the small and the large store alternately (the machine is shared and noisy);
+    medians over the passes, after one warm-up pass each."""
+    load_us(*small)
+    load_us(*large)
+    small_us, large_us = [], []
+    for _ in range(passes):
+        small_us.append(load_us(*small))
+        large_us.append(load_us(*large))
+    s, g = statistics.median(small_us), statistics.median(large_us)
+    return {"small_load_us": s, "large_load_us": g, "ratio": g / s}
 
 
 def memory_store(n: int) -> dict[str, Any]:
+    small_manager = tornsession.SessionManager(SECRET, store=tornsession.MemoryStore())
+    small_samples: list[tuple[Any, Any]] = []
+    fill(small_manager, 0, 1000, small_samples)
     store = tornsession.MemoryStore(max_sessions=2_000_000)
     manager = tornsession.SessionManager(SECRET, store=store)
+    samples: list[tuple[Any, Any]] = []
     gc.collect()
     rss_before = rss_bytes()
-    result = grow(manager, 1000, n)
+    fill_s = fill(manager, 0, n, samples)
     gc.collect()
     rss_after = rss_bytes()
     assert len(store) == n, (len(store), n)
     per_session = (rss_after - rss_before) / n
-    result.update(
-        rss_growth_mb=(rss_after - rss_before) / 2**20,
-        bytes_per_session=per_session,
-        payload_bytes=payload_bytes(),
-        overhead_bytes=per_session - payload_bytes(),
-    )
-    return result
+    return {
+        "small": 1000,
+        "large": n,
+        **compare((small_manager, small_samples), (manager, samples)),
+        "fill_s": fill_s,
+        "rss_growth_mb": (rss_after - rss_before) / 2**20,
+        "bytes_per_session": per_session,
+        "payload_bytes": payload_bytes(),
+        "overhead_bytes": per_session - payload_bytes(),
+    }
 
 
 def redis_store(port: int, n: int) -> dict[str, Any]:
+    """1,000 sessions in db 1, ``n`` in db 2 (made by tornsession for the samples, the rest by a
+    redis-py pipeline with the same key prefix and value)."""
     import redis
 
-    client = redis.Redis(host="127.0.0.1", port=port)
+    url = f"redis://127.0.0.1:{port}"
+    small_client = redis.Redis(host="127.0.0.1", port=port, db=1)
+    client = redis.Redis(host="127.0.0.1", port=port, db=2)
+    small_client.flushdb()
     client.flushdb()
-    manager = tornsession.SessionManager(
-        SECRET, store=tornsession.RedisStore(f"redis://127.0.0.1:{port}/0")
-    )
-    samples_small: list[tuple[Any, Any]] = []
-    fill(manager, 0, 1000, samples_small)
-    small_us = load_us(manager, samples_small)
-    # the rest: SAMPLES real sessions made by tornsession, the others written by a pipeline
-    samples = samples_small[:1000:10]
-    fill(manager, 1000, 1000 + SAMPLES, samples)
+    small_manager = tornsession.SessionManager(SECRET, store=tornsession.RedisStore(f"{url}/1"))
+    small_samples: list[tuple[Any, Any]] = []
+    fill(small_manager, 0, 1000, small_samples)
+    manager = tornsession.SessionManager(SECRET, store=tornsession.RedisStore(f"{url}/2"))
+    samples: list[tuple[Any, Any]] = []
+    fill(manager, 0, SAMPLES, samples)
     value = client.get(f"tornsession:{samples[-1][0]}")
     assert value is not None, "RedisStore keys are not 'tornsession:' + id"
     t = time.perf_counter()
-    rest = n - client.dbsize()
     pipe = client.pipeline(transaction=False)
-    for i in range(rest):
+    for i in range(n - SAMPLES):
         pipe.set(f"tornsession:{os.urandom(16).hex()}", value)
         if i % 10_000 == 9_999:
             pipe.execute()
     pipe.execute()
     fill_s = time.perf_counter() - t
     size = client.dbsize()
-    large_us = load_us(manager, samples)
     used_mb = client.info("memory")["used_memory"] / 2**20
-    client.flushdb()
-    return {
-        "small": 1000,
+    result = {
+        "small": small_client.dbsize(),
         "large": size,
-        "small_load_us": small_us,
-        "large_load_us": large_us,
-        "ratio": large_us / small_us,
+        **compare((small_manager, small_samples), (manager, samples)),
         "fill_s": fill_s,
         "redis_used_memory_mb": used_mb,
     }
+    small_client.flushdb()
+    client.flushdb()
+    return result
 
 
 def file_store(n: int) -> dict[str, Any]:
     folder = tempfile.mkdtemp(prefix="tornsession-scale-")
     try:
-        manager = tornsession.SessionManager(SECRET, os.path.join(folder, "sessions"))
-        return grow(manager, 1000, n)
+        small_manager = tornsession.SessionManager(SECRET, os.path.join(folder, "small"))
+        small_samples: list[tuple[Any, Any]] = []
+        fill(small_manager, 0, 1000, small_samples)
+        manager = tornsession.SessionManager(SECRET, os.path.join(folder, "large"))
+        samples: list[tuple[Any, Any]] = []
+        fill_s = fill(manager, 0, n, samples)
+        return {
+            "small": 1000,
+            "large": n,
+            **compare((small_manager, small_samples), (manager, samples)),
+            "fill_s": fill_s,
+        }
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
