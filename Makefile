@@ -52,4 +52,4 @@ clean:
 # Not part of `make test`. BENCH_ARGS=--quick for a smoke run, --scale for the 1M-session part.
 .PHONY: bench
 bench: venv build-dev
-	bash bench/run.sh $(BENCH_ARGS)
+	VENV=$(VENV) bash bench/run.sh $(BENCH_ARGS)
