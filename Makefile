@@ -49,7 +49,7 @@ clean:
 	rm -rf target $(VENV) .pytest_cache .mypy_cache .ruff_cache
 
 # Side-by-side benchmarks against the original module and the peers; writes BENCHMARKS.md.
-# Not part of `make test`. BENCH_ARGS=--quick for a smoke run, --scale for the 1M-session part.
+# Not part of `make test`. BENCH_ARGS=--quick for a smoke run, --no-scale to skip the 1M part.
 .PHONY: bench
 bench: venv build-dev
 	VENV=$(VENV) bash bench/run.sh $(BENCH_ARGS)
