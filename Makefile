@@ -57,3 +57,11 @@ fuzz-long:
 soak-long:
 	CRASH_KILLS=5000 CRASH_SECONDS=900 $(VENV)/bin/pytest -q -s tests/test_crash_consistency.py
 	SOAK_CLIENTS=16 SOAK_REQUESTS=5000 $(VENV)/bin/pytest -q -s tests/test_soak.py
+	OUTAGE_CLIENTS=16 OUTAGE_ROUNDS=10 OUTAGE_ACKS=200 OUTAGE_DOWN_SECONDS=3 \
+	  SHARED_SOAK_CLIENTS=16 SHARED_SOAK_REQUESTS=5000 $(VENV)/bin/pytest -q -s tests/test_outage_soak.py
+
+# Side-by-side benchmarks against the original module and the peers; writes BENCHMARKS.md.
+# Not part of `make test`. BENCH_ARGS=--quick for a smoke run, --no-scale to skip the 1M part.
+.PHONY: bench
+bench: venv build-dev
+	VENV=$(VENV) bash bench/run.sh $(BENCH_ARGS)

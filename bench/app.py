@@ -1,0 +1,258 @@
+"""One Tornado app for the benchmarks, with the session library and store picked by a flag.
+
+    python -m bench.app --variant tornsession-memory --port 8001
+    python -m bench.app --variant pycket-redis --port 8002 --redis-port 6380   # peers venv
+
+Two handlers: ``GET /write`` increments a counter in the session and saves it (the seed's
+pattern), ``GET /read`` reads it and writes it out. Prints ``listening on PORT`` when ready.
+Listens on 127.0.0.1 only.
+
+The tornsession and reference variants run on the main interpreter; the torndsession and pycket
+variants need the peers venv (``bench/.venv-peers``), where tornsession is not installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import importlib
+import os
+import signal
+import tempfile
+from typing import Any
+
+import tornado.web
+
+SECRET = "bench-secret-0123456789abcdef"
+HOST = "127.0.0.1"
+
+TORNSESSION_STORES = ("none", "memory", "sqlite", "file", "redis", "memcached")
+VARIANTS = (
+    "none",
+    "cookies-only",
+    "tornsession-memory",
+    "tornsession-sqlite",
+    "tornsession-file",
+    "tornsession-redis",
+    "tornsession-memcached",
+    "reference-file",
+    "torndsession-memory",
+    "torndsession-file",
+    "torndsession-redis",
+    "pycket-redis",
+    "pycket-memcached",
+)
+PEER_VARIANTS = tuple(v for v in VARIANTS if v.startswith(("torndsession", "pycket")))
+
+
+# --- no session ----------------------------------------------------------------------------
+
+
+class PlainWrite(tornado.web.RequestHandler):
+    def get(self) -> None:
+        self.write("1")
+
+
+class PlainRead(tornado.web.RequestHandler):
+    def get(self) -> None:
+        self.write("0")
+
+
+class CookiesOnlyWrite(tornado.web.RequestHandler):
+    """What the original does with cookies on a saved request, and nothing else: no store."""
+
+    def get(self) -> None:
+        session_id = self.get_secure_cookie("session_id") or b"0" * 32
+        digest = self.get_secure_cookie("hmac_digest") or b"0" * 64
+        self.set_secure_cookie("session_id", session_id)
+        self.set_secure_cookie("hmac_digest", digest)
+        self.write("1")
+
+
+class CookiesOnlyRead(tornado.web.RequestHandler):
+    """What the original does with cookies on a request that only reads: two signed reads."""
+
+    def get(self) -> None:
+        self.get_secure_cookie("session_id")
+        self.get_secure_cookie("hmac_digest")
+        self.write("0")
+
+
+# --- tornsession and the original module: TornadoSession(manager, self) in __init__ ---------
+
+
+class OriginalStyleHandler(tornado.web.RequestHandler):
+    """The original module's usage: the session is made in the handler's ``__init__``."""
+
+    session_module: Any = None  # tornsession or bench.reference_session
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        manager = self.application.session_manager  # type: ignore[attr-defined]
+        self.session = self.session_module.TornadoSession(manager, self)
+
+
+class OriginalStyleWrite(OriginalStyleHandler):
+    def get(self) -> None:
+        self.session["n"] = self.session.get("n", 0) + 1
+        self.session.save()
+        self.write(str(self.session["n"]))
+
+
+class OriginalStyleRead(OriginalStyleHandler):
+    def get(self) -> None:
+        self.write(str(self.session.get("n", 0)))
+
+
+def tornsession_manager(store: str, args: argparse.Namespace) -> Any:
+    import tornsession
+
+    if store == "memory":
+        return tornsession.TornadoSessionManager(SECRET, store=tornsession.MemoryStore())
+    if store == "sqlite":
+        path = f"{args.data_dir}/sessions.sqlite3"
+        return tornsession.TornadoSessionManager(SECRET, store=tornsession.SqliteStore(path))
+    if store == "file":
+        return tornsession.TornadoSessionManager(SECRET, f"{args.data_dir}/tornsession-files")
+    if store == "redis":
+        url = f"redis://{HOST}:{args.redis_port}/0"
+        return tornsession.TornadoSessionManager(SECRET, store=tornsession.RedisStore(url))
+    if store == "memcached":
+        servers = [f"{HOST}:{args.memcached_port}"]
+        return tornsession.TornadoSessionManager(SECRET, store=tornsession.MemcachedStore(servers))
+    raise SystemExit(f"unknown tornsession store {store!r}")
+
+
+# --- peers: their mixins ---------------------------------------------------------------------
+
+
+def torndsession_handlers() -> tuple[type[tornado.web.RequestHandler], ...]:
+    """torndsession's SessionBaseHandler: SessionMixin, and a flush() of dirty data in on_finish."""
+    base: Any = importlib.import_module("torndsession.sessionhandler").SessionBaseHandler
+
+    def write(self: Any) -> None:
+        self.session["n"] = self.session.get("n", 0) + 1
+        self.write(str(self.session.get("n")))
+
+    def read(self: Any) -> None:
+        self.write(str(self.session.get("n", 0)))
+
+    return (
+        type("TorndsessionWrite", (base,), {"get": write}),
+        type("TorndsessionRead", (base,), {"get": read}),
+    )
+
+
+def pycket_handlers() -> tuple[type[tornado.web.RequestHandler], ...]:
+    """pycket's SessionMixin: every get reads the store, every set reads and writes it."""
+    mixin: Any = importlib.import_module("pycket.session").SessionMixin
+
+    def write(self: Any) -> None:
+        self.session["n"] = self.session.get("n", 0) + 1
+        self.write(str(self.session.get("n")))
+
+    def read(self: Any) -> None:
+        self.write(str(self.session.get("n", 0)))
+
+    return (
+        type("PycketWrite", (tornado.web.RequestHandler, mixin), {"get": write}),
+        type("PycketRead", (tornado.web.RequestHandler, mixin), {"get": read}),
+    )
+
+
+# --- the application -------------------------------------------------------------------------
+
+
+def make_app(args: argparse.Namespace) -> tornado.web.Application:
+    variant: str = args.variant
+    settings: dict[str, Any] = {"cookie_secret": SECRET}
+    handlers: tuple[type[tornado.web.RequestHandler], ...]
+    manager: Any = None
+    if variant == "none":
+        handlers = (PlainWrite, PlainRead)
+    elif variant == "cookies-only":
+        handlers = (CookiesOnlyWrite, CookiesOnlyRead)
+    elif variant.startswith("tornsession-") or variant == "reference-file":
+        if variant == "reference-file":
+            from bench import reference_session as module
+
+            folder = f"{args.data_dir}/reference-files"
+            os.makedirs(folder, exist_ok=True)  # the original never creates its folder
+            manager = module.TornadoSessionManager(SECRET, folder)
+        else:
+            import tornsession as module  # type: ignore[no-redef]
+
+            manager = tornsession_manager(variant.removeprefix("tornsession-"), args)
+        write_cls = type("Write", (OriginalStyleWrite,), {"session_module": module})
+        read_cls = type("Read", (OriginalStyleRead,), {"session_module": module})
+        handlers = (write_cls, read_cls)
+    elif variant.startswith("torndsession-"):
+        driver = variant.removeprefix("torndsession-")
+        driver_settings: dict[str, Any]
+        if driver == "memory":
+            driver_settings = {}  # the application itself, set below
+        elif driver == "file":
+            driver_settings = {"host": f"{args.data_dir}/torndsession-files"}
+        else:
+            driver_settings = {"host": HOST, "port": args.redis_port, "db": 0}
+        settings["session"] = {
+            "driver": driver,
+            "driver_settings": driver_settings,
+            "force_persistence": False,  # SessionBaseHandler flushes dirty data in on_finish
+            "cache_driver": True,
+        }
+        handlers = torndsession_handlers()
+    elif variant.startswith("pycket-"):
+        engine = variant.removeprefix("pycket-")
+        storage: dict[str, Any]
+        if engine == "redis":
+            storage = {"host": HOST, "port": args.redis_port, "db_sessions": 0}
+        else:
+            storage = {"servers": [f"{HOST}:{args.memcached_port}"]}
+        settings["pycket"] = {"engine": engine, "storage": storage}
+        handlers = pycket_handlers()
+    else:
+        raise SystemExit(f"unknown variant {variant!r}; one of {', '.join(VARIANTS)}")
+    app = tornado.web.Application([(r"/write", handlers[0]), (r"/read", handlers[1])], **settings)
+    app.session_manager = manager  # type: ignore[attr-defined]
+    if variant == "torndsession-memory":
+        settings["session"]["driver_settings"]["host"] = app
+    return app
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--variant", required=True, choices=VARIANTS)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--redis-port", type=int, default=6379)
+    parser.add_argument("--memcached-port", type=int, default=11211)
+    parser.add_argument(
+        "--data-dir", help="folder for file and SQLite stores (default: a temp dir)"
+    )
+    parser.add_argument("--profile", help="run under cProfile; dump the stats here on SIGTERM")
+    args = parser.parse_args()
+    if args.data_dir is None:
+        args.data_dir = tempfile.mkdtemp(prefix="tornsession-bench-")
+    app = make_app(args)
+
+    async def serve() -> None:
+        if args.profile:
+            profiler = cProfile.Profile()
+
+            def dump() -> None:
+                profiler.disable()
+                profiler.dump_stats(args.profile)
+                os._exit(0)
+
+            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, dump)
+            profiler.enable()
+        app.listen(args.port, address=HOST)
+        print(f"listening on {args.port}", flush=True)
+        await asyncio.Event().wait()
+
+    asyncio.run(serve())
+
+
+if __name__ == "__main__":
+    main()

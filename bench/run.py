@@ -1,0 +1,371 @@
+"""Side-by-side benchmarks of tornsession, the original module and the peers; writes BENCHMARKS.md.
+
+    python -m bench.run                # full run: 3 rounds of 5 s per measurement, profile, scale
+    python -m bench.run --quick        # smoke run: 1 round of 1 s, no profile, no scale
+    python -m bench.run --no-scale     # without the 1,000,000-session part (about 30 s)
+
+Run it from the repository root with the interpreter that has tornsession installed (``make
+bench`` uses .venv). It installs wrk, redis-server and memcached with apt-get when missing,
+makes ``bench/.venv-peers`` with the peers (bench/requirements-peers.txt) and the same Tornado,
+starts Redis and memcached on free loopback ports, starts one bench/app.py process per variant,
+and measures them round robin with wrk (-c8 -t2, keep-alive, one session cookie). Raw results
+go to bench/results/*.json (one file per part, so a later run without the scale part keeps the
+last scale figures), the report to BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import platform
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import venv
+from http.cookies import SimpleCookie
+from pathlib import Path
+from typing import Any
+
+import tornado
+
+from bench.app import PEER_VARIANTS, VARIANTS
+from bench.inprocess import IMPLS
+from bench.servers import HOST, Process, free_port, start_memcached, start_redis
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+PEERS_VENV = BENCH / ".venv-peers"
+RESULTS = BENCH / "results"
+LUA = BENCH / "wrk_report.lua"
+NO_SESSION = ("none", "cookies-only")  # no session store: no counter to check
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+# --- setup -------------------------------------------------------------------------------------
+
+
+def install_system_deps() -> None:
+    """wrk, redis-server and memcached from Debian's packages, only when missing."""
+    missing = [
+        package
+        for binary, package in (
+            ("wrk", "wrk"),
+            ("redis-server", "redis-server"),
+            ("memcached", "memcached"),
+        )
+        if shutil.which(binary) is None
+    ]
+    if not missing:
+        return
+    log(f"installing {' '.join(missing)} with apt-get")
+    sudo = [] if os.geteuid() == 0 else ["sudo"]
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run([*sudo, "apt-get", "update", "-qq"], check=True, env=env)
+    subprocess.run(
+        [*sudo, "apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing],
+        check=True,
+        env=env,
+    )
+    for service in ("redis-server", "memcached"):  # the packages start daemons; we start our own
+        subprocess.run([*sudo, "service", service, "stop"], capture_output=True, check=False)
+
+
+def peers_python() -> str:
+    """bench/.venv-peers's python, made (or updated) with the pinned peers and our Tornado."""
+    python = PEERS_VENV / "bin" / "python"
+    wanted = (BENCH / "requirements-peers.txt").read_text() + f"tornado=={tornado.version}\n"
+    stamp = PEERS_VENV / "installed-requirements.txt"
+    if python.exists() and stamp.exists() and stamp.read_text() == wanted:
+        return str(python)
+    log(f"making {PEERS_VENV.relative_to(ROOT)} (torndsession, pycket, tornado {tornado.version})")
+    venv.create(PEERS_VENV, with_pip=True, clear=True)
+    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as f:
+        f.write(wanted)
+    subprocess.run([str(python), "-m", "pip", "install", "-q", "-r", f.name], check=True)
+    os.unlink(f.name)
+    stamp.write_text(wanted)
+    return str(python)
+
+
+def machine() -> dict[str, str]:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+        mem_kb = next(
+            int(line.split()[1])
+            for line in Path("/proc/meminfo").read_text().splitlines()
+            if line.startswith("MemTotal")
+        )
+        memory = f"{mem_kb / 1024 / 1024:.1f} GiB"
+    except (OSError, StopIteration):
+        memory = "unknown"
+    wrk_version = subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.split()
+    return {
+        "nproc": str(os.cpu_count()),
+        "cpu": cpu,
+        "memory": memory,
+        "python": platform.python_version(),
+        "tornado": tornado.version,
+        "wrk": " ".join(wrk_version[:2]),
+        "redis": subprocess.run(
+            ["redis-server", "--version"], capture_output=True, text=True
+        ).stdout.strip(),
+        "memcached": subprocess.run(
+            ["memcached", "-V"], capture_output=True, text=True
+        ).stdout.strip(),
+        "kernel": platform.release(),
+    }
+
+
+# --- HTTP helpers ------------------------------------------------------------------------------
+
+
+def http_get(port: int, path: str, cookie: str = "") -> tuple[int, bytes, list[str]]:
+    conn = http.client.HTTPConnection(HOST, port, timeout=10)
+    try:
+        conn.request("GET", path, headers={"Cookie": cookie} if cookie else {})
+        response = conn.getresponse()
+        return response.status, response.read(), response.headers.get_all("Set-Cookie") or []
+    finally:
+        conn.close()
+
+
+def new_session_cookie(port: int) -> str:
+    """A first /write request's Set-Cookie headers as a Cookie header."""
+    status, _, set_cookies = http_get(port, "/write")
+    if status != 200:
+        raise RuntimeError(f"port {port}: /write answered {status}")
+    jar: SimpleCookie = SimpleCookie()
+    for header in set_cookies:
+        jar.load(header)
+    return "; ".join(f"{name}={morsel.coded_value}" for name, morsel in jar.items())
+
+
+def read_counter(port: int, cookie: str) -> int:
+    status, body, _ = http_get(port, "/read", cookie)
+    if status != 200:
+        raise RuntimeError(f"port {port}: /read answered {status}")
+    text = body.decode()
+    return int(text) if text.isdigit() else 0
+
+
+def run_wrk(port: int, path: str, cookie: str, seconds: int) -> dict[str, Any]:
+    argv = ["wrk", "-c8", "-t2", f"-d{seconds}s", "--timeout", "10s", "-s", str(LUA)]
+    if cookie:
+        argv += ["-H", f"Cookie: {cookie}"]
+    argv.append(f"http://{HOST}:{port}{path}")
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60, check=True)
+    line = next(x for x in done.stdout.splitlines() if x.startswith("WRK_JSON "))
+    result: dict[str, Any] = json.loads(line.removeprefix("WRK_JSON "))
+    result["rps"] = result["requests"] / (result["duration_us"] / 1e6)
+    return result
+
+
+# --- the parts ---------------------------------------------------------------------------------
+
+
+class Apps:
+    """One bench/app.py process per variant, all started up front and idle between turns."""
+
+    def __init__(self, variants: list[str], peers: str, redis: Process, mc: Process, tmp: Path):
+        self.procs: dict[str, Process] = {}
+        self.logs: list[Any] = []
+        try:
+            for variant in variants:
+                python = peers if variant in PEER_VARIANTS else sys.executable
+                port = free_port()
+                data = tmp / variant
+                data.mkdir()
+                argv = [python, "-m", "bench.app", "--variant", variant, "--port", str(port)]
+                argv += ["--redis-port", str(redis.port), "--memcached-port", str(mc.port)]
+                argv += ["--data-dir", str(data)]
+                self.procs[variant] = Process(variant, argv, port, ROOT)
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            proc.stop()
+
+
+def measure_variant(port: int, seconds: int, has_session: bool) -> dict[str, Any]:
+    """Writing then reading handler on one new session; lost increments of the writing run."""
+    cookie = new_session_cookie(port)
+    before = read_counter(port, cookie)
+    write = run_wrk(port, "/write", cookie, seconds)
+    time.sleep(0.2)  # requests wrk gave up on at the end may still be in the server
+    after = read_counter(port, cookie)
+    write["counter_before"] = before
+    write["counter_after"] = after
+    write["lost"] = max(0, write["requests"] - (after - before)) if has_session else 0
+    read = run_wrk(port, "/read", cookie, seconds)
+    return {"write": write, "read": read}
+
+
+def end_to_end(args: argparse.Namespace, apps: Apps) -> dict[str, Any]:
+    variants = list(apps.procs)
+    log(f"warming up {len(variants)} variants")
+    for variant in variants:
+        port = apps.procs[variant].port
+        cookie = new_session_cookie(port)
+        run_wrk(port, "/write", cookie, 1)
+        run_wrk(port, "/read", cookie, 1)
+    rounds: list[dict[str, Any]] = []
+    for r in range(args.rounds):
+        # round robin, starting one further each round, so no variant always runs first
+        order = variants[r % len(variants) :] + variants[: r % len(variants)]
+        this: dict[str, Any] = {}
+        for variant in order:
+            has_session = variant not in NO_SESSION
+            this[variant] = measure_variant(apps.procs[variant].port, args.seconds, has_session)
+            w, rd = this[variant]["write"], this[variant]["read"]
+            log(
+                f"round {r + 1}/{args.rounds} {variant:22} write {w['rps']:8.0f} req/s "
+                f"(lost {w['lost']})  read {rd['rps']:8.0f} req/s"
+            )
+        rounds.append(this)
+    return {"rounds": rounds, "seconds": args.seconds, "summary": summarize(rounds, variants)}
+
+
+def summarize(rounds: list[dict[str, Any]], variants: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for variant in variants:
+        row: dict[str, Any] = {}
+        for kind in ("write", "read"):
+            rps = [r[variant][kind]["rps"] for r in rounds]
+            base = [r["none"][kind]["rps"] for r in rounds] if "none" in variants else rps
+            ratios = [a / b for a, b in zip(rps, base)]
+            errors = sum(
+                r[variant][kind][k]
+                for r in rounds
+                for k in ("connect", "read", "write", "status", "timeout")
+            )
+            row[kind] = {
+                "rps_median": statistics.median(rps),
+                "ratio_median": statistics.median(ratios),
+                "ratio_min": min(ratios),
+                "ratio_max": max(ratios),
+                "errors": errors,
+            }
+        row["lost"] = sum(r[variant]["write"]["lost"] for r in rounds)
+        row["writes"] = sum(r[variant]["write"]["requests"] for r in rounds)
+        out[variant] = row
+    return out
+
+
+def in_process(args: argparse.Namespace, peers: str, redis: Process, mc: Process) -> Any:
+    results: dict[str, Any] = {}
+    for python, impls in (
+        (sys.executable, [i for i in IMPLS if i not in PEER_VARIANTS]),
+        (peers, [i for i in IMPLS if i in PEER_VARIANTS]),
+    ):
+        argv = [python, "-m", "bench.inprocess", "--json", "--seconds", str(args.timeit_seconds)]
+        argv += ["--redis-port", str(redis.port), "--memcached-port", str(mc.port)]
+        for impl in impls:
+            argv += ["--impl", impl]
+        log(f"in process: {' '.join(impls)}")
+        done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=900)
+        if done.returncode != 0:
+            raise RuntimeError(f"bench.inprocess failed:\n{done.stderr}")
+        results.update(json.loads(done.stdout.strip().splitlines()[-1]))
+    return results
+
+
+def scale(redis: Process) -> Any:
+    log("scale: 1,000,000 sessions in MemoryStore and Redis, 100,000 in a FileStore")
+    argv = [sys.executable, "-m", "bench.scale", "--json", "--redis-port", str(redis.port)]
+    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=3600)
+    if done.returncode != 0:
+        raise RuntimeError(f"bench.scale failed:\n{done.stderr}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def profile(args: argparse.Namespace) -> Any:
+    log("profiling tornsession-memory with cProfile")
+    argv = [sys.executable, "-m", "bench.profile", "--json", "--seconds", str(args.seconds)]
+    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    if done.returncode != 0:
+        raise RuntimeError(f"bench.profile failed:\n{done.stderr}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def save(part: str, data: Any, meta: dict[str, Any]) -> None:
+    RESULTS.mkdir(exist_ok=True)
+    meta = {**meta, "loadavg_end": " ".join(f"{x:.2f}" for x in os.getloadavg())}
+    (RESULTS / f"{part}.json").write_text(json.dumps({"meta": meta, "data": data}, indent=1))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="1 round of 1 s, no profile/scale")
+    parser.add_argument("--rounds", type=int, default=3, help="round robin rounds (default 3)")
+    parser.add_argument("--seconds", type=int, default=5, help="seconds per wrk measurement")
+    parser.add_argument("--variant", action="append", choices=VARIANTS, help="default: all")
+    parser.add_argument("--no-scale", action="store_true", help="skip the 1M-session part")
+    parser.add_argument("--no-profile", action="store_true", help="skip the cProfile profile")
+    parser.add_argument("--no-report", action="store_true", help="do not rewrite BENCHMARKS.md")
+    args = parser.parse_args()
+    args.timeit_seconds = 0.2
+    if args.quick:
+        args.rounds, args.seconds, args.timeit_seconds = 1, 1, 0.05
+        args.no_profile = args.no_scale = True
+    variants = args.variant or list(VARIANTS)
+    if "none" not in variants:
+        variants.insert(0, "none")
+    started = time.monotonic()
+    install_system_deps()
+    peers = peers_python()
+    meta = {
+        "machine": machine(),
+        "date": time.strftime("%Y-%m-%d %H:%M %Z"),
+        "command": shlex.join(["python", "-m", "bench.run", *sys.argv[1:]]),
+        "loadavg_start": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+        "git": subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip(),
+    }
+    with tempfile.TemporaryDirectory(prefix="tornsession-bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        redis = start_redis(tmp)
+        mc = start_memcached(tmp)
+        apps: Apps | None = None
+        try:
+            log(f"redis on {redis.port}, memcached on {mc.port}")
+            apps = Apps(variants, peers, redis, mc, tmp)
+            save("end_to_end", end_to_end(args, apps), meta)
+            apps.stop()
+            apps = None
+            if not args.no_profile:
+                save("profile", profile(args), meta)
+            save("in_process", in_process(args, peers, redis, mc), meta)
+            if not args.no_scale:
+                save("scale", scale(redis), meta)
+        finally:
+            if apps is not None:
+                apps.stop()
+            redis.stop()
+            mc.stop()
+    elapsed = time.monotonic() - started
+    log(f"done in {elapsed / 60:.1f} min")
+    if not args.no_report:
+        from bench.report import write_report
+
+        write_report(ROOT / "BENCHMARKS.md", RESULTS, elapsed)
+        log("wrote BENCHMARKS.md")
+
+
+if __name__ == "__main__":
+    main()
