@@ -22,7 +22,7 @@ TORNADO_TESTS := tests/test_seed_app.py tests/test_concurrency.py tests/test_lif
 PY_SOURCES := python tests bench scripts examples
 # Type-checked as a user would: against the installed wheel, mypy --strict, no project config.
 TYPED_EXAMPLES := examples/typed_app.py examples/multiprocess/app.py \
-	examples/multiprocess/run.py scripts/pytest_tornado_compat.py
+	examples/multiprocess/run.py scripts/pytest_tornado_compat.py scripts/check-sdist.py
 
 .PHONY: test deps venv wheel install-wheel build-dev lint-rust test-rust lint-python test-python \
 	test-wheel-clean test-tornado-oldest sdist sdist-build demo format clean
@@ -65,7 +65,7 @@ lint-python:
 	$(VENV)/bin/ruff check $(PY_SOURCES)
 	$(VENV)/bin/ruff format --check $(PY_SOURCES)
 	$(VENV)/bin/mypy
-	$(VENV)/bin/mypy --config-file /dev/null --strict $(TYPED_EXAMPLES)
+	$(VENV)/bin/mypy --config-file= --strict $(TYPED_EXAMPLES)
 	$(PY) -m mypy.stubtest tornsession._core --allowlist stubtest-allowlist.txt
 
 test-python:
