@@ -1,14 +1,36 @@
 # Everyday commands. `make test` is the one command that installs what the tests need and runs
 # every check; .ci/run calls exactly that.
+#
+# The release build happens once per `make test`: `maturin build --release` writes one wheel to
+# dist/, and that same file is installed into .venv (lint + the whole suite), into a clean venv
+# with no Rust toolchain on PATH and the newest Tornado 6.x (the whole suite again), and into a
+# venv with the oldest supported Tornado (the end-to-end tests). `make build-dev` is the editable
+# dev loop instead (maturin develop); `make test` replaces it with the wheel again.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
+DIST := dist
+WHEEL = $(firstword $(wildcard $(DIST)/tornsession-*.whl))
+# Oldest Tornado that installs and passes on CPython 3.11 (5.1.x does not import on 3.10+).
+TORNADO_OLDEST ?= 6.0
+# The tests the oldest Tornado runs: every end-to-end test plus the quick API ones.
+TORNADO_TESTS := tests/test_seed_app.py tests/test_concurrency.py tests/test_lifecycle.py \
+	tests/test_manager_api.py tests/test_bad_cookies.py tests/test_demo.py \
+	tests/test_testing_plugin.py tests/test_migrate.py tests/test_session_dict.py \
+	tests/test_hostile_input.py tests/test_cleanup.py tests/test_stores_sqlite.py \
+	tests/test_stores_network.py tests/test_examples.py
+PY_SOURCES := python tests bench scripts examples
+# Type-checked as a user would: against the installed wheel, mypy --strict, no project config.
+TYPED_EXAMPLES := examples/typed_app.py examples/multiprocess/app.py \
+	examples/multiprocess/run.py scripts/pytest_tornado_compat.py scripts/check-sdist.py
 
-.PHONY: test deps venv build-dev lint-rust test-rust lint-python test-python demo format clean
+.PHONY: test deps venv wheel install-wheel build-dev lint-rust test-rust lint-python test-python \
+	test-wheel-clean test-tornado-oldest sdist sdist-build demo format clean
 
-test: deps venv lint-rust test-rust build-dev lint-python test-python
+test: deps venv lint-rust test-rust wheel install-wheel lint-python test-python \
+	test-wheel-clean test-tornado-oldest sdist
 
-# Debian packages the tests need (real Redis and Memcached servers); installed only when missing.
+# Debian packages the tests need (Redis, Memcached, Chromium + chromedriver); only when missing.
 deps:
 	@bash scripts/install-system-deps.sh
 
@@ -17,7 +39,18 @@ venv:
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet -r requirements-dev.txt
 
-# One release build, installed into the venv (editable: the Python sources are used in place).
+# The one release build: a manylinux wheel in dist/ (maturin checks the glibc symbols it needs
+# and picks the manylinux tag; see scripts/test-wheel-venv.sh for the check of the tag).
+wheel:
+	rm -f $(DIST)/tornsession-*.whl
+	$(VENV)/bin/maturin build --release --quiet -o $(DIST)
+
+# The wheel into .venv, replacing an editable `make build-dev` install; then its dependencies.
+install-wheel:
+	$(PIP) install --quiet --force-reinstall --no-deps $(WHEEL)
+	$(PIP) install --quiet $(WHEEL)
+
+# Dev loop: an editable install (Python sources used in place), rebuilt after Rust changes.
 build-dev:
 	$(VENV)/bin/maturin develop --release --quiet
 
@@ -29,24 +62,47 @@ test-rust:
 	cargo test --quiet
 
 lint-python:
-	$(VENV)/bin/ruff check python tests bench
-	$(VENV)/bin/ruff format --check python tests bench
+	$(VENV)/bin/ruff check $(PY_SOURCES)
+	$(VENV)/bin/ruff format --check $(PY_SOURCES)
 	$(VENV)/bin/mypy
+	$(VENV)/bin/mypy --config-file= --strict $(TYPED_EXAMPLES)
 	$(PY) -m mypy.stubtest tornsession._core --allowlist stubtest-allowlist.txt
 
 test-python:
 	$(VENV)/bin/pytest
+
+# The wheel in a fresh venv with no cargo/rustc on PATH and the newest Tornado 6.x: whole suite
+# (but the browser test, which .venv runs).
+test-wheel-clean:
+	bash scripts/test-wheel-venv.sh .venv-wheel "tornado>=6,<7" $(WHEEL) \
+		--ignore=tests/test_browser.py
+
+# The wheel with the oldest Tornado we support.
+test-tornado-oldest:
+	bash scripts/test-wheel-venv.sh .venv-tornado-oldest "tornado==$(TORNADO_OLDEST).*" $(WHEEL) \
+		$(TORNADO_TESTS)
+
+# The sdist: built and its contents checked (seconds). Building a wheel from it is a second
+# release build, so CI does not; run `make sdist-build` before a release.
+sdist:
+	rm -f $(DIST)/tornsession-*.tar.gz
+	$(VENV)/bin/maturin sdist --out $(DIST)
+	$(PY) scripts/check-sdist.py $(DIST)/tornsession-*.tar.gz
+
+sdist-build: sdist
+	bash scripts/sdist-build.sh $(DIST)/tornsession-*.tar.gz
 
 demo: venv build-dev
 	$(PY) -m tornsession.demo
 
 format:
 	cargo fmt --all
-	$(VENV)/bin/ruff format python tests bench
-	$(VENV)/bin/ruff check --fix python tests bench
+	$(VENV)/bin/ruff format $(PY_SOURCES)
+	$(VENV)/bin/ruff check --fix $(PY_SOURCES)
 
 clean:
-	rm -rf target $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf target $(DIST) $(VENV) .venv-wheel .venv-tornado-oldest .pytest_cache .mypy_cache \
+		.ruff_cache
 
 # Long fuzz and soak runs (docs/soak-and-fuzz.md); minutes, not seconds.
 .PHONY: fuzz-long soak-long

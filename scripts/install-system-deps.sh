@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# Installs the Debian packages the test suite needs, only when they are missing.
-# Under CI=true a failure here fails the run: server tests are never skipped there.
+# Installs the Debian packages the test suite needs, only when they are missing: Redis and
+# memcached (store tests), Chromium and its chromedriver (tests/test_browser.py).
+# Under CI=true a failure here fails the run: server and browser tests are never skipped there.
 set -euo pipefail
 missing=()
 command -v redis-server >/dev/null || missing+=(redis-server)
 command -v memcached >/dev/null || missing+=(memcached)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+[ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
 fi

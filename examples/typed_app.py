@@ -1,0 +1,173 @@
+"""A small Tornado app that uses every public name of tornsession, type-checked with
+``mypy --strict`` against the installed package (``make lint-python``).
+
+Run it with ``python examples/typed_app.py`` (port 8888; ``--port N`` for another).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import secrets
+import tempfile
+from datetime import timedelta
+from typing import Any
+
+import tornado.web
+import tornsession
+from tornsession import (
+    FileStore,
+    InvalidSessionException,
+    MemcachedStore,
+    MemoryStore,
+    RedisClusterStore,
+    RedisStore,
+    RequestHandlerProtocol,
+    Session,
+    SessionManager,
+    SessionMixin,
+    SessionStoreError,
+    SessionStoreProtocol,
+    SqliteStore,
+    TornadoSession,
+    TornadoSessionManager,
+)
+
+VERSION: str = tornsession.__version__
+
+
+class DictStore:
+    """A store object of your own: anything with get/set/delete (SessionStoreProtocol)."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, bytes] = {}
+
+    def get(self, key: str, /) -> bytes | None:
+        return self.data.get(key)
+
+    def set(self, key: str, value: bytes, ttl: int | None, /) -> None:
+        self.data[key] = value
+
+    def delete(self, key: str, /) -> None:
+        self.data.pop(key, None)
+
+
+StoreChoice = (
+    MemoryStore
+    | FileStore
+    | SqliteStore
+    | RedisStore
+    | RedisClusterStore
+    | MemcachedStore
+    | SessionStoreProtocol
+)
+
+
+def make_store(kind: str, folder: str) -> StoreChoice:
+    """Every store tornsession has; the network ones connect at first use, not here."""
+    if kind == "file":
+        return FileStore(os.path.join(folder, "sessions"))
+    if kind == "sqlite":
+        return SqliteStore(os.path.join(folder, "sessions.db"), timeout=2.0)
+    if kind == "redis":
+        return RedisStore("redis://127.0.0.1:6379/0", prefix="app:", timeout=0.5)
+    if kind == "redis-cluster":
+        return RedisClusterStore(["redis://127.0.0.1:7000"], pool_size=4)
+    if kind == "memcached":
+        return MemcachedStore(["127.0.0.1:11211"])
+    if kind == "custom":
+        store: SessionStoreProtocol = DictStore()
+        return store
+    return MemoryStore(max_sessions=10_000)
+
+
+class CountHandler(tornado.web.RequestHandler):
+    """The classic style: a TornadoSession bound to the handler, saved explicitly."""
+
+    def initialize(self) -> None:
+        manager: TornadoSessionManager = self.application.settings["session_manager"]
+        handler: RequestHandlerProtocol = self
+        self.session = TornadoSession(manager, handler)
+
+    def get(self) -> None:
+        count: int = self.session.get("count", 0) + 1
+        self.session["count"] = count
+        self.session.save()
+        self.write({"count": count, "version": VERSION})
+
+
+class LoginHandler(SessionMixin, tornado.web.RequestHandler):
+    """The async style: self.session loaded in prepare(), saved before the response."""
+
+    async def post(self) -> None:
+        self.session["user"] = self.get_body_argument("name", "anonymous")
+        await self.session.aregenerate()  # a new id after login (session fixation)
+        self.session.flash("welcome")
+        self.redirect("/whoami")
+
+
+class WhoAmIHandler(SessionMixin, tornado.web.RequestHandler):
+    def get(self) -> None:
+        flashes: list[tuple[str, Any]] = self.session.pop_flashes()
+        self.write({"user": self.session.get("user"), "flashes": [m for _, m in flashes]})
+
+
+class LogoutHandler(SessionMixin, tornado.web.RequestHandler):
+    async def post(self) -> None:
+        await self.session.adestroy()
+        self.redirect("/whoami")
+
+
+def check_token(manager: SessionManager, session_id: str, digest: str) -> Session | None:
+    """The low-level API: ids and digests outside of a handler (an API token, say)."""
+    try:
+        return manager.get(session_id, digest)
+    except InvalidSessionException:
+        return None
+    except SessionStoreError as error:
+        raise RuntimeError(f"session store down: {error}") from error
+
+
+def make_app(store: StoreChoice) -> tornado.web.Application:
+    manager = TornadoSessionManager(
+        [secrets.token_hex(32), "an-older-secret-still-accepted"],
+        store=store,
+        cookie_samesite="Strict",
+        cookie_secure=False,
+        cookie_expires_days=None,
+        idle_timeout=timedelta(hours=2),
+        lifetime=timedelta(days=1),
+        max_size=64 * 1024,
+    )
+    plain = SessionManager(secrets.token_hex(32))
+    fresh: Session = plain.get()
+    fresh["hello"] = "world"
+    plain.set(fresh)
+    assert check_token(plain, str(fresh.session_id), str(fresh.hmac_digest)) == {"hello": "world"}
+    return tornado.web.Application(
+        [
+            (r"/", CountHandler),
+            (r"/login", LoginHandler),
+            (r"/whoami", WhoAmIHandler),
+            (r"/logout", LogoutHandler),
+        ],
+        cookie_secret=secrets.token_hex(32),
+        session_manager=manager,
+    )
+
+
+async def main(port: int, kind: str) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        app = make_app(make_store(kind, folder))
+        app.listen(port, address="127.0.0.1")
+        print(f"typed_app (tornsession {VERSION}) on http://127.0.0.1:{port}/", flush=True)
+        await asyncio.Event().wait()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, default=8888)
+    parser.add_argument("--store", default="memory")
+    args = parser.parse_args()
+    asyncio.run(main(args.port, args.store))

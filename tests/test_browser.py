@@ -1,0 +1,122 @@
+"""The demo in a real browser: headless Chromium driven by Selenium through chromedriver.
+
+Needs Debian's ``chromium`` and ``chromium-driver`` (scripts/install-system-deps.sh installs
+them) and Selenium from PyPI. A missing piece skips the test, except under CI=true, where it
+fails it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import REPO
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+
+
+def unavailable(reason: str) -> None:
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{reason} (required under CI=true)")
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def driver() -> Iterator[Any]:
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError:
+        unavailable("selenium is not installed (pip install -r requirements-dev.txt)")
+    for path, package in ((CHROMIUM, "chromium"), (CHROMEDRIVER, "chromium-driver")):
+        if shutil.which(path) is None:
+            unavailable(f"{path} is missing (apt-get install {package})")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--no-first-run"):
+        options.add_argument(argument)
+    # An explicit driver path: Selenium Manager never downloads anything.
+    chrome = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    chrome.set_page_load_timeout(30)
+    try:
+        yield chrome
+    finally:
+        chrome.quit()
+
+
+@pytest.fixture
+def demo_url(tmp_path: Path) -> Iterator[str]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tornsession.demo", "--port", "0", "--session-dir", str(tmp_path)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    match = re.search(r"http://127\.0\.0\.1:\d+/", line)
+    try:
+        assert match, f"the demo prints its URL, got {line!r}"
+        yield match.group(0)
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        process.stdout.close()
+
+
+def text(driver: Any, element_id: str) -> str:
+    from selenium.webdriver.common.by import By
+
+    value: str = driver.find_element(By.ID, element_id).text
+    return value
+
+
+def has(driver: Any, element_id: str) -> bool:
+    from selenium.webdriver.common.by import By
+
+    return bool(driver.find_elements(By.ID, element_id))
+
+
+def test_login_counter_httponly_cookies_and_logout(driver: Any, demo_url: str) -> None:
+    from selenium.webdriver.common.by import By
+
+    driver.get(demo_url)
+    assert text(driver, "visits") == "Visits: 1"
+    assert not has(driver, "greeting")
+
+    driver.find_element(By.ID, "name").send_keys("Ann <b>")
+    driver.find_element(By.ID, "login").click()  # POST /login, redirected to /
+    assert text(driver, "greeting") == "Hello, Ann <b>!"  # escaped HTML, shown as text
+    assert text(driver, "visits") == "Visits: 2"
+
+    # The counter lives in the session across page loads.
+    driver.get(demo_url)
+    driver.refresh()
+    assert text(driver, "visits") == "Visits: 4"
+    assert text(driver, "greeting") == "Hello, Ann <b>!"
+
+    # The browser holds both session cookies, HttpOnly and SameSite=Lax, and page script
+    # cannot read them.
+    cookies = {cookie["name"]: cookie for cookie in driver.get_cookies()}
+    for name in ("session_id", "hmac_digest"):
+        assert name in cookies, cookies
+        assert cookies[name]["httpOnly"] is True
+        assert cookies[name].get("sameSite") == "Lax"
+    document_cookie = driver.execute_script("return document.cookie")
+    assert "session_id" not in document_cookie and "hmac_digest" not in document_cookie
+    assert document_cookie == ""
+
+    driver.find_element(By.ID, "logout").click()  # POST /logout, redirected to /
+    assert not has(driver, "greeting")
+    assert text(driver, "visits") == "Visits: 1"
+    driver.get(demo_url)
+    assert not has(driver, "greeting")
+    assert text(driver, "visits") == "Visits: 2"
