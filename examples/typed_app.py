@@ -25,6 +25,7 @@ from tornsession import (
     RedisStore,
     RequestHandlerProtocol,
     Session,
+    SessionConflict,
     SessionManager,
     SessionMixin,
     SessionStoreError,
@@ -127,6 +128,18 @@ def check_token(manager: SessionManager, session_id: str, digest: str) -> Sessio
         return None
     except SessionStoreError as error:
         raise RuntimeError(f"session store down: {error}") from error
+
+
+def add_to_cart(manager: SessionManager, session_id: str, digest: str, sku: str) -> bool:
+    """A read-modify-write that must not lose updates across processes (detect_conflicts=True):
+    False when another request saved the session first; nothing was written then."""
+    session = manager.get(session_id, digest)
+    session.setdefault("cart", []).append(sku)
+    try:
+        manager.set(session)
+    except SessionConflict:
+        return False
+    return True
 
 
 def make_app(store: StoreChoice) -> tornado.web.Application:

@@ -229,12 +229,7 @@ impl SessionManager {
                 }
             },
         };
-        let (meta, data) = manager.load(py, check)?;
-        let session = Session::with_meta(py, meta)?;
-        if let Some(data) = data {
-            json_into_dict(&data, session.bind(py).as_super())?;
-        }
-        Ok(session)
+        manager.session_for(py, check)
     }
 
     /// Stores the session's items (not its attributes) if they changed since loaded or saved.
@@ -318,12 +313,7 @@ impl TornadoSessionManager {
                 }
             }
         };
-        let (meta, data) = manager.load(py, check)?;
-        let session = Session::with_meta(py, meta)?;
-        if let Some(data) = data {
-            json_into_dict(&data, session.bind(py).as_super())?;
-        }
-        Ok(session)
+        manager.session_for(py, check)
     }
 
     /// Stores the session if it changed, then sets its cookies if they are due (new,
@@ -577,6 +567,16 @@ impl SessionManager {
                 self.open(py, verified, fetched)
             }
         }
+    }
+
+    /// A plain `Session` for what the cookies (or the id and digest) name.
+    fn session_for(&self, py: Python<'_>, check: CookieCheck) -> PyResult<Py<Session>> {
+        let (meta, data) = self.load(py, check)?;
+        let session = Session::with_meta(py, meta)?;
+        if let Some(data) = data {
+            json_into_dict(&data, session.bind(py).as_super())?;
+        }
+        Ok(session)
     }
 
     /// How long the record may live from now: the idle timeout, cut short by the lifetime.

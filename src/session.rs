@@ -11,7 +11,7 @@ use pyo3::gc::PyVisit;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::pyclass::CompareOp;
-use pyo3::types::{PyDict, PyList, PyString, PyTuple, PyType};
+use pyo3::types::{PyDict, PyList, PyString, PyTuple, PyType, PyWeakrefReference};
 use pyo3::PyTraverseError;
 
 use crate::convert::json_into_dict;
@@ -214,9 +214,34 @@ enum LoadState {
     Loaded,
 }
 
+/// The session's request handler, held weakly where it can be: the handler holds the session
+/// (`self.session`), so a strong reference back would make every request a reference cycle,
+/// left for the cyclic garbage collector instead of freed when the request ends.
+enum HandlerRef {
+    Weak(Py<PyWeakrefReference>),
+    Strong(Py<PyAny>),
+}
+
+impl HandlerRef {
+    fn new(handler: &Bound<'_, PyAny>) -> Self {
+        match PyWeakrefReference::new(handler) {
+            Ok(weak) => Self::Weak(weak.unbind()),
+            // An object without weak reference support (__slots__): hold it.
+            Err(_) => Self::Strong(handler.clone().unbind()),
+        }
+    }
+
+    fn get(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        match self {
+            Self::Weak(weak) => weak.bind(py).upgrade().map(Bound::unbind),
+            Self::Strong(handler) => Some(handler.clone_ref(py)),
+        }
+    }
+}
+
 struct TornadoState {
     manager: Option<Py<PyAny>>,
-    handler: Option<Py<PyAny>>,
+    handler: Option<HandlerRef>,
     load: LoadState,
 }
 
@@ -254,7 +279,12 @@ impl TornadoSession {
     fn bound_pair(&self, py: Python<'_>) -> PyResult<(Py<PyAny>, Py<PyAny>)> {
         let state = self.state.lock();
         match (&state.manager, &state.handler) {
-            (Some(manager), Some(handler)) => Ok((manager.clone_ref(py), handler.clone_ref(py))),
+            (Some(manager), Some(handler)) => match handler.get(py) {
+                Some(handler) => Ok((manager.clone_ref(py), handler)),
+                None => Err(PyRuntimeError::new_err(
+                    "the session's request handler no longer exists",
+                )),
+            },
             _ => Err(PyRuntimeError::new_err(
                 "TornadoSession.__init__(manager, handler) was not called; a subclass's \
                  __init__ must call super().__init__(tornado_session_manager, request_handler)",
@@ -469,7 +499,7 @@ impl TornadoSession {
     ) {
         let mut state = slf.get().state.lock();
         state.manager = Some(tornado_session_manager.clone().unbind());
-        state.handler = Some(request_handler.clone().unbind());
+        state.handler = Some(HandlerRef::new(request_handler));
         state.load = LoadState::Unloaded;
     }
 
@@ -488,7 +518,8 @@ impl TornadoSession {
         state
             .handler
             .as_ref()
-            .map_or_else(|| py.None(), |h| h.clone_ref(py))
+            .and_then(|h| h.get(py))
+            .unwrap_or_else(|| py.None())
     }
 
     #[getter]
@@ -886,7 +917,9 @@ impl TornadoSession {
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
         if let Some(state) = self.state.try_lock() {
             visit.call(&state.manager)?;
-            visit.call(&state.handler)?;
+            if let Some(HandlerRef::Strong(handler)) = &state.handler {
+                visit.call(handler)?;
+            }
         }
         Ok(())
     }

@@ -182,7 +182,8 @@ def test_non_str_keys_nan_and_huge_ints_are_refused_clearly(
         ({"k": 2**70}, TypeError),
     ]
     for bad, error in cases:
-        s = session.TornadoSession(manager, FakeHandler())
+        handler = FakeHandler()  # alive while the session is used, as a request keeps it
+        s = session.TornadoSession(manager, handler)
         s.update(bad)
         with pytest.raises(error):
             s.save()
@@ -192,7 +193,8 @@ def test_deep_nesting_is_a_clear_error_not_a_crash(manager: session.TornadoSessi
     deep: list[Any] = []
     for _ in range(10_000):
         deep = [deep]
-    s = session.TornadoSession(manager, FakeHandler())
+    handler = FakeHandler()  # alive while the session is used, as a request keeps it
+    s = session.TornadoSession(manager, handler)
     s["deep"] = deep
     with pytest.raises(ValueError, match="nested deeper"):
         s.save()
@@ -264,3 +266,29 @@ def test_session_base_class_keeps_attributes() -> None:
     assert (s.session_id, s.hmac_digest, dict(s)) == ("id", "digest", {})
     s.session_id = "other"
     assert s.session_id == "other"
+
+
+def test_a_handler_and_its_session_are_freed_without_the_cycle_collector(
+    manager: session.TornadoSessionManager,
+) -> None:
+    # The session holds its handler weakly, so a request's objects go when the request does,
+    # not at the next garbage collection.
+    import gc
+
+    handler = FakeHandler()
+    handler.session = session.TornadoSession(manager, handler)  # type: ignore[attr-defined]
+    handler.session["a"] = 1  # type: ignore[attr-defined]
+    handler_ref, session_ref = weakref.ref(handler), weakref.ref(handler.session)  # type: ignore[attr-defined]
+    gc.disable()
+    try:
+        del handler
+        assert handler_ref() is None and session_ref() is None
+    finally:
+        gc.enable()
+
+
+def test_a_session_whose_handler_is_gone_says_so(manager: session.TornadoSessionManager) -> None:
+    s = session.TornadoSession(manager, FakeHandler())  # the handler dies right away
+    s["a"] = 1
+    with pytest.raises(RuntimeError, match="handler no longer exists"):
+        s.save()
