@@ -296,45 +296,61 @@ impl RedisStore {
     }
 }
 
-impl SessionStore for RedisStore {
-    fn load(&self, session_id: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        self.run(|c| get(&self.options.prefix, session_id, c))
-    }
+/// The `SessionStore` methods of a Redis store: the same commands whatever the connection; only
+/// `run` (how a connection is had) and `describe` differ.
+macro_rules! redis_session_store {
+    ($store:ty, $describe:expr) => {
+        impl SessionStore for $store {
+            fn load(&self, session_id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+                self.run(|c| get(&self.options.prefix, session_id, c))
+            }
 
-    fn save(&self, session_id: &str, blob: &[u8], ttl: Option<Duration>) -> Result<(), StoreError> {
-        self.run(|c| set(&self.options.prefix, session_id, blob, ttl, c))
-    }
+            fn save(
+                &self,
+                session_id: &str,
+                blob: &[u8],
+                ttl: Option<Duration>,
+            ) -> Result<(), StoreError> {
+                self.run(|c| set(&self.options.prefix, session_id, blob, ttl, c))
+            }
 
-    fn delete(&self, session_id: &str) -> Result<(), StoreError> {
-        self.run(|c| del(&self.options.prefix, session_id, c))
-    }
+            fn delete(&self, session_id: &str) -> Result<(), StoreError> {
+                self.run(|c| del(&self.options.prefix, session_id, c))
+            }
 
-    fn touch(&self, session_id: &str, ttl: Duration) -> Result<(), StoreError> {
-        self.run(|c| expire(&self.options.prefix, session_id, ttl, c))
-    }
+            fn touch(&self, session_id: &str, ttl: Duration) -> Result<(), StoreError> {
+                self.run(|c| expire(&self.options.prefix, session_id, ttl, c))
+            }
 
-    fn save_if_unchanged(
-        &self,
-        session_id: &str,
-        expected: Option<&[u8]>,
-        blob: &[u8],
-        ttl: Option<Duration>,
-    ) -> Result<bool, StoreError> {
-        self.run(|c| set_if_unchanged(&self.options.prefix, session_id, expected, blob, ttl, c))
-    }
+            fn save_if_unchanged(
+                &self,
+                session_id: &str,
+                expected: Option<&[u8]>,
+                blob: &[u8],
+                ttl: Option<Duration>,
+            ) -> Result<bool, StoreError> {
+                self.run(|c| {
+                    set_if_unchanged(&self.options.prefix, session_id, expected, blob, ttl, c)
+                })
+            }
 
-    fn load_touching(
-        &self,
-        session_id: &str,
-        ttl: Duration,
-    ) -> Result<Option<Vec<u8>>, StoreError> {
-        self.run(|c| get_touching(&self.options.prefix, session_id, ttl, c))
-    }
+            fn load_touching(
+                &self,
+                session_id: &str,
+                ttl: Duration,
+            ) -> Result<Option<Vec<u8>>, StoreError> {
+                self.run(|c| get_touching(&self.options.prefix, session_id, ttl, c))
+            }
 
-    fn describe(&self) -> String {
-        format!("RedisStore('{}')", self.url)
-    }
+            fn describe(&self) -> String {
+                let describe: fn(&Self) -> String = $describe;
+                describe(self)
+            }
+        }
+    };
 }
+
+redis_session_store!(RedisStore, |store| format!("RedisStore('{}')", store.url));
 
 /// Sessions in a Redis Cluster, given the URLs of one or more of its nodes; keys are routed to
 /// the node owning their slot.
@@ -407,45 +423,10 @@ fn list(urls: &[String]) -> String {
     format!("[{}]", quoted.join(", "))
 }
 
-impl SessionStore for RedisClusterStore {
-    fn load(&self, session_id: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        self.run(|c| get(&self.options.prefix, session_id, c))
-    }
-
-    fn save(&self, session_id: &str, blob: &[u8], ttl: Option<Duration>) -> Result<(), StoreError> {
-        self.run(|c| set(&self.options.prefix, session_id, blob, ttl, c))
-    }
-
-    fn delete(&self, session_id: &str) -> Result<(), StoreError> {
-        self.run(|c| del(&self.options.prefix, session_id, c))
-    }
-
-    fn touch(&self, session_id: &str, ttl: Duration) -> Result<(), StoreError> {
-        self.run(|c| expire(&self.options.prefix, session_id, ttl, c))
-    }
-
-    fn save_if_unchanged(
-        &self,
-        session_id: &str,
-        expected: Option<&[u8]>,
-        blob: &[u8],
-        ttl: Option<Duration>,
-    ) -> Result<bool, StoreError> {
-        self.run(|c| set_if_unchanged(&self.options.prefix, session_id, expected, blob, ttl, c))
-    }
-
-    fn load_touching(
-        &self,
-        session_id: &str,
-        ttl: Duration,
-    ) -> Result<Option<Vec<u8>>, StoreError> {
-        self.run(|c| get_touching(&self.options.prefix, session_id, ttl, c))
-    }
-
-    fn describe(&self) -> String {
-        format!("RedisClusterStore({})", list(&self.urls))
-    }
-}
+redis_session_store!(RedisClusterStore, |store| format!(
+    "RedisClusterStore({})",
+    list(&store.urls)
+));
 
 #[cfg(test)]
 mod tests {
