@@ -79,6 +79,17 @@ def text(driver: Any, element_id: str) -> str:
     return value
 
 
+def submit(driver: Any, button_id: str) -> None:
+    """Clicks a form's button and waits for the page it leads to (click() does not wait)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    page = driver.find_element(By.TAG_NAME, "html")
+    driver.find_element(By.ID, button_id).click()
+    WebDriverWait(driver, 10).until(expected_conditions.staleness_of(page))
+
+
 def has(driver: Any, element_id: str) -> bool:
     from selenium.webdriver.common.by import By
 
@@ -93,7 +104,7 @@ def test_login_counter_httponly_cookies_and_logout(driver: Any, demo_url: str) -
     assert not has(driver, "greeting")
 
     driver.find_element(By.ID, "name").send_keys("Ann <b>")
-    driver.find_element(By.ID, "login").click()  # POST /login, redirected to /
+    submit(driver, "login")  # POST /login, redirected to /
     assert text(driver, "greeting") == "Hello, Ann <b>!"  # escaped HTML, shown as text
     assert text(driver, "visits") == "Visits: 2"
 
@@ -114,7 +125,7 @@ def test_login_counter_httponly_cookies_and_logout(driver: Any, demo_url: str) -
     assert "session_id" not in document_cookie and "hmac_digest" not in document_cookie
     assert document_cookie == ""
 
-    driver.find_element(By.ID, "logout").click()  # POST /logout, redirected to /
+    submit(driver, "logout")  # POST /logout, redirected to /
     assert not has(driver, "greeting")
     assert text(driver, "visits") == "Visits: 1"
     driver.get(demo_url)
