@@ -24,21 +24,17 @@ from typing import Any
 import tornado.web
 from tornado.httputil import HTTPConnection, HTTPHeaders, HTTPServerRequest
 
-from bench.app import HOST, SECRET, pycket_handlers, torndsession_handlers, tornsession_manager
-
-IMPLS = (
-    "tornsession-memory",
-    "tornsession-sqlite",
-    "tornsession-file",
-    "tornsession-redis",
-    "tornsession-memcached",
-    "reference-file",
-    "torndsession-memory",
-    "torndsession-file",
-    "torndsession-redis",
-    "pycket-redis",
-    "pycket-memcached",
+from bench.app import (
+    HOST,
+    SECRET,
+    VARIANTS,
+    pycket_handlers,
+    torndsession_handlers,
+    tornsession_manager,
 )
+
+# Every variant that has a session (the no-session ones have no cycle to time).
+IMPLS = tuple(v for v in VARIANTS if v not in ("none", "cookies-only"))
 
 
 class FakeConnection(HTTPConnection):
