@@ -11,6 +11,7 @@ import asyncio
 import os
 import secrets
 import tempfile
+import warnings
 from datetime import timedelta
 from typing import Any
 
@@ -25,6 +26,7 @@ from tornsession import (
     RedisStore,
     RequestHandlerProtocol,
     Session,
+    SessionBusy,
     SessionConflict,
     SessionManager,
     SessionMixin,
@@ -33,6 +35,7 @@ from tornsession import (
     SqliteStore,
     TornadoSession,
     TornadoSessionManager,
+    WeakSecretWarning,
 )
 
 VERSION: str = tornsession.__version__
@@ -120,6 +123,26 @@ class LogoutHandler(SessionMixin, tornado.web.RequestHandler):
         self.redirect("/whoami")
 
 
+class StatusHandler(tornado.web.RequestHandler):
+    """Loading by hand: SessionBusy when an earlier request of the session holds it too long."""
+
+    async def get(self) -> None:
+        manager: TornadoSessionManager = self.application.settings["session_manager"]
+        try:
+            session = await TornadoSession.aload(manager, self)
+        except SessionBusy:
+            self.set_status(503)
+            return
+        self.write({"user": session.get("user")})
+
+
+def throwaway_manager() -> SessionManager:
+    """A manager for a quick script: a short secret gives a WeakSecretWarning, silenced here."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", WeakSecretWarning)
+        return SessionManager("short")
+
+
 def check_token(manager: SessionManager, session_id: str, digest: str) -> Session | None:
     """The low-level API: ids and digests outside of a handler (an API token, say)."""
     try:
@@ -144,7 +167,7 @@ def add_to_cart(manager: SessionManager, session_id: str, digest: str, sku: str)
 
 def make_app(store: StoreChoice) -> tornado.web.Application:
     manager = TornadoSessionManager(
-        [secrets.token_hex(32), "an-older-secret-still-accepted"],
+        [secrets.token_hex(32), "an-older-secret-still-accepted-for-a-while"],
         store=store,
         cookie_samesite="Strict",
         cookie_secure=False,
@@ -153,6 +176,7 @@ def make_app(store: StoreChoice) -> tornado.web.Application:
         lifetime=timedelta(days=1),
         max_size=64 * 1024,
     )
+    assert throwaway_manager().get() == {}
     plain = SessionManager(secrets.token_hex(32))
     fresh: Session = plain.get()
     fresh["hello"] = "world"
@@ -164,6 +188,7 @@ def make_app(store: StoreChoice) -> tornado.web.Application:
             (r"/login", LoginHandler),
             (r"/whoami", WhoAmIHandler),
             (r"/logout", LogoutHandler),
+            (r"/status", StatusHandler),
         ],
         cookie_secret=secrets.token_hex(32),
         session_manager=manager,

@@ -1,7 +1,7 @@
 //! The exceptions tornsession raises, and the one place Rust errors become them.
 
 use pyo3::create_exception;
-use pyo3::exceptions::{PyException, PyValueError};
+use pyo3::exceptions::{PyException, PyUserWarning, PyValueError};
 use pyo3::PyErr;
 
 use crate::digest::SecretError;
@@ -26,6 +26,21 @@ create_exception!(
     PyException,
     "Another request saved this session since it was loaded; nothing was written (only with \
      detect_conflicts=True). Load it again and redo the change."
+);
+
+create_exception!(
+    tornsession,
+    SessionBusy,
+    SessionStoreError,
+    "An earlier request of the same session did not finish within the manager's order_timeout; \
+     this request was not served with the session (see order_requests)."
+);
+
+create_exception!(
+    tornsession,
+    WeakSecretWarning,
+    PyUserWarning,
+    "A session secret is short enough to be guessed offline from one digest cookie."
 );
 
 impl From<StoreError> for PyErr {

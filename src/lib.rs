@@ -1,15 +1,27 @@
 //! tornsession's Rust core: the `tornsession._core` extension module.
+//!
+//! Pure Rust, no PyO3: `ids`, `digest`, `codec`, `signed_cookie`, `time`, `lifecycle` (every
+//! decision of a session's life) and `stores`. On top, one way: the PyO3 helpers (`errors`,
+//! `log`, `convert`, `options`, `tornado_cookies`, `py_stores`), then `session` (the dict
+//! class), `engine` (the lifecycle's steps on real objects), `manager`, `tornado_session`.
 
 pub mod codec;
 mod convert;
 pub mod digest;
+mod engine;
 mod errors;
 pub mod ids;
+pub mod lifecycle;
+mod log;
 mod manager;
+mod options;
 mod py_stores;
 mod session;
 pub mod signed_cookie;
 pub mod stores;
+pub mod time;
+mod tornado_cookies;
+mod tornado_session;
 
 use pyo3::pymodule;
 
@@ -18,16 +30,22 @@ mod _core {
     use pyo3::prelude::*;
 
     #[pymodule_export]
-    use crate::errors::{InvalidSessionException, SessionConflict, SessionStoreError};
+    use crate::errors::{
+        InvalidSessionException, SessionBusy, SessionConflict, SessionStoreError, WeakSecretWarning,
+    };
     #[pymodule_export]
-    use crate::manager::{_read_signed_cookie, SessionManager, TornadoSessionManager};
+    use crate::manager::{SessionManager, TornadoSessionManager};
     #[pymodule_export]
     use crate::py_stores::{
         PyFileStore, PyMemcachedStore, PyMemoryStore, PyRedisClusterStore, PyRedisStore,
         PySqliteStore,
     };
     #[pymodule_export]
-    use crate::session::{LoadBeforePrepare, Session, StoreTask, TornadoSession};
+    use crate::session::Session;
+    #[pymodule_export]
+    use crate::tornado_cookies::_read_signed_cookie;
+    #[pymodule_export]
+    use crate::tornado_session::{LoadBeforePrepare, StoreTask, TornadoSession};
 
     #[pymodule_init]
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {

@@ -366,6 +366,41 @@ impl StoreHandle {
         py: Python<'_>,
         session_id: &str,
         refresh: Option<Duration>,
+        max_bytes: usize,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let found = self.load_unbounded(py, session_id, refresh)?;
+        match found {
+            Some(blob) if blob.len() > max_bytes => Err(StoreError {
+                store: self.describe(py),
+                cause: format!(
+                    "the record is {} bytes, over the read limit of {max_bytes}",
+                    blob.len()
+                ),
+                kind: stores::StoreErrorKind::OversizedRecord,
+            }),
+            found => Ok(found),
+        }
+    }
+
+    /// Saves only if a record exists (placeholder until the stores do it natively).
+    pub fn save_if_exists(
+        &self,
+        py: Python<'_>,
+        session_id: &str,
+        blob: &[u8],
+        ttl: Option<Duration>,
+    ) -> Result<bool, StoreError> {
+        if self.load_unbounded(py, session_id, None)?.is_none() {
+            return Ok(false);
+        }
+        self.save(py, session_id, blob, ttl).map(|()| true)
+    }
+
+    fn load_unbounded(
+        &self,
+        py: Python<'_>,
+        session_id: &str,
+        refresh: Option<Duration>,
     ) -> Result<Option<Vec<u8>>, StoreError> {
         match self {
             Self::Native(store) => {
@@ -428,10 +463,6 @@ impl StoreHandle {
         }
     }
 
-    #[allow(
-        dead_code,
-        reason = "session destroy() arrives with the lifecycle work"
-    )]
     /// Saves only if the record still is `expected`; a conflict error when it is not.
     pub fn save_if_unchanged(
         &self,

@@ -19,6 +19,10 @@ REPO = Path(__file__).resolve().parent.parent
 # Real Redis and Memcached servers for the store tests (tests/servers.py).
 pytest_plugins = ["servers"]
 
+# The apps the tests start use short throwaway secrets on purpose (the seed app keeps its own);
+# the warning they give is checked in tests/test_options.py.
+os.environ["PYTHONWARNINGS"] = "ignore:a session secret is shorter than 32 bytes"
+
 
 def free_port() -> int:
     with socket.socket() as s:

@@ -12,11 +12,13 @@ from tornsession._core import (
     RedisClusterStore,
     RedisStore,
     Session,
+    SessionBusy,
     SessionConflict,
     SessionManager,
     SessionStoreError,
     SqliteStore,
     TornadoSessionManager,
+    WeakSecretWarning,
     __version__,
 )
 from tornsession._session import TornadoSession
@@ -32,6 +34,7 @@ __all__ = [
     "RedisStore",
     "RequestHandlerProtocol",
     "Session",
+    "SessionBusy",
     "SessionConflict",
     "SessionManager",
     "SessionMixin",
@@ -40,5 +43,6 @@ __all__ = [
     "SqliteStore",
     "TornadoSession",
     "TornadoSessionManager",
+    "WeakSecretWarning",
     "__version__",
 ]

@@ -2,7 +2,7 @@
 
 import os
 from datetime import timedelta
-from typing import Any, TypeVar, final, overload
+from typing import Any, Literal, TypeVar, final, overload
 
 from typing_extensions import Self, disjoint_base
 
@@ -17,6 +17,7 @@ __all__ = [
     "RedisClusterStore",
     "RedisStore",
     "Session",
+    "SessionBusy",
     "SessionConflict",
     "SessionManager",
     "SessionStoreError",
@@ -24,6 +25,7 @@ __all__ = [
     "StoreTask",
     "TornadoSession",
     "TornadoSessionManager",
+    "WeakSecretWarning",
     "__version__",
     "_read_signed_cookie",
 ]
@@ -40,6 +42,13 @@ class SessionConflict(Exception):
 
 class SessionStoreError(Exception):
     """The session store could not load, save or delete a session; the message names the store."""
+
+class SessionBusy(SessionStoreError):
+    """An earlier request of the same session did not finish within the manager's
+    ``order_timeout``; this request was not served with the session (see ``order_requests``)."""
+
+class WeakSecretWarning(UserWarning):
+    """A session secret is short enough to be guessed offline from one digest cookie."""
 
 @final
 class MemoryStore:
@@ -199,17 +208,31 @@ class SessionManager:
         cookie_name: str = "session_id",
         digest_cookie_name: str = "hmac_digest",
         cookie_httponly: bool = True,
-        cookie_samesite: str | None = "Lax",
-        cookie_secure: bool = False,
+        cookie_samesite: Literal["Lax", "Strict", "None"] | None = "Lax",
+        cookie_secure: bool | Literal["auto"] = "auto",
         cookie_domain: str | None = None,
         cookie_path: str = "/",
         cookie_expires_days: float | None = 30.0,
         idle_timeout: float | timedelta | None = None,
         lifetime: float | timedelta | None = None,
         max_size: int | None = None,
+        max_read_size: int | None = None,
         detect_conflicts: bool = False,
+        order_requests: bool = True,
+        order_timeout: float | timedelta = 10.0,
     ) -> Self:
-        """``session_dir`` means a FileStore there; neither it nor ``store`` means a MemoryStore."""
+        """``session_dir`` means a FileStore there; neither it nor ``store`` means a MemoryStore.
+
+        Every option is checked here; a bad one raises ValueError or TypeError naming it. A
+        secret shorter than 32 bytes gives a ``WeakSecretWarning``."""
+
+    @property
+    def order_requests(self) -> bool:
+        """Whether requests of one session wait for each other within this process."""
+
+    @property
+    def order_timeout(self) -> float:
+        """How long, in seconds, a request waits for an earlier request of its session."""
 
     def get(
         self, session_id: str | bytes | None = None, hmac_digest: str | bytes | None = None
@@ -267,7 +290,10 @@ class TornadoSession(Session):
     # Steps of the async API in tornsession.TornadoSession; not for direct use.
     def _bind(self, tornado_session_manager: Any, request_handler: Any) -> None: ...
     def _begin_load(self) -> StoreTask | None: ...
-    def _end_load(self, task: StoreTask) -> None: ...
+    def _end_load(self, task: StoreTask) -> StoreTask | None: ...
+    def _abandon_load(self) -> None: ...
+    def _ensure_loaded(self) -> None: ...
+    def _is_loaded(self) -> bool: ...
     def _begin_save(self) -> StoreTask | None: ...
     def _end_save(self, task: StoreTask | None = None) -> None: ...
     def _is_stored(self) -> bool: ...
@@ -306,6 +332,10 @@ class StoreTask:
     @property
     def blocks(self) -> bool:
         """Whether run() may wait on I/O (False for the MemoryStore: run it inline)."""
+
+    @property
+    def session_id(self) -> str | None:
+        """The session id a load task is for (what requests of one session are ordered by)."""
 
     def result(self) -> None:
         """Raise what the store raised (delete tasks)."""

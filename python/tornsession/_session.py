@@ -1,18 +1,21 @@
-"""The async half of ``TornadoSession``: store I/O on worker threads, never on the IOLoop.
+"""The async half of ``TornadoSession``: store I/O on worker threads, never on the IOLoop, and
+requests of one session in turn (``tornsession._ordering``).
 
 The Rust core splits each operation into steps: the ones that touch the handler or Python
 objects run here on the IOLoop's thread; ``StoreTask.run()`` (which releases the GIL around
-native store I/O) runs on a thread of a small pool, so a slow store never stalls other requests.
+native store I/O) runs inline for the in-memory store and on a thread of a small pool for the
+others, so a slow store never stalls other requests.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from tornsession import _core
+from tornsession import _core, _ordering
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -39,13 +42,101 @@ async def _run(task: _core.StoreTask) -> None:
     await asyncio.get_running_loop().run_in_executor(_store_executor(), task.run)
 
 
+def _ordered(session: _core.TornadoSession) -> bool:
+    """Whether the session's requests take turns: the manager says so, and there is an event
+    loop for them to wait on (a session used outside one, in a script, has no other requests)."""
+    if not getattr(session.session_manager, "order_requests", False):
+        return False
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+async def _load(session: _core.TornadoSession, task: _core.StoreTask) -> None:
+    """Waits for the session's turn (when ordered), then loads without blocking the IOLoop."""
+    if _ordered(session):
+        session_id = task.session_id
+        assert session_id is not None
+        try:
+            turn = await _ordering.wait_for_turn(
+                session_id, session.session_manager.order_timeout
+            )
+        except BaseException:
+            session._abandon_load()
+            raise
+        _ordering.release_when_finished(session.request_handler, turn)
+    await _load_unordered(session, task)
+
+
+async def _load_unordered(session: _core.TornadoSession, task: _core.StoreTask) -> None:
+    try:
+        await _run(task)
+    except BaseException:
+        session._abandon_load()
+        raise
+    delete = session._end_load(task)
+    if delete is not None:  # a record past its lifetime
+        await _run(delete)
+        delete.result()
+
+
+def _load_then_prepare(session: _core.TornadoSession, handler: Any) -> Any:
+    """The drop-in path's load, run in place of the handler's ``prepare()``: in turn with other
+    requests of the session, off the IOLoop for a blocking store, then the handler's own
+    ``prepare()``. Synchronous (no coroutine) when nothing has to wait, and always when
+    requests are not ordered (a sync load then keeps a sync handler's requests apart)."""
+    task = session._begin_load()
+    if task is None:
+        return handler.prepare()
+    if _ordered(session):
+        session_id = task.session_id
+        assert session_id is not None
+        turn = _ordering.take_turn_now(session_id)
+        if turn is None:
+            return _load_and_prepare(session, handler, task)
+        _ordering.release_when_finished(handler, turn)
+        if task.blocks:
+            return _load_and_prepare(session, handler, task, wait=False)
+    task.run()
+    delete = session._end_load(task)
+    if delete is not None:
+        delete.run()
+        delete.result()
+    return handler.prepare()
+
+
+async def _load_and_prepare(
+    session: _core.TornadoSession, handler: Any, task: _core.StoreTask, wait: bool = True
+) -> None:
+    try:
+        if wait:
+            await _load(session, task)
+        else:
+            await _load_unordered(session, task)
+    except _core.SessionBusy as busy:
+        raise _service_unavailable(busy) from busy
+    result = handler.prepare()
+    if inspect.isawaitable(result):
+        await result
+
+
+def _service_unavailable(busy: Exception) -> Exception:
+    from tornado.web import HTTPError
+
+    return HTTPError(503, str(busy))
+
+
 class TornadoSession(_core.TornadoSession):
     """A session bound to a manager and a request handler (see ``tornsession._core``), with an
     async API whose store I/O never blocks the IOLoop."""
 
     @classmethod
     async def aload(cls, tornado_session_manager: Any, request_handler: Any) -> Self:
-        """The handler's session, loaded without blocking the IOLoop.
+        """The handler's session, loaded without blocking the IOLoop, after any earlier request
+        of the same session in this process has finished (unless the manager has
+        ``order_requests=False``); ``SessionBusy`` after the manager's ``order_timeout``.
 
         The instance is made without calling ``__init__`` (a subclass with extra constructor
         arguments sets its own attributes afterwards).
@@ -54,8 +145,7 @@ class TornadoSession(_core.TornadoSession):
         session._bind(tornado_session_manager, request_handler)
         task = session._begin_load()
         if task is not None:
-            await _run(task)
-            session._end_load(task)
+            await _load(session, task)
         return session
 
     async def asave(self) -> None:

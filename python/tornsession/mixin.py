@@ -6,18 +6,24 @@
         pass
 
 The manager is ``self.application.session_manager``, or the ``session_manager`` application
-setting. The session loads in ``prepare()`` without blocking the IOLoop; when it changed, it is
-saved before the response is sent (so a redirect never races the save), again off the IOLoop.
+setting. The session loads in ``prepare()`` without blocking the IOLoop, after any earlier
+request of the same session in this process has finished. When it changed and the response is
+not an error (status below 500, Django's rule), it is saved before the response is sent (so a
+redirect never races the save), again off the IOLoop. A save that fails gives the app's error
+page: 409 for ``SessionConflict``, 500 otherwise.
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 import sys
+from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from tornsession._session import TornadoSession
+from tornsession._core import SessionBusy, SessionConflict
+from tornsession._session import TornadoSession, _run, _service_unavailable
 
 if TYPE_CHECKING:
     from tornado.web import Application, RequestHandler
@@ -27,6 +33,10 @@ else:
     _Base = object
 
 _IDLE, _SAVING, _DONE = 0, 1, 2
+
+_log = logging.getLogger("tornsession")
+
+_ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
 
 
 class SessionMixin(_Base):
@@ -64,7 +74,15 @@ class SessionMixin(_Base):
 
     async def prepare(self) -> None:
         if self._tornsession is None:
-            self._tornsession = await TornadoSession.aload(self.session_manager, self)
+            try:
+                self._tornsession = await TornadoSession.aload(self.session_manager, self)
+            except SessionBusy as busy:
+                self._tornsession_state = _DONE
+                raise _service_unavailable(busy) from busy
+            except BaseException:
+                # No session to save on the way out: the error page must not try again.
+                self._tornsession_state = _DONE
+                raise
         result = super().prepare()
         if inspect.isawaitable(result):
             await result
@@ -77,34 +95,49 @@ class SessionMixin(_Base):
             return self._tornsession_pending
         if session is None or self._tornsession_state == _DONE or self._finished:
             return super().finish(chunk)
-        if not session and not session._is_stored():
-            # A visitor whose session was never used: no record, no cookie.
-            self._tornsession_state = _DONE
-            return super().finish(chunk)
         self._tornsession_state = _SAVING
-        task = session._begin_save()
-        if task is None or not task.blocks:
-            if task is not None:
-                task.run()
-            session._end_save(task)
-            self._tornsession_state = _DONE
-            return super().finish(chunk)
+        try:
+            if self.get_status() >= 500 or (not session and not session._is_stored()):
+                # An error response is not saved (the request failed half-way); a visitor whose
+                # session was never used gets no record and no cookie.
+                self._tornsession_state = _DONE
+                return super().finish(chunk)
+            task = session._begin_save()
+            if task is None or not task.blocks:
+                if task is not None:
+                    task.run()
+                session._end_save(task)
+                self._tornsession_state = _DONE
+                return super().finish(chunk)
+        except Exception:
+            return self._save_failed(sys.exc_info())  # type: ignore[arg-type]
         if chunk is not None:
             self.write(chunk)
         self._tornsession_pending = asyncio.ensure_future(self._save_then_finish(session, task))
         return self._tornsession_pending
 
     async def _save_then_finish(self, session: TornadoSession, task: Any) -> None:
-        from tornsession._session import _run
-
         try:
             await _run(task)
             session._end_save(task)
         except Exception:
-            # Nothing was sent yet: the visitor gets an error page, not a lost write.
-            self._tornsession_state = _DONE
-            self.clear()
-            self.send_error(500, exc_info=sys.exc_info())
+            await self._save_failed(sys.exc_info())  # type: ignore[arg-type]
             return
         self._tornsession_state = _DONE
         await super().finish()
+
+    def _save_failed(self, exc_info: _ExcInfo) -> asyncio.Future[None]:
+        """Answers with the app's error page: nothing was sent yet, and nothing is lost silently."""
+        self._tornsession_state = _DONE
+        _log.error("saving the session failed", exc_info=exc_info)
+        done: asyncio.Future[None] = asyncio.get_event_loop().create_future()
+        done.set_result(None)
+        if self._finished:
+            return done
+        if self._headers_written:
+            super().finish()
+            return done
+        self.clear()
+        status = 409 if isinstance(exc_info[1], SessionConflict) else 500
+        self.send_error(status, exc_info=exc_info)
+        return done

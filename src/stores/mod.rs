@@ -24,6 +24,8 @@ pub enum StoreErrorKind {
     UnreadableRecord,
     /// A conditional save found another writer's record: nothing was written.
     Conflict,
+    /// The record is larger than the read limit: that session is refused, the store is fine.
+    OversizedRecord,
 }
 
 /// A store failed to do what was asked; the message names the store and the cause.
@@ -63,6 +65,9 @@ impl StoreError {
         }
     }
 }
+
+/// The largest record a load reads unless the manager says otherwise.
+pub const DEFAULT_MAX_READ_SIZE: usize = 1 << 20;
 
 /// The one interface every store implements.
 ///

@@ -1,0 +1,380 @@
+//! The lifecycle's steps on real objects: the store, the request handler's cookies, and the
+//! `Session` whose state they change. Every API path (drop-in `TornadoSession`,
+//! `manager.get/set`, the mixin, the async methods) goes through these, and the decisions are
+//! `lifecycle`'s.
+//!
+//! Loading and saving are split so the async API can run the store I/O on a worker thread while
+//! everything that touches the handler or Python objects stays on the IOLoop's thread:
+//! `check_request` (handler) -> `fetch` (store) -> `open` (Python objects), and `plan_save`
+//! (Python objects) -> `write` (store) -> `record_write` + `send_cookies` (handler).
+
+use pyo3::exceptions::{PyOSError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyString};
+use serde_json::{Map, Value};
+
+use crate::codec;
+use crate::convert::dict_to_json;
+use crate::digest::Secrets;
+use crate::ids;
+use crate::lifecycle::{
+    self, CookieCheck, Fetched, FreshReason, Opened, Policy, SavePlan, SessionState, Verified,
+    WriteMode, WriteOutcome,
+};
+use crate::log::{log, Level};
+use crate::py_stores::StoreHandle;
+use crate::session::{Session, SessionMeta};
+use crate::stores::{StoreError, StoreErrorKind};
+use crate::time;
+use crate::tornado_cookies::CookieSettings;
+
+/// Everything a manager decides with: secrets, store, cookies, limits.
+pub struct Engine {
+    pub secrets: Secrets,
+    pub store: StoreHandle,
+    pub cookies: CookieSettings,
+    pub policy: Policy,
+    /// The largest record a load reads; larger ones give a fresh session.
+    pub max_read_size: usize,
+}
+
+/// A finished load: the session's identity and state, its data, and the record to delete (a
+/// session past its lifetime) before the session is used.
+pub struct Loaded {
+    pub meta: SessionMeta,
+    pub data: Option<Map<String, Value>>,
+    pub delete_old: Option<String>,
+}
+
+/// A decided write of one session's record.
+pub struct PlannedWrite {
+    pub id: String,
+    pub plan: SavePlan,
+}
+
+impl Engine {
+    /// A new id and its digest.
+    pub fn new_identity(&self) -> PyResult<(String, String)> {
+        let id = ids::new_session_id()
+            .map_err(|e| PyOSError::new_err(format!("the OS random source failed: {e}")))?;
+        let digest = self.secrets.sign(&id);
+        Ok((id, digest))
+    }
+
+    /// A new session: a new id, nothing stored until saved.
+    pub fn fresh_meta(&self, py: Python<'_>) -> PyResult<SessionMeta> {
+        let (id, digest) = self.new_identity()?;
+        Ok(SessionMeta::new(
+            py,
+            &id,
+            &digest,
+            SessionState::fresh(time::now()),
+        ))
+    }
+
+    /// What the handler's cookies name.
+    pub fn check_request(&self, handler: &Bound<'_, PyAny>) -> PyResult<CookieCheck> {
+        let cookies = self.cookies.request_cookies(handler)?;
+        Ok(lifecycle::verify(
+            &self.secrets,
+            cookies.id.as_deref(),
+            cookies.digest.as_deref(),
+            cookies.id_signed_at,
+            time::now(),
+        ))
+    }
+
+    /// What an id and digest given by hand (str or bytes) name.
+    pub fn check_pair(
+        &self,
+        session_id: Option<&Bound<'_, PyAny>>,
+        hmac_digest: Option<&Bound<'_, PyAny>>,
+    ) -> CookieCheck {
+        let Some(id) = session_id.map(text) else {
+            return CookieCheck::Absent;
+        };
+        let digest = hmac_digest.and_then(text);
+        match id {
+            Some(id) => lifecycle::verify(
+                &self.secrets,
+                Some(&id),
+                digest.as_deref(),
+                None,
+                time::now(),
+            ),
+            None => CookieCheck::Invalid,
+        }
+    }
+
+    /// The record for a verified id, refreshing its idle expiry as it is read. Only a store
+    /// failing as a whole is an error; a record it cannot use is a fresh session.
+    pub fn fetch(&self, py: Python<'_>, session_id: &str) -> Result<Fetched, StoreError> {
+        let found = self
+            .store
+            .load(py, session_id, self.policy.idle_timeout, self.max_read_size);
+        match found {
+            Ok(Some(blob)) => Ok(Fetched::Record(blob)),
+            Ok(None) => Ok(Fetched::Missing),
+            Err(e) if e.kind == StoreErrorKind::UnreadableRecord => {
+                Ok(Fetched::Unreadable(e.to_string()))
+            }
+            Err(e) if e.kind == StoreErrorKind::OversizedRecord => {
+                Ok(Fetched::Oversized(e.to_string()))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Turns what the store answered into the session (logging why when it is a fresh one).
+    pub fn open(&self, py: Python<'_>, verified: &Verified, fetched: Fetched) -> PyResult<Loaded> {
+        let now = time::now();
+        match lifecycle::open(&self.policy, verified, fetched, now) {
+            Opened::Existing { state, data } => {
+                let digest = self.secrets.sign(&verified.id);
+                Ok(Loaded {
+                    meta: SessionMeta::new(py, &verified.id, &digest, state),
+                    data: Some(data),
+                    delete_old: None,
+                })
+            }
+            Opened::Fresh {
+                state,
+                why,
+                delete_old,
+            } => {
+                let token = ids::log_token(&verified.id);
+                let (level, message) = match why {
+                    FreshReason::Missing => (
+                        Level::Info,
+                        format!("session {token} expired or unknown, starting a new session"),
+                    ),
+                    FreshReason::LifetimeOver => (
+                        Level::Info,
+                        format!("session {token} reached its lifetime, starting a new session"),
+                    ),
+                    FreshReason::Unreadable(why) => (
+                        Level::Warning,
+                        format!("unreadable record for session {token}, starting a new session: {why}"),
+                    ),
+                    FreshReason::Oversized(why) => (
+                        Level::Warning,
+                        format!("record of session {token} over the read limit, starting a new session: {why}"),
+                    ),
+                    FreshReason::Corrupt(why) => (
+                        Level::Warning,
+                        format!(
+                            "corrupt record for session {token} in {}, starting a new session: {why}",
+                            self.store.describe(py)
+                        ),
+                    ),
+                };
+                log(py, level, &message);
+                let (id, digest) = self.new_identity()?;
+                Ok(Loaded {
+                    meta: SessionMeta::new(py, &id, &digest, state),
+                    data: None,
+                    delete_old: delete_old.then(|| verified.id.clone()),
+                })
+            }
+        }
+    }
+
+    /// All load steps in a row, on this thread (the synchronous API).
+    pub fn load_now(&self, py: Python<'_>, check: CookieCheck) -> PyResult<Loaded> {
+        let verified = match check {
+            CookieCheck::Verified(verified) => verified,
+            CookieCheck::Absent | CookieCheck::Invalid => {
+                return Ok(Loaded {
+                    meta: self.fresh_meta(py)?,
+                    data: None,
+                    delete_old: None,
+                })
+            }
+        };
+        let fetched = self.fetch(py, &verified.id)?;
+        let loaded = self.open(py, &verified, fetched)?;
+        if let Some(old) = &loaded.delete_old {
+            self.delete(py, old)?;
+        }
+        Ok(loaded)
+    }
+
+    /// Serializes the session and decides what to write (`None`: nothing).
+    pub fn plan_save(&self, session: &Bound<'_, Session>) -> PyResult<Option<PlannedWrite>> {
+        let id = session.get().id(session.py())?;
+        let state = session.get().state();
+        let data = dict_to_json(session.as_super())?;
+        let now = time::now();
+        let blob = codec::encode(lifecycle::created_for_save(&state, now), &data);
+        let plan = lifecycle::plan_save(&self.policy, &state, blob, data.is_empty(), now)
+            .map_err(|e| PyValueError::new_err(e.to_string()))?;
+        Ok(plan.map(|plan| PlannedWrite { id, plan }))
+    }
+
+    /// Writes a planned record as its mode says. A conditional write that finds no record is
+    /// `Gone`; one that finds another writer's record is a conflict error.
+    pub fn write(&self, py: Python<'_>, write: &PlannedWrite) -> Result<WriteOutcome, StoreError> {
+        let PlannedWrite { id, plan } = write;
+        match &plan.mode {
+            WriteMode::Create => self
+                .store
+                .save(py, id, &plan.blob, plan.ttl)
+                .map(|()| WriteOutcome::Written),
+            WriteMode::IfExists => Ok(
+                if self.store.save_if_exists(py, id, &plan.blob, plan.ttl)? {
+                    WriteOutcome::Written
+                } else {
+                    WriteOutcome::Gone
+                },
+            ),
+            WriteMode::IfUnchanged(expected) => {
+                match self.store.save_if_unchanged(
+                    py,
+                    id,
+                    expected.as_deref(),
+                    &plan.blob,
+                    plan.ttl,
+                ) {
+                    Ok(()) => Ok(WriteOutcome::Written),
+                    // The record it loaded is gone rather than changed: ended by another request.
+                    Err(e) if e.kind == StoreErrorKind::Conflict && expected.is_some() => {
+                        match self.store.load(py, id, None, self.max_read_size) {
+                            Ok(None) => Ok(WriteOutcome::Gone),
+                            _ => Err(e),
+                        }
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+        }
+    }
+
+    /// Records what came of a write in the session (and logs a new or a dropped session).
+    pub fn record_write(
+        &self,
+        py: Python<'_>,
+        session: &Bound<'_, Session>,
+        write: PlannedWrite,
+        outcome: WriteOutcome,
+    ) {
+        let token = ids::log_token(&write.id);
+        let first = session
+            .get()
+            .update_state(|state| state.record_write(write.plan, outcome));
+        match outcome {
+            WriteOutcome::Written if first => {
+                log(py, Level::Info, &format!("session {token} created"))
+            }
+            WriteOutcome::Written => {}
+            WriteOutcome::Gone => log(
+                py,
+                Level::Warning,
+                &format!(
+                    "session {token} was ended or regenerated by another request since this one \
+                     loaded it; this request's changes were dropped"
+                ),
+            ),
+        }
+    }
+
+    /// Plans, writes and records, on this thread (the synchronous API).
+    pub fn save_now(&self, py: Python<'_>, session: &Bound<'_, Session>) -> PyResult<()> {
+        if let Some(write) = self.plan_save(session)? {
+            let outcome = self.write(py, &write)?;
+            self.record_write(py, session, write, outcome);
+        }
+        Ok(())
+    }
+
+    /// Sets both cookies, with a freshly computed digest, when they are due.
+    pub fn send_cookies(
+        &self,
+        handler: &Bound<'_, PyAny>,
+        session: &Bound<'_, Session>,
+    ) -> PyResult<()> {
+        let py = handler.py();
+        let due = session.get().update_state(|state| {
+            let send = state.cookies_to_send();
+            if send {
+                state.cookies_due = false;
+            }
+            send
+        });
+        if !due {
+            return Ok(());
+        }
+        let id = session.get().id(py)?;
+        let digest = self.secrets.sign(&id);
+        session.get().set_digest(py, &digest);
+        self.cookies.send(handler, &id, &digest)
+    }
+
+    /// The id of the session's record, if one exists (what a logout must delete).
+    pub fn stored_id(&self, session: &Bound<'_, Session>) -> Option<String> {
+        if session.get().state().is_stored() {
+            session.get().id(session.py()).ok()
+        } else {
+            None
+        }
+    }
+
+    /// Logout, once the record is deleted: a new id, no data, both cookies cleared. A write
+    /// after this stores a new session and sends its cookies.
+    pub fn destroy(
+        &self,
+        handler: Option<&Bound<'_, PyAny>>,
+        session: &Bound<'_, Session>,
+    ) -> PyResult<()> {
+        let py = session.py();
+        let old = session.get().id(py).ok();
+        session
+            .get()
+            .update_state(|state| state.destroy(time::now()));
+        let (id, digest) = self.new_identity()?;
+        session.get().set_identity(py, &id, &digest);
+        session.as_super().clear();
+        if let Some(handler) = handler {
+            self.cookies.clear(handler)?;
+        }
+        let token = old.as_deref().map(ids::log_token).unwrap_or_default();
+        log(py, Level::Info, &format!("session {token} destroyed"));
+        Ok(())
+    }
+
+    /// A new id for the same data (saved under it next). Returns the id whose record must be
+    /// deleted once that save is done.
+    pub fn regenerate(&self, session: &Bound<'_, Session>) -> PyResult<Option<String>> {
+        let py = session.py();
+        let old = session.get().id(py).ok();
+        let delete = session.get().update_state(SessionState::regenerate);
+        if session.get().state().gone {
+            return Ok(None);
+        }
+        let (id, digest) = self.new_identity()?;
+        session.get().set_identity(py, &id, &digest);
+        let token = old.as_deref().map(ids::log_token).unwrap_or_default();
+        log(py, Level::Info, &format!("session {token} regenerated"));
+        Ok(old.filter(|_| delete))
+    }
+
+    /// Removes a record.
+    pub fn delete(&self, py: Python<'_>, session_id: &str) -> Result<(), StoreError> {
+        self.store.delete(py, session_id)
+    }
+}
+
+/// A value given as an id or digest, as text: `get_secure_cookie` gives bytes on Python 3, apps
+/// may pass str.
+fn text(value: &Bound<'_, PyAny>) -> Option<String> {
+    if let Ok(bytes) = value.cast::<PyBytes>() {
+        return std::str::from_utf8(bytes.as_bytes())
+            .ok()
+            .map(str::to_owned);
+    }
+    value
+        .cast::<PyString>()
+        .ok()?
+        .to_str()
+        .ok()
+        .map(str::to_owned)
+}

@@ -1,0 +1,686 @@
+//! The session lifecycle: every decision between a request's cookies and the store, with no
+//! PyO3 in it, so the rules are tested here directly and every API path (the drop-in
+//! `TornadoSession`, `manager.get/set(handler)`, the mixin, the async methods) takes the same
+//! steps through `engine`:
+//!
+//! 1. [`verify`] the cookies: a genuine id (and whether its cookies must be sent again), none,
+//!    or a forgery;
+//! 2. [`open`] what the store answered: the session, or a fresh one (and why, and whether the
+//!    old record must be deleted);
+//! 3. [`plan_save`]: nothing when nothing changed, else the record and *how* to write it, so a
+//!    save never brings back a record another request destroyed or regenerated;
+//! 4. [`SessionState::record_write`] what came of the write, and [`SessionState::cookies_to_send`];
+//! 5. [`SessionState::destroy`] and [`SessionState::regenerate`].
+
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+use crate::codec;
+use crate::digest::{DigestCheck, Secrets};
+use crate::ids;
+
+/// Re-send the cookies of an active session once they are this old, well inside Tornado's
+/// 31-day limit on signed cookies and the 30-day default cookie expiry.
+pub const COOKIE_REFRESH_AGE: u64 = 24 * 3600;
+
+/// The manager's limits, as the lifecycle needs them.
+#[derive(Debug, Clone, Default)]
+pub struct Policy {
+    /// How long a session may go unused.
+    pub idle_timeout: Option<Duration>,
+    /// How long a session may live from its creation, however active.
+    pub lifetime: Option<Duration>,
+    /// The largest record a save may write, in bytes.
+    pub max_size: Option<usize>,
+    /// Whether saves check that nobody else saved the session since it was loaded.
+    pub detect_conflicts: bool,
+}
+
+impl Policy {
+    /// How long a record may live from now: the idle timeout, cut short by what is left of the
+    /// lifetime (at least a second, so a store never gets a zero or past expiry).
+    pub fn ttl(&self, created: u64, now: u64) -> Option<Duration> {
+        let remaining = self.lifetime.map(|lifetime| {
+            let age = Duration::from_secs(now.saturating_sub(created));
+            lifetime.saturating_sub(age).max(Duration::from_secs(1))
+        });
+        match (self.idle_timeout, remaining) {
+            (Some(idle), Some(remaining)) => Some(idle.min(remaining)),
+            (idle, remaining) => idle.or(remaining),
+        }
+    }
+
+    /// Whether a session created at `created` has outlived its lifetime at `now`.
+    pub fn lifetime_over(&self, created: u64, now: u64) -> bool {
+        self.lifetime
+            .is_some_and(|lifetime| now >= created.saturating_add(lifetime.as_secs()))
+    }
+}
+
+/// What a request's cookies say, before the store is asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CookieCheck {
+    /// No session cookie: a new session.
+    Absent,
+    /// A cookie that is not a genuine pair (forged, foreign, malformed, digest missing).
+    Invalid,
+    /// A genuine session id.
+    Verified(Verified),
+}
+
+/// A genuine session id, and whether its cookies must be sent again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    pub id: String,
+    /// Signed with an older secret or in the original's format, or the id cookie is getting old.
+    pub cookies_due: bool,
+}
+
+/// Checks an id and digest as read from the request. `id_signed_at` is when the signed id
+/// cookie was made (when known): one rule, for every API path, decides when it is re-sent.
+pub fn verify(
+    secrets: &Secrets,
+    id: Option<&str>,
+    digest: Option<&str>,
+    id_signed_at: Option<u64>,
+    now: u64,
+) -> CookieCheck {
+    let Some(id) = id else {
+        return CookieCheck::Absent;
+    };
+    let Some(digest) = digest else {
+        return CookieCheck::Invalid;
+    };
+    if !ids::is_valid_session_id(id) {
+        return CookieCheck::Invalid;
+    }
+    let outdated = match secrets.verify(id, digest.as_bytes()) {
+        DigestCheck::Invalid => return CookieCheck::Invalid,
+        DigestCheck::Current => false,
+        DigestCheck::Outdated => true,
+    };
+    let aging = id_signed_at.is_some_and(|signed| now.saturating_sub(signed) > COOKIE_REFRESH_AGE);
+    CookieCheck::Verified(Verified {
+        id: id.to_owned(),
+        cookies_due: outdated || aging,
+    })
+}
+
+/// What a session knows about itself between load and save, apart from its id and data.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SessionState {
+    /// When the session was created, in seconds since the epoch (`None`: not yet known; the
+    /// first save decides).
+    pub created: Option<u64>,
+    /// The record as the store held it when this request loaded or last saved it; `None` when
+    /// no record exists for this session's id as far as this request knows.
+    pub stored: Option<Vec<u8>>,
+    /// Whether the cookies must be sent once a record exists.
+    pub cookies_due: bool,
+    /// Set by [`SessionState::destroy`]: an empty session is not written (a logout leaves no
+    /// record behind), a non-empty one is a new session.
+    pub destroyed: bool,
+    /// Another request removed the record after this one loaded it (a logout or a
+    /// regeneration): nothing of this session is written or sent again.
+    pub gone: bool,
+}
+
+impl SessionState {
+    /// A new session, not stored yet.
+    pub fn fresh(now: u64) -> Self {
+        Self {
+            created: Some(now),
+            stored: None,
+            cookies_due: true,
+            destroyed: false,
+            gone: false,
+        }
+    }
+
+    /// A session opened from its stored record.
+    pub fn opened(created: u64, blob: Vec<u8>, cookies_due: bool) -> Self {
+        Self {
+            created: Some(created),
+            stored: Some(blob),
+            cookies_due,
+            destroyed: false,
+            gone: false,
+        }
+    }
+
+    /// Whether a record exists for this session's id (loaded or saved by this request).
+    pub fn is_stored(&self) -> bool {
+        self.stored.is_some() && !self.gone
+    }
+
+    /// Whether the cookies go out now: they are due and a record exists for them to name. A
+    /// session whose record is gone, or that was never stored, gets no cookie.
+    pub fn cookies_to_send(&self) -> bool {
+        self.cookies_due && self.is_stored()
+    }
+
+    /// Logout: the data goes, the id is replaced by the caller. Returns whether the old record
+    /// must be deleted. A write after this stores a new session and sends its cookies.
+    pub fn destroy(&mut self, now: u64) -> bool {
+        let delete = self.is_stored();
+        *self = Self {
+            destroyed: true,
+            ..Self::fresh(now)
+        };
+        delete
+    }
+
+    /// A new id for the same data (the caller replaces the id): returns whether the old record
+    /// must be deleted once the data is saved under the new id. A session whose record is gone
+    /// stays gone: regenerating must not revive a session another request ended.
+    pub fn regenerate(&mut self) -> bool {
+        if self.gone {
+            return false;
+        }
+        let delete = self.stored.take().is_some();
+        self.cookies_due = true;
+        delete
+    }
+
+    /// Records what came of writing `plan`; true when this was the session's first write.
+    pub fn record_write(&mut self, plan: SavePlan, outcome: WriteOutcome) -> bool {
+        match outcome {
+            WriteOutcome::Written => {
+                self.created = Some(plan.created);
+                let first = self.stored.is_none();
+                self.stored = Some(plan.blob);
+                self.destroyed = false;
+                first
+            }
+            WriteOutcome::Gone => {
+                self.gone = true;
+                self.stored = None;
+                self.cookies_due = false;
+                false
+            }
+        }
+    }
+}
+
+/// Why a load ended in a fresh session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FreshReason {
+    /// No record: expired, destroyed, or never saved.
+    Missing,
+    /// The store has a record it cannot read (a planted or damaged file, say).
+    Unreadable(String),
+    /// The record is larger than the read limit.
+    Oversized(String),
+    /// The record is not a tornsession record of a known version.
+    Corrupt(String),
+    /// The session outlived the manager's `lifetime`.
+    LifetimeOver,
+}
+
+/// What the store answered for a verified id, as the lifecycle distinguishes it. A store that
+/// failed as a whole is an error before this point: it never becomes a fresh session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fetched {
+    Record(Vec<u8>),
+    Missing,
+    Unreadable(String),
+    Oversized(String),
+}
+
+/// What a load comes to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Opened {
+    Existing {
+        state: SessionState,
+        data: Map<String, Value>,
+    },
+    /// A fresh session with a new id (so a bad or expired record is never written over under
+    /// the old one); `delete_old` when the old record must be removed.
+    Fresh {
+        state: SessionState,
+        why: FreshReason,
+        delete_old: bool,
+    },
+}
+
+/// Turns what the store answered for `verified` into the session.
+pub fn open(policy: &Policy, verified: &Verified, fetched: Fetched, now: u64) -> Opened {
+    let fresh = |why, delete_old| Opened::Fresh {
+        state: SessionState::fresh(now),
+        why,
+        delete_old,
+    };
+    let blob = match fetched {
+        Fetched::Record(blob) => blob,
+        Fetched::Missing => return fresh(FreshReason::Missing, false),
+        Fetched::Unreadable(why) => return fresh(FreshReason::Unreadable(why), false),
+        Fetched::Oversized(why) => return fresh(FreshReason::Oversized(why), false),
+    };
+    let record = match codec::decode(&blob) {
+        Ok(record) => record,
+        Err(e) => return fresh(FreshReason::Corrupt(e.to_string()), false),
+    };
+    if policy.lifetime_over(record.created, now) {
+        return fresh(FreshReason::LifetimeOver, true);
+    }
+    Opened::Existing {
+        state: SessionState::opened(record.created, blob, verified.cookies_due),
+        data: record.data,
+    }
+}
+
+/// How a planned record must be written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteMode {
+    /// A session not stored yet: create (or replace) the record.
+    Create,
+    /// A session loaded or saved before: only while its record still exists, so a `destroy()`
+    /// or `regenerate()` by another request or process is never undone.
+    IfExists,
+    /// With conflict detection: only if the record still is this (`None`: there is none).
+    IfUnchanged(Option<Vec<u8>>),
+}
+
+/// A decided write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SavePlan {
+    pub blob: Vec<u8>,
+    pub created: u64,
+    pub ttl: Option<Duration>,
+    pub mode: WriteMode,
+}
+
+/// What came of a conditional write (a conflict is an error of its own, raised by the caller).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteOutcome {
+    Written,
+    /// The record no longer exists: another request ended or regenerated the session.
+    Gone,
+}
+
+/// Why a session cannot be saved.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SaveError {
+    #[error(
+        "the session is {size} bytes serialized, over max_size={max_size}; the stored session \
+         was not changed"
+    )]
+    TooLarge { size: usize, max_size: usize },
+}
+
+/// The creation time a save records: the known one, else now.
+pub fn created_for_save(state: &SessionState, now: u64) -> u64 {
+    state.created.unwrap_or(now)
+}
+
+/// Decides what to write for a session whose serialized form is `blob` (encoded with
+/// [`created_for_save`]); `None` when nothing must be written.
+pub fn plan_save(
+    policy: &Policy,
+    state: &SessionState,
+    blob: Vec<u8>,
+    data_is_empty: bool,
+    now: u64,
+) -> Result<Option<SavePlan>, SaveError> {
+    if state.gone || state.stored.as_deref() == Some(blob.as_slice()) {
+        return Ok(None);
+    }
+    if state.destroyed && data_is_empty && state.stored.is_none() {
+        return Ok(None);
+    }
+    if let Some(max_size) = policy.max_size {
+        if blob.len() > max_size {
+            return Err(SaveError::TooLarge {
+                size: blob.len(),
+                max_size,
+            });
+        }
+    }
+    let mode = match (&state.stored, policy.detect_conflicts) {
+        (stored, true) => WriteMode::IfUnchanged(stored.clone()),
+        (Some(_), false) => WriteMode::IfExists,
+        (None, false) => WriteMode::Create,
+    };
+    let created = created_for_save(state, now);
+    Ok(Some(SavePlan {
+        ttl: policy.ttl(created, now),
+        created,
+        blob,
+        mode,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const NOW: u64 = 1_800_000_000;
+
+    fn secrets() -> Secrets {
+        Secrets::new(vec![
+            b"new secret of enough length, 32+".to_vec(),
+            b"old".to_vec(),
+        ])
+        .unwrap()
+    }
+
+    fn id() -> String {
+        ids::new_session_id().unwrap()
+    }
+
+    fn data(pairs: &[(&str, i64)]) -> Map<String, Value> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), Value::from(*v)))
+            .collect()
+    }
+
+    fn verified(cookies_due: bool) -> Verified {
+        Verified {
+            id: id(),
+            cookies_due,
+        }
+    }
+
+    #[test]
+    fn verify_tells_absent_invalid_current_outdated_and_aging_apart() {
+        let s = secrets();
+        let id = id();
+        let digest = s.sign(&id);
+        assert_eq!(verify(&s, None, None, None, NOW), CookieCheck::Absent);
+        assert_eq!(verify(&s, Some(&id), None, None, NOW), CookieCheck::Invalid);
+        assert_eq!(
+            verify(&s, Some(&id), Some("0".repeat(64).as_str()), None, NOW),
+            CookieCheck::Invalid
+        );
+        assert_eq!(
+            verify(&s, Some("../../etc/passwd"), Some(&digest), None, NOW),
+            CookieCheck::Invalid
+        );
+        let current = verify(&s, Some(&id), Some(&digest), Some(NOW - 60), NOW);
+        assert_eq!(
+            current,
+            CookieCheck::Verified(Verified {
+                id: id.clone(),
+                cookies_due: false
+            })
+        );
+        // Signed with the older secret: re-sent with the current digest.
+        let old = Secrets::new(vec![b"old".to_vec()]).unwrap().sign(&id);
+        assert!(matches!(
+            verify(&s, Some(&id), Some(&old), None, NOW),
+            CookieCheck::Verified(Verified {
+                cookies_due: true,
+                ..
+            })
+        ));
+        // A cookie signed three days ago is re-sent, whatever the API path.
+        assert!(matches!(
+            verify(&s, Some(&id), Some(&digest), Some(NOW - 3 * 86_400), NOW),
+            CookieCheck::Verified(Verified {
+                cookies_due: true,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn open_gives_the_session_or_a_fresh_one_with_the_reason() {
+        let policy = Policy::default();
+        let v = verified(false);
+        let blob = codec::encode(NOW - 10, &data(&[("n", 1)]));
+        match open(&policy, &v, Fetched::Record(blob.clone()), NOW) {
+            Opened::Existing { state, data: d } => {
+                assert_eq!(d, data(&[("n", 1)]));
+                assert_eq!(state.stored, Some(blob));
+                assert_eq!(state.created, Some(NOW - 10));
+                assert!(!state.cookies_to_send());
+            }
+            other => panic!("expected the stored session, got {other:?}"),
+        }
+        let reasons = [
+            (Fetched::Missing, FreshReason::Missing),
+            (
+                Fetched::Unreadable("a FIFO".into()),
+                FreshReason::Unreadable("a FIFO".into()),
+            ),
+            (
+                Fetched::Oversized("2 MB".into()),
+                FreshReason::Oversized("2 MB".into()),
+            ),
+        ];
+        for (fetched, expected) in reasons {
+            match open(&policy, &v, fetched, NOW) {
+                Opened::Fresh {
+                    state,
+                    why,
+                    delete_old,
+                } => {
+                    assert_eq!(why, expected);
+                    assert!(!delete_old);
+                    assert_eq!(state, SessionState::fresh(NOW));
+                }
+                other => panic!("expected a fresh session, got {other:?}"),
+            }
+        }
+        assert!(matches!(
+            open(
+                &policy,
+                &v,
+                Fetched::Record(b"\x80\x03pickle".to_vec()),
+                NOW
+            ),
+            Opened::Fresh {
+                why: FreshReason::Corrupt(_),
+                delete_old: false,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn a_session_past_its_lifetime_is_fresh_and_its_record_deleted() {
+        let policy = Policy {
+            lifetime: Some(Duration::from_secs(100)),
+            ..Policy::default()
+        };
+        let v = verified(false);
+        let old = codec::encode(NOW - 100, &data(&[]));
+        assert!(matches!(
+            open(&policy, &v, Fetched::Record(old), NOW),
+            Opened::Fresh {
+                why: FreshReason::LifetimeOver,
+                delete_old: true,
+                ..
+            }
+        ));
+        let young = codec::encode(NOW - 99, &data(&[]));
+        assert!(matches!(
+            open(&policy, &v, Fetched::Record(young), NOW),
+            Opened::Existing { .. }
+        ));
+    }
+
+    #[test]
+    fn ttl_is_the_idle_timeout_cut_short_by_the_lifetime() {
+        let idle = Policy {
+            idle_timeout: Some(Duration::from_secs(600)),
+            ..Policy::default()
+        };
+        assert_eq!(idle.ttl(NOW, NOW), Some(Duration::from_secs(600)));
+        let both = Policy {
+            lifetime: Some(Duration::from_secs(3600)),
+            ..idle.clone()
+        };
+        assert_eq!(both.ttl(NOW - 3300, NOW), Some(Duration::from_secs(300)));
+        assert_eq!(both.ttl(NOW - 9999, NOW), Some(Duration::from_secs(1)));
+        assert_eq!(Policy::default().ttl(NOW, NOW), None);
+    }
+
+    fn plan(policy: &Policy, state: &SessionState, d: &Map<String, Value>) -> Option<SavePlan> {
+        let blob = codec::encode(created_for_save(state, NOW), d);
+        plan_save(policy, state, blob, d.is_empty(), NOW).unwrap()
+    }
+
+    #[test]
+    fn a_new_session_is_created_then_rewritten_only_while_its_record_exists() {
+        let policy = Policy::default();
+        let mut state = SessionState::fresh(NOW);
+        assert!(!state.cookies_to_send(), "no cookie before a record exists");
+        let first = plan(&policy, &state, &data(&[("n", 1)])).unwrap();
+        assert_eq!(first.mode, WriteMode::Create);
+        assert!(state.record_write(first, WriteOutcome::Written));
+        assert!(state.cookies_to_send());
+        // Unchanged: nothing to write.
+        assert_eq!(plan(&policy, &state, &data(&[("n", 1)])), None);
+        let second = plan(&policy, &state, &data(&[("n", 2)])).unwrap();
+        assert_eq!(second.mode, WriteMode::IfExists);
+        assert!(!state.record_write(second, WriteOutcome::Written));
+    }
+
+    #[test]
+    fn a_loaded_session_whose_record_is_gone_is_never_written_again_nor_its_cookies_sent() {
+        let policy = Policy::default();
+        let blob = codec::encode(NOW, &data(&[("user", 1)]));
+        let mut state = SessionState::opened(NOW, blob, true);
+        let write = plan(&policy, &state, &data(&[("user", 1), ("n", 2)])).unwrap();
+        assert_eq!(write.mode, WriteMode::IfExists);
+        state.record_write(write, WriteOutcome::Gone);
+        assert!(state.gone && !state.cookies_to_send() && !state.is_stored());
+        assert_eq!(plan(&policy, &state, &data(&[("n", 3)])), None);
+        // Nor does regenerating revive it.
+        assert!(!state.regenerate());
+        assert_eq!(plan(&policy, &state, &data(&[("n", 3)])), None);
+    }
+
+    #[test]
+    fn conflict_detection_writes_only_over_the_record_it_loaded() {
+        let policy = Policy {
+            detect_conflicts: true,
+            ..Policy::default()
+        };
+        let fresh = SessionState::fresh(NOW);
+        assert_eq!(
+            plan(&policy, &fresh, &data(&[("n", 1)])).unwrap().mode,
+            WriteMode::IfUnchanged(None)
+        );
+        let blob = codec::encode(NOW, &data(&[("n", 1)]));
+        let loaded = SessionState::opened(NOW, blob.clone(), false);
+        assert_eq!(
+            plan(&policy, &loaded, &data(&[("n", 2)])).unwrap().mode,
+            WriteMode::IfUnchanged(Some(blob))
+        );
+    }
+
+    #[test]
+    fn destroy_deletes_the_record_and_a_later_write_is_a_new_session_with_cookies() {
+        let policy = Policy::default();
+        let blob = codec::encode(NOW, &data(&[("user", 1)]));
+        let mut state = SessionState::opened(NOW, blob, false);
+        assert!(state.destroy(NOW), "the stored record must be deleted");
+        assert!(!state.cookies_to_send());
+        // Logout with nothing written after it leaves no record.
+        assert_eq!(plan(&policy, &state, &data(&[])), None);
+        // A flash after logout: a new record and its cookies.
+        let write = plan(&policy, &state, &data(&[("flash", 1)])).unwrap();
+        assert_eq!(write.mode, WriteMode::Create);
+        state.record_write(write, WriteOutcome::Written);
+        assert!(state.cookies_to_send());
+        // Destroying a session never stored deletes nothing.
+        assert!(!SessionState::fresh(NOW).destroy(NOW));
+    }
+
+    #[test]
+    fn regenerate_moves_the_data_to_a_new_record_and_deletes_the_old() {
+        let policy = Policy::default();
+        let blob = codec::encode(NOW - 5, &data(&[("user", 1)]));
+        let mut state = SessionState::opened(NOW - 5, blob, false);
+        assert!(state.regenerate());
+        assert!(state.cookies_due && !state.is_stored());
+        let write = plan(&policy, &state, &data(&[("user", 1)])).unwrap();
+        assert_eq!(write.mode, WriteMode::Create);
+        assert_eq!(
+            write.created,
+            NOW - 5,
+            "the creation time travels with the data"
+        );
+        state.record_write(write, WriteOutcome::Written);
+        assert!(state.cookies_to_send());
+    }
+
+    #[test]
+    fn max_size_refuses_and_leaves_the_state_alone() {
+        let policy = Policy {
+            max_size: Some(64),
+            ..Policy::default()
+        };
+        let state = SessionState::fresh(NOW);
+        let big = codec::encode(NOW, &data(&[("x".repeat(100).as_str(), 1)]));
+        let size = big.len();
+        assert_eq!(
+            plan_save(&policy, &state, big, false, NOW),
+            Err(SaveError::TooLarge { size, max_size: 64 })
+        );
+        assert_eq!(state, SessionState::fresh(NOW));
+    }
+
+    proptest! {
+        /// Whatever happens to a session, a write is planned over an existing record only in
+        /// IfExists/IfUnchanged mode, never as a plain create; and after "gone" nothing is.
+        #[test]
+        fn no_sequence_of_steps_resurrects_a_gone_record(steps in proptest::collection::vec(0u8..5, 1..40)) {
+            let policy = Policy::default();
+            let mut state = SessionState::opened(NOW, codec::encode(NOW, &data(&[])), false);
+            let mut n = 0;
+            for step in steps {
+                n += 1;
+                match step {
+                    0 => {
+                        if let Some(p) = plan(&policy, &state, &data(&[("n", n)])) {
+                            if state.stored.is_some() {
+                                prop_assert_eq!(&p.mode, &WriteMode::IfExists);
+                            }
+                            state.record_write(p, WriteOutcome::Gone);
+                        }
+                    }
+                    1 => {
+                        if let Some(p) = plan(&policy, &state, &data(&[("n", n)])) {
+                            state.record_write(p, WriteOutcome::Written);
+                        }
+                    }
+                    2 => { state.regenerate(); }
+                    3 => { state.destroy(NOW); }
+                    _ => {}
+                }
+                if state.gone {
+                    prop_assert!(!state.cookies_to_send());
+                    prop_assert!(plan(&policy, &state, &data(&[("z", 1)])).is_none());
+                }
+                prop_assert!(!state.cookies_to_send() || state.stored.is_some());
+            }
+        }
+
+        #[test]
+        fn ttl_never_panics_and_never_exceeds_the_idle_timeout(
+            idle in proptest::option::of(1u64..10_000_000),
+            lifetime in proptest::option::of(1u64..10_000_000),
+            created in 0u64..u64::MAX,
+            now in 0u64..u64::MAX,
+        ) {
+            let policy = Policy {
+                idle_timeout: idle.map(Duration::from_secs),
+                lifetime: lifetime.map(Duration::from_secs),
+                ..Policy::default()
+            };
+            let ttl = policy.ttl(created, now);
+            if let (Some(ttl), Some(idle)) = (ttl, idle) {
+                prop_assert!(ttl <= Duration::from_secs(idle));
+            }
+            if let Some(ttl) = ttl {
+                prop_assert!(ttl >= Duration::from_secs(1));
+            }
+        }
+    }
+}

@@ -1,0 +1,211 @@
+//! The manager's options: parsed from Python values and checked when the manager is built, each
+//! error naming the option, so a bad option never surfaces later as a 500 on every request.
+
+use std::time::Duration;
+
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBool, PyBytes, PyList, PyString, PyTuple};
+
+use crate::errors::WeakSecretWarning;
+use crate::time;
+use crate::tornado_cookies::SecureMode;
+
+/// Secrets shorter than this are guessable offline from one digest cookie.
+pub const MIN_SECRET_BYTES: usize = 32;
+
+/// A duration option given as seconds (int or float) or a `datetime.timedelta`.
+pub fn duration(name: &str, value: &Bound<'_, PyAny>) -> PyResult<Duration> {
+    let seconds: f64 = match value.extract::<Duration>() {
+        Ok(duration) => duration.as_secs_f64(),
+        Err(_) if value.is_instance_of::<PyBool>() => {
+            return Err(PyTypeError::new_err(format!(
+                "{name} must be a number of seconds or a datetime.timedelta, not a bool"
+            )))
+        }
+        Err(_) => value.extract().map_err(|_| {
+            PyTypeError::new_err(format!(
+                "{name} must be a number of seconds or a datetime.timedelta"
+            ))
+        })?,
+    };
+    time::positive_duration(seconds).map_err(|e| PyValueError::new_err(format!("{name} {e}")))
+}
+
+/// A positive size in bytes.
+pub fn byte_size(name: &str, value: Option<usize>) -> PyResult<Option<usize>> {
+    match value {
+        Some(0) => Err(PyValueError::new_err(format!(
+            "{name} must be a positive number of bytes"
+        ))),
+        other => Ok(other),
+    }
+}
+
+/// `cookie_secure`: True, False or "auto".
+pub fn secure_mode(value: &Bound<'_, PyAny>) -> PyResult<SecureMode> {
+    if let Ok(flag) = value.cast::<PyBool>() {
+        return Ok(if flag.is_true() {
+            SecureMode::Always
+        } else {
+            SecureMode::Never
+        });
+    }
+    match value
+        .cast::<PyString>()
+        .map(|s| s.to_str().map(str::to_owned))
+    {
+        Ok(Ok(text)) if text == "auto" => Ok(SecureMode::Auto),
+        _ => Err(PyValueError::new_err(format!(
+            "cookie_secure must be True, False or 'auto', not {}",
+            value.repr()?
+        ))),
+    }
+}
+
+/// Checks a cookie name: an RFC 6265 token (visible ASCII but separators).
+pub fn check_cookie_name(option: &str, name: &str) -> Result<(), String> {
+    const SEPARATORS: &[u8] = b"()<>@,;:\\\"/[]?={} \t";
+    if name.is_empty() {
+        return Err(format!("{option} must not be empty"));
+    }
+    match name
+        .bytes()
+        .find(|b| !b.is_ascii_graphic() || SEPARATORS.contains(b))
+    {
+        None => Ok(()),
+        Some(_) => Err(format!(
+            "{option} {name:?} is not a cookie name: use letters, digits and !#$%&'*+-.^_`|~ \
+             (RFC 6265), no spaces, separators or non-ASCII"
+        )),
+    }
+}
+
+/// Checks a cookie attribute value (Path, Domain): no `;`, `,`, spaces or control characters,
+/// which would end the attribute or split the header.
+pub fn check_attribute(option: &str, value: &str) -> Result<(), String> {
+    match value
+        .chars()
+        .find(|c| *c == ';' || *c == ',' || c.is_whitespace() || c.is_control() || !c.is_ascii())
+    {
+        None => Ok(()),
+        Some(c) => Err(format!(
+            "{option} {value:?} contains {c:?}; cookie attributes cannot hold ';', ',', spaces, \
+             control or non-ASCII characters"
+        )),
+    }
+}
+
+/// Checks `cookie_samesite` against `cookie_secure` (browsers drop SameSite=None without Secure).
+pub fn check_samesite(samesite: Option<&str>, secure: SecureMode) -> Result<(), String> {
+    match samesite {
+        None | Some("Lax") | Some("Strict") => Ok(()),
+        Some("None") if secure == SecureMode::Always => Ok(()),
+        Some("None") => Err(
+            "cookie_samesite='None' needs cookie_secure=True: browsers refuse SameSite=None \
+             cookies without Secure"
+                .to_owned(),
+        ),
+        Some(other) => Err(format!(
+            "cookie_samesite must be 'Lax', 'Strict', 'None' or None, not {other:?}"
+        )),
+    }
+}
+
+/// Checks `cookie_expires_days`: finite and positive, or None for a browser-session cookie.
+pub fn check_expires_days(days: Option<f64>) -> Result<(), String> {
+    match days {
+        Some(days) if !(days.is_finite() && days > 0.0 && days <= 36_500.0) => Err(format!(
+            "cookie_expires_days must be a positive number of days (at most 36500) or None, not {days}"
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The keys from `secret=`: a str or bytes, or a list or tuple of them, newest first.
+pub fn secret_keys(secret: &Bound<'_, PyAny>) -> PyResult<Vec<Vec<u8>>> {
+    let one = |value: &Bound<'_, PyAny>| -> PyResult<Vec<u8>> {
+        if let Ok(text) = value.cast::<PyString>() {
+            return Ok(text.to_str()?.as_bytes().to_vec());
+        }
+        if let Ok(bytes) = value.cast::<PyBytes>() {
+            return Ok(bytes.as_bytes().to_vec());
+        }
+        Err(PyTypeError::new_err(format!(
+            "secret must be a str or bytes (or a list of them, newest first), not {}",
+            value.get_type().name()?
+        )))
+    };
+    if let Ok(list) = secret.cast::<PyList>() {
+        return list.iter().map(|s| one(&s)).collect();
+    }
+    if let Ok(tuple) = secret.cast::<PyTuple>() {
+        return tuple.iter().map(|s| one(&s)).collect();
+    }
+    Ok(vec![one(secret)?])
+}
+
+/// Warns (`WeakSecretWarning`, a `UserWarning`) when a secret is short enough to guess.
+pub fn warn_if_weak(py: Python<'_>, keys: &[Vec<u8>]) -> PyResult<()> {
+    if keys.iter().any(|key| key.len() < MIN_SECRET_BYTES) {
+        let category = py.get_type::<WeakSecretWarning>();
+        let message = std::ffi::CString::new(format!(
+            "a session secret is shorter than {MIN_SECRET_BYTES} bytes, so it can be guessed \
+             offline from one digest cookie; use a random one, e.g. the output of: python -c \
+             \"import secrets; print(secrets.token_hex(32))\""
+        ))
+        .expect("no NUL in the message");
+        PyErr::warn(py, &category, &message, 1)?;
+    }
+    Ok(())
+}
+
+/// Turns a check's message into a ValueError.
+pub fn value_error(message: String) -> PyErr {
+    PyValueError::new_err(message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cookie_names_are_rfc6265_tokens() {
+        for good in ["session_id", "__Host-sid", "a.b~c!#$%&'*+^`|"] {
+            assert_eq!(check_cookie_name("cookie_name", good), Ok(()), "{good}");
+        }
+        for bad in [
+            "", "a b", "a;b", "a=b", "a,b", "sé", "a\tb", "a\"b", "a\u{7f}",
+        ] {
+            let error = check_cookie_name("cookie_name", bad).unwrap_err();
+            assert!(error.starts_with("cookie_name"), "{error}");
+        }
+    }
+
+    #[test]
+    fn attributes_refuse_what_would_split_the_header() {
+        assert_eq!(check_attribute("cookie_path", "/app"), Ok(()));
+        assert_eq!(check_attribute("cookie_domain", ".example.com"), Ok(()));
+        for bad in ["/a;b", "/a,b", "a b", "a\nb", "é"] {
+            assert!(check_attribute("cookie_path", bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn samesite_none_needs_secure() {
+        assert!(check_samesite(Some("None"), SecureMode::Always).is_ok());
+        assert!(check_samesite(Some("None"), SecureMode::Auto).is_err());
+        assert!(check_samesite(Some("None"), SecureMode::Never).is_err());
+        assert!(check_samesite(Some("lax"), SecureMode::Always).is_err());
+        assert!(check_samesite(None, SecureMode::Never).is_ok());
+    }
+
+    #[test]
+    fn expires_days_is_finite_and_positive() {
+        assert!(check_expires_days(Some(30.0)).is_ok());
+        assert!(check_expires_days(None).is_ok());
+        for bad in [f64::NAN, f64::INFINITY, 0.0, -1.0, 1e300] {
+            assert!(check_expires_days(Some(bad)).is_err(), "{bad}");
+        }
+    }
+}
