@@ -1,0 +1,485 @@
+"""The session engine over real HTTP, for both API styles (the drop-in ``TornadoSession`` and
+``SessionMixin``) on the Memory, File, SQLite and Redis stores: requests of one session take
+turns, a save never brings back a destroyed or regenerated record, a failed save answers at
+once, a failed request is not saved, and cookies are renewed on the original API too.
+
+A real Tornado server runs on its own IOLoop in a thread; clients are keep-alive connections
+(``Browser``) with their own cookie jars.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import tornado.httpserver
+import tornado.netutil
+import tornado.web
+from conftest import Browser
+from servers import RedisServer
+from tornado.web import create_signed_value
+
+import tornsession
+from tornsession import _ordering
+
+COOKIE_SECRET = "engine-test-cookie-secret-of-32-bytes-or-more"
+SESSION_SECRET = "engine-test-session-secret-of-32-bytes-or-more"
+CONNECTIONS = 8
+INCREMENTS = 40
+
+
+class DropIn(tornado.web.RequestHandler):
+    """The original module's style: the session made in initialize(), saved by hand."""
+
+    def initialize(self) -> None:
+        self.session = tornsession.TornadoSession(self.application.session_manager, self)  # type: ignore[attr-defined]
+
+    def commit(self) -> Any:
+        self.session.save()
+
+    async def logout(self) -> None:
+        self.session.destroy()
+
+    async def regenerate(self) -> None:
+        self.session.regenerate()
+
+
+class Mixin(tornsession.SessionMixin, tornado.web.RequestHandler):
+    """The README's style: loaded in prepare(), saved before the response."""
+
+    def commit(self) -> Any:
+        return None
+
+    async def logout(self) -> None:
+        await self.session.adestroy()
+
+    async def regenerate(self) -> None:
+        await self.session.aregenerate()
+
+
+def routes(base: type) -> list[tuple[str, type]]:
+    class Increment(base):  # type: ignore[valid-type, misc]
+        def get(self) -> None:  # no await between read and write
+            n = self.session.get("n", 0) + 1
+            self.session["n"] = n
+            self.commit()
+            self.write(str(n))
+
+    class IncrementAwaiting(base):  # type: ignore[valid-type, misc]
+        async def get(self) -> None:
+            n = self.session.get("n", 0)
+            await asyncio.sleep(0.001)  # other requests run here
+            self.session["n"] = n + 1
+            self.commit()
+            self.write(str(n + 1))
+
+    class SlowWrite(base):  # type: ignore[valid-type, misc]
+        async def get(self) -> None:
+            self.session.get("n")
+            await asyncio.sleep(float(self.get_argument("sleep", "0.6")))
+            self.session["n"] = 100
+            self.session["slow"] = True
+            self.commit()
+
+    class Peek(base):  # type: ignore[valid-type, misc]
+        def get(self) -> None:
+            self.write(
+                {"id": self.session.session_id, "n": self.session.get("n"), **dict(self.session)}
+            )
+
+    class Logout(base):  # type: ignore[valid-type, misc]
+        async def post(self) -> None:
+            await self.logout()
+            if self.get_argument("flash", None):
+                self.session["flash"] = "you are logged out"
+                self.commit()
+
+    class Regenerate(base):  # type: ignore[valid-type, misc]
+        async def post(self) -> None:
+            await self.regenerate()
+
+    class Big(base):  # type: ignore[valid-type, misc]
+        def get(self) -> None:
+            self.session["note"] = "x" * 5000
+            self.commit()
+            self.write("saved")
+
+    class Raise(base):  # type: ignore[valid-type, misc]
+        def get(self) -> None:
+            self.session["half_done"] = True
+            raise RuntimeError("the handler failed after changing the session")
+
+    return [
+        (r"/inc", Increment),
+        (r"/inc-await", IncrementAwaiting),
+        (r"/slow", SlowWrite),
+        (r"/peek", Peek),
+        (r"/logout", Logout),
+        (r"/regenerate", Regenerate),
+        (r"/big", Big),
+        (r"/raise", Raise),
+    ]
+
+
+class InFlight(tornado.web.RequestHandler):
+    def get(self) -> None:
+        self.write(str(_ordering.sessions_in_flight()))
+
+
+class Server:
+    """A Tornado app on its own IOLoop in a thread, on a port the OS picked."""
+
+    def __init__(self, app: tornado.web.Application) -> None:
+        self.app = app
+        self.loop = asyncio.new_event_loop()
+        sockets = tornado.netutil.bind_sockets(0, "127.0.0.1", family=socket.AF_INET)
+        self.port: int = sockets[0].getsockname()[1]
+        started = threading.Event()
+
+        def run() -> None:
+            asyncio.set_event_loop(self.loop)
+
+            async def serve() -> None:
+                self.server = tornado.httpserver.HTTPServer(app)
+                self.server.add_sockets(sockets)
+                started.set()
+
+            self.loop.run_until_complete(serve())
+            self.loop.run_forever()
+
+        self.thread = threading.Thread(target=run, daemon=True)
+        self.thread.start()
+        assert started.wait(10)
+
+    def stop(self) -> None:
+        async def close() -> None:
+            self.server.stop()
+            await self.server.close_all_connections()
+
+        asyncio.run_coroutine_threadsafe(close(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+
+STORES = ["memory", "file", "sqlite", "redis"]
+STYLES = {"dropin": DropIn, "mixin": Mixin}
+
+
+@pytest.fixture
+def make_store(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> Callable[[str], Any]:
+    def make(kind: str) -> Any:
+        if kind == "memory":
+            return tornsession.MemoryStore()
+        if kind == "file":
+            return tornsession.FileStore(tmp_path / "sessions")
+        if kind == "sqlite":
+            return tornsession.SqliteStore(tmp_path / "sessions.db")
+        redis: RedisServer = request.getfixturevalue("redis_server")
+        prefix = f"engine-{time.monotonic_ns()}:"
+        return tornsession.RedisStore(redis.url, prefix=prefix)
+
+    return make
+
+
+@pytest.fixture
+def serve(make_store: Callable[[str], Any]) -> Iterator[Callable[..., Server]]:
+    servers: list[Server] = []
+
+    def start(style: str, kind: str, **options: Any) -> Server:
+        store = make_store(kind)
+        manager = tornsession.TornadoSessionManager(SESSION_SECRET, store=store, **options)
+        app = tornado.web.Application(
+            [*routes(STYLES[style]), (r"/in-flight", InFlight)], cookie_secret=COOKIE_SECRET
+        )
+        app.session_manager = manager  # type: ignore[attr-defined]
+        app.store = store  # type: ignore[attr-defined]
+        server = Server(app)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+def peek(port: int, cookies: dict[str, str]) -> dict[str, Any]:
+    with Browser(port) as browser:
+        browser.cookies = dict(cookies)
+        status, body = browser.get("/peek")
+        assert status == 200, body
+        result: dict[str, Any] = json.loads(body)
+        return result
+
+
+def record_exists(server: Server, session_id: str) -> bool:
+    """Whether the store still holds a record under `session_id` (asked through a manager of
+    the same secret: a missing record gives a fresh session with another id)."""
+    manager = tornsession.SessionManager(SESSION_SECRET, store=server.app.store)  # type: ignore[attr-defined]
+    digest = manager.get()  # any session, to sign with the same secret
+    del digest
+    signer = tornsession.SessionManager(SESSION_SECRET)
+    fresh = signer.get()
+    # The digest is HMAC(secret, id): make one for session_id by asking a manager to sign it.
+    from hmac import new as hmac_new
+
+    mac = hmac_new(SESSION_SECRET.encode(), session_id.encode(), "sha256").hexdigest()
+    del fresh
+    loaded = manager.get(session_id, mac)
+    return bool(loaded.session_id == session_id)
+
+
+def increment_concurrently(port: int, path: str) -> int:
+    with Browser(port) as first:
+        status, _ = first.get(path)
+        assert status == 200
+        cookies = dict(first.cookies)
+    errors: list[BaseException] = []
+
+    def client() -> None:
+        try:
+            with Browser(port) as browser:
+                browser.cookies = dict(cookies)
+                for _ in range(INCREMENTS):
+                    status, body = browser.get(path)
+                    assert status == 200, body
+        except BaseException as error:  # reported from the main thread
+            errors.append(error)
+
+    threads = [threading.Thread(target=client) for _ in range(CONNECTIONS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
+    final: int = peek(port, cookies)["n"]
+    return final
+
+
+@pytest.mark.parametrize("kind", STORES)
+@pytest.mark.parametrize("style", STYLES)
+@pytest.mark.parametrize("path", ["/inc", "/inc-await"])
+def test_concurrent_increments_of_one_session_are_all_kept(
+    serve: Callable[..., Server], style: str, kind: str, path: str
+) -> None:
+    server = serve(style, kind)
+    final = increment_concurrently(server.port, path)
+    assert final == 1 + CONNECTIONS * INCREMENTS, f"{CONNECTIONS * INCREMENTS + 1 - final} lost"
+    with Browser(server.port) as browser:
+        assert browser.get("/in-flight") == (200, "0"), "the turn table holds finished requests"
+
+
+def test_without_ordering_an_awaiting_handler_loses_updates(
+    serve: Callable[..., Server],
+) -> None:
+    # Proves the test above can fail: the same requests with order_requests=False.
+    server = serve("mixin", "memory", order_requests=False)
+    final = increment_concurrently(server.port, "/inc-await")
+    assert final < 1 + CONNECTIONS * INCREMENTS
+
+
+@pytest.mark.parametrize("ordered", [True, False], ids=["ordered", "unordered"])
+@pytest.mark.parametrize("action", ["/logout", "/regenerate"])
+@pytest.mark.parametrize("kind", STORES)
+@pytest.mark.parametrize("style", STYLES)
+def test_logout_or_regenerate_during_a_slow_write_is_not_undone(
+    serve: Callable[..., Server], style: str, kind: str, action: str, ordered: bool
+) -> None:
+    server = serve(style, kind, order_requests=ordered, order_timeout=5)
+    with Browser(server.port) as victim:
+        assert victim.get("/inc") == (200, "1")
+        old_cookies = dict(victim.cookies)
+        old_id = peek(server.port, old_cookies)["id"]
+        slow_status: list[int] = []
+
+        def slow_request() -> None:  # an attacker's request, with the stolen cookie
+            with Browser(server.port) as attacker:
+                attacker.cookies = dict(old_cookies)
+                slow_status.append(attacker.get("/slow?sleep=0.6")[0])
+
+        slow = threading.Thread(target=slow_request)
+        slow.start()
+        time.sleep(0.2)  # the slow request has loaded the session
+        status, _ = victim.request("POST", action, body="")
+        assert status == 200
+        new_cookies = dict(victim.cookies)
+        slow.join()
+    assert slow_status == [200]
+    assert not record_exists(server, old_id), "the old id's record came back"
+    after = peek(server.port, old_cookies)
+    assert after["id"] != old_id and after["n"] is None, "the old cookie opens the session again"
+    if action == "/regenerate":
+        kept = peek(server.port, new_cookies)
+        assert kept["id"] != old_id
+        # Ordered, the slow request finished before the regeneration and its write moved with
+        # the data; unordered, it was dropped.
+        assert kept["n"] == (100 if ordered else 1)
+
+
+@pytest.mark.parametrize("kind", STORES)
+@pytest.mark.parametrize("style", STYLES)
+def test_a_save_over_max_size_answers_500_at_once(
+    serve: Callable[..., Server], style: str, kind: str
+) -> None:
+    server = serve(style, kind, max_size=4096)
+    with Browser(server.port) as browser:
+        assert browser.get("/inc") == (200, "1")
+        started = time.monotonic()
+        status, _ = browser.get("/big")
+        assert status == 500
+        assert time.monotonic() - started < 1.0
+        assert peek(server.port, browser.cookies).get("note") is None
+        assert browser.get("/inc") == (200, "2"), "the session still works"
+
+
+@pytest.mark.parametrize("kind", STORES)
+@pytest.mark.parametrize("style", STYLES)
+def test_a_handler_that_raises_after_a_change_saves_nothing(
+    serve: Callable[..., Server], style: str, kind: str
+) -> None:
+    server = serve(style, kind)
+    with Browser(server.port) as browser:
+        assert browser.get("/inc") == (200, "1")
+        assert browser.get("/raise")[0] == 500
+        assert "half_done" not in peek(server.port, browser.cookies)
+
+
+@pytest.mark.parametrize("kind", ["memory", "redis"])
+@pytest.mark.parametrize("style", STYLES)
+def test_a_write_after_logout_is_a_new_session_with_its_cookies(
+    serve: Callable[..., Server], style: str, kind: str
+) -> None:
+    server = serve(style, kind)
+    with Browser(server.port) as browser:
+        assert browser.get("/inc") == (200, "1")
+        old_id = peek(server.port, browser.cookies)["id"]
+        status, _ = browser.request("POST", "/logout?flash=1", body="")
+        assert status == 200
+        assert browser.cookies, "the new session's cookies were sent"
+        after = peek(server.port, browser.cookies)
+        assert after["id"] != old_id and after["flash"] == "you are logged out"
+        assert not record_exists(server, old_id)
+
+
+@pytest.mark.parametrize("style", STYLES)
+def test_a_plain_logout_leaves_no_record_and_clears_the_cookies(
+    serve: Callable[..., Server], style: str
+) -> None:
+    server = serve(style, "memory")
+    store: tornsession.MemoryStore = server.app.store  # type: ignore[attr-defined]
+    with Browser(server.port) as browser:
+        assert browser.get("/inc") == (200, "1")
+        assert len(store) == 1
+        status, _ = browser.request("POST", "/logout", body="")
+        assert status == 200
+        assert browser.cookies == {}
+        assert len(store) == 0, "an orphan record was left by the logout"
+
+
+class OriginalApi(tornado.web.RequestHandler):
+    """The original module's manager API: manager.get(handler) / manager.set(handler, s)."""
+
+    def get(self) -> None:
+        manager = self.application.session_manager  # type: ignore[attr-defined]
+        session = manager.get(self)
+        session.setdefault("seen", 0)
+        manager.set(self, session)
+        self.write(session.session_id)
+
+
+def test_a_three_day_old_cookie_is_renewed_on_manager_get_and_set(
+    serve: Callable[..., Server],
+) -> None:
+    server = serve("dropin", "memory")
+    server.app.wildcard_router.add_rules([(r"/original", OriginalApi)])
+    with Browser(server.port) as browser:
+        assert browser.get("/original")[0] == 200
+        assert len(browser.last_set_cookie) == 2, "a new session's cookies are sent"
+        session_id = browser.get("/original")[1]
+        assert browser.last_set_cookie == [], "a fresh, unchanged session sends nothing"
+    three_days_ago = time.time() - 3 * 86400
+    digest = tornsession.SessionManager(SESSION_SECRET).get()  # only to reach the signer
+    del digest
+    from hmac import new as hmac_new
+
+    mac = hmac_new(SESSION_SECRET.encode(), session_id.encode(), "sha256").hexdigest()
+    aged = {
+        name: create_signed_value(
+            COOKIE_SECRET, name, value, clock=lambda: three_days_ago
+        ).decode()
+        for name, value in [("session_id", session_id), ("hmac_digest", mac)]
+    }
+    with Browser(server.port) as browser:
+        browser.cookies = aged
+        status, body = browser.get("/original")
+        assert (status, body) == (200, session_id), "the aged cookie still opens the session"
+        renewed = {header.split("=", 1)[0] for header in browser.last_set_cookie}
+        assert renewed == {"session_id", "hmac_digest"}
+
+
+def test_the_turn_table_is_empty_after_100000_sessions_and_memory_is_back() -> None:
+    import gc
+    import tracemalloc
+
+    async def soak() -> tuple[int, int, int]:
+        async def request(session_id: str) -> None:
+            turn = await _ordering.wait_for_turn(session_id, 5)
+            await asyncio.sleep(0)
+            turn.release()
+
+        async def wave(start: int) -> None:
+            # Two requests per session, so half of them wait for the other's turn.
+            ids = [f"{n:032x}" for n in range(start, start + 500)]
+            await asyncio.gather(*(request(i) for i in ids + ids))
+
+        await wave(10**9)
+        gc.collect()
+        tracemalloc.start()
+        before = tracemalloc.get_traced_memory()[0]
+        for start in range(0, 100_000, 500):
+            await wave(start)
+        gc.collect()
+        after = tracemalloc.get_traced_memory()[0]
+        tracemalloc.stop()
+        return _ordering.sessions_in_flight(), before, after
+
+    in_flight, before, after = asyncio.run(soak())
+    assert in_flight == 0
+    assert after - before < 64 * 1024, f"{after - before} bytes kept after the soak"
+
+
+def test_a_request_waiting_longer_than_order_timeout_gets_503(
+    serve: Callable[..., Server],
+) -> None:
+    server = serve("mixin", "memory", order_timeout=0.3)
+    with Browser(server.port) as browser:
+        assert browser.get("/inc") == (200, "1")
+        cookies = dict(browser.cookies)
+    results: list[int] = []
+
+    def slow() -> None:
+        with Browser(server.port) as holder:
+            holder.cookies = dict(cookies)
+            results.append(holder.get("/slow?sleep=1.0")[0])
+
+    thread = threading.Thread(target=slow)
+    thread.start()
+    time.sleep(0.2)
+    with Browser(server.port) as waiter:
+        waiter.cookies = dict(cookies)
+        started = time.monotonic()
+        status, _ = waiter.get("/inc")
+        waited = time.monotonic() - started
+    thread.join()
+    assert status == 503 and waited < 0.9, (status, waited)
+    assert results == [200]
+    assert peek(server.port, cookies)["n"] == 100, "the holder's write was kept"
