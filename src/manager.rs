@@ -484,7 +484,13 @@ impl SessionManager {
 
     /// The record for a verified id, refreshing its idle expiry as it is read.
     pub fn fetch(&self, py: Python<'_>, session_id: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        self.store.load(py, session_id, self.idle_timeout)
+        // The manager's own option for the limit is to come; the stores' default until then.
+        self.store.load(
+            py,
+            session_id,
+            self.idle_timeout,
+            crate::stores::DEFAULT_MAX_READ_SIZE,
+        )
     }
 
     /// Turns what the store returned into a session: its identity and data, or a fresh session
