@@ -24,7 +24,7 @@ mod _core {
     #[pymodule_export]
     use crate::py_stores::{
         PyFileStore, PyMemcachedStore, PyMemoryStore, PyRedisClusterStore, PyRedisStore,
-        PySqliteStore,
+        PySqliteStore, _store_load, _store_save_if_exists,
     };
     #[pymodule_export]
     use crate::session::{LoadBeforePrepare, Session, StoreTask, TornadoSession};

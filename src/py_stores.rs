@@ -428,6 +428,17 @@ impl StoreHandle {
         refresh: Option<Duration>,
         max_bytes: usize,
     ) -> Result<Option<Vec<u8>>, StoreError> {
+        self.load_unscrubbed(py, session_id, refresh, max_bytes)
+            .map_err(|e| e.without_id(session_id))
+    }
+
+    fn load_unscrubbed(
+        &self,
+        py: Python<'_>,
+        session_id: &str,
+        refresh: Option<Duration>,
+        max_bytes: usize,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
         match self {
             Self::Native(store) => {
                 let load = || match refresh {
@@ -475,17 +486,23 @@ impl StoreHandle {
                 Ok(Some(blob))
             }
         }
-        .map_err(|e| e.without_id(session_id))
     }
 
-    #[allow(
-        dead_code,
-        reason = "the manager's save of a loaded session adopts it in the lifecycle work"
-    )]
     /// Saves only over an existing record: `Ok(false)`, writing nothing, when there is none.
     /// Python stores use their `set_if_exists(key, value, ttl)` when they have one (atomic if
     /// theirs is); otherwise `get` then `set`, which a delete between the two can slip past.
     pub fn save_if_exists(
+        &self,
+        py: Python<'_>,
+        session_id: &str,
+        blob: &[u8],
+        ttl: Option<Duration>,
+    ) -> Result<bool, StoreError> {
+        self.save_if_exists_unscrubbed(py, session_id, blob, ttl)
+            .map_err(|e| e.without_id(session_id))
+    }
+
+    fn save_if_exists_unscrubbed(
         &self,
         py: Python<'_>,
         session_id: &str,
@@ -523,7 +540,6 @@ impl StoreHandle {
                 }
             }
         }
-        .map_err(|e| e.without_id(session_id))
     }
 
     pub fn save(
@@ -640,6 +656,45 @@ impl StoreHandle {
                 .map(|r| r.to_string())
                 .unwrap_or_else(|_| "Python store".to_owned()),
         }
+    }
+}
+
+/// `StoreHandle::save_if_exists` on any store a manager takes, for the test suite (the manager
+/// adopts it with the lifecycle work).
+#[pyfunction]
+#[pyo3(signature = (store, session_id, blob, ttl = None))]
+pub fn _store_save_if_exists(
+    py: Python<'_>,
+    store: &Bound<'_, PyAny>,
+    session_id: &str,
+    blob: &[u8],
+    ttl: Option<u64>,
+) -> PyResult<bool> {
+    let session_id = checked_id(session_id)?;
+    let handle = StoreHandle::from_object(store)?;
+    Ok(handle.save_if_exists(py, session_id, blob, ttl.map(Duration::from_secs))?)
+}
+
+/// `StoreHandle::load` with a byte limit on any store a manager takes, for the test suite.
+#[pyfunction]
+pub fn _store_load<'py>(
+    py: Python<'py>,
+    store: &Bound<'py, PyAny>,
+    session_id: &str,
+    max_bytes: usize,
+) -> PyResult<Option<Bound<'py, PyBytes>>> {
+    let session_id = checked_id(session_id)?;
+    let handle = StoreHandle::from_object(store)?;
+    let blob = handle.load(py, session_id, None, max_bytes)?;
+    Ok(blob.map(|blob| PyBytes::new(py, &blob)))
+}
+
+/// Stores only ever see valid ids; so do these hooks.
+fn checked_id(session_id: &str) -> PyResult<&str> {
+    if ids::is_valid_session_id(session_id) {
+        Ok(session_id)
+    } else {
+        Err(PyValueError::new_err("not a session id"))
     }
 }
 
