@@ -7,7 +7,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -246,6 +245,7 @@ def assert_no_id_anywhere(
             manager.get(sid, s.hmac_digest)  # may succeed: WAL readers pass a writer's lock
         except tornsession.SessionStoreError as e:
             seen.append(repr(e) + repr(e.__cause__) + repr(e.__context__))
+        s["changed"] = time.monotonic_ns()  # unchanged sessions are not written
         try:
             manager.set(s)
         except tornsession.SessionStoreError as e:
@@ -296,13 +296,28 @@ def test_a_locked_sqlite_database_does_not_reveal_the_id(
         SECRET, store=tornsession.SqliteStore(path, timeout=0.05)
     )
     s = saved(manager)
-    holder = sqlite3.connect(path, isolation_level=None)
-    holder.execute("BEGIN EXCLUSIVE")
+    # Another process: POSIX locks do not conflict within one process, and Python's SQLite is
+    # not the store's (bundled) one, so a second connection here would not block anything.
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sqlite3, sys\n"
+            f"c = sqlite3.connect({str(path)!r}, isolation_level=None)\n"
+            "c.execute('BEGIN EXCLUSIVE')\n"
+            "c.execute('DELETE FROM tornsession_sessions')\n"
+            "print('locked', flush=True)\n"
+            "sys.stdin.read()\n",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
+        assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
         assert_no_id_anywhere(manager, s, caplog, expect_error=True)
     finally:
-        holder.execute("ROLLBACK")
-        holder.close()
+        holder.communicate(timeout=10)
 
 
 def test_a_killed_redis_server_does_not_reveal_the_id(
