@@ -23,8 +23,8 @@ mod _core {
     use crate::manager::{_read_signed_cookie, SessionManager, TornadoSessionManager};
     #[pymodule_export]
     use crate::py_stores::{
-        PyFileStore, PyMemcachedStore, PyMemoryStore, PyRedisClusterStore, PyRedisStore,
-        PySqliteStore, _store_load, _store_save_if_exists,
+        _store_load, _store_save_if_exists, PyFileStore, PyMemcachedStore, PyMemoryStore,
+        PyRedisClusterStore, PyRedisStore, PySqliteStore,
     };
     #[pymodule_export]
     use crate::session::{LoadBeforePrepare, Session, StoreTask, TornadoSession};

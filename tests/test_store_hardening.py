@@ -292,9 +292,7 @@ def test_a_locked_sqlite_database_does_not_reveal_the_id(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     path = tmp_path / "sessions.db"
-    manager = tornsession.SessionManager(
-        SECRET, store=tornsession.SqliteStore(path, timeout=0.05)
-    )
+    manager = tornsession.SessionManager(SECRET, store=tornsession.SqliteStore(path, timeout=0.05))
     s = saved(manager)
     # Another process: POSIX locks do not conflict within one process, and Python's SQLite is
     # not the store's (bundled) one, so a second connection here would not block anything.
@@ -412,11 +410,13 @@ def test_memory_store_max_bytes_cannot_be_none() -> None:
 
 @pytest.mark.parametrize("kind", ["memory", "file", "sqlite"])
 def test_keys_keep_their_order_through_save_and_load(tmp_path: Path, kind: str) -> None:
-    store = {
-        "memory": lambda: tornsession.MemoryStore(),
-        "file": lambda: tornsession.FileStore(tmp_path),
-        "sqlite": lambda: tornsession.SqliteStore(tmp_path / "s.db"),
-    }[kind]()
+    store: tornsession.MemoryStore | tornsession.FileStore | tornsession.SqliteStore
+    if kind == "memory":
+        store = tornsession.MemoryStore()
+    elif kind == "file":
+        store = tornsession.FileStore(tmp_path)
+    else:
+        store = tornsession.SqliteStore(tmp_path / "s.db")
     manager = tornsession.SessionManager(SECRET, store=store)
     s = manager.get()
     s["b"] = 1
@@ -515,4 +515,3 @@ def test_the_cleanup_command_takes_extreme_timeouts_without_a_traceback(
     )
     assert done.returncode == code, done.stderr
     assert "Traceback" not in done.stderr and "panicked" not in done.stderr
-

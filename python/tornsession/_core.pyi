@@ -207,9 +207,7 @@ class MemcachedStore:
     def prefix(self) -> str:
         """What every key starts with."""
 
-def _store_save_if_exists(
-    store: Any, session_id: str, blob: bytes, ttl: int | None = None
-) -> bool:
+def _store_save_if_exists(store: Any, session_id: str, blob: bytes, ttl: int | None = None) -> bool:
     """Test hook: save ``blob`` only over an existing record of ``session_id`` in ``store``."""
 
 def _store_load(store: Any, session_id: str, max_bytes: int) -> bytes | None:
