@@ -71,7 +71,17 @@ class AtomicDictStore(DictStore):
 
 
 @pytest.fixture(
-    params=["memory", "file", "file-durable", "sqlite", "redis", "memcached", "python", "atomic"]
+    params=[
+        "memory",
+        "file",
+        "file-durable",
+        "sqlite",
+        "redis",
+        "redis-cluster",
+        "memcached",
+        "python",
+        "atomic",
+    ]
 )
 def store(
     request: pytest.FixtureRequest,
@@ -89,6 +99,11 @@ def store(
     if kind == "redis":
         server: RedisServer = request.getfixturevalue("redis_server")
         return tornsession.RedisStore(server.url, prefix=f"hardening-{time.monotonic_ns()}:")
+    if kind == "redis-cluster":
+        nodes: list[RedisServer] = request.getfixturevalue("redis_cluster")
+        return tornsession.RedisClusterStore(
+            [nodes[0].url.removesuffix("/0")], prefix=f"hardening-{time.monotonic_ns()}:"
+        )
     if kind == "memcached":
         servers: list[ServerProcess] = request.getfixturevalue("memcached_servers")
         return tornsession.MemcachedStore(
