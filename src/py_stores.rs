@@ -113,7 +113,8 @@ impl PyFileStore {
 
     /// Deletes session files unused for longer than `idle_timeout` seconds (default: the idle
     /// timeout of the manager using this store) and temporary files a crash left behind.
-    /// Returns how many of each: `{"expired": n, "stale_temporary": m}`.
+    /// Returns how many of each: `(expired, stale_temporary)`. An `idle_timeout` beyond what a
+    /// duration holds deletes no session; NaN, infinities and non-positive values are refused.
     #[pyo3(signature = (idle_timeout = None))]
     fn cleanup(&self, py: Python<'_>, idle_timeout: Option<f64>) -> PyResult<(usize, usize)> {
         let idle_timeout = match idle_timeout {
