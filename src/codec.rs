@@ -83,6 +83,25 @@ mod tests {
     }
 
     #[test]
+    fn keys_keep_their_insertion_order_through_encode_and_decode() {
+        // serde_json's preserve_order: a session iterates in the order its keys were set,
+        // as a dict does, before and after a round trip through the store.
+        let mut data = Map::new();
+        for key in ["b", "a", "z", "m"] {
+            data.insert(key.to_owned(), json!({"y": 1, "x": 2}));
+        }
+        let blob = encode(1, &data);
+        assert_eq!(
+            blob,
+            br#"{"v":1,"c":1,"d":{"b":{"y":1,"x":2},"a":{"y":1,"x":2},"z":{"y":1,"x":2},"m":{"y":1,"x":2}}}"#
+        );
+        let record = decode(&blob).unwrap();
+        assert_eq!(record.data.keys().collect::<Vec<_>>(), ["b", "a", "z", "m"]);
+        let nested = record.data["b"].as_object().unwrap();
+        assert_eq!(nested.keys().collect::<Vec<_>>(), ["y", "x"]);
+    }
+
+    #[test]
     fn stored_form_is_the_documented_envelope() {
         let data = json!({"a": 1}).as_object().unwrap().clone();
         assert_eq!(encode(5, &data), br#"{"v":1,"c":5,"d":{"a":1}}"#);

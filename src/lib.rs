@@ -37,8 +37,8 @@ mod _core {
     use crate::manager::{SessionManager, TornadoSessionManager};
     #[pymodule_export]
     use crate::py_stores::{
-        PyFileStore, PyMemcachedStore, PyMemoryStore, PyRedisClusterStore, PyRedisStore,
-        PySqliteStore,
+        _store_load, _store_save_if_exists, PyFileStore, PyMemcachedStore, PyMemoryStore,
+        PyRedisClusterStore, PyRedisStore, PySqliteStore,
     };
     #[pymodule_export]
     use crate::session::Session;

@@ -16,8 +16,31 @@ use crate::stores::{self, SessionStore, StoreError};
 
 /// The number of sessions a `MemoryStore` keeps unless told otherwise.
 pub const DEFAULT_MAX_SESSIONS: usize = 100_000;
+/// The bytes a `MemoryStore` holds at most unless told otherwise: 256 MiB leaves the default
+/// 100,000 sessions an average of about 2.5 KiB each, several times what a session typically
+/// holds (a user id, a token, a few flash messages), while sessions that keep growing stop at a
+/// quarter GiB instead of taking the process down.
+pub const DEFAULT_MAX_BYTES: usize = 256 << 20;
 
-/// Sessions in this process's memory: thread-safe, bounded, least recently used evicted first.
+/// The longest timeout a store takes, in seconds. A store call waiting longer than an hour is a
+/// hung request; beyond it, durations overflow the clocks and integers they end up in.
+const MAX_TIMEOUT_SECONDS: f64 = 3600.0;
+/// The most connections a network store keeps (per server); pools allocate their slots ahead.
+const MAX_POOL_SIZE: i64 = 1024;
+
+/// A count from Python, refusing what is below `min` or above `max`, naming the option.
+fn count(name: &str, value: i64, min: i64, max: i64) -> PyResult<usize> {
+    if (min..=max).contains(&value) {
+        usize::try_from(value).map_err(|e| PyValueError::new_err(format!("{name}: {e}")))
+    } else {
+        Err(PyValueError::new_err(format!(
+            "{name} must be from {min} to {max}, not {value}"
+        )))
+    }
+}
+
+/// Sessions in this process's memory: thread-safe, bounded in count and bytes; sessions used
+/// on more than one request outlive a flood of sessions used once.
 #[pyclass(module = "tornsession", frozen, name = "MemoryStore")]
 pub struct PyMemoryStore {
     store: Arc<stores::MemoryStore>,
@@ -26,18 +49,30 @@ pub struct PyMemoryStore {
 #[pymethods]
 impl PyMemoryStore {
     #[new]
-    #[pyo3(signature = (max_sessions = DEFAULT_MAX_SESSIONS), text_signature = "(max_sessions=100000)")]
-    fn new(max_sessions: usize) -> PyResult<Self> {
-        let max_sessions = NonZeroUsize::new(max_sessions)
-            .ok_or_else(|| PyValueError::new_err("max_sessions must be at least 1"))?;
+    #[pyo3(
+        signature = (max_sessions = DEFAULT_MAX_SESSIONS as i64, *, max_bytes = DEFAULT_MAX_BYTES as i64),
+        text_signature = "(max_sessions=100000, *, max_bytes=268435456)"
+    )]
+    fn new(max_sessions: i64, max_bytes: i64) -> PyResult<Self> {
+        let non_zero = |name: &str, value: i64| {
+            NonZeroUsize::new(count(name, value, 1, i64::MAX)?)
+                .ok_or_else(|| PyValueError::new_err(format!("{name} must be at least 1")))
+        };
+        let max_sessions = non_zero("max_sessions", max_sessions)?;
+        let max_bytes = non_zero("max_bytes", max_bytes)?;
         Ok(Self {
-            store: Arc::new(stores::MemoryStore::new(max_sessions)),
+            store: Arc::new(stores::MemoryStore::new(max_sessions, max_bytes)),
         })
     }
 
     #[getter]
     fn max_sessions(&self) -> usize {
         self.store.max_sessions()
+    }
+
+    #[getter]
+    fn max_bytes(&self) -> usize {
+        self.store.max_bytes()
     }
 
     fn __len__(&self) -> usize {
@@ -58,8 +93,9 @@ pub struct PyFileStore {
 #[pymethods]
 impl PyFileStore {
     #[new]
-    fn new(py: Python<'_>, path: PathBuf) -> PyResult<Self> {
-        let store = py.detach(|| stores::FileStore::open(path))?;
+    #[pyo3(signature = (path, *, durable = false), text_signature = "(path, *, durable=False)")]
+    fn new(py: Python<'_>, path: PathBuf, durable: bool) -> PyResult<Self> {
+        let store = py.detach(|| stores::FileStore::open(path, durable))?;
         Ok(Self {
             store: Arc::new(store),
         })
@@ -70,13 +106,22 @@ impl PyFileStore {
         self.store.folder().to_path_buf()
     }
 
+    #[getter]
+    fn durable(&self) -> bool {
+        self.store.durable()
+    }
+
     /// Deletes session files unused for longer than `idle_timeout` seconds (default: the idle
     /// timeout of the manager using this store) and temporary files a crash left behind.
-    /// Returns how many of each: `{"expired": n, "stale_temporary": m}`.
+    /// Returns how many of each: `(expired, stale_temporary)`. An `idle_timeout` beyond what a
+    /// duration holds deletes no session; NaN, infinities and non-positive values are refused.
     #[pyo3(signature = (idle_timeout = None))]
     fn cleanup(&self, py: Python<'_>, idle_timeout: Option<f64>) -> PyResult<(usize, usize)> {
         let idle_timeout = match idle_timeout {
-            Some(secs) if secs.is_finite() && secs > 0.0 => Duration::from_secs_f64(secs),
+            // Beyond what a Duration holds means "nothing is that old": cleanup deletes nothing.
+            Some(secs) if secs.is_finite() && secs > 0.0 => {
+                Duration::try_from_secs_f64(secs).unwrap_or(Duration::MAX)
+            }
             Some(secs) => {
                 return Err(PyValueError::new_err(format!(
                     "idle_timeout must be a positive number of seconds, not {secs}"
@@ -98,15 +143,19 @@ impl PyFileStore {
     }
 }
 
-/// Seconds from Python as a `Duration`, refusing what is not a positive finite number.
+/// A timeout from Python as a `Duration`, refusing what is not a positive number of seconds up
+/// to `MAX_TIMEOUT_SECONDS` (NaN and infinities included), or rounds to nothing.
 fn positive_seconds(name: &str, seconds: f64) -> PyResult<Duration> {
-    if seconds.is_finite() && seconds > 0.0 {
-        Duration::try_from_secs_f64(seconds)
-            .map_err(|e| PyValueError::new_err(format!("{name}: {e}")))
-    } else {
-        Err(PyValueError::new_err(format!(
-            "{name} must be a positive number of seconds, not {seconds}"
-        )))
+    if !(seconds > 0.0 && seconds <= MAX_TIMEOUT_SECONDS) {
+        return Err(PyValueError::new_err(format!(
+            "{name} must be a positive number of seconds up to {MAX_TIMEOUT_SECONDS}, not {seconds}"
+        )));
+    }
+    match Duration::try_from_secs_f64(seconds) {
+        Ok(duration) if duration >= Duration::from_micros(1) => Ok(duration),
+        _ => Err(PyValueError::new_err(format!(
+            "{name} must be at least a microsecond, not {seconds}"
+        ))),
     }
 }
 
@@ -119,10 +168,13 @@ pub struct PySqliteStore {
 #[pymethods]
 impl PySqliteStore {
     #[new]
-    #[pyo3(signature = (path, *, timeout = 5.0), text_signature = "(path, *, timeout=5.0)")]
-    fn new(py: Python<'_>, path: PathBuf, timeout: f64) -> PyResult<Self> {
+    #[pyo3(
+        signature = (path, *, timeout = 5.0, durable = false),
+        text_signature = "(path, *, timeout=5.0, durable=False)"
+    )]
+    fn new(py: Python<'_>, path: PathBuf, timeout: f64, durable: bool) -> PyResult<Self> {
         let busy_timeout = positive_seconds("timeout", timeout)?;
-        let store = py.detach(|| stores::SqliteStore::open(path, busy_timeout))?;
+        let store = py.detach(|| stores::SqliteStore::open(path, busy_timeout, durable))?;
         Ok(Self {
             store: Arc::new(store),
         })
@@ -131,6 +183,16 @@ impl PySqliteStore {
     #[getter]
     fn path(&self) -> PathBuf {
         self.store.path().to_path_buf()
+    }
+
+    #[getter]
+    fn durable(&self) -> bool {
+        self.store.durable()
+    }
+
+    /// SQLite's `synchronous` setting in force: 1 (NORMAL) or 2 (FULL, with durable=True).
+    fn _synchronous(&self, py: Python<'_>) -> PyResult<i64> {
+        Ok(py.detach(|| self.store.synchronous())?)
     }
 
     fn __repr__(&self) -> String {
@@ -148,16 +210,13 @@ fn redis_options(
     prefix: String,
     connect_timeout: f64,
     timeout: f64,
-    pool_size: usize,
+    pool_size: i64,
 ) -> PyResult<stores::RedisOptions> {
-    if pool_size == 0 {
-        return Err(PyValueError::new_err("pool_size must be at least 1"));
-    }
     Ok(stores::RedisOptions {
         prefix,
         connect_timeout: positive_seconds("connect_timeout", connect_timeout)?,
         timeout: positive_seconds("timeout", timeout)?,
-        pool_size,
+        pool_size: count("pool_size", pool_size, 1, MAX_POOL_SIZE)?,
     })
 }
 
@@ -165,7 +224,7 @@ fn redis_options(
 impl PyRedisStore {
     #[new]
     #[pyo3(
-        signature = (url, *, prefix = stores::redis::DEFAULT_PREFIX.to_owned(), connect_timeout = 1.0, timeout = 1.0, pool_size = stores::redis::DEFAULT_POOL_SIZE),
+        signature = (url, *, prefix = stores::redis::DEFAULT_PREFIX.to_owned(), connect_timeout = 1.0, timeout = 1.0, pool_size = stores::redis::DEFAULT_POOL_SIZE as i64),
         text_signature = "(url, *, prefix='tornsession:', connect_timeout=1.0, timeout=1.0, pool_size=8)"
     )]
     fn new(
@@ -173,7 +232,7 @@ impl PyRedisStore {
         prefix: String,
         connect_timeout: f64,
         timeout: f64,
-        pool_size: usize,
+        pool_size: i64,
     ) -> PyResult<Self> {
         let options = redis_options(prefix, connect_timeout, timeout, pool_size)?;
         let store = stores::RedisStore::new(url, options).map_err(value_error)?;
@@ -207,7 +266,7 @@ pub struct PyRedisClusterStore {
 impl PyRedisClusterStore {
     #[new]
     #[pyo3(
-        signature = (urls, *, prefix = stores::redis::DEFAULT_PREFIX.to_owned(), connect_timeout = 1.0, timeout = 1.0, pool_size = stores::redis::DEFAULT_POOL_SIZE),
+        signature = (urls, *, prefix = stores::redis::DEFAULT_PREFIX.to_owned(), connect_timeout = 1.0, timeout = 1.0, pool_size = stores::redis::DEFAULT_POOL_SIZE as i64),
         text_signature = "(urls, *, prefix='tornsession:', connect_timeout=1.0, timeout=1.0, pool_size=8)"
     )]
     fn new(
@@ -215,7 +274,7 @@ impl PyRedisClusterStore {
         prefix: String,
         connect_timeout: f64,
         timeout: f64,
-        pool_size: usize,
+        pool_size: i64,
     ) -> PyResult<Self> {
         let options = redis_options(prefix, connect_timeout, timeout, pool_size)?;
         let store = stores::RedisClusterStore::new(&urls, options).map_err(value_error)?;
@@ -249,7 +308,7 @@ pub struct PyMemcachedStore {
 impl PyMemcachedStore {
     #[new]
     #[pyo3(
-        signature = (servers, *, prefix = stores::memcached::DEFAULT_PREFIX.to_owned(), connect_timeout = 1.0, timeout = 1.0, pool_size = stores::memcached::DEFAULT_POOL_SIZE),
+        signature = (servers, *, prefix = stores::memcached::DEFAULT_PREFIX.to_owned(), connect_timeout = 1.0, timeout = 1.0, pool_size = i64::from(stores::memcached::DEFAULT_POOL_SIZE)),
         text_signature = "(servers, *, prefix='tornsession:', connect_timeout=1.0, timeout=1.0, pool_size=8)"
     )]
     fn new(
@@ -257,13 +316,14 @@ impl PyMemcachedStore {
         prefix: String,
         connect_timeout: f64,
         timeout: f64,
-        pool_size: u32,
+        pool_size: i64,
     ) -> PyResult<Self> {
+        let pool_size = count("pool_size", pool_size, 1, MAX_POOL_SIZE)?;
         let options = stores::MemcachedOptions {
             prefix,
             connect_timeout: positive_seconds("connect_timeout", connect_timeout)?,
             timeout: positive_seconds("timeout", timeout)?,
-            pool_size,
+            pool_size: u32::try_from(pool_size).unwrap_or(u32::MAX),
         };
         let store = stores::MemcachedStore::new(&servers, options).map_err(value_error)?;
         Ok(Self {
@@ -350,17 +410,18 @@ impl StoreHandle {
     }
 
     pub fn default_memory() -> Self {
-        let max = NonZeroUsize::new(DEFAULT_MAX_SESSIONS).expect("non-zero constant");
-        Self::Native(Arc::new(stores::MemoryStore::new(max)))
+        let max_sessions = NonZeroUsize::new(DEFAULT_MAX_SESSIONS).expect("non-zero constant");
+        let max_bytes = NonZeroUsize::new(DEFAULT_MAX_BYTES).expect("non-zero constant");
+        Self::Native(Arc::new(stores::MemoryStore::new(max_sessions, max_bytes)))
     }
 
     pub fn file(py: Python<'_>, folder: PathBuf) -> PyResult<Self> {
-        let store = py.detach(|| stores::FileStore::open(folder))?;
+        let store = py.detach(|| stores::FileStore::open(folder, false))?;
         Ok(Self::Native(Arc::new(store)))
     }
 
     /// Loads a record; with `refresh`, also moves its expiry that far ahead (and never returns
-    /// a record idle for longer).
+    /// a record idle for longer). A record above `max_bytes` is an `OversizedRecord` error.
     pub fn load(
         &self,
         py: Python<'_>,
@@ -368,45 +429,22 @@ impl StoreHandle {
         refresh: Option<Duration>,
         max_bytes: usize,
     ) -> Result<Option<Vec<u8>>, StoreError> {
-        let found = self.load_unbounded(py, session_id, refresh)?;
-        match found {
-            Some(blob) if blob.len() > max_bytes => Err(StoreError {
-                store: self.describe(py),
-                cause: format!(
-                    "the record is {} bytes, over the read limit of {max_bytes}",
-                    blob.len()
-                ),
-                kind: stores::StoreErrorKind::OversizedRecord,
-            }),
-            found => Ok(found),
-        }
+        self.load_unscrubbed(py, session_id, refresh, max_bytes)
+            .map_err(|e| e.without_id(session_id))
     }
 
-    /// Saves only if a record exists (placeholder until the stores do it natively).
-    pub fn save_if_exists(
-        &self,
-        py: Python<'_>,
-        session_id: &str,
-        blob: &[u8],
-        ttl: Option<Duration>,
-    ) -> Result<bool, StoreError> {
-        if self.load_unbounded(py, session_id, None)?.is_none() {
-            return Ok(false);
-        }
-        self.save(py, session_id, blob, ttl).map(|()| true)
-    }
-
-    fn load_unbounded(
+    fn load_unscrubbed(
         &self,
         py: Python<'_>,
         session_id: &str,
         refresh: Option<Duration>,
+        max_bytes: usize,
     ) -> Result<Option<Vec<u8>>, StoreError> {
         match self {
             Self::Native(store) => {
                 let load = || match refresh {
-                    Some(ttl) => store.load_touching(session_id, ttl),
-                    None => store.load(session_id),
+                    Some(ttl) => store.load_touching(session_id, ttl, max_bytes),
+                    None => store.load(session_id, max_bytes),
                 };
                 if store.blocks() {
                     py.detach(load)
@@ -426,6 +464,18 @@ impl StoreHandle {
                 let blob = found
                     .extract::<Vec<u8>>()
                     .map_err(|e| python_store_error(store, "get", e))?;
+                if blob.len() > max_bytes {
+                    return Err(StoreError {
+                        store: self.describe(py),
+                        cause: format!(
+                            "the record of session {} holds {} bytes, more than the {max_bytes} \
+                             a load reads",
+                            ids::log_token(session_id),
+                            blob.len()
+                        ),
+                        kind: stores::StoreErrorKind::OversizedRecord,
+                    });
+                }
                 // touch() is optional for Python stores; without it, expiry moves on save only.
                 if let Some(ttl) = refresh {
                     if store.hasattr(intern!(py, "touch")).unwrap_or(false) {
@@ -435,6 +485,60 @@ impl StoreHandle {
                     }
                 }
                 Ok(Some(blob))
+            }
+        }
+    }
+
+    /// Saves only over an existing record: `Ok(false)`, writing nothing, when there is none.
+    /// Python stores use their `set_if_exists(key, value, ttl)` when they have one (atomic if
+    /// theirs is); otherwise `get` then `set`, which a delete between the two can slip past.
+    pub fn save_if_exists(
+        &self,
+        py: Python<'_>,
+        session_id: &str,
+        blob: &[u8],
+        ttl: Option<Duration>,
+    ) -> Result<bool, StoreError> {
+        self.save_if_exists_unscrubbed(py, session_id, blob, ttl)
+            .map_err(|e| e.without_id(session_id))
+    }
+
+    fn save_if_exists_unscrubbed(
+        &self,
+        py: Python<'_>,
+        session_id: &str,
+        blob: &[u8],
+        ttl: Option<Duration>,
+    ) -> Result<bool, StoreError> {
+        match self {
+            Self::Native(store) if store.blocks() => {
+                py.detach(|| store.save_if_exists(session_id, blob, ttl))
+            }
+            Self::Native(store) => store.save_if_exists(session_id, blob, ttl),
+            Self::Python(store) => {
+                let store = store.bind(py);
+                let key = python_key(session_id);
+                let ttl = ttl.map(whole_seconds);
+                if store.hasattr(intern!(py, "set_if_exists")).unwrap_or(false) {
+                    store
+                        .call_method1(
+                            intern!(py, "set_if_exists"),
+                            (&key, PyBytes::new(py, blob), ttl),
+                        )
+                        .and_then(|answer| answer.is_truthy())
+                        .map_err(|e| python_store_error(store, "set_if_exists", e))
+                } else {
+                    let found = store
+                        .call_method1(intern!(py, "get"), (&key,))
+                        .map_err(|e| python_store_error(store, "get", e))?;
+                    if found.is_none() {
+                        return Ok(false);
+                    }
+                    store
+                        .call_method1(intern!(py, "set"), (&key, PyBytes::new(py, blob), ttl))
+                        .map(|_| true)
+                        .map_err(|e| python_store_error(store, "set", e))
+                }
             }
         }
     }
@@ -461,8 +565,13 @@ impl StoreHandle {
                     .map_err(|e| python_store_error(store, "set", e))
             }
         }
+        .map_err(|e| e.without_id(session_id))
     }
 
+    #[allow(
+        dead_code,
+        reason = "session destroy() arrives with the lifecycle work"
+    )]
     /// Saves only if the record still is `expected`; a conflict error when it is not.
     pub fn save_if_unchanged(
         &self,
@@ -479,7 +588,8 @@ impl StoreHandle {
                     py.detach(save)
                 } else {
                     save()
-                }?;
+                }
+                .map_err(|e| e.without_id(session_id))?;
                 (written, store.describe())
             }
             Self::Python(store) => {
@@ -493,10 +603,12 @@ impl StoreHandle {
                 let written = store
                     .call_method1(intern!(py, "compare_and_set"), args)
                     .and_then(|answer| answer.is_truthy())
-                    .map_err(|e| python_store_error(store, "compare_and_set", e))?;
+                    .map_err(|e| python_store_error(store, "compare_and_set", e))
+                    .map_err(|e| e.without_id(session_id))?;
                 (written, self.describe(py))
             }
         };
+        let describe = describe.replace(session_id, &ids::log_token(session_id));
         if written {
             return Ok(());
         }
@@ -533,6 +645,7 @@ impl StoreHandle {
                     .map_err(|e| python_store_error(store, "delete", e))
             }
         }
+        .map_err(|e| e.without_id(session_id))
     }
 
     pub fn describe(&self, py: Python<'_>) -> String {
@@ -547,6 +660,45 @@ impl StoreHandle {
     }
 }
 
+/// `StoreHandle::save_if_exists` on any store a manager takes, for the test suite (the manager
+/// adopts it with the lifecycle work).
+#[pyfunction]
+#[pyo3(signature = (store, session_id, blob, ttl = None))]
+pub fn _store_save_if_exists(
+    py: Python<'_>,
+    store: &Bound<'_, PyAny>,
+    session_id: &str,
+    blob: &[u8],
+    ttl: Option<u64>,
+) -> PyResult<bool> {
+    let session_id = checked_id(session_id)?;
+    let handle = StoreHandle::from_object(store)?;
+    Ok(handle.save_if_exists(py, session_id, blob, ttl.map(Duration::from_secs))?)
+}
+
+/// `StoreHandle::load` with a byte limit on any store a manager takes, for the test suite.
+#[pyfunction]
+pub fn _store_load<'py>(
+    py: Python<'py>,
+    store: &Bound<'py, PyAny>,
+    session_id: &str,
+    max_bytes: usize,
+) -> PyResult<Option<Bound<'py, PyBytes>>> {
+    let session_id = checked_id(session_id)?;
+    let handle = StoreHandle::from_object(store)?;
+    let blob = handle.load(py, session_id, None, max_bytes)?;
+    Ok(blob.map(|blob| PyBytes::new(py, &blob)))
+}
+
+/// Stores only ever see valid ids; so do these hooks.
+fn checked_id(session_id: &str) -> PyResult<&str> {
+    if ids::is_valid_session_id(session_id) {
+        Ok(session_id)
+    } else {
+        Err(PyValueError::new_err("not a session id"))
+    }
+}
+
 /// Whole seconds, rounded up and at least 1: what redis-py and pymemcache take.
 fn whole_seconds(ttl: Duration) -> u64 {
     (ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0)).max(1)
@@ -556,6 +708,8 @@ fn python_key(session_id: &str) -> String {
     format!("{PYTHON_STORE_PREFIX}{session_id}")
 }
 
+/// A Python store's exception as a store error. Its message may well quote the key (a
+/// `KeyError('tornsession:<id>')`); callers scrub the id with `StoreError::without_id`.
 fn python_store_error(store: &Bound<'_, PyAny>, method: &str, error: PyErr) -> StoreError {
     StoreError {
         store: store

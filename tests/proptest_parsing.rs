@@ -326,35 +326,28 @@ proptest! {
     }
 
     #[test]
-    fn memory_store_behaves_like_a_bounded_lru_map(
-        max in 1usize..6,
-        ops in store_ops(8, 60),
+    fn memory_store_behaves_like_a_bounded_segmented_lru_map(
+        max in 1usize..8,
+        ops in store_ops(10, 80),
     ) {
-        let store = MemoryStore::new(NonZeroUsize::new(max).unwrap());
-        // The model: most recently used last.
-        let mut model: Vec<(usize, Vec<u8>)> = Vec::new();
+        let store = MemoryStore::new(
+            NonZeroUsize::new(max).unwrap(),
+            NonZeroUsize::new(1 << 30).unwrap(),
+        );
+        let mut model = SegmentedLru::new(max);
         for op in ops {
             match op {
                 StoreOp::Save(i, blob) => {
                     store.save(&pool_id(i), &blob, None).unwrap();
-                    model.retain(|(k, _)| *k != i);
-                    model.push((i, blob));
-                    if model.len() > max {
-                        model.remove(0);
-                    }
+                    model.save(i, blob);
                 }
                 StoreOp::Load(i) => {
-                    let found = store.load(&pool_id(i)).unwrap();
-                    let position = model.iter().position(|(k, _)| *k == i);
-                    let expected = position.map(|p| model.remove(p));
-                    prop_assert_eq!(found, expected.as_ref().map(|(_, b)| b.clone()));
-                    if let Some(entry) = expected {
-                        model.push(entry);
-                    }
+                    let found = store.load(&pool_id(i), usize::MAX).unwrap();
+                    prop_assert_eq!(found, model.load(i));
                 }
                 StoreOp::Delete(i) => {
                     store.delete(&pool_id(i)).unwrap();
-                    model.retain(|(k, _)| *k != i);
+                    model.delete(i);
                 }
             }
             prop_assert_eq!(store.len(), model.len());
@@ -364,10 +357,10 @@ proptest! {
 
     #[test]
     fn memory_store_refuses_what_is_not_a_hex_id_without_panicking(id in any::<String>()) {
-        let store = MemoryStore::new(NonZeroUsize::new(4).unwrap());
+        let store = MemoryStore::new(NonZeroUsize::new(4).unwrap(), NonZeroUsize::new(4096).unwrap());
         // Ids are validated before a store sees them; a store handed garbage must still not panic.
         if u128::from_str_radix(&id, 16).is_err() {
-            prop_assert!(store.load(&id).is_err());
+            prop_assert!(store.load(&id, usize::MAX).is_err());
             prop_assert!(store.save(&id, b"x", None).is_err());
             prop_assert!(store.delete(&id).is_err());
         }
@@ -381,7 +374,7 @@ proptest! {
     #[test]
     fn file_store_behaves_like_a_map_and_leaves_no_temporary_files(ops in store_ops(5, 30)) {
         let folder = tempfile::tempdir().unwrap();
-        let store = FileStore::open(folder.path()).unwrap();
+        let store = FileStore::open(folder.path(), false).unwrap();
         let mut model: HashMap<usize, Vec<u8>> = HashMap::new();
         for op in ops {
             match op {
@@ -390,7 +383,7 @@ proptest! {
                     model.insert(i, blob);
                 }
                 StoreOp::Load(i) => {
-                    prop_assert_eq!(store.load(&pool_id(i)).unwrap(), model.get(&i).cloned());
+                    prop_assert_eq!(store.load(&pool_id(i), usize::MAX).unwrap(), model.get(&i).cloned());
                 }
                 StoreOp::Delete(i) => {
                     store.delete(&pool_id(i)).unwrap();
@@ -439,4 +432,86 @@ fn corpus_replays() {
         seen += 1;
     }
     assert!(seen >= 10, "the corpus has {seen} files");
+}
+
+/// The model of the MemoryStore's eviction: two lists, least recently used first. New entries
+/// enter probation; a use promotes them to protected (at most 4/5 of the bound, its least recent
+/// demoted back); eviction takes probation's least recent, except the entry being stored.
+struct SegmentedLru {
+    max: usize,
+    probation: Vec<(usize, Vec<u8>)>,
+    protected: Vec<(usize, Vec<u8>)>,
+}
+
+impl SegmentedLru {
+    fn new(max: usize) -> Self {
+        Self {
+            max,
+            probation: Vec::new(),
+            protected: Vec::new(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.probation.len() + self.protected.len()
+    }
+
+    /// Marks `key` used; whether it was there.
+    fn use_key(&mut self, key: usize) -> bool {
+        if let Some(p) = self.protected.iter().position(|(k, _)| *k == key) {
+            let entry = self.protected.remove(p);
+            self.protected.push(entry);
+            return true;
+        }
+        let Some(p) = self.probation.iter().position(|(k, _)| *k == key) else {
+            return false;
+        };
+        let entry = self.probation.remove(p);
+        self.protected.push(entry);
+        while self.protected.len() > self.max * 4 / 5 {
+            let demoted = self.protected.remove(0);
+            let was_key = demoted.0 == key;
+            self.probation.push(demoted);
+            if was_key {
+                break;
+            }
+        }
+        true
+    }
+
+    fn entry(&mut self, key: usize) -> Option<&mut (usize, Vec<u8>)> {
+        self.protected
+            .iter_mut()
+            .chain(self.probation.iter_mut())
+            .find(|(k, _)| *k == key)
+    }
+
+    fn load(&mut self, key: usize) -> Option<Vec<u8>> {
+        self.use_key(key);
+        self.entry(key).map(|(_, blob)| blob.clone())
+    }
+
+    fn save(&mut self, key: usize, blob: Vec<u8>) {
+        if self.use_key(key) {
+            self.entry(key).unwrap().1 = blob;
+        } else {
+            self.probation.push((key, blob));
+        }
+        while self.len() > self.max {
+            let from_probation = self
+                .probation
+                .first()
+                .is_some_and(|(oldest, _)| *oldest != key || self.protected.is_empty());
+            if from_probation {
+                self.probation.remove(0);
+            } else {
+                self.protected.remove(0);
+            }
+        }
+    }
+
+    fn delete(&mut self, key: usize) {
+        self.probation.retain(|(k, _)| *k != key);
+        self.protected.retain(|(k, _)| *k != key);
+    }
 }

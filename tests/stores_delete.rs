@@ -1,21 +1,39 @@
-//! `delete` of the network stores against real servers (not reachable from Python yet: the
-//! manager has no destroy()). Skipped with a note when the server binaries are missing, failed
-//! under CI=true.
+//! The network stores against real servers: delete, save_if_exists, the read limit, and errors
+//! that never name a session id. Skipped with a note when the server binaries are missing,
+//! failed under CI=true.
+//!
+//! Every server is made unconfusable: tests run in parallel and may pick the same free port, so
+//! a server counts as started only when the process answering on the port reports the pid of
+//! the child we spawned; a child that exits (its port was taken) is retried on another port.
 
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use _core::stores::{MemcachedOptions, MemcachedStore, RedisOptions, RedisStore, SessionStore};
+use _core::stores::{
+    MemcachedOptions, MemcachedStore, RedisOptions, RedisStore, SessionStore, StoreErrorKind,
+};
 
 const A: &str = "0000000000000000000000000000000a";
+const B: &str = "0000000000000000000000000000000b";
+const PORT_ATTEMPTS: usize = 5;
 
-struct Server(Child);
+struct Server {
+    child: Child,
+    port: u16,
+}
+
+impl Server {
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        self.stop();
     }
 }
 
@@ -27,71 +45,228 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn start(binary: &str, args: &[String], port: u16) -> Option<Server> {
-    let child = match Command::new(binary)
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-    {
-        Ok(child) => child,
-        Err(e) => {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "{binary} missing under CI: {e}"
-            );
-            eprintln!("skipped: {binary} is not installed");
+/// Starts `binary` with `args(port)` on a free port and waits until the process answering there
+/// (as `pid_at` asks it) is the one started; `None` when the binary is not installed.
+fn start(
+    binary: &str,
+    args: impl Fn(u16) -> Vec<String>,
+    pid_at: fn(u16) -> Option<u32>,
+) -> Option<Server> {
+    for _ in 0..PORT_ATTEMPTS {
+        let port = free_port();
+        let child = match Command::new(binary)
+            .args(args(port))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+        {
+            Ok(child) => child,
+            Err(e) => {
+                assert!(
+                    std::env::var("CI").as_deref() != Ok("true"),
+                    "{binary} missing under CI: {e}"
+                );
+                eprintln!("skipped: {binary} is not installed");
+                return None;
+            }
+        };
+        let mut server = Server { child, port };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if server.child.try_wait().unwrap().is_some() {
+                break; // exited: most likely the port was taken meanwhile; try another
+            }
+            if pid_at(port) == Some(server.child.id()) {
+                return Some(server);
+            }
+            assert!(Instant::now() < deadline, "{binary} did not answer");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        server.stop();
+    }
+    panic!("{binary} could not start on {PORT_ATTEMPTS} free ports");
+}
+
+/// Sends `request` and reads until the answer ends with `end`, with short timeouts.
+fn ask(port: u16, request: &[u8], end: &[u8]) -> Option<String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    stream.write_all(request).ok()?;
+    let mut answer = Vec::new();
+    let mut buffer = [0u8; 4096];
+    while !answer.ends_with(end) {
+        let n = stream.read(&mut buffer).ok()?;
+        if n == 0 {
             return None;
         }
-    };
-    let server = Server(child);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "{binary} did not listen");
-        std::thread::sleep(Duration::from_millis(50));
+        answer.extend_from_slice(&buffer[..n]);
     }
-    Some(server)
+    String::from_utf8(answer).ok()
+}
+
+fn redis_pid(port: u16) -> Option<u32> {
+    // The inline `INFO server` answer is one bulk string; its last line ends with "\r\n\r\n".
+    let info = ask(port, b"INFO server\r\n", b"\r\n\r\n")?;
+    info.lines()
+        .find_map(|line| line.strip_prefix("process_id:"))
+        .and_then(|pid| pid.trim().parse().ok())
+}
+
+fn memcached_pid(port: u16) -> Option<u32> {
+    let stats = ask(port, b"stats\r\n", b"END\r\n")?;
+    stats
+        .lines()
+        .find_map(|line| line.strip_prefix("STAT pid "))
+        .and_then(|pid| pid.trim().parse().ok())
+}
+
+fn redis() -> Option<Server> {
+    let args = |port: u16| {
+        let port = port.to_string();
+        [
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            &port,
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    start("redis-server", args, redis_pid)
+}
+
+fn memcached() -> Option<Server> {
+    let args = |port: u16| {
+        let port = port.to_string();
+        ["-l", "127.0.0.1", "-p", &port, "-U", "0", "-u", "root"]
+            .map(String::from)
+            .to_vec()
+    };
+    start("memcached", args, memcached_pid)
+}
+
+fn redis_store(server: &Server) -> RedisStore {
+    let options = RedisOptions {
+        connect_timeout: Duration::from_millis(300),
+        timeout: Duration::from_millis(300),
+        ..RedisOptions::default()
+    };
+    RedisStore::new(&format!("redis://127.0.0.1:{}/0", server.port), options).unwrap()
+}
+
+fn memcached_store(server: &Server) -> MemcachedStore {
+    let options = MemcachedOptions {
+        connect_timeout: Duration::from_millis(300),
+        timeout: Duration::from_millis(300),
+        ..MemcachedOptions::default()
+    };
+    MemcachedStore::new(&[format!("127.0.0.1:{}", server.port)], options).unwrap()
 }
 
 fn save_load_delete(store: &dyn SessionStore) {
-    assert_eq!(store.load(A).unwrap(), None);
+    assert_eq!(store.load(A, usize::MAX).unwrap(), None);
     store.save(A, b"blob", None).unwrap();
-    assert_eq!(store.load(A).unwrap().as_deref(), Some(&b"blob"[..]));
+    assert_eq!(
+        store.load(A, usize::MAX).unwrap().as_deref(),
+        Some(&b"blob"[..])
+    );
     store.delete(A).unwrap();
-    assert_eq!(store.load(A).unwrap(), None);
+    assert_eq!(store.load(A, usize::MAX).unwrap(), None);
     store.delete(A).unwrap(); // deleting a missing record is not an error
 }
 
-#[test]
-fn redis_store_deletes() {
-    let port = free_port();
-    let args: Vec<String> = ["--bind", "127.0.0.1", "--port", &port.to_string()]
-        .iter()
-        .map(|s| s.to_string())
-        .chain(["--save", "", "--appendonly", "no"].map(String::from))
-        .collect();
-    let Some(_server) = start("redis-server", &args, port) else {
-        return;
-    };
-    let store = RedisStore::new(
-        &format!("redis://127.0.0.1:{port}/0"),
-        RedisOptions::default(),
-    )
-    .unwrap();
-    save_load_delete(&store);
+fn save_if_exists_writes_only_over_a_record(store: &dyn SessionStore) {
+    assert!(!store.save_if_exists(B, b"one", None).unwrap());
+    assert_eq!(store.load(B, usize::MAX).unwrap(), None, "nothing written");
+    store.save(B, b"one", None).unwrap();
+    let ttl = Some(Duration::from_secs(60));
+    assert!(store.save_if_exists(B, b"two", ttl).unwrap());
+    assert_eq!(
+        store.load(B, usize::MAX).unwrap().as_deref(),
+        Some(&b"two"[..])
+    );
+    store.delete(B).unwrap();
+    assert!(!store.save_if_exists(B, b"three", None).unwrap());
+    assert_eq!(store.load(B, usize::MAX).unwrap(), None);
+}
+
+fn oversized_records_are_refused(store: &dyn SessionStore) {
+    store.save(A, &[b'x'; 100], None).unwrap();
+    assert_eq!(store.load(A, 100).unwrap().unwrap().len(), 100);
+    for e in [
+        store.load(A, 99).unwrap_err(),
+        store
+            .load_touching(A, Duration::from_secs(60), 99)
+            .unwrap_err(),
+    ] {
+        assert_eq!(e.kind, StoreErrorKind::OversizedRecord, "{e}");
+        assert!(!e.to_string().contains(A), "{e}");
+    }
+    store.delete(A).unwrap();
+}
+
+/// With the server gone, every operation fails as Unavailable and no message names the id.
+fn a_dead_server_fails_without_naming_the_session(store: &dyn SessionStore) {
+    let errors = [
+        store.load(A, usize::MAX).unwrap_err(),
+        store
+            .load_touching(A, Duration::from_secs(1), usize::MAX)
+            .unwrap_err(),
+        store.save(A, b"x", None).unwrap_err(),
+        store.save_if_exists(A, b"x", None).unwrap_err(),
+        store.save_if_unchanged(A, None, b"x", None).unwrap_err(),
+        store.touch(A, Duration::from_secs(1)).unwrap_err(),
+        store.delete(A).unwrap_err(),
+    ];
+    for e in errors {
+        assert_eq!(e.kind, StoreErrorKind::Unavailable, "{e}");
+        let message = e.to_string();
+        assert!(!message.contains(A), "{message}");
+    }
 }
 
 #[test]
-fn memcached_store_deletes() {
-    let port = free_port();
-    let mut args: Vec<String> = ["-l", "127.0.0.1", "-p", &port.to_string(), "-U", "0"]
-        .map(String::from)
-        .to_vec();
-    args.extend(["-u".to_owned(), "root".to_owned()]);
-    let Some(_server) = start("memcached", &args, port) else {
+fn redis_store_against_a_real_server() {
+    let Some(mut server) = redis() else {
         return;
     };
-    let store =
-        MemcachedStore::new(&[format!("127.0.0.1:{port}")], MemcachedOptions::default()).unwrap();
+    let store = redis_store(&server);
     save_load_delete(&store);
+    save_if_exists_writes_only_over_a_record(&store);
+    oversized_records_are_refused(&store);
+    server.stop();
+    a_dead_server_fails_without_naming_the_session(&store);
+}
+
+#[test]
+fn memcached_store_against_a_real_server() {
+    let Some(mut server) = memcached() else {
+        return;
+    };
+    let store = memcached_store(&server);
+    save_load_delete(&store);
+    save_if_exists_writes_only_over_a_record(&store);
+    oversized_records_are_refused(&store);
+    server.stop();
+    a_dead_server_fails_without_naming_the_session(&store);
+}
+
+#[test]
+fn servers_started_in_parallel_never_answer_for_each_other() {
+    // Several servers at once, as parallel tests start them: each store sees only its server.
+    let servers: Vec<Server> = (0..4).filter_map(|_| redis()).collect();
+    for (n, server) in servers.iter().enumerate() {
+        assert_eq!(redis_pid(server.port), Some(server.child.id()));
+        redis_store(server)
+            .save(A, n.to_string().as_bytes(), None)
+            .unwrap();
+    }
+    for (n, server) in servers.iter().enumerate() {
+        let found = redis_store(server).load(A, usize::MAX).unwrap();
+        assert_eq!(found.as_deref(), Some(n.to_string().as_bytes()));
+    }
 }

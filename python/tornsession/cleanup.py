@@ -8,6 +8,7 @@ cron; the app itself never reads an expired file either way.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -31,11 +32,14 @@ def main(argv: list[str] | None = None) -> int:
     if not args.session_dir.is_dir():
         print(f"error: {args.session_dir} is not a folder", file=sys.stderr)
         return 2
-    if not args.idle_timeout > 0:
+    if not (args.idle_timeout > 0 and math.isfinite(args.idle_timeout)):
         print("error: --idle-timeout must be a positive number of seconds", file=sys.stderr)
         return 2
     try:
         expired, stale = FileStore(args.session_dir).cleanup(args.idle_timeout)
+    except ValueError as error:
+        print(f"error: --idle-timeout: {error}", file=sys.stderr)
+        return 2
     except SessionStoreError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -303,12 +303,10 @@ def convert_data(value: Any) -> tuple[dict[str, Any], list[str]]:
 def encode_record(created: int, data: dict[str, Any]) -> bytes:
     """tornsession's stored form, byte for byte as the Rust core writes it.
 
-    ``{"v":1,"c":<created>,"d":{...}}``: envelope fields in that order, data keys sorted (the
-    core keeps them in a sorted map), no spaces, non-ASCII text as UTF-8.
+    ``{"v":1,"c":<created>,"d":{...}}``: envelope fields in that order, data keys in their
+    order (the core keeps insertion order), no spaces, non-ASCII text as UTF-8.
     """
-    body = json.dumps(
-        data, separators=(",", ":"), ensure_ascii=False, allow_nan=False, sort_keys=True
-    )
+    body = json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     return f'{{"v":{FORMAT_VERSION},"c":{int(created)},"d":{body}}}'.encode()
 
 

@@ -11,7 +11,15 @@ class SessionStoreProtocol(Protocol):
     wrapped in three methods, for example).
 
     Keys are ``"tornsession:" + session_id``; values are the serialized session (JSON bytes).
-    An exception from any method becomes ``SessionStoreError`` for the request.
+    An exception from any method becomes ``SessionStoreError`` for the request (with the session
+    id in its message replaced by a salted hash: messages reach logs). A value longer than the
+    manager's read limit is treated as lost (a fresh session), checked after ``get``.
+
+    Saving a session that was loaded from the store must not bring back a record another
+    request deleted meanwhile. A store with ``set_if_exists`` does that atomically if its method
+    is atomic (Redis: ``SET key value XX EX ttl``; memcached: ``replace``). Without it,
+    tornsession calls ``get(key)`` and then ``set(...)`` only if a value was found: two calls, so
+    a delete landing between them is undone (not atomic).
     """
 
     def get(self, key: str, /) -> bytes | None:
@@ -25,6 +33,8 @@ class SessionStoreProtocol(Protocol):
 
     # Optional, not part of the checked protocol:
     # - touch(key, ttl) -> Any: move the expiry without rewriting (called on loads);
+    # - set_if_exists(key, value, ttl) -> bool: store ``value`` only if ``key`` exists,
+    #   atomically; False, writing nothing, when it does not (see above for the fallback);
     # - compare_and_set(key, expected: bytes | None, value, ttl) -> bool: store ``value`` only if
     #   the key still holds ``expected`` (None: only if absent), atomically; needed for
     #   ``detect_conflicts=True``.

@@ -2,13 +2,17 @@
 //! atomically: a temporary file in the same folder, then a rename over the old one.
 
 use std::fs;
-use std::io::{ErrorKind, Read, Write};
-use std::os::unix::fs::DirBuilderExt;
+use std::io::{self, ErrorKind, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
-use super::{SessionStore, StoreError};
+use rustix::fs::{renameat_with, OFlags, RenameFlags, CWD};
+use rustix::io::Errno;
+
+use super::{SessionStore, StoreError, StoreErrorKind};
+use crate::ids;
 
 /// The prefix of every session file's name, as in the original module.
 pub const FILE_PREFIX: &str = "SESSION";
@@ -38,6 +42,8 @@ fn idle_longer_than(modified: SystemTime, ttl: Duration) -> bool {
 /// Sessions as files in one folder; safe for several processes of one machine.
 pub struct FileStore {
     folder: PathBuf,
+    /// Whether writes are flushed to disk (file, then folder) before they count as done.
+    durable: bool,
     /// The idle timeout managers last used with this store, in milliseconds (0: none yet), so
     /// `cleanup` knows what "expired" means without being told again.
     last_ttl_ms: AtomicU64,
@@ -45,9 +51,13 @@ pub struct FileStore {
 
 impl FileStore {
     /// Opens `folder`, creating it (mode 0700: sessions are nobody else's business) when missing.
-    pub fn open(folder: impl Into<PathBuf>) -> Result<Self, StoreError> {
+    /// `durable`: every save and delete is on disk (fsync of the file, then of the folder)
+    /// before it returns, at a few milliseconds each; otherwise a power cut may lose the last
+    /// seconds of writes (a crashed process loses nothing either way).
+    pub fn open(folder: impl Into<PathBuf>, durable: bool) -> Result<Self, StoreError> {
         let store = Self {
             folder: folder.into(),
+            durable,
             last_ttl_ms: AtomicU64::new(0),
         };
         fs::DirBuilder::new()
@@ -63,6 +73,10 @@ impl FileStore {
 
     pub fn folder(&self) -> &Path {
         &self.folder
+    }
+
+    pub fn durable(&self) -> bool {
+        self.durable
     }
 
     /// The idle timeout managers last used with this store, if any.
@@ -91,7 +105,9 @@ impl FileStore {
         let mut report = CleanupReport::default();
         let entries = fs::read_dir(&self.folder)
             .map_err(|e| StoreError::new(self, format!("cannot list the folder: {e}")))?;
-        for entry in entries.flatten() {
+        for entry in entries {
+            let entry =
+                entry.map_err(|e| StoreError::new(self, format!("cannot list the folder: {e}")))?;
             let name = entry.file_name();
             let name = name.to_string_lossy();
             let (limit, counter) = if name.starts_with(FILE_PREFIX) {
@@ -101,58 +117,206 @@ impl FileStore {
             } else {
                 continue;
             };
-            let stale = entry
-                .metadata()
-                .and_then(|m| m.modified())
-                .is_ok_and(|modified| idle_longer_than(modified, limit));
-            // A file removed meanwhile (by another cleanup, or a logout) is simply not counted.
-            if stale && fs::remove_file(entry.path()).is_ok() {
-                *counter += 1;
+            // lstat: a symlink is judged (and removed) itself, never its target.
+            let metadata = match entry.metadata() {
+                Ok(metadata) => metadata,
+                Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                Err(e) => return Err(StoreError::new(self, format!("cannot inspect a file: {e}"))),
+            };
+            // A folder is nothing we wrote; unlink could not remove it anyway.
+            if metadata.is_dir()
+                || !metadata
+                    .modified()
+                    .is_ok_and(|m| idle_longer_than(m, limit))
+            {
+                continue;
+            }
+            match fs::remove_file(entry.path()) {
+                Ok(()) => *counter += 1,
+                // Removed meanwhile (by another cleanup, or a logout): simply not counted.
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => return Err(StoreError::new(self, format!("cannot delete a file: {e}"))),
             }
         }
         Ok(report)
     }
 
-    fn unreadable(&self, session_id: &str, e: std::io::Error) -> StoreError {
-        // One bad file (a folder in its place, no permission) loses that session, not the store.
-        StoreError::unreadable_record(self, format!("cannot read {FILE_PREFIX}{session_id}: {e}"))
+    /// Makes renames and unlinks in the folder survive a power cut (durable stores only).
+    fn sync_folder(&self) -> io::Result<()> {
+        if self.durable {
+            fs::File::open(&self.folder)?.sync_all()?;
+        }
+        Ok(())
+    }
+
+    /// An I/O error on the record of `session_id`, worded without the id. Only a record of the
+    /// wrong shape (a symlink, a socket, a folder: planted, not written by us) loses that one
+    /// session; anything else (EMFILE, EIO, EACCES, ENOSPC ...) may be passing or hit every
+    /// session, so the request fails rather than carry on with an empty session that would later
+    /// overwrite the real one.
+    fn io_error(&self, session_id: &str, what: &str, e: io::Error) -> StoreError {
+        let cause = format!(
+            "cannot {what} the record of session {}: {e}",
+            ids::log_token(session_id)
+        );
+        let hostile = Errno::from_io_error(&e)
+            .is_some_and(|errno| [Errno::LOOP, Errno::NXIO, Errno::ISDIR].contains(&errno));
+        if hostile {
+            StoreError::unreadable_record(self, cause)
+        } else {
+            StoreError::new(self, cause)
+        }
+    }
+
+    /// Opens the record of `session_id` for reading, with its metadata; `None` when there is
+    /// none. Never follows a symlink (one to /dev/zero or another user's file) and never waits
+    /// on a FIFO; anything but a regular file is an unreadable record.
+    fn open_record(&self, session_id: &str) -> Result<Option<(fs::File, u64)>, StoreError> {
+        let file = match fs::File::options()
+            .read(true)
+            .custom_flags(NO_FOLLOW_NO_WAIT)
+            .open(self.path_of(session_id))
+        {
+            Ok(file) => file,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(self.io_error(session_id, "open", e)),
+        };
+        let metadata = file
+            .metadata()
+            .map_err(|e| self.io_error(session_id, "inspect", e))?;
+        if !metadata.file_type().is_file() {
+            return Err(StoreError::unreadable_record(
+                self,
+                format!(
+                    "the record of session {} is not a regular file",
+                    ids::log_token(session_id)
+                ),
+            ));
+        }
+        Ok(Some((file, metadata.len())))
+    }
+
+    /// Reads an open record of `size` bytes (as fstat said), refusing more than `max_bytes`
+    /// before reading and while reading (a file grown meanwhile).
+    fn read_record(
+        &self,
+        session_id: &str,
+        file: fs::File,
+        size: u64,
+        max_bytes: usize,
+    ) -> Result<Vec<u8>, StoreError> {
+        let limit = u64::try_from(max_bytes).unwrap_or(u64::MAX);
+        if size > limit {
+            return Err(StoreError::oversized(self, session_id, size, max_bytes));
+        }
+        let mut blob = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+        file.take(limit.saturating_add(1))
+            .read_to_end(&mut blob)
+            .map_err(|e| self.io_error(session_id, "read", e))?;
+        if blob.len() > max_bytes {
+            return Err(StoreError::oversized(
+                self,
+                session_id,
+                blob.len() as u64,
+                max_bytes,
+            ));
+        }
+        Ok(blob)
+    }
+
+    /// Writes `blob` to a new temporary file in the folder (flushed to disk if durable), ready
+    /// to be renamed into place.
+    fn write_temporary(
+        &self,
+        session_id: &str,
+        blob: &[u8],
+    ) -> Result<tempfile::NamedTempFile, StoreError> {
+        let fail = |e: io::Error| self.io_error(session_id, "write", e);
+        // The temporary file lives in the same folder so the rename stays on one filesystem and
+        // is atomic: readers see the old file or the new one, never a torn one.
+        let mut temporary = tempfile::Builder::new()
+            .prefix(TEMP_PREFIX)
+            .tempfile_in(&self.folder)
+            .map_err(fail)?;
+        temporary.write_all(blob).map_err(fail)?;
+        if self.durable {
+            temporary.as_file().sync_all().map_err(fail)?;
+        }
+        Ok(temporary)
+    }
+
+    /// Takes the folder's lock file, which serializes conditional saves across processes.
+    fn lock_folder(&self) -> Result<fs::File, StoreError> {
+        fs::File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .custom_flags(NO_FOLLOW_NO_WAIT)
+            .open(self.folder.join(LOCK_FILE))
+            .and_then(|file| file.lock().map(|()| file))
+            .map_err(|e| StoreError::new(self, format!("cannot lock {LOCK_FILE}: {e}")))
+    }
+
+    /// The fallback of `save_if_exists` where the filesystem cannot exchange two names: check,
+    /// then rename, under the folder lock. The lock keeps other conditional saves out, but plain
+    /// deletes do not take it, so a delete (of another process) landing between the check and
+    /// the rename is undone: a window of one rename, on filesystems without RENAME_EXCHANGE.
+    fn replace_if_exists_locked(
+        &self,
+        session_id: &str,
+        temporary: tempfile::NamedTempFile,
+    ) -> Result<bool, StoreError> {
+        let lock = self.lock_folder()?;
+        match fs::symlink_metadata(self.path_of(session_id)) {
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(self.io_error(session_id, "inspect", e)),
+        }
+        temporary
+            .persist(self.path_of(session_id))
+            .map_err(|e| self.io_error(session_id, "write", e.error))?;
+        drop(lock);
+        Ok(true)
     }
 }
 
+/// `O_NOFOLLOW | O_NONBLOCK`: a symlink in a record's place fails to open (ELOOP) instead of
+/// being followed, and a FIFO opens at once instead of waiting for a writer.
+const NO_FOLLOW_NO_WAIT: i32 = (OFlags::NOFOLLOW.bits() | OFlags::NONBLOCK.bits()) as i32;
+
 impl SessionStore for FileStore {
-    fn load(&self, session_id: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        match fs::read(self.path_of(session_id)) {
-            Ok(blob) => Ok(Some(blob)),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(self.unreadable(session_id, e)),
-        }
+    fn load(&self, session_id: &str, max_bytes: usize) -> Result<Option<Vec<u8>>, StoreError> {
+        let Some((file, size)) = self.open_record(session_id)? else {
+            return Ok(None);
+        };
+        self.read_record(session_id, file, size, max_bytes)
+            .map(Some)
     }
 
     fn load_touching(
         &self,
         session_id: &str,
         ttl: Duration,
+        max_bytes: usize,
     ) -> Result<Option<Vec<u8>>, StoreError> {
         self.remember_ttl(Some(ttl));
-        let mut file = match fs::File::open(self.path_of(session_id)) {
-            Ok(file) => file,
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(self.unreadable(session_id, e)),
+        let Some((file, size)) = self.open_record(session_id)? else {
+            return Ok(None);
         };
         let modified = file
             .metadata()
             .and_then(|m| m.modified())
-            .map_err(|e| self.unreadable(session_id, e))?;
+            .map_err(|e| self.io_error(session_id, "inspect", e))?;
         if idle_longer_than(modified, ttl) {
             self.delete(session_id)?;
             return Ok(None);
         }
-        let mut blob = Vec::new();
-        file.read_to_end(&mut blob)
-            .map_err(|e| self.unreadable(session_id, e))?;
+        // Touched before reading, with the file still open: an oversized record read later
+        // fails the same way, and its expiry makes cleanup remove it in due course.
         // Best effort: a session that cannot be touched merely expires sooner.
         let _ = file.set_modified(SystemTime::now());
-        Ok(Some(blob))
+        self.read_record(session_id, file, size, max_bytes)
+            .map(Some)
     }
 
     fn save_if_unchanged(
@@ -164,20 +328,15 @@ impl SessionStore for FileStore {
     ) -> Result<bool, StoreError> {
         // One lock file for the folder: conditional saves (opt-in) are serialized across
         // processes; plain saves stay lock-free, atomic by rename.
-        let lock_path = self.folder.join(LOCK_FILE);
-        let lock = fs::File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .and_then(|file| file.lock().map(|()| file))
-            .map_err(|e| StoreError::new(self, format!("cannot lock {LOCK_FILE}: {e}")))?;
-        let current = match fs::read(self.path_of(session_id)) {
-            Ok(current) => Some(current),
-            Err(e) if e.kind() == ErrorKind::NotFound => None,
-            Err(e) => return Err(self.unreadable(session_id, e)),
+        let lock = self.lock_folder()?;
+        let unchanged = match (self.open_record(session_id)?, expected) {
+            (None, None) => true,
+            // Sizes first: a record of another size differs without being read.
+            (Some((file, size)), Some(expected)) if size == expected.len() as u64 => {
+                self.read_record(session_id, file, size, expected.len())? == expected
+            }
+            _ => false,
         };
-        let unchanged = current.as_deref() == expected;
         if unchanged {
             self.save(session_id, blob, ttl)?;
         }
@@ -185,14 +344,58 @@ impl SessionStore for FileStore {
         Ok(unchanged)
     }
 
+    fn save_if_exists(
+        &self,
+        session_id: &str,
+        blob: &[u8],
+        _ttl: Option<Duration>,
+    ) -> Result<bool, StoreError> {
+        let path = self.path_of(session_id);
+        match fs::symlink_metadata(&path) {
+            Ok(metadata) if metadata.file_type().is_file() => {}
+            Ok(_) => {
+                return Err(StoreError::unreadable_record(
+                    self,
+                    format!(
+                        "the record of session {} is not a regular file",
+                        ids::log_token(session_id)
+                    ),
+                ))
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(self.io_error(session_id, "inspect", e)),
+        }
+        let temporary = self.write_temporary(session_id, blob)?;
+        // RENAME_EXCHANGE swaps the two names in one step and fails (ENOENT) when the record is
+        // gone: atomic against deletes of any process, without a lock. The old record ends up
+        // under the temporary name, which closing the temporary file removes.
+        match renameat_with(CWD, temporary.path(), CWD, &path, RenameFlags::EXCHANGE) {
+            Ok(()) => {
+                let _ = temporary.close();
+            }
+            Err(Errno::NOENT) => return Ok(false),
+            Err(Errno::INVAL | Errno::NOSYS | Errno::OPNOTSUPP) => {
+                if !self.replace_if_exists_locked(session_id, temporary)? {
+                    return Ok(false);
+                }
+            }
+            Err(e) => return Err(self.io_error(session_id, "replace", e.into())),
+        }
+        self.sync_folder()
+            .map_err(|e| self.io_error(session_id, "sync", e))?;
+        Ok(true)
+    }
+
     fn touch(&self, session_id: &str, _ttl: Duration) -> Result<(), StoreError> {
-        match fs::File::open(self.path_of(session_id)) {
-            Ok(file) => {
+        match self.open_record(session_id) {
+            Ok(Some((file, _))) => {
                 let _ = file.set_modified(SystemTime::now());
                 Ok(())
             }
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(self.unreadable(session_id, e)),
+            Ok(None) => Ok(()),
+            // Nothing to keep alive; the load reports such a record.
+            Err(e) if e.kind == StoreErrorKind::UnreadableRecord => Ok(()),
+            Err(e) => Err(e),
         }
     }
 
@@ -202,35 +405,34 @@ impl SessionStore for FileStore {
         blob: &[u8],
         _ttl: Option<Duration>,
     ) -> Result<(), StoreError> {
-        let fail = |e: std::io::Error| {
-            StoreError::new(self, format!("cannot write {FILE_PREFIX}{session_id}: {e}"))
-        };
-        // The temporary file lives in the same folder so the rename stays on one filesystem and
-        // is atomic: readers see the old file or the new one, never a torn one.
-        let mut temporary = tempfile::Builder::new()
-            .prefix(TEMP_PREFIX)
-            .tempfile_in(&self.folder)
-            .map_err(fail)?;
-        temporary.write_all(blob).map_err(fail)?;
+        let temporary = self.write_temporary(session_id, blob)?;
         temporary
             .persist(self.path_of(session_id))
-            .map_err(|e| fail(e.error))?;
-        Ok(())
+            .map_err(|e| self.io_error(session_id, "write", e.error))?;
+        self.sync_folder()
+            .map_err(|e| self.io_error(session_id, "sync", e))
     }
 
     fn delete(&self, session_id: &str) -> Result<(), StoreError> {
+        // unlink never follows a symlink: a planted one is removed, not its target.
         match fs::remove_file(self.path_of(session_id)) {
-            Ok(()) => Ok(()),
+            Ok(()) => self
+                .sync_folder()
+                .map_err(|e| self.io_error(session_id, "sync", e)),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(StoreError::new(
-                self,
-                format!("cannot delete {FILE_PREFIX}{session_id}: {e}"),
-            )),
+            Err(e) => Err(self.io_error(session_id, "delete", e)),
         }
     }
 
     fn describe(&self) -> String {
-        format!("FileStore({:?})", self.folder.display().to_string())
+        if self.durable {
+            format!(
+                "FileStore({:?}, durable=True)",
+                self.folder.display().to_string()
+            )
+        } else {
+            format!("FileStore({:?})", self.folder.display().to_string())
+        }
     }
 }
 
@@ -239,13 +441,183 @@ mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
 
+    use crate::stores::StoreErrorKind;
+    use std::os::unix::fs::symlink;
+    use std::time::Instant;
+
     const A: &str = "0123456789abcdef0123456789abcdef";
+    const MAX: usize = crate::stores::DEFAULT_MAX_READ_SIZE;
+
+    fn store() -> (tempfile::TempDir, FileStore) {
+        let root = tempfile::tempdir().unwrap();
+        let store = FileStore::open(root.path(), false).unwrap();
+        (root, store)
+    }
+
+    fn make_fifo(path: &Path) {
+        rustix::fs::mknodat(
+            CWD,
+            path,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn a_fifo_record_is_unreadable_and_never_blocks() {
+        let (_root, store) = store();
+        make_fifo(&store.path_of(A));
+        let started = Instant::now();
+        for e in [
+            store.load(A, MAX).unwrap_err(),
+            store
+                .load_touching(A, Duration::from_secs(60), MAX)
+                .unwrap_err(),
+        ] {
+            assert_eq!(e.kind, StoreErrorKind::UnreadableRecord, "{e}");
+            assert!(!e.to_string().contains(A), "{e}");
+        }
+        store.touch(A, Duration::from_secs(60)).unwrap();
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "blocked on the FIFO"
+        );
+        // It can be deleted like any record, and cleanup removes it when old.
+        store.delete(A).unwrap();
+        assert!(fs::symlink_metadata(store.path_of(A)).is_err());
+    }
+
+    #[test]
+    fn a_symlink_record_is_never_followed() {
+        let (root, store) = store();
+        symlink("/dev/zero", store.path_of(A)).unwrap();
+        let e = store.load(A, MAX).unwrap_err();
+        assert_eq!(e.kind, StoreErrorKind::UnreadableRecord, "{e}");
+        assert!(!e.to_string().contains(A), "{e}");
+        // A symlink to a readable regular file is refused just the same.
+        let outside = root.path().join("outside");
+        fs::write(&outside, br#"{"v":1,"c":1,"d":{}}"#).unwrap();
+        const B: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+        symlink(&outside, store.path_of(B)).unwrap();
+        let e = store.load(B, MAX).unwrap_err();
+        assert_eq!(e.kind, StoreErrorKind::UnreadableRecord, "{e}");
+        // Neither conditional save writes through it.
+        assert!(store.save_if_exists(B, b"new", None).is_err());
+        assert!(store
+            .save_if_unchanged(B, Some(b"x"), b"new", None)
+            .is_err());
+        assert_eq!(fs::read(&outside).unwrap(), br#"{"v":1,"c":1,"d":{}}"#);
+        // delete removes the link, never its target.
+        store.delete(A).unwrap();
+        store.delete(B).unwrap();
+        assert!(outside.exists());
+    }
+
+    #[test]
+    fn a_folder_as_record_is_unreadable() {
+        let (_root, store) = store();
+        fs::create_dir(store.path_of(A)).unwrap();
+        let e = store.load(A, MAX).unwrap_err();
+        assert_eq!(e.kind, StoreErrorKind::UnreadableRecord, "{e}");
+        assert!(!e.to_string().contains(A), "{e}");
+        let e = store.delete(A).unwrap_err();
+        assert_eq!(e.kind, StoreErrorKind::UnreadableRecord, "{e}");
+        store.touch(A, Duration::from_secs(60)).unwrap();
+        // cleanup leaves folders alone rather than failing.
+        store.cleanup(Duration::from_nanos(1)).unwrap();
+    }
+
+    #[test]
+    fn an_inaccessible_record_is_a_store_failure_not_a_lost_session() {
+        let (_root, store) = store();
+        store.save(A, b"x", None).unwrap();
+        fs::set_permissions(store.path_of(A), fs::Permissions::from_mode(0o000)).unwrap();
+        if fs::read(store.path_of(A)).is_ok() {
+            eprintln!("skipped: this user (root) reads files whatever their mode");
+            return;
+        }
+        let e = store.load(A, MAX).unwrap_err();
+        assert_eq!(e.kind, StoreErrorKind::Unavailable, "{e}");
+    }
+
+    #[test]
+    fn oversized_records_are_refused_by_their_size() {
+        let (_root, store) = store();
+        store.save(A, &[b'x'; 100], None).unwrap();
+        assert_eq!(store.load(A, 100).unwrap().unwrap().len(), 100);
+        for e in [
+            store.load(A, 99).unwrap_err(),
+            store
+                .load_touching(A, Duration::from_secs(60), 99)
+                .unwrap_err(),
+        ] {
+            assert_eq!(e.kind, StoreErrorKind::OversizedRecord, "{e}");
+            assert!(!e.to_string().contains(A), "{e}");
+        }
+        // A sparse 1 TiB record: refused by fstat's size, never read.
+        const B: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+        let huge = fs::File::create(store.path_of(B)).unwrap();
+        huge.set_len(1 << 40).unwrap();
+        let e = store.load(B, MAX).unwrap_err();
+        assert_eq!(e.kind, StoreErrorKind::OversizedRecord, "{e}");
+        assert!(e.to_string().contains("1099511627776 bytes"), "{e}");
+    }
+
+    #[test]
+    fn save_if_exists_replaces_only_an_existing_record() {
+        let (root, store) = store();
+        assert!(!store.save_if_exists(A, b"one", None).unwrap());
+        assert_eq!(store.load(A, MAX).unwrap(), None, "nothing was written");
+        store.save(A, b"one", None).unwrap();
+        assert!(store.save_if_exists(A, b"two", None).unwrap());
+        assert_eq!(store.load(A, MAX).unwrap().as_deref(), Some(&b"two"[..]));
+        store.delete(A).unwrap();
+        assert!(!store.save_if_exists(A, b"three", None).unwrap());
+        assert_eq!(store.load(A, MAX).unwrap(), None);
+        // No temporary file is left behind either way.
+        assert_eq!(fs::read_dir(root.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn the_locked_fallback_replaces_only_an_existing_record() {
+        let (_root, store) = store();
+        let temporary = store.write_temporary(A, b"one").unwrap();
+        assert!(!store.replace_if_exists_locked(A, temporary).unwrap());
+        assert_eq!(store.load(A, MAX).unwrap(), None);
+        store.save(A, b"one", None).unwrap();
+        let temporary = store.write_temporary(A, b"two").unwrap();
+        assert!(store.replace_if_exists_locked(A, temporary).unwrap());
+        assert_eq!(store.load(A, MAX).unwrap().as_deref(), Some(&b"two"[..]));
+    }
+
+    #[test]
+    fn durable_stores_work_the_same_and_say_so() {
+        let root = tempfile::tempdir().unwrap();
+        let store = FileStore::open(root.path(), true).unwrap();
+        assert!(store.durable());
+        assert!(
+            store.describe().ends_with(", durable=True)"),
+            "{}",
+            store.describe()
+        );
+        store.save(A, b"one", None).unwrap();
+        assert!(store.save_if_exists(A, b"two", None).unwrap());
+        assert_eq!(store.load(A, MAX).unwrap().as_deref(), Some(&b"two"[..]));
+        store.delete(A).unwrap();
+        assert_eq!(store.load(A, MAX).unwrap(), None);
+        assert!(!FileStore::open(root.path(), false)
+            .unwrap()
+            .describe()
+            .contains("durable"));
+    }
 
     #[test]
     fn creates_a_private_folder() {
         let root = tempfile::tempdir().unwrap();
         let folder = root.path().join("a/b/sessions");
-        let store = FileStore::open(&folder).unwrap();
+        let store = FileStore::open(&folder, false).unwrap();
         assert!(store.folder().is_dir());
         let mode = fs::metadata(&folder).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o700);
@@ -254,18 +626,18 @@ mod tests {
     #[test]
     fn save_load_delete_with_the_original_file_name() {
         let root = tempfile::tempdir().unwrap();
-        let store = FileStore::open(root.path()).unwrap();
-        assert_eq!(store.load(A).unwrap(), None);
+        let store = FileStore::open(root.path(), false).unwrap();
+        assert_eq!(store.load(A, MAX).unwrap(), None);
         store.save(A, b"first", None).unwrap();
         store.save(A, b"second", None).unwrap();
         assert_eq!(
             fs::read(root.path().join(format!("SESSION{A}"))).unwrap(),
             b"second"
         );
-        assert_eq!(store.load(A).unwrap().as_deref(), Some(&b"second"[..]));
+        assert_eq!(store.load(A, MAX).unwrap().as_deref(), Some(&b"second"[..]));
         store.delete(A).unwrap();
         store.delete(A).unwrap();
-        assert_eq!(store.load(A).unwrap(), None);
+        assert_eq!(store.load(A, MAX).unwrap(), None);
         // No temporary files are left behind.
         assert_eq!(fs::read_dir(root.path()).unwrap().count(), 0);
     }
@@ -273,7 +645,7 @@ mod tests {
     #[test]
     fn idle_files_expire_on_load_and_cleanup_unless_touched() {
         let root = tempfile::tempdir().unwrap();
-        let store = FileStore::open(root.path()).unwrap();
+        let store = FileStore::open(root.path(), false).unwrap();
         const B: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
         store.save(A, b"a", None).unwrap();
         store.save(B, b"b", None).unwrap();
@@ -287,14 +659,16 @@ mod tests {
         // A 1000 s timeout: still alive, and the load touches it.
         let ttl = Duration::from_secs(1000);
         assert_eq!(
-            store.load_touching(A, ttl).unwrap().as_deref(),
+            store.load_touching(A, ttl, MAX).unwrap().as_deref(),
             Some(&b"a"[..])
         );
         let touched = fs::metadata(store.path_of(A)).unwrap().modified().unwrap();
         assert!(!idle_longer_than(touched, Duration::from_secs(5)));
         // A 50 s timeout: B has been idle 100 s, so it is gone.
         assert_eq!(
-            store.load_touching(B, Duration::from_secs(50)).unwrap(),
+            store
+                .load_touching(B, Duration::from_secs(50), MAX)
+                .unwrap(),
             None
         );
         assert!(!store.path_of(B).exists());
@@ -328,16 +702,16 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let blocker = root.path().join("taken");
         fs::write(&blocker, b"x").unwrap();
-        let err = FileStore::open(&blocker).err().unwrap();
+        let err = FileStore::open(&blocker, false).err().unwrap();
         assert!(err.store.starts_with("FileStore("), "{err}");
     }
 
     #[test]
     fn an_unreadable_record_is_an_error_naming_the_store() {
         let root = tempfile::tempdir().unwrap();
-        let store = FileStore::open(root.path()).unwrap();
+        let store = FileStore::open(root.path(), false).unwrap();
         fs::create_dir(store.path_of(A)).unwrap(); // a folder where the file should be
-        let err = store.load(A).unwrap_err();
+        let err = store.load(A, MAX).unwrap_err();
         assert!(err.to_string().contains("FileStore("), "{err}");
         assert_eq!(err.kind, crate::stores::StoreErrorKind::UnreadableRecord);
     }

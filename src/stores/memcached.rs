@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use memcache::{Client, ConnectionManager, Url};
 
-use super::{SessionStore, StoreError, StoreErrorKind};
+use super::{within_limit, SessionStore, StoreError, StoreErrorKind};
 
 /// The prefix of every key unless told otherwise.
 pub const DEFAULT_PREFIX: &str = "tornsession:";
@@ -18,6 +18,8 @@ pub const DEFAULT_POOL_SIZE: u32 = 8;
 
 /// Longest key memcached takes.
 const MAX_KEY_LEN: usize = 250;
+/// How often `save_if_exists` retries when other writers keep changing the record under it.
+const REPLACE_ATTEMPTS: usize = 5;
 /// memcached reads an exptime above 30 days as a Unix time, not a duration.
 const RELATIVE_EXPTIME_LIMIT: u64 = 60 * 60 * 24 * 30;
 
@@ -194,10 +196,50 @@ fn now_unix() -> u64 {
 }
 
 impl SessionStore for MemcachedStore {
-    fn load(&self, session_id: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        self.client
+    // memcached has no command for a value's length, so the limit is checked after the fetch
+    // (memcached's own item size limit, 1 MiB by default, bounds what it can hold anyway).
+    fn load(&self, session_id: &str, max_bytes: usize) -> Result<Option<Vec<u8>>, StoreError> {
+        let blob = self
+            .client
             .get::<Vec<u8>>(&self.key(session_id))
-            .map_err(|e| self.fail("get", e))
+            .map_err(|e| self.fail("get", e))?;
+        within_limit(self, session_id, blob, max_bytes)
+    }
+
+    // memcached's `replace` does exactly this, but the crate drops its NOT_STORED answer, so
+    // gets + cas: cas fails when the item was deleted (NOT_FOUND) or changed (EXISTS) since
+    // the gets, and a missing item is seen by the next gets.
+    fn save_if_exists(
+        &self,
+        session_id: &str,
+        blob: &[u8],
+        ttl: Option<Duration>,
+    ) -> Result<bool, StoreError> {
+        let key = self.key(session_id);
+        let exptime = exptime(ttl, now_unix());
+        for _ in 0..REPLACE_ATTEMPTS {
+            let found = self
+                .client
+                .gets::<(Vec<u8>, u32, Option<u64>)>(&[key.as_str()])
+                .map_err(|e| self.fail("gets", e))?;
+            let Some((_, _, Some(cas))) = found.get(&key) else {
+                return Ok(false);
+            };
+            if self
+                .client
+                .cas(&key, blob, exptime, *cas)
+                .map_err(|e| self.fail("cas", e))?
+            {
+                return Ok(true);
+            }
+        }
+        Err(StoreError::new(
+            self,
+            format!(
+                "cas: the record of session {} kept changing",
+                crate::ids::log_token(session_id)
+            ),
+        ))
     }
 
     fn save(&self, session_id: &str, blob: &[u8], ttl: Option<Duration>) -> Result<(), StoreError> {
@@ -348,7 +390,7 @@ mod tests {
         };
         let store = MemcachedStore::new(&["127.0.0.1:1".to_owned()], options).unwrap();
         let started = std::time::Instant::now();
-        let e = store.load(A).err().unwrap();
+        let e = store.load(A, usize::MAX).err().unwrap();
         assert!(started.elapsed() < Duration::from_secs(3), "hung");
         assert_eq!(e.kind, StoreErrorKind::Unavailable);
         assert!(

@@ -1,4 +1,11 @@
-//! The embedded default: sessions in this process's memory, bounded, least recently used evicted.
+//! The embedded default: sessions in this process's memory, bounded in count and in bytes.
+//!
+//! Eviction is a segmented LRU: a new session enters a probation segment and moves to a
+//! protected one when used again; eviction takes the least recently used probationary session
+//! first. A flood of sessions used once (crawlers, scripted logins) then only churns probation,
+//! while returning visitors keep theirs. Chosen over `moka` (TinyLFU admission): moka evicts
+//! lazily on its own maintenance schedule, so "evicts at the bound" and per-entry deadlines would
+//! become approximate, and this is a few dozen deterministic lines over two `lru` maps.
 
 use std::num::NonZeroUsize;
 use std::time::{Duration, Instant};
@@ -8,11 +15,19 @@ use parking_lot::Mutex;
 
 use super::{SessionStore, StoreError};
 
-/// Sessions kept in a bounded LRU map; thread-safe, lost when the process exits.
+/// What an entry costs beyond its blob, roughly: its key, deadline, list links and hash slot.
+/// Counted so that a bound in bytes also bounds a flood of tiny sessions.
+const ENTRY_OVERHEAD: usize = 96;
+
+/// The protected segment's share of both bounds, in fifths: the rest stays for newcomers, so a
+/// new session is never evicted by its own arrival while returning ones hold everything.
+const PROTECTED_FIFTHS: usize = 4;
+
+/// Sessions kept in a bounded segmented LRU; thread-safe, lost when the process exits.
 pub struct MemoryStore {
-    // Keyed by the id's 16 raw bytes rather than its 32-char hex form to halve the key's footprint.
-    sessions: Mutex<LruCache<u128, Entry>>,
+    segments: Mutex<Segments>,
     max_sessions: NonZeroUsize,
+    max_bytes: NonZeroUsize,
     /// The zero point of the entries' deadlines.
     epoch: Instant,
 }
@@ -23,11 +38,140 @@ struct Entry {
     deadline: u64,
 }
 
-impl MemoryStore {
-    pub fn new(max_sessions: NonZeroUsize) -> Self {
+impl Entry {
+    fn cost(&self) -> usize {
+        self.blob.len() + ENTRY_OVERHEAD
+    }
+}
+
+/// The two segments; keyed by the id's 16 raw bytes rather than its 32-char hex form to halve
+/// the key's footprint. Both maps are unbounded: the bounds are ours, in count and bytes.
+struct Segments {
+    /// Sessions seen once since they entered (or were demoted); evicted first.
+    probation: LruCache<u128, Entry>,
+    /// Sessions used on more than one request.
+    protected: LruCache<u128, Entry>,
+    /// What the protected segment's entries cost, in bytes.
+    protected_bytes: usize,
+    /// What all entries cost, in bytes.
+    bytes: usize,
+    max_protected: usize,
+    max_protected_bytes: usize,
+}
+
+impl Segments {
+    fn new(max_sessions: NonZeroUsize, max_bytes: NonZeroUsize) -> Self {
         Self {
-            sessions: Mutex::new(LruCache::new(max_sessions)),
+            probation: LruCache::unbounded(),
+            protected: LruCache::unbounded(),
+            protected_bytes: 0,
+            bytes: 0,
+            max_protected: max_sessions.get() / 5 * PROTECTED_FIFTHS
+                + max_sessions.get() % 5 * PROTECTED_FIFTHS / 5,
+            max_protected_bytes: max_bytes.get() / 5 * PROTECTED_FIFTHS
+                + max_bytes.get() % 5 * PROTECTED_FIFTHS / 5,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.probation.len() + self.protected.len()
+    }
+
+    fn peek(&self, key: &u128) -> Option<&Entry> {
+        self.protected
+            .peek(key)
+            .or_else(|| self.probation.peek(key))
+    }
+
+    /// The entry, marked as used: a probationary one is promoted.
+    fn use_entry(&mut self, key: u128) -> Option<&mut Entry> {
+        if self.protected.contains(&key) {
+            return self.protected.get_mut(&key);
+        }
+        let entry = self.probation.pop(&key)?;
+        self.protected_bytes += entry.cost();
+        self.protected.put(key, entry);
+        self.demote_excess(key);
+        // A promotion beyond a tiny protected share (max_sessions < 2) demotes the entry itself.
+        if self.protected.contains(&key) {
+            self.protected.get_mut(&key)
+        } else {
+            self.probation.get_mut(&key)
+        }
+    }
+
+    /// Moves the least recently used protected entries back to probation while the protected
+    /// segment is over its share, never `keep` unless nothing else is left.
+    fn demote_excess(&mut self, keep: u128) {
+        while self.protected.len() > self.max_protected
+            || self.protected_bytes > self.max_protected_bytes
+        {
+            let Some((key, entry)) = self.protected.pop_lru() else {
+                break;
+            };
+            self.protected_bytes -= entry.cost();
+            self.probation.put(key, entry);
+            if key == keep {
+                break;
+            }
+        }
+    }
+
+    fn remove(&mut self, key: &u128) -> Option<Entry> {
+        if let Some(entry) = self.protected.pop(key) {
+            self.protected_bytes -= entry.cost();
+            self.bytes -= entry.cost();
+            return Some(entry);
+        }
+        let entry = self.probation.pop(key)?;
+        self.bytes -= entry.cost();
+        Some(entry)
+    }
+
+    /// Stores `entry`: over an existing one (a use, so promoted), or new on probation; then
+    /// evicts down to the bounds.
+    fn insert(&mut self, key: u128, entry: Entry, max_sessions: usize, max_bytes: usize) {
+        let cost = entry.cost();
+        if let Some(old) = self.use_entry(key) {
+            let old_cost = old.cost();
+            *old = entry;
+            self.bytes = self.bytes - old_cost + cost;
+            if self.protected.contains(&key) {
+                self.protected_bytes = self.protected_bytes - old_cost + cost;
+                self.demote_excess(key);
+            }
+        } else {
+            self.bytes += cost;
+            self.probation.put(key, entry);
+        }
+        while self.len() > max_sessions || self.bytes > max_bytes {
+            // The oldest probationary session goes first, but never the one being stored while
+            // another could go instead.
+            let from_probation = match self.probation.peek_lru() {
+                Some((&oldest, _)) => oldest != key || self.protected.is_empty(),
+                None => false,
+            };
+            let evicted = if from_probation {
+                self.probation.pop_lru()
+            } else {
+                let evicted = self.protected.pop_lru();
+                if let Some((_, entry)) = &evicted {
+                    self.protected_bytes -= entry.cost();
+                }
+                evicted
+            };
+            let Some((_, evicted)) = evicted else { break };
+            self.bytes -= evicted.cost();
+        }
+    }
+}
+
+impl MemoryStore {
+    pub fn new(max_sessions: NonZeroUsize, max_bytes: NonZeroUsize) -> Self {
+        Self {
+            segments: Mutex::new(Segments::new(max_sessions, max_bytes)),
             max_sessions,
+            max_bytes,
             epoch: Instant::now(),
         }
     }
@@ -45,26 +189,79 @@ impl MemoryStore {
         }
     }
 
-    /// The blob under `key` unless expired (an expired entry is dropped), optionally moving its
-    /// deadline.
-    fn fetch(&self, key: u128, refresh: Option<Duration>) -> Option<Vec<u8>> {
+    /// The blob under `key` unless expired (an expired entry is dropped) or over `max_bytes`,
+    /// marking it used and optionally moving its deadline.
+    fn fetch(
+        &self,
+        session_id: &str,
+        refresh: Option<Duration>,
+        max_bytes: usize,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let key = self.key(session_id)?;
         let now = self.now_ms();
         let new_deadline = refresh.map(|ttl| self.deadline(Some(ttl)));
-        let mut sessions = self.sessions.lock();
-        let entry = sessions.get_mut(&key)?;
-        if entry.deadline <= now {
-            sessions.pop(&key);
-            return None;
+        let mut segments = self.segments.lock();
+        if segments
+            .peek(&key)
+            .is_some_and(|entry| entry.deadline <= now)
+        {
+            segments.remove(&key);
+            return Ok(None);
         }
+        let Some(entry) = segments.use_entry(key) else {
+            return Ok(None);
+        };
         if let Some(deadline) = new_deadline {
             entry.deadline = deadline;
         }
-        Some(entry.blob.to_vec())
+        if entry.blob.len() > max_bytes {
+            let size = entry.blob.len() as u64;
+            drop(segments);
+            return Err(StoreError::oversized(self, session_id, size, max_bytes));
+        }
+        Ok(Some(entry.blob.to_vec()))
+    }
+
+    /// Stores `blob` if `condition` holds for what is there now (an unexpired entry or none),
+    /// checked under the same lock as the write.
+    fn store_if(
+        &self,
+        session_id: &str,
+        blob: &[u8],
+        ttl: Option<Duration>,
+        condition: impl FnOnce(Option<&[u8]>) -> bool,
+    ) -> Result<bool, StoreError> {
+        let key = self.key(session_id)?;
+        if blob.len() + ENTRY_OVERHEAD > self.max_bytes.get() {
+            return Err(StoreError::new(
+                self,
+                format!(
+                    "a record of {} bytes cannot fit in max_bytes={}",
+                    blob.len(),
+                    self.max_bytes
+                ),
+            ));
+        }
+        let now = self.now_ms();
+        let entry = Entry {
+            blob: blob.into(),
+            deadline: self.deadline(ttl),
+        };
+        let mut segments = self.segments.lock();
+        let current = segments
+            .peek(&key)
+            .filter(|entry| entry.deadline > now)
+            .map(|entry| &*entry.blob);
+        if !condition(current) {
+            return Ok(false);
+        }
+        segments.insert(key, entry, self.max_sessions.get(), self.max_bytes.get());
+        Ok(true)
     }
 
     /// How many sessions are held now.
     pub fn len(&self) -> usize {
-        self.sessions.lock().len()
+        self.segments.lock().len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -75,31 +272,32 @@ impl MemoryStore {
         self.max_sessions.get()
     }
 
+    pub fn max_bytes(&self) -> usize {
+        self.max_bytes.get()
+    }
+
+    /// What the sessions held now cost, in bytes (blobs plus a fixed overhead per entry).
+    pub fn bytes(&self) -> usize {
+        self.segments.lock().bytes
+    }
+
     fn key(&self, session_id: &str) -> Result<u128, StoreError> {
-        u128::from_str_radix(session_id, 16)
-            .map_err(|_| StoreError::new(self, format!("not a session id: {session_id:?}")))
+        u128::from_str_radix(session_id, 16).map_err(|_| StoreError::new(self, "not a session id"))
     }
 }
 
 impl SessionStore for MemoryStore {
-    fn load(&self, session_id: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let key = self.key(session_id)?;
-        Ok(self.fetch(key, None))
+    fn load(&self, session_id: &str, max_bytes: usize) -> Result<Option<Vec<u8>>, StoreError> {
+        self.fetch(session_id, None, max_bytes)
     }
 
     fn save(&self, session_id: &str, blob: &[u8], ttl: Option<Duration>) -> Result<(), StoreError> {
-        let key = self.key(session_id)?;
-        let entry = Entry {
-            blob: blob.into(),
-            deadline: self.deadline(ttl),
-        };
-        self.sessions.lock().put(key, entry);
-        Ok(())
+        self.store_if(session_id, blob, ttl, |_| true).map(drop)
     }
 
     fn delete(&self, session_id: &str) -> Result<(), StoreError> {
         let key = self.key(session_id)?;
-        self.sessions.lock().pop(&key);
+        self.segments.lock().remove(&key);
         Ok(())
     }
 
@@ -110,44 +308,36 @@ impl SessionStore for MemoryStore {
         blob: &[u8],
         ttl: Option<Duration>,
     ) -> Result<bool, StoreError> {
-        let key = self.key(session_id)?;
-        let now = self.now_ms();
-        let deadline = self.deadline(ttl);
-        let mut sessions = self.sessions.lock();
-        let current = sessions
-            .peek(&key)
-            .filter(|entry| entry.deadline > now)
-            .map(|entry| &*entry.blob);
-        if current != expected {
-            return Ok(false);
-        }
-        sessions.put(
-            key,
-            Entry {
-                blob: blob.into(),
-                deadline,
-            },
-        );
-        Ok(true)
+        self.store_if(session_id, blob, ttl, |current| current == expected)
+    }
+
+    fn save_if_exists(
+        &self,
+        session_id: &str,
+        blob: &[u8],
+        ttl: Option<Duration>,
+    ) -> Result<bool, StoreError> {
+        self.store_if(session_id, blob, ttl, |current| current.is_some())
     }
 
     fn touch(&self, session_id: &str, ttl: Duration) -> Result<(), StoreError> {
-        let key = self.key(session_id)?;
-        self.fetch(key, Some(ttl));
-        Ok(())
+        self.fetch(session_id, Some(ttl), usize::MAX).map(drop)
     }
 
     fn load_touching(
         &self,
         session_id: &str,
         ttl: Duration,
+        max_bytes: usize,
     ) -> Result<Option<Vec<u8>>, StoreError> {
-        let key = self.key(session_id)?;
-        Ok(self.fetch(key, Some(ttl)))
+        self.fetch(session_id, Some(ttl), max_bytes)
     }
 
     fn describe(&self) -> String {
-        format!("MemoryStore(max_sessions={})", self.max_sessions)
+        format!(
+            "MemoryStore(max_sessions={}, max_bytes={})",
+            self.max_sessions, self.max_bytes
+        )
     }
 
     fn blocks(&self) -> bool {
@@ -163,20 +353,120 @@ mod tests {
     const B: &str = "0000000000000000000000000000000b";
     const C: &str = "0000000000000000000000000000000c";
 
+    const MAX: usize = crate::stores::DEFAULT_MAX_READ_SIZE;
+
     fn store(max: usize) -> MemoryStore {
-        MemoryStore::new(NonZeroUsize::new(max).unwrap())
+        MemoryStore::new(
+            NonZeroUsize::new(max).unwrap(),
+            NonZeroUsize::new(1 << 30).unwrap(),
+        )
+    }
+
+    fn id(n: u128) -> String {
+        format!("{n:032x}")
+    }
+
+    #[test]
+    fn returning_sessions_outlive_a_flood_of_one_shot_sessions() {
+        let s = store(5000);
+        let returning = id(u128::MAX);
+        s.save(&returning, b"regular", None).unwrap();
+        s.load(&returning, MAX).unwrap();
+        s.load(&returning, MAX).unwrap();
+        for n in 0..12_000 {
+            s.save(&id(n), b"once", None).unwrap();
+        }
+        assert_eq!(s.len(), 5000);
+        assert_eq!(
+            s.load(&returning, MAX).unwrap().as_deref(),
+            Some(&b"regular"[..])
+        );
+        // Among the one-shot sessions, the newest are kept.
+        assert!(s.load(&id(11_999), MAX).unwrap().is_some());
+        assert_eq!(s.load(&id(0), MAX).unwrap(), None);
+    }
+
+    #[test]
+    fn the_byte_bound_evicts_when_exceeded() {
+        let entry = 1000 + ENTRY_OVERHEAD;
+        let s = MemoryStore::new(
+            NonZeroUsize::new(1000).unwrap(),
+            NonZeroUsize::new(3 * entry).unwrap(),
+        );
+        for n in 0..3 {
+            s.save(&id(n), &[b'x'; 1000], None).unwrap();
+        }
+        assert_eq!((s.len(), s.bytes()), (3, 3 * entry));
+        s.save(&id(3), &[b'x'; 1000], None).unwrap();
+        assert_eq!((s.len(), s.bytes()), (3, 3 * entry));
+        assert_eq!(s.load(&id(0), MAX).unwrap(), None, "the oldest went");
+        // Growing one record evicts others; shrinking frees its bytes.
+        s.save(&id(3), &[b'x'; 2000], None).unwrap();
+        assert_eq!(s.len(), 2);
+        assert!(s.bytes() <= 3 * entry);
+        assert!(
+            s.load(&id(3), MAX).unwrap().is_some(),
+            "not the one being stored"
+        );
+        s.save(&id(3), b"", None).unwrap();
+        assert_eq!(s.bytes(), entry + ENTRY_OVERHEAD);
+        // A record that cannot fit at all is refused, not stored and evicted at once.
+        let e = s.save(&id(9), &vec![0; 4 * entry], None).unwrap_err();
+        assert!(e.to_string().contains("max_bytes"), "{e}");
+        assert_eq!(s.load(&id(9), MAX).unwrap(), None);
+    }
+
+    #[test]
+    fn a_tiny_store_still_keeps_the_newest() {
+        let s = store(1);
+        s.save(A, b"a", None).unwrap();
+        s.load(A, MAX).unwrap();
+        s.save(B, b"b", None).unwrap();
+        assert_eq!(s.len(), 1);
+        assert!(s.load(B, MAX).unwrap().is_some());
+    }
+
+    #[test]
+    fn save_if_exists_writes_only_over_a_live_record() {
+        let s = store(10);
+        assert!(!s.save_if_exists(A, b"one", None).unwrap());
+        assert_eq!(s.load(A, MAX).unwrap(), None, "nothing was written");
+        s.save(A, b"one", None).unwrap();
+        assert!(s.save_if_exists(A, b"two", None).unwrap());
+        assert_eq!(s.load(A, MAX).unwrap().as_deref(), Some(&b"two"[..]));
+        s.delete(A).unwrap();
+        assert!(!s.save_if_exists(A, b"three", None).unwrap());
+        s.save(B, b"b", Some(Duration::from_millis(1))).unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(
+            !s.save_if_exists(B, b"b2", None).unwrap(),
+            "expired is gone"
+        );
+        assert_eq!(s.load(B, MAX).unwrap(), None);
+    }
+
+    #[test]
+    fn loads_refuse_records_over_the_limit() {
+        let s = store(10);
+        s.save(A, b"0123456789", None).unwrap();
+        assert!(s.load(A, 10).unwrap().is_some());
+        let e = s.load(A, 9).unwrap_err();
+        assert_eq!(e.kind, crate::stores::StoreErrorKind::OversizedRecord);
+        assert!(!e.to_string().contains(A), "{e}");
+        let e = s.load_touching(A, Duration::from_secs(1), 9).unwrap_err();
+        assert_eq!(e.kind, crate::stores::StoreErrorKind::OversizedRecord);
     }
 
     #[test]
     fn save_load_delete() {
         let s = store(10);
-        assert_eq!(s.load(A).unwrap(), None);
+        assert_eq!(s.load(A, MAX).unwrap(), None);
         s.save(A, b"one", None).unwrap();
         s.save(A, b"two", None).unwrap();
-        assert_eq!(s.load(A).unwrap().as_deref(), Some(&b"two"[..]));
+        assert_eq!(s.load(A, MAX).unwrap().as_deref(), Some(&b"two"[..]));
         s.delete(A).unwrap();
         s.delete(A).unwrap();
-        assert_eq!(s.load(A).unwrap(), None);
+        assert_eq!(s.load(A, MAX).unwrap(), None);
     }
 
     #[test]
@@ -184,12 +474,12 @@ mod tests {
         let s = store(2);
         s.save(A, b"a", None).unwrap();
         s.save(B, b"b", None).unwrap();
-        s.load(A).unwrap(); // A is now more recent than B
+        s.load(A, MAX).unwrap(); // A is now more recent than B
         s.save(C, b"c", None).unwrap();
         assert_eq!(s.len(), 2);
-        assert_eq!(s.load(B).unwrap(), None);
-        assert!(s.load(A).unwrap().is_some());
-        assert!(s.load(C).unwrap().is_some());
+        assert_eq!(s.load(B, MAX).unwrap(), None);
+        assert!(s.load(A, MAX).unwrap().is_some());
+        assert!(s.load(C, MAX).unwrap().is_some());
     }
 
     #[test]
@@ -200,14 +490,14 @@ mod tests {
         s.save(B, b"b", Some(short)).unwrap();
         s.save(C, b"c", None).unwrap();
         std::thread::sleep(Duration::from_millis(35));
-        assert!(s.load_touching(A, short).unwrap().is_some());
+        assert!(s.load_touching(A, short, MAX).unwrap().is_some());
         std::thread::sleep(Duration::from_millis(35));
         assert!(
-            s.load(A).unwrap().is_some(),
+            s.load(A, MAX).unwrap().is_some(),
             "touched: alive 70 ms after its save"
         );
-        assert_eq!(s.load(B).unwrap(), None, "not touched: expired");
-        assert!(s.load(C).unwrap().is_some(), "no ttl: never expires");
+        assert_eq!(s.load(B, MAX).unwrap(), None, "not touched: expired");
+        assert!(s.load(C, MAX).unwrap().is_some(), "no ttl: never expires");
         assert_eq!(s.len(), 2, "expired entries are dropped");
     }
 
@@ -218,7 +508,7 @@ mod tests {
         assert!(!s.save_if_unchanged(A, None, b"two", None).unwrap());
         assert!(!s.save_if_unchanged(A, Some(b"zzz"), b"two", None).unwrap());
         assert!(s.save_if_unchanged(A, Some(b"one"), b"two", None).unwrap());
-        assert_eq!(s.load(A).unwrap().as_deref(), Some(&b"two"[..]));
+        assert_eq!(s.load(A, MAX).unwrap().as_deref(), Some(&b"two"[..]));
     }
 
     #[test]
@@ -231,7 +521,7 @@ mod tests {
                     for i in 0..1000u128 {
                         let id = format!("{:032x}", t * 1_000_000 + i);
                         s.save(&id, id.as_bytes(), None).unwrap();
-                        assert_eq!(s.load(&id).unwrap().unwrap(), id.as_bytes());
+                        assert_eq!(s.load(&id, MAX).unwrap().unwrap(), id.as_bytes());
                     }
                 })
             })

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use crate::ids;
+
 mod file;
 pub mod memcached;
 mod memory;
@@ -14,6 +16,11 @@ pub use memory::MemoryStore;
 pub use redis::{RedisClusterStore, RedisOptions, RedisStore};
 pub use sqlite::SqliteStore;
 
+/// The largest record a load returns unless told otherwise: far above any sane session (they
+/// hold ids and flags, not files), and small enough that a planted or runaway record cannot make
+/// every request that names it allocate and parse megabytes.
+pub const DEFAULT_MAX_READ_SIZE: usize = 1 << 20;
+
 /// What kind of failure a [`StoreError`] is, which decides what the caller does with it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StoreErrorKind {
@@ -24,7 +31,8 @@ pub enum StoreErrorKind {
     UnreadableRecord,
     /// A conditional save found another writer's record: nothing was written.
     Conflict,
-    /// The record is larger than the read limit: that session is refused, the store is fine.
+    /// The record is larger than the load's byte limit: it was not read (where the store allows,
+    /// not even fetched), and the caller treats that session as lost, like an unreadable one.
     OversizedRecord,
 }
 
@@ -48,14 +56,46 @@ impl StoreError {
         }
     }
 
+    /// Another writer got there first. The id appears as its log token only: messages end up
+    /// in logs, and a logged id is a usable session cookie.
     pub fn conflict(store: &dyn SessionStore, session_id: &str) -> Self {
         Self {
             kind: StoreErrorKind::Conflict,
             ..Self::new(
                 store,
-                format!("session {session_id} was saved by another request since it was loaded"),
+                format!(
+                    "session {} was saved by another request since it was loaded",
+                    ids::log_token(session_id)
+                ),
             )
         }
+    }
+
+    /// The record of `session_id` holds `size` bytes (at least), more than `limit`.
+    pub fn oversized(store: &dyn SessionStore, session_id: &str, size: u64, limit: usize) -> Self {
+        Self {
+            kind: StoreErrorKind::OversizedRecord,
+            ..Self::new(
+                store,
+                format!(
+                    "the record of session {} holds {size} bytes, more than the {limit} a load \
+                     reads",
+                    ids::log_token(session_id)
+                ),
+            )
+        }
+    }
+
+    /// The same error with every occurrence of `session_id` in it replaced by its log token: a
+    /// last line of defence for causes we do not word ourselves (a driver's or a Python store's
+    /// message quoting the key).
+    pub fn without_id(mut self, session_id: &str) -> Self {
+        if !session_id.is_empty() {
+            let token = ids::log_token(session_id);
+            self.cause = self.cause.replace(session_id, &token);
+            self.store = self.store.replace(session_id, &token);
+        }
+        self
     }
 
     pub fn unreadable_record(store: &dyn SessionStore, cause: impl std::fmt::Display) -> Self {
@@ -66,15 +106,14 @@ impl StoreError {
     }
 }
 
-/// The largest record a load reads unless the manager says otherwise.
-pub const DEFAULT_MAX_READ_SIZE: usize = 1 << 20;
-
 /// The one interface every store implements.
 ///
-/// Ids reaching a store have already been validated (`ids::is_valid_session_id`).
+/// Ids reaching a store have already been validated (`ids::is_valid_session_id`). No error a
+/// store returns names an id: they reach logs, so they carry `ids::log_token(id)` instead.
 pub trait SessionStore: Send + Sync {
-    /// The stored blob, or `None` when there is no record for `session_id`.
-    fn load(&self, session_id: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// The stored blob, or `None` when there is no record for `session_id`; an
+    /// `OversizedRecord` error when it holds more than `max_bytes` bytes.
+    fn load(&self, session_id: &str, max_bytes: usize) -> Result<Option<Vec<u8>>, StoreError>;
     /// Replaces the record for `session_id` with `blob`, all or nothing. `ttl` is how long the
     /// record may live unused; stores that expire records themselves (Redis, Memcached) use it.
     fn save(&self, session_id: &str, blob: &[u8], ttl: Option<Duration>) -> Result<(), StoreError>;
@@ -84,6 +123,15 @@ pub trait SessionStore: Send + Sync {
         &self,
         session_id: &str,
         expected: Option<&[u8]>,
+        blob: &[u8],
+        ttl: Option<Duration>,
+    ) -> Result<bool, StoreError>;
+    /// Replaces the record only if one exists for `session_id`, all or nothing; `Ok(false)`,
+    /// writing nothing, when there is none. A save of a session loaded from the store uses it, so
+    /// it never resurrects a record another request destroyed or regenerated meanwhile.
+    fn save_if_exists(
+        &self,
+        session_id: &str,
         blob: &[u8],
         ttl: Option<Duration>,
     ) -> Result<bool, StoreError>;
@@ -99,8 +147,9 @@ pub trait SessionStore: Send + Sync {
         &self,
         session_id: &str,
         ttl: Duration,
+        max_bytes: usize,
     ) -> Result<Option<Vec<u8>>, StoreError> {
-        let blob = self.load(session_id)?;
+        let blob = self.load(session_id, max_bytes)?;
         if blob.is_some() {
             self.touch(session_id, ttl)?;
         }
@@ -111,5 +160,42 @@ pub trait SessionStore: Send + Sync {
     /// Whether calls may block on I/O (so callers release the GIL around them).
     fn blocks(&self) -> bool {
         true
+    }
+}
+
+/// `blob` unless it holds more than `max_bytes`: for stores that cannot ask the size first.
+fn within_limit(
+    store: &dyn SessionStore,
+    session_id: &str,
+    blob: Option<Vec<u8>>,
+    max_bytes: usize,
+) -> Result<Option<Vec<u8>>, StoreError> {
+    match blob {
+        Some(blob) if blob.len() > max_bytes => Err(StoreError::oversized(
+            store,
+            session_id,
+            blob.len() as u64,
+            max_bytes,
+        )),
+        blob => Ok(blob),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_can_be_scrubbed_of_an_id() {
+        let id = "0123456789abcdef0123456789abcdef";
+        let error = StoreError {
+            store: format!("Store({id})"),
+            cause: format!("KeyError: 'tornsession:{id}' and {id} again"),
+            kind: StoreErrorKind::Unavailable,
+        }
+        .without_id(id);
+        let message = error.to_string();
+        assert!(!message.contains(id), "{message}");
+        assert!(message.contains(&ids::log_token(id)), "{message}");
     }
 }

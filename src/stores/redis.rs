@@ -10,7 +10,7 @@ use parking_lot::Mutex;
 use redis::cluster::{ClusterClient, ClusterConnection};
 use redis::{Client, Connection, ConnectionLike, RedisError, RedisResult};
 
-use super::{SessionStore, StoreError};
+use super::{within_limit, SessionStore, StoreError};
 
 /// The prefix of every key unless told otherwise.
 pub const DEFAULT_PREFIX: &str = "tornsession:";
@@ -174,6 +174,23 @@ fn set(
     command.query(c)
 }
 
+/// `SET key blob XX [EX ttl]`: written only over an existing key, atomically on the server.
+fn set_if_exists(
+    prefix: &str,
+    session_id: &str,
+    blob: &[u8],
+    ttl: Option<Duration>,
+    c: &mut impl ConnectionLike,
+) -> RedisResult<bool> {
+    let mut command = redis::cmd("SET");
+    command.arg(key(prefix, session_id)).arg(blob).arg("XX");
+    if let Some(ttl) = ttl {
+        command.arg("EX").arg(ex_seconds(ttl));
+    }
+    // OK when written, nil when there was no key.
+    command.query::<Option<String>>(c).map(|ok| ok.is_some())
+}
+
 fn del(prefix: &str, session_id: &str, c: &mut impl ConnectionLike) -> RedisResult<()> {
     redis::cmd("DEL")
         .arg(key(prefix, session_id))
@@ -301,8 +318,15 @@ impl RedisStore {
 macro_rules! redis_session_store {
     ($store:ty, $describe:expr) => {
         impl SessionStore for $store {
-            fn load(&self, session_id: &str) -> Result<Option<Vec<u8>>, StoreError> {
-                self.run(|c| get(&self.options.prefix, session_id, c))
+            // Redis cannot be asked for the length and the value in one plain command, so the
+            // limit is checked after the fetch; it still spares the decoding.
+            fn load(
+                &self,
+                session_id: &str,
+                max_bytes: usize,
+            ) -> Result<Option<Vec<u8>>, StoreError> {
+                let blob = self.run(|c| get(&self.options.prefix, session_id, c))?;
+                within_limit(self, session_id, blob, max_bytes)
             }
 
             fn save(
@@ -334,12 +358,23 @@ macro_rules! redis_session_store {
                 })
             }
 
+            fn save_if_exists(
+                &self,
+                session_id: &str,
+                blob: &[u8],
+                ttl: Option<Duration>,
+            ) -> Result<bool, StoreError> {
+                self.run(|c| set_if_exists(&self.options.prefix, session_id, blob, ttl, c))
+            }
+
             fn load_touching(
                 &self,
                 session_id: &str,
                 ttl: Duration,
+                max_bytes: usize,
             ) -> Result<Option<Vec<u8>>, StoreError> {
-                self.run(|c| get_touching(&self.options.prefix, session_id, ttl, c))
+                let blob = self.run(|c| get_touching(&self.options.prefix, session_id, ttl, c))?;
+                within_limit(self, session_id, blob, max_bytes)
             }
 
             fn describe(&self) -> String {
@@ -506,7 +541,7 @@ mod tests {
         // Port 1 on loopback: nothing listens there, the kernel refuses at once.
         let store = RedisStore::new("redis://127.0.0.1:1/0", RedisOptions::default()).unwrap();
         for e in [
-            store.load(A).err().unwrap(),
+            store.load(A, usize::MAX).err().unwrap(),
             store.save(A, b"x", None).err().unwrap(),
             store.delete(A).err().unwrap(),
         ] {
@@ -530,7 +565,7 @@ mod tests {
             store.describe(),
             "RedisClusterStore(['redis://127.0.0.1:1', 'redis://:***@127.0.0.1:2'])"
         );
-        let e = store.load(A).err().unwrap();
+        let e = store.load(A, usize::MAX).err().unwrap();
         assert_eq!(e.kind, StoreErrorKind::Unavailable);
     }
 }

@@ -1,6 +1,7 @@
 //! Sessions in one SQLite database file, shared safely by several processes of one machine:
 //! WAL journal (readers never wait for the writer), `synchronous=NORMAL` (a crashed process loses
-//! nothing committed), and a busy timeout so writers queue instead of failing at once.
+//! nothing committed; `durable` makes it FULL, so a power cut loses nothing either), and a busy
+//! timeout so writers queue instead of failing at once.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,6 +11,7 @@ use parking_lot::Mutex;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{SessionStore, StoreError};
+use crate::ids;
 
 /// How long a write waits for another process's write to finish before failing, by default.
 pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -37,11 +39,17 @@ pub struct SqliteStore {
     path: PathBuf,
     connection: Mutex<Connection>,
     saves: AtomicU64,
+    durable: bool,
 }
 
 impl SqliteStore {
     /// Opens (creating when missing) the database at `path` and its table.
-    pub fn open(path: impl Into<PathBuf>, busy_timeout: Duration) -> Result<Self, StoreError> {
+    /// `durable`: `synchronous=FULL`, every commit on disk before it returns.
+    pub fn open(
+        path: impl Into<PathBuf>,
+        busy_timeout: Duration,
+        durable: bool,
+    ) -> Result<Self, StoreError> {
         let path = path.into();
         let describe = || format!("SqliteStore({:?})", path.display().to_string());
         let fail = |what: &str, e: rusqlite::Error| StoreError {
@@ -65,9 +73,10 @@ impl SqliteStore {
                 kind: super::StoreErrorKind::Unavailable,
             });
         }
+        let synchronous = if durable { "FULL" } else { "NORMAL" };
         connection
-            .execute_batch("PRAGMA synchronous=NORMAL;")
-            .map_err(|e| fail("cannot set synchronous=NORMAL", e))?;
+            .execute_batch(&format!("PRAGMA synchronous={synchronous};"))
+            .map_err(|e| fail(&format!("cannot set synchronous={synchronous}"), e))?;
         connection
             .execute_batch(SCHEMA)
             .map_err(|e| fail("cannot create the table", e))?;
@@ -75,11 +84,52 @@ impl SqliteStore {
             path,
             connection: Mutex::new(connection),
             saves: AtomicU64::new(0),
+            durable,
         })
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    pub fn durable(&self) -> bool {
+        self.durable
+    }
+
+    /// The `synchronous` setting in force: 1 NORMAL, 2 FULL.
+    pub fn synchronous(&self) -> Result<i64, StoreError> {
+        self.connection
+            .lock()
+            .query_row("PRAGMA synchronous", [], |row| row.get(0))
+            .map_err(|e| StoreError::new(self, format!("cannot read synchronous: {e}")))
+    }
+
+    /// An error of `what` on the record of `session_id`, worded without the id.
+    fn fail(&self, what: &str, session_id: &str, e: rusqlite::Error) -> StoreError {
+        StoreError::new(
+            self,
+            format!("cannot {what} session {}: {e}", ids::log_token(session_id)),
+        )
+    }
+
+    /// A row read as `(length(blob), blob if within max_bytes)`, so an oversized record is
+    /// measured by SQLite and never copied out.
+    fn within_limit(
+        &self,
+        session_id: &str,
+        row: Option<(i64, Option<Vec<u8>>)>,
+        max_bytes: usize,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        match row {
+            None => Ok(None),
+            Some((_, Some(blob))) => Ok(Some(blob)),
+            Some((size, None)) => Err(StoreError::oversized(
+                self,
+                session_id,
+                u64::try_from(size).unwrap_or(0),
+                max_bytes,
+            )),
+        }
     }
 
     /// Deletes up to `SWEEP_LIMIT` expired rows; returns how many went.
@@ -100,6 +150,11 @@ impl SqliteStore {
     }
 }
 
+/// A byte limit as SQLite's 64-bit integer.
+fn sql_limit(max_bytes: usize) -> i64 {
+    i64::try_from(max_bytes).unwrap_or(i64::MAX)
+}
+
 /// Now, in Unix seconds.
 fn now() -> f64 {
     SystemTime::now()
@@ -109,19 +164,24 @@ fn now() -> f64 {
 }
 
 impl SessionStore for SqliteStore {
-    fn load(&self, session_id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+    fn load(&self, session_id: &str, max_bytes: usize) -> Result<Option<Vec<u8>>, StoreError> {
         let connection = self.connection.lock();
-        connection
+        let row = connection
             .prepare_cached(
-                "SELECT blob FROM tornsession_sessions
+                "SELECT length(blob), CASE WHEN length(blob) <= ?3 THEN blob END
+                 FROM tornsession_sessions
                  WHERE id = ?1 AND (expires_at IS NULL OR expires_at > ?2)",
             )
             .and_then(|mut statement| {
                 statement
-                    .query_row(params![session_id, now()], |row| row.get::<_, Vec<u8>>(0))
+                    .query_row(params![session_id, now(), sql_limit(max_bytes)], |row| {
+                        Ok((row.get(0)?, row.get(1)?))
+                    })
                     .optional()
             })
-            .map_err(|e| StoreError::new(self, format!("cannot load {session_id}: {e}")))
+            .map_err(|e| self.fail("load", session_id, e))?;
+        drop(connection);
+        self.within_limit(session_id, row, max_bytes)
     }
 
     fn save(&self, session_id: &str, blob: &[u8], ttl: Option<Duration>) -> Result<(), StoreError> {
@@ -134,7 +194,7 @@ impl SessionStore for SqliteStore {
                                                 expires_at = excluded.expires_at",
             )
             .and_then(|mut statement| statement.execute(params![session_id, blob, expires_at]))
-            .map_err(|e| StoreError::new(self, format!("cannot save {session_id}: {e}")))?;
+            .map_err(|e| self.fail("save", session_id, e))?;
         if self.saves.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
             // The save itself succeeded; a sweep that fails (a busy database) is tried again later.
             let _ = self.sweep_with(&connection);
@@ -150,8 +210,7 @@ impl SessionStore for SqliteStore {
         ttl: Option<Duration>,
     ) -> Result<bool, StoreError> {
         let mut connection = self.connection.lock();
-        let fail =
-            |e: rusqlite::Error| StoreError::new(self, format!("cannot save {session_id}: {e}"));
+        let fail = |e: rusqlite::Error| self.fail("save", session_id, e);
         // IMMEDIATE: the write lock is taken before the read, so no other process can slip in.
         let transaction = connection
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
@@ -193,31 +252,67 @@ impl SessionStore for SqliteStore {
                 statement.execute(params![session_id, now + ttl.as_secs_f64(), now])
             })
             .map(drop)
-            .map_err(|e| StoreError::new(self, format!("cannot touch {session_id}: {e}")))
+            .map_err(|e| self.fail("touch", session_id, e))
+    }
+
+    fn save_if_exists(
+        &self,
+        session_id: &str,
+        blob: &[u8],
+        ttl: Option<Duration>,
+    ) -> Result<bool, StoreError> {
+        // One UPDATE: it changes a row only where one lives, atomically against any process.
+        let now = now();
+        let changed = self
+            .connection
+            .lock()
+            .prepare_cached(
+                "UPDATE tornsession_sessions SET blob = ?2, expires_at = ?3
+                 WHERE id = ?1 AND (expires_at IS NULL OR expires_at > ?4)",
+            )
+            .and_then(|mut statement| {
+                statement.execute(params![
+                    session_id,
+                    blob,
+                    ttl.map(|ttl| now + ttl.as_secs_f64()),
+                    now
+                ])
+            })
+            .map_err(|e| self.fail("save", session_id, e))?;
+        Ok(changed == 1)
     }
 
     fn load_touching(
         &self,
         session_id: &str,
         ttl: Duration,
+        max_bytes: usize,
     ) -> Result<Option<Vec<u8>>, StoreError> {
         // One statement reads and extends, so a concurrent sweep never sees it half done.
         let connection = self.connection.lock();
-        connection
+        let row = connection
             .prepare_cached(
                 "UPDATE tornsession_sessions SET expires_at = ?2
                  WHERE id = ?1 AND (expires_at IS NULL OR expires_at > ?3)
-                 RETURNING blob",
+                 RETURNING length(blob), CASE WHEN length(blob) <= ?4 THEN blob END",
             )
             .and_then(|mut statement| {
                 let now = now();
                 statement
-                    .query_row(params![session_id, now + ttl.as_secs_f64(), now], |row| {
-                        row.get::<_, Vec<u8>>(0)
-                    })
+                    .query_row(
+                        params![
+                            session_id,
+                            now + ttl.as_secs_f64(),
+                            now,
+                            sql_limit(max_bytes)
+                        ],
+                        |row| Ok((row.get(0)?, row.get(1)?)),
+                    )
                     .optional()
             })
-            .map_err(|e| StoreError::new(self, format!("cannot load {session_id}: {e}")))
+            .map_err(|e| self.fail("load", session_id, e))?;
+        drop(connection);
+        self.within_limit(session_id, row, max_bytes)
     }
 
     fn delete(&self, session_id: &str) -> Result<(), StoreError> {
@@ -226,11 +321,16 @@ impl SessionStore for SqliteStore {
             .prepare_cached("DELETE FROM tornsession_sessions WHERE id = ?1")
             .and_then(|mut statement| statement.execute(params![session_id]))
             .map(drop)
-            .map_err(|e| StoreError::new(self, format!("cannot delete {session_id}: {e}")))
+            .map_err(|e| self.fail("delete", session_id, e))
     }
 
     fn describe(&self) -> String {
-        format!("SqliteStore({:?})", self.path.display().to_string())
+        let path = self.path.display().to_string();
+        if self.durable {
+            format!("SqliteStore({path:?}, durable=True)")
+        } else {
+            format!("SqliteStore({path:?})")
+        }
     }
 }
 
@@ -240,9 +340,87 @@ mod tests {
 
     const A: &str = "0000000000000000000000000000000a";
     const B: &str = "0000000000000000000000000000000b";
+    const MAX: usize = crate::stores::DEFAULT_MAX_READ_SIZE;
+
+    #[test]
+    fn durable_means_synchronous_full() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(dir.path().join("d.db"), DEFAULT_BUSY_TIMEOUT, true).unwrap();
+        assert!(s.durable());
+        assert_eq!(s.synchronous().unwrap(), 2, "FULL");
+        assert!(
+            s.describe().ends_with(", durable=True)"),
+            "{}",
+            s.describe()
+        );
+        assert_eq!(open(&dir).synchronous().unwrap(), 1, "NORMAL by default");
+    }
+
+    #[test]
+    fn save_if_exists_updates_only_a_live_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = open(&dir);
+        assert!(!s.save_if_exists(A, b"one", None).unwrap());
+        assert_eq!(rows(&s), 0, "nothing was written");
+        s.save(A, b"one", None).unwrap();
+        assert!(s
+            .save_if_exists(A, b"two", Some(Duration::from_secs(60)))
+            .unwrap());
+        assert_eq!(s.load(A, MAX).unwrap().as_deref(), Some(&b"two"[..]));
+        assert!(expires_at(&s, A).is_some());
+        s.delete(A).unwrap();
+        assert!(!s.save_if_exists(A, b"three", None).unwrap());
+        s.save(B, b"b", Some(Duration::from_millis(1))).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(
+            !s.save_if_exists(B, b"b2", None).unwrap(),
+            "expired is gone"
+        );
+        assert_eq!(s.load(B, MAX).unwrap(), None);
+    }
+
+    #[test]
+    fn oversized_rows_are_measured_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = open(&dir);
+        s.save(A, &[7; 100], None).unwrap();
+        assert_eq!(s.load(A, 100).unwrap().unwrap().len(), 100);
+        for e in [
+            s.load(A, 99).unwrap_err(),
+            s.load_touching(A, Duration::from_secs(9), 99).unwrap_err(),
+        ] {
+            assert_eq!(
+                e.kind,
+                crate::stores::StoreErrorKind::OversizedRecord,
+                "{e}"
+            );
+            assert!(e.to_string().contains("holds 100 bytes"), "{e}");
+            assert!(!e.to_string().contains(A), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_locked_database_fails_without_naming_the_session() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sessions.db");
+        let s = SqliteStore::open(&path, Duration::from_millis(50), false).unwrap();
+        let holder = Connection::open(&path).unwrap();
+        holder.execute_batch("BEGIN EXCLUSIVE").unwrap();
+        for e in [
+            s.save(A, b"x", None).unwrap_err(),
+            s.save_if_exists(A, b"x", None).unwrap_err(),
+            s.save_if_unchanged(A, None, b"x", None).unwrap_err(),
+            s.delete(A).unwrap_err(),
+        ] {
+            let message = e.to_string();
+            assert!(message.contains("locked"), "{message}");
+            assert!(!message.contains(A), "{message}");
+            assert!(message.contains(&ids::log_token(A)), "{message}");
+        }
+    }
 
     fn open(dir: &tempfile::TempDir) -> SqliteStore {
-        SqliteStore::open(dir.path().join("sessions.db"), DEFAULT_BUSY_TIMEOUT).unwrap()
+        SqliteStore::open(dir.path().join("sessions.db"), DEFAULT_BUSY_TIMEOUT, false).unwrap()
     }
 
     fn expires_at(store: &SqliteStore, id: &str) -> Option<f64> {
@@ -271,13 +449,13 @@ mod tests {
     fn save_load_delete() {
         let dir = tempfile::tempdir().unwrap();
         let s = open(&dir);
-        assert_eq!(s.load(A).unwrap(), None);
+        assert_eq!(s.load(A, MAX).unwrap(), None);
         s.save(A, b"one", None).unwrap();
         s.save(A, b"two", None).unwrap();
-        assert_eq!(s.load(A).unwrap().as_deref(), Some(&b"two"[..]));
+        assert_eq!(s.load(A, MAX).unwrap().as_deref(), Some(&b"two"[..]));
         s.delete(A).unwrap();
         s.delete(A).unwrap();
-        assert_eq!(s.load(A).unwrap(), None);
+        assert_eq!(s.load(A, MAX).unwrap(), None);
     }
 
     #[test]
@@ -315,11 +493,11 @@ mod tests {
         s.save(A, b"a", Some(Duration::from_millis(1))).unwrap();
         s.save(B, b"b", None).unwrap();
         std::thread::sleep(Duration::from_millis(20));
-        assert_eq!(s.load(A).unwrap(), None);
+        assert_eq!(s.load(A, MAX).unwrap(), None);
         assert_eq!(rows(&s), 2, "the expired row is still there until a sweep");
         assert_eq!(s.sweep().unwrap(), 1);
         assert_eq!(rows(&s), 1);
-        assert!(s.load(B).unwrap().is_some());
+        assert!(s.load(B, MAX).unwrap().is_some());
     }
 
     #[test]
@@ -354,7 +532,7 @@ mod tests {
         let one = open(&dir);
         let two = open(&dir);
         one.save(A, b"from one", None).unwrap();
-        assert_eq!(two.load(A).unwrap().as_deref(), Some(&b"from one"[..]));
+        assert_eq!(two.load(A, MAX).unwrap().as_deref(), Some(&b"from one"[..]));
         let handles: Vec<_> = [one, two]
             .into_iter()
             .enumerate()
@@ -376,7 +554,7 @@ mod tests {
     fn an_unopenable_path_is_an_unavailable_error_naming_the_store() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("missing-folder").join("sessions.db");
-        let e = SqliteStore::open(&path, DEFAULT_BUSY_TIMEOUT)
+        let e = SqliteStore::open(&path, DEFAULT_BUSY_TIMEOUT, false)
             .err()
             .unwrap();
         assert_eq!(e.kind, crate::stores::StoreErrorKind::Unavailable);
