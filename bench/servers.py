@@ -1,35 +1,33 @@
-"""Redis, memcached and bench app processes on free loopback ports, for one benchmark run."""
+"""Redis, memcached and bench app processes on free loopback ports, for one benchmark run.
+
+Redis and memcached start through bench/loopback.py, which the tests use too: each is checked to
+be the process answering on its port, and moves to a new port when it lost the port to another.
+"""
 
 from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
-import time
 from pathlib import Path
 
-HOST = "127.0.0.1"
+from bench.loopback import (
+    HOST,
+    PidProbe,
+    ServerProcess,
+    free_port,
+    launch,
+    memcached_pid,
+    redis_pid,
+    wait_until_serving,
+)
 
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        port: int = s.getsockname()[1]
-        return port
+__all__ = ["HOST", "Process", "free_port", "start_memcached", "start_redis", "wait_for_port"]
 
 
 def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"process on port {port} exited with {process.returncode}")
-        try:
-            with socket.create_connection((HOST, port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on {HOST}:{port} after {timeout} s")
+    """Returns once ``process`` is alive and something answers on ``port``."""
+    wait_until_serving(process, port, timeout=timeout)
 
 
 def require(binary: str) -> str:
@@ -39,45 +37,44 @@ def require(binary: str) -> str:
     return path
 
 
-class Process:
-    """One child process listening on ``port``; ``stop()`` ends it (SIGTERM, then SIGKILL)."""
+class Process(ServerProcess):
+    """One named child process listening on ``port``, started at once unless ``start=False``;
+    ``stop()`` ends it (SIGTERM, then SIGKILL)."""
 
-    def __init__(self, name: str, argv: list[str], port: int, cwd: Path | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        argv: list[str],
+        port: int,
+        cwd: Path | None = None,
+        probe: PidProbe | None = None,
+        *,
+        start: bool = True,
+    ) -> None:
+        super().__init__(argv, port, cwd, probe)
         self.name = name
-        self.port = port
-        self.process = subprocess.Popen(
-            argv, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        try:
-            wait_for_port(port, self.process)
-        except BaseException:
-            self.stop()
-            raise
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=5)
+        if start:
+            self.start()
 
 
 def start_redis(workdir: Path) -> Process:
-    port = free_port()
-    argv = [require("redis-server"), "--bind", HOST, "--port", str(port)]
-    argv += ["--save", "", "--appendonly", "no", "--dir", str(workdir)]
-    return Process("redis", argv, port, workdir)
+    binary = require("redis-server")
+
+    def redis(port: int) -> Process:
+        argv = [binary, "--bind", HOST, "--port", str(port)]
+        argv += ["--save", "", "--appendonly", "no", "--dir", str(workdir)]
+        return Process("redis", argv, port, workdir, redis_pid, start=False)
+
+    return launch(redis)
 
 
 def start_memcached(workdir: Path, memory_mb: int = 1024) -> Process:
-    port = free_port()
-    argv = [require("memcached"), "-l", HOST, "-p", str(port), "-U", "0", "-m", str(memory_mb)]
-    if os.geteuid() == 0:
-        argv += ["-u", "root"]  # memcached refuses to run as root without being told
-    return Process("memcached", argv, port, workdir)
+    binary = require("memcached")
+
+    def memcached(port: int) -> Process:
+        argv = [binary, "-l", HOST, "-p", str(port), "-U", "0", "-m", str(memory_mb)]
+        if os.geteuid() == 0:
+            argv += ["-u", "root"]  # memcached refuses to run as root without being told
+        return Process("memcached", argv, port, workdir, memcached_pid, start=False)
+
+    return launch(memcached)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import http.client
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -13,6 +12,9 @@ from http.cookies import SimpleCookie
 from pathlib import Path
 
 import pytest
+
+from bench.loopback import free_port as free_port  # for the tests that import it from here
+from bench.loopback import listening_port
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -24,37 +26,28 @@ pytest_plugins = ["servers"]
 os.environ["PYTHONWARNINGS"] = "ignore:a session secret is shorter than 32 bytes"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 class AppProcess:
-    """A Python app module run as `python -m MODULE --port N ...` until stopped."""
+    """A Python app module run as `python -m MODULE --port 0 ...` until stopped: the app binds
+    a port the system picks and prints it ("listening on PORT"), so no other server can answer
+    in its place."""
 
     def __init__(self, module: str, *args: str) -> None:
         self.module = module
         self.args = args
-        self.port = free_port()
+        self.port = 0
         self.process: subprocess.Popen[str] | None = None
 
     def start(self) -> AppProcess:
         env = dict(os.environ, PYTHONPATH=str(REPO))
         self.process = subprocess.Popen(
-            [sys.executable, "-m", self.module, "--port", str(self.port), *self.args],
+            [sys.executable, "-m", self.module, "--port", "0", *self.args],
             cwd=REPO,
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
         )
-        assert self.process.stdout is not None
-        line = self.process.stdout.readline()
-        if "listening on" not in line:
-            rest = self.process.stdout.read() if self.process.poll() is not None else ""
-            raise RuntimeError(f"{self.module} did not start: {line}{rest}")
+        self.port = listening_port(self.process)
         return self
 
     def stop(self) -> None:

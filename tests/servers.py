@@ -23,7 +23,17 @@ from typing import Any
 
 import pytest
 
-HOST = "127.0.0.1"
+from bench.loopback import (
+    HOST,
+    ServerProcess,
+    free_port,
+    launch,
+    listening_port,
+    memcached_pid,
+    redis_pid,
+)
+
+__all__ = ["HOST", "ServerProcess", "free_port", "launch"]  # imported from here by the tests
 
 
 def require_binary(name: str) -> str:
@@ -35,28 +45,6 @@ def require_binary(name: str) -> str:
             pytest.fail(reason)
         pytest.skip(reason)
     return path
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def wait_for_port(
-    port: int, timeout: float = 10.0, process: subprocess.Popen[bytes] | None = None
-) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            raise RuntimeError(f"process on port {port} exited with {process.returncode}")
-        try:
-            with socket.create_connection((HOST, port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on {HOST}:{port} after {timeout} s")
 
 
 def free_cluster_port() -> int:
@@ -73,34 +61,12 @@ def free_cluster_port() -> int:
     raise RuntimeError("no free port pair for a cluster node")
 
 
-class ServerProcess:
-    """One server process that can be stopped (SIGKILL) and started again on the same port."""
+class RedisServer(ServerProcess):
+    """A Redis server, checked at every start to be the process answering (``INFO server``)."""
 
     def __init__(self, argv: list[str], port: int, cwd: Path) -> None:
-        self.argv = argv
-        self.port = port
-        self.cwd = cwd
-        self.process: subprocess.Popen[bytes] | None = None
+        super().__init__(argv, port, cwd, redis_pid)
 
-    def start(self) -> None:
-        assert self.process is None, "already running"
-        self.process = subprocess.Popen(
-            self.argv, cwd=self.cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        wait_for_port(self.port, process=self.process)
-
-    def kill(self) -> None:
-        if self.process is not None:
-            self.process.kill()
-            self.process.wait(timeout=10)
-            self.process = None
-
-    @property
-    def address(self) -> str:
-        return f"{HOST}:{self.port}"
-
-
-class RedisServer(ServerProcess):
     @property
     def url(self) -> str:
         return f"redis://{HOST}:{self.port}/0"
@@ -108,6 +74,11 @@ class RedisServer(ServerProcess):
 
 def redis_argv(binary: str, port: int, *extra: str) -> list[str]:
     return [binary, "--bind", HOST, "--port", str(port), "--save", "", "--appendonly", "no", *extra]
+
+
+def redis_maker(binary: str, folder: Path, *extra: str) -> Callable[[int], RedisServer]:
+    """A RedisServer for a given port, for launch()."""
+    return lambda port: RedisServer(redis_argv(binary, port, *extra), port, folder)
 
 
 def memcached_argv(binary: str, port: int) -> list[str]:
@@ -124,9 +95,7 @@ def redis_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable
     started: list[RedisServer] = []
 
     def start() -> RedisServer:
-        port = free_port()
-        server = RedisServer(redis_argv(binary, port), port, tmp_path_factory.mktemp("redis"))
-        server.start()
+        server = launch(redis_maker(binary, tmp_path_factory.mktemp("redis")))
         started.append(server)
         return server
 
@@ -149,9 +118,10 @@ def memcached_factory(
     started: list[ServerProcess] = []
 
     def start() -> ServerProcess:
-        port = free_port()
-        server = ServerProcess(memcached_argv(binary, port), port, tmp_path_factory.mktemp("mc"))
-        server.start()
+        folder = tmp_path_factory.mktemp("mc")
+        server = launch(
+            lambda port: ServerProcess(memcached_argv(binary, port), port, folder, memcached_pid)
+        )
         started.append(server)
         return server
 
@@ -174,20 +144,10 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Red
     nodes: list[RedisServer] = []
     try:
         for _ in range(3):
-            port = free_cluster_port()
             folder = tmp_path_factory.mktemp("cluster")
-            argv = redis_argv(
-                binary,
-                port,
-                "--cluster-enabled",
-                "yes",
-                "--cluster-config-file",
-                str(folder / "nodes.conf"),
-                "--cluster-node-timeout",
-                "2000",
-            )
-            node = RedisServer(argv, port, folder)
-            node.start()
+            cluster = ["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"]
+            cluster += ["--cluster-config-file", str(folder / "nodes.conf")]
+            node = launch(redis_maker(binary, folder, *cluster), pick_port=free_cluster_port)
             nodes.append(node)
         subprocess.run(
             [
@@ -229,16 +189,16 @@ APP = Path(__file__).parent / "apps" / "shared_store_app.py"
 
 
 class AppProcess:
-    """tests/apps/shared_store_app.py running on its own port."""
+    """tests/apps/shared_store_app.py on a port it picks itself (``--port 0``) and prints."""
 
     def __init__(self, store_args: list[str]) -> None:
-        self.port = free_port()
         self.process = subprocess.Popen(
-            [sys.executable, str(APP), "--port", str(self.port), *store_args],
+            [sys.executable, str(APP), "--port", "0", *store_args],
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
+            text=True,
         )
-        wait_for_port(self.port, process=self.process)
+        self.port = listening_port(self.process)
 
     @property
     def url(self) -> str:

@@ -1,48 +1,229 @@
-"""The demo app: log in, count visits, log out, over real HTTP in its own process."""
+"""The demo app (``python -m tornsession.demo``) over real HTTP, in its own process: log in, count,
+log out; no session fixation; nothing stored for anonymous visitors; secrets that outlive a
+restart; a one-line error for a busy port."""
 
 from __future__ import annotations
 
 import os
 import re
+import socket
+import stat
 import subprocess
 import sys
-from collections.abc import Iterator
+import urllib.parse
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from conftest import REPO, Browser
 
+SESSION_COOKIES = frozenset({"session_id", "hmac_digest"})
+STRONG = "a" * 64
+
+
+class Demo:
+    """One demo process on a port it chose itself (``--port 0``)."""
+
+    def __init__(self, session_dir: Path, env: dict[str, str] | None = None) -> None:
+        self.session_dir = session_dir
+        argv = [sys.executable, "-m", "tornsession.demo", "--port", "0"]
+        self.process = subprocess.Popen(
+            [*argv, "--session-dir", str(session_dir)],
+            cwd=REPO,
+            env=demo_env(env),
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        match = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
+        if match is None:
+            self.stop()
+            raise AssertionError(f"the demo prints its URL, got {line!r}")
+        self.port = int(match.group(1))
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+        assert self.process.stdout is not None
+        self.process.stdout.close()
+
+
+def demo_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment without the demo's secrets and port, plus ``extra``."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("TORNSESSION_SECRET", "TORNSESSION_COOKIE_SECRET", "PORT")
+    }
+    return {**env, **(extra or {})}
+
 
 @pytest.fixture
-def demo(tmp_path: Path) -> Iterator[int]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tornsession.demo", "--port", "0", "--session-dir", str(tmp_path)],
-        cwd=REPO,
-        env=dict(os.environ),
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert process.stdout is not None
-    line = process.stdout.readline()
-    match = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
-    try:
-        assert match, f"the demo prints its URL, got {line!r}"
-        yield int(match.group(1))
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
-        process.stdout.close()
+def start_demo() -> Iterator[Callable[..., Demo]]:
+    """Starts demo processes; stops them after the test."""
+    demos: list[Demo] = []
+
+    def start(session_dir: Path, env: dict[str, str] | None = None) -> Demo:
+        demo = Demo(session_dir, env)
+        demos.append(demo)
+        return demo
+
+    yield start
+    for demo in demos:
+        demo.stop()
 
 
-def test_demo_login_counter_and_logout(demo: int) -> None:
-    with Browser(demo) as browser:
-        assert "Visits: 1" in browser.get("/")[1]
+@pytest.fixture
+def demo(start_demo: Callable[..., Demo], tmp_path: Path) -> Demo:
+    return start_demo(tmp_path / "sessions")
+
+
+def post_form(browser: Browser, path: str, fields: dict[str, str] | None = None) -> int:
+    """Posts a form of the page at / with its XSRF token, as a browser submits it."""
+    _, page = browser.get("/")
+    token = re.search(r'name="_xsrf" value="([^"]+)"', page)
+    xsrf = {"_xsrf": token.group(1)} if token else {}
+    body = urllib.parse.urlencode({**xsrf, **(fields or {})})
+    status, _ = browser.request("POST", path, body)
+    return status
+
+
+def session_files(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith("SESSION"))
+
+
+def set_cookie_names(browser: Browser) -> set[str]:
+    return {header.split("=", 1)[0] for header in browser.last_set_cookie}
+
+
+def test_demo_login_counter_and_logout(demo: Demo) -> None:
+    with Browser(demo.port) as browser:
+        status, body = browser.get("/")
+        assert status == 200 and "id='login'" in body and "Hello" not in body
+        assert post_form(browser, "/login", {"name": "Ann <b>"}) == 302
+        status, body = browser.get("/")
+        assert "Hello, Ann &lt;b&gt;!" in body and "Visits: 1" in body
         assert "Visits: 2" in browser.get("/")[1]
-        status, _ = browser.request("POST", "/login", "name=Ann%20%3Cb%3E")
-        assert status == 302
+        assert post_form(browser, "/logout") == 302
+        assert not SESSION_COOKIES & browser.cookies.keys(), browser.cookies
         status, body = browser.get("/")
-        assert "Hello, Ann &lt;b&gt;!" in body and "Visits: 3" in body
-        assert "Visits: 4" in browser.get("/")[1]
-        browser.request("POST", "/logout", "")
-        status, body = browser.get("/")
-        assert "Hello" not in body and "Visits: 1" in body
+        assert "Hello" not in body and "id='login'" in body
+    assert session_files(demo.session_dir) == []
+
+
+def test_cookieless_visits_store_nothing_and_set_no_session_cookie(demo: Demo) -> None:
+    for _ in range(3):
+        with Browser(demo.port) as browser:
+            status, body = browser.get("/")
+            assert status == 200 and "id='login'" in body
+            assert not SESSION_COOKIES & set_cookie_names(browser), browser.last_set_cookie
+    assert session_files(demo.session_dir) == []
+
+
+def test_login_gives_a_new_session_id_so_a_planted_cookie_opens_nothing(demo: Demo) -> None:
+    with Browser(demo.port) as attacker, Browser(demo.port) as victim:
+        # The attacker gets a valid session cookie of their own ...
+        assert post_form(attacker, "/login", {"name": "mallory"}) == 302
+        assert SESSION_COOKIES <= attacker.cookies.keys()
+        planted = dict(attacker.cookies)
+        # ... and plants it in the victim's browser, who then logs in.
+        victim.cookies.update(planted)
+        assert post_form(victim, "/login", {"name": "victim"}) == 302
+        assert "Hello, victim!" in victim.get("/")[1]
+        assert victim.cookies["session_id"] != planted["session_id"]
+        # The planted cookie does not open the victim's session.
+        with Browser(demo.port) as replay:
+            replay.cookies.update(planted)
+            body = replay.get("/")[1]
+            assert "victim" not in body, body
+
+
+def test_sessions_outlive_a_restart_with_the_same_session_dir(
+    start_demo: Callable[..., Demo], tmp_path: Path
+) -> None:
+    folder = tmp_path / "sessions"
+    first = start_demo(folder)
+    with Browser(first.port) as browser:
+        assert post_form(browser, "/login", {"name": "Ann"}) == 302
+        assert "Visits: 1" in browser.get("/")[1]
+        cookies = dict(browser.cookies)
+    first.stop()
+    secrets_file = folder / "demo-secrets.json"
+    assert stat.S_IMODE(secrets_file.stat().st_mode) == 0o600
+    kept = secrets_file.read_text()
+
+    second = start_demo(folder)
+    with Browser(second.port) as browser:
+        browser.cookies.update(cookies)
+        body = browser.get("/")[1]
+        assert "Hello, Ann!" in body and "Visits: 2" in body, body
+    assert secrets_file.read_text() == kept, "the secrets are made once"
+
+
+def test_secrets_from_the_environment_make_no_file(
+    start_demo: Callable[..., Demo], tmp_path: Path
+) -> None:
+    folder = tmp_path / "sessions"
+    env = {"TORNSESSION_SECRET": STRONG, "TORNSESSION_COOKIE_SECRET": "b" * 64}
+    demo = start_demo(folder, env)
+    with Browser(demo.port) as browser:
+        assert post_form(browser, "/login", {"name": "Ann"}) == 302
+        assert "Hello, Ann!" in browser.get("/")[1]
+    assert not (folder / "demo-secrets.json").exists()
+
+
+def run_demo(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """The demo expected to exit at once (a startup error)."""
+    return subprocess.run(
+        [sys.executable, "-m", "tornsession.demo", *args],
+        cwd=REPO,
+        env=demo_env(env),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+def assert_one_line_error(done: subprocess.CompletedProcess[str], *words: str) -> None:
+    assert done.returncode == 2, (done.returncode, done.stderr)
+    assert "Traceback" not in done.stderr, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    for word in words:
+        assert word in done.stderr, done.stderr
+
+
+def test_a_short_secret_in_the_environment_is_refused(tmp_path: Path) -> None:
+    env = {"TORNSESSION_SECRET": "short", "TORNSESSION_COOKIE_SECRET": STRONG}
+    done = run_demo("--port", "0", "--session-dir", str(tmp_path), env=env)
+    assert_one_line_error(done, "TORNSESSION_SECRET", "32 bytes", "token_hex")
+
+
+@pytest.fixture
+def busy_port() -> Iterator[int]:
+    """A loopback port held by a listening socket of this test."""
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        yield held.getsockname()[1]
+
+
+def test_a_busy_port_gives_one_line_and_exit_code_2(busy_port: int, tmp_path: Path) -> None:
+    done = run_demo("--port", str(busy_port), "--session-dir", str(tmp_path))
+    assert_one_line_error(done, str(busy_port), "in use")
+
+
+def test_the_port_comes_from_PORT_unless_given(
+    busy_port: int, tmp_path: Path, start_demo: Callable[..., Demo]
+) -> None:
+    done = run_demo("--session-dir", str(tmp_path), env={"PORT": str(busy_port)})
+    assert_one_line_error(done, str(busy_port))
+    start_demo(tmp_path, {"PORT": str(busy_port)})  # --port 0 wins over PORT: it starts
+
+
+@pytest.mark.parametrize("port", ["-1", "65536", "http"])
+def test_a_bad_port_is_refused(port: str, tmp_path: Path) -> None:
+    done = run_demo("--port", port, "--session-dir", str(tmp_path))
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert "port" in done.stderr

@@ -40,14 +40,7 @@ from pathlib import Path
 import pytest
 import redis
 from conftest import AppProcess
-from servers import (
-    HOST,
-    RedisServer,
-    ServerProcess,
-    free_port,
-    redis_argv,
-    require_binary,
-)
+from servers import HOST, RedisServer, ServerProcess, launch, redis_maker, require_binary
 
 CLIENTS = int(os.environ.get("OUTAGE_CLIENTS", "6"))
 ROUNDS = int(os.environ.get("OUTAGE_ROUNDS", "1"))
@@ -316,10 +309,8 @@ def check_counts(visitor: Visitor, outages: list[Outage], durable: bool) -> int:
 def aof_redis(tmp_path: Path) -> Iterator[RedisServer]:
     """A Redis server persisting every write (append-only file, fsync always) in tmp_path."""
     binary = require_binary("redis-server")
-    port = free_port()
-    argv = redis_argv(binary, port, "--appendonly", "yes", "--appendfsync", "always")
-    server = RedisServer([*argv, "--dir", str(tmp_path)], port, tmp_path)
-    server.start()
+    aof = ["--appendonly", "yes", "--appendfsync", "always", "--dir", str(tmp_path)]
+    server = launch(redis_maker(binary, tmp_path, *aof))
     try:
         yield server
     finally:

@@ -1,7 +1,13 @@
-"""A small Tornado app on tornsession: log in with a name, count visits, log out.
+"""A small Tornado app on tornsession: log in with a name, count your visits, log out.
 
-Run it with ``python -m tornsession.demo [--port N] [--session-dir DIR]``; it prints its URL.
+Run it with ``python -m tornsession.demo [--port N] [--session-dir DIR]``; it prints its URL. The
+port is ``--port``, else the ``PORT`` environment variable, else 8888 (0: any free port).
 Sessions live in a FileStore folder (``./demo-sessions`` unless told otherwise).
+
+Secrets (each at least 32 bytes) come from the environment, ``TORNSESSION_SECRET`` (the session
+secret) and ``TORNSESSION_COOKIE_SECRET`` (Tornado's ``cookie_secret``); a missing one is made once
+and kept in ``demo-secrets.json`` (mode 0600) in the session folder, so sessions outlive a restart.
+Make one with ``python -c "import secrets; print(secrets.token_hex(32))"``.
 """
 
 from __future__ import annotations
@@ -9,8 +15,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import html
+import json
+import os
 import secrets
-from typing import Any
+import socket
+import sys
+from pathlib import Path
 
 import tornado.httpserver
 import tornado.netutil
@@ -18,15 +28,17 @@ import tornado.web
 
 import tornsession
 
+SECRET_VARIABLES = {"secret": "TORNSESSION_SECRET", "cookie_secret": "TORNSESSION_COOKIE_SECRET"}
+SECRETS_FILE = "demo-secrets.json"
+MIN_SECRET_BYTES = 32
+
 PAGE = """<!doctype html>
 <html><head><meta charset="utf-8"><title>tornsession demo</title></head>
 <body>{body}</body></html>"""
 
 
-class DemoHandler(tornado.web.RequestHandler):
-    def initialize(self) -> None:
-        manager: tornsession.TornadoSessionManager = self.application.settings["session_manager"]
-        self.session = tornsession.TornadoSession(manager, self)
+class DemoHandler(tornsession.SessionMixin, tornado.web.RequestHandler):
+    """``self.session`` loads in ``prepare()`` and is saved, if it changed, before the response."""
 
     def page(self, body: str) -> None:
         self.write(PAGE.format(body=body))
@@ -34,72 +46,122 @@ class DemoHandler(tornado.web.RequestHandler):
 
 class HomeHandler(DemoHandler):
     def get(self) -> None:
-        self.session["visits"] = self.session.get("visits", 0) + 1
-        self.session.save()
         user = self.session.get("user")
-        visits = self.session["visits"]
         if user is None:
+            # Nothing written for a visitor who has not logged in: no record, no cookie.
             self.page(
-                f"<p id='visits'>Visits: {visits}</p>"
                 "<form method='post' action='/login'>"
+                f"{self.xsrf_form_html()}"
                 "<input name='name' id='name' placeholder='your name'>"
                 "<button id='login'>Log in</button></form>"
             )
-        else:
-            self.page(
-                f"<p id='greeting'>Hello, {html.escape(user)}!</p>"
-                f"<p id='visits'>Visits: {visits}</p>"
-                "<form method='post' action='/logout'><button id='logout'>Log out</button></form>"
-            )
+            return
+        self.session["visits"] = self.session.get("visits", 0) + 1
+        self.page(
+            f"<p id='greeting'>Hello, {html.escape(user)}!</p>"
+            f"<p id='visits'>Visits: {self.session['visits']}</p>"
+            "<form method='post' action='/logout'>"
+            f"{self.xsrf_form_html()}"
+            "<button id='logout'>Log out</button></form>"
+        )
 
 
 class LoginHandler(DemoHandler):
-    def post(self) -> None:
-        name = self.get_body_argument("name", "").strip()[:100] or "anonymous"
-        self.session["user"] = name
-        self.session.save()
+    async def post(self) -> None:
+        self.session["user"] = self.get_body_argument("name", "").strip()[:100] or "anonymous"
+        # A new session id at login: an id planted in the visitor's browser before (session
+        # fixation) no longer opens this session.
+        await self.session.aregenerate()
         self.redirect("/")
 
 
 class LogoutHandler(DemoHandler):
-    def post(self) -> None:
-        # Until destroy() arrives, logging out forgets the user and the count.
-        self.session.clear()
-        self.session.save()
+    async def post(self) -> None:
+        await self.session.adestroy()  # deletes the record and clears the cookies
         self.redirect("/")
 
 
-def make_app(session_dir: str, cookie_secret: str | None = None) -> tornado.web.Application:
-    manager = tornsession.TornadoSessionManager(secrets.token_hex(32), session_dir)
-    settings: dict[str, Any] = {
-        "cookie_secret": cookie_secret or secrets.token_hex(32),
-        "session_manager": manager,
-        "xsrf_cookies": False,
-    }
+def load_secrets(session_dir: Path) -> dict[str, str]:
+    """The secrets from the environment, else from the secrets file (made at the first start)."""
+    found = {key: os.environ.get(variable, "") for key, variable in SECRET_VARIABLES.items()}
+    if not all(found.values()):
+        path = session_dir / SECRETS_FILE
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            kept = json.loads(path.read_text())
+        else:
+            kept = {key: secrets.token_hex(32) for key in SECRET_VARIABLES}
+            with os.fdopen(fd, "w") as file:
+                json.dump(kept, file)
+        found = {key: value or kept[key] for key, value in found.items()}
+    for key, value in found.items():
+        if len(value.encode()) < MIN_SECRET_BYTES:
+            raise ValueError(
+                f"{SECRET_VARIABLES[key]} is shorter than {MIN_SECRET_BYTES} bytes; make one with: "
+                'python -c "import secrets; print(secrets.token_hex(32))"'
+            )
+    return found
+
+
+def make_app(session_dir: Path) -> tornado.web.Application:
+    session_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    keys = load_secrets(session_dir)
+    manager = tornsession.TornadoSessionManager(keys["secret"], session_dir)
     return tornado.web.Application(
-        [(r"/", HomeHandler), (r"/login", LoginHandler), (r"/logout", LogoutHandler)], **settings
+        [(r"/", HomeHandler), (r"/login", LoginHandler), (r"/logout", LogoutHandler)],
+        cookie_secret=keys["cookie_secret"],
+        session_manager=manager,
+        xsrf_cookies=True,
     )
 
 
-async def serve(port: int, session_dir: str) -> None:
-    app = make_app(session_dir)
-    sockets = tornado.netutil.bind_sockets(port, address="127.0.0.1")
+def port_number(text: str) -> int:
+    port = int(text) if text.isdigit() else -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}")
+    return port
+
+
+async def serve(app: tornado.web.Application, sockets: list[socket.socket]) -> None:
     tornado.httpserver.HTTPServer(app).add_sockets(sockets)
-    bound = sockets[0].getsockname()[1]
-    print(f"tornsession demo on http://127.0.0.1:{bound}/ (sessions in {session_dir})", flush=True)
     await asyncio.Event().wait()
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tornsession.demo", description=__doc__)
-    parser.add_argument("--port", type=int, default=8888, help="port (0: any free one)")
-    parser.add_argument("--session-dir", default="demo-sessions", help="session folder")
+    parser.add_argument(
+        "--port",
+        type=port_number,
+        default=os.environ.get("PORT", "8888"),
+        help="port (default: $PORT, else 8888; 0: any free one)",
+    )
+    parser.add_argument("--session-dir", type=Path, default=Path("demo-sessions"))
     args = parser.parse_args(argv)
     try:
-        asyncio.run(serve(args.port, args.session_dir))
+        sockets = tornado.netutil.bind_sockets(args.port, address="127.0.0.1")
+    except OSError as error:
+        print(
+            f"{parser.prog}: cannot listen on 127.0.0.1:{args.port}: {error.strerror}"
+            " (choose another port with --port N)",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        app = make_app(args.session_dir)
+    except (OSError, ValueError, tornsession.SessionStoreError) as error:
+        print(f"{parser.prog}: {error}", file=sys.stderr)
+        return 2
+    port = sockets[0].getsockname()[1]
+    print(
+        f"tornsession demo on http://127.0.0.1:{port}/ (sessions in {args.session_dir})", flush=True
+    )
+    try:
+        asyncio.run(serve(app, sockets))
     except KeyboardInterrupt:
         pass
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -7,7 +7,8 @@ GET /inc increments the session's counter (SessionMixin: loaded and saved on wor
 save before the response) and answers {"count": n, "port": PORT}. A failing
 request answers 500 with {"error": <exception class>, "message": ...} in the body and logs one
 line `request failed: <exception class>: <message>` (no traceback, so the log stays small while
-a store is down). Prints "listening on PORT" once it accepts connections.
+a store is down). Prints "listening on PORT" once it accepts connections
+(--port 0: a free port).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import sys
 from types import TracebackType
 from typing import Any
 
+import tornado.httpserver
+import tornado.netutil
 import tornado.web
 import tornsession
 
@@ -69,16 +72,19 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(stream=sys.stdout, level=logging.WARNING, format="%(name)s %(message)s")
     manager = tornsession.TornadoSessionManager(SECRET, store=make_store(args))
+    # --port 0: the system picks a free port, printed for the test that started this process.
+    sockets = tornado.netutil.bind_sockets(args.port, address="127.0.0.1")
+    port = sockets[0].getsockname()[1]
     app = tornado.web.Application(
-        [(r"/inc", IncHandler, {"port": args.port})],
+        [(r"/inc", IncHandler, {"port": port})],
         cookie_secret=SECRET,
         session_manager=manager,
         log_function=lambda handler: None,  # no access log: only failures are logged
     )
 
     async def serve() -> None:
-        app.listen(args.port, address="127.0.0.1")
-        print(f"listening on {args.port}", flush=True)
+        tornado.httpserver.HTTPServer(app).add_sockets(sockets)
+        print(f"listening on {port}", flush=True)
         await asyncio.Event().wait()
 
     asyncio.run(serve())

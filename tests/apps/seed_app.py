@@ -3,14 +3,16 @@
 """An app written exactly like the seed document's example; only the import line differs.
 
 Run: python -m tests.apps.seed_app --port N --session-dir DIR [--module bench.reference_session]
-It prints "listening on PORT" once it accepts connections.
+It prints "listening on PORT" once it accepts connections (--port 0: a free port).
 """
 
 import argparse
 import importlib
 import sys
 
+import tornado.httpserver
 import tornado.ioloop
+import tornado.netutil
 import tornado.web
 
 parser = argparse.ArgumentParser()
@@ -57,8 +59,10 @@ class Application(tornado.web.Application):
 
 def main(port):
     app = Application()
-    app.listen(port, address="127.0.0.1")
-    print(f"listening on {port}", flush=True)
+    # --port 0: the system picks a free port, printed for the test that started this process.
+    sockets = tornado.netutil.bind_sockets(port, address="127.0.0.1")
+    tornado.httpserver.HTTPServer(app).add_sockets(sockets)
+    print(f"listening on {sockets[0].getsockname()[1]}", flush=True)
     sys.stdout.flush()
     tornado.ioloop.IOLoop.current().start()
 

@@ -12,6 +12,8 @@ import argparse
 import asyncio
 from typing import Any
 
+import tornado.httpserver
+import tornado.netutil
 import tornado.web
 import tornsession
 
@@ -82,14 +84,17 @@ def main() -> None:
         manager = tornsession.TornadoSessionManager(SECRET, args.path, idle_timeout=3600)
     else:
         manager = tornsession.TornadoSessionManager(SECRET, store=store, idle_timeout=3600)
+    # --port 0: the system picks a free port, printed for the test that started this process.
+    sockets = tornado.netutil.bind_sockets(args.port, address="127.0.0.1")
+    port = sockets[0].getsockname()[1]
     app = tornado.web.Application(
-        [(r"/count", CountHandler, {"manager": manager, "port": args.port})],
+        [(r"/count", CountHandler, {"manager": manager, "port": port})],
         cookie_secret=SECRET,
     )
 
     async def serve() -> None:
-        app.listen(args.port, address="127.0.0.1")
-        print("ready", flush=True)
+        tornado.httpserver.HTTPServer(app).add_sockets(sockets)
+        print(f"listening on {port}", flush=True)
         await asyncio.Event().wait()
 
     asyncio.run(serve())

@@ -3,7 +3,8 @@
     python -m tests.apps.soak_app --port N --store memory|file|sqlite|redis|memcached [--path P]
         [--url U] [--servers S ...]
 
-Prints "listening on PORT" once it accepts connections.
+Prints "listening on PORT" once it accepts connections
+(--port 0: a free port).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import argparse
 import asyncio
 from typing import Any
 
+import tornado.httpserver
+import tornado.netutil
 import tornado.web
 import tornsession
 
@@ -60,9 +63,12 @@ def main() -> None:
         [(r"/inc", IncHandler, {"manager": manager})], cookie_secret=SECRET
     )
 
+    # --port 0: the system picks a free port, printed for the test that started this process.
+    sockets = tornado.netutil.bind_sockets(args.port, address="127.0.0.1")
+
     async def serve() -> None:
-        app.listen(args.port, address="127.0.0.1")
-        print(f"listening on {args.port}", flush=True)
+        tornado.httpserver.HTTPServer(app).add_sockets(sockets)
+        print(f"listening on {sockets[0].getsockname()[1]}", flush=True)
         await asyncio.Event().wait()
 
     asyncio.run(serve())
