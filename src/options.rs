@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyBytes, PyList, PyString, PyTuple};
+use pyo3::types::{PyBool, PyBytes, PyInt, PyList, PyString, PyTuple};
 
 use crate::errors::WeakSecretWarning;
 use crate::time;
@@ -14,10 +14,41 @@ use crate::tornado_cookies::SecureMode;
 /// Secrets shorter than this are guessable offline from one digest cookie.
 pub const MIN_SECRET_BYTES: usize = 32;
 
+/// An integer option as given, with ints beyond 64 bits saturated, so that a range check names
+/// the option instead of PyO3 raising a bare `OverflowError` for `2**64`.
+#[derive(Debug, Clone, Copy)]
+pub struct SaturatingInt(pub i64);
+
+impl<'a, 'py> FromPyObject<'a, 'py> for SaturatingInt {
+    type Error = PyErr;
+
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        let int = obj.cast::<PyInt>().map_err(|_| {
+            PyTypeError::new_err(format!(
+                "expected an int, not {}",
+                obj.get_type()
+                    .name()
+                    .map(|n| n.to_string())
+                    .unwrap_or_default()
+            ))
+        })?;
+        match int.extract::<i64>() {
+            Ok(value) => Ok(Self(value)),
+            Err(_) if int.lt(0)? => Ok(Self(i64::MIN)),
+            Err(_) => Ok(Self(i64::MAX)),
+        }
+    }
+}
+
 /// A duration option given as seconds (int or float) or a `datetime.timedelta`.
 pub fn duration(name: &str, value: &Bound<'_, PyAny>) -> PyResult<Duration> {
+    let py = value.py();
     let seconds: f64 = match value.extract::<Duration>() {
         Ok(duration) => duration.as_secs_f64(),
+        // A negative timedelta is not a Duration, but it is a number of seconds to refuse.
+        Err(_) if value.is_instance(&py.import("datetime")?.getattr("timedelta")?)? => {
+            value.call_method0("total_seconds")?.extract()?
+        }
         Err(_) if value.is_instance_of::<PyBool>() => {
             return Err(PyTypeError::new_err(format!(
                 "{name} must be a number of seconds or a datetime.timedelta, not a bool"
@@ -33,12 +64,15 @@ pub fn duration(name: &str, value: &Bound<'_, PyAny>) -> PyResult<Duration> {
 }
 
 /// A positive size in bytes.
-pub fn byte_size(name: &str, value: Option<usize>) -> PyResult<Option<usize>> {
+pub fn byte_size(name: &str, value: Option<SaturatingInt>) -> PyResult<Option<usize>> {
     match value {
-        Some(0) => Err(PyValueError::new_err(format!(
-            "{name} must be a positive number of bytes"
+        None => Ok(None),
+        Some(SaturatingInt(bytes)) if bytes > 0 => {
+            Ok(Some(usize::try_from(bytes).unwrap_or(usize::MAX)))
+        }
+        Some(SaturatingInt(bytes)) => Err(PyValueError::new_err(format!(
+            "{name} must be a positive number of bytes, not {bytes}"
         ))),
-        other => Ok(other),
     }
 }
 

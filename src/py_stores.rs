@@ -12,6 +12,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
 use crate::ids;
+use crate::options::SaturatingInt;
 use crate::stores::{self, SessionStore, StoreError};
 
 /// The number of sessions a `MemoryStore` keeps unless told otherwise.
@@ -50,12 +51,13 @@ pub struct PyMemoryStore {
 impl PyMemoryStore {
     #[new]
     #[pyo3(
-        signature = (max_sessions = DEFAULT_MAX_SESSIONS as i64, *, max_bytes = DEFAULT_MAX_BYTES as i64),
+        signature = (max_sessions = SaturatingInt(DEFAULT_MAX_SESSIONS as i64), *, max_bytes = SaturatingInt(DEFAULT_MAX_BYTES as i64)),
         text_signature = "(max_sessions=100000, *, max_bytes=268435456)"
     )]
-    fn new(max_sessions: i64, max_bytes: i64) -> PyResult<Self> {
-        let non_zero = |name: &str, value: i64| {
-            NonZeroUsize::new(count(name, value, 1, i64::MAX)?)
+    fn new(max_sessions: SaturatingInt, max_bytes: SaturatingInt) -> PyResult<Self> {
+        // 2**48 sessions or bytes is past any machine's memory, and far from overflows.
+        let non_zero = |name: &str, value: SaturatingInt| {
+            NonZeroUsize::new(count(name, value.0, 1, 1 << 48)?)
                 .ok_or_else(|| PyValueError::new_err(format!("{name} must be at least 1")))
         };
         let max_sessions = non_zero("max_sessions", max_sessions)?;
@@ -210,13 +212,13 @@ fn redis_options(
     prefix: String,
     connect_timeout: f64,
     timeout: f64,
-    pool_size: i64,
+    pool_size: SaturatingInt,
 ) -> PyResult<stores::RedisOptions> {
     Ok(stores::RedisOptions {
         prefix,
         connect_timeout: positive_seconds("connect_timeout", connect_timeout)?,
         timeout: positive_seconds("timeout", timeout)?,
-        pool_size: count("pool_size", pool_size, 1, MAX_POOL_SIZE)?,
+        pool_size: count("pool_size", pool_size.0, 1, MAX_POOL_SIZE)?,
     })
 }
 
@@ -224,7 +226,7 @@ fn redis_options(
 impl PyRedisStore {
     #[new]
     #[pyo3(
-        signature = (url, *, prefix = stores::redis::DEFAULT_PREFIX.to_owned(), connect_timeout = 1.0, timeout = 1.0, pool_size = stores::redis::DEFAULT_POOL_SIZE as i64),
+        signature = (url, *, prefix = stores::redis::DEFAULT_PREFIX.to_owned(), connect_timeout = 1.0, timeout = 1.0, pool_size = SaturatingInt(stores::redis::DEFAULT_POOL_SIZE as i64)),
         text_signature = "(url, *, prefix='tornsession:', connect_timeout=1.0, timeout=1.0, pool_size=8)"
     )]
     fn new(
@@ -232,7 +234,7 @@ impl PyRedisStore {
         prefix: String,
         connect_timeout: f64,
         timeout: f64,
-        pool_size: i64,
+        pool_size: SaturatingInt,
     ) -> PyResult<Self> {
         let options = redis_options(prefix, connect_timeout, timeout, pool_size)?;
         let store = stores::RedisStore::new(url, options).map_err(value_error)?;
@@ -266,7 +268,7 @@ pub struct PyRedisClusterStore {
 impl PyRedisClusterStore {
     #[new]
     #[pyo3(
-        signature = (urls, *, prefix = stores::redis::DEFAULT_PREFIX.to_owned(), connect_timeout = 1.0, timeout = 1.0, pool_size = stores::redis::DEFAULT_POOL_SIZE as i64),
+        signature = (urls, *, prefix = stores::redis::DEFAULT_PREFIX.to_owned(), connect_timeout = 1.0, timeout = 1.0, pool_size = SaturatingInt(stores::redis::DEFAULT_POOL_SIZE as i64)),
         text_signature = "(urls, *, prefix='tornsession:', connect_timeout=1.0, timeout=1.0, pool_size=8)"
     )]
     fn new(
@@ -274,7 +276,7 @@ impl PyRedisClusterStore {
         prefix: String,
         connect_timeout: f64,
         timeout: f64,
-        pool_size: i64,
+        pool_size: SaturatingInt,
     ) -> PyResult<Self> {
         let options = redis_options(prefix, connect_timeout, timeout, pool_size)?;
         let store = stores::RedisClusterStore::new(&urls, options).map_err(value_error)?;
@@ -308,7 +310,7 @@ pub struct PyMemcachedStore {
 impl PyMemcachedStore {
     #[new]
     #[pyo3(
-        signature = (servers, *, prefix = stores::memcached::DEFAULT_PREFIX.to_owned(), connect_timeout = 1.0, timeout = 1.0, pool_size = i64::from(stores::memcached::DEFAULT_POOL_SIZE)),
+        signature = (servers, *, prefix = stores::memcached::DEFAULT_PREFIX.to_owned(), connect_timeout = 1.0, timeout = 1.0, pool_size = SaturatingInt(i64::from(stores::memcached::DEFAULT_POOL_SIZE))),
         text_signature = "(servers, *, prefix='tornsession:', connect_timeout=1.0, timeout=1.0, pool_size=8)"
     )]
     fn new(
@@ -316,9 +318,9 @@ impl PyMemcachedStore {
         prefix: String,
         connect_timeout: f64,
         timeout: f64,
-        pool_size: i64,
+        pool_size: SaturatingInt,
     ) -> PyResult<Self> {
-        let pool_size = count("pool_size", pool_size, 1, MAX_POOL_SIZE)?;
+        let pool_size = count("pool_size", pool_size.0, 1, MAX_POOL_SIZE)?;
         let options = stores::MemcachedOptions {
             prefix,
             connect_timeout: positive_seconds("connect_timeout", connect_timeout)?,
