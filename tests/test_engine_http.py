@@ -491,3 +491,35 @@ def test_a_request_waiting_longer_than_order_timeout_gets_503(
     assert status == 503 and waited < 0.9, (status, waited)
     assert results == [200]
     assert peek(server.port, cookies)["n"] == 100, "the holder's write was kept"
+
+
+def test_a_websocket_does_not_hold_its_session_for_the_connection(
+    serve: Callable[..., Server],
+) -> None:
+    import tornado.websocket
+    from tornado.httpclient import HTTPRequest
+
+    class Socket(tornsession.SessionMixin, tornado.websocket.WebSocketHandler):
+        def open(self) -> None:
+            self.write_message(str(self.session.get("n")))
+
+    server = serve("mixin", "memory", order_timeout=0.5)
+    server.app.wildcard_router.add_rules([(r"/ws", Socket)])
+    with Browser(server.port) as browser:
+        assert browser.get("/inc") == (200, "1")
+        cookies = dict(browser.cookies)
+
+    async def open_socket() -> Any:
+        header = "; ".join(f"{k}={v}" for k, v in cookies.items())
+        request = HTTPRequest(f"ws://127.0.0.1:{server.port}/ws", headers={"Cookie": header})
+        connection = await tornado.websocket.websocket_connect(request)
+        assert await connection.read_message() == "1"
+        return connection
+
+    connection = asyncio.run_coroutine_threadsafe(open_socket(), server.loop).result(10)
+    try:
+        with Browser(server.port) as browser:
+            browser.cookies = dict(cookies)
+            assert browser.get("/inc") == (200, "2"), "the open WebSocket held the session"
+    finally:
+        server.loop.call_soon_threadsafe(connection.close)
