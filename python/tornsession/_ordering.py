@@ -14,7 +14,6 @@ request of the session finishes, so the table stays as small as the number of re
 from __future__ import annotations
 
 import asyncio
-import sys
 import weakref
 from collections import deque
 from typing import Any
@@ -112,12 +111,8 @@ async def wait_for_turn(session_id: str, timeout: float) -> Turn:
 
 
 def release_when_finished(handler: Any, turn: Turn) -> None:
-    """Releases `turn` when Tornado calls the handler's ``on_finish()``; at once for a
-    WebSocket, which has no ``finish()`` and would hold its session for the connection's life."""
-    websocket = sys.modules.get("tornado.websocket")  # not imported: not a WebSocket handler
-    if websocket is not None and isinstance(handler, websocket.WebSocketHandler):
-        turn.release()
-        return
+    """Releases `turn` when Tornado calls the handler's ``on_finish()`` (for a WebSocket, once
+    the handshake is answered: Tornado finishes the upgrade request then)."""
     own = handler.__dict__.get("on_finish")
     handler_ref = weakref.ref(handler)
 
