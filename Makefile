@@ -18,7 +18,8 @@ TORNADO_TESTS := tests/test_seed_app.py tests/test_concurrency.py tests/test_lif
 	tests/test_manager_api.py tests/test_bad_cookies.py tests/test_demo.py \
 	tests/test_testing_plugin.py tests/test_migrate.py tests/test_session_dict.py \
 	tests/test_hostile_input.py tests/test_cleanup.py tests/test_stores_sqlite.py \
-	tests/test_stores_network.py tests/test_examples.py
+	tests/test_stores_network.py tests/test_examples.py tests/test_engine_http.py \
+	tests/test_options.py tests/test_no_panics.py tests/test_store_hardening.py
 PY_SOURCES := python tests bench scripts examples
 # Type-checked as a user would: against the installed wheel, mypy --strict, no project config.
 TYPED_EXAMPLES := examples/typed_app.py examples/multiprocess/app.py \
