@@ -3,7 +3,8 @@
 //! Pure Rust, no PyO3: `ids`, `digest`, `codec`, `signed_cookie`, `time`, `lifecycle` (every
 //! decision of a session's life) and `stores`. On top, one way: the PyO3 helpers (`errors`,
 //! `log`, `convert`, `options`, `tornado_cookies`, `py_stores`), then `session` (the dict
-//! class), `engine` (the lifecycle's steps on real objects), `manager`, `tornado_session`.
+//! class), `engine` (the lifecycle's steps on real objects), `store_task`, `manager`,
+//! `tornado_session`.
 
 pub mod codec;
 mod convert;
@@ -18,6 +19,7 @@ mod options;
 mod py_stores;
 mod session;
 pub mod signed_cookie;
+mod store_task;
 pub mod stores;
 pub mod time;
 mod tornado_cookies;
@@ -43,9 +45,11 @@ mod _core {
     #[pymodule_export]
     use crate::session::Session;
     #[pymodule_export]
+    use crate::store_task::StoreTask;
+    #[pymodule_export]
     use crate::tornado_cookies::_read_signed_cookie;
     #[pymodule_export]
-    use crate::tornado_session::{LoadBeforePrepare, StoreTask, TornadoSession};
+    use crate::tornado_session::{LoadBeforePrepare, TornadoSession};
 
     #[pymodule_init]
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {

@@ -14,6 +14,7 @@ use pyo3::types::PyBytes;
 use crate::ids;
 use crate::options::SaturatingInt;
 use crate::stores::{self, SessionStore, StoreError};
+use crate::time::whole_seconds;
 
 /// The number of sessions a `MemoryStore` keeps unless told otherwise.
 pub const DEFAULT_MAX_SESSIONS: usize = 100_000;
@@ -699,11 +700,6 @@ fn checked_id(session_id: &str) -> PyResult<&str> {
     } else {
         Err(PyValueError::new_err("not a session id"))
     }
-}
-
-/// Whole seconds, rounded up and at least 1: what redis-py and pymemcache take.
-fn whole_seconds(ttl: Duration) -> u64 {
-    (ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0)).max(1)
 }
 
 fn python_key(session_id: &str) -> String {

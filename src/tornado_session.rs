@@ -5,7 +5,8 @@
 //! an app creates it in `__init__`) before it runs it, and lets other requests run in between.
 //! Loading when the handler starts (`prepare`), after any earlier request of the same session
 //! in this process has finished (`tornsession._ordering`), means a handler reads, changes and
-//! saves without another request of the same session in between.
+//! saves without another request of the same session in between. The store work itself is a
+//! `StoreTask` (`store_task`), which may run on a worker thread.
 
 use std::sync::Arc;
 
@@ -19,13 +20,13 @@ use pyo3::types::{PyDict, PyList, PyString, PyTuple, PyType, PyWeakrefReference}
 use pyo3::PyTraverseError;
 
 use crate::convert::json_into_dict;
-use crate::engine::{Engine, PlannedWrite};
+use crate::engine::Engine;
 use crate::errors::InvalidSessionException;
-use crate::lifecycle::{CookieCheck, Fetched, Verified, WriteOutcome};
+use crate::lifecycle::CookieCheck;
 use crate::log::{log, Level};
 use crate::manager::{SessionManager, TornadoSessionManager};
 use crate::session::Session;
-use crate::stores::StoreError;
+use crate::store_task::{Job, StoreTask};
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum LoadState {
@@ -805,101 +806,5 @@ impl LoadBeforePrepare {
 
     fn __clear__(&self) {
         self.inner.lock().take();
-    }
-}
-
-/// What a [`StoreTask`] does, and then what came of it.
-enum Job {
-    Load(Verified),
-    Loaded(Verified, Result<Fetched, StoreError>),
-    Save(PlannedWrite),
-    Saved(PlannedWrite, Result<WriteOutcome, StoreError>),
-    Delete(String),
-    Deleted(Result<(), StoreError>),
-    /// Its result was taken.
-    Taken,
-}
-
-/// One store operation of a session, separated so it can run on a worker thread (the store
-/// releases the GIL around its I/O) while the handler's thread serves other requests.
-#[pyclass(module = "tornsession", frozen)]
-pub struct StoreTask {
-    engine: Arc<Engine>,
-    job: Mutex<Job>,
-}
-
-impl StoreTask {
-    fn new(engine: Arc<Engine>, job: Job) -> Self {
-        Self {
-            engine,
-            job: Mutex::new(job),
-        }
-    }
-
-    fn take(&self) -> Job {
-        std::mem::replace(&mut *self.job.lock(), Job::Taken)
-    }
-
-    fn take_loaded(&self) -> PyResult<(Verified, Result<Fetched, StoreError>)> {
-        match self.take() {
-            Job::Loaded(verified, fetched) => Ok((verified, fetched)),
-            _ => Err(PyRuntimeError::new_err("the load task has not run")),
-        }
-    }
-
-    fn take_saved(&self) -> PyResult<(PlannedWrite, Result<WriteOutcome, StoreError>)> {
-        match self.take() {
-            Job::Saved(write, outcome) => Ok((write, outcome)),
-            _ => Err(PyRuntimeError::new_err("the save task has not run")),
-        }
-    }
-
-    fn take_deleted(&self) -> PyResult<()> {
-        match self.take() {
-            Job::Deleted(result) => result.map_err(Into::into),
-            _ => Err(PyRuntimeError::new_err("the delete task has not run")),
-        }
-    }
-}
-
-#[pymethods]
-impl StoreTask {
-    /// Does the store I/O; safe to call from any thread, once.
-    fn run(&self, py: Python<'_>) {
-        let job = self.take();
-        let done = match job {
-            Job::Load(verified) => {
-                let fetched = self.engine.fetch(py, &verified.id);
-                Job::Loaded(verified, fetched)
-            }
-            Job::Save(write) => {
-                let outcome = self.engine.write(py, &write);
-                Job::Saved(write, outcome)
-            }
-            Job::Delete(id) => Job::Deleted(self.engine.delete(py, &id)),
-            finished => finished,
-        };
-        *self.job.lock() = done;
-    }
-
-    /// Whether run() may wait on I/O (a network or file store, or a Python store); if not, the
-    /// async API runs it inline rather than paying for a thread hop.
-    #[getter]
-    fn blocks(&self) -> bool {
-        self.engine.store.blocks()
-    }
-
-    /// The session id a load task is for (what requests of one session are ordered by).
-    #[getter]
-    fn session_id(&self) -> Option<String> {
-        match &*self.job.lock() {
-            Job::Load(verified) | Job::Loaded(verified, _) => Some(verified.id.clone()),
-            _ => None,
-        }
-    }
-
-    /// Raises what the store raised, for a delete task (load and save raise in their end step).
-    fn result(&self) -> PyResult<()> {
-        self.take_deleted()
     }
 }

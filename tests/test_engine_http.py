@@ -10,6 +10,7 @@ A real Tornado server runs on its own IOLoop in a thread; clients are keep-alive
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import socket
 import threading
@@ -22,11 +23,10 @@ import pytest
 import tornado.httpserver
 import tornado.netutil
 import tornado.web
+import tornsession
 from conftest import Browser
 from servers import RedisServer
 from tornado.web import create_signed_value
-
-import tornsession
 from tornsession import _ordering
 
 COOKIE_SECRET = "engine-test-cookie-secret-of-32-bytes-or-more"
@@ -65,14 +65,14 @@ class Mixin(tornsession.SessionMixin, tornado.web.RequestHandler):
 
 
 def routes(base: type) -> list[tuple[str, type]]:
-    class Increment(base):  # type: ignore[valid-type, misc]
+    class Increment(base):  # type: ignore[misc]
         def get(self) -> None:  # no await between read and write
             n = self.session.get("n", 0) + 1
             self.session["n"] = n
             self.commit()
             self.write(str(n))
 
-    class IncrementAwaiting(base):  # type: ignore[valid-type, misc]
+    class IncrementAwaiting(base):  # type: ignore[misc]
         async def get(self) -> None:
             n = self.session.get("n", 0)
             await asyncio.sleep(0.001)  # other requests run here
@@ -80,7 +80,7 @@ def routes(base: type) -> list[tuple[str, type]]:
             self.commit()
             self.write(str(n + 1))
 
-    class SlowWrite(base):  # type: ignore[valid-type, misc]
+    class SlowWrite(base):  # type: ignore[misc]
         async def get(self) -> None:
             self.session.get("n")
             await asyncio.sleep(float(self.get_argument("sleep", "0.6")))
@@ -88,30 +88,30 @@ def routes(base: type) -> list[tuple[str, type]]:
             self.session["slow"] = True
             self.commit()
 
-    class Peek(base):  # type: ignore[valid-type, misc]
+    class Peek(base):  # type: ignore[misc]
         def get(self) -> None:
             self.write(
                 {"id": self.session.session_id, "n": self.session.get("n"), **dict(self.session)}
             )
 
-    class Logout(base):  # type: ignore[valid-type, misc]
+    class Logout(base):  # type: ignore[misc]
         async def post(self) -> None:
             await self.logout()
             if self.get_argument("flash", None):
                 self.session["flash"] = "you are logged out"
                 self.commit()
 
-    class Regenerate(base):  # type: ignore[valid-type, misc]
+    class Regenerate(base):  # type: ignore[misc]
         async def post(self) -> None:
             await self.regenerate()
 
-    class Big(base):  # type: ignore[valid-type, misc]
+    class Big(base):  # type: ignore[misc]
         def get(self) -> None:
             self.session["note"] = "x" * 5000
             self.commit()
             self.write("saved")
 
-    class Raise(base):  # type: ignore[valid-type, misc]
+    class Raise(base):  # type: ignore[misc]
         def get(self) -> None:
             self.session["half_done"] = True
             raise RuntimeError("the handler failed after changing the session")
@@ -174,9 +174,7 @@ STYLES = {"dropin": DropIn, "mixin": Mixin}
 
 
 @pytest.fixture
-def make_store(
-    tmp_path: Path, request: pytest.FixtureRequest
-) -> Callable[[str], Any]:
+def make_store(tmp_path: Path, request: pytest.FixtureRequest) -> Callable[[str], Any]:
     def make(kind: str) -> Any:
         if kind == "memory":
             return tornsession.MemoryStore()
@@ -221,21 +219,16 @@ def peek(port: int, cookies: dict[str, str]) -> dict[str, Any]:
         return result
 
 
+def digest_of(session_id: str) -> str:
+    """The digest tornsession signs an id with (HMAC-SHA256 under the session secret)."""
+    return hmac.new(SESSION_SECRET.encode(), session_id.encode(), "sha256").hexdigest()
+
+
 def record_exists(server: Server, session_id: str) -> bool:
     """Whether the store still holds a record under `session_id` (asked through a manager of
     the same secret: a missing record gives a fresh session with another id)."""
     manager = tornsession.SessionManager(SESSION_SECRET, store=server.app.store)  # type: ignore[attr-defined]
-    digest = manager.get()  # any session, to sign with the same secret
-    del digest
-    signer = tornsession.SessionManager(SESSION_SECRET)
-    fresh = signer.get()
-    # The digest is HMAC(secret, id): make one for session_id by asking a manager to sign it.
-    from hmac import new as hmac_new
-
-    mac = hmac_new(SESSION_SECRET.encode(), session_id.encode(), "sha256").hexdigest()
-    del fresh
-    loaded = manager.get(session_id, mac)
-    return bool(loaded.session_id == session_id)
+    return bool(manager.get(session_id, digest_of(session_id)).session_id == session_id)
 
 
 def increment_concurrently(port: int, path: str) -> int:
@@ -407,16 +400,9 @@ def test_a_three_day_old_cookie_is_renewed_on_manager_get_and_set(
         session_id = browser.get("/original")[1]
         assert browser.last_set_cookie == [], "a fresh, unchanged session sends nothing"
     three_days_ago = time.time() - 3 * 86400
-    digest = tornsession.SessionManager(SESSION_SECRET).get()  # only to reach the signer
-    del digest
-    from hmac import new as hmac_new
-
-    mac = hmac_new(SESSION_SECRET.encode(), session_id.encode(), "sha256").hexdigest()
     aged = {
-        name: create_signed_value(
-            COOKIE_SECRET, name, value, clock=lambda: three_days_ago
-        ).decode()
-        for name, value in [("session_id", session_id), ("hmac_digest", mac)]
+        name: create_signed_value(COOKIE_SECRET, name, value, clock=lambda: three_days_ago).decode()
+        for name, value in [("session_id", session_id), ("hmac_digest", digest_of(session_id))]
     }
     with Browser(server.port) as browser:
         browser.cookies = aged

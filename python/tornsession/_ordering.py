@@ -65,7 +65,7 @@ class Turn:
     """A request's turn with its session; released once, when the request finishes (or, as a
     safety net, when nothing refers to it any more)."""
 
-    __slots__ = ("_turns", "_session_id")
+    __slots__ = ("_session_id", "_turns")
 
     def __init__(self, turns: _Turns, session_id: str) -> None:
         self._turns: _Turns | None = turns

@@ -60,9 +60,7 @@ async def _load(session: _core.TornadoSession, task: _core.StoreTask) -> None:
         session_id = task.session_id
         assert session_id is not None
         try:
-            turn = await _ordering.wait_for_turn(
-                session_id, session.session_manager.order_timeout
-            )
+            turn = await _ordering.wait_for_turn(session_id, session.session_manager.order_timeout)
         except BaseException:
             session._abandon_load()
             raise

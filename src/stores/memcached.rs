@@ -1,7 +1,7 @@
 //! Sessions in one or several memcached servers (the `memcache` crate, ASCII protocol), each key
 //! on the server its hash picks. Every failure is `Unavailable`.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use memcache::{Client, ConnectionManager, Url};
 
@@ -188,13 +188,6 @@ fn list(servers: &[String]) -> String {
     format!("[{}]", quoted.join(", "))
 }
 
-fn now_unix() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 impl SessionStore for MemcachedStore {
     // memcached has no command for a value's length, so the limit is checked after the fetch
     // (memcached's own item size limit, 1 MiB by default, bounds what it can hold anyway).
@@ -216,7 +209,7 @@ impl SessionStore for MemcachedStore {
         ttl: Option<Duration>,
     ) -> Result<bool, StoreError> {
         let key = self.key(session_id);
-        let exptime = exptime(ttl, now_unix());
+        let exptime = exptime(ttl, crate::time::now());
         for _ in 0..REPLACE_ATTEMPTS {
             let found = self
                 .client
@@ -244,7 +237,11 @@ impl SessionStore for MemcachedStore {
 
     fn save(&self, session_id: &str, blob: &[u8], ttl: Option<Duration>) -> Result<(), StoreError> {
         self.client
-            .set(&self.key(session_id), blob, exptime(ttl, now_unix()))
+            .set(
+                &self.key(session_id),
+                blob,
+                exptime(ttl, crate::time::now()),
+            )
             .map_err(|e| self.fail("set", e))
     }
 
@@ -263,7 +260,7 @@ impl SessionStore for MemcachedStore {
         ttl: Option<Duration>,
     ) -> Result<bool, StoreError> {
         let key = self.key(session_id);
-        let exptime = exptime(ttl, now_unix());
+        let exptime = exptime(ttl, crate::time::now());
         match expected {
             // ADD stores only where there is nothing; the crate does not say whether it did,
             // so read back: someone else's value there means we lost.
@@ -298,7 +295,10 @@ impl SessionStore for MemcachedStore {
     fn touch(&self, session_id: &str, ttl: Duration) -> Result<(), StoreError> {
         // The crate speaks no get-and-touch (GAT), so a touching load is two round trips.
         self.client
-            .touch(&self.key(session_id), exptime(Some(ttl), now_unix()))
+            .touch(
+                &self.key(session_id),
+                exptime(Some(ttl), crate::time::now()),
+            )
             .map(drop)
             .map_err(|e| self.fail("touch", e))
     }

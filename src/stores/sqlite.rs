@@ -5,13 +5,14 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use parking_lot::Mutex;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{SessionStore, StoreError};
 use crate::ids;
+use crate::time::now_f64;
 
 /// How long a write waits for another process's write to finish before failing, by default.
 pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -145,7 +146,7 @@ impl SqliteStore {
                      SELECT id FROM tornsession_sessions
                      WHERE expires_at IS NOT NULL AND expires_at <= ?1 LIMIT ?2)",
             )
-            .and_then(|mut statement| statement.execute(params![now(), SWEEP_LIMIT]))
+            .and_then(|mut statement| statement.execute(params![now_f64(), SWEEP_LIMIT]))
             .map_err(|e| StoreError::new(self, format!("cannot sweep expired sessions: {e}")))
     }
 }
@@ -153,14 +154,6 @@ impl SqliteStore {
 /// A byte limit as SQLite's 64-bit integer.
 fn sql_limit(max_bytes: usize) -> i64 {
     i64::try_from(max_bytes).unwrap_or(i64::MAX)
-}
-
-/// Now, in Unix seconds.
-fn now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
 }
 
 impl SessionStore for SqliteStore {
@@ -174,9 +167,10 @@ impl SessionStore for SqliteStore {
             )
             .and_then(|mut statement| {
                 statement
-                    .query_row(params![session_id, now(), sql_limit(max_bytes)], |row| {
-                        Ok((row.get(0)?, row.get(1)?))
-                    })
+                    .query_row(
+                        params![session_id, now_f64(), sql_limit(max_bytes)],
+                        |row| Ok((row.get(0)?, row.get(1)?)),
+                    )
                     .optional()
             })
             .map_err(|e| self.fail("load", session_id, e))?;
@@ -185,7 +179,7 @@ impl SessionStore for SqliteStore {
     }
 
     fn save(&self, session_id: &str, blob: &[u8], ttl: Option<Duration>) -> Result<(), StoreError> {
-        let expires_at = ttl.map(|ttl| now() + ttl.as_secs_f64());
+        let expires_at = ttl.map(|ttl| now_f64() + ttl.as_secs_f64());
         let connection = self.connection.lock();
         connection
             .prepare_cached(
@@ -215,7 +209,7 @@ impl SessionStore for SqliteStore {
         let transaction = connection
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(fail)?;
-        let now = now();
+        let now = now_f64();
         let current: Option<Vec<u8>> = transaction
             .query_row(
                 "SELECT blob FROM tornsession_sessions
@@ -248,7 +242,7 @@ impl SessionStore for SqliteStore {
                  WHERE id = ?1 AND (expires_at IS NULL OR expires_at > ?3)",
             )
             .and_then(|mut statement| {
-                let now = now();
+                let now = now_f64();
                 statement.execute(params![session_id, now + ttl.as_secs_f64(), now])
             })
             .map(drop)
@@ -262,7 +256,7 @@ impl SessionStore for SqliteStore {
         ttl: Option<Duration>,
     ) -> Result<bool, StoreError> {
         // One UPDATE: it changes a row only where one lives, atomically against any process.
-        let now = now();
+        let now = now_f64();
         let changed = self
             .connection
             .lock()
@@ -297,7 +291,7 @@ impl SessionStore for SqliteStore {
                  RETURNING length(blob), CASE WHEN length(blob) <= ?4 THEN blob END",
             )
             .and_then(|mut statement| {
-                let now = now();
+                let now = now_f64();
                 statement
                     .query_row(
                         params![
@@ -475,11 +469,11 @@ mod tests {
     fn ttl_sets_expires_at_and_none_means_never() {
         let dir = tempfile::tempdir().unwrap();
         let s = open(&dir);
-        let before = now();
+        let before = now_f64();
         s.save(A, b"a", Some(Duration::from_secs(60))).unwrap();
         s.save(B, b"b", None).unwrap();
         let at = expires_at(&s, A).unwrap();
-        assert!(at >= before + 60.0 && at <= now() + 60.0, "{at}");
+        assert!(at >= before + 60.0 && at <= now_f64() + 60.0, "{at}");
         assert_eq!(expires_at(&s, B), None);
         // A later save without ttl clears it.
         s.save(A, b"a", None).unwrap();

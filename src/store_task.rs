@@ -1,0 +1,108 @@
+//! `StoreTask`: one store operation of a session, split from the steps around it so the async
+//! API can run it on a worker thread while the IOLoop's thread serves other requests.
+
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use pyo3::exceptions::PyRuntimeError;
+use pyo3::prelude::*;
+
+use crate::engine::{Engine, PlannedWrite};
+use crate::lifecycle::{Fetched, Verified, WriteOutcome};
+use crate::stores::StoreError;
+
+/// What a [`StoreTask`] does, and then what came of it.
+pub enum Job {
+    Load(Verified),
+    Loaded(Verified, Result<Fetched, StoreError>),
+    Save(PlannedWrite),
+    Saved(PlannedWrite, Result<WriteOutcome, StoreError>),
+    Delete(String),
+    Deleted(Result<(), StoreError>),
+    /// Its result was taken.
+    Taken,
+}
+
+/// One store operation of a session, separated so it can run on a worker thread (the store
+/// releases the GIL around its I/O) while the handler's thread serves other requests.
+#[pyclass(module = "tornsession", frozen)]
+pub struct StoreTask {
+    pub engine: Arc<Engine>,
+    job: Mutex<Job>,
+}
+
+impl StoreTask {
+    pub fn new(engine: Arc<Engine>, job: Job) -> Self {
+        Self {
+            engine,
+            job: Mutex::new(job),
+        }
+    }
+
+    fn take(&self) -> Job {
+        std::mem::replace(&mut *self.job.lock(), Job::Taken)
+    }
+
+    pub fn take_loaded(&self) -> PyResult<(Verified, Result<Fetched, StoreError>)> {
+        match self.take() {
+            Job::Loaded(verified, fetched) => Ok((verified, fetched)),
+            _ => Err(PyRuntimeError::new_err("the load task has not run")),
+        }
+    }
+
+    pub fn take_saved(&self) -> PyResult<(PlannedWrite, Result<WriteOutcome, StoreError>)> {
+        match self.take() {
+            Job::Saved(write, outcome) => Ok((write, outcome)),
+            _ => Err(PyRuntimeError::new_err("the save task has not run")),
+        }
+    }
+
+    pub fn take_deleted(&self) -> PyResult<()> {
+        match self.take() {
+            Job::Deleted(result) => result.map_err(Into::into),
+            _ => Err(PyRuntimeError::new_err("the delete task has not run")),
+        }
+    }
+}
+
+#[pymethods]
+impl StoreTask {
+    /// Does the store I/O; safe to call from any thread, once.
+    pub fn run(&self, py: Python<'_>) {
+        let job = self.take();
+        let done = match job {
+            Job::Load(verified) => {
+                let fetched = self.engine.fetch(py, &verified.id);
+                Job::Loaded(verified, fetched)
+            }
+            Job::Save(write) => {
+                let outcome = self.engine.write(py, &write);
+                Job::Saved(write, outcome)
+            }
+            Job::Delete(id) => Job::Deleted(self.engine.delete(py, &id)),
+            finished => finished,
+        };
+        *self.job.lock() = done;
+    }
+
+    /// Whether run() may wait on I/O (a network or file store, or a Python store); if not, the
+    /// async API runs it inline rather than paying for a thread hop.
+    #[getter]
+    fn blocks(&self) -> bool {
+        self.engine.store.blocks()
+    }
+
+    /// The session id a load task is for (what requests of one session are ordered by).
+    #[getter]
+    fn session_id(&self) -> Option<String> {
+        match &*self.job.lock() {
+            Job::Load(verified) | Job::Loaded(verified, _) => Some(verified.id.clone()),
+            _ => None,
+        }
+    }
+
+    /// Raises what the store raised, for a delete task (load and save raise in their end step).
+    fn result(&self) -> PyResult<()> {
+        self.take_deleted()
+    }
+}
