@@ -357,9 +357,24 @@ impl Engine {
         Ok(old.filter(|_| delete))
     }
 
-    /// Removes a record.
-    pub fn delete(&self, py: Python<'_>, session_id: &str) -> Result<(), StoreError> {
+    /// Removes a record; whether there was one.
+    pub fn delete(&self, py: Python<'_>, session_id: &str) -> Result<bool, StoreError> {
         self.store.delete(py, session_id)
+    }
+
+    /// A regeneration deleted the old record and found none: another request ended the session
+    /// first, so its data is not written under the new id and no cookie is sent.
+    pub fn ended_elsewhere(&self, session: &Bound<'_, Session>, old_id: &str) {
+        session.get().update_state(SessionState::end_elsewhere);
+        log(
+            session.py(),
+            Level::Warning,
+            &format!(
+                "session {} was ended by another request before this one regenerated it; \
+                 nothing was saved",
+                ids::log_token(old_id)
+            ),
+        );
     }
 }
 

@@ -172,8 +172,10 @@ impl SessionState {
     }
 
     /// A new id for the same data (the caller replaces the id): returns whether the old record
-    /// must be deleted once the data is saved under the new id. A session whose record is gone
-    /// stays gone: regenerating must not revive a session another request ended.
+    /// must be deleted, *before* the data is saved under the new id: if that deletion finds no
+    /// record, another request ended the session meanwhile and the caller calls
+    /// [`SessionState::end_elsewhere`], so regenerating never revives it. A session already
+    /// known to be gone stays gone.
     pub fn regenerate(&mut self) -> bool {
         if self.gone {
             return false;
@@ -194,12 +196,18 @@ impl SessionState {
                 first
             }
             WriteOutcome::Gone => {
-                self.gone = true;
-                self.stored = None;
-                self.cookies_due = false;
+                self.end_elsewhere();
                 false
             }
         }
+    }
+
+    /// Another request removed the record (a logout, a regeneration): nothing of this session
+    /// is written or sent any more.
+    pub fn end_elsewhere(&mut self) {
+        self.gone = true;
+        self.stored = None;
+        self.cookies_due = false;
     }
 }
 
@@ -608,6 +616,18 @@ mod tests {
         );
         state.record_write(write, WriteOutcome::Written);
         assert!(state.cookies_to_send());
+    }
+
+    #[test]
+    fn a_regeneration_that_finds_the_old_record_gone_writes_nothing() {
+        let policy = Policy::default();
+        let blob = codec::encode(NOW, &data(&[("user", 1)]));
+        let mut state = SessionState::opened(NOW, blob, false);
+        assert!(state.regenerate(), "the old record is to be deleted first");
+        // The deletion found nothing: another request logged the session out.
+        state.end_elsewhere();
+        assert_eq!(plan(&policy, &state, &data(&[("user", 1)])), None);
+        assert!(!state.cookies_to_send());
     }
 
     #[test]

@@ -636,15 +636,22 @@ impl StoreHandle {
         }
     }
 
-    pub fn delete(&self, py: Python<'_>, session_id: &str) -> Result<(), StoreError> {
+    /// Removes a record; whether there was one (for a Python store: a `get` before the
+    /// `delete`, not atomic).
+    pub fn delete(&self, py: Python<'_>, session_id: &str) -> Result<bool, StoreError> {
         match self {
             Self::Native(store) if store.blocks() => py.detach(|| store.delete(session_id)),
             Self::Native(store) => store.delete(session_id),
             Self::Python(store) => {
                 let store = store.bind(py);
+                let key = python_key(session_id);
+                let existed = store
+                    .call_method1(intern!(py, "get"), (&key,))
+                    .map(|found| !found.is_none())
+                    .map_err(|e| python_store_error(store, "get", e))?;
                 store
-                    .call_method1(intern!(py, "delete"), (python_key(session_id),))
-                    .map(drop)
+                    .call_method1(intern!(py, "delete"), (&key,))
+                    .map(|_| existed)
                     .map_err(|e| python_store_error(store, "delete", e))
             }
         }

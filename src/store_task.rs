@@ -18,7 +18,7 @@ pub enum Job {
     Save(PlannedWrite),
     Saved(PlannedWrite, Result<WriteOutcome, StoreError>),
     Delete(String),
-    Deleted(Result<(), StoreError>),
+    Deleted(Result<bool, StoreError>),
     /// Its result was taken.
     Taken,
 }
@@ -57,7 +57,8 @@ impl StoreTask {
         }
     }
 
-    pub fn take_deleted(&self) -> PyResult<()> {
+    /// Whether the deleted record was there.
+    pub fn take_deleted(&self) -> PyResult<bool> {
         match self.take() {
             Job::Deleted(result) => result.map_err(Into::into),
             _ => Err(PyRuntimeError::new_err("the delete task has not run")),
@@ -101,8 +102,9 @@ impl StoreTask {
         }
     }
 
-    /// Raises what the store raised, for a delete task (load and save raise in their end step).
-    fn result(&self) -> PyResult<()> {
+    /// For a delete task: whether there was a record, or what the store raised (load and save
+    /// raise in their end step).
+    fn result(&self) -> PyResult<bool> {
         self.take_deleted()
     }
 }

@@ -398,12 +398,15 @@ impl TornadoSession {
     /// record deleted, and the new cookies set. Call it right after a login.
     fn regenerate(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
-        let old = Self::_rotate_id(slf)?;
-        Self::save(slf)?;
-        if let Some(old) = old {
-            slf.get().engine(py)?.delete(py, &old)?;
+        if let Some(old) = Self::_rotate_id(slf)? {
+            // Delete first: if the record is already gone, the session was ended meanwhile and
+            // must not come back under the new id.
+            let engine = slf.get().engine(py)?;
+            if !engine.delete(py, &old)? {
+                engine.ended_elsewhere(slf.as_super(), &old);
+            }
         }
-        Ok(())
+        Self::save(slf)
     }
 
     /// Logout: deletes the stored record, clears both cookies and empties the session. Data
@@ -541,10 +544,19 @@ impl TornadoSession {
     }
 
     /// Gives the session a new id and digest; returns the old id when its record must be
-    /// deleted once the session is saved under the new one.
+    /// deleted (before the session is saved under the new one).
     fn _rotate_id(slf: &Bound<'_, Self>) -> PyResult<Option<String>> {
         Self::ensure_loaded(slf)?;
         slf.get().engine(slf.py())?.regenerate(slf.as_super())
+    }
+
+    /// After `_rotate_id` and the deletion of the old record found nothing: the session was ended
+    /// by another request, and nothing of it is saved.
+    fn _ended_elsewhere(slf: &Bound<'_, Self>, old_id: &str) -> PyResult<()> {
+        slf.get()
+            .engine(slf.py())?
+            .ended_elsewhere(slf.as_super(), old_id);
+        Ok(())
     }
 
     /// The deletion of a record by id, to run off the handler's thread.

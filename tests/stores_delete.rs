@@ -174,9 +174,10 @@ fn save_load_delete(store: &dyn SessionStore) {
         store.load(A, usize::MAX).unwrap().as_deref(),
         Some(&b"blob"[..])
     );
-    store.delete(A).unwrap();
+    assert!(store.delete(A).unwrap(), "the record was there");
     assert_eq!(store.load(A, usize::MAX).unwrap(), None);
-    store.delete(A).unwrap(); // deleting a missing record is not an error
+    // Deleting a missing record is not an error, and says there was none.
+    assert!(!store.delete(A).unwrap());
 }
 
 fn save_if_exists_writes_only_over_a_record(store: &dyn SessionStore) {

@@ -103,6 +103,8 @@ def routes(base: type) -> list[tuple[str, type]]:
 
     class Regenerate(base):  # type: ignore[misc]
         async def post(self) -> None:
+            self.session.get("n")  # loaded now
+            await asyncio.sleep(float(self.get_argument("sleep", "0")))
             await self.regenerate()
 
     class Big(base):  # type: ignore[misc]
@@ -193,8 +195,8 @@ def make_store(tmp_path: Path, request: pytest.FixtureRequest) -> Callable[[str]
 def serve(make_store: Callable[[str], Any]) -> Iterator[Callable[..., Server]]:
     servers: list[Server] = []
 
-    def start(style: str, kind: str, **options: Any) -> Server:
-        store = make_store(kind)
+    def start(style: str, kind: str, store: Any = None, **options: Any) -> Server:
+        store = make_store(kind) if store is None else store
         manager = tornsession.TornadoSessionManager(SESSION_SECRET, store=store, **options)
         app = tornado.web.Application(
             [*routes(STYLES[style]), (r"/in-flight", InFlight)], cookie_secret=COOKIE_SECRET
@@ -418,7 +420,8 @@ def test_the_turn_table_is_empty_after_100000_sessions_and_memory_is_back() -> N
 
     async def soak() -> tuple[int, int, int]:
         async def request(session_id: str) -> None:
-            turn = await _ordering.wait_for_turn(session_id, 5)
+            handler = object()  # each request its own handler, alive while it holds the turn
+            turn = await _ordering.wait_for_turn(session_id, handler, 5)
             await asyncio.sleep(0)
             turn.release()
 
@@ -509,3 +512,145 @@ def test_a_websocket_does_not_hold_its_session_for_the_connection(
             assert browser.get("/inc") == (200, "2"), "the open WebSocket held the session"
     finally:
         server.loop.call_soon_threadsafe(connection.close)
+
+
+@pytest.mark.parametrize("kind", STORES)
+@pytest.mark.parametrize("style", STYLES)
+def test_a_regeneration_after_a_logout_elsewhere_does_not_revive_the_session(
+    serve: Callable[..., Server], style: str, kind: str
+) -> None:
+    # Two app processes on one store (two servers, each with its own turn table): a request
+    # of the session on one loads it, the visitor logs out on the other, then the first
+    # request regenerates (a login flow that was mid-way).
+    first = serve(style, kind)
+    second = serve(style, kind, store=first.app.store)  # type: ignore[attr-defined]
+    with Browser(first.port) as browser:
+        assert browser.get("/inc") == (200, "1")
+        cookies = dict(browser.cookies)
+    old_id = peek(first.port, cookies)["id"]
+    after: dict[str, str] = {}
+
+    def regenerate_slowly() -> None:
+        with Browser(first.port) as tab:
+            tab.cookies = dict(cookies)
+            status, _ = tab.request("POST", "/regenerate?sleep=0.5", body="")
+            assert status == 200
+            after.update(tab.cookies)
+
+    tab = threading.Thread(target=regenerate_slowly)
+    tab.start()
+    time.sleep(0.2)
+    with Browser(second.port) as other:
+        other.cookies = dict(cookies)
+        assert other.request("POST", "/logout", body="")[0] == 200
+    tab.join()
+    assert after == cookies, "new cookies were sent for a session that was logged out"
+    assert not record_exists(first, old_id)
+    assert peek(first.port, cookies)["n"] is None
+    if kind == "memory":
+        store: tornsession.MemoryStore = first.app.store  # type: ignore[attr-defined]
+        assert len(store) == 0, "the session came back under a new id"
+
+
+def test_a_websocket_handshake_with_a_blocking_store_completes_and_saves(
+    serve: Callable[..., Server],
+) -> None:
+    import tornado.websocket
+    from tornado.httpclient import HTTPRequest
+
+    class Socket(tornsession.SessionMixin, tornado.websocket.WebSocketHandler):
+        async def prepare(self) -> None:
+            await super().prepare()
+            self.session["sockets"] = self.session.get("sockets", 0) + 1
+
+        def open(self) -> None:
+            self.write_message(str(self.session["sockets"]))
+
+    server = serve("mixin", "file")
+    server.app.wildcard_router.add_rules([(r"/ws", Socket)])
+    with Browser(server.port) as browser:
+        assert browser.get("/inc") == (200, "1")
+        cookies = dict(browser.cookies)
+
+    async def open_socket() -> Any:
+        header = "; ".join(f"{k}={v}" for k, v in cookies.items())
+        request = HTTPRequest(
+            f"ws://127.0.0.1:{server.port}/ws", headers={"Cookie": header}, request_timeout=5
+        )
+        connection = await tornado.websocket.websocket_connect(request)
+        assert await connection.read_message() == "1"
+        return connection
+
+    connection = asyncio.run_coroutine_threadsafe(open_socket(), server.loop).result(10)
+    try:
+        assert peek(server.port, cookies)["sockets"] == 1, "the handshake's change was saved"
+        with Browser(server.port) as browser:
+            assert browser.get("/in-flight") == (200, "0")
+    finally:
+        server.loop.call_soon_threadsafe(connection.close)
+
+
+def test_a_client_that_leaves_mid_upload_releases_its_sessions_turn(
+    serve: Callable[..., Server],
+) -> None:
+    @tornado.web.stream_request_body
+    class Upload(tornsession.SessionMixin, tornado.web.RequestHandler):
+        def data_received(self, chunk: bytes) -> None:
+            self.session["received"] = self.session.get("received", 0) + len(chunk)
+
+        def put(self) -> None:
+            self.write("done")
+
+    server = serve("mixin", "memory", order_timeout=5)
+    server.app.wildcard_router.add_rules([(r"/upload", Upload)])
+    with Browser(server.port) as browser:
+        assert browser.get("/inc") == (200, "1")
+        cookies = dict(browser.cookies)
+    header = "; ".join(f"{k}={v}" for k, v in cookies.items())
+    with socket.create_connection(("127.0.0.1", server.port)) as cut_short:
+        cut_short.sendall(
+            f"PUT /upload HTTP/1.1\r\nHost: x\r\nCookie: {header}\r\n"
+            "Content-Length: 1000000\r\n\r\n".encode()
+            + b"x" * 1000
+        )
+        time.sleep(0.3)
+    with Browser(server.port) as browser:
+        browser.cookies = dict(cookies)
+        started = time.monotonic()
+        assert browser.get("/inc") == (200, "2")
+        assert time.monotonic() - started < 2, "the next request waited for the cut upload"
+
+
+class TwiceInitialized(DropIn):
+    """A base class's initialize() made the session, and a subclass's makes it again."""
+
+    def initialize(self) -> None:
+        super().initialize()
+        self.session = tornsession.TornadoSession(self.application.session_manager, self)  # type: ignore[attr-defined]
+
+    def get(self) -> None:
+        self.session["n"] = self.session.get("n", 0) + 1
+        self.session.save()
+        self.write(str(self.session["n"]))
+
+
+class LoadsAgain(Mixin):
+    """A mixin handler that also loads the session by hand."""
+
+    async def get(self) -> None:
+        again = await tornsession.TornadoSession.aload(self.session_manager, self)
+        self.write(str(again.get("n")))
+
+
+def test_a_request_that_makes_its_session_twice_does_not_wait_for_itself(
+    serve: Callable[..., Server],
+) -> None:
+    server = serve("dropin", "memory", order_timeout=2)
+    server.app.wildcard_router.add_rules([(r"/twice", TwiceInitialized), (r"/again", LoadsAgain)])
+    with Browser(server.port) as browser:
+        assert browser.get("/inc") == (200, "1")
+        started = time.monotonic()
+        assert browser.get("/twice") == (200, "2")
+        assert browser.get("/again") == (200, "2")
+        assert time.monotonic() - started < 1.5
+        assert browser.get("/in-flight") == (200, "0")

@@ -7,8 +7,11 @@ both load before either saves would each write their own change over the other's
 of a session waits, before loading it, until the earlier request of that session in this
 process has finished; PHP and ASP.NET lock sessions the same way, Django does not.
 
-Only sessions with a request in flight have an entry here, and the entry goes when the last
-request of the session finishes, so the table stays as small as the number of requests running.
+A turn belongs to a request (its handler): a request that loads its session a second time (two
+``TornadoSession`` objects, or ``aload`` inside a ``SessionMixin`` handler) already has the turn
+and does not wait for itself. Only sessions with a request in flight have an entry here, and
+the entry goes when the last request of the session finishes or its client goes away, so the
+table stays as small as the number of requests running.
 """
 
 from __future__ import annotations
@@ -22,30 +25,38 @@ from tornsession._core import SessionBusy
 
 
 class _Turns:
-    """The queue of waiting requests per session id, on one event loop."""
+    """Who holds each session's turn, and who waits for it, on one event loop."""
 
-    __slots__ = ("queues",)
+    __slots__ = ("holders", "queues")
 
     def __init__(self) -> None:
-        # An id is present while a request of it holds its turn; the deque holds the waiters.
-        self.queues: dict[str, deque[asyncio.Future[None]]] = {}
+        # An id is present while a request of it holds its turn; the deque holds the waiters,
+        # each with the request (its id()) it will hand the turn to.
+        self.queues: dict[str, deque[tuple[asyncio.Future[None], int]]] = {}
+        self.holders: dict[str, int] = {}
 
-    def take_now(self, session_id: str) -> bool:
+    def take_now(self, session_id: str, owner: int) -> bool:
         if session_id in self.queues:
             return False
         self.queues[session_id] = deque()
+        self.holders[session_id] = owner
         return True
+
+    def holds(self, session_id: str, owner: int) -> bool:
+        return self.holders.get(session_id) == owner
 
     def pass_on(self, session_id: str) -> None:
         waiters = self.queues.get(session_id)
         if waiters is None:
             return
         while waiters:
-            waiter = waiters.popleft()
+            waiter, owner = waiters.popleft()
             if not waiter.done():  # skip waiters that timed out or were cancelled
+                self.holders[session_id] = owner
                 waiter.set_result(None)
                 return
         del self.queues[session_id]
+        del self.holders[session_id]
 
 
 _turns_by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Turns] = (
@@ -67,8 +78,8 @@ class Turn:
 
     __slots__ = ("_session_id", "_turns")
 
-    def __init__(self, turns: _Turns, session_id: str) -> None:
-        self._turns: _Turns | None = turns
+    def __init__(self, turns: _Turns | None, session_id: str) -> None:
+        self._turns = turns
         self._session_id = session_id
 
     def release(self) -> None:
@@ -80,20 +91,24 @@ class Turn:
         self.release()
 
 
-def take_turn_now(session_id: str) -> Turn | None:
-    """The turn if no other request of the session is in flight, else None (without waiting)."""
+def take_turn_now(session_id: str, handler: Any) -> Turn | None:
+    """The turn if no other request of the session is in flight, else None (without waiting).
+    A request that holds the turn already gets a turn that releases nothing."""
     turns = _turns()
-    return Turn(turns, session_id) if turns.take_now(session_id) else None
+    if turns.holds(session_id, id(handler)):
+        return Turn(None, session_id)
+    return Turn(turns, session_id) if turns.take_now(session_id, id(handler)) else None
 
 
-async def wait_for_turn(session_id: str, timeout: float) -> Turn:
+async def wait_for_turn(session_id: str, handler: Any, timeout: float) -> Turn:
     """Waits until every earlier request of the session has finished; `SessionBusy` after
     `timeout` seconds."""
+    turn = take_turn_now(session_id, handler)
+    if turn is not None:
+        return turn
     turns = _turns()
-    if turns.take_now(session_id):
-        return Turn(turns, session_id)
     waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-    turns.queues[session_id].append(waiter)
+    turns.queues[session_id].append((waiter, id(handler)))
     try:
         await asyncio.wait_for(asyncio.shield(waiter), timeout)
     except BaseException as error:
@@ -112,20 +127,23 @@ async def wait_for_turn(session_id: str, timeout: float) -> Turn:
 
 def release_when_finished(handler: Any, turn: Turn) -> None:
     """Releases `turn` when Tornado calls the handler's ``on_finish()`` (for a WebSocket, once
-    the handshake is answered: Tornado finishes the upgrade request then)."""
-    own = handler.__dict__.get("on_finish")
+    the handshake is answered: Tornado finishes the upgrade request then), or its
+    ``on_connection_close()``: a client that went away mid-request (an upload cut short, say)
+    leaves a handler Tornado never finishes."""
     handler_ref = weakref.ref(handler)
+    for name in ("on_finish", "on_connection_close"):
+        own = handler.__dict__.get(name)
 
-    def on_finish() -> None:
-        turn.release()
-        if own is not None:
-            own()
-            return
-        live = handler_ref()
-        if live is not None:
-            type(live).on_finish(live)
+        def hook(name: str = name, own: Any = own) -> None:
+            turn.release()
+            if own is not None:
+                own()
+                return
+            live = handler_ref()
+            if live is not None:
+                getattr(type(live), name)(live)
 
-    handler.on_finish = on_finish
+        setattr(handler, name, hook)
 
 
 def sessions_in_flight() -> int:

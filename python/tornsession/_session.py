@@ -60,7 +60,9 @@ async def _load(session: _core.TornadoSession, task: _core.StoreTask) -> None:
         session_id = task.session_id
         assert session_id is not None
         try:
-            turn = await _ordering.wait_for_turn(session_id, session.session_manager.order_timeout)
+            turn = await _ordering.wait_for_turn(
+                session_id, session.request_handler, session.session_manager.order_timeout
+            )
         except BaseException:
             session._abandon_load()
             raise
@@ -91,7 +93,7 @@ def _load_then_prepare(session: _core.TornadoSession, handler: Any) -> Any:
     if _ordered(session):
         session_id = task.session_id
         assert session_id is not None
-        turn = _ordering.take_turn_now(session_id)
+        turn = _ordering.take_turn_now(session_id, handler)
         if turn is None:
             return _load_and_prepare(session, handler, task)
         _ordering.release_when_finished(handler, turn)
@@ -156,11 +158,14 @@ class TornadoSession(_core.TornadoSession):
     async def aregenerate(self) -> None:
         """``regenerate()`` without blocking the IOLoop."""
         old_id = self._rotate_id()
-        await self.asave()
         if old_id is not None:
+            # Delete first: if the record is already gone, another request ended the session
+            # meanwhile, and it must not come back under the new id.
             task = self._forget_task(old_id)
             await _run(task)
-            task.result()
+            if not task.result():
+                self._ended_elsewhere(old_id)
+        await self.asave()
 
     async def adestroy(self) -> None:
         """``destroy()`` without blocking the IOLoop."""

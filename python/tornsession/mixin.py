@@ -103,7 +103,9 @@ class SessionMixin(_Base):
                 self._tornsession_state = _DONE
                 return super().finish(chunk)
             task = session._begin_save()
-            if task is None or not task.blocks:
+            # A WebSocket handshake (101) must finish now: Tornado detaches the stream right
+            # after finish() returns, so a deferred finish would never answer it.
+            if task is None or not task.blocks or self.get_status() == 101:
                 if task is not None:
                     task.run()
                 session._end_save(task)

@@ -413,13 +413,16 @@ impl SessionStore for FileStore {
             .map_err(|e| self.io_error(session_id, "sync", e))
     }
 
-    fn delete(&self, session_id: &str) -> Result<(), StoreError> {
-        // unlink never follows a symlink: a planted one is removed, not its target.
+    fn delete(&self, session_id: &str) -> Result<bool, StoreError> {
+        // unlink never follows a symlink: a planted one is removed, not its target. (A file
+        // idle past its ttl but not yet cleaned up counts as there: the store does not know
+        // the ttl of a file it did not write in this process.)
         match fs::remove_file(self.path_of(session_id)) {
             Ok(()) => self
                 .sync_folder()
+                .map(|()| true)
                 .map_err(|e| self.io_error(session_id, "sync", e)),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
             Err(e) => Err(self.io_error(session_id, "delete", e)),
         }
     }
@@ -635,8 +638,8 @@ mod tests {
             b"second"
         );
         assert_eq!(store.load(A, MAX).unwrap().as_deref(), Some(&b"second"[..]));
-        store.delete(A).unwrap();
-        store.delete(A).unwrap();
+        assert!(store.delete(A).unwrap(), "the record was there");
+        assert!(!store.delete(A).unwrap(), "and then it was not");
         assert_eq!(store.load(A, MAX).unwrap(), None);
         // No temporary files are left behind.
         assert_eq!(fs::read_dir(root.path()).unwrap().count(), 0);

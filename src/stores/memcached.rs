@@ -245,10 +245,9 @@ impl SessionStore for MemcachedStore {
             .map_err(|e| self.fail("set", e))
     }
 
-    fn delete(&self, session_id: &str) -> Result<(), StoreError> {
+    fn delete(&self, session_id: &str) -> Result<bool, StoreError> {
         self.client
             .delete(&self.key(session_id))
-            .map(drop)
             .map_err(|e| self.fail("delete", e))
     }
 

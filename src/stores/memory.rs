@@ -295,10 +295,11 @@ impl SessionStore for MemoryStore {
         self.store_if(session_id, blob, ttl, |_| true).map(drop)
     }
 
-    fn delete(&self, session_id: &str) -> Result<(), StoreError> {
+    fn delete(&self, session_id: &str) -> Result<bool, StoreError> {
         let key = self.key(session_id)?;
-        self.segments.lock().remove(&key);
-        Ok(())
+        let now = self.now_ms();
+        let removed = self.segments.lock().remove(&key);
+        Ok(removed.is_some_and(|entry| entry.deadline > now))
     }
 
     fn save_if_unchanged(
@@ -464,9 +465,13 @@ mod tests {
         s.save(A, b"one", None).unwrap();
         s.save(A, b"two", None).unwrap();
         assert_eq!(s.load(A, MAX).unwrap().as_deref(), Some(&b"two"[..]));
-        s.delete(A).unwrap();
-        s.delete(A).unwrap();
+        assert!(s.delete(A).unwrap(), "the record was there");
+        assert!(!s.delete(A).unwrap(), "and then it was not");
         assert_eq!(s.load(A, MAX).unwrap(), None);
+        // An expired record is not there either.
+        s.save(A, b"old", Some(Duration::from_millis(1))).unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(!s.delete(A).unwrap());
     }
 
     #[test]

@@ -135,8 +135,10 @@ pub trait SessionStore: Send + Sync {
         blob: &[u8],
         ttl: Option<Duration>,
     ) -> Result<bool, StoreError>;
-    /// Removes the record; removing a missing record is not an error.
-    fn delete(&self, session_id: &str) -> Result<(), StoreError>;
+    /// Removes the record; removing a missing record is not an error. Returns whether there was
+    /// a live record to remove, decided atomically with the removal where the store can: what
+    /// lets `regenerate()` tell that another request ended the session first.
+    fn delete(&self, session_id: &str) -> Result<bool, StoreError>;
     /// Moves the record's expiry to `ttl` from now without rewriting it (a missing record stays
     /// missing): how an active session is kept alive without a write.
     fn touch(&self, session_id: &str, ttl: Duration) -> Result<(), StoreError>;

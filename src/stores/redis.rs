@@ -191,11 +191,11 @@ fn set_if_exists(
     command.query::<Option<String>>(c).map(|ok| ok.is_some())
 }
 
-fn del(prefix: &str, session_id: &str, c: &mut impl ConnectionLike) -> RedisResult<()> {
+fn del(prefix: &str, session_id: &str, c: &mut impl ConnectionLike) -> RedisResult<bool> {
     redis::cmd("DEL")
         .arg(key(prefix, session_id))
         .query::<i64>(c)
-        .map(drop)
+        .map(|removed| removed > 0)
 }
 
 /// Compare-and-set in one round trip, atomically on the server (one key, so Cluster-safe).
@@ -338,7 +338,7 @@ macro_rules! redis_session_store {
                 self.run(|c| set(&self.options.prefix, session_id, blob, ttl, c))
             }
 
-            fn delete(&self, session_id: &str) -> Result<(), StoreError> {
+            fn delete(&self, session_id: &str) -> Result<bool, StoreError> {
                 self.run(|c| del(&self.options.prefix, session_id, c))
             }
 

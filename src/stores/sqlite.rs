@@ -309,12 +309,20 @@ impl SessionStore for SqliteStore {
         self.within_limit(session_id, row, max_bytes)
     }
 
-    fn delete(&self, session_id: &str) -> Result<(), StoreError> {
+    fn delete(&self, session_id: &str) -> Result<bool, StoreError> {
         let connection = self.connection.lock();
+        // An expired row counts as gone, as it does for loads.
         connection
-            .prepare_cached("DELETE FROM tornsession_sessions WHERE id = ?1")
-            .and_then(|mut statement| statement.execute(params![session_id]))
-            .map(drop)
+            .prepare_cached(
+                "DELETE FROM tornsession_sessions WHERE id = ?1 \
+                 RETURNING expires_at IS NULL OR expires_at > ?2",
+            )
+            .and_then(|mut statement| {
+                statement
+                    .query_row(params![session_id, now_f64()], |row| row.get::<_, bool>(0))
+                    .optional()
+            })
+            .map(|live| live.unwrap_or(false))
             .map_err(|e| self.fail("delete", session_id, e))
     }
 
@@ -447,9 +455,13 @@ mod tests {
         s.save(A, b"one", None).unwrap();
         s.save(A, b"two", None).unwrap();
         assert_eq!(s.load(A, MAX).unwrap().as_deref(), Some(&b"two"[..]));
-        s.delete(A).unwrap();
-        s.delete(A).unwrap();
+        assert!(s.delete(A).unwrap(), "the record was there");
+        assert!(!s.delete(A).unwrap(), "and then it was not");
         assert_eq!(s.load(A, MAX).unwrap(), None);
+        // An expired row counts as gone.
+        s.save(A, b"old", Some(Duration::from_millis(1))).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(!s.delete(A).unwrap());
     }
 
     #[test]
