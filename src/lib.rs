@@ -23,8 +23,8 @@ mod _core {
     use crate::manager::{_read_signed_cookie, SessionManager, TornadoSessionManager};
     #[pymodule_export]
     use crate::py_stores::{
-        PyFileStore, PyMemcachedStore, PyMemoryStore, PyRedisClusterStore, PyRedisStore,
-        PySqliteStore,
+        PyFileStore, PyMemcachedStore, PyMemoryStore, PyRedisClusterStore, PyRedisSentinelStore,
+        PyRedisStore, PySqliteStore,
     };
     #[pymodule_export]
     use crate::session::{LoadBeforePrepare, Session, StoreTask, TornadoSession};

@@ -11,7 +11,10 @@ pub mod sqlite;
 pub use file::FileStore;
 pub use memcached::{MemcachedOptions, MemcachedStore};
 pub use memory::MemoryStore;
-pub use redis::{RedisClusterStore, RedisOptions, RedisStore};
+pub use redis::{
+    RedisClusterStore, RedisOptions, RedisSentinelStore, RedisStore, SentinelMasterOptions,
+    TlsFiles,
+};
 pub use sqlite::SqliteStore;
 
 /// What kind of failure a [`StoreError`] is, which decides what the caller does with it.
