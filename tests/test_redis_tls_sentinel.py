@@ -216,7 +216,7 @@ class SentinelSetup:
     def master_port(self) -> int:
         answer = redis.Redis(host=HOST, port=self.sentinel.port, socket_timeout=2).execute_command(
             "SENTINEL", "get-master-addr-by-name", SERVICE
-        )
+        )  # type: ignore[no-untyped-call]
         return int(answer[1])
 
 
@@ -259,7 +259,10 @@ def sentinel_setup(tmp_path: Path) -> Iterator[SentinelSetup]:
         sentinel_client = redis.Redis(host=HOST, port=sentinel_port)
         _wait(
             "told of the replica",
-            lambda: len(sentinel_client.execute_command("SENTINEL", "replicas", SERVICE)) == 1,
+            lambda: (
+                len(sentinel_client.execute_command("SENTINEL", "replicas", SERVICE))  # type: ignore[no-untyped-call]
+                == 1
+            ),
         )
         yield SentinelSetup(master, replica, sentinel)
     finally:
