@@ -15,6 +15,7 @@ __all__ = [
     "MemcachedStore",
     "MemoryStore",
     "RedisClusterStore",
+    "RedisSentinelStore",
     "RedisStore",
     "Session",
     "SessionConflict",
