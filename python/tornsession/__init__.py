@@ -21,6 +21,7 @@ from tornsession._core import (
     __version__,
 )
 from tornsession._session import TornadoSession
+from tornsession.application import session_manager_of
 from tornsession.mixin import SessionMixin
 from tornsession.protocols import RequestHandlerProtocol, SessionStoreProtocol
 
@@ -43,4 +44,5 @@ __all__ = [
     "TornadoSession",
     "TornadoSessionManager",
     "__version__",
+    "session_manager_of",
 ]

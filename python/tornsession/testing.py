@@ -62,6 +62,7 @@ from tornsession import (
     SessionManager,
     TornadoSessionManager,
 )
+from tornsession.application import session_manager_of
 
 __all__ = [
     "AppServer",
@@ -265,25 +266,6 @@ def read_session(
         found[name] = decoded.decode("utf-8")
     session = SessionManager.get(manager, found[cookie_name], found[digest_cookie_name])
     return dict(session)
-
-
-def session_manager_of(application: tornado.web.Application) -> TornadoSessionManager:
-    """The application's session manager, typed: ``application.session_manager`` or the
-    ``session_manager`` setting, as ``SessionMixin`` finds it.
-
-    Under ``mypy --strict``, ``self.application.session_manager`` is an error (``Application``
-    has no such attribute); this is the typed way to reach it (or subclass ``Application`` and
-    declare ``session_manager: TornadoSessionManager``, as examples/typed_app.py does).
-    """
-    manager = getattr(application, "session_manager", None)
-    if manager is None:
-        manager = application.settings.get("session_manager")
-    if not isinstance(manager, TornadoSessionManager):
-        raise LookupError(
-            "the application has no TornadoSessionManager: set application.session_manager or "
-            f"the 'session_manager' setting (found {manager!r})"
-        )
-    return manager
 
 
 class AppServer:
