@@ -27,7 +27,8 @@ TORNADO_TESTS := tests/test_seed_app.py tests/test_concurrency.py tests/test_lif
 	tests/test_manager_api.py tests/test_bad_cookies.py tests/test_demo.py \
 	tests/test_testing_plugin.py tests/test_migrate.py tests/test_session_dict.py \
 	tests/test_hostile_input.py tests/test_cleanup.py tests/test_stores_sqlite.py \
-	tests/test_stores_network.py tests/test_examples.py
+	tests/test_stores_network.py tests/test_examples.py tests/test_migrate_rescue.py \
+	tests/test_redis_tls_sentinel.py
 PY_SOURCES := python tests bench scripts examples
 # Type-checked as a user would: against the installed wheel, mypy --strict, no project config.
 TYPED_EXAMPLES := examples/typed_app.py examples/multiprocess/app.py \
@@ -113,7 +114,14 @@ sdist:
 sdist-build: sdist
 	bash scripts/sdist-build.sh $(DIST)/tornsession-*.tar.gz
 
-demo: venv build-dev
+# The demo runs on the tornsession .venv already has (the wheel `make test` installed, or a
+# `make build-dev`), never replacing it. Only without one does it build the wheel for .venv's
+# Python and install it offline (its dependency, tornado, is in .venv from requirements-dev.txt).
+demo:
+	@test -x $(PY) || $(MAKE) venv
+	@$(PY) -c 'import tornsession' 2>/dev/null || { \
+		$(VENV)/bin/maturin build --release --quiet --interpreter $(PY) -o $(DIST) && \
+		$(PIP) install --quiet --no-index --no-deps --find-links $(DIST) tornsession; }
 	$(PY) -m tornsession.demo
 
 format:
