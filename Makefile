@@ -84,12 +84,13 @@ test-python:
 # The wheel in a fresh venv with no cargo/rustc on PATH and the newest Tornado 6.x: whole suite
 # (but the browser test, which .venv runs).
 test-wheel-clean:
-	bash scripts/test-wheel-venv.sh .venv-wheel "tornado>=6,<7" $(WHEEL) \
+	PYTHON=$(PY) bash scripts/test-wheel-venv.sh .venv-wheel "tornado>=6,<7" $(WHEEL) \
 		--ignore=tests/test_browser.py
 
 # The wheel with the oldest Tornado we support.
 test-tornado-oldest:
-	bash scripts/test-wheel-venv.sh .venv-tornado-oldest "tornado==$(TORNADO_OLDEST).*" $(WHEEL) \
+	PYTHON=$(PY) bash scripts/test-wheel-venv.sh .venv-tornado-oldest "tornado==$(TORNADO_OLDEST).*" \
+		$(WHEEL) \
 		$(TORNADO_TESTS)
 
 # Every other version's wheel, in a clean venv of that interpreter: the end-to-end tests.
