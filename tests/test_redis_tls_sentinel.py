@@ -48,10 +48,14 @@ def _make_ca(openssl: str, folder: Path, name: str) -> None:
         folder,
         *("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2"),
         *("-keyout", f"{name}.key", "-out", f"{name}.pem", "-subj", f"/CN={name}"),
+        # What strict verifiers (Python 3.13's ssl, VERIFY_X509_STRICT) require of a CA.
+        *("-addext", "basicConstraints=critical,CA:TRUE"),
+        *("-addext", "keyUsage=critical,keyCertSign,cRLSign"),
     )
 
 
 def _make_signed(openssl: str, folder: Path, name: str, ca: str, extensions: str) -> None:
+    extensions += "authorityKeyIdentifier=keyid,issuer\nsubjectKeyIdentifier=hash\n"
     (folder / f"{name}.ext").write_text(extensions)
     _openssl(
         openssl,
