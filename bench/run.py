@@ -247,7 +247,7 @@ def summarize(rounds: list[dict[str, Any]], variants: list[str]) -> dict[str, An
         for kind in ("write", "read"):
             rps = [r[variant][kind]["rps"] for r in rounds]
             base = [r["none"][kind]["rps"] for r in rounds] if "none" in variants else rps
-            ratios = [a / b for a, b in zip(rps, base)]
+            ratios = [a / b for a, b in zip(rps, base, strict=True)]
             errors = sum(
                 r[variant][kind][k]
                 for r in rounds

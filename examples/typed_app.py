@@ -23,6 +23,7 @@ from tornsession import (
     MemcachedStore,
     MemoryStore,
     RedisClusterStore,
+    RedisSentinelStore,
     RedisStore,
     RequestHandlerProtocol,
     Session,
@@ -63,6 +64,7 @@ StoreChoice = (
     | SqliteStore
     | RedisStore
     | RedisClusterStore
+    | RedisSentinelStore
     | MemcachedStore
     | SessionStoreProtocol
 )
@@ -76,6 +78,10 @@ def make_store(kind: str, folder: str) -> StoreChoice:
         return SqliteStore(os.path.join(folder, "sessions.db"), timeout=2.0)
     if kind == "redis":
         return RedisStore("redis://127.0.0.1:6379/0", prefix="app:", timeout=0.5)
+    if kind == "redis-tls":
+        return RedisStore("rediss://redis.internal:6380/0", ssl_ca_certs="/etc/redis/ca.pem")
+    if kind == "redis-sentinel":
+        return RedisSentinelStore(["127.0.0.1:26379", "127.0.0.1:26380"], "mymaster")
     if kind == "redis-cluster":
         return RedisClusterStore(["redis://127.0.0.1:7000"], pool_size=4)
     if kind == "memcached":
@@ -90,7 +96,8 @@ class CountHandler(tornado.web.RequestHandler):
     """The classic style: a TornadoSession bound to the handler, saved explicitly."""
 
     def initialize(self) -> None:
-        manager: TornadoSessionManager = self.application.settings["session_manager"]
+        # Typed without a cast: Application has no session_manager attribute for mypy.
+        manager: TornadoSessionManager = tornsession.session_manager_of(self.application)
         handler: RequestHandlerProtocol = self
         self.session = TornadoSession(manager, handler)
 

@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the test suite needs, only when they are missing: Redis and
-# memcached (store tests), Chromium and its chromedriver (tests/test_browser.py).
+# memcached (store tests; Debian's redis-server has TLS and Sentinel built in), openssl (the
+# certificates of tests/test_redis_tls_sentinel.py), Chromium and its chromedriver
+# (tests/test_browser.py).
 # Under CI=true a failure here fails the run: server and browser tests are never skipped there.
 set -euo pipefail
 missing=()
 command -v redis-server >/dev/null || missing+=(redis-server)
 command -v memcached >/dev/null || missing+=(memcached)
+command -v openssl >/dev/null || missing+=(openssl)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 [ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
 if [ ${#missing[@]} -eq 0 ]; then

@@ -2,7 +2,8 @@
 # Installs the built wheel into a fresh virtualenv and runs pytest there, with no Rust toolchain
 # on PATH (the wheel must not need one), the Tornado given, and the wheel's own dependencies.
 #
-#   scripts/test-wheel-venv.sh VENV_DIR TORNADO_REQUIREMENT WHEEL [PYTEST_ARGS...]
+#   [PYTHON=python3.12] scripts/test-wheel-venv.sh VENV_DIR TORNADO_REQUIREMENT WHEEL [PYTEST_ARGS...]
+# PYTHON is the interpreter the venv is made from (default python3); it must match the wheel.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv=$1 tornado_req=$2 wheel=$3
@@ -30,7 +31,7 @@ if command -v cargo >/dev/null || command -v rustc >/dev/null; then
 fi
 
 rm -rf "$venv"
-python3 -m venv "$venv"
+"${PYTHON:-python3}" -m venv "$venv"
 "$venv/bin/pip" install --quiet --upgrade pip
 # --only-binary tornsession: pip must take the wheel, never build tornsession from source.
 "$venv/bin/pip" install --quiet --only-binary tornsession "$wheel[test]" "$tornado_req"

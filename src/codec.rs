@@ -27,6 +27,17 @@ pub enum CodecError {
         "record format version {0} is newer than this tornsession understands ({FORMAT_VERSION})"
     )]
     UnknownVersion(u32),
+    #[error(
+        "a pickle from the original session.py, which tornsession never loads: convert the \
+         session folder once with `python -m tornsession.migrate SESSION_DIR`"
+    )]
+    Pickle,
+}
+
+/// Whether a blob starts as the original module's pickles do: a protocol 0 dict (`(dp0`), a
+/// protocol 1 empty dict (`}`), or a protocol 2+ header (`\x80` and the version).
+fn looks_like_pickle(blob: &[u8]) -> bool {
+    matches!(blob, [b'(', b'd', ..] | [b'}', ..] | [0x80, 2..=5, ..])
 }
 
 #[derive(Serialize)]
@@ -55,6 +66,9 @@ pub fn encode(created: u64, data: &Map<String, Value>) -> Vec<u8> {
 
 /// Reads a stored blob back; anything that is not a record of a known version is an error.
 pub fn decode(blob: &[u8]) -> Result<SessionRecord, CodecError> {
+    if looks_like_pickle(blob) {
+        return Err(CodecError::Pickle);
+    }
     let envelope: Envelope = serde_json::from_slice(blob)?;
     if envelope.v != FORMAT_VERSION {
         return Err(CodecError::UnknownVersion(envelope.v));
@@ -110,10 +124,15 @@ mod tests {
     #[test]
     fn rejects_garbage_pickles_and_future_versions() {
         assert!(matches!(decode(b""), Err(CodecError::Malformed(_))));
-        assert!(matches!(
-            decode(b"(dp0\nS'a'\np1\nI1\ns."),
-            Err(CodecError::Malformed(_))
-        ));
+        for pickle in [
+            &b"(dp0\nS'a'\np1\nI1\ns."[..],
+            b"}q\x00.",
+            b"\x80\x02}q\x00.",
+        ] {
+            let e = decode(pickle).err().unwrap();
+            assert!(matches!(e, CodecError::Pickle));
+            assert!(e.to_string().contains("python -m tornsession.migrate"));
+        }
         assert!(matches!(
             decode(br#"{"a":1}"#),
             Err(CodecError::Malformed(_))

@@ -40,7 +40,7 @@ mod _core {
     #[pymodule_export]
     use crate::py_stores::{
         _store_load, _store_save_if_exists, PyFileStore, PyMemcachedStore, PyMemoryStore,
-        PyRedisClusterStore, PyRedisStore, PySqliteStore,
+        PyRedisClusterStore, PyRedisSentinelStore, PyRedisStore, PySqliteStore,
     };
     #[pymodule_export]
     use crate::session::Session;

@@ -203,23 +203,35 @@ impl PySqliteStore {
     }
 }
 
-/// Sessions in one Redis server, `redis://` or `unix://` URL.
+/// Sessions in one Redis server, `redis://`, `rediss://` (TLS) or `unix://` URL.
 #[pyclass(module = "tornsession", frozen, name = "RedisStore")]
 pub struct PyRedisStore {
     store: Arc<stores::RedisStore>,
 }
 
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the Redis stores' keyword arguments, checked in one place"
+)]
 fn redis_options(
     prefix: String,
     connect_timeout: f64,
     timeout: f64,
     pool_size: SaturatingInt,
+    ssl_ca_certs: Option<PathBuf>,
+    ssl_certfile: Option<PathBuf>,
+    ssl_keyfile: Option<PathBuf>,
 ) -> PyResult<stores::RedisOptions> {
     Ok(stores::RedisOptions {
         prefix,
         connect_timeout: positive_seconds("connect_timeout", connect_timeout)?,
         timeout: positive_seconds("timeout", timeout)?,
         pool_size: count("pool_size", pool_size.0, 1, MAX_POOL_SIZE)?,
+        tls: stores::TlsFiles {
+            ca_certs: ssl_ca_certs,
+            certfile: ssl_certfile,
+            keyfile: ssl_keyfile,
+        },
     })
 }
 
@@ -227,17 +239,29 @@ fn redis_options(
 impl PyRedisStore {
     #[new]
     #[pyo3(
-        signature = (url, *, prefix = stores::redis::DEFAULT_PREFIX.to_owned(), connect_timeout = 1.0, timeout = 1.0, pool_size = SaturatingInt(stores::redis::DEFAULT_POOL_SIZE as i64)),
-        text_signature = "(url, *, prefix='tornsession:', connect_timeout=1.0, timeout=1.0, pool_size=8)"
+        signature = (url, *, prefix = stores::redis::DEFAULT_PREFIX.to_owned(), connect_timeout = 1.0, timeout = 1.0, pool_size = SaturatingInt(stores::redis::DEFAULT_POOL_SIZE as i64), ssl_ca_certs = None, ssl_certfile = None, ssl_keyfile = None),
+        text_signature = "(url, *, prefix='tornsession:', connect_timeout=1.0, timeout=1.0, pool_size=8, ssl_ca_certs=None, ssl_certfile=None, ssl_keyfile=None)"
     )]
+    #[allow(clippy::too_many_arguments, reason = "Python keyword arguments")]
     fn new(
         url: &str,
         prefix: String,
         connect_timeout: f64,
         timeout: f64,
         pool_size: SaturatingInt,
+        ssl_ca_certs: Option<PathBuf>,
+        ssl_certfile: Option<PathBuf>,
+        ssl_keyfile: Option<PathBuf>,
     ) -> PyResult<Self> {
-        let options = redis_options(prefix, connect_timeout, timeout, pool_size)?;
+        let options = redis_options(
+            prefix,
+            connect_timeout,
+            timeout,
+            pool_size,
+            ssl_ca_certs,
+            ssl_certfile,
+            ssl_keyfile,
+        )?;
         let store = stores::RedisStore::new(url, options).map_err(value_error)?;
         Ok(Self {
             store: Arc::new(store),
@@ -269,17 +293,29 @@ pub struct PyRedisClusterStore {
 impl PyRedisClusterStore {
     #[new]
     #[pyo3(
-        signature = (urls, *, prefix = stores::redis::DEFAULT_PREFIX.to_owned(), connect_timeout = 1.0, timeout = 1.0, pool_size = SaturatingInt(stores::redis::DEFAULT_POOL_SIZE as i64)),
-        text_signature = "(urls, *, prefix='tornsession:', connect_timeout=1.0, timeout=1.0, pool_size=8)"
+        signature = (urls, *, prefix = stores::redis::DEFAULT_PREFIX.to_owned(), connect_timeout = 1.0, timeout = 1.0, pool_size = SaturatingInt(stores::redis::DEFAULT_POOL_SIZE as i64), ssl_ca_certs = None, ssl_certfile = None, ssl_keyfile = None),
+        text_signature = "(urls, *, prefix='tornsession:', connect_timeout=1.0, timeout=1.0, pool_size=8, ssl_ca_certs=None, ssl_certfile=None, ssl_keyfile=None)"
     )]
+    #[allow(clippy::too_many_arguments, reason = "Python keyword arguments")]
     fn new(
         urls: Vec<String>,
         prefix: String,
         connect_timeout: f64,
         timeout: f64,
         pool_size: SaturatingInt,
+        ssl_ca_certs: Option<PathBuf>,
+        ssl_certfile: Option<PathBuf>,
+        ssl_keyfile: Option<PathBuf>,
     ) -> PyResult<Self> {
-        let options = redis_options(prefix, connect_timeout, timeout, pool_size)?;
+        let options = redis_options(
+            prefix,
+            connect_timeout,
+            timeout,
+            pool_size,
+            ssl_ca_certs,
+            ssl_certfile,
+            ssl_keyfile,
+        )?;
         let store = stores::RedisClusterStore::new(&urls, options).map_err(value_error)?;
         Ok(Self {
             store: Arc::new(store),
@@ -289,6 +325,77 @@ impl PyRedisClusterStore {
     #[getter]
     fn urls(&self) -> Vec<String> {
         self.store.urls().to_vec()
+    }
+
+    #[getter]
+    fn prefix(&self) -> &str {
+        &self.store.options().prefix
+    }
+
+    fn __repr__(&self) -> String {
+        self.store.describe()
+    }
+}
+
+/// Sessions in the master of a Redis replica set that Redis Sentinel watches; follows failovers.
+#[pyclass(module = "tornsession", frozen, name = "RedisSentinelStore")]
+pub struct PyRedisSentinelStore {
+    store: Arc<stores::RedisSentinelStore>,
+}
+
+#[pymethods]
+impl PyRedisSentinelStore {
+    #[new]
+    #[pyo3(
+        signature = (sentinels, service_name, *, prefix = stores::redis::DEFAULT_PREFIX.to_owned(), connect_timeout = 1.0, timeout = 1.0, pool_size = SaturatingInt(stores::redis::DEFAULT_POOL_SIZE as i64), ssl = false, ssl_ca_certs = None, ssl_certfile = None, ssl_keyfile = None, db = 0, username = None, password = None),
+        text_signature = "(sentinels, service_name, *, prefix='tornsession:', connect_timeout=1.0, timeout=1.0, pool_size=8, ssl=False, ssl_ca_certs=None, ssl_certfile=None, ssl_keyfile=None, db=0, username=None, password=None)"
+    )]
+    #[allow(clippy::too_many_arguments, reason = "Python keyword arguments")]
+    fn new(
+        sentinels: Vec<String>,
+        service_name: &str,
+        prefix: String,
+        connect_timeout: f64,
+        timeout: f64,
+        pool_size: SaturatingInt,
+        ssl: bool,
+        ssl_ca_certs: Option<PathBuf>,
+        ssl_certfile: Option<PathBuf>,
+        ssl_keyfile: Option<PathBuf>,
+        db: i64,
+        username: Option<String>,
+        password: Option<String>,
+    ) -> PyResult<Self> {
+        let options = redis_options(
+            prefix,
+            connect_timeout,
+            timeout,
+            pool_size,
+            ssl_ca_certs,
+            ssl_certfile,
+            ssl_keyfile,
+        )?;
+        let master = stores::SentinelMasterOptions {
+            ssl,
+            db,
+            username,
+            password,
+        };
+        let store = stores::RedisSentinelStore::new(&sentinels, service_name, master, options)
+            .map_err(value_error)?;
+        Ok(Self {
+            store: Arc::new(store),
+        })
+    }
+
+    #[getter]
+    fn sentinels(&self) -> Vec<String> {
+        self.store.sentinels().to_vec()
+    }
+
+    #[getter]
+    fn service_name(&self) -> &str {
+        self.store.service_name()
     }
 
     #[getter]
@@ -381,6 +488,9 @@ impl StoreHandle {
         }
         if let Ok(cluster) = store.cast::<PyRedisClusterStore>() {
             return Ok(Self::Native(cluster.get().store.clone()));
+        }
+        if let Ok(sentinel) = store.cast::<PyRedisSentinelStore>() {
+            return Ok(Self::Native(sentinel.get().store.clone()));
         }
         if let Ok(memcached) = store.cast::<PyMemcachedStore>() {
             return Ok(Self::Native(memcached.get().store.clone()));

@@ -221,7 +221,7 @@ def assert_close(got: Any, want: Any) -> None:
         assert got == pytest.approx(want, rel=1e-15, abs=0.0), (got, want)
     elif isinstance(want, list):
         assert len(got) == len(want)
-        for g, w in zip(got, want):
+        for g, w in zip(got, want, strict=True):
             assert_close(g, w)
     elif isinstance(want, dict):
         assert got.keys() == want.keys()

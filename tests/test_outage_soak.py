@@ -378,12 +378,12 @@ def test_soak_two_app_processes_sharing_one_redis(
     for v in visitors:
         counts = [r.count for r in v.results if r.count is not None]
         lost += sum(1 for i, c in enumerate(counts, 1) if c != i)
-    growth = [e - w for w, e in zip(warm, end)]
+    growth = [e - w for w, e in zip(warm, end, strict=True)]
     print(
         f"\nshared soak redis, 2 processes: {len(results)} requests ({SHARED_CLIENTS} clients), "
         f"{errors_5xx} 5xx, {other} other failures, {lost} lost increments, "
         f"{SHARED_CLIENTS * SHARED_REQUESTS / elapsed:.0f} req/s, RSS "
-        + ", ".join(f"{w:.1f} -> {e:.1f} MB ({e - w:+.1f})" for w, e in zip(warm, end))
+        + ", ".join(f"{w:.1f} -> {e:.1f} MB ({e - w:+.1f})" for w, e in zip(warm, end, strict=True))
     )
     assert len(results) == SHARED_CLIENTS * (WARMUP + SHARED_REQUESTS)
     assert errors_5xx == 0 and other == 0

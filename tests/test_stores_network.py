@@ -199,7 +199,7 @@ def test_redis_cluster_spreads_sessions_over_nodes_and_loads_them(
     nodes = [redis.Redis(host=HOST, port=n.port) for n in redis_cluster]
     before = [node.dbsize() for node in nodes]
     sessions = [saved_session(m, i=i) for i in range(30)]
-    per_node = [node.dbsize() - b for node, b in zip(nodes, before)]
+    per_node = [node.dbsize() - b for node, b in zip(nodes, before, strict=True)]
     assert sum(per_node) == 30, per_node
     assert all(count > 0 for count in per_node), per_node
     for s in sessions:
@@ -230,7 +230,9 @@ def test_memcached_spreads_sessions_over_two_servers_and_finds_each(
     store = tornsession.MemcachedStore([server.address for server in memcached_servers])
     m = tornsession.SessionManager(SECRET, store=store)
     sessions = [saved_session(m, i=i) for i in range(40)]
-    added = [memcached_items(server) - b for server, b in zip(memcached_servers, before)]
+    added = [
+        memcached_items(server) - b for server, b in zip(memcached_servers, before, strict=True)
+    ]
     assert sum(added) == 40, added
     assert all(n > 0 for n in added), added
     for s in sessions:

@@ -10,6 +10,7 @@ import sys
 import textwrap
 import time
 from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
 
 import tornsession
@@ -25,7 +26,7 @@ def manager(path: Path, idle_timeout: float | None = None) -> tornsession.Sessio
 
 
 def row(path: Path, session_id: str) -> tuple[bytes, float | None] | None:
-    with sqlite3.connect(path) as db:
+    with closing(sqlite3.connect(path)) as db:
         found = db.execute(
             "SELECT blob, expires_at FROM tornsession_sessions WHERE id = ?", (session_id,)
         ).fetchone()
@@ -45,7 +46,7 @@ def test_sqlite_round_trip_through_the_manager(tmp_path: Path) -> None:
 
 def test_sqlite_store_uses_wal_journal(tmp_path: Path) -> None:
     tornsession.SqliteStore(tmp_path / "s.db")
-    with sqlite3.connect(tmp_path / "s.db") as db:
+    with closing(sqlite3.connect(tmp_path / "s.db")) as db:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
@@ -160,7 +161,7 @@ def test_sqlite_sigkill_mid_save_keeps_database_readable_and_acknowledged_saves(
     # Lines already written before the kill are acknowledged saves too.
     acknowledged += [json.loads(line) for line in worker.stdout.read().splitlines() if line]
     worker.stdout.close()
-    with sqlite3.connect(path) as db:
+    with closing(sqlite3.connect(path)) as db:
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     m = manager(path)
     for session_id, digest, i in acknowledged:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import importlib.metadata
 import re
+import subprocess
+import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,11 +16,15 @@ import tornado.testing
 import tornado.web
 import tornsession
 from tornsession.testing import (
+    AppServer,
+    SessionNotFound,
+    SessionTestClient,
     logged_in,
     make_manager,
     read_session,
     session_cookies,
     session_headers,
+    session_manager_of,
 )
 
 pytest_plugins = ["pytester"]
@@ -30,7 +37,13 @@ class App(tornado.web.Application):
 
     def __init__(self, manager: tornsession.TornadoSessionManager, **settings: Any) -> None:
         settings.setdefault("cookie_secret", COOKIE_SECRET)
-        super().__init__([(r"/profile", ProfileHandler), (r"/login", LoginHandler)], **settings)
+        handlers = [
+            (r"/profile", ProfileHandler),
+            (r"/login", LoginHandler),
+            (r"/logout", LogoutHandler),
+            (r"/forget", ForgetHandler),
+        ]
+        super().__init__(handlers, **settings)
         self.session_manager = manager
 
 
@@ -60,6 +73,23 @@ class LoginHandler(BaseHandler):
         self.session["user"] = self.get_body_argument("name")
         self.session.save()
         self.finish("ok")
+
+
+class LogoutHandler(BaseHandler):
+    """Destroys the session, then sends the visitor to /profile."""
+
+    def get(self) -> None:
+        self.session.destroy()
+        self.redirect("/profile")
+
+
+class ForgetHandler(BaseHandler):
+    """Empties the session but keeps it."""
+
+    def get(self) -> None:
+        self.session.clear()
+        self.session.save()
+        self.finish("forgotten")
 
 
 class ProfileTest(tornado.testing.AsyncHTTPTestCase):
@@ -143,6 +173,90 @@ def test_the_fixture_gives_each_test_a_fresh_manager_and_store(
     assert read_session(COOKIE_SECRET, make_manager(tornsession_secret), cookie) == {}
 
 
+def test_the_client_follows_the_app_across_requests(
+    tornsession_serve: Callable[..., SessionTestClient],
+    tornsession_manager: tornsession.TornadoSessionManager,
+) -> None:
+    client = tornsession_serve(App(tornsession_manager))
+    assert client.get("/profile").status == 403
+    with pytest.raises(SessionNotFound, match="no signed session cookies"):
+        _ = client.session
+
+    assert client.post("/login", {"name": "jürgen"}).text == "ok"
+    assert client.session == {"user": "jürgen"}
+    assert client.get("/profile").text == "hello jürgen"
+    assert client.get("/profile").text == "hello jürgen"
+    assert client.session == {"user": "jürgen", "visits": 2}
+
+    with client.session_transaction() as session:
+        session["visits"] = 10
+    assert client.get("/profile").text == "hello jürgen"
+    assert client.session["visits"] == 11
+
+    # Logging out destroys the session and redirects; the client follows with the new cookies.
+    response = client.get("/logout")
+    assert response.status == 403
+    assert response.url.endswith("/profile")
+    client.assert_session_destroyed()
+    with pytest.raises(SessionNotFound):
+        _ = client.session
+
+
+def test_login_helper_and_an_empty_session_is_not_a_destroyed_one(
+    tornsession_serve: Callable[..., SessionTestClient],
+    tornsession_manager: tornsession.TornadoSessionManager,
+) -> None:
+    client = tornsession_serve(App(tornsession_manager))
+    client.login("bob", role="admin")
+    assert client.session == {"user": "bob", "role": "admin"}
+    assert client.get("/profile").text == "hello bob"
+
+    assert client.get("/forget").text == "forgotten"
+    assert client.session == {}
+    assert client.has_session
+    with pytest.raises(AssertionError, match="still stored"):
+        client.assert_session_destroyed()
+
+    redirect = client.get("/logout", follow_redirects=False)
+    assert redirect.status == 302
+    assert not client.has_session
+    client.assert_session_destroyed()
+
+
+def test_the_client_works_without_fixtures_and_against_another_server() -> None:
+    manager = make_manager()
+    app = App(manager, session_manager=manager)
+    assert session_manager_of(app) is manager
+    with AppServer(app) as server, SessionTestClient(app, base_url=server.url("")) as client:
+        client.login("ann")
+        assert client.get("/profile").text == "hello ann"
+    with pytest.raises(LookupError, match="no TornadoSessionManager"):
+        session_manager_of(tornado.web.Application())
+
+
+def test_tornsession_testing_imports_without_pytest() -> None:
+    script = textwrap.dedent(
+        """
+        import sys
+        sys.modules["pytest"] = None  # import pytest now fails, as where it is not installed
+        import tornado.web
+        import tornsession.testing as testing
+        manager = testing.make_manager()
+        app = tornado.web.Application(cookie_secret="x", session_manager=manager)
+        with testing.SessionTestClient(app) as client:
+            client.login("ann")
+            assert client.session == {"user": "ann"}
+        assert not hasattr(testing, "tornsession_manager")
+        print("ok")
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "ok\n"
+
+
 def test_the_plugin_is_registered_as_a_pytest11_entry_point() -> None:
     entry_points = importlib.metadata.entry_points(group="pytest11")
     assert [(e.name, e.value) for e in entry_points if e.name == "tornsession"] == [
@@ -223,6 +337,61 @@ def test_a_users_suite_gets_the_fixtures_without_any_conftest(
 
     result.assert_outcomes(passed=3)
     result.stdout.fnmatch_lines(["*plugins:*tornsession*"])
+
+
+CLIENT_SUITE = '''
+    """A user's suite with an app fixture: the tornsession_client fixture serves it."""
+
+    import pytest
+    import tornado.web
+
+    import tornsession
+    from tornsession.testing import SessionNotFound
+
+
+    class Login(tornsession.SessionMixin, tornado.web.RequestHandler):
+        def post(self):
+            self.session["user"] = self.get_body_argument("name")
+            self.redirect("/me")
+
+
+    class Me(tornsession.SessionMixin, tornado.web.RequestHandler):
+        def get(self):
+            self.write({"user": self.session.get("user")})
+
+
+    @pytest.fixture
+    def app(tornsession_manager):
+        return tornado.web.Application(
+            [("/login", Login), ("/me", Me)],
+            cookie_secret="user-secret",
+            session_manager=tornsession_manager,
+        )
+
+
+    def test_log_in_and_follow_the_redirect(tornsession_client):
+        assert tornsession_client.post("/login", {"name": "ann"}).json() == {"user": "ann"}
+        assert tornsession_client.session == {"user": "ann"}
+
+
+    def test_force_login(tornsession_client):
+        with pytest.raises(SessionNotFound):
+            tornsession_client.session
+        tornsession_client.login("bob")
+        assert tornsession_client.get("/me").json() == {"user": "bob"}
+'''
+
+
+def test_a_users_suite_gets_a_client_for_its_app_fixture(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", raising=False)
+    monkeypatch.delenv("PYTEST_ADDOPTS", raising=False)
+    pytester.makepyfile(test_user_client=textwrap.dedent(CLIENT_SUITE))
+
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-v")
+
+    result.assert_outcomes(passed=2)
 
 
 def doc_blocks(language: str) -> list[str]:

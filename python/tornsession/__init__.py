@@ -10,6 +10,7 @@ from tornsession._core import (
     MemcachedStore,
     MemoryStore,
     RedisClusterStore,
+    RedisSentinelStore,
     RedisStore,
     Session,
     SessionBusy,
@@ -22,6 +23,7 @@ from tornsession._core import (
     __version__,
 )
 from tornsession._session import TornadoSession
+from tornsession.application import session_manager_of
 from tornsession.mixin import SessionMixin
 from tornsession.protocols import RequestHandlerProtocol, SessionStoreProtocol
 
@@ -31,6 +33,7 @@ __all__ = [
     "MemcachedStore",
     "MemoryStore",
     "RedisClusterStore",
+    "RedisSentinelStore",
     "RedisStore",
     "RequestHandlerProtocol",
     "Session",
@@ -45,4 +48,5 @@ __all__ = [
     "TornadoSessionManager",
     "WeakSecretWarning",
     "__version__",
+    "session_manager_of",
 ]

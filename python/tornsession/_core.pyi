@@ -15,6 +15,7 @@ __all__ = [
     "MemcachedStore",
     "MemoryStore",
     "RedisClusterStore",
+    "RedisSentinelStore",
     "RedisStore",
     "Session",
     "SessionBusy",
@@ -147,12 +148,20 @@ class RedisStore:
         connect_timeout: float = 1.0,
         timeout: float = 1.0,
         pool_size: int = 8,
+        ssl_ca_certs: str | os.PathLike[str] | None = None,
+        ssl_certfile: str | os.PathLike[str] | None = None,
+        ssl_keyfile: str | os.PathLike[str] | None = None,
     ) -> Self:
-        """``redis://[user:password@]host[:port][/db]`` or ``unix:///path/redis.sock``.
+        """``redis://[user:password@]host[:port][/db]``, ``rediss://...`` (TLS) or
+        ``unix:///path/redis.sock``.
 
         Connects at first use. ``timeout`` bounds each command; ``pool_size`` connections are
-        kept for reuse. Timeouts are seconds above 0 and at most 3600, ``pool_size`` from 1 to
-        1024 (ValueError otherwise).
+        kept for reuse. Over ``rediss://`` the server's certificate is checked against the
+        system's CA roots, or only the PEM CA(s) in ``ssl_ca_certs``; ``ssl_certfile`` and
+        ``ssl_keyfile`` (PEM, together) are a client certificate for servers that ask for one.
+        The files are read here; a certificate that does not verify fails each request with
+        SessionStoreError. Timeouts are seconds
+        above 0 and at most 3600, ``pool_size`` from 1 to 1024 (ValueError otherwise).
         """
 
     @property
@@ -175,15 +184,59 @@ class RedisClusterStore:
         connect_timeout: float = 1.0,
         timeout: float = 1.0,
         pool_size: int = 8,
+        ssl_ca_certs: str | os.PathLike[str] | None = None,
+        ssl_certfile: str | os.PathLike[str] | None = None,
+        ssl_keyfile: str | os.PathLike[str] | None = None,
     ) -> Self:
-        """``redis://host:port`` URLs of one or more nodes; the rest are discovered.
-
-        Options as for RedisStore.
-        """
+        """``redis://host:port`` (or ``rediss://``) URLs of one or more nodes; the rest are
+        discovered. The ``ssl_*`` files as for ``RedisStore``."""
 
     @property
     def urls(self) -> list[str]:
         """The node URLs given, passwords masked."""
+
+    @property
+    def prefix(self) -> str:
+        """What every key starts with."""
+
+@final
+class RedisSentinelStore:
+    """Sessions in the master of a Redis replica set watched by Redis Sentinel.
+
+    The master's address comes from the sentinels and is kept until a connection to it fails;
+    then the sentinels are asked again, so a failover is followed without a restart (requests
+    during the failover raise SessionStoreError).
+    """
+
+    def __new__(
+        cls,
+        sentinels: list[str],
+        service_name: str,
+        *,
+        prefix: str = "tornsession:",
+        connect_timeout: float = 1.0,
+        timeout: float = 1.0,
+        pool_size: int = 8,
+        ssl: bool = False,
+        ssl_ca_certs: str | os.PathLike[str] | None = None,
+        ssl_certfile: str | os.PathLike[str] | None = None,
+        ssl_keyfile: str | os.PathLike[str] | None = None,
+        db: int = 0,
+        username: str | None = None,
+        password: str | None = None,
+    ) -> Self:
+        """``sentinels``: ``"host:port"`` of each sentinel; ``service_name``: the master's name in
+        their configuration. ``ssl``, ``db``, ``username`` and ``password`` are how to reach the
+        master (the sentinels themselves are reached in plain TCP); the ``ssl_*`` files (with
+        ``ssl=True``) as for ``RedisStore``."""
+
+    @property
+    def sentinels(self) -> list[str]:
+        """The sentinel addresses given."""
+
+    @property
+    def service_name(self) -> str:
+        """The master's name in the sentinels' configuration."""
 
     @property
     def prefix(self) -> str:
@@ -246,6 +299,7 @@ class SessionManager:
         | SqliteStore
         | RedisStore
         | RedisClusterStore
+        | RedisSentinelStore
         | MemcachedStore
         | SessionStoreProtocol
         | None = None,

@@ -2,7 +2,7 @@
 
 Usage::
 
-    python -m tornsession.migrate [--dry-run] SESSION_DIR
+    python -m tornsession.migrate [--dry-run] [--drop-key KEY ...] [--objects-as-dicts] SESSION_DIR
 
 Every ``SESSION<id>`` file in ``SESSION_DIR`` is read without ever running code from it: the
 pickle is loaded by an unpickler that refuses every class and function lookup, so only plain
@@ -10,6 +10,20 @@ dicts, lists, tuples, strings, numbers, booleans and None can come out of it. A 
 anything else (a model object, a set, something JSON cannot store) is reported by name and key
 and left exactly as it was. Converted files are written atomically (a temporary file in the same
 folder, then ``os.replace``) and keep their mode, owner (when run as root) and modification time.
+
+Two options rescue sessions of apps that kept their own objects in sessions (the original
+pickled anything):
+
+- ``--drop-key KEY`` (repeatable): leave the top-level item ``KEY`` out of every converted
+  session (a cache the app rebuilds, an object nobody needs after the switch).
+- ``--objects-as-dicts``: an object of an app class (``copy_reg._reconstructor`` or an old-style
+  instance, with no constructor arguments) becomes the dict of its pickled instance state, when
+  that state is JSON-able; the class is never imported. A pickle that calls anything else (a
+  function such as ``os.system``, a class with arguments) is still reported and left.
+
+With either option, a file the plain pass refuses is read a second time by an unpickler whose
+every class or function lookup returns an inert stand-in made here: calls only record their
+arguments, so nothing named in the file is imported or run.
 
 Exit status: 0 when every session file is current afterwards, 1 when some were left as they
 were, 2 for a usage error (no such folder).
@@ -131,6 +145,109 @@ class _LocatingUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError("persistent ids are not supported")
 
 
+class _Inert:
+    """Base of the stand-ins :class:`_InertUnpickler` makes for every global a pickle names.
+
+    A pickle can only call what ``find_class`` returns; here that is a fresh subclass of this,
+    so "calling" ``os.system('...')`` builds an ``_Inert`` holding the arguments and runs
+    nothing. ``__setstate__`` keeps the state the pickle sets (``BUILD``).
+    """
+
+    qualname = ""
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> _Inert:
+        inert = object.__new__(cls)
+        inert.args = args
+        inert.kwargs = kwargs
+        inert.state = None
+        inert.has_state = False
+        return inert
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def __setstate__(self, state: Any) -> None:
+        self.state = state
+        self.has_state = True
+
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    state: Any
+    has_state: bool
+
+
+_RECONSTRUCTORS = frozenset({"copy_reg._reconstructor", "copyreg._reconstructor"})
+_OBJECT_BASES = frozenset({"__builtin__.object", "builtins.object"})
+_SETS = frozenset(
+    {"__builtin__.set", "builtins.set", "__builtin__.frozenset", "builtins.frozenset"}
+)
+
+
+class _InertUnpickler(pickle.Unpickler):
+    """Every lookup gives a new ``_Inert`` subclass named after it: nothing is imported."""
+
+    def find_class(self, module: str, name: str, /) -> Any:
+        return type(name, (_Inert,), {"qualname": f"{module}.{name}", "__module__": __name__})
+
+    def persistent_load(self, pid: Any, /) -> Any:
+        raise pickle.UnpicklingError("persistent ids are not supported")
+
+
+def _load_inert(blob: bytes) -> Any:
+    try:
+        return _InertUnpickler(io.BytesIO(blob), encoding="bytes").load()
+    except Exception as error:
+        raise UnsupportedSession(
+            f"not a readable pickle ({type(error).__name__}: {error})"
+        ) from None
+
+
+def _object_state(value: _Inert) -> tuple[str, Any] | None:
+    """(class name, instance state) when ``value`` is an object of an app class built the way
+    pickle builds one without calling its code; ``None`` for anything else (a call)."""
+    qualname = type(value).qualname
+    if value.kwargs:
+        return None
+    if qualname in _RECONSTRUCTORS:
+        # copy_reg._reconstructor(cls, object, None): a plain new-style instance.
+        if len(value.args) != 3 or value.args[2] is not None:
+            return None
+        cls, base = value.args[0], value.args[1]
+        if not (isinstance(cls, type) and issubclass(cls, _Inert)):
+            return None
+        if not (isinstance(base, type) and issubclass(base, _Inert)):
+            return None
+        if base.qualname not in _OBJECT_BASES or cls.qualname in _RECONSTRUCTORS:
+            return None
+        return cls.qualname, value.state
+    if value.args:
+        return None
+    # An old-style instance (INST/OBJ) or a protocol 2 one (NEWOBJ), with no arguments.
+    return qualname, value.state
+
+
+def _first_call(value: Any, depth: int) -> str | None:
+    """The name of the first function or constructor a value's pickle called, if any (sets and
+    objects of app classes do not count)."""
+    if depth > MAX_DEPTH:
+        return None
+    children: Any = ()
+    if isinstance(value, _Inert):
+        qualname = type(value).qualname
+        if _object_state(value) is None and qualname not in _SETS:
+            return qualname
+        children = (value.args, value.state)
+    elif isinstance(value, dict):
+        children = list(value.keys()) + list(value.values())
+    elif isinstance(value, (list, tuple)):
+        children = value
+    for child in children:
+        found = _first_call(child, depth + 1)
+        if found is not None:
+            return found
+    return None
+
+
 def _refusal_reason(refused: _RefusedLookup, located: str | None) -> str:
     qualname = f"{refused.module}.{refused.name}"
     if qualname in ("__builtin__.set", "builtins.set", "__builtin__.frozenset"):
@@ -223,6 +340,7 @@ def load_original_pickle(stream: BinaryIO) -> Any:
 class _Budget:
     remaining: int = MAX_VALUES
     notes: list[str] = field(default_factory=list)
+    objects_as_dicts: bool = False
 
 
 def _convert(value: Any, key: str, depth: int, budget: _Budget) -> Any:
@@ -261,7 +379,49 @@ def _convert(value: Any, key: str, depth: int, budget: _Budget) -> Any:
                 raise UnsupportedSession(f"holds a dict with key {text_key!r} twice", key)
             out[text_key] = _convert(item, key, depth + 1, budget)
         return out
+    if isinstance(value, _Inert):
+        return _convert_inert(value, key, depth, budget)
     raise UnsupportedSession(f"holds a {type(value).__name__}, which JSON cannot store", key)
+
+
+def _convert_inert(value: _Inert, key: str, depth: int, budget: _Budget) -> Any:
+    qualname = type(value).qualname
+    found = _object_state(value)
+    if found is None:
+        if qualname in _SETS:
+            raise UnsupportedSession(
+                f"holds a {qualname.split('.')[1]}, which JSON cannot store", key
+            )
+        if qualname in _RECONSTRUCTORS and value.args and isinstance(value.args[0], type):
+            qualname = getattr(value.args[0], "qualname", qualname)
+            raise UnsupportedSession(
+                f"holds an object of class {qualname} built with arguments, which is never run",
+                key,
+            )
+        raise UnsupportedSession(f"calls {qualname}, which is never run", key)
+    class_name, state = found
+    if not budget.objects_as_dicts:
+        raise UnsupportedSession(
+            f"holds an object of class {class_name}, which is never loaded "
+            "(--objects-as-dicts converts it to the dict of its state)",
+            key,
+        )
+    if isinstance(state, tuple) and len(state) == 2 and isinstance(state[1], dict):
+        # (dict or None, slots): the state of a class with __slots__.
+        merged: dict[Any, Any] = dict(state[0] or {})
+        merged.update(state[1])
+        state = merged
+    if state is None:
+        state = {}
+    if not isinstance(state, dict):
+        raise UnsupportedSession(
+            f"holds an object of class {class_name} whose state is a "
+            f"{type(state).__name__}, not a dict of attributes",
+            key,
+        )
+    converted = _convert(state, key, depth + 1, budget)
+    budget.notes.append(f"key {key!r}: an object of class {class_name} stored as a dict")
+    return converted
 
 
 def _string_key(raw: Any, where: str | None, budget: _Budget) -> str:
@@ -281,19 +441,31 @@ def _string_key(raw: Any, where: str | None, budget: _Budget) -> str:
     raise UnsupportedSession(f"holds a dict with a {kind} key: JSON object keys are strings", where)
 
 
-def convert_data(value: Any) -> tuple[dict[str, Any], list[str]]:
-    """Turns an unpickled session into JSON-ready data, plus notes (Latin-1 fallbacks).
+def convert_data(
+    value: Any, *, drop_keys: Sequence[str] = (), objects_as_dicts: bool = False
+) -> tuple[dict[str, Any], list[str]]:
+    """Turns an unpickled session into JSON-ready data, plus notes (Latin-1 fallbacks, objects
+    stored as dicts, dropped keys).
 
-    Raises :class:`UnsupportedSession` naming the key for anything tornsession cannot store.
+    Top-level items named in ``drop_keys`` are left out. Raises :class:`UnsupportedSession`
+    naming the key for anything tornsession cannot store.
     """
+    if isinstance(value, _Inert) and _object_state(value) is None:
+        raise UnsupportedSession(f"calls {type(value).qualname}, which is never run")
     if not isinstance(value, dict):
-        raise UnsupportedSession(
-            f"the pickle holds a {type(value).__name__}, not a dict of session items"
-        )
-    budget = _Budget()
+        what = type(value).qualname if isinstance(value, _Inert) else type(value).__name__
+        raise UnsupportedSession(f"the pickle holds a {what}, not a dict of session items")
+    budget = _Budget(objects_as_dicts=objects_as_dicts)
     data: dict[str, Any] = {}
     for raw_key, item in value.items():
         key = _string_key(raw_key, None, budget)
+        if key in drop_keys:
+            # A planted call is evidence worth keeping: dropping its key does not convert it.
+            call = _first_call(item, 0)
+            if call is not None:
+                raise UnsupportedSession(f"calls {call}, which is never run", key)
+            budget.notes.append(f"key {key!r}: dropped (--drop-key)")
+            continue
         if key in data:
             raise UnsupportedSession("appears twice once decoded", key)
         data[key] = _convert(item, key, 0, budget)
@@ -393,8 +565,32 @@ def _write_atomically(path: Path, blob: bytes, before: os.stat_result) -> None:
         raise
 
 
-def migrate_file(path: str | os.PathLike[str], *, dry_run: bool = False) -> FileResult:
-    """Converts one ``SESSION<id>`` file in place; never raises for a bad file, reports it."""
+def _load_and_convert(
+    blob: bytes, drop_keys: Sequence[str], objects_as_dicts: bool
+) -> tuple[dict[str, Any], list[str]]:
+    try:
+        value = load_original_pickle(io.BytesIO(blob))
+    except UnsupportedSession:
+        if not (drop_keys or objects_as_dicts):
+            raise
+        # A class or function was named: read it again with inert stand-ins, so a dropped key
+        # or an object of an app class need not leave the whole file behind.
+        value = _load_inert(blob)
+    return convert_data(value, drop_keys=drop_keys, objects_as_dicts=objects_as_dicts)
+
+
+def migrate_file(
+    path: str | os.PathLike[str],
+    *,
+    dry_run: bool = False,
+    drop_keys: Sequence[str] = (),
+    objects_as_dicts: bool = False,
+) -> FileResult:
+    """Converts one ``SESSION<id>`` file in place; never raises for a bad file, reports it.
+
+    ``drop_keys`` and ``objects_as_dicts`` are the ``--drop-key`` and ``--objects-as-dicts``
+    options (see the module's documentation).
+    """
     path = Path(path)
     name = path.name
     try:
@@ -415,7 +611,7 @@ def migrate_file(path: str | os.PathLike[str], *, dry_run: bool = False) -> File
     if _is_current(blob):
         return FileResult(name, "current")
     try:
-        data, notes = convert_data(load_original_pickle(io.BytesIO(blob)))
+        data, notes = _load_and_convert(blob, drop_keys, objects_as_dicts)
         record = encode_record(int(before.st_mtime), data)
         if not dry_run:
             _write_atomically(path, record, before)
@@ -426,7 +622,13 @@ def migrate_file(path: str | os.PathLike[str], *, dry_run: bool = False) -> File
     return FileResult(name, "converted", notes=notes)
 
 
-def migrate_dir(session_dir: str | os.PathLike[str], *, dry_run: bool = False) -> MigrationReport:
+def migrate_dir(
+    session_dir: str | os.PathLike[str],
+    *,
+    dry_run: bool = False,
+    drop_keys: Sequence[str] = (),
+    objects_as_dicts: bool = False,
+) -> MigrationReport:
     """Converts every ``SESSION*`` file of ``session_dir``; other files are not looked at.
 
     Raises ``NotADirectoryError`` / ``FileNotFoundError`` when ``session_dir`` is not a folder.
@@ -439,7 +641,14 @@ def migrate_dir(session_dir: str | os.PathLike[str], *, dry_run: bool = False) -
     report = MigrationReport()
     for entry in sorted(os.listdir(folder)):
         if entry.startswith(FILE_PREFIX):
-            report.files.append(migrate_file(folder / entry, dry_run=dry_run))
+            report.files.append(
+                migrate_file(
+                    folder / entry,
+                    dry_run=dry_run,
+                    drop_keys=drop_keys,
+                    objects_as_dicts=objects_as_dicts,
+                )
+            )
     return report
 
 
@@ -458,7 +667,8 @@ def _print_report(report: MigrationReport, dry_run: bool, out: Any) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """The command line: ``python -m tornsession.migrate [--dry-run] SESSION_DIR``."""
+    """The command line: ``python -m tornsession.migrate [--dry-run] [--drop-key KEY ...]
+    [--objects-as-dicts] SESSION_DIR``."""
     parser = argparse.ArgumentParser(
         prog="python -m tornsession.migrate",
         description="Convert the original session.py's pickled SESSION<id> files to "
@@ -468,9 +678,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--dry-run", action="store_true", help="report what would happen, change nothing"
     )
+    parser.add_argument(
+        "--drop-key",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="leave the top-level session item KEY out (repeatable)",
+    )
+    parser.add_argument(
+        "--objects-as-dicts",
+        action="store_true",
+        help="store an object of an app class as the dict of its pickled state (the class is "
+        "never imported; a pickle that calls a function is still left)",
+    )
     args = parser.parse_args(argv)
     try:
-        report = migrate_dir(args.session_dir, dry_run=args.dry_run)
+        report = migrate_dir(
+            args.session_dir,
+            dry_run=args.dry_run,
+            drop_keys=args.drop_key,
+            objects_as_dicts=args.objects_as_dicts,
+        )
     except (FileNotFoundError, NotADirectoryError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -13,7 +13,10 @@ pub mod sqlite;
 pub use file::FileStore;
 pub use memcached::{MemcachedOptions, MemcachedStore};
 pub use memory::MemoryStore;
-pub use redis::{RedisClusterStore, RedisOptions, RedisStore};
+pub use redis::{
+    RedisClusterStore, RedisOptions, RedisSentinelStore, RedisStore, SentinelMasterOptions,
+    TlsFiles,
+};
 pub use sqlite::SqliteStore;
 
 /// The largest record a load returns unless told otherwise: far above any sane session (they

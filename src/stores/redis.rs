@@ -1,14 +1,21 @@
-//! Sessions in Redis (one server, or a Redis Cluster), over the `redis` crate's blocking API.
+//! Sessions in Redis (one server, a Redis Cluster, or the master Redis Sentinel names), over the
+//! `redis` crate's blocking API; `rediss://` URLs connect over TLS (rustls, the system's CA roots
+//! unless a CA file is given).
 //!
 //! Each store keeps a few connections for reuse. Every failure is `Unavailable`: a dead server
 //! must fail the request, never look like a missing session. A connection that failed is dropped;
 //! the next request connects afresh, so the store recovers by itself when the server is back.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use parking_lot::Mutex;
 use redis::cluster::{ClusterClient, ClusterConnection};
-use redis::{Client, Connection, ConnectionLike, RedisError, RedisResult};
+use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
+use redis::{
+    Client, ClientTlsConfig, Connection, ConnectionAddr, ConnectionLike, RedisError, RedisResult,
+    TlsCertificates, TlsMode,
+};
 
 use super::{within_limit, SessionStore, StoreError};
 
@@ -21,13 +28,14 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
 /// How many idle connections a store keeps for reuse, by default.
 pub const DEFAULT_POOL_SIZE: usize = 8;
 
-/// Options shared by [`RedisStore`] and [`RedisClusterStore`].
+/// Options shared by [`RedisStore`], [`RedisClusterStore`] and [`RedisSentinelStore`].
 #[derive(Debug, Clone)]
 pub struct RedisOptions {
     pub prefix: String,
     pub connect_timeout: Duration,
     pub timeout: Duration,
     pub pool_size: usize,
+    pub tls: TlsFiles,
 }
 
 impl Default for RedisOptions {
@@ -37,8 +45,55 @@ impl Default for RedisOptions {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             timeout: DEFAULT_TIMEOUT,
             pool_size: DEFAULT_POOL_SIZE,
+            tls: TlsFiles::default(),
         }
     }
+}
+
+/// PEM files for TLS connections, as redis-py names them: `ca_certs`, the CA(s) to trust instead
+/// of the system's roots; `certfile` and `keyfile`, a client certificate for servers that ask.
+#[derive(Debug, Clone, Default)]
+pub struct TlsFiles {
+    pub ca_certs: Option<PathBuf>,
+    pub certfile: Option<PathBuf>,
+    pub keyfile: Option<PathBuf>,
+}
+
+impl TlsFiles {
+    fn is_empty(&self) -> bool {
+        self.ca_certs.is_none() && self.certfile.is_none() && self.keyfile.is_none()
+    }
+
+    /// The files' contents, read now so a wrong path fails at construction, not per request.
+    fn certificates(&self) -> Result<Option<TlsCertificates>, String> {
+        if self.is_empty() {
+            return Ok(None);
+        }
+        let read = |name: &str, path: &PathBuf| {
+            std::fs::read(path).map_err(|e| format!("cannot read {name} {}: {e}", path.display()))
+        };
+        let client_tls = match (&self.certfile, &self.keyfile) {
+            (Some(cert), Some(key)) => Some(ClientTlsConfig {
+                client_cert: read("ssl_certfile", cert)?,
+                client_key: read("ssl_keyfile", key)?,
+            }),
+            (None, None) => None,
+            _ => return Err("ssl_certfile and ssl_keyfile go together".to_owned()),
+        };
+        let root_cert = match &self.ca_certs {
+            Some(path) => Some(read("ssl_ca_certs", path)?),
+            None => None,
+        };
+        Ok(Some(TlsCertificates {
+            client_tls,
+            root_cert,
+        }))
+    }
+}
+
+fn is_tls_url(url: &str) -> bool {
+    url.get(..9)
+        .is_some_and(|scheme| scheme.eq_ignore_ascii_case("rediss://"))
 }
 
 /// The key a session lives under.
@@ -280,7 +335,15 @@ impl RedisStore {
             kind: super::StoreErrorKind::Unavailable,
         };
         check_options(&options).map_err(fail)?;
-        let client = Client::open(url).map_err(|e| fail(format!("bad URL: {e}")))?;
+        let certificates = options.tls.certificates().map_err(fail)?;
+        let client = match certificates {
+            Some(_) if !is_tls_url(url) => {
+                return Err(fail("ssl_* files need a rediss:// URL".to_owned()))
+            }
+            Some(certificates) => Client::build_with_tls(url, certificates),
+            None => Client::open(url),
+        }
+        .map_err(|e| fail(format!("bad URL: {e}")))?;
         Ok(Self {
             client,
             url: redact_url(url),
@@ -298,12 +361,7 @@ impl RedisStore {
     }
 
     fn connect(&self) -> RedisResult<Connection> {
-        let connection = self
-            .client
-            .get_connection_with_timeout(self.options.connect_timeout)?;
-        connection.set_read_timeout(Some(self.options.timeout))?;
-        connection.set_write_timeout(Some(self.options.timeout))?;
-        Ok(connection)
+        connect(&self.client, &self.options)
     }
 
     fn run<T>(&self, command: impl Fn(&mut Connection) -> RedisResult<T>) -> Result<T, StoreError> {
@@ -311,6 +369,14 @@ impl RedisStore {
             .run(|| self.connect(), command)
             .map_err(|cause| StoreError::new(self, cause))
     }
+}
+
+/// A connection to one server, with the options' timeouts.
+fn connect(client: &Client, options: &RedisOptions) -> RedisResult<Connection> {
+    let connection = client.get_connection_with_timeout(options.connect_timeout)?;
+    connection.set_read_timeout(Some(options.timeout))?;
+    connection.set_write_timeout(Some(options.timeout))?;
+    Ok(connection)
 }
 
 /// The `SessionStore` methods of a Redis store: the same commands whatever the connection; only
@@ -410,7 +476,16 @@ impl RedisClusterStore {
         if urls.is_empty() {
             return Err(fail("no node URLs given".to_owned()));
         }
-        let client = ClusterClient::builder(urls.iter().map(String::as_str).collect::<Vec<_>>())
+        let certificates = options.tls.certificates().map_err(fail)?;
+        if certificates.is_some() && !urls.iter().all(|url| is_tls_url(url)) {
+            return Err(fail("ssl_* files need rediss:// URLs".to_owned()));
+        }
+        let mut builder =
+            ClusterClient::builder(urls.iter().map(String::as_str).collect::<Vec<_>>());
+        if let Some(certificates) = certificates {
+            builder = builder.certs(certificates);
+        }
+        let client = builder
             .connection_timeout(options.connect_timeout)
             .response_timeout(options.timeout)
             // Few, quick retries: redirections during resharding are followed, a dead node is
@@ -461,6 +536,165 @@ fn list(urls: &[String]) -> String {
 redis_session_store!(RedisClusterStore, |store| format!(
     "RedisClusterStore({})",
     list(&store.urls)
+));
+
+/// How [`RedisSentinelStore`] talks to the master, besides [`RedisOptions`] (a URL says these
+/// for the other stores).
+#[derive(Debug, Clone, Default)]
+pub struct SentinelMasterOptions {
+    /// TLS to the master (with `RedisOptions::tls`'s files, else the system's CA roots).
+    pub ssl: bool,
+    pub db: i64,
+    pub username: Option<String>,
+    pub password: Option<String>,
+}
+
+/// `"host:port"` (or `"[::1]:port"`) as a sentinel's address.
+fn sentinel_addr(address: &str) -> Result<ConnectionAddr, String> {
+    let bad = || format!("a sentinel is \"host:port\", not {address:?}");
+    let (host, port) = address.rsplit_once(':').ok_or_else(bad)?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let port: u16 = port.parse().map_err(|_| bad())?;
+    if host.is_empty() || port == 0 {
+        return Err(bad());
+    }
+    Ok(ConnectionAddr::Tcp(host.to_owned(), port))
+}
+
+/// Sessions in the master of a Redis replica set watched by Redis Sentinel. The master's address
+/// comes from the sentinels and is kept until a connection to it fails; then it is asked for
+/// again, so the store follows a failover by itself (requests fail until the sentinels have
+/// promoted a replica).
+pub struct RedisSentinelStore {
+    sentinel: Mutex<SentinelClient>,
+    /// The master the sentinels named last; `None` once it failed.
+    master: Mutex<Option<Client>>,
+    sentinels: Vec<String>,
+    service_name: String,
+    options: RedisOptions,
+    pool: Pool<Connection>,
+}
+
+impl RedisSentinelStore {
+    /// Checks the addresses and options; asks the sentinels only when first used.
+    pub fn new(
+        sentinels: &[String],
+        service_name: &str,
+        master: SentinelMasterOptions,
+        options: RedisOptions,
+    ) -> Result<Self, StoreError> {
+        let describe = describe_sentinel(sentinels, service_name);
+        let fail = |cause: String| StoreError {
+            store: describe.clone(),
+            cause,
+            kind: super::StoreErrorKind::Unavailable,
+        };
+        check_options(&options).map_err(fail)?;
+        if sentinels.is_empty() {
+            return Err(fail("no sentinel addresses given".to_owned()));
+        }
+        if service_name.is_empty() {
+            return Err(fail("service_name is empty".to_owned()));
+        }
+        let addresses = sentinels
+            .iter()
+            .map(|a| sentinel_addr(a))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(fail)?;
+        let certificates = options.tls.certificates().map_err(fail)?;
+        if certificates.is_some() && !master.ssl {
+            return Err(fail("ssl_* files need ssl=True".to_owned()));
+        }
+        let mut builder = SentinelClientBuilder::new(
+            addresses,
+            service_name.to_owned(),
+            SentinelServerType::Master,
+        )
+        .map_err(|e| fail(e.to_string()))?
+        .set_client_to_redis_db(master.db);
+        if master.ssl {
+            builder = builder.set_client_to_redis_tls_mode(TlsMode::Secure);
+        }
+        if let Some(certificates) = certificates {
+            builder = builder.set_client_to_redis_certificates(certificates);
+        }
+        if let Some(username) = master.username {
+            builder = builder.set_client_to_redis_username(username);
+        }
+        if let Some(password) = master.password {
+            builder = builder.set_client_to_redis_password(password);
+        }
+        let sentinel = builder.build().map_err(|e| fail(e.to_string()))?;
+        Ok(Self {
+            sentinel: Mutex::new(sentinel),
+            master: Mutex::new(None),
+            sentinels: sentinels.to_vec(),
+            service_name: service_name.to_owned(),
+            pool: Pool::new(options.pool_size),
+            options,
+        })
+    }
+
+    pub fn options(&self) -> &RedisOptions {
+        &self.options
+    }
+
+    pub fn sentinels(&self) -> &[String] {
+        &self.sentinels
+    }
+
+    pub fn service_name(&self) -> &str {
+        &self.service_name
+    }
+
+    fn ask_sentinels(&self) -> RedisResult<Client> {
+        let client = self.sentinel.lock().get_client()?;
+        *self.master.lock() = Some(client.clone());
+        Ok(client)
+    }
+
+    /// A connection to the known master; when that fails (it may have moved), to the one the
+    /// sentinels name now.
+    fn connect(&self) -> RedisResult<Connection> {
+        let known = self.master.lock().clone();
+        if let Some(client) = known {
+            if let Ok(connection) = connect(&client, &self.options) {
+                return Ok(connection);
+            }
+            *self.master.lock() = None;
+        }
+        let client = self
+            .ask_sentinels()
+            .map_err(|e| sentinel_error(e, &self.service_name))?;
+        connect(&client, &self.options).inspect_err(|_| *self.master.lock() = None)
+    }
+
+    fn run<T>(&self, command: impl Fn(&mut Connection) -> RedisResult<T>) -> Result<T, StoreError> {
+        self.pool.run(|| self.connect(), command).map_err(|cause| {
+            // Whatever failed (a dead master, a demoted one answering READONLY), the next request
+            // asks the sentinels again, on fresh connections.
+            *self.master.lock() = None;
+            self.pool.idle.lock().clear();
+            StoreError::new(self, cause)
+        })
+    }
+}
+
+fn sentinel_error(error: RedisError, service_name: &str) -> RedisError {
+    RedisError::from((
+        error.kind(),
+        "no master from the sentinels",
+        format!("service {service_name:?}: {error}"),
+    ))
+}
+
+fn describe_sentinel(sentinels: &[String], service_name: &str) -> String {
+    format!("RedisSentinelStore({}, '{service_name}')", list(sentinels))
+}
+
+redis_session_store!(RedisSentinelStore, |store| describe_sentinel(
+    &store.sentinels,
+    &store.service_name
 ));
 
 #[cfg(test)]
@@ -552,6 +786,97 @@ mod tests {
                 "{message}"
             );
         }
+    }
+
+    #[test]
+    fn tls_files_need_a_tls_url_and_go_in_pairs() {
+        let dir = tempfile::tempdir().unwrap();
+        let pem = dir.path().join("ca.pem");
+        std::fs::write(&pem, b"not checked until connecting").unwrap();
+        let with = |tls: TlsFiles| RedisOptions {
+            tls,
+            ..RedisOptions::default()
+        };
+        let ca = TlsFiles {
+            ca_certs: Some(pem.clone()),
+            ..TlsFiles::default()
+        };
+        let e = RedisStore::new("redis://127.0.0.1:1/0", with(ca.clone()))
+            .err()
+            .unwrap();
+        assert!(
+            e.to_string().ends_with("ssl_* files need a rediss:// URL"),
+            "{e}"
+        );
+        let urls = vec!["redis://127.0.0.1:1".to_owned()];
+        assert!(RedisClusterStore::new(&urls, with(ca.clone())).is_err());
+        let half = TlsFiles {
+            certfile: Some(pem.clone()),
+            ..TlsFiles::default()
+        };
+        let e = RedisStore::new("rediss://127.0.0.1:1/0", with(half))
+            .err()
+            .unwrap();
+        assert!(e.to_string().ends_with("go together"), "{e}");
+        let missing = TlsFiles {
+            ca_certs: Some(dir.path().join("nope.pem")),
+            ..TlsFiles::default()
+        };
+        let e = RedisStore::new("rediss://127.0.0.1:1/0", with(missing))
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("cannot read ssl_ca_certs"), "{e}");
+        // Without files, rediss:// uses the system's roots; the URL scheme is case-insensitive.
+        assert!(RedisStore::new("REDISS://127.0.0.1:1/0", RedisOptions::default()).is_ok());
+    }
+
+    #[test]
+    fn sentinel_addresses_are_host_and_port() {
+        assert_eq!(
+            sentinel_addr("127.0.0.1:26379").unwrap(),
+            ConnectionAddr::Tcp("127.0.0.1".to_owned(), 26379)
+        );
+        assert_eq!(
+            sentinel_addr("[::1]:26379").unwrap(),
+            ConnectionAddr::Tcp("::1".to_owned(), 26379)
+        );
+        for bad in [
+            "127.0.0.1",
+            ":26379",
+            "host:0",
+            "host:http",
+            "host:70000",
+            "",
+        ] {
+            assert!(sentinel_addr(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn sentinel_store_checks_its_arguments_and_fails_without_sentinels() {
+        let sentinels = vec!["127.0.0.1:1".to_owned()];
+        let new = |sentinels: &[String], name: &str| {
+            RedisSentinelStore::new(
+                sentinels,
+                name,
+                SentinelMasterOptions::default(),
+                RedisOptions::default(),
+            )
+        };
+        assert!(new(&[], "mymaster").is_err());
+        assert!(new(&sentinels, "").is_err());
+        assert!(new(&["nohost".to_owned()], "mymaster").is_err());
+        let store = new(&sentinels, "mymaster").unwrap();
+        assert_eq!(
+            store.describe(),
+            "RedisSentinelStore(['127.0.0.1:1'], 'mymaster')"
+        );
+        let e = store.load(A, usize::MAX).err().unwrap();
+        assert_eq!(e.kind, StoreErrorKind::Unavailable);
+        assert!(
+            e.to_string().contains("no master from the sentinels"),
+            "{e}"
+        );
     }
 
     #[test]
