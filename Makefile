@@ -29,7 +29,7 @@ TORNADO_TESTS := tests/test_seed_app.py tests/test_concurrency.py tests/test_lif
 	tests/test_hostile_input.py tests/test_cleanup.py tests/test_stores_sqlite.py \
 	tests/test_stores_network.py tests/test_examples.py tests/test_migrate_rescue.py \
 	tests/test_redis_tls_sentinel.py tests/test_engine_http.py tests/test_options.py \
-	tests/test_no_panics.py tests/test_store_hardening.py
+	tests/test_no_panics.py tests/test_store_hardening.py tests/test_settings_warning.py
 PY_SOURCES := python tests bench scripts examples
 # Type-checked as a user would: against the installed wheel, mypy --strict, no project config.
 TYPED_EXAMPLES := examples/typed_app.py examples/multiprocess/app.py \

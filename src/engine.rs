@@ -10,7 +10,9 @@
 
 use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyString};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use pyo3::types::{PyBytes, PyDict, PyString};
 use serde_json::{Map, Value};
 
 use crate::codec;
@@ -36,6 +38,43 @@ pub struct Engine {
     pub policy: Policy,
     /// The largest record a load reads; larger ones give a fresh session.
     pub max_read_size: usize,
+    /// Where the store came from, to tell an app migrating from a `session.py` that kept
+    /// sessions elsewhere that its sessions now live in files or memory.
+    pub store_origin: StoreOrigin,
+    /// Whether an app's settings were looked at (once, at the first request with a handler).
+    pub settings_checked: AtomicBool,
+}
+
+/// How the manager got its store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreOrigin {
+    /// `store=`: the app chose.
+    Given,
+    /// `session_dir`: a FileStore, as the original module.
+    SessionDir,
+    /// Neither: the MemoryStore.
+    Default,
+}
+
+/// Application settings that a `session.py` of some app used to pick another store.
+fn suggests_another_store(setting: &str) -> Option<&'static str> {
+    let name = setting.to_ascii_lowercase();
+    if name.contains("memcache") {
+        Some("memcached (tornsession.MemcachedStore)")
+    } else if name.contains("redis") {
+        Some("Redis (tornsession.RedisStore)")
+    } else if [
+        "session_storage",
+        "session_store",
+        "session_engine",
+        "session_backend",
+    ]
+    .contains(&name.as_str())
+    {
+        Some("another store")
+    } else {
+        None
+    }
 }
 
 /// A finished load: the session's identity and state, its data, and the record to delete (a
@@ -74,6 +113,9 @@ impl Engine {
 
     /// What the handler's cookies name.
     pub fn check_request(&self, handler: &Bound<'_, PyAny>) -> PyResult<CookieCheck> {
+        if !self.settings_checked.swap(true, Ordering::Relaxed) {
+            self.warn_about_ignored_settings(handler);
+        }
         let cookies = self.cookies.request_cookies(handler)?;
         Ok(lifecycle::verify(
             &self.secrets,
@@ -82,6 +124,50 @@ impl Engine {
             cookies.id_signed_at,
             time::now(),
         ))
+    }
+
+    /// Says once, in the log, when the app's settings name a store (memcached, Redis ...) that
+    /// this manager does not use because it was given `session_dir` or nothing: an app that
+    /// swapped its `session.py` for tornsession would otherwise move its sessions silently.
+    fn warn_about_ignored_settings(&self, handler: &Bound<'_, PyAny>) {
+        if self.store_origin == StoreOrigin::Given {
+            return;
+        }
+        let py = handler.py();
+        let Some(settings) = handler
+            .getattr_opt("application")
+            .ok()
+            .flatten()
+            .and_then(|app| app.getattr_opt("settings").ok().flatten())
+        else {
+            return;
+        };
+        let Ok(settings) = settings.cast_into::<PyDict>() else {
+            return;
+        };
+        for key in settings.keys() {
+            let Ok(key) = key.extract::<String>() else {
+                continue;
+            };
+            let Some(suggested) = suggests_another_store(&key) else {
+                continue;
+            };
+            let origin = match self.store_origin {
+                StoreOrigin::SessionDir => "from session_dir",
+                _ => "the default, as no store= was given",
+            };
+            log(
+                py,
+                Level::Warning,
+                &format!(
+                    "the application setting {key:?} suggests sessions in {suggested}, but this \
+                     TornadoSessionManager keeps them in {} ({origin}); pass store= to use \
+                     that store",
+                    self.store.describe(py)
+                ),
+            );
+            return;
+        }
     }
 
     /// What an id and digest given by hand (str or bytes) name.

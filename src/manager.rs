@@ -3,6 +3,7 @@
 //! Options are checked here once (`options`); the steps are `engine`'s.
 
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,7 +14,7 @@ use pyo3::types::PyDict;
 
 use crate::convert::json_into_dict;
 use crate::digest::Secrets;
-use crate::engine::Engine;
+use crate::engine::{Engine, StoreOrigin};
 use crate::errors::InvalidSessionException;
 use crate::lifecycle::{CookieCheck, Policy};
 use crate::options::{self, value_error};
@@ -147,6 +148,11 @@ impl SessionManager {
         options::check_expires_days(cookie_expires_days).map_err(value_error)?;
         // The original's default is session_dir='', which we read as "no folder given".
         let session_dir = session_dir.filter(|dir| !dir.as_os_str().is_empty());
+        let store_origin = match (store, &session_dir) {
+            (Some(_), _) => StoreOrigin::Given,
+            (None, Some(_)) => StoreOrigin::SessionDir,
+            (None, None) => StoreOrigin::Default,
+        };
         let store = match (store, session_dir) {
             (Some(_), Some(_)) => {
                 return Err(value_error(
@@ -185,6 +191,8 @@ impl SessionManager {
                 cookies,
                 policy,
                 max_read_size,
+                store_origin,
+                settings_checked: AtomicBool::new(false),
             }),
             order_requests,
             order_timeout,
