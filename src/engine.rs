@@ -12,7 +12,7 @@ use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use pyo3::types::{PyBytes, PyDict, PyString};
+use pyo3::types::PyDict;
 use serde_json::{Map, Value};
 
 use crate::codec;
@@ -28,7 +28,7 @@ use crate::py_stores::StoreHandle;
 use crate::session::{Session, SessionMeta};
 use crate::stores::{StoreError, StoreErrorKind};
 use crate::time;
-use crate::tornado_cookies::CookieSettings;
+use crate::tornado_cookies::{text, CookieSettings};
 
 /// Everything a manager decides with: secrets, store, cookies, limits.
 pub struct Engine {
@@ -462,20 +462,4 @@ impl Engine {
             ),
         );
     }
-}
-
-/// A value given as an id or digest, as text: `get_secure_cookie` gives bytes on Python 3, apps
-/// may pass str.
-fn text(value: &Bound<'_, PyAny>) -> Option<String> {
-    if let Ok(bytes) = value.cast::<PyBytes>() {
-        return std::str::from_utf8(bytes.as_bytes())
-            .ok()
-            .map(str::to_owned);
-    }
-    value
-        .cast::<PyString>()
-        .ok()?
-        .to_str()
-        .ok()
-        .map(str::to_owned)
 }

@@ -311,8 +311,9 @@ fn plain_cookie_name(name: &str) -> bool {
         && !ATTRIBUTES.contains(&name.to_ascii_lowercase().as_str())
 }
 
-/// A cookie value as text: `get_secure_cookie` gives bytes on Python 3, apps may pass str.
-fn text(value: &Bound<'_, PyAny>) -> Option<String> {
+/// A cookie value (or an id or digest given by hand) as text: `get_secure_cookie` gives bytes
+/// on Python 3, apps may pass str.
+pub fn text(value: &Bound<'_, PyAny>) -> Option<String> {
     if let Ok(bytes) = value.cast::<PyBytes>() {
         return std::str::from_utf8(bytes.as_bytes())
             .ok()
