@@ -515,6 +515,22 @@ impl StoreHandle {
         }
     }
 
+    /// Whether the async API runs a load inline (see `SessionStore::loads_inline`).
+    pub fn loads_inline(&self) -> bool {
+        match self {
+            Self::Native(store) => store.loads_inline(),
+            Self::Python(_) => false,
+        }
+    }
+
+    /// Whether the async API runs a save or delete inline.
+    pub fn saves_inline(&self) -> bool {
+        match self {
+            Self::Native(store) => store.saves_inline(),
+            Self::Python(_) => false,
+        }
+    }
+
     pub fn clone_ref(&self, py: Python<'_>) -> Self {
         match self {
             Self::Native(store) => Self::Native(store.clone()),

@@ -86,11 +86,16 @@ impl StoreTask {
         *self.job.lock() = done;
     }
 
-    /// Whether run() may wait on I/O (a network or file store, or a Python store); if not, the
-    /// async API runs it inline rather than paying for a thread hop.
+    /// Whether run() may wait on I/O (a network store, a file write, a Python store); if not
+    /// (memory, SQLite, a file read), the async API runs it inline rather than paying for a
+    /// thread hop that costs more than the work.
     #[getter]
     fn blocks(&self) -> bool {
-        self.engine.store.blocks()
+        let store = &self.engine.store;
+        match &*self.job.lock() {
+            Job::Load(_) | Job::Loaded(..) => !store.loads_inline(),
+            _ => !store.saves_inline(),
+        }
     }
 
     /// The session id a load task is for (what requests of one session are ordered by).

@@ -84,9 +84,13 @@ async def _load_unordered(session: _core.TornadoSession, task: _core.StoreTask) 
 
 def _load_then_prepare(session: _core.TornadoSession, handler: Any) -> Any:
     """The drop-in path's load, run in place of the handler's ``prepare()``: in turn with other
-    requests of the session, off the IOLoop for a blocking store, then the handler's own
-    ``prepare()``. Synchronous (no coroutine) when nothing has to wait, and always when
-    requests are not ordered (a sync load then keeps a sync handler's requests apart)."""
+    requests of the session, then the handler's own ``prepare()``.
+
+    When no earlier request of the session is in flight (nearly always), the load runs here, on
+    the IOLoop, as the original module's did: a coroutine and a thread hop would cost the
+    common case more than the store call. Only a request that must wait for its turn becomes a
+    coroutine, which waits without blocking and then loads off the IOLoop for a network store.
+    """
     task = session._begin_load()
     if task is None:
         return handler.prepare()
@@ -97,8 +101,6 @@ def _load_then_prepare(session: _core.TornadoSession, handler: Any) -> Any:
         if turn is None:
             return _load_and_prepare(session, handler, task)
         _ordering.release_when_finished(handler, turn)
-        if task.blocks:
-            return _load_and_prepare(session, handler, task, wait=False)
     task.run()
     delete = session._end_load(task)
     if delete is not None:
@@ -108,13 +110,10 @@ def _load_then_prepare(session: _core.TornadoSession, handler: Any) -> Any:
 
 
 async def _load_and_prepare(
-    session: _core.TornadoSession, handler: Any, task: _core.StoreTask, wait: bool = True
+    session: _core.TornadoSession, handler: Any, task: _core.StoreTask
 ) -> None:
     try:
-        if wait:
-            await _load(session, task)
-        else:
-            await _load_unordered(session, task)
+        await _load(session, task)
     except _core.SessionBusy as busy:
         raise _service_unavailable(busy) from busy
     result = handler.prepare()

@@ -427,6 +427,12 @@ impl SessionStore for FileStore {
         }
     }
 
+    /// Reads are opened non-blocking and bounded, so a planted FIFO cannot stall the loop;
+    /// writes (a temporary file, a rename, fsyncs with `durable`) keep their worker thread.
+    fn loads_inline(&self) -> bool {
+        true
+    }
+
     fn describe(&self) -> String {
         if self.durable {
             format!(

@@ -166,6 +166,16 @@ pub trait SessionStore: Send + Sync {
     fn blocks(&self) -> bool {
         true
     }
+    /// Whether a load is a local read quick enough for the event loop's thread (memory, a file,
+    /// SQLite: microseconds), rather than a network round trip: the async API then runs it
+    /// inline, as a hop to a worker thread and back would cost more than the read.
+    fn loads_inline(&self) -> bool {
+        !self.blocks()
+    }
+    /// The same for saves and deletes.
+    fn saves_inline(&self) -> bool {
+        !self.blocks()
+    }
 }
 
 /// `blob` unless it holds more than `max_bytes`: for stores that cannot ask the size first.

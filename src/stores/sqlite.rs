@@ -326,6 +326,15 @@ impl SessionStore for SqliteStore {
             .map_err(|e| self.fail("delete", session_id, e))
     }
 
+    fn loads_inline(&self) -> bool {
+        true
+    }
+
+    /// A WAL commit without fsync is a local write too; with `durable`, each waits on the disk.
+    fn saves_inline(&self) -> bool {
+        !self.durable
+    }
+
     fn describe(&self) -> String {
         let path = self.path.display().to_string();
         if self.durable {
