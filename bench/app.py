@@ -7,6 +7,12 @@ Two handlers: ``GET /write`` increments a counter in the session and saves it (t
 pattern), ``GET /read`` reads it and writes it out. Prints ``listening on PORT`` when ready.
 Listens on 127.0.0.1 only.
 
+tornsession is measured two ways: ``tornsession-<store>`` is the original module's usage
+(``TornadoSession(manager, self)`` in ``__init__``, an explicit ``save()``), and
+``tornsession-mixin-<store>`` is ``SessionMixin`` (loaded in ``prepare()``, saved on
+``finish()`` when changed). ``old-tornsession-<store>`` is the drop-in usage again, meant to run
+under another install of tornsession (an earlier release: ``bench.run --old-python``).
+
 The tornsession and reference variants run on the main interpreter; the torndsession and pycket
 variants need the peers venv (``bench/.venv-peers``), where tornsession is not installed.
 """
@@ -24,18 +30,21 @@ from typing import Any
 
 import tornado.web
 
-SECRET = "bench-secret-0123456789abcdef"
+# 32 bytes or more: a shorter secret makes tornsession warn (WeakSecretWarning).
+SECRET = "bench-secret-0123456789abcdef-0123456789abcdef"
 HOST = "127.0.0.1"
 
-TORNSESSION_STORES = ("none", "memory", "sqlite", "file", "redis", "memcached")
+TORNSESSION_STORES = ("memory", "sqlite", "file", "redis", "memcached")
+DROP_IN_VARIANTS = tuple(f"tornsession-{store}" for store in TORNSESSION_STORES)
+MIXIN_VARIANTS = tuple(f"tornsession-mixin-{store}" for store in TORNSESSION_STORES)
+# The drop-in variants again, run by another interpreter with an earlier tornsession installed.
+OLD_VARIANTS = tuple(f"old-{variant}" for variant in DROP_IN_VARIANTS)
 VARIANTS = (
     "none",
     "cookies-only",
-    "tornsession-memory",
-    "tornsession-sqlite",
-    "tornsession-file",
-    "tornsession-redis",
-    "tornsession-memcached",
+    *DROP_IN_VARIANTS,
+    *MIXIN_VARIANTS,
+    *OLD_VARIANTS,
     "reference-file",
     "torndsession-memory",
     "torndsession-file",
@@ -103,6 +112,29 @@ class OriginalStyleWrite(OriginalStyleHandler):
 class OriginalStyleRead(OriginalStyleHandler):
     def get(self) -> None:
         self.write(str(self.session.get("n", 0)))
+
+
+# --- tornsession's SessionMixin: loaded in prepare(), saved in finish() when changed ---------
+
+
+def mixin_handlers() -> tuple[type[tornado.web.RequestHandler], ...]:
+    import tornsession
+
+    class MixinWrite(tornsession.SessionMixin, tornado.web.RequestHandler):
+        def get(self) -> None:
+            self.session["n"] = self.session.get("n", 0) + 1
+            self.write(str(self.session["n"]))
+
+    class MixinRead(tornsession.SessionMixin, tornado.web.RequestHandler):
+        def get(self) -> None:
+            self.write(str(self.session.get("n", 0)))
+
+    return (MixinWrite, MixinRead)
+
+
+def tornsession_store(variant: str) -> str:
+    """The store of a tornsession variant: ``redis`` for ``tornsession-mixin-redis``."""
+    return variant.removeprefix("old-").removeprefix("tornsession-").removeprefix("mixin-")
 
 
 def tornsession_manager(store: str, args: argparse.Namespace) -> Any:
@@ -173,7 +205,10 @@ def make_app(args: argparse.Namespace) -> tornado.web.Application:
         handlers = (PlainWrite, PlainRead)
     elif variant == "cookies-only":
         handlers = (CookiesOnlyWrite, CookiesOnlyRead)
-    elif variant.startswith("tornsession-") or variant == "reference-file":
+    elif variant in MIXIN_VARIANTS:
+        manager = tornsession_manager(tornsession_store(variant), args)
+        handlers = mixin_handlers()
+    elif variant in DROP_IN_VARIANTS or variant in OLD_VARIANTS or variant == "reference-file":
         if variant == "reference-file":
             from bench import reference_session as module
 
@@ -183,7 +218,7 @@ def make_app(args: argparse.Namespace) -> tornado.web.Application:
         else:
             import tornsession as module  # type: ignore[no-redef]
 
-            manager = tornsession_manager(variant.removeprefix("tornsession-"), args)
+            manager = tornsession_manager(tornsession_store(variant), args)
         write_cls = type("Write", (OriginalStyleWrite,), {"session_module": module})
         read_cls = type("Read", (OriginalStyleRead,), {"session_module": module})
         handlers = (write_cls, read_cls)

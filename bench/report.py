@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 from typing import Any
+
+from bench.app import TORNSESSION_STORES
 
 # "What we measured before starting" (the issue): share of the no-session app, wrk -c8, one run.
 BEFORE = {
@@ -14,6 +17,16 @@ BEFORE = {
     "torndsession-redis": (0.09, 0.10),
     "pycket-redis": (0.07, 0.10),
     "pycket-memcached": (0.22, 0.35),
+}
+
+# The previous BENCHMARKS.md (commit 972bd0f, 2026-11-25 18:48 UTC, before the session engine
+# was rewritten): writing and reading shares of the no-session app, drop-in variants.
+PREVIOUS = {
+    "tornsession-memory": (0.82, 0.80),
+    "tornsession-sqlite": (0.69, 0.79),
+    "tornsession-file": (0.35, 0.80),
+    "tornsession-redis": (0.38, 0.52),
+    "tornsession-memcached": (0.26, 0.39),
 }
 
 # Everything after this line in BENCHMARKS.md is hand-written analysis, kept across re-runs.
@@ -27,6 +40,16 @@ LABELS = {
     "tornsession-file": "tornsession FileStore (session_dir)",
     "tornsession-redis": "tornsession RedisStore",
     "tornsession-memcached": "tornsession MemcachedStore",
+    "tornsession-mixin-memory": "tornsession SessionMixin, MemoryStore",
+    "tornsession-mixin-sqlite": "tornsession SessionMixin, SqliteStore",
+    "tornsession-mixin-file": "tornsession SessionMixin, FileStore (session_dir)",
+    "tornsession-mixin-redis": "tornsession SessionMixin, RedisStore",
+    "tornsession-mixin-memcached": "tornsession SessionMixin, MemcachedStore",
+    "old-tornsession-memory": "old tornsession MemoryStore",
+    "old-tornsession-sqlite": "old tornsession SqliteStore",
+    "old-tornsession-file": "old tornsession FileStore (session_dir)",
+    "old-tornsession-redis": "old tornsession RedisStore",
+    "old-tornsession-memcached": "old tornsession MemcachedStore",
     "reference-file": "Python 3 port of the original, file store",
     "torndsession-memory": "torndsession memory",
     "torndsession-file": "torndsession file",
@@ -104,7 +127,7 @@ def targets(e2e: dict[str, Any] | None, scale: dict[str, Any] | None) -> list[st
             f"{LABELS[ours].split()[-1]} writing ≥ 5x {LABELS[peer]}",
             None if a is None or b is None else verdict(a / b, 5.0, unit="x"),
         )
-    lost = {v: s[v]["lost"] for v in s if v.startswith("tornsession-")}
+    lost = {v: s[v]["lost"] for v in s if "tornsession-" in v}
     if lost:
         bad = {v: n for v, n in lost.items() if n}
         row(
@@ -136,6 +159,96 @@ def targets(e2e: dict[str, Any] | None, scale: dict[str, Any] | None) -> list[st
     return lines
 
 
+def label(variant: str, meta: dict[str, Any]) -> str:
+    text = LABELS.get(variant, variant)
+    old = meta.get("old") or {}
+    if variant.startswith("old-") and old:
+        text += f" ({old['label']}, {old['version']})"
+    return text
+
+
+STORE_LABELS = {
+    "memory": "MemoryStore",
+    "sqlite": "SqliteStore",
+    "file": "FileStore",
+    "redis": "RedisStore",
+    "memcached": "MemcachedStore",
+}
+
+
+def same_round(e2e: dict[str, Any], a: str, b: str, kind: str) -> float | None:
+    """Median over rounds of a's requests/s over b's in the same round."""
+    rounds = e2e["data"]["rounds"]
+    if not rounds or a not in rounds[0] or b not in rounds[0]:
+        return None
+    ratios: list[float] = [r[a][kind]["rps"] / r[b][kind]["rps"] for r in rounds]
+    return statistics.median(ratios)
+
+
+def tornsession_table(e2e: dict[str, Any]) -> list[str]:
+    """Drop-in and mixin side by side, with the old release (same run) and the previous run."""
+    s = e2e["data"]["summary"]
+    old = e2e["meta"].get("old") or {}
+    has_old = any(f"old-tornsession-{store}" in s for store in TORNSESSION_STORES)
+    old_name = f"old ({old['label']})" if old else "old"
+
+    def share(variant: str, kind: str) -> str:
+        if variant not in s:
+            return "-"
+        r = s[variant][kind]
+        return f"{pct(r['ratio_median'])} ({pct(r['ratio_min'])}-{pct(r['ratio_max'])})"
+
+    def times(a: str, b: str, kind: str) -> str:
+        x = same_round(e2e, a, b, kind)
+        return "-" if x is None else f"{x:.2f}x"
+
+    lines = [
+        "Shares of the no-session app's requests/s in the same round (median, min-max over "
+        "rounds). *drop-in*: `TornadoSession(manager, self)` in `__init__` and an explicit "
+        "`save()`, the original module's usage; *mixin*: `SessionMixin`, loaded in `prepare()`, "
+        "saved in `finish()` when changed."
+        + (
+            f" *{old_name}*: the drop-in handlers under tornsession {old.get('version')} "
+            f"({old['label']}), another venv, in the same round robin; *new/old*: median over "
+            "rounds of the new drop-in's requests/s over the old one's in the same round."
+            if has_old
+            else ""
+        )
+        + " *previous run*: the drop-in share in the previous BENCHMARKS.md (another run, "
+        "another moment of the shared machine).",
+        "",
+    ]
+    kinds = (("write", "writing"), ("read", "reading"))
+    for kind, word in kinds:
+        head = f"| store ({word}) | drop-in | mixin | mixin/drop-in |"
+        rule = "|---|--:|--:|--:|"
+        if has_old:
+            head += f" {old_name} drop-in | new/old |"
+            rule += "--:|--:|"
+        head += " previous run |"
+        rule += "--:|"
+        lines += [head, rule]
+        for store in TORNSESSION_STORES:
+            drop_in, mixin, old_v = (
+                f"tornsession-{store}",
+                f"tornsession-mixin-{store}",
+                f"old-tornsession-{store}",
+            )
+            if drop_in not in s and mixin not in s:
+                continue
+            row = (
+                f"| {STORE_LABELS[store]} | {share(drop_in, kind)} | {share(mixin, kind)} | "
+                f"{times(mixin, drop_in, kind)} |"
+            )
+            if has_old:
+                row += f" {share(old_v, kind)} | {times(drop_in, old_v, kind)} |"
+            previous = PREVIOUS.get(drop_in)
+            row += f" {pct(previous[0 if kind == 'write' else 1]) if previous else '-'} |"
+            lines.append(row)
+        lines.append("")
+    return lines[:-1]
+
+
 def e2e_table(e2e: dict[str, Any]) -> list[str]:
     s = e2e["data"]["summary"]
     rounds = len(e2e["data"]["rounds"])
@@ -156,7 +269,7 @@ def e2e_table(e2e: dict[str, Any]) -> list[str]:
             "n/a" if variant in ("none", "cookies-only") else f"{row['lost']:,} / {row['writes']:,}"
         )
         lines.append(
-            f"| {LABELS.get(variant, variant)} | {w['rps_median']:,.0f} | "
+            f"| {label(variant, e2e['meta'])} | {w['rps_median']:,.0f} | "
             f"{pct(w['ratio_median'])} ({pct(w['ratio_min'])}-{pct(w['ratio_max'])}) | "
             f"{pct(before[0]) if before else ''} | {r['rps_median']:,.0f} | "
             f"{pct(r['ratio_median'])} ({pct(r['ratio_min'])}-{pct(r['ratio_max'])}) | "
@@ -170,6 +283,10 @@ def inproc_table(ip: dict[str, Any]) -> list[str]:
         "µs per cycle, best of 5 timeit repeats. *write*: build a RequestHandler for a request "
         "with the session's cookies, load, read a key, write a key, save; *read*: build, load, "
         "read. *net* subtracts the bare handler build (Tornado's own cost, in the first column).",
+        "",
+        "SessionMixin is not timed in process (its load and save run in an async `prepare()` and "
+        "in `finish()`, which need an event loop and a connection; see bench/inprocess.py), "
+        "only end to end above.",
         "",
         "| implementation | handler build | write | write net | read | read net |",
         "|---|--:|--:|--:|--:|--:|",
@@ -287,14 +404,16 @@ def write_report(out: Path, results: Path, elapsed_s: float | None = None) -> No
     parts = [
         "# Benchmarks",
         "",
-        "Side-by-side: tornsession on each store, a Python 3 port of the original 2009 "
+        "Side-by-side: tornsession on each store, used the original module's way (drop-in) and "
+        "through `SessionMixin`, a Python 3 port of the original 2009 "
         "`session.py` (`bench/reference_session.py`), and the peers torndsession and pycket "
         "from PyPI, all behind one Tornado app (`bench/app.py`). Regenerate with "
         "`make bench` (= `bash bench/run.sh` = `python -m bench.run`; see `bench/README.md`).",
         "",
         "tornsession writes the store only when the session changed, sends cookies only when "
         "they are due (new, regenerated, re-signed or a day old) and reads Tornado's signed "
-        "cookies in Rust; the benchmark app sets no idle_timeout.",
+        "cookies in Rust; requests of one session take turns within a process "
+        "(`order_requests=True`, the default); the benchmark app sets no idle_timeout.",
         "",
         "## Machine and run",
         "",
@@ -315,6 +434,10 @@ def write_report(out: Path, results: Path, elapsed_s: float | None = None) -> No
         "## Targets",
         "",
         *targets(e2e, sc),
+        "",
+        "## tornsession: drop-in and mixin, old and new",
+        "",
+        *(tornsession_table(e2e) if e2e else ["not run"]),
         "",
         "## End to end (wrk)",
         "",

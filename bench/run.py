@@ -3,6 +3,8 @@
     python -m bench.run                # full run: 3 rounds of 5 s per measurement, profile, scale
     python -m bench.run --quick        # smoke run: 1 round of 1 s, no profile, no scale
     python -m bench.run --no-scale     # without the 1,000,000-session part (about 30 s)
+    python -m bench.run --old-python ../old/.venv/bin/python --old-label v0.3.0
+                                       # also the drop-in variants under an earlier release
 
 Run it from the repository root with the interpreter that has tornsession installed (``make
 bench`` uses .venv). It installs wrk, redis-server and memcached with apt-get when missing,
@@ -11,6 +13,10 @@ starts Redis and memcached on free loopback ports, starts one bench/app.py proce
 and measures them round robin with wrk (-c8 -t2, keep-alive, one session cookie). Raw results
 go to bench/results/*.json (one file per part, so a later run without the scale part keeps the
 last scale figures), the report to BENCHMARKS.md.
+
+With ``--old-python``, the ``old-tornsession-<store>`` variants run this bench/app.py's drop-in
+handlers under that interpreter (an earlier tornsession installed in it, the same Tornado), in
+the same round robin as the others, so old and new are compared within one run.
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ from typing import Any
 
 import tornado
 
-from bench.app import PEER_VARIANTS, VARIANTS
+from bench.app import OLD_VARIANTS, PEER_VARIANTS, VARIANTS
 from bench.inprocess import IMPLS
 from bench.servers import HOST, Process, free_port, start_memcached, start_redis
 
@@ -179,12 +185,19 @@ def run_wrk(port: int, path: str, cookie: str, seconds: int) -> dict[str, Any]:
 class Apps:
     """One bench/app.py process per variant, all started up front and idle between turns."""
 
-    def __init__(self, variants: list[str], peers: str, redis: Process, mc: Process, tmp: Path):
+    def __init__(
+        self,
+        variants: list[str],
+        pythons: dict[str, str],
+        redis: Process,
+        mc: Process,
+        tmp: Path,
+    ):
         self.procs: dict[str, Process] = {}
         self.logs: list[Any] = []
         try:
             for variant in variants:
-                python = peers if variant in PEER_VARIANTS else sys.executable
+                python = pythons.get(variant, sys.executable)
                 port = free_port()
                 data = tmp / variant
                 data.mkdir()
@@ -302,6 +315,19 @@ def profile(args: argparse.Namespace) -> Any:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def old_tornsession(python: str) -> dict[str, str]:
+    """The version and Tornado of the earlier tornsession under ``--old-python``."""
+    code = "import tornado, tornsession; print(tornsession.__version__, tornado.version)"
+    done = subprocess.run([python, "-c", code], capture_output=True, text=True, check=True)
+    version, tornado_version = done.stdout.split()
+    if tornado_version != tornado.version:
+        raise SystemExit(
+            f"--old-python has Tornado {tornado_version}, this interpreter {tornado.version}: "
+            "install the same version there so only tornsession differs"
+        )
+    return {"python": python, "version": version}
+
+
 def save(part: str, data: Any, meta: dict[str, Any]) -> None:
     RESULTS.mkdir(exist_ok=True)
     meta = {**meta, "loadavg_end": " ".join(f"{x:.2f}" for x in os.getloadavg())}
@@ -317,18 +343,32 @@ def main() -> None:
     parser.add_argument("--no-scale", action="store_true", help="skip the 1M-session part")
     parser.add_argument("--no-profile", action="store_true", help="skip the cProfile profile")
     parser.add_argument("--no-report", action="store_true", help="do not rewrite BENCHMARKS.md")
+    parser.add_argument(
+        "--old-python",
+        help="an interpreter with an earlier tornsession: adds the old-tornsession-* variants",
+    )
+    parser.add_argument(
+        "--old-label", default="old", help="what the earlier tornsession is, for the report"
+    )
     args = parser.parse_args()
     args.timeit_seconds = 0.2
     if args.quick:
         args.rounds, args.seconds, args.timeit_seconds = 1, 1, 0.05
         args.no_profile = args.no_scale = True
-    variants = args.variant or list(VARIANTS)
+    variants = args.variant or [v for v in VARIANTS if args.old_python or v not in OLD_VARIANTS]
     if "none" not in variants:
         variants.insert(0, "none")
+    if not args.old_python and set(variants) & set(OLD_VARIANTS):
+        parser.error("the old-tornsession-* variants need --old-python")
     started = time.monotonic()
     install_system_deps()
     peers = peers_python()
-    meta = {
+    pythons = {v: peers for v in PEER_VARIANTS}
+    old: dict[str, str] = {}
+    if args.old_python:
+        old = {**old_tornsession(args.old_python), "label": args.old_label}
+        pythons.update({v: args.old_python for v in OLD_VARIANTS})
+    meta: dict[str, Any] = {
         "machine": machine(),
         "date": time.strftime("%Y-%m-%d %H:%M %Z"),
         "command": shlex.join(["python", "-m", "bench.run", *sys.argv[1:]]),
@@ -336,6 +376,7 @@ def main() -> None:
         "git": subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
         ).stdout.strip(),
+        "old": old,
     }
     with tempfile.TemporaryDirectory(prefix="tornsession-bench-") as tmp_name:
         tmp = Path(tmp_name)
@@ -344,7 +385,7 @@ def main() -> None:
         apps: Apps | None = None
         try:
             log(f"redis on {redis.port}, memcached on {mc.port}")
-            apps = Apps(variants, peers, redis, mc, tmp)
+            apps = Apps(variants, pythons, redis, mc, tmp)
             save("end_to_end", end_to_end(args, apps), meta)
             apps.stop()
             apps = None

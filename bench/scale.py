@@ -25,7 +25,8 @@ from typing import Any
 
 import tornsession
 
-SECRET = "bench-secret-0123456789abcdef"
+from bench.app import SECRET
+
 SAMPLES = 10_000
 PASSES = 7
 
