@@ -24,6 +24,7 @@ pub mod stores;
 pub mod time;
 mod tornado_cookies;
 mod tornado_session;
+pub mod users;
 
 use pyo3::pymodule;
 
