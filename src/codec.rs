@@ -123,6 +123,16 @@ pub fn decode(blob: &[u8]) -> Result<SessionRecord, CodecError> {
     })
 }
 
+/// The extras of a stored blob, decoded only when it may have any (most records have none,
+/// and this runs on every load).
+pub fn peek_extras(blob: &[u8]) -> Option<Extras> {
+    let may_have = |marker: &[u8]| blob.windows(marker.len()).any(|w| w == marker);
+    if !(may_have(br#""u":"#) || may_have(br#""x":"#)) {
+        return None;
+    }
+    decode(blob).ok().map(|record| record.extras)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

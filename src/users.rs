@@ -13,6 +13,9 @@ use crate::lifecycle::Policy;
 /// The longest user id `set_user` takes, in bytes: ids are database keys, not documents.
 pub const MAX_USER_ID_LEN: usize = 1024;
 
+/// The most `set_info` keeps, serialized: a session list shows a line per session.
+pub const MAX_INFO_BYTES: usize = 2048;
+
 /// "Last seen" is kept to the minute: an active session's record then changes (and is
 /// written) at most once a minute for it, not on every request.
 pub const SEEN_GRANULARITY: u64 = 60;
