@@ -18,7 +18,8 @@ use crate::ids;
 pub const FILE_PREFIX: &str = "SESSION";
 /// The lock file that serializes conditional saves in the folder.
 const LOCK_FILE: &str = ".tornsession.lock";
-/// Prefix of a user's index file: `USERS<user key>`, one session id a line.
+/// Prefix of a user's index file: `USERS<user key>`, a line per session: its id and, when it
+/// expires, its idle timeout in seconds (so entries of idle sessions go without a cleanup).
 pub const USER_PREFIX: &str = "USERS";
 /// The most an index file is read: 64 KiB is about 2,000 sessions of one user.
 const MAX_INDEX_BYTES: usize = 64 << 10;
@@ -198,8 +199,8 @@ impl FileStore {
         self.folder.join(format!("{USER_PREFIX}{user_key}"))
     }
 
-    /// The ids in an index file (none when it is missing); call with the folder lock held.
-    fn read_index(&self, user_key: &str) -> Result<Vec<String>, StoreError> {
+    /// The entries of an index file (none when it is missing); with the folder lock held.
+    fn read_index(&self, user_key: &str) -> Result<Vec<(String, Option<u64>)>, StoreError> {
         let path = self.index_path(user_key);
         let file = match fs::File::options()
             .read(true)
@@ -222,13 +223,35 @@ impl FileStore {
         // Anything that is not an id (a planted or torn line) is simply not a member.
         Ok(text
             .lines()
-            .filter(|line| ids::is_valid_session_id(line))
-            .map(str::to_owned)
+            .filter_map(|line| {
+                let mut parts = line.split(' ');
+                let id = parts.next().filter(|id| ids::is_valid_session_id(id))?;
+                let ttl = parts.next().and_then(|ttl| ttl.parse().ok());
+                Some((id.to_owned(), ttl))
+            })
             .collect())
     }
 
+    /// Whether an index entry still names a live record: the file exists and has not been
+    /// idle for longer than the entry's idle timeout.
+    fn entry_lives(&self, id: &str, ttl: Option<u64>) -> bool {
+        match fs::symlink_metadata(self.path_of(id)) {
+            Ok(metadata) => match (ttl, metadata.modified()) {
+                (Some(ttl), Ok(modified)) => {
+                    !idle_longer_than(modified, Duration::from_secs(ttl))
+                }
+                _ => true,
+            },
+            Err(_) => false,
+        }
+    }
+
     /// Replaces an index file atomically (removes it when empty); with the folder lock held.
-    fn write_index(&self, user_key: &str, members: &[String]) -> Result<(), StoreError> {
+    fn write_index(
+        &self,
+        user_key: &str,
+        members: &[(String, Option<u64>)],
+    ) -> Result<(), StoreError> {
         let fail = |e: io::Error| StoreError::new(self, format!("cannot write a user index: {e}"));
         let path = self.index_path(user_key);
         if members.is_empty() {
@@ -242,9 +265,14 @@ impl FileStore {
             .prefix(TEMP_PREFIX)
             .tempfile_in(&self.folder)
             .map_err(fail)?;
-        temporary
-            .write_all(format!("{}\n", members.join("\n")).as_bytes())
-            .map_err(fail)?;
+        let text: String = members
+            .iter()
+            .map(|(id, ttl)| match ttl {
+                Some(ttl) => format!("{id} {ttl}\n"),
+                None => format!("{id}\n"),
+            })
+            .collect();
+        temporary.write_all(text.as_bytes()).map_err(fail)?;
         if self.durable {
             temporary.as_file().sync_all().map_err(fail)?;
         }
@@ -257,19 +285,18 @@ impl FileStore {
     fn update_index(
         &self,
         user_key: &str,
-        change: impl FnOnce(&mut Vec<String>),
+        change: impl FnOnce(&mut Vec<(String, Option<u64>)>),
     ) -> Result<Vec<String>, StoreError> {
         let lock = self.lock_folder()?;
         let before = self.read_index(user_key)?;
         let mut members = before.clone();
         change(&mut members);
-        members.retain(|id| fs::symlink_metadata(self.path_of(id)).is_ok());
-        members.dedup();
+        members.retain(|(id, ttl)| self.entry_lives(id, *ttl));
         if members != before {
             self.write_index(user_key, &members)?;
         }
         drop(lock);
-        Ok(members)
+        Ok(members.into_iter().map(|(id, _)| id).collect())
     }
 
     /// Drops index entries whose session file is gone, and empty index files.
@@ -604,18 +631,18 @@ impl SessionStore for FileStore {
         &self,
         user_key: &str,
         session_id: &str,
-        _ttl: Option<Duration>,
+        ttl: Option<Duration>,
     ) -> Result<(), StoreError> {
+        let ttl = ttl.map(crate::time::whole_seconds);
         self.update_index(user_key, |members| {
-            if !members.iter().any(|m| m == session_id) {
-                members.push(session_id.to_owned());
-            }
+            members.retain(|(id, _)| id != session_id);
+            members.push((session_id.to_owned(), ttl));
         })
         .map(drop)
     }
 
     fn unindex_user(&self, user_key: &str, session_id: &str) -> Result<(), StoreError> {
-        self.update_index(user_key, |members| members.retain(|m| m != session_id))
+        self.update_index(user_key, |members| members.retain(|(id, _)| id != session_id))
             .map(drop)
     }
 

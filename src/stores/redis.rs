@@ -54,41 +54,43 @@ pub fn user_index_key(prefix: &str, user_key: &str) -> String {
 }
 
 /// Files a member (or, with `XX`, moves an existing member's deadline), drops members past
-/// theirs, and keeps the set alive as long as its longest-lived member (plus a minute, for
-/// clocks of app servers and Redis that differ a little), so it never outlives its sessions
-/// for long and a user who never returns leaves nothing behind.
+/// theirs, and keeps the set alive as long as its longest-lived member, so it never outlives
+/// its sessions for long and a user who never returns leaves nothing behind. Deadlines are
+/// on Redis's own clock (`TIME`), the one its key expiry runs on.
 const INDEX_USER: &str = r"
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[3])
-if ARGV[4] == 'XX' then
-  redis.call('ZADD', KEYS[1], 'XX', ARGV[2], ARGV[1])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. now)
+local deadline = 'inf'
+if ARGV[2] ~= 'inf' then deadline = now + tonumber(ARGV[2]) end
+if ARGV[3] == 'XX' then
+  redis.call('ZADD', KEYS[1], 'XX', deadline, ARGV[1])
 else
-  redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+  redis.call('ZADD', KEYS[1], deadline, ARGV[1])
 end
 local top = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
 if top[2] == nil then return 0 end
 if top[2] == 'inf' then
   redis.call('PERSIST', KEYS[1])
 else
-  redis.call('PEXPIREAT', KEYS[1], math.floor(tonumber(top[2])) + 60000)
+  redis.call('PEXPIREAT', KEYS[1], math.floor(tonumber(top[2])) + 1000)
 end
 return 1
 ";
 
 /// The members still within their deadline, dropping the others as it goes.
 const USER_SESSION_IDS: &str = r"
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. now)
 return redis.call('ZRANGE', KEYS[1], 0, -1)
 ";
 
-fn now_ms() -> u64 {
-    (crate::time::now_f64() * 1000.0) as u64
-}
-
-/// A record's deadline as a sorted-set score: `inf` for a record without expiry.
+/// A record's time to live as the index script takes it: milliseconds, `inf` for none.
 fn deadline_score(ttl: Option<Duration>) -> String {
     match ttl {
         None => "inf".to_owned(),
-        Some(ttl) => (now_ms() + 1000 * ex_seconds(ttl)).to_string(),
+        Some(ttl) => (1000 * ex_seconds(ttl)).to_string(),
     }
 }
 
@@ -106,7 +108,6 @@ fn index_user(
         .arg(user_index_key(prefix, user_key))
         .arg(session_id)
         .arg(deadline_score(ttl))
-        .arg(now_ms())
         .arg(if only_existing { "XX" } else { "" })
         .query::<i64>(c)
         .map(drop)
@@ -481,7 +482,6 @@ macro_rules! redis_session_store {
                         .arg(USER_SESSION_IDS)
                         .arg(1)
                         .arg(&index)
-                        .arg(now_ms())
                         .query::<Vec<String>>(c)
                 })
             }
