@@ -404,7 +404,10 @@ pub fn plan_save(
         created,
         blob,
         mode,
-        unindex: state.stored_user.clone().filter(|old| Some(old) != user.as_ref()),
+        unindex: state
+            .stored_user
+            .clone()
+            .filter(|old| Some(old) != user.as_ref()),
         user,
     }))
 }
@@ -713,24 +716,42 @@ mod tests {
         let old = codec::encode_with(NOW - 91 * 86_400, &data(&[]), &extras);
         assert!(matches!(
             open(&policy, &verified(false), Fetched::Record(old), NOW),
-            Opened::Fresh { why: FreshReason::LifetimeOver, delete_old: true, .. }
+            Opened::Fresh {
+                why: FreshReason::LifetimeOver,
+                delete_old: true,
+                ..
+            }
         ));
         // A save is indexed under the owner, for its own idle timeout; a new owner unindexes
         // the old one; a regeneration leaves no owner indexed until the next save.
         let mut state = state;
         let first = plan(&policy, &state, &data(&[("a", 1)])).unwrap();
         assert_eq!(first.ttl, Some(Duration::from_secs(30 * 86_400)));
-        assert_eq!((first.user.as_deref(), first.unindex.as_deref()), (Some("ann"), None));
+        assert_eq!(
+            (first.user.as_deref(), first.unindex.as_deref()),
+            (Some("ann"), None)
+        );
         state.extras.user = Some("bob".into());
         let second = plan(&policy, &state, &data(&[("a", 1)])).unwrap();
-        assert_eq!((second.user.as_deref(), second.unindex.as_deref()), (Some("bob"), Some("ann")));
+        assert_eq!(
+            (second.user.as_deref(), second.unindex.as_deref()),
+            (Some("bob"), Some("ann"))
+        );
         state.record_write(second, WriteOutcome::Written);
         assert_eq!(state.stored_user.as_deref(), Some("bob"));
         assert!(state.regenerate());
         assert_eq!(state.stored_user, None);
-        assert_eq!(state.extras.user.as_deref(), Some("bob"), "regenerate keeps the owner");
+        assert_eq!(
+            state.extras.user.as_deref(),
+            Some("bob"),
+            "regenerate keeps the owner"
+        );
         state.destroy(NOW);
-        assert_eq!(state.extras, Extras::default(), "a logout forgets the owner");
+        assert_eq!(
+            state.extras,
+            Extras::default(),
+            "a logout forgets the owner"
+        );
     }
 
     proptest! {

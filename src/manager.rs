@@ -241,7 +241,11 @@ impl SessionManager {
 
     /// The sessions `user_id` owns (see `Session.set_user`), oldest first, as `SessionInfo`;
     /// an empty list for a user with none. Stores that cannot list raise NotImplementedError.
-    fn user_sessions(&self, py: Python<'_>, user_id: &Bound<'_, PyAny>) -> PyResult<Vec<SessionInfo>> {
+    fn user_sessions(
+        &self,
+        py: Python<'_>,
+        user_id: &Bound<'_, PyAny>,
+    ) -> PyResult<Vec<SessionInfo>> {
         let user_id = user_id_arg(user_id)?;
         Ok(self
             .engine
@@ -273,9 +277,9 @@ impl SessionManager {
     /// Ends the session a `SessionInfo.id` names ("end this session"); returns 1, or 0 when it
     /// names no live session.
     fn destroy_session(&self, py: Python<'_>, hashed_id: &Bound<'_, PyAny>) -> PyResult<usize> {
-        let hashed_id: String = hashed_id.extract().map_err(|_| {
-            PyTypeError::new_err("hashed_id must be a str (a SessionInfo.id)")
-        })?;
+        let hashed_id: String = hashed_id
+            .extract()
+            .map_err(|_| PyTypeError::new_err("hashed_id must be a str (a SessionInfo.id)"))?;
         Ok(self.engine.destroy_session(py, &hashed_id)?)
     }
 
@@ -314,7 +318,11 @@ impl SessionManager {
         let py = slf.py();
         let keep = match keep.filter(|k| !k.is_none()) {
             None => py.None().into_bound(py),
-            Some(keep) => slf.get().session_id_of(py, keep)?.into_pyobject(py)?.into_any(),
+            Some(keep) => slf
+                .get()
+                .session_id_of(py, keep)?
+                .into_pyobject(py)?
+                .into_any(),
         };
         store_call(slf, "destroy_user_sessions", vec![user_id.clone(), keep])
     }

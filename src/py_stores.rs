@@ -747,13 +747,8 @@ impl StoreHandle {
             Self::Native(store) => self.native(py, store, || store.user_session_ids(user_key)),
             Self::Python(store) => {
                 let store = store.bind(py);
-                let keys = self.call_user_method(
-                    py,
-                    store,
-                    "user_keys",
-                    "user_sessions()",
-                    (user_key,),
-                )?;
+                let keys =
+                    self.call_user_method(py, store, "user_keys", "user_sessions()", (user_key,))?;
                 let keys: Vec<String> = keys
                     .extract()
                     .map_err(|e| python_store_error(store, "user_keys", e))?;

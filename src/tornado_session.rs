@@ -630,11 +630,9 @@ impl TornadoSession {
         Self::ensure_loaded(slf)?;
         let engine = slf.get().engine(slf.py())?;
         match engine.stored_id(slf.as_super()) {
-            Some((id, owner)) => Bound::new(
-                slf.py(),
-                StoreTask::new(engine, Job::Delete(id, owner)),
-            )
-            .map(Some),
+            Some((id, owner)) => {
+                Bound::new(slf.py(), StoreTask::new(engine, Job::Delete(id, owner))).map(Some)
+            }
             None => Ok(None),
         }
     }

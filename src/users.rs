@@ -139,7 +139,14 @@ pub fn change_expiry(
         let Some(asked) = asked else { return Ok(None) };
         let asked = crate::time::whole_seconds(asked);
         let (limit_name, limit) = match (max, own) {
-            (Some(max), _) => (if name == "idle_timeout" { "max_idle_timeout" } else { "max_lifetime" }, Some(max)),
+            (Some(max), _) => (
+                if name == "idle_timeout" {
+                    "max_idle_timeout"
+                } else {
+                    "max_lifetime"
+                },
+                Some(max),
+            ),
             (None, own) => (name, own),
         };
         match limit {
@@ -202,12 +209,22 @@ mod tests {
         assert!(!public.contains(ID));
         assert_eq!(owner_of_public_id(&public), Some(key.as_str()));
         assert!(is_public_id_of(&s, &public, ID));
-        assert!(!is_public_id_of(&s, &public, "0123456789abcdef0123456789abcdef"));
+        assert!(!is_public_id_of(
+            &s,
+            &public,
+            "0123456789abcdef0123456789abcdef"
+        ));
         // Shown before a rotation, still recognised after it.
         let rotated = secrets(&["newer secret", "new secret"]);
         assert!(is_public_id_of(&rotated, &public, ID));
         assert!(!is_public_id_of(&secrets(&["other"]), &public, ID));
-        for bad in ["", "zz", &public.to_uppercase(), &format!("{public}0"), &public[1..]] {
+        for bad in [
+            "",
+            "zz",
+            &public.to_uppercase(),
+            &format!("{public}0"),
+            &public[1..],
+        ] {
             assert_eq!(owner_of_public_id(bad), None, "{bad}");
             assert!(!is_public_id_of(&s, bad, ID));
         }
@@ -229,18 +246,50 @@ mod tests {
         let secs = |n| Some(Duration::from_secs(n));
         let none = ExpiryCaps::default();
         // Shorter than the manager's: fine; longer without a max: refused, naming the option.
-        let short = change_expiry(&policy, &none, Expiry::default(), secs(60), None, Some(false)).unwrap();
-        assert_eq!(short, Expiry { idle_timeout: Some(60), lifetime: None, persistent: Some(false) });
-        let e = change_expiry(&policy, &none, Expiry::default(), secs(601), None, None).unwrap_err();
+        let short = change_expiry(
+            &policy,
+            &none,
+            Expiry::default(),
+            secs(60),
+            None,
+            Some(false),
+        )
+        .unwrap();
+        assert_eq!(
+            short,
+            Expiry {
+                idle_timeout: Some(60),
+                lifetime: None,
+                persistent: Some(false)
+            }
+        );
+        let e =
+            change_expiry(&policy, &none, Expiry::default(), secs(601), None, None).unwrap_err();
         assert!(e.to_string().contains("max_idle_timeout"), "{e}");
         // A manager without a lifetime has no limit on one.
-        assert!(change_expiry(&policy, &none, Expiry::default(), None, secs(1 << 30), None).is_ok());
+        assert!(
+            change_expiry(&policy, &none, Expiry::default(), None, secs(1 << 30), None).is_ok()
+        );
         // With a max: up to it.
-        let caps = ExpiryCaps { max_idle_timeout: secs(30 * 86_400), max_lifetime: secs(86_400) };
-        let long = change_expiry(&policy, &caps, short, secs(30 * 86_400), None, Some(true)).unwrap();
-        assert_eq!(long, Expiry { idle_timeout: Some(30 * 86_400), lifetime: None, persistent: Some(true) });
+        let caps = ExpiryCaps {
+            max_idle_timeout: secs(30 * 86_400),
+            max_lifetime: secs(86_400),
+        };
+        let long =
+            change_expiry(&policy, &caps, short, secs(30 * 86_400), None, Some(true)).unwrap();
+        assert_eq!(
+            long,
+            Expiry {
+                idle_timeout: Some(30 * 86_400),
+                lifetime: None,
+                persistent: Some(true)
+            }
+        );
         assert!(change_expiry(&policy, &caps, short, None, secs(86_401), None).is_err());
         // Nothing given: nothing changes.
-        assert_eq!(change_expiry(&policy, &caps, long, None, None, None).unwrap(), long);
+        assert_eq!(
+            change_expiry(&policy, &caps, long, None, None, None).unwrap(),
+            long
+        );
     }
 }

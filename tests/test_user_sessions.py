@@ -13,15 +13,13 @@ from typing import Any
 
 import pytest
 import tornsession
-from tests.conftest import AppProcess, Browser
+from conftest import AppProcess, Browser
 
 STORES = ["memory", "file", "sqlite", "redis", "cluster", "python"]
 
 
 @pytest.fixture
-def store_args(
-    request: pytest.FixtureRequest, tmp_path: Path
-) -> Callable[[str], list[str]]:
+def store_args(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[str], list[str]]:
     def args(store: str) -> list[str]:
         if store == "file":
             return ["--store", "file", "--path", str(tmp_path / "sessions")]
@@ -95,13 +93,13 @@ def test_three_clients_listed_one_ended_then_all_but_the_current(
         listed = sessions(clients[0])
         assert len(listed) == 3
         assert [s["current"] for s in listed].count(True) == 1
-        assert all(s["info"] == {"agent": "Python-urllib"} or s["info"] for s in listed)
+        assert all(set(s["info"]) == {"agent"} for s in listed)
         # The ids shown are not the session cookies.
         for s in listed:
             assert s["id"] not in json.dumps(clients[0].cookies)
         # "End this session": client 1's session, from client 0's list.
         mine = {s["id"] for s in listed if s["current"]}
-        target = [s for s in listed if not s["current"]][0]["id"]
+        target = next(s for s in listed if not s["current"])["id"]
         ended_before = {me(c) for c in clients}
         assert ended_before == {name}
         assert post(clients[0], f"/end?id={target}") == {"ended": 1}
@@ -225,6 +223,7 @@ def index_size(store: Any, store_name: str, redis_url: str | None, folder: Path)
             return int(n)
     import redis
 
+    assert redis_url is not None
     client = redis.Redis.from_url(redis_url)
     return sum(int(client.zcard(key)) for key in client.scan_iter("churn:user:*"))
 

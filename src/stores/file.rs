@@ -237,9 +237,7 @@ impl FileStore {
     fn entry_lives(&self, id: &str, ttl: Option<u64>) -> bool {
         match fs::symlink_metadata(self.path_of(id)) {
             Ok(metadata) => match (ttl, metadata.modified()) {
-                (Some(ttl), Ok(modified)) => {
-                    !idle_longer_than(modified, Duration::from_secs(ttl))
-                }
+                (Some(ttl), Ok(modified)) => !idle_longer_than(modified, Duration::from_secs(ttl)),
                 _ => true,
             },
             Err(_) => false,
@@ -642,8 +640,10 @@ impl SessionStore for FileStore {
     }
 
     fn unindex_user(&self, user_key: &str, session_id: &str) -> Result<(), StoreError> {
-        self.update_index(user_key, |members| members.retain(|(id, _)| id != session_id))
-            .map(drop)
+        self.update_index(user_key, |members| {
+            members.retain(|(id, _)| id != session_id)
+        })
+        .map(drop)
     }
 
     fn user_session_ids(&self, user_key: &str) -> Result<Vec<String>, StoreError> {
@@ -854,11 +854,19 @@ mod tests {
         assert_eq!(s.user_session_ids(U).unwrap(), [B]);
         s.unindex_user(U, B).unwrap();
         assert!(s.user_session_ids(U).unwrap().is_empty());
-        assert!(!dir.path().join(format!("{USER_PREFIX}{U}")).exists(), "an empty index goes");
+        assert!(
+            !dir.path().join(format!("{USER_PREFIX}{U}")).exists(),
+            "an empty index goes"
+        );
         // Cleanup drops entries of expired sessions and the index file with them.
         s.index_user(U, B, None).unwrap();
         let old = SystemTime::now() - Duration::from_secs(7200);
-        fs::File::options().write(true).open(s.path_of(B)).unwrap().set_modified(old).unwrap();
+        fs::File::options()
+            .write(true)
+            .open(s.path_of(B))
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
         s.cleanup(Duration::from_secs(3600)).unwrap();
         assert!(!dir.path().join(format!("{USER_PREFIX}{U}")).exists());
     }
@@ -868,13 +876,31 @@ mod tests {
         let (_dir, s) = store();
         s.save(A, b"long", None).unwrap();
         let old = SystemTime::now() - Duration::from_secs(7200);
-        fs::File::options().write(true).open(s.path_of(A)).unwrap().set_modified(old).unwrap();
+        fs::File::options()
+            .write(true)
+            .open(s.path_of(A))
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
         let own = |blob: &[u8]| (blob == b"long").then(|| Duration::from_secs(86_400));
-        assert_eq!(s.cleanup_with(Duration::from_secs(3600), &own).unwrap().expired, 0);
+        assert_eq!(
+            s.cleanup_with(Duration::from_secs(3600), &own)
+                .unwrap()
+                .expired,
+            0
+        );
         let hour = Some(Duration::from_secs(3600));
         assert!(s.load_refreshing(A, hour, &own, MAX).unwrap().is_some());
-        fs::File::options().write(true).open(s.path_of(A)).unwrap().set_modified(old).unwrap();
-        assert!(s.load_refreshing(A, hour, &|_| None, MAX).unwrap().is_none());
+        fs::File::options()
+            .write(true)
+            .open(s.path_of(A))
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        assert!(s
+            .load_refreshing(A, hour, &|_| None, MAX)
+            .unwrap()
+            .is_none());
     }
 
     #[test]

@@ -427,7 +427,10 @@ impl SessionStore for MemoryStore {
             .unwrap_or_default();
         let mut live = Vec::with_capacity(ids.len());
         for key in ids {
-            if segments.peek(&key).is_some_and(|entry| entry.deadline > now) {
+            if segments
+                .peek(&key)
+                .is_some_and(|entry| entry.deadline > now)
+            {
                 live.push(format!("{key:032x}"));
             } else {
                 segments.remove(&key);
@@ -511,7 +514,10 @@ mod tests {
         for n in 10..20 {
             evicting.save(&id(n), b"z", None).unwrap();
         }
-        assert_eq!(evicting.user_session_ids(&user).unwrap(), Vec::<String>::new());
+        assert_eq!(
+            evicting.user_session_ids(&user).unwrap(),
+            Vec::<String>::new()
+        );
         assert_eq!(evicting.indexed_users(), 0);
         s.delete(&id(2)).unwrap();
         assert_eq!(s.indexed_users(), 0);
@@ -524,7 +530,8 @@ mod tests {
     fn expired_entries_leave_the_index() {
         let s = store(100_000);
         for n in 0..1000u128 {
-            s.save(&id(n), b"x", Some(Duration::from_millis(1))).unwrap();
+            s.save(&id(n), b"x", Some(Duration::from_millis(1)))
+                .unwrap();
             s.index_user(&id(u128::MAX - n), &id(n), None).unwrap();
             std::thread::sleep(Duration::from_micros(20));
         }

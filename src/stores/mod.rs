@@ -185,7 +185,11 @@ pub trait SessionStore: Send + Sync {
             Some(ttl) => self.load_touching(session_id, ttl, max_bytes)?,
             None => self.load(session_id, max_bytes)?,
         };
-        if let Some(own) = blob.as_deref().and_then(ttl_of).filter(|own| Some(*own) != ttl) {
+        if let Some(own) = blob
+            .as_deref()
+            .and_then(ttl_of)
+            .filter(|own| Some(*own) != ttl)
+        {
             self.touch(session_id, own)?;
         }
         Ok(blob)
@@ -215,7 +219,12 @@ pub trait SessionStore: Send + Sync {
     }
     /// After a load of an owned session whose record's expiry moved: stores whose index
     /// entries expire by themselves (Redis) move the entry's too.
-    fn touch_user(&self, _user_key: &str, _session_id: &str, _ttl: Duration) -> Result<(), StoreError> {
+    fn touch_user(
+        &self,
+        _user_key: &str,
+        _session_id: &str,
+        _ttl: Duration,
+    ) -> Result<(), StoreError> {
         Ok(())
     }
     /// A short human name, used in error messages: `FileStore('/srv/sessions')`.

@@ -100,7 +100,8 @@ impl SqliteStore {
             .map_err(|e| fail("cannot inspect the table", e))?;
         if !has_user_key {
             // Another process may add it first: a duplicate column is that, not a failure.
-            match connection.execute_batch("ALTER TABLE tornsession_sessions ADD COLUMN user_key TEXT")
+            match connection
+                .execute_batch("ALTER TABLE tornsession_sessions ADD COLUMN user_key TEXT")
             {
                 Err(e) if !e.to_string().contains("duplicate column") => {
                     return Err(fail("cannot add the user_key column", e))
@@ -544,8 +545,15 @@ mod tests {
         drop(old);
         let store = SqliteStore::open(&path, DEFAULT_BUSY_TIMEOUT, false).unwrap();
         assert_eq!(store.load(A, MAX).unwrap().as_deref(), Some(&[1u8][..]));
-        store.index_user("ffffffffffffffffffffffffffffffff", A, None).unwrap();
-        assert_eq!(store.user_session_ids("ffffffffffffffffffffffffffffffff").unwrap(), [A]);
+        store
+            .index_user("ffffffffffffffffffffffffffffffff", A, None)
+            .unwrap();
+        assert_eq!(
+            store
+                .user_session_ids("ffffffffffffffffffffffffffffffff")
+                .unwrap(),
+            [A]
+        );
         // A second opener finds the column there.
         SqliteStore::open(&path, DEFAULT_BUSY_TIMEOUT, false).unwrap();
     }

@@ -96,7 +96,8 @@ class Login(Base):
 
 class Me(Base):
     def get(self) -> None:
-        self.write({"user": self.session.user_id, "hashed_id": self.manager.hashed_id(self.session)})
+        hashed_id = self.manager.hashed_id(self.session)
+        self.write({"user": self.session.user_id, "hashed_id": hashed_id})
 
 
 class Sessions(Base):
