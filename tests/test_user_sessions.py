@@ -262,3 +262,88 @@ def test_the_index_stays_bounded_after_10000_logins_with_expiry(
     # Bounded by the logins of one expiry period (2,500 here), not by all 10,000.
     size = index_size(store, store_name, redis_url, tmp_path)
     assert size <= 2_600, size
+
+
+def test_bad_input_and_stores_that_cannot_list(memcached_servers: Any) -> None:
+    manager = tornsession.TornadoSessionManager(
+        "api-test-secret-of-32-bytes-or-more!", idle_timeout=60, max_idle_timeout=600
+    )
+    session = manager.get()
+    for bad in (5, b"ann", None):
+        with pytest.raises(TypeError, match="user_id must be a str"):
+            session.set_user(bad)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="user_id must be a str"):
+            manager.user_sessions(bad)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="user_id must be a str"):
+            manager.destroy_user_sessions(bad)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="empty"):
+        session.set_user("")
+    with pytest.raises(ValueError, match="2048"):
+        session.set_info(blob="x" * 3000)
+    # Unknown users and ids are a no-op, whatever their shape.
+    assert manager.user_sessions("nobody") == []
+    assert manager.destroy_user_sessions("nobody") == 0
+    for hashed in ("", "0" * 64, "zz", "A" * 64, "0" * 65):
+        assert manager.destroy_session(hashed) == 0
+    # Stores without an index say which ones have one.
+    memcached = tornsession.MemcachedStore([s.address for s in memcached_servers])
+    for store in (memcached, _PlainPythonStore()):
+        other = tornsession.SessionManager("api-test-secret-of-32-bytes-or-more!", store=store)
+        owned = other.get()
+        owned.set_user("ann")
+        with pytest.raises(NotImplementedError, match="RedisStore"):
+            other.set(owned)
+        with pytest.raises(NotImplementedError, match="SqliteStore"):
+            other.user_sessions("ann")
+
+
+def test_set_expiry_stays_within_the_manager_limits() -> None:
+    manager = tornsession.TornadoSessionManager(
+        "api-test-secret-of-32-bytes-or-more!", idle_timeout=60, max_idle_timeout=600
+    )
+
+    class Handler(FakeHandler):
+        path_args: tuple[str, ...] = ()
+        prepare = None
+
+    handler = Handler()  # held: the session keeps only a weak reference
+    session = tornsession.TornadoSession(manager, handler)
+    session.set_expiry(idle_timeout=600, persistent=True)
+    with pytest.raises(ValueError, match="max_idle_timeout"):
+        session.set_expiry(idle_timeout=601)
+    no_max = tornsession.TornadoSessionManager("api-test-secret-of-32-bytes-or-more!", lifetime=10)
+    other = tornsession.TornadoSession(no_max, handler)
+    with pytest.raises(ValueError, match="lifetime"):
+        other.set_expiry(lifetime=11)
+    other.set_expiry(lifetime=5, idle_timeout=10**6)
+
+
+def test_a_store_that_is_down_raises_session_store_error() -> None:
+    store = tornsession.RedisStore("redis://127.0.0.1:1/0", connect_timeout=0.2, timeout=0.2)
+    manager = tornsession.SessionManager("api-test-secret-of-32-bytes-or-more!", store=store)
+    with pytest.raises(tornsession.SessionStoreError):
+        manager.user_sessions("ann")
+    with pytest.raises(tornsession.SessionStoreError):
+        manager.destroy_user_sessions("ann")
+    with pytest.raises(tornsession.SessionStoreError):
+        manager.destroy_session(manager.hashed_id(_owned(manager)) or "")
+
+
+def _owned(manager: tornsession.SessionManager) -> tornsession.Session:
+    session = manager.get()
+    session.set_user("ann")
+    return session
+
+
+class _PlainPythonStore:
+    def __init__(self) -> None:
+        self.data: dict[str, bytes] = {}
+
+    def get(self, key: str) -> bytes | None:
+        return self.data.get(key)
+
+    def set(self, key: str, value: bytes, ttl: int | None) -> None:
+        self.data[key] = value
+
+    def delete(self, key: str) -> None:
+        self.data.pop(key, None)
