@@ -26,16 +26,16 @@ pub struct SessionRecord {
 }
 
 /// A session's own expiry, overriding the manager's (`None`: the manager's).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Expiry {
     /// Idle timeout, in whole seconds.
-    #[serde(rename = "i", default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "i", skip_serializing_if = "Option::is_none")]
     pub idle_timeout: Option<u64>,
     /// Lifetime, in whole seconds.
-    #[serde(rename = "l", default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "l", skip_serializing_if = "Option::is_none")]
     pub lifetime: Option<u64>,
     /// Whether the cookies outlive the browser.
-    #[serde(rename = "p", default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "p", skip_serializing_if = "Option::is_none")]
     pub persistent: Option<bool>,
 }
 
@@ -46,22 +46,22 @@ impl Expiry {
 }
 
 /// The optional parts of a record: none of them is written unless used.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Extras {
     /// The owner's user id (`set_user`).
-    #[serde(rename = "u", default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "u", skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
     /// Small metadata shown in the owner's session list (`set_info`).
-    #[serde(rename = "i", default, skip_serializing_if = "Map::is_empty")]
+    #[serde(rename = "i", skip_serializing_if = "Map::is_empty")]
     pub info: Map<String, Value>,
     /// When the session was last saved, in seconds since the epoch, rounded down.
-    #[serde(rename = "s", default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "s", skip_serializing_if = "Option::is_none")]
     pub seen: Option<u64>,
     /// The session's own limits.
-    #[serde(rename = "x", default, skip_serializing_if = "Expiry::is_empty")]
+    #[serde(rename = "x", skip_serializing_if = "Expiry::is_empty")]
     pub expiry: Expiry,
     /// The owner's generation when the session was saved (stores that cannot list).
-    #[serde(rename = "g", default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "g", skip_serializing_if = "Option::is_none")]
     pub generation: Option<u64>,
 }
 
@@ -85,13 +85,49 @@ struct EnvelopeRef<'a> {
     extras: &'a Extras,
 }
 
+/// The extras are read leniently, one by one: a field of the wrong shape is ignored as any
+/// unknown field always was, so records another writer added fields to still load.
 #[derive(Deserialize)]
 struct Envelope {
     v: u32,
     c: u64,
     d: Map<String, Value>,
-    #[serde(flatten)]
-    extras: Extras,
+    #[serde(default)]
+    u: Option<Value>,
+    #[serde(default)]
+    i: Option<Value>,
+    #[serde(default)]
+    s: Option<Value>,
+    #[serde(default)]
+    x: Option<Value>,
+    #[serde(default)]
+    g: Option<Value>,
+}
+
+impl Envelope {
+    fn extras(&mut self) -> Extras {
+        let expiry = match self.x.take() {
+            Some(Value::Object(x)) => Expiry {
+                idle_timeout: x.get("i").and_then(Value::as_u64),
+                lifetime: x.get("l").and_then(Value::as_u64),
+                persistent: x.get("p").and_then(Value::as_bool),
+            },
+            _ => Expiry::default(),
+        };
+        Extras {
+            user: match self.u.take() {
+                Some(Value::String(user)) => Some(user),
+                _ => None,
+            },
+            info: match self.i.take() {
+                Some(Value::Object(info)) => info,
+                _ => Map::new(),
+            },
+            seen: self.s.as_ref().and_then(Value::as_u64),
+            expiry,
+            generation: self.g.as_ref().and_then(Value::as_u64),
+        }
+    }
 }
 
 /// Serializes a session's items and creation time into the stored form.
@@ -112,14 +148,15 @@ pub fn encode_with(created: u64, data: &Map<String, Value>, extras: &Extras) -> 
 
 /// Reads a stored blob back; anything that is not a record of a known version is an error.
 pub fn decode(blob: &[u8]) -> Result<SessionRecord, CodecError> {
-    let envelope: Envelope = serde_json::from_slice(blob)?;
+    let mut envelope: Envelope = serde_json::from_slice(blob)?;
     if envelope.v != FORMAT_VERSION {
         return Err(CodecError::UnknownVersion(envelope.v));
     }
+    let extras = envelope.extras();
     Ok(SessionRecord {
         created: envelope.c,
         data: envelope.d,
-        extras: envelope.extras,
+        extras,
     })
 }
 
@@ -199,8 +236,9 @@ mod tests {
         let old = decode(br#"{"v":1,"c":5,"d":{"a":1}}"#).unwrap();
         assert_eq!(old.extras, Extras::default());
         assert_eq!(encode_with(5, &data, &Extras::default()), encode(5, &data));
-        // A planted owner of the wrong type is not a record.
-        assert!(decode(br#"{"v":1,"c":5,"d":{},"u":5}"#).is_err());
+        // Extras of the wrong shape are ignored, as unknown fields always were.
+        let odd = decode(br#"{"v":1,"c":5,"d":{},"u":5,"x":9,"i":[],"s":"x","g":-1}"#).unwrap();
+        assert_eq!(odd.extras, Extras::default());
     }
 
     #[test]
