@@ -29,6 +29,7 @@ from tornsession import (
     Session,
     SessionBusy,
     SessionConflict,
+    SessionInfo,
     SessionManager,
     SessionMixin,
     SessionStoreError,
@@ -172,6 +173,12 @@ def add_to_cart(manager: SessionManager, session_id: str, digest: str, sku: str)
     return True
 
 
+def other_devices(manager: SessionManager, user_id: str, current: Session) -> list[SessionInfo]:
+    """Per-user sessions: the user's other sessions, as a "your sessions" page lists them."""
+    mine = manager.hashed_id(current)
+    return [info for info in manager.user_sessions(user_id) if info.id != mine]
+
+
 def make_app(store: StoreChoice) -> tornado.web.Application:
     manager = TornadoSessionManager(
         [secrets.token_hex(32), "an-older-secret-still-accepted-for-a-while"],
@@ -189,6 +196,14 @@ def make_app(store: StoreChoice) -> tornado.web.Application:
     fresh["hello"] = "world"
     plain.set(fresh)
     assert check_token(plain, str(fresh.session_id), str(fresh.hmac_digest)) == {"hello": "world"}
+    accounts = SessionManager(secrets.token_hex(32), store=MemoryStore())
+    devices: list[Session] = [accounts.get(), accounts.get()]
+    for agent, device in zip(["laptop", "phone"], devices, strict=True):
+        device.set_user("ann")
+        device.set_info(agent=agent)
+        accounts.set(device)
+    assert [i.info for i in other_devices(accounts, "ann", devices[0])] == [{"agent": "phone"}]
+    assert accounts.destroy_user_sessions("ann", keep=devices[0]) == 1
     return tornado.web.Application(
         [
             (r"/", CountHandler),

@@ -1,4 +1,9 @@
-//! The stored form of a session: one JSON object, `{"v":1,"c":<created>,"d":{...data...}}`.
+//! The stored form of a session: one JSON object, `{"v":1,"c":<created>,"d":{...data...}}`,
+//! plus, only for sessions that use them, `"u"` (the owner's user id), `"i"` (the small info
+//! of `set_info`), `"s"` (last seen, to the minute), `"x"` (the session's own expiry:
+//! `{"i":idle,"l":lifetime,"p":persistent}`) and `"g"` (the owner's generation, for stores
+//! that revoke by generation). Records without them are the version-1 records of before, and
+//! sessions without them encode exactly as before.
 //!
 //! JSON, never pickle: whoever can write the store can plant data, but not code. The envelope
 //! carries a format version and the creation time (seconds since the epoch) so absolute
@@ -16,6 +21,48 @@ pub struct SessionRecord {
     pub created: u64,
     /// The session's items.
     pub data: Map<String, Value>,
+    /// Who owns it, what it shows in a list, and its own expiry.
+    pub extras: Extras,
+}
+
+/// A session's own expiry, overriding the manager's (`None`: the manager's).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Expiry {
+    /// Idle timeout, in whole seconds.
+    #[serde(rename = "i", skip_serializing_if = "Option::is_none")]
+    pub idle_timeout: Option<u64>,
+    /// Lifetime, in whole seconds.
+    #[serde(rename = "l", skip_serializing_if = "Option::is_none")]
+    pub lifetime: Option<u64>,
+    /// Whether the cookies outlive the browser.
+    #[serde(rename = "p", skip_serializing_if = "Option::is_none")]
+    pub persistent: Option<bool>,
+}
+
+impl Expiry {
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// The optional parts of a record: none of them is written unless used.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Extras {
+    /// The owner's user id (`set_user`).
+    #[serde(rename = "u", skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Small metadata shown in the owner's session list (`set_info`).
+    #[serde(rename = "i", skip_serializing_if = "Map::is_empty")]
+    pub info: Map<String, Value>,
+    /// When the session was last saved, in seconds since the epoch, rounded down.
+    #[serde(rename = "s", skip_serializing_if = "Option::is_none")]
+    pub seen: Option<u64>,
+    /// The session's own limits.
+    #[serde(rename = "x", skip_serializing_if = "Expiry::is_empty")]
+    pub expiry: Expiry,
+    /// The owner's generation when the session was saved (stores that cannot list).
+    #[serde(rename = "g", skip_serializing_if = "Option::is_none")]
+    pub generation: Option<u64>,
 }
 
 /// Why a stored blob could not be read.
@@ -45,21 +92,67 @@ struct EnvelopeRef<'a> {
     v: u32,
     c: u64,
     d: &'a Map<String, Value>,
+    #[serde(flatten)]
+    extras: &'a Extras,
 }
 
+/// The extras are read leniently, one by one: a field of the wrong shape is ignored as any
+/// unknown field always was, so records another writer added fields to still load.
 #[derive(Deserialize)]
 struct Envelope {
     v: u32,
     c: u64,
     d: Map<String, Value>,
+    #[serde(default)]
+    u: Option<Value>,
+    #[serde(default)]
+    i: Option<Value>,
+    #[serde(default)]
+    s: Option<Value>,
+    #[serde(default)]
+    x: Option<Value>,
+    #[serde(default)]
+    g: Option<Value>,
+}
+
+impl Envelope {
+    fn extras(&mut self) -> Extras {
+        let expiry = match self.x.take() {
+            Some(Value::Object(x)) => Expiry {
+                idle_timeout: x.get("i").and_then(Value::as_u64),
+                lifetime: x.get("l").and_then(Value::as_u64),
+                persistent: x.get("p").and_then(Value::as_bool),
+            },
+            _ => Expiry::default(),
+        };
+        Extras {
+            user: match self.u.take() {
+                Some(Value::String(user)) => Some(user),
+                _ => None,
+            },
+            info: match self.i.take() {
+                Some(Value::Object(info)) => info,
+                _ => Map::new(),
+            },
+            seen: self.s.as_ref().and_then(Value::as_u64),
+            expiry,
+            generation: self.g.as_ref().and_then(Value::as_u64),
+        }
+    }
 }
 
 /// Serializes a session's items and creation time into the stored form.
 pub fn encode(created: u64, data: &Map<String, Value>) -> Vec<u8> {
+    encode_with(created, data, &Extras::default())
+}
+
+/// Serializes a session's items, creation time and extras into the stored form.
+pub fn encode_with(created: u64, data: &Map<String, Value>, extras: &Extras) -> Vec<u8> {
     let envelope = EnvelopeRef {
         v: FORMAT_VERSION,
         c: created,
         d: data,
+        extras,
     };
     serde_json::to_vec(&envelope).expect("a JSON map with string keys always serializes")
 }
@@ -69,14 +162,26 @@ pub fn decode(blob: &[u8]) -> Result<SessionRecord, CodecError> {
     if looks_like_pickle(blob) {
         return Err(CodecError::Pickle);
     }
-    let envelope: Envelope = serde_json::from_slice(blob)?;
+    let mut envelope: Envelope = serde_json::from_slice(blob)?;
     if envelope.v != FORMAT_VERSION {
         return Err(CodecError::UnknownVersion(envelope.v));
     }
+    let extras = envelope.extras();
     Ok(SessionRecord {
         created: envelope.c,
         data: envelope.d,
+        extras,
     })
+}
+
+/// The extras of a stored blob, decoded only when it may have any (most records have none,
+/// and this runs on every load).
+pub fn peek_extras(blob: &[u8]) -> Option<Extras> {
+    let may_have = |marker: &[u8]| blob.windows(marker.len()).any(|w| w == marker);
+    if !(may_have(br#""u":"#) || may_have(br#""x":"#)) {
+        return None;
+    }
+    decode(blob).ok().map(|record| record.extras)
 }
 
 #[cfg(test)]
@@ -119,6 +224,35 @@ mod tests {
     fn stored_form_is_the_documented_envelope() {
         let data = json!({"a": 1}).as_object().unwrap().clone();
         assert_eq!(encode(5, &data), br#"{"v":1,"c":5,"d":{"a":1}}"#);
+    }
+
+    #[test]
+    fn extras_round_trip_and_old_records_still_load() {
+        let data = json!({"a": 1}).as_object().unwrap().clone();
+        let extras = Extras {
+            user: Some("ann".into()),
+            info: json!({"ua": "x"}).as_object().unwrap().clone(),
+            seen: Some(60),
+            expiry: Expiry {
+                idle_timeout: Some(10),
+                lifetime: None,
+                persistent: Some(false),
+            },
+            generation: Some(3),
+        };
+        let blob = encode_with(5, &data, &extras);
+        assert_eq!(
+            blob,
+            br#"{"v":1,"c":5,"d":{"a":1},"u":"ann","i":{"ua":"x"},"s":60,"x":{"i":10,"p":false},"g":3}"#
+        );
+        assert_eq!(decode(&blob).unwrap().extras, extras);
+        // A record written before extras existed loads with none.
+        let old = decode(br#"{"v":1,"c":5,"d":{"a":1}}"#).unwrap();
+        assert_eq!(old.extras, Extras::default());
+        assert_eq!(encode_with(5, &data, &Extras::default()), encode(5, &data));
+        // Extras of the wrong shape are ignored, as unknown fields always were.
+        let odd = decode(br#"{"v":1,"c":5,"d":{},"u":5,"x":9,"i":[],"s":"x","g":-1}"#).unwrap();
+        assert_eq!(odd.extras, Extras::default());
     }
 
     #[test]

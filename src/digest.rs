@@ -67,6 +67,14 @@ impl Secrets {
         )
     }
 
+    /// HMAC-SHA256 of `message` under every secret, newest first (for other derived values than
+    /// the digest cookie, each with its own prefix in `message`).
+    pub fn macs<'a>(&'a self, message: &'a str) -> impl Iterator<Item = [u8; 32]> + 'a {
+        self.keys
+            .iter()
+            .map(move |key| sha256_mac(key, message).finalize().into_bytes().into())
+    }
+
     /// Checks `digest` against `session_id` in constant time per candidate secret.
     pub fn verify(&self, session_id: &str, digest: &[u8]) -> DigestCheck {
         let Ok(raw) = hex::decode(digest) else {

@@ -29,6 +29,7 @@ use crate::session::{Session, SessionMeta};
 use crate::stores::{StoreError, StoreErrorKind};
 use crate::time;
 use crate::tornado_cookies::{text, CookieSettings};
+use crate::users::{self, ExpiryCaps};
 
 /// Everything a manager decides with: secrets, store, cookies, limits.
 pub struct Engine {
@@ -38,6 +39,8 @@ pub struct Engine {
     pub policy: Policy,
     /// The largest record a load reads; larger ones give a fresh session.
     pub max_read_size: usize,
+    /// How far `set_expiry` may go.
+    pub caps: ExpiryCaps,
     /// Where the store came from, to tell an app migrating from a `session.py` that kept
     /// sessions elsewhere that its sessions now live in files or memory.
     pub store_origin: StoreOrigin,
@@ -195,11 +198,31 @@ impl Engine {
     /// The record for a verified id, refreshing its idle expiry as it is read. Only a store
     /// failing as a whole is an error; a record it cannot use is a fresh session.
     pub fn fetch(&self, py: Python<'_>, session_id: &str) -> Result<Fetched, StoreError> {
-        let found = self
-            .store
-            .load(py, session_id, self.policy.idle_timeout, self.max_read_size);
+        let policy = &self.policy;
+        let own_idle = |blob: &[u8]| {
+            codec::peek_extras(blob)
+                .filter(|extras| extras.expiry.idle_timeout.is_some())
+                .and_then(|extras| policy.for_session(&extras.expiry).idle_timeout)
+        };
+        let found = self.store.load_refreshing(
+            py,
+            session_id,
+            self.policy.idle_timeout,
+            &own_idle,
+            self.max_read_size,
+        );
         match found {
-            Ok(Some(blob)) => Ok(Fetched::Record(blob)),
+            Ok(Some(blob)) => {
+                // An owned session's index entry lives as long as its record (Redis).
+                if let Some(extras) = codec::peek_extras(&blob) {
+                    let ttl = self.policy.for_session(&extras.expiry).idle_timeout;
+                    if let (Some(user), Some(ttl)) = (&extras.user, ttl) {
+                        self.store
+                            .touch_user(py, &users::user_key(user), session_id, ttl)?;
+                    }
+                }
+                Ok(Fetched::Record(blob))
+            }
             Ok(None) => Ok(Fetched::Missing),
             Err(e) if e.kind == StoreErrorKind::UnreadableRecord => {
                 Ok(Fetched::Unreadable(e.to_string()))
@@ -280,7 +303,7 @@ impl Engine {
         let fetched = self.fetch(py, &verified.id)?;
         let loaded = self.open(py, &verified, fetched)?;
         if let Some(old) = &loaded.delete_old {
-            self.delete(py, old)?;
+            self.delete(py, old, None)?;
         }
         Ok(loaded)
     }
@@ -291,7 +314,11 @@ impl Engine {
         let state = session.get().state();
         let data = dict_to_json(session.as_super())?;
         let now = time::now();
-        let blob = codec::encode(lifecycle::created_for_save(&state, now), &data);
+        let blob = codec::encode_with(
+            lifecycle::created_for_save(&state, now),
+            &data,
+            &state.extras_for_save(now),
+        );
         let plan = lifecycle::plan_save(&self.policy, &state, blob, data.is_empty(), now)
             .map_err(|e| PyValueError::new_err(e.to_string()))?;
         Ok(plan.map(|plan| PlannedWrite { id, plan }))
@@ -300,6 +327,25 @@ impl Engine {
     /// Writes a planned record as its mode says. A conditional write that finds no record is
     /// `Gone`; one that finds another writer's record is a conflict error.
     pub fn write(&self, py: Python<'_>, write: &PlannedWrite) -> Result<WriteOutcome, StoreError> {
+        let outcome = self.write_record(py, write)?;
+        let PlannedWrite { id, plan } = write;
+        if outcome == WriteOutcome::Written {
+            if let Some(user) = &plan.user {
+                self.store
+                    .index_user(py, &users::user_key(user), id, plan.ttl)?;
+            }
+            if let Some(old) = &plan.unindex {
+                self.store.unindex_user(py, &users::user_key(old), id)?;
+            }
+        }
+        Ok(outcome)
+    }
+
+    fn write_record(
+        &self,
+        py: Python<'_>,
+        write: &PlannedWrite,
+    ) -> Result<WriteOutcome, StoreError> {
         let PlannedWrite { id, plan } = write;
         match &plan.mode {
             WriteMode::Create => self
@@ -392,13 +438,17 @@ impl Engine {
         let id = session.get().id(py)?;
         let digest = self.secrets.sign(&id);
         session.get().set_digest(py, &digest);
-        self.cookies.send(handler, &id, &digest)
+        let persistent = session.get().state().extras.expiry.persistent;
+        self.cookies.send(handler, &id, &digest, persistent)
     }
 
-    /// The id of the session's record, if one exists (what a logout must delete).
-    pub fn stored_id(&self, session: &Bound<'_, Session>) -> Option<String> {
-        if session.get().state().is_stored() {
-            session.get().id(session.py()).ok()
+    /// The id of the session's record, if one exists (what a logout must delete), and the
+    /// owner whose index it is filed in.
+    pub fn stored_id(&self, session: &Bound<'_, Session>) -> Option<(String, Option<String>)> {
+        let state = session.get().state();
+        if state.is_stored() {
+            let id = session.get().id(session.py()).ok()?;
+            Some((id, state.indexed_owner()))
         } else {
             None
         }
@@ -443,9 +493,130 @@ impl Engine {
         Ok(old.filter(|_| delete))
     }
 
-    /// Removes a record; whether there was one.
-    pub fn delete(&self, py: Python<'_>, session_id: &str) -> Result<bool, StoreError> {
-        self.store.delete(py, session_id)
+    /// Removes a record, then its entry in its owner's index; whether there was a record.
+    pub fn delete(
+        &self,
+        py: Python<'_>,
+        session_id: &str,
+        owner: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let existed = self.store.delete(py, session_id)?;
+        if let Some(owner) = owner {
+            self.store
+                .unindex_user(py, &users::user_key(owner), session_id)?;
+        }
+        Ok(existed)
+    }
+}
+
+/// One session of a user, as `user_sessions` lists it.
+pub struct Listed {
+    pub id: String,
+    pub public_id: String,
+    pub created: u64,
+    pub last_seen: Option<u64>,
+    pub info: Map<String, Value>,
+}
+
+impl Engine {
+    /// The live sessions `user_id` owns, oldest first. Entries whose record is gone (expired,
+    /// destroyed) or now belongs to someone else leave the index as they are found.
+    pub fn user_sessions(&self, py: Python<'_>, user_id: &str) -> Result<Vec<Listed>, StoreError> {
+        let key = users::user_key(user_id);
+        let now = time::now();
+        let mut listed = Vec::new();
+        for id in self.store.user_session_ids(py, &key)? {
+            let blob = match self.store.load(py, &id, None, self.max_read_size) {
+                Ok(Some(blob)) => blob,
+                Ok(None) => {
+                    self.store.unindex_user(py, &key, &id)?;
+                    continue;
+                }
+                // One bad record hides that session, not the others.
+                Err(e) if e.kind != StoreErrorKind::Unavailable => continue,
+                Err(e) => return Err(e),
+            };
+            let Ok(record) = codec::decode(&blob) else {
+                continue;
+            };
+            if record.extras.user.as_deref() != Some(user_id) {
+                self.store.unindex_user(py, &key, &id)?;
+                continue;
+            }
+            if self
+                .policy
+                .for_session(&record.extras.expiry)
+                .lifetime_over(record.created, now)
+            {
+                continue;
+            }
+            listed.push(Listed {
+                public_id: users::public_id(&self.secrets, &key, &id),
+                id,
+                created: record.created,
+                last_seen: record.extras.seen,
+                info: record.extras.info,
+            });
+        }
+        listed.sort_by(|a, b| (a.created, &a.public_id).cmp(&(b.created, &b.public_id)));
+        Ok(listed)
+    }
+
+    /// Ends every session of `user_id` but `keep` (a session id); returns how many.
+    pub fn destroy_user_sessions(
+        &self,
+        py: Python<'_>,
+        user_id: &str,
+        keep: Option<&str>,
+    ) -> Result<usize, StoreError> {
+        let mut ended = 0;
+        for session in self.user_sessions(py, user_id)? {
+            if Some(session.id.as_str()) != keep {
+                self.delete(py, &session.id, Some(user_id))?;
+                ended += 1;
+            }
+        }
+        if ended > 0 {
+            let token = ids::log_token(&users::user_key(user_id));
+            log(
+                py,
+                Level::Info,
+                &format!("{ended} sessions of user {token} destroyed"),
+            );
+        }
+        Ok(ended)
+    }
+
+    /// The session id a public id names, if it is a live session of the user it names.
+    pub fn find_public_id(
+        &self,
+        py: Python<'_>,
+        public_id: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let Some(key) = users::owner_of_public_id(public_id) else {
+            return Ok(None);
+        };
+        Ok(self
+            .store
+            .user_session_ids(py, key)?
+            .into_iter()
+            .find(|id| users::is_public_id_of(&self.secrets, public_id, id)))
+    }
+
+    /// Ends the session a public id names; returns 1, or 0 when it names none.
+    pub fn destroy_session(&self, py: Python<'_>, public_id: &str) -> Result<usize, StoreError> {
+        let Some(id) = self.find_public_id(py, public_id)? else {
+            return Ok(0);
+        };
+        let key = users::owner_of_public_id(public_id).unwrap_or_default();
+        let existed = self.store.delete(py, &id)?;
+        self.store.unindex_user(py, key, &id)?;
+        log(
+            py,
+            Level::Info,
+            &format!("session {} destroyed by its hashed id", ids::log_token(&id)),
+        );
+        Ok(usize::from(existed))
     }
 
     /// A regeneration deleted the old record and found none: another request ended the session

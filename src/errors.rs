@@ -1,7 +1,7 @@
 //! The exceptions tornsession raises, and the one place Rust errors become them.
 
 use pyo3::create_exception;
-use pyo3::exceptions::{PyException, PyUserWarning, PyValueError};
+use pyo3::exceptions::{PyException, PyNotImplementedError, PyUserWarning, PyValueError};
 use pyo3::PyErr;
 
 use crate::digest::SecretError;
@@ -47,6 +47,7 @@ impl From<StoreError> for PyErr {
     fn from(error: StoreError) -> Self {
         match error.kind {
             StoreErrorKind::Conflict => SessionConflict::new_err(error.to_string()),
+            StoreErrorKind::Unsupported => PyNotImplementedError::new_err(error.to_string()),
             _ => SessionStoreError::new_err(error.to_string()),
         }
     }

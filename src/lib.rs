@@ -24,6 +24,7 @@ pub mod stores;
 pub mod time;
 mod tornado_cookies;
 mod tornado_session;
+pub mod users;
 
 use pyo3::pymodule;
 
@@ -36,7 +37,7 @@ mod _core {
         InvalidSessionException, SessionBusy, SessionConflict, SessionStoreError, WeakSecretWarning,
     };
     #[pymodule_export]
-    use crate::manager::{SessionManager, TornadoSessionManager};
+    use crate::manager::{SessionInfo, SessionManager, TornadoSessionManager};
     #[pymodule_export]
     use crate::py_stores::{
         _store_load, _store_save_if_exists, PyFileStore, PyMemcachedStore, PyMemoryStore,

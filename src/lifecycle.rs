@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-use crate::codec;
+use crate::codec::{self, Expiry, Extras};
 use crate::digest::{DigestCheck, Secrets};
 use crate::ids;
 
@@ -48,6 +48,18 @@ impl Policy {
         match (self.idle_timeout, remaining) {
             (Some(idle), Some(remaining)) => Some(idle.min(remaining)),
             (idle, remaining) => idle.or(remaining),
+        }
+    }
+
+    /// The limits of one session: its own where it has them, else the manager's.
+    pub fn for_session(&self, expiry: &Expiry) -> Policy {
+        Policy {
+            idle_timeout: expiry
+                .idle_timeout
+                .map(Duration::from_secs)
+                .or(self.idle_timeout),
+            lifetime: expiry.lifetime.map(Duration::from_secs).or(self.lifetime),
+            ..self.clone()
         }
     }
 
@@ -108,7 +120,7 @@ pub fn verify(
 }
 
 /// What a session knows about itself between load and save, apart from its id and data.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct SessionState {
     /// When the session was created, in seconds since the epoch (`None`: not yet known; the
     /// first save decides).
@@ -124,6 +136,11 @@ pub struct SessionState {
     /// Another request removed the record after this one loaded it (a logout or a
     /// regeneration): nothing of this session is written or sent again.
     pub gone: bool,
+    /// Owner, info and own expiry, saved with the record.
+    pub extras: Extras,
+    /// The owner the stored record is indexed under, if any (so a change of owner, a destroy
+    /// or a regeneration takes the id out of that owner's index).
+    pub stored_user: Option<String>,
 }
 
 impl SessionState {
@@ -135,6 +152,8 @@ impl SessionState {
             cookies_due: true,
             destroyed: false,
             gone: false,
+            extras: Extras::default(),
+            stored_user: None,
         }
     }
 
@@ -146,7 +165,24 @@ impl SessionState {
             cookies_due,
             destroyed: false,
             gone: false,
+            extras: Extras::default(),
+            stored_user: None,
         }
+    }
+
+    /// The record's extras as this session will save them at `now`: an owned session carries
+    /// its "last seen" stamp.
+    pub fn extras_for_save(&self, now: u64) -> Extras {
+        let mut extras = self.extras.clone();
+        if extras.user.is_some() {
+            extras.seen = Some(crate::users::seen_stamp(now));
+        }
+        extras
+    }
+
+    /// The limits this session lives by.
+    pub fn policy(&self, manager: &Policy) -> Policy {
+        manager.for_session(&self.extras.expiry)
     }
 
     /// Whether a record exists for this session's id (loaded or saved by this request).
@@ -171,6 +207,11 @@ impl SessionState {
         delete
     }
 
+    /// The owner whose index the record of this session must leave when it is deleted.
+    pub fn indexed_owner(&self) -> Option<String> {
+        self.stored_user.clone()
+    }
+
     /// A new id for the same data (the caller replaces the id): returns whether the old record
     /// must be deleted, *before* the data is saved under the new id: if that deletion finds no
     /// record, another request ended the session meanwhile and the caller calls
@@ -181,6 +222,8 @@ impl SessionState {
             return false;
         }
         let delete = self.stored.take().is_some();
+        // The new id is not indexed until it is saved; the old one leaves with its record.
+        self.stored_user = None;
         self.cookies_due = true;
         delete
     }
@@ -193,6 +236,7 @@ impl SessionState {
                 let first = self.stored.is_none();
                 self.stored = Some(plan.blob);
                 self.destroyed = false;
+                self.stored_user = plan.user;
                 first
             }
             WriteOutcome::Gone => {
@@ -207,6 +251,7 @@ impl SessionState {
     pub fn end_elsewhere(&mut self) {
         self.gone = true;
         self.stored = None;
+        self.stored_user = None;
         self.cookies_due = false;
     }
 }
@@ -269,11 +314,17 @@ pub fn open(policy: &Policy, verified: &Verified, fetched: Fetched, now: u64) ->
         Ok(record) => record,
         Err(e) => return fresh(FreshReason::Corrupt(e.to_string()), false),
     };
-    if policy.lifetime_over(record.created, now) {
+    if policy
+        .for_session(&record.extras.expiry)
+        .lifetime_over(record.created, now)
+    {
         return fresh(FreshReason::LifetimeOver, true);
     }
+    let mut state = SessionState::opened(record.created, blob, verified.cookies_due);
+    state.stored_user = record.extras.user.clone();
+    state.extras = record.extras;
     Opened::Existing {
-        state: SessionState::opened(record.created, blob, verified.cookies_due),
+        state,
         data: record.data,
     }
 }
@@ -297,6 +348,10 @@ pub struct SavePlan {
     pub created: u64,
     pub ttl: Option<Duration>,
     pub mode: WriteMode,
+    /// The owner to index the record under once written.
+    pub user: Option<String>,
+    /// An earlier owner whose index the id must leave (the owner changed).
+    pub unindex: Option<String>,
 }
 
 /// What came of a conditional write (a conflict is an error of its own, raised by the caller).
@@ -351,11 +406,17 @@ pub fn plan_save(
         (None, false) => WriteMode::Create,
     };
     let created = created_for_save(state, now);
+    let user = state.extras.user.clone();
     Ok(Some(SavePlan {
-        ttl: policy.ttl(created, now),
+        ttl: state.policy(policy).ttl(created, now),
         created,
         blob,
         mode,
+        unindex: state
+            .stored_user
+            .clone()
+            .filter(|old| Some(old) != user.as_ref()),
+        user,
     }))
 }
 
@@ -644,6 +705,73 @@ mod tests {
             Err(SaveError::TooLarge { size, max_size: 64 })
         );
         assert_eq!(state, SessionState::fresh(NOW));
+    }
+
+    #[test]
+    fn a_session_lives_by_its_own_expiry_and_carries_its_owner() {
+        let policy = Policy {
+            idle_timeout: Some(Duration::from_secs(600)),
+            lifetime: Some(Duration::from_secs(3600)),
+            ..Policy::default()
+        };
+        let extras = Extras {
+            user: Some("ann".into()),
+            expiry: Expiry {
+                idle_timeout: Some(30 * 86_400),
+                lifetime: Some(90 * 86_400),
+                persistent: Some(true),
+            },
+            ..Extras::default()
+        };
+        // Past the manager's lifetime, within its own: still open, owner known.
+        let blob = codec::encode_with(NOW - 7200, &data(&[]), &extras);
+        let Opened::Existing { state, .. } =
+            open(&policy, &verified(false), Fetched::Record(blob), NOW)
+        else {
+            panic!("a remember-me session outlives the manager's lifetime");
+        };
+        assert_eq!(state.stored_user.as_deref(), Some("ann"));
+        assert_eq!(state.extras, extras);
+        // Its own lifetime still ends it.
+        let old = codec::encode_with(NOW - 91 * 86_400, &data(&[]), &extras);
+        assert!(matches!(
+            open(&policy, &verified(false), Fetched::Record(old), NOW),
+            Opened::Fresh {
+                why: FreshReason::LifetimeOver,
+                delete_old: true,
+                ..
+            }
+        ));
+        // A save is indexed under the owner, for its own idle timeout; a new owner unindexes
+        // the old one; a regeneration leaves no owner indexed until the next save.
+        let mut state = state;
+        let first = plan(&policy, &state, &data(&[("a", 1)])).unwrap();
+        assert_eq!(first.ttl, Some(Duration::from_secs(30 * 86_400)));
+        assert_eq!(
+            (first.user.as_deref(), first.unindex.as_deref()),
+            (Some("ann"), None)
+        );
+        state.extras.user = Some("bob".into());
+        let second = plan(&policy, &state, &data(&[("a", 1)])).unwrap();
+        assert_eq!(
+            (second.user.as_deref(), second.unindex.as_deref()),
+            (Some("bob"), Some("ann"))
+        );
+        state.record_write(second, WriteOutcome::Written);
+        assert_eq!(state.stored_user.as_deref(), Some("bob"));
+        assert!(state.regenerate());
+        assert_eq!(state.stored_user, None);
+        assert_eq!(
+            state.extras.user.as_deref(),
+            Some("bob"),
+            "regenerate keeps the owner"
+        );
+        state.destroy(NOW);
+        assert_eq!(
+            state.extras,
+            Extras::default(),
+            "a logout forgets the owner"
+        );
     }
 
     proptest! {

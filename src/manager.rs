@@ -22,6 +22,7 @@ use crate::py_stores::StoreHandle;
 use crate::session::Session;
 use crate::stores::DEFAULT_MAX_READ_SIZE;
 use crate::tornado_cookies::{CookieAttributes, CookieSettings};
+use crate::users::{self, ExpiryCaps};
 
 /// How long a request waits for an earlier request of the same session by default.
 const DEFAULT_ORDER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -65,8 +66,9 @@ impl SessionManager {
         text_signature = "(secret, session_dir=None, *, store=None, cookie_name='session_id', \
         digest_cookie_name='hmac_digest', cookie_httponly=True, cookie_samesite='Lax', \
         cookie_secure='auto', cookie_domain=None, cookie_path='/', cookie_expires_days=30.0, \
-        idle_timeout=None, lifetime=None, max_size=None, max_read_size=None, \
-        detect_conflicts=False, order_requests=True, order_timeout=10.0)"
+        idle_timeout=None, lifetime=None, max_idle_timeout=None, max_lifetime=None, \
+        max_size=None, max_read_size=None, detect_conflicts=False, order_requests=True, \
+        order_timeout=10.0)"
     )]
     #[pyo3(signature = (
         secret,
@@ -83,6 +85,8 @@ impl SessionManager {
         cookie_expires_days = Some(30.0),
         idle_timeout = None,
         lifetime = None,
+        max_idle_timeout = None,
+        max_lifetime = None,
         max_size = None,
         max_read_size = None,
         detect_conflicts = false,
@@ -104,6 +108,8 @@ impl SessionManager {
         cookie_expires_days: Option<f64>,
         idle_timeout: Option<&Bound<'_, PyAny>>,
         lifetime: Option<&Bound<'_, PyAny>>,
+        max_idle_timeout: Option<&Bound<'_, PyAny>>,
+        max_lifetime: Option<&Bound<'_, PyAny>>,
         max_size: Option<options::SaturatingInt>,
         max_read_size: Option<options::SaturatingInt>,
         detect_conflicts: bool,
@@ -121,6 +127,14 @@ impl SessionManager {
                 .transpose()?,
             max_size: options::byte_size("max_size", max_size)?,
             detect_conflicts,
+        };
+        let caps = ExpiryCaps {
+            max_idle_timeout: max_idle_timeout
+                .map(|v| options::duration("max_idle_timeout", v))
+                .transpose()?,
+            max_lifetime: max_lifetime
+                .map(|v| options::duration("max_lifetime", v))
+                .transpose()?,
         };
         let max_read_size = options::byte_size("max_read_size", max_read_size)?
             .unwrap_or(DEFAULT_MAX_READ_SIZE.max(policy.max_size.unwrap_or(0)));
@@ -191,6 +205,7 @@ impl SessionManager {
                 cookies,
                 policy,
                 max_read_size,
+                caps,
                 store_origin,
                 settings_checked: AtomicBool::new(false),
             }),
@@ -232,8 +247,210 @@ impl SessionManager {
         self.order_timeout.as_secs_f64()
     }
 
+    /// The sessions `user_id` owns (see `Session.set_user`), oldest first, as `SessionInfo`;
+    /// an empty list for a user with none. Stores that cannot list raise NotImplementedError.
+    fn user_sessions(
+        &self,
+        py: Python<'_>,
+        user_id: &Bound<'_, PyAny>,
+    ) -> PyResult<Vec<SessionInfo>> {
+        let user_id = user_id_arg(user_id)?;
+        Ok(self
+            .engine
+            .user_sessions(py, &user_id)?
+            .into_iter()
+            .map(SessionInfo::from)
+            .collect())
+    }
+
+    /// Ends every session `user_id` owns ("log out everywhere"), but `keep` (a session, its id,
+    /// or its `SessionInfo.id`) if given; returns how many were ended.
+    #[pyo3(signature = (user_id, keep = None))]
+    fn destroy_user_sessions(
+        &self,
+        py: Python<'_>,
+        user_id: &Bound<'_, PyAny>,
+        keep: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<usize> {
+        let user_id = user_id_arg(user_id)?;
+        let keep = match keep.filter(|k| !k.is_none()) {
+            None => None,
+            Some(keep) => self.session_id_of(py, keep)?,
+        };
+        Ok(self
+            .engine
+            .destroy_user_sessions(py, &user_id, keep.as_deref())?)
+    }
+
+    /// Ends the session a `SessionInfo.id` names ("end this session"); returns 1, or 0 when it
+    /// names no live session.
+    fn destroy_session(&self, py: Python<'_>, hashed_id: &Bound<'_, PyAny>) -> PyResult<usize> {
+        let hashed_id: String = hashed_id
+            .extract()
+            .map_err(|_| PyTypeError::new_err("hashed_id must be a str (a SessionInfo.id)"))?;
+        Ok(self.engine.destroy_session(py, &hashed_id)?)
+    }
+
+    /// The `SessionInfo.id` of a session with an owner (None without one), to mark "this
+    /// device" in a list.
+    fn hashed_id(&self, session: &Bound<'_, PyAny>) -> PyResult<Option<String>> {
+        let session = as_session(session)?;
+        let Some(user) = session.get().state().extras.user else {
+            return Ok(None);
+        };
+        let id = session.get().id(session.py())?;
+        Ok(Some(users::public_id(
+            &self.engine.secrets,
+            &users::user_key(&user),
+            &id,
+        )))
+    }
+
+    /// `user_sessions` without blocking the IOLoop.
+    fn auser_sessions<'py>(
+        slf: &Bound<'py, Self>,
+        user_id: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        user_id_arg(user_id)?;
+        store_call(slf, "user_sessions", vec![user_id.clone()])
+    }
+
+    /// `destroy_user_sessions` without blocking the IOLoop.
+    #[pyo3(signature = (user_id, keep = None))]
+    fn adestroy_user_sessions<'py>(
+        slf: &Bound<'py, Self>,
+        user_id: &Bound<'py, PyAny>,
+        keep: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        user_id_arg(user_id)?;
+        let py = slf.py();
+        let keep = match keep.filter(|k| !k.is_none()) {
+            None => py.None().into_bound(py),
+            Some(keep) => slf
+                .get()
+                .session_id_of(py, keep)?
+                .into_pyobject(py)?
+                .into_any(),
+        };
+        store_call(slf, "destroy_user_sessions", vec![user_id.clone(), keep])
+    }
+
+    /// `destroy_session` without blocking the IOLoop.
+    fn adestroy_session<'py>(
+        slf: &Bound<'py, Self>,
+        hashed_id: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        store_call(slf, "destroy_session", vec![hashed_id.clone()])
+    }
+
     fn __repr__(&self, py: Python<'_>) -> String {
         format!("SessionManager(store={})", self.engine.store.describe(py))
+    }
+}
+
+impl SessionManager {
+    /// The session id `keep` stands for: a session, a session id, or a `SessionInfo.id`
+    /// (looked up in its owner's index; None when it names nothing).
+    fn session_id_of(&self, py: Python<'_>, keep: &Bound<'_, PyAny>) -> PyResult<Option<String>> {
+        if let Ok(session) = keep.cast::<Session>() {
+            as_session(keep)?;
+            return Ok(session.get().id(py).ok());
+        }
+        let Ok(text) = keep.extract::<String>() else {
+            return Err(PyTypeError::new_err(
+                "keep must be a session, a session id or a SessionInfo.id",
+            ));
+        };
+        if crate::ids::is_valid_session_id(&text) {
+            return Ok(Some(text));
+        }
+        Ok(self.engine.find_public_id(py, &text)?)
+    }
+}
+
+/// A user id argument: a str (anything else is a TypeError, whatever the store).
+fn user_id_arg(user_id: &Bound<'_, PyAny>) -> PyResult<String> {
+    user_id
+        .cast::<pyo3::types::PyString>()
+        .map_err(|_| {
+            PyTypeError::new_err(format!(
+                "user_id must be a str, not {}",
+                user_id
+                    .get_type()
+                    .name()
+                    .map(|n| n.to_string())
+                    .unwrap_or_default()
+            ))
+        })?
+        .to_str()
+        .map(str::to_owned)
+}
+
+/// A coroutine running `manager.<method>(*args)` on a store thread (inline for a store that
+/// never blocks).
+fn store_call<'py>(
+    slf: &Bound<'py, SessionManager>,
+    method: &str,
+    args: Vec<Bound<'py, PyAny>>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let py = slf.py();
+    let blocks = slf.get().engine.store.blocks();
+    let call = slf.getattr(method)?;
+    let args = pyo3::types::PyTuple::new(py, args)?;
+    py.import(intern!(py, "tornsession._session"))?
+        .call_method1(intern!(py, "_call_store"), (blocks, call, args))
+}
+
+/// One session of a user, as `SessionManager.user_sessions` lists it: safe to show and to
+/// pass back (`id` is no cookie and reveals nothing of the session id).
+#[pyclass(module = "tornsession", frozen, get_all)]
+pub struct SessionInfo {
+    /// Pass it to `destroy_session()` to end this session.
+    id: String,
+    /// When the session was created, in seconds since the epoch.
+    created: u64,
+    /// When the session was last saved, to the minute (None for a record from before it).
+    last_seen: Option<u64>,
+    /// What `set_info()` attached.
+    info: Py<PyAny>,
+}
+
+impl From<crate::engine::Listed> for SessionInfo {
+    fn from(listed: crate::engine::Listed) -> Self {
+        Python::attach(|py| {
+            let info = PyDict::new(py);
+            let _ = json_into_dict(&listed.info, &info);
+            Self {
+                id: listed.public_id,
+                created: listed.created,
+                last_seen: listed.last_seen,
+                info: info.into_any().unbind(),
+            }
+        })
+    }
+}
+
+#[pymethods]
+impl SessionInfo {
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        Ok(format!(
+            "SessionInfo(id={:?}, created={}, last_seen={}, info={})",
+            self.id,
+            self.created,
+            self.last_seen.map_or("None".to_owned(), |s| s.to_string()),
+            self.info.bind(py).repr()?
+        ))
+    }
+
+    fn __eq__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<bool> {
+        let Ok(other) = other.cast::<SessionInfo>() else {
+            return Ok(false);
+        };
+        let other = other.get();
+        Ok(self.id == other.id
+            && self.created == other.created
+            && self.last_seen == other.last_seen
+            && self.info.bind(py).eq(other.info.bind(py))?)
     }
 }
 
@@ -244,8 +461,9 @@ impl TornadoSessionManager {
         text_signature = "(secret, session_dir=None, *, store=None, cookie_name='session_id', \
         digest_cookie_name='hmac_digest', cookie_httponly=True, cookie_samesite='Lax', \
         cookie_secure='auto', cookie_domain=None, cookie_path='/', cookie_expires_days=30.0, \
-        idle_timeout=None, lifetime=None, max_size=None, max_read_size=None, \
-        detect_conflicts=False, order_requests=True, order_timeout=10.0)"
+        idle_timeout=None, lifetime=None, max_idle_timeout=None, max_lifetime=None, \
+        max_size=None, max_read_size=None, detect_conflicts=False, order_requests=True, \
+        order_timeout=10.0)"
     )]
     #[pyo3(signature = (secret, session_dir = None, **options))]
     fn new(

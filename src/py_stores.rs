@@ -137,7 +137,13 @@ impl PyFileStore {
                 )
             })?,
         };
-        let report = py.detach(|| self.store.cleanup(idle_timeout))?;
+        // A session with a longer idle timeout of its own ("remember me") is judged by it.
+        let own_idle = |blob: &[u8]| {
+            crate::codec::peek_extras(blob)
+                .and_then(|extras| extras.expiry.idle_timeout)
+                .map(Duration::from_secs)
+        };
+        let report = py.detach(|| self.store.cleanup_with(idle_timeout, &own_idle))?;
         Ok((report.expired, report.stale_temporary))
     }
 
@@ -558,7 +564,21 @@ impl StoreHandle {
         refresh: Option<Duration>,
         max_bytes: usize,
     ) -> Result<Option<Vec<u8>>, StoreError> {
-        self.load_unscrubbed(py, session_id, refresh, max_bytes)
+        self.load_unscrubbed(py, session_id, refresh, &|_| None, max_bytes)
+            .map_err(|e| e.without_id(session_id))
+    }
+
+    /// `load`, moving the expiry to the record's own idle timeout (`ttl_of(blob)`) when it
+    /// has one.
+    pub fn load_refreshing(
+        &self,
+        py: Python<'_>,
+        session_id: &str,
+        refresh: Option<Duration>,
+        ttl_of: &(dyn Fn(&[u8]) -> Option<Duration> + Sync),
+        max_bytes: usize,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        self.load_unscrubbed(py, session_id, refresh, ttl_of, max_bytes)
             .map_err(|e| e.without_id(session_id))
     }
 
@@ -567,14 +587,12 @@ impl StoreHandle {
         py: Python<'_>,
         session_id: &str,
         refresh: Option<Duration>,
+        ttl_of: &(dyn Fn(&[u8]) -> Option<Duration> + Sync),
         max_bytes: usize,
     ) -> Result<Option<Vec<u8>>, StoreError> {
         match self {
             Self::Native(store) => {
-                let load = || match refresh {
-                    Some(ttl) => store.load_touching(session_id, ttl, max_bytes),
-                    None => store.load(session_id, max_bytes),
-                };
+                let load = || store.load_refreshing(session_id, refresh, ttl_of, max_bytes);
                 if store.blocks() {
                     py.detach(load)
                 } else {
@@ -606,7 +624,7 @@ impl StoreHandle {
                     });
                 }
                 // touch() is optional for Python stores; without it, expiry moves on save only.
-                if let Some(ttl) = refresh {
+                if let Some(ttl) = ttl_of(&blob).or(refresh) {
                     if store.hasattr(intern!(py, "touch")).unwrap_or(false) {
                         store
                             .call_method1(intern!(py, "touch"), (&key, whole_seconds(ttl)))
@@ -782,6 +800,134 @@ impl StoreHandle {
             }
         }
         .map_err(|e| e.without_id(session_id))
+    }
+
+    /// Files `session_id` under the user key (see `SessionStore::index_user`). Python stores
+    /// do it with their optional `add_to_user(user_key, key, ttl)`.
+    pub fn index_user(
+        &self,
+        py: Python<'_>,
+        user_key: &str,
+        session_id: &str,
+        ttl: Option<Duration>,
+    ) -> Result<(), StoreError> {
+        match self {
+            Self::Native(store) => {
+                self.native(py, store, || store.index_user(user_key, session_id, ttl))
+            }
+            Self::Python(store) => self
+                .call_user_method(
+                    py,
+                    store.bind(py),
+                    "add_to_user",
+                    "set_user()",
+                    (user_key, python_key(session_id), ttl.map(whole_seconds)),
+                )
+                .map(drop),
+        }
+        .map_err(|e| e.without_id(session_id))
+    }
+
+    /// Takes `session_id` out of the user key's index; Python stores: `remove_from_user`.
+    pub fn unindex_user(
+        &self,
+        py: Python<'_>,
+        user_key: &str,
+        session_id: &str,
+    ) -> Result<(), StoreError> {
+        match self {
+            Self::Native(store) => {
+                self.native(py, store, || store.unindex_user(user_key, session_id))
+            }
+            Self::Python(store) => self
+                .call_user_method(
+                    py,
+                    store.bind(py),
+                    "remove_from_user",
+                    "set_user()",
+                    (user_key, python_key(session_id)),
+                )
+                .map(drop),
+        }
+        .map_err(|e| e.without_id(session_id))
+    }
+
+    /// Moves an index entry's expiry with its record's (Redis); nothing elsewhere.
+    pub fn touch_user(
+        &self,
+        py: Python<'_>,
+        user_key: &str,
+        session_id: &str,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        match self {
+            Self::Native(store) => {
+                self.native(py, store, || store.touch_user(user_key, session_id, ttl))
+            }
+            Self::Python(_) => Ok(()),
+        }
+        .map_err(|e| e.without_id(session_id))
+    }
+
+    /// The ids filed under the user key; Python stores: `user_keys(user_key)`, a list of the
+    /// keys given to `add_to_user`.
+    pub fn user_session_ids(
+        &self,
+        py: Python<'_>,
+        user_key: &str,
+    ) -> Result<Vec<String>, StoreError> {
+        match self {
+            Self::Native(store) => self.native(py, store, || store.user_session_ids(user_key)),
+            Self::Python(store) => {
+                let store = store.bind(py);
+                let keys =
+                    self.call_user_method(py, store, "user_keys", "user_sessions()", (user_key,))?;
+                let keys: Vec<String> = keys
+                    .extract()
+                    .map_err(|e| python_store_error(store, "user_keys", e))?;
+                // Only keys that are ours and name a session id; anything else is ignored.
+                Ok(keys
+                    .iter()
+                    .filter_map(|key| key.strip_prefix(PYTHON_STORE_PREFIX))
+                    .filter(|id| ids::is_valid_session_id(id))
+                    .map(str::to_owned)
+                    .collect())
+            }
+        }
+    }
+
+    /// Runs a native store call, without the GIL when it may block.
+    fn native<T: Send>(
+        &self,
+        py: Python<'_>,
+        store: &Arc<dyn SessionStore>,
+        call: impl FnOnce() -> Result<T, StoreError> + Send,
+    ) -> Result<T, StoreError> {
+        if store.blocks() {
+            py.detach(call)
+        } else {
+            call()
+        }
+    }
+
+    /// Calls an optional per-user method of a Python store; `Unsupported` when it has none.
+    fn call_user_method<'py>(
+        &self,
+        py: Python<'py>,
+        store: &Bound<'py, PyAny>,
+        method: &str,
+        what: &str,
+        args: impl pyo3::call::PyCallArgs<'py>,
+    ) -> Result<Bound<'py, PyAny>, StoreError> {
+        if !store.hasattr(method).unwrap_or(false) {
+            return Err(StoreError::unsupported(
+                self.describe(py),
+                &format!("{what} (this Python store has no {method}())"),
+            ));
+        }
+        store
+            .call_method1(method, args)
+            .map_err(|e| python_store_error(store, method, e))
     }
 
     pub fn describe(&self, py: Python<'_>) -> String {

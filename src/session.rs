@@ -2,7 +2,7 @@
 //! attributes, and what tornsession keeps beside them between load and save.
 
 use parking_lot::Mutex;
-use pyo3::exceptions::PyValueError;
+use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString, PyTuple};
@@ -98,6 +98,44 @@ impl Session {
         self.meta.lock().hmac_digest = PyString::new(py, digest).into_any().unbind();
     }
 
+    /// `set_user`: a str owner, checked.
+    pub fn set_user(&self, user_id: &Bound<'_, PyAny>) -> PyResult<()> {
+        let user_id = user_id
+            .cast::<PyString>()
+            .map_err(|_| {
+                PyTypeError::new_err(format!(
+                    "user_id must be a str, not {}",
+                    user_id
+                        .get_type()
+                        .name()
+                        .map(|n| n.to_string())
+                        .unwrap_or_default()
+                ))
+            })?
+            .to_str()?
+            .to_owned();
+        crate::users::check_user_id(&user_id).map_err(|e| PyValueError::new_err(e.to_string()))?;
+        self.update_state(|state| state.extras.user = Some(user_id));
+        Ok(())
+    }
+
+    /// `set_info`: JSON fields merged into the session's info, kept small.
+    pub fn set_info(&self, fields: Option<&Bound<'_, PyDict>>) -> PyResult<()> {
+        let Some(fields) = fields else { return Ok(()) };
+        let fields = crate::convert::dict_to_json(fields)?;
+        let mut info = self.state().extras.info;
+        info.extend(fields);
+        let size = serde_json::to_vec(&info).map_or(usize::MAX, |v| v.len());
+        if size > crate::users::MAX_INFO_BYTES {
+            return Err(PyValueError::new_err(format!(
+                "set_info() keeps small metadata: {size} bytes serialized, over {}",
+                crate::users::MAX_INFO_BYTES
+            )));
+        }
+        self.update_state(|state| state.extras.info = info);
+        Ok(())
+    }
+
     pub fn replace_meta(&self, meta: SessionMeta) {
         *self.meta.lock() = meta;
     }
@@ -151,6 +189,24 @@ impl Session {
         let mut meta = self.meta.lock();
         meta.session_id = session_id.unwrap_or_else(|| py.None());
         meta.hmac_digest = hmac_digest.unwrap_or_else(|| py.None());
+    }
+
+    /// Records who owns the session (see `TornadoSession.set_user`).
+    #[pyo3(name = "set_user")]
+    fn py_set_user(&self, user_id: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.set_user(user_id)
+    }
+
+    /// The owner given to `set_user()`, or None.
+    #[getter]
+    fn user_id(&self) -> Option<String> {
+        self.state().extras.user
+    }
+
+    /// Attaches small metadata shown in the owner's session list.
+    #[pyo3(name = "set_info", signature = (**fields))]
+    fn py_set_info(&self, fields: Option<&Bound<'_, PyDict>>) -> PyResult<()> {
+        self.set_info(fields)
     }
 
     #[getter]

@@ -17,7 +17,8 @@ pub enum Job {
     Loaded(Verified, Result<Fetched, StoreError>),
     Save(PlannedWrite),
     Saved(PlannedWrite, Result<WriteOutcome, StoreError>),
-    Delete(String),
+    /// Delete a record, then its entry in its owner's index.
+    Delete(String, Option<String>),
     Deleted(Result<bool, StoreError>),
     /// Its result was taken.
     Taken,
@@ -80,7 +81,7 @@ impl StoreTask {
                 let outcome = self.engine.write(py, &write);
                 Job::Saved(write, outcome)
             }
-            Job::Delete(id) => Job::Deleted(self.engine.delete(py, &id)),
+            Job::Delete(id, owner) => Job::Deleted(self.engine.delete(py, &id, owner.as_deref())),
             finished => finished,
         };
         *self.job.lock() = done;

@@ -110,10 +110,32 @@ impl CookieSettings {
         })
     }
 
-    /// Sets both signed cookies.
-    pub fn send(&self, handler: &Bound<'_, PyAny>, id: &str, digest: &str) -> PyResult<()> {
+    /// Sets both signed cookies; `persistent=Some(false)` makes them browser-session cookies
+    /// (no expiry: gone when the browser closes), `Some(true)` gives them the configured
+    /// expiry (30 days when the manager has none).
+    pub fn send(
+        &self,
+        handler: &Bound<'_, PyAny>,
+        id: &str,
+        digest: &str,
+        persistent: Option<bool>,
+    ) -> PyResult<()> {
         let py = handler.py();
-        let kwargs = self.set_kwargs[usize::from(self.secure_for(handler)?)].bind(py);
+        let shared = self.set_kwargs[usize::from(self.secure_for(handler)?)].bind(py);
+        let own;
+        let kwargs = match persistent {
+            None => shared,
+            Some(persistent) => {
+                own = shared.copy()?;
+                let configured = own.get_item("expires_days")?.filter(|d| !d.is_none());
+                match (persistent, configured) {
+                    (false, _) => own.set_item("expires_days", py.None())?,
+                    (true, None) => own.set_item("expires_days", 30.0)?,
+                    (true, Some(_)) => {}
+                }
+                &own
+            }
+        };
         let set = handler.getattr(intern!(py, "set_secure_cookie"))?;
         set.call((self.id_name.bind(py), id), Some(kwargs))?;
         set.call((self.digest_name.bind(py), digest), Some(kwargs))?;

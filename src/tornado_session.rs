@@ -194,7 +194,7 @@ impl TornadoSession {
             }
             loaded
                 .delete_old
-                .map(|old| Bound::new(py, StoreTask::new(engine, Job::Delete(old))))
+                .map(|old| Bound::new(py, StoreTask::new(engine, Job::Delete(old, None))))
                 .transpose()
         })();
         slf.get().set_load_state(if finished.is_ok() {
@@ -401,8 +401,9 @@ impl TornadoSession {
         if let Some(old) = Self::_rotate_id(slf)? {
             // Delete first: if the record is already gone, the session was ended meanwhile and
             // must not come back under the new id.
+            let owner = slf.as_super().get().state().extras.user;
             let engine = slf.get().engine(py)?;
-            if !engine.delete(py, &old)? {
+            if !engine.delete(py, &old, owner.as_deref())? {
                 engine.ended_elsewhere(slf.as_super(), &old);
             }
         }
@@ -418,6 +419,68 @@ impl TornadoSession {
             task.get().take_deleted()?;
         }
         Self::_end_destroy(slf)
+    }
+
+    /// Records who owns the session (saved with it, and filed in the store's per-user index so
+    /// `manager.user_sessions()` lists it and `destroy_user_sessions()` ends it). Call it
+    /// after `regenerate()` at login; `regenerate()` keeps the owner.
+    fn set_user(slf: &Bound<'_, Self>, user_id: &Bound<'_, PyAny>) -> PyResult<()> {
+        Self::ensure_loaded(slf)?;
+        slf.as_super().get().set_user(user_id)
+    }
+
+    /// The owner given to `set_user()`, or None.
+    #[getter]
+    fn user_id(slf: &Bound<'_, Self>) -> PyResult<Option<String>> {
+        Self::ensure_loaded(slf)?;
+        Ok(slf.as_super().get().state().extras.user)
+    }
+
+    /// Attaches small metadata shown in the owner's session list (a user agent, a place);
+    /// JSON values, merged into what was set before.
+    #[pyo3(signature = (**fields))]
+    fn set_info(slf: &Bound<'_, Self>, fields: Option<&Bound<'_, PyDict>>) -> PyResult<()> {
+        Self::ensure_loaded(slf)?;
+        slf.as_super().get().set_info(fields)
+    }
+
+    /// Changes this session's own limits: `idle_timeout` and `lifetime` in seconds (up to the
+    /// manager's `max_idle_timeout`/`max_lifetime`, else up to its own), and whether its
+    /// cookies outlive the browser (`persistent=False`: gone when the browser closes). None
+    /// leaves a value as it is.
+    #[pyo3(signature = (idle_timeout = None, lifetime = None, persistent = None))]
+    fn set_expiry(
+        slf: &Bound<'_, Self>,
+        idle_timeout: Option<&Bound<'_, PyAny>>,
+        lifetime: Option<&Bound<'_, PyAny>>,
+        persistent: Option<bool>,
+    ) -> PyResult<()> {
+        Self::ensure_loaded(slf)?;
+        let engine = slf.get().engine(slf.py())?;
+        let idle_timeout = idle_timeout
+            .map(|v| crate::options::duration("idle_timeout", v))
+            .transpose()?;
+        let lifetime = lifetime
+            .map(|v| crate::options::duration("lifetime", v))
+            .transpose()?;
+        let session = slf.as_super().get();
+        let expiry = crate::users::change_expiry(
+            &engine.policy,
+            &engine.caps,
+            session.state().extras.expiry,
+            idle_timeout,
+            lifetime,
+            persistent,
+        )
+        .map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?;
+        session.update_state(|state| {
+            if state.extras.expiry != expiry {
+                state.extras.expiry = expiry;
+                // The cookies' own expiry changes with it.
+                state.cookies_due = true;
+            }
+        });
+        Ok(())
     }
 
     /// Queues a message for the next page: `(category, message)` pairs kept in the session
@@ -559,21 +622,29 @@ impl TornadoSession {
         Ok(())
     }
 
-    /// The deletion of a record by id, to run off the handler's thread.
+    /// The deletion of a record by id (the one a regeneration left behind, filed under this
+    /// session's owner), to run off the handler's thread.
     fn _forget_task<'py>(
         slf: &Bound<'py, Self>,
         session_id: String,
     ) -> PyResult<Bound<'py, StoreTask>> {
         let engine = slf.get().engine(slf.py())?;
-        Bound::new(slf.py(), StoreTask::new(engine, Job::Delete(session_id)))
+        let owner = slf.as_super().get().state().extras.user;
+        Bound::new(
+            slf.py(),
+            StoreTask::new(engine, Job::Delete(session_id, owner)),
+        )
     }
 
     /// Starts a logout: the deletion of the stored record, if there is one. Nothing changes
     /// until it is done, so a failed deletion leaves the session as it was.
     fn _begin_destroy<'py>(slf: &Bound<'py, Self>) -> PyResult<Option<Bound<'py, StoreTask>>> {
         Self::ensure_loaded(slf)?;
-        match slf.get().engine(slf.py())?.stored_id(slf.as_super()) {
-            Some(id) => Self::_forget_task(slf, id).map(Some),
+        let engine = slf.get().engine(slf.py())?;
+        match engine.stored_id(slf.as_super()) {
+            Some((id, owner)) => {
+                Bound::new(slf.py(), StoreTask::new(engine, Job::Delete(id, owner))).map(Some)
+            }
             None => Ok(None),
         }
     }

@@ -227,3 +227,21 @@ def test_a_bad_port_is_refused(port: str, tmp_path: Path) -> None:
     done = run_demo("--port", port, "--session-dir", str(tmp_path))
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
     assert "port" in done.stderr
+
+
+def test_demo_lists_your_sessions_ends_one_and_logs_out_everywhere_else(demo: Demo) -> None:
+    with Browser(demo.port) as a, Browser(demo.port) as b, Browser(demo.port) as c:
+        for browser in (a, b, c):
+            assert post_form(browser, "/login", {"name": "ann"}) == 302
+        _, page = a.get("/")
+        assert page.count("class='session") == 3 and "(this browser)" in page
+        # "End this session" on the first other one.
+        hashed = re.findall(r"name='id' value='([0-9a-f]{64})'", page)
+        assert len(hashed) == 2
+        assert post_form(a, "/sessions/end", {"id": hashed[0]}) == 302
+        assert sorted("Hello" in x.get("/")[1] for x in (b, c)) == [False, True]
+        # A made-up id ends nothing.
+        assert post_form(a, "/sessions/end", {"id": "0" * 64}) == 302
+        assert post_form(a, "/sessions/others") == 302
+        assert ["Hello" in x.get("/")[1] for x in (a, b, c)] == [True, False, False]
+        assert a.get("/")[1].count("class='session") == 1

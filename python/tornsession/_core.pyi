@@ -20,6 +20,7 @@ __all__ = [
     "Session",
     "SessionBusy",
     "SessionConflict",
+    "SessionInfo",
     "SessionManager",
     "SessionStoreError",
     "SqliteStore",
@@ -285,6 +286,37 @@ class Session(dict[str, Any]):
     def __init__(self, session_id: Any = None, hmac_digest: Any = None) -> None:
         """An empty session with the given id and digest."""
 
+    def set_user(self, user_id: str) -> None:
+        """Record who owns the session (saved with it, and filed in the store's per-user
+        index); a non-str is a TypeError."""
+
+    @property
+    def user_id(self) -> str | None:
+        """The owner given to ``set_user()``, or None."""
+
+    def set_info(self, **fields: Any) -> None:
+        """Attach small JSON metadata (at most 2 KiB) shown in the owner's session list."""
+
+@final
+class SessionInfo:
+    """One session of a user, as ``SessionManager.user_sessions`` lists it."""
+
+    @property
+    def id(self) -> str:
+        """A hashed id, safe to show and to pass to ``destroy_session()``; not a cookie."""
+
+    @property
+    def created(self) -> int:
+        """When the session was created, in seconds since the epoch."""
+
+    @property
+    def last_seen(self) -> int | None:
+        """When the session was last saved, to the minute, in seconds since the epoch."""
+
+    @property
+    def info(self) -> dict[str, Any]:
+        """What ``set_info()`` attached."""
+
 @disjoint_base
 class SessionManager:
     """Keeps the secret(s) and the store; hands out and stores sessions."""
@@ -313,6 +345,8 @@ class SessionManager:
         cookie_expires_days: float | None = 30.0,
         idle_timeout: float | timedelta | None = None,
         lifetime: float | timedelta | None = None,
+        max_idle_timeout: float | timedelta | None = None,
+        max_lifetime: float | timedelta | None = None,
         max_size: int | None = None,
         max_read_size: int | None = None,
         detect_conflicts: bool = False,
@@ -342,6 +376,29 @@ class SessionManager:
 
     def set(self, session: Session) -> None:
         """Store the session's items, replacing what was stored."""
+
+    def user_sessions(self, user_id: str) -> list[SessionInfo]:
+        """The live sessions ``user_id`` owns, oldest first ([] for an unknown user).
+        NotImplementedError on a store that cannot list (MemcachedStore)."""
+
+    def destroy_user_sessions(self, user_id: str, keep: Session | str | None = None) -> int:
+        """End every session ``user_id`` owns but ``keep`` (a session, its id or its
+        ``SessionInfo.id``); how many were ended."""
+
+    def destroy_session(self, hashed_id: str) -> int:
+        """End the session a ``SessionInfo.id`` names: 1, or 0 when it names none."""
+
+    def hashed_id(self, session: Session) -> str | None:
+        """The ``SessionInfo.id`` of a session with an owner, or None."""
+
+    async def auser_sessions(self, user_id: str) -> list[SessionInfo]:
+        """``user_sessions()`` without blocking the IOLoop."""
+
+    async def adestroy_user_sessions(self, user_id: str, keep: Session | str | None = None) -> int:
+        """``destroy_user_sessions()`` without blocking the IOLoop."""
+
+    async def adestroy_session(self, hashed_id: str) -> int:
+        """``destroy_session()`` without blocking the IOLoop."""
 
 class TornadoSessionManager(SessionManager):
     """A SessionManager that reads and writes the session cookies through a RequestHandler."""
@@ -378,6 +435,15 @@ class TornadoSession(Session):
 
     def destroy(self) -> None:
         """Logout: delete the stored record, clear both cookies and empty the session."""
+
+    def set_expiry(
+        self,
+        idle_timeout: float | timedelta | None = None,
+        lifetime: float | timedelta | None = None,
+        persistent: bool | None = None,
+    ) -> None:
+        """This session's own limits (up to the manager's ``max_idle_timeout``/``max_lifetime``,
+        else its own), and whether its cookies outlive the browser; None leaves one as is."""
 
     def flash(self, message: Any, category: str = "info") -> None:
         """Queue a message for a later request (kept in the session under ``"_flashes"``)."""

@@ -10,6 +10,7 @@ others, so a slow store never stalls other requests.
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -40,6 +41,16 @@ async def _run(task: _core.StoreTask) -> None:
         task.run()  # in memory: a thread hop would cost more than the work
         return
     await asyncio.get_running_loop().run_in_executor(_store_executor(), task.run)
+
+
+async def _call_store(blocks: bool, method: Any, args: tuple[Any, ...]) -> Any:
+    """The async twin of a manager method doing store I/O: on a store thread, or inline for a
+    store that never blocks."""
+    if not blocks:
+        return method(*args)
+    return await asyncio.get_running_loop().run_in_executor(
+        _store_executor(), functools.partial(method, *args)
+    )
 
 
 def _ordered(session: _core.TornadoSession) -> bool:

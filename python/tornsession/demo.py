@@ -1,4 +1,5 @@
-"""A small Tornado app on tornsession: log in with a name, count your visits, log out.
+"""A small Tornado app on tornsession: log in with a name, count your visits, see your sessions
+(end one, or log out everywhere else), log out.
 
 Run it with ``python -m tornsession.demo [--port N] [--session-dir DIR]``; it prints its URL. The
 port is ``--port``, else the ``PORT`` environment variable, else 8888 (0: any free port).
@@ -45,7 +46,7 @@ class DemoHandler(tornsession.SessionMixin, tornado.web.RequestHandler):
 
 
 class HomeHandler(DemoHandler):
-    def get(self) -> None:
+    async def get(self) -> None:
         user = self.session.get("user")
         if user is None:
             # Nothing written for a visitor who has not logged in: no record, no cookie.
@@ -60,18 +61,67 @@ class HomeHandler(DemoHandler):
         self.page(
             f"<p id='greeting'>Hello, {html.escape(user)}!</p>"
             f"<p id='visits'>Visits: {self.session['visits']}</p>"
+            f"{await self.your_sessions()}"
             "<form method='post' action='/logout'>"
             f"{self.xsrf_form_html()}"
             "<button id='logout'>Log out</button></form>"
         )
 
+    async def your_sessions(self) -> str:
+        """The visitor's sessions (this one marked), each with "end this session", and "log
+        out everywhere else"."""
+        manager = self.settings["session_manager"]
+        current = manager.hashed_id(self.session)
+        rows = []
+        for info in await manager.auser_sessions(self.session.user_id):
+            label = html.escape(str(info.info.get("agent", "unknown browser")))
+            if info.id == current:
+                rows.append(f"<li class='session current'>{label} (this browser)</li>")
+                continue
+            rows.append(
+                f"<li class='session'>{label} "
+                "<form method='post' action='/sessions/end' style='display:inline'>"
+                f"{self.xsrf_form_html()}<input type='hidden' name='id' value='{info.id}'>"
+                "<button class='end'>End this session</button></form></li>"
+            )
+        return (
+            f"<h2>Your sessions</h2><ul id='sessions'>{''.join(rows)}</ul>"
+            "<form method='post' action='/sessions/others'>"
+            f"{self.xsrf_form_html()}"
+            "<button id='others'>Log out everywhere else</button></form>"
+        )
+
 
 class LoginHandler(DemoHandler):
     async def post(self) -> None:
-        self.session["user"] = self.get_body_argument("name", "").strip()[:100] or "anonymous"
+        name = self.get_body_argument("name", "").strip()[:100] or "anonymous"
+        self.session["user"] = name
+        # The owner: the session is listed under the name, and can be ended from another one.
+        self.session.set_user(name)
+        self.session.set_info(agent=self.request.headers.get("User-Agent", "")[:200])
         # A new session id at login: an id planted in the visitor's browser before (session
         # fixation) no longer opens this session.
         await self.session.aregenerate()
+        self.redirect("/")
+
+
+class EndSessionHandler(DemoHandler):
+    async def post(self) -> None:
+        user = self.session.user_id
+        hashed_id = self.get_body_argument("id", "")
+        manager = self.settings["session_manager"]
+        # Only a session of the visitor's own list: the hashed ids of others are never shown,
+        # and checking costs one listing.
+        if user is not None and hashed_id in {s.id for s in await manager.auser_sessions(user)}:
+            await manager.adestroy_session(hashed_id)
+        self.redirect("/")
+
+
+class OtherSessionsHandler(DemoHandler):
+    async def post(self) -> None:
+        user = self.session.user_id
+        if user is not None:
+            await self.settings["session_manager"].adestroy_user_sessions(user, keep=self.session)
         self.redirect("/")
 
 
@@ -109,7 +159,13 @@ def make_app(session_dir: Path) -> tornado.web.Application:
     keys = load_secrets(session_dir)
     manager = tornsession.TornadoSessionManager(keys["secret"], session_dir)
     return tornado.web.Application(
-        [(r"/", HomeHandler), (r"/login", LoginHandler), (r"/logout", LogoutHandler)],
+        [
+            (r"/", HomeHandler),
+            (r"/login", LoginHandler),
+            (r"/logout", LogoutHandler),
+            (r"/sessions/end", EndSessionHandler),
+            (r"/sessions/others", OtherSessionsHandler),
+        ],
         cookie_secret=keys["cookie_secret"],
         session_manager=manager,
         xsrf_cookies=True,

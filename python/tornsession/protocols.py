@@ -38,6 +38,14 @@ class SessionStoreProtocol(Protocol):
     # - compare_and_set(key, expected: bytes | None, value, ttl) -> bool: store ``value`` only if
     #   the key still holds ``expected`` (None: only if absent), atomically; needed for
     #   ``detect_conflicts=True``.
+    # - per-user sessions (``Session.set_user`` and the manager's ``user_sessions``,
+    #   ``destroy_user_sessions``, ``destroy_session``) need all three of:
+    #   add_to_user(user_key, key, ttl) -> Any: file ``key`` under ``user_key`` (32 hex digits),
+    #   for ``ttl`` seconds (None: as long as the record);
+    #   remove_from_user(user_key, key) -> Any: take it out (a missing one is not an error);
+    #   user_keys(user_key) -> list[str]: the keys filed under it (entries whose record is gone
+    #   are taken out by tornsession as it finds them).
+    #   Without them, those calls raise NotImplementedError.
 
 
 @runtime_checkable

@@ -18,6 +18,11 @@ use crate::ids;
 pub const FILE_PREFIX: &str = "SESSION";
 /// The lock file that serializes conditional saves in the folder.
 const LOCK_FILE: &str = ".tornsession.lock";
+/// Prefix of a user's index file: `USERS<user key>`, a line per session: its id and, when it
+/// expires, its idle timeout in seconds (so entries of idle sessions go without a cleanup).
+pub const USER_PREFIX: &str = "USERS";
+/// The most an index file is read: 64 KiB is about 2,000 sessions of one user.
+const MAX_INDEX_BYTES: usize = 64 << 10;
 /// The prefix of temporary files, which are renamed over session files when complete.
 const TEMP_PREFIX: &str = ".tmp-";
 /// Temporary files older than this were left by a crash mid-save; cleanup removes them.
@@ -102,6 +107,27 @@ impl FileStore {
     /// Deletes session files unused for longer than `idle_timeout` (a file's modification time
     /// is its last use: saves write it, loads touch it) and temporary files a crash left behind.
     pub fn cleanup(&self, idle_timeout: Duration) -> Result<CleanupReport, StoreError> {
+        self.cleanup_with(idle_timeout, &|_| None)
+    }
+
+    /// `cleanup`, keeping a session idle for longer than `idle_timeout` while it is within its
+    /// own (`ttl_of(record)`: a "remember me" session); then drops index entries of sessions
+    /// that are gone, and index files left empty.
+    pub fn cleanup_with(
+        &self,
+        idle_timeout: Duration,
+        ttl_of: &dyn Fn(&[u8]) -> Option<Duration>,
+    ) -> Result<CleanupReport, StoreError> {
+        let report = self.cleanup_records(idle_timeout, ttl_of)?;
+        self.prune_indexes()?;
+        Ok(report)
+    }
+
+    fn cleanup_records(
+        &self,
+        idle_timeout: Duration,
+        ttl_of: &dyn Fn(&[u8]) -> Option<Duration>,
+    ) -> Result<CleanupReport, StoreError> {
         let mut report = CleanupReport::default();
         let entries = fs::read_dir(&self.folder)
             .map_err(|e| StoreError::new(self, format!("cannot list the folder: {e}")))?;
@@ -131,6 +157,9 @@ impl FileStore {
             {
                 continue;
             }
+            if name.starts_with(FILE_PREFIX) && self.within_own_ttl(&name, &metadata, ttl_of) {
+                continue;
+            }
             match fs::remove_file(entry.path()) {
                 Ok(()) => *counter += 1,
                 // Removed meanwhile (by another cleanup, or a logout): simply not counted.
@@ -139,6 +168,149 @@ impl FileStore {
             }
         }
         Ok(report)
+    }
+
+    /// Whether the session file `name` asks for a longer idle timeout of its own and is
+    /// within it.
+    fn within_own_ttl(
+        &self,
+        name: &str,
+        metadata: &fs::Metadata,
+        ttl_of: &dyn Fn(&[u8]) -> Option<Duration>,
+    ) -> bool {
+        let id = &name[FILE_PREFIX.len()..];
+        if !ids::is_valid_session_id(id) {
+            return false;
+        }
+        let own = match self.open_record(id) {
+            Ok(Some((file, size))) => self
+                .read_record(id, file, size, crate::stores::DEFAULT_MAX_READ_SIZE)
+                .ok()
+                .and_then(|blob| ttl_of(&blob)),
+            _ => None,
+        };
+        match (own, metadata.modified()) {
+            (Some(own), Ok(modified)) => !idle_longer_than(modified, own),
+            _ => false,
+        }
+    }
+
+    fn index_path(&self, user_key: &str) -> PathBuf {
+        self.folder.join(format!("{USER_PREFIX}{user_key}"))
+    }
+
+    /// The entries of an index file (none when it is missing); with the folder lock held.
+    fn read_index(&self, user_key: &str) -> Result<Vec<(String, Option<u64>)>, StoreError> {
+        let path = self.index_path(user_key);
+        let file = match fs::File::options()
+            .read(true)
+            .custom_flags(NO_FOLLOW_NO_WAIT)
+            .open(&path)
+        {
+            Ok(file) => file,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => {
+                return Err(StoreError::new(
+                    self,
+                    format!("cannot open a user index: {e}"),
+                ))
+            }
+        };
+        let mut text = String::new();
+        file.take(MAX_INDEX_BYTES as u64)
+            .read_to_string(&mut text)
+            .map_err(|e| StoreError::new(self, format!("cannot read a user index: {e}")))?;
+        // Anything that is not an id (a planted or torn line) is simply not a member.
+        Ok(text
+            .lines()
+            .filter_map(|line| {
+                let mut parts = line.split(' ');
+                let id = parts.next().filter(|id| ids::is_valid_session_id(id))?;
+                let ttl = parts.next().and_then(|ttl| ttl.parse().ok());
+                Some((id.to_owned(), ttl))
+            })
+            .collect())
+    }
+
+    /// Whether an index entry still names a live record: the file exists and has not been
+    /// idle for longer than the entry's idle timeout.
+    fn entry_lives(&self, id: &str, ttl: Option<u64>) -> bool {
+        match fs::symlink_metadata(self.path_of(id)) {
+            Ok(metadata) => match (ttl, metadata.modified()) {
+                (Some(ttl), Ok(modified)) => !idle_longer_than(modified, Duration::from_secs(ttl)),
+                _ => true,
+            },
+            Err(_) => false,
+        }
+    }
+
+    /// Replaces an index file atomically (removes it when empty); with the folder lock held.
+    fn write_index(
+        &self,
+        user_key: &str,
+        members: &[(String, Option<u64>)],
+    ) -> Result<(), StoreError> {
+        let fail = |e: io::Error| StoreError::new(self, format!("cannot write a user index: {e}"));
+        let path = self.index_path(user_key);
+        if members.is_empty() {
+            return match fs::remove_file(&path) {
+                Ok(()) => self.sync_folder().map_err(fail),
+                Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(fail(e)),
+            };
+        }
+        let mut temporary = tempfile::Builder::new()
+            .prefix(TEMP_PREFIX)
+            .tempfile_in(&self.folder)
+            .map_err(fail)?;
+        let text: String = members
+            .iter()
+            .map(|(id, ttl)| match ttl {
+                Some(ttl) => format!("{id} {ttl}\n"),
+                None => format!("{id}\n"),
+            })
+            .collect();
+        temporary.write_all(text.as_bytes()).map_err(fail)?;
+        if self.durable {
+            temporary.as_file().sync_all().map_err(fail)?;
+        }
+        temporary.persist(&path).map_err(|e| fail(e.error))?;
+        self.sync_folder().map_err(fail)
+    }
+
+    /// Changes a user's index under the folder lock, keeping only members whose record
+    /// still exists.
+    fn update_index(
+        &self,
+        user_key: &str,
+        change: impl FnOnce(&mut Vec<(String, Option<u64>)>),
+    ) -> Result<Vec<String>, StoreError> {
+        let lock = self.lock_folder()?;
+        let before = self.read_index(user_key)?;
+        let mut members = before.clone();
+        change(&mut members);
+        members.retain(|(id, ttl)| self.entry_lives(id, *ttl));
+        if members != before {
+            self.write_index(user_key, &members)?;
+        }
+        drop(lock);
+        Ok(members.into_iter().map(|(id, _)| id).collect())
+    }
+
+    /// Drops index entries whose session file is gone, and empty index files.
+    fn prune_indexes(&self) -> Result<(), StoreError> {
+        let entries = fs::read_dir(&self.folder)
+            .map_err(|e| StoreError::new(self, format!("cannot list the folder: {e}")))?;
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if let Some(user_key) = name.strip_prefix(USER_PREFIX) {
+                if ids::is_valid_session_id(user_key) {
+                    self.update_index(user_key, |_| {})?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Makes renames and unlinks in the folder survive a power cut (durable stores only).
@@ -433,6 +605,60 @@ impl SessionStore for FileStore {
         true
     }
 
+    fn load_refreshing(
+        &self,
+        session_id: &str,
+        ttl: Option<Duration>,
+        ttl_of: &dyn Fn(&[u8]) -> Option<Duration>,
+        max_bytes: usize,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let Some(ttl) = ttl else {
+            return self.load(session_id, max_bytes);
+        };
+        self.remember_ttl(Some(ttl));
+        let Some((file, size)) = self.open_record(session_id)? else {
+            return Ok(None);
+        };
+        let modified = file
+            .metadata()
+            .and_then(|m| m.modified())
+            .map_err(|e| self.io_error(session_id, "inspect", e))?;
+        // Idleness is the file's age, so the record is read first when it may have a longer
+        // idle timeout of its own; it is judged by its own.
+        let blob = self.read_record(session_id, file, size, max_bytes)?;
+        if idle_longer_than(modified, ttl_of(&blob).unwrap_or(ttl)) {
+            self.delete(session_id)?;
+            return Ok(None);
+        }
+        self.touch(session_id, ttl)?;
+        Ok(Some(blob))
+    }
+
+    fn index_user(
+        &self,
+        user_key: &str,
+        session_id: &str,
+        ttl: Option<Duration>,
+    ) -> Result<(), StoreError> {
+        let ttl = ttl.map(crate::time::whole_seconds);
+        self.update_index(user_key, |members| {
+            members.retain(|(id, _)| id != session_id);
+            members.push((session_id.to_owned(), ttl));
+        })
+        .map(drop)
+    }
+
+    fn unindex_user(&self, user_key: &str, session_id: &str) -> Result<(), StoreError> {
+        self.update_index(user_key, |members| {
+            members.retain(|(id, _)| id != session_id)
+        })
+        .map(drop)
+    }
+
+    fn user_session_ids(&self, user_key: &str) -> Result<Vec<String>, StoreError> {
+        self.update_index(user_key, |_| {})
+    }
+
     fn describe(&self) -> String {
         if self.durable {
             format!(
@@ -620,6 +846,70 @@ mod tests {
             .unwrap()
             .describe()
             .contains("durable"));
+    }
+
+    #[test]
+    fn a_user_index_file_keeps_only_live_sessions() {
+        const B: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+        const U: &str = "ffffffffffffffffffffffffffffffff";
+        let (dir, s) = store();
+        s.save(A, b"a", None).unwrap();
+        s.save(B, b"b", None).unwrap();
+        s.index_user(U, A, None).unwrap();
+        s.index_user(U, B, None).unwrap();
+        s.index_user(U, B, None).unwrap();
+        assert_eq!(s.user_session_ids(U).unwrap(), [A, B]);
+        s.delete(A).unwrap();
+        assert_eq!(s.user_session_ids(U).unwrap(), [B]);
+        s.unindex_user(U, B).unwrap();
+        assert!(s.user_session_ids(U).unwrap().is_empty());
+        assert!(
+            !dir.path().join(format!("{USER_PREFIX}{U}")).exists(),
+            "an empty index goes"
+        );
+        // Cleanup drops entries of expired sessions and the index file with them.
+        s.index_user(U, B, None).unwrap();
+        let old = SystemTime::now() - Duration::from_secs(7200);
+        fs::File::options()
+            .write(true)
+            .open(s.path_of(B))
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        s.cleanup(Duration::from_secs(3600)).unwrap();
+        assert!(!dir.path().join(format!("{USER_PREFIX}{U}")).exists());
+    }
+
+    #[test]
+    fn a_session_with_its_own_idle_timeout_is_judged_by_it() {
+        let (_dir, s) = store();
+        s.save(A, b"long", None).unwrap();
+        let old = SystemTime::now() - Duration::from_secs(7200);
+        fs::File::options()
+            .write(true)
+            .open(s.path_of(A))
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        let own = |blob: &[u8]| (blob == b"long").then(|| Duration::from_secs(86_400));
+        assert_eq!(
+            s.cleanup_with(Duration::from_secs(3600), &own)
+                .unwrap()
+                .expired,
+            0
+        );
+        let hour = Some(Duration::from_secs(3600));
+        assert!(s.load_refreshing(A, hour, &own, MAX).unwrap().is_some());
+        fs::File::options()
+            .write(true)
+            .open(s.path_of(A))
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        assert!(s
+            .load_refreshing(A, hour, &|_| None, MAX)
+            .unwrap()
+            .is_none());
     }
 
     #[test]

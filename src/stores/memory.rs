@@ -7,6 +7,7 @@
 //! lazily on its own maintenance schedule, so "evicts at the bound" and per-entry deadlines would
 //! become approximate, and this is a few dozen deterministic lines over two `lru` maps.
 
+use std::collections::{HashMap, HashSet};
 use std::num::NonZeroUsize;
 use std::time::{Duration, Instant};
 
@@ -36,6 +37,9 @@ struct Entry {
     blob: Box<[u8]>,
     /// Milliseconds after `epoch` at which the entry expires; `u64::MAX` for never.
     deadline: u64,
+    /// The user key it is indexed under: the index entry leaves with the entry, however it
+    /// goes (deleted, expired, evicted), so the index never outgrows the store's bounds.
+    owner: Option<u128>,
 }
 
 impl Entry {
@@ -57,6 +61,8 @@ struct Segments {
     bytes: usize,
     max_protected: usize,
     max_protected_bytes: usize,
+    /// User key -> the ids of that user's entries.
+    owners: HashMap<u128, HashSet<u128>>,
 }
 
 impl Segments {
@@ -70,6 +76,39 @@ impl Segments {
                 + max_sessions.get() % 5 * PROTECTED_FIFTHS / 5,
             max_protected_bytes: max_bytes.get() / 5 * PROTECTED_FIFTHS
                 + max_bytes.get() % 5 * PROTECTED_FIFTHS / 5,
+            owners: HashMap::new(),
+        }
+    }
+
+    /// Takes an entry that is leaving (or changing owner) out of its owner's index.
+    fn unindex(&mut self, key: u128, owner: Option<u128>) {
+        let Some(owner) = owner else { return };
+        if let Some(ids) = self.owners.get_mut(&owner) {
+            ids.remove(&key);
+            if ids.is_empty() {
+                self.owners.remove(&owner);
+            }
+        }
+    }
+
+    fn peek_mut(&mut self, key: &u128) -> Option<&mut Entry> {
+        if self.protected.contains(key) {
+            self.protected.peek_mut(key)
+        } else {
+            self.probation.peek_mut(key)
+        }
+    }
+
+    /// Drops a few expired entries from the cold end of probation, so sessions that are never
+    /// asked for again (and their index entries) go before eviction would take them.
+    fn sweep_expired(&mut self, now: u64) {
+        for _ in 0..2 {
+            match self.probation.peek_lru() {
+                Some((&key, entry)) if entry.deadline <= now => {
+                    self.remove(&key);
+                }
+                _ => break,
+            }
         }
     }
 
@@ -121,19 +160,22 @@ impl Segments {
         if let Some(entry) = self.protected.pop(key) {
             self.protected_bytes -= entry.cost();
             self.bytes -= entry.cost();
+            self.unindex(*key, entry.owner);
             return Some(entry);
         }
         let entry = self.probation.pop(key)?;
         self.bytes -= entry.cost();
+        self.unindex(*key, entry.owner);
         Some(entry)
     }
 
     /// Stores `entry`: over an existing one (a use, so promoted), or new on probation; then
     /// evicts down to the bounds.
-    fn insert(&mut self, key: u128, entry: Entry, max_sessions: usize, max_bytes: usize) {
+    fn insert(&mut self, key: u128, mut entry: Entry, max_sessions: usize, max_bytes: usize) {
         let cost = entry.cost();
         if let Some(old) = self.use_entry(key) {
             let old_cost = old.cost();
+            entry.owner = old.owner;
             *old = entry;
             self.bytes = self.bytes - old_cost + cost;
             if self.protected.contains(&key) {
@@ -160,8 +202,11 @@ impl Segments {
                 }
                 evicted
             };
-            let Some((_, evicted)) = evicted else { break };
+            let Some((evicted_key, evicted)) = evicted else {
+                break;
+            };
             self.bytes -= evicted.cost();
+            self.unindex(evicted_key, evicted.owner);
         }
     }
 }
@@ -246,8 +291,10 @@ impl MemoryStore {
         let entry = Entry {
             blob: blob.into(),
             deadline: self.deadline(ttl),
+            owner: None,
         };
         let mut segments = self.segments.lock();
+        segments.sweep_expired(now);
         let current = segments
             .peek(&key)
             .filter(|entry| entry.deadline > now)
@@ -279,6 +326,11 @@ impl MemoryStore {
     /// What the sessions held now cost, in bytes (blobs plus a fixed overhead per entry).
     pub fn bytes(&self) -> usize {
         self.segments.lock().bytes
+    }
+
+    /// How many users have indexed sessions now.
+    pub fn indexed_users(&self) -> usize {
+        self.segments.lock().owners.len()
     }
 
     fn key(&self, session_id: &str) -> Result<u128, StoreError> {
@@ -334,6 +386,60 @@ impl SessionStore for MemoryStore {
         self.fetch(session_id, Some(ttl), max_bytes)
     }
 
+    fn index_user(
+        &self,
+        user_key: &str,
+        session_id: &str,
+        _ttl: Option<Duration>,
+    ) -> Result<(), StoreError> {
+        let (owner, key) = (self.key(user_key)?, self.key(session_id)?);
+        let mut segments = self.segments.lock();
+        let Some(entry) = segments.peek_mut(&key) else {
+            return Ok(());
+        };
+        let previous = entry.owner.replace(owner);
+        if previous != Some(owner) {
+            segments.unindex(key, previous);
+            segments.owners.entry(owner).or_default().insert(key);
+        }
+        Ok(())
+    }
+
+    fn unindex_user(&self, user_key: &str, session_id: &str) -> Result<(), StoreError> {
+        let (owner, key) = (self.key(user_key)?, self.key(session_id)?);
+        let mut segments = self.segments.lock();
+        if let Some(entry) = segments.peek_mut(&key) {
+            if entry.owner == Some(owner) {
+                entry.owner = None;
+                segments.unindex(key, Some(owner));
+            }
+        }
+        Ok(())
+    }
+
+    fn user_session_ids(&self, user_key: &str) -> Result<Vec<String>, StoreError> {
+        let owner = self.key(user_key)?;
+        let now = self.now_ms();
+        let mut segments = self.segments.lock();
+        let ids: Vec<u128> = segments
+            .owners
+            .get(&owner)
+            .map(|ids| ids.iter().copied().collect())
+            .unwrap_or_default();
+        let mut live = Vec::with_capacity(ids.len());
+        for key in ids {
+            if segments
+                .peek(&key)
+                .is_some_and(|entry| entry.deadline > now)
+            {
+                live.push(format!("{key:032x}"));
+            } else {
+                segments.remove(&key);
+            }
+        }
+        Ok(live)
+    }
+
     fn describe(&self) -> String {
         format!(
             "MemoryStore(max_sessions={}, max_bytes={})",
@@ -385,6 +491,58 @@ mod tests {
         // Among the one-shot sessions, the newest are kept.
         assert!(s.load(&id(11_999), MAX).unwrap().is_some());
         assert_eq!(s.load(&id(0), MAX).unwrap(), None);
+    }
+
+    #[test]
+    fn the_user_index_follows_its_entries_out_however_they_go() {
+        let s = store(3);
+        let user = id(u128::MAX - 1);
+        for n in 0..3 {
+            s.save(&id(n), b"x", None).unwrap();
+            s.index_user(&user, &id(n), None).unwrap();
+        }
+        let mut listed = s.user_session_ids(&user).unwrap();
+        listed.sort();
+        assert_eq!(listed, [id(0), id(1), id(2)]);
+        // Deleted, unindexed, evicted: gone from the list; a rewrite keeps the owner.
+        s.delete(&id(0)).unwrap();
+        s.unindex_user(&user, &id(1)).unwrap();
+        s.save(&id(2), b"y", None).unwrap();
+        assert_eq!(s.user_session_ids(&user).unwrap(), [id(2)]);
+        let evicting = store(3);
+        evicting.save(&id(0), b"x", None).unwrap();
+        evicting.index_user(&user, &id(0), None).unwrap();
+        for n in 10..20 {
+            evicting.save(&id(n), b"z", None).unwrap();
+        }
+        assert_eq!(
+            evicting.user_session_ids(&user).unwrap(),
+            Vec::<String>::new()
+        );
+        assert_eq!(evicting.indexed_users(), 0);
+        s.delete(&id(2)).unwrap();
+        assert_eq!(s.indexed_users(), 0);
+        // Indexing an id without a record files nothing.
+        s.index_user(&user, &id(99), None).unwrap();
+        assert_eq!(s.indexed_users(), 0);
+    }
+
+    #[test]
+    fn expired_entries_leave_the_index() {
+        let s = store(100_000);
+        for n in 0..1000u128 {
+            s.save(&id(n), b"x", Some(Duration::from_millis(1)))
+                .unwrap();
+            s.index_user(&id(u128::MAX - n), &id(n), None).unwrap();
+            std::thread::sleep(Duration::from_micros(20));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+        for n in 1000..1010u128 {
+            s.save(&id(n), b"x", None).unwrap();
+        }
+        // Expired entries go as new ones arrive, two per save, owners and all.
+        assert!(s.len() < 1000, "{}", s.len());
+        assert!(s.indexed_users() < 1000, "{}", s.indexed_users());
     }
 
     #[test]

@@ -37,7 +37,14 @@ pub enum StoreErrorKind {
     /// The record is larger than the load's byte limit: it was not read (where the store allows,
     /// not even fetched), and the caller treats that session as lost, like an unreadable one.
     OversizedRecord,
+    /// The store cannot do this at all (a per-user index on a store without one).
+    Unsupported,
 }
+
+/// The stores that can list a user's sessions, for the messages of those that cannot.
+pub const LISTING_STORES: &str =
+    "MemoryStore, FileStore, SqliteStore, RedisStore, RedisClusterStore, or a Python store \
+     with add_to_user/remove_from_user/user_keys";
 
 /// A store failed to do what was asked; the message names the store and the cause.
 #[derive(Debug, thiserror::Error)]
@@ -101,6 +108,15 @@ impl StoreError {
         self
     }
 
+    /// The store has no per-user index; `what` says what was asked of it.
+    pub fn unsupported(store: String, what: &str) -> Self {
+        Self {
+            store,
+            cause: format!("{what} needs a store that lists a user's sessions: {LISTING_STORES}"),
+            kind: StoreErrorKind::Unsupported,
+        }
+    }
+
     pub fn unreadable_record(store: &dyn SessionStore, cause: impl std::fmt::Display) -> Self {
         Self {
             kind: StoreErrorKind::UnreadableRecord,
@@ -159,6 +175,62 @@ pub trait SessionStore: Send + Sync {
             self.touch(session_id, ttl)?;
         }
         Ok(blob)
+    }
+    /// Loads the record, moving its expiry to what the record itself asks for: `ttl_of(blob)`
+    /// when the session has its own idle timeout, else `ttl` (the manager's). Stores that check
+    /// idleness as they read (FileStore) override it to check against the record's own.
+    fn load_refreshing(
+        &self,
+        session_id: &str,
+        ttl: Option<Duration>,
+        ttl_of: &dyn Fn(&[u8]) -> Option<Duration>,
+        max_bytes: usize,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let blob = match ttl {
+            Some(ttl) => self.load_touching(session_id, ttl, max_bytes)?,
+            None => self.load(session_id, max_bytes)?,
+        };
+        if let Some(own) = blob
+            .as_deref()
+            .and_then(ttl_of)
+            .filter(|own| Some(*own) != ttl)
+        {
+            self.touch(session_id, own)?;
+        }
+        Ok(blob)
+    }
+
+    // The per-user index (see `users`), keyed by a user key of 32 hex digits. It is written
+    // after the record (a failure there leaves a record the owner cannot list, never an index
+    // entry without a record), and whoever reads it checks the records it names.
+
+    /// Files `session_id` under `user_key` for as long as its record lives (`ttl` from now).
+    fn index_user(
+        &self,
+        _user_key: &str,
+        _session_id: &str,
+        _ttl: Option<Duration>,
+    ) -> Result<(), StoreError> {
+        Err(StoreError::unsupported(self.describe(), "set_user()"))
+    }
+    /// Takes `session_id` out of `user_key`'s index (a missing entry is not an error).
+    fn unindex_user(&self, _user_key: &str, _session_id: &str) -> Result<(), StoreError> {
+        Err(StoreError::unsupported(self.describe(), "set_user()"))
+    }
+    /// The ids filed under `user_key` whose records may still live; entries the store knows
+    /// to be expired are dropped as it reads them.
+    fn user_session_ids(&self, _user_key: &str) -> Result<Vec<String>, StoreError> {
+        Err(StoreError::unsupported(self.describe(), "user_sessions()"))
+    }
+    /// After a load of an owned session whose record's expiry moved: stores whose index
+    /// entries expire by themselves (Redis) move the entry's too.
+    fn touch_user(
+        &self,
+        _user_key: &str,
+        _session_id: &str,
+        _ttl: Duration,
+    ) -> Result<(), StoreError> {
+        Ok(())
     }
     /// A short human name, used in error messages: `FileStore('/srv/sessions')`.
     fn describe(&self) -> String;

@@ -101,6 +101,73 @@ pub fn key(prefix: &str, session_id: &str) -> String {
     format!("{prefix}{session_id}")
 }
 
+/// The sorted set of a user's session ids, scored by when each record expires (ms since the
+/// epoch). The `{hash tag}` keeps it in one Cluster slot whatever the prefix; its scripts
+/// touch only it, so they are Cluster-safe.
+pub fn user_index_key(prefix: &str, user_key: &str) -> String {
+    format!("{prefix}user:{{{user_key}}}")
+}
+
+/// Files a member (or, with `XX`, moves an existing member's deadline), drops members past
+/// theirs, and keeps the set alive as long as its longest-lived member, so it never outlives
+/// its sessions for long and a user who never returns leaves nothing behind. Deadlines are
+/// on Redis's own clock (`TIME`), the one its key expiry runs on.
+const INDEX_USER: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. now)
+local deadline = 'inf'
+if ARGV[2] ~= 'inf' then deadline = now + tonumber(ARGV[2]) end
+if ARGV[3] == 'XX' then
+  redis.call('ZADD', KEYS[1], 'XX', deadline, ARGV[1])
+else
+  redis.call('ZADD', KEYS[1], deadline, ARGV[1])
+end
+local top = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+if top[2] == nil then return 0 end
+if top[2] == 'inf' then
+  redis.call('PERSIST', KEYS[1])
+else
+  redis.call('PEXPIREAT', KEYS[1], math.floor(tonumber(top[2])) + 1000)
+end
+return 1
+";
+
+/// The members still within their deadline, dropping the others as it goes.
+const USER_SESSION_IDS: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. now)
+return redis.call('ZRANGE', KEYS[1], 0, -1)
+";
+
+/// A record's time to live as the index script takes it: milliseconds, `inf` for none.
+fn deadline_score(ttl: Option<Duration>) -> String {
+    match ttl {
+        None => "inf".to_owned(),
+        Some(ttl) => (1000 * ex_seconds(ttl)).to_string(),
+    }
+}
+
+fn index_user(
+    prefix: &str,
+    user_key: &str,
+    session_id: &str,
+    ttl: Option<Duration>,
+    only_existing: bool,
+    c: &mut impl ConnectionLike,
+) -> RedisResult<()> {
+    redis::cmd("EVAL")
+        .arg(INDEX_USER)
+        .arg(1)
+        .arg(user_index_key(prefix, user_key))
+        .arg(session_id)
+        .arg(deadline_score(ttl))
+        .arg(if only_existing { "XX" } else { "" })
+        .query::<i64>(c)
+        .map(drop)
+}
+
 /// `ttl` as Redis `EX` seconds: rounded up, at least 1 (0 would be an error, not "no expiry").
 pub fn ex_seconds(ttl: Duration) -> u64 {
     (ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0)).max(1)
@@ -443,6 +510,48 @@ macro_rules! redis_session_store {
                 within_limit(self, session_id, blob, max_bytes)
             }
 
+            fn index_user(
+                &self,
+                user_key: &str,
+                session_id: &str,
+                ttl: Option<Duration>,
+            ) -> Result<(), StoreError> {
+                let prefix = &self.options.prefix;
+                self.run(|c| index_user(prefix, user_key, session_id, ttl, false, c))
+            }
+
+            fn touch_user(
+                &self,
+                user_key: &str,
+                session_id: &str,
+                ttl: Duration,
+            ) -> Result<(), StoreError> {
+                let prefix = &self.options.prefix;
+                self.run(|c| index_user(prefix, user_key, session_id, Some(ttl), true, c))
+            }
+
+            fn unindex_user(&self, user_key: &str, session_id: &str) -> Result<(), StoreError> {
+                let index = user_index_key(&self.options.prefix, user_key);
+                self.run(|c| {
+                    redis::cmd("ZREM")
+                        .arg(&index)
+                        .arg(session_id)
+                        .query::<i64>(c)
+                        .map(drop)
+                })
+            }
+
+            fn user_session_ids(&self, user_key: &str) -> Result<Vec<String>, StoreError> {
+                let index = user_index_key(&self.options.prefix, user_key);
+                self.run(|c| {
+                    redis::cmd("EVAL")
+                        .arg(USER_SESSION_IDS)
+                        .arg(1)
+                        .arg(&index)
+                        .query::<Vec<String>>(c)
+                })
+            }
+
             fn describe(&self) -> String {
                 let describe: fn(&Self) -> String = $describe;
                 describe(self)
@@ -703,6 +812,13 @@ mod tests {
     use crate::stores::StoreErrorKind;
 
     const A: &str = "0000000000000000000000000000000a";
+
+    #[test]
+    fn a_user_index_key_is_one_cluster_slot_under_the_prefix() {
+        let key = user_index_key("app:", "ffffffffffffffffffffffffffffffff");
+        assert_eq!(key, "app:user:{ffffffffffffffffffffffffffffffff}");
+        assert_eq!(deadline_score(None), "inf");
+    }
 
     #[test]
     fn keys_are_prefix_and_id() {

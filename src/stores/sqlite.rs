@@ -26,10 +26,19 @@ const SCHEMA: &str = "
     CREATE TABLE IF NOT EXISTS tornsession_sessions (
         id TEXT PRIMARY KEY NOT NULL,
         blob BLOB NOT NULL,
-        expires_at REAL
+        expires_at REAL,
+        user_key TEXT
     ) WITHOUT ROWID;
     CREATE INDEX IF NOT EXISTS tornsession_sessions_expires_at
         ON tornsession_sessions (expires_at) WHERE expires_at IS NOT NULL;
+";
+
+/// The per-user index: the owner's key in the session's own row, so it leaves with the row
+/// (deleted, expired and swept) and never needs pruning of its own. Created after the column
+/// is known to exist, since tables made before it lack it.
+const USER_INDEX: &str = "
+    CREATE INDEX IF NOT EXISTS tornsession_sessions_user_key
+        ON tornsession_sessions (user_key) WHERE user_key IS NOT NULL;
 ";
 
 /// The table the sessions live in: `id`, `blob`, `expires_at` (Unix seconds, NULL = never).
@@ -81,6 +90,28 @@ impl SqliteStore {
         connection
             .execute_batch(SCHEMA)
             .map_err(|e| fail("cannot create the table", e))?;
+        let has_user_key: bool = connection
+            .query_row(
+                "SELECT count(*) FROM pragma_table_info('tornsession_sessions')
+                 WHERE name = 'user_key'",
+                [],
+                |row| row.get::<_, i64>(0).map(|n| n > 0),
+            )
+            .map_err(|e| fail("cannot inspect the table", e))?;
+        if !has_user_key {
+            // Another process may add it first: a duplicate column is that, not a failure.
+            match connection
+                .execute_batch("ALTER TABLE tornsession_sessions ADD COLUMN user_key TEXT")
+            {
+                Err(e) if !e.to_string().contains("duplicate column") => {
+                    return Err(fail("cannot add the user_key column", e))
+                }
+                _ => {}
+            }
+        }
+        connection
+            .execute_batch(USER_INDEX)
+            .map_err(|e| fail("cannot create the user index", e))?;
         Ok(Self {
             path,
             connection: Mutex::new(connection),
@@ -335,6 +366,46 @@ impl SessionStore for SqliteStore {
         !self.durable
     }
 
+    fn index_user(
+        &self,
+        user_key: &str,
+        session_id: &str,
+        _ttl: Option<Duration>,
+    ) -> Result<(), StoreError> {
+        self.connection
+            .lock()
+            .prepare_cached("UPDATE tornsession_sessions SET user_key = ?2 WHERE id = ?1")
+            .and_then(|mut statement| statement.execute(params![session_id, user_key]))
+            .map(drop)
+            .map_err(|e| self.fail("index", session_id, e))
+    }
+
+    fn unindex_user(&self, user_key: &str, session_id: &str) -> Result<(), StoreError> {
+        self.connection
+            .lock()
+            .prepare_cached(
+                "UPDATE tornsession_sessions SET user_key = NULL WHERE id = ?1 AND user_key = ?2",
+            )
+            .and_then(|mut statement| statement.execute(params![session_id, user_key]))
+            .map(drop)
+            .map_err(|e| self.fail("unindex", session_id, e))
+    }
+
+    fn user_session_ids(&self, user_key: &str) -> Result<Vec<String>, StoreError> {
+        self.connection
+            .lock()
+            .prepare_cached(
+                "SELECT id FROM tornsession_sessions
+                 WHERE user_key = ?1 AND (expires_at IS NULL OR expires_at > ?2)",
+            )
+            .and_then(|mut statement| {
+                statement
+                    .query_map(params![user_key, now_f64()], |row| row.get(0))?
+                    .collect()
+            })
+            .map_err(|e| StoreError::new(self, format!("cannot list a user's sessions: {e}")))
+    }
+
     fn describe(&self) -> String {
         let path = self.path.display().to_string();
         if self.durable {
@@ -454,6 +525,54 @@ mod tests {
                 row.get(0)
             })
             .unwrap()
+    }
+
+    #[test]
+    fn the_user_index_is_a_column_of_the_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        let user = "ffffffffffffffffffffffffffffffff";
+        store.save(A, b"a", None).unwrap();
+        store.save(B, b"b", Some(Duration::from_millis(1))).unwrap();
+        store.index_user(user, A, None).unwrap();
+        store.index_user(user, B, None).unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+        // Expired rows are not listed; a rewrite keeps the owner; unindex and delete drop it.
+        assert_eq!(store.user_session_ids(user).unwrap(), [A]);
+        store.save(A, b"a2", None).unwrap();
+        assert_eq!(store.user_session_ids(user).unwrap(), [A]);
+        store.unindex_user(user, A).unwrap();
+        assert!(store.user_session_ids(user).unwrap().is_empty());
+        store.index_user(user, A, None).unwrap();
+        store.delete(A).unwrap();
+        assert!(store.user_session_ids(user).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_table_from_before_the_user_index_gains_its_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.sqlite3");
+        let old = Connection::open(&path).unwrap();
+        old.execute_batch(
+            "CREATE TABLE tornsession_sessions (id TEXT PRIMARY KEY NOT NULL, blob BLOB NOT NULL,
+             expires_at REAL) WITHOUT ROWID;
+             INSERT INTO tornsession_sessions VALUES ('0000000000000000000000000000000a', x'01', NULL);",
+        )
+        .unwrap();
+        drop(old);
+        let store = SqliteStore::open(&path, DEFAULT_BUSY_TIMEOUT, false).unwrap();
+        assert_eq!(store.load(A, MAX).unwrap().as_deref(), Some(&[1u8][..]));
+        store
+            .index_user("ffffffffffffffffffffffffffffffff", A, None)
+            .unwrap();
+        assert_eq!(
+            store
+                .user_session_ids("ffffffffffffffffffffffffffffffff")
+                .unwrap(),
+            [A]
+        );
+        // A second opener finds the column there.
+        SqliteStore::open(&path, DEFAULT_BUSY_TIMEOUT, false).unwrap();
     }
 
     #[test]

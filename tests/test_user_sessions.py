@@ -1,0 +1,349 @@
+"""Per-user sessions over real HTTP on every store (issue 14): a user's sessions listed, one
+ended, all others ended, a password change, two processes sharing Redis, remember-me, and an
+index that stays bounded under churn."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import tornsession
+from conftest import AppProcess, Browser
+
+STORES = ["memory", "file", "sqlite", "redis", "cluster", "python"]
+
+
+@pytest.fixture
+def store_args(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[str], list[str]]:
+    def args(store: str) -> list[str]:
+        if store == "file":
+            return ["--store", "file", "--path", str(tmp_path / "sessions")]
+        if store == "sqlite":
+            return ["--store", "sqlite", "--path", str(tmp_path / "sessions.sqlite3")]
+        if store == "redis":
+            server = request.getfixturevalue("redis_server")
+            return ["--store", "redis", "--url", server.url]
+        if store == "cluster":
+            nodes = request.getfixturevalue("redis_cluster")
+            return ["--store", "cluster", "--url", nodes[0].url.removesuffix("/0")]
+        return ["--store", store]
+
+    return args
+
+
+@pytest.fixture
+def apps() -> Iterator[Callable[..., AppProcess]]:
+    started: list[AppProcess] = []
+
+    def start(*args: str) -> AppProcess:
+        app = AppProcess("tests.apps.users_app", *args).start()
+        started.append(app)
+        return app
+
+    yield start
+    for app in started:
+        app.stop()
+
+
+def user() -> str:
+    return f"user-{uuid.uuid4().hex[:8]}"
+
+
+def login(browser: Browser, name: str, remember: bool = False) -> None:
+    query = f"user={name}" + ("&remember=1" if remember else "")
+    assert browser.request("POST", f"/login?{query}", "") == (200, "ok")
+
+
+def me(browser: Browser) -> Any:
+    status, text = browser.get("/me")
+    assert status == 200, text
+    return json.loads(text)["user"]
+
+
+def sessions(browser: Browser) -> list[dict[str, Any]]:
+    status, text = browser.get("/sessions")
+    assert status == 200, text
+    listed: list[dict[str, Any]] = json.loads(text)["sessions"]
+    return listed
+
+
+def post(browser: Browser, path: str) -> Any:
+    status, text = browser.request("POST", path, "")
+    assert status == 200, text
+    return json.loads(text)
+
+
+@pytest.mark.parametrize("store", STORES)
+def test_three_clients_listed_one_ended_then_all_but_the_current(
+    store: str, store_args: Callable[[str], list[str]], apps: Callable[..., AppProcess]
+) -> None:
+    app = apps(*store_args(store))
+    name = user()
+    clients = [Browser(app.port) for _ in range(3)]
+    stranger = Browser(app.port)
+    try:
+        for client in clients:
+            login(client, name)
+        login(stranger, user())
+        listed = sessions(clients[0])
+        assert len(listed) == 3
+        assert [s["current"] for s in listed].count(True) == 1
+        assert all(set(s["info"]) == {"agent"} for s in listed)
+        # The ids shown are not the session cookies.
+        for s in listed:
+            assert s["id"] not in json.dumps(clients[0].cookies)
+        # "End this session": client 1's session, from client 0's list.
+        mine = {s["id"] for s in listed if s["current"]}
+        target = next(s for s in listed if not s["current"])["id"]
+        ended_before = {me(c) for c in clients}
+        assert ended_before == {name}
+        assert post(clients[0], f"/end?id={target}") == {"ended": 1}
+        assert post(clients[0], f"/end?id={target}") == {"ended": 0}
+        assert sorted(me(c) is None for c in clients) == [False, False, True]
+        left = sessions(clients[0])
+        assert len(left) == 2 and mine <= {s["id"] for s in left}
+        # "Log out everywhere else".
+        assert post(clients[0], "/others") == {"ended": 1}
+        assert [me(c) for c in clients] == [name, None, None]
+        assert [s["id"] for s in sessions(clients[0])] == list(mine)
+        # Another user's sessions were never touched; unknown ids are a no-op.
+        assert me(stranger) is not None
+        assert post(clients[0], "/end?id=" + "0" * 64) == {"ended": 0}
+        assert post(clients[0], "/end?id=nonsense") == {"ended": 0}
+        # Logging out leaves the list empty.
+        assert clients[0].request("POST", "/logout", "")[0] == 200
+        login(clients[1], name)
+        assert len(sessions(clients[1])) == 1
+    finally:
+        for client in [*clients, stranger]:
+            client.close()
+
+
+@pytest.mark.parametrize("store", STORES)
+def test_a_password_change_ends_the_other_sessions(
+    store: str, store_args: Callable[[str], list[str]], apps: Callable[..., AppProcess]
+) -> None:
+    app = apps(*store_args(store))
+    name = user()
+    clients = [Browser(app.port) for _ in range(3)]
+    try:
+        for client in clients:
+            login(client, name)
+        old_cookies = dict(clients[2].cookies)
+        assert post(clients[2], "/password") == {"ended": 2}
+        assert [me(c) for c in clients] == [None, None, name]
+        # The survivor was regenerated: its old cookie opens nothing either.
+        assert clients[2].cookies != old_cookies
+        replay = Browser(app.port)
+        replay.cookies = old_cookies
+        try:
+            assert me(replay) is None
+        finally:
+            replay.close()
+        assert len(sessions(clients[2])) == 1
+    finally:
+        for client in clients:
+            client.close()
+
+
+def test_two_processes_sharing_redis_see_each_others_sessions(
+    redis_server: Any, apps: Callable[..., AppProcess]
+) -> None:
+    one = apps("--store", "redis", "--url", redis_server.url)
+    two = apps("--store", "redis", "--url", redis_server.url)
+    name = user()
+    a, b = Browser(one.port), Browser(two.port)
+    try:
+        login(a, name)
+        login(b, name)
+        assert len(sessions(a)) == 2
+        assert len(sessions(b)) == 2
+        # Ended from one process, gone in the other.
+        assert post(a, "/others") == {"ended": 1}
+        assert me(b) is None
+        assert len(sessions(a)) == 1
+    finally:
+        a.close()
+        b.close()
+
+
+@pytest.mark.parametrize("store", ["memory", "file", "sqlite", "redis", "cluster"])
+def test_a_remember_me_session_outlives_a_normal_one(
+    store: str, store_args: Callable[[str], list[str]], apps: Callable[..., AppProcess]
+) -> None:
+    app = apps(*store_args(store), "--idle-timeout", "1")
+    name = user()
+    normal, remembered = Browser(app.port), Browser(app.port)
+    try:
+        login(normal, name)
+        assert not any("expires" in c.lower() for c in normal.last_set_cookie)
+        login(remembered, name, remember=True)
+        assert all("expires" in c.lower() for c in remembered.last_set_cookie)
+        time.sleep(2.5)
+        assert me(normal) is None
+        assert me(remembered) == name
+        assert len(sessions(remembered)) == 1
+    finally:
+        normal.close()
+        remembered.close()
+
+
+class FakeHandler:
+    """Enough of a RequestHandler for manager.get/set: cookies in a dict."""
+
+    def __init__(self) -> None:
+        self.cookies: dict[str, str] = {}
+
+    def get_secure_cookie(self, name: str, *args: Any, **kwargs: Any) -> bytes | None:
+        value = self.cookies.get(name)
+        return value.encode() if value is not None else None
+
+    def set_secure_cookie(self, name: str, value: str, *args: Any, **kwargs: Any) -> None:
+        self.cookies[name] = value
+
+
+def index_size(store: Any, store_name: str, redis_url: str | None, folder: Path) -> int:
+    """How many index entries the store holds, counted in its own terms."""
+    if store_name == "memory":
+        return len(store)  # index entries live in entries: never more than the entries
+    if store_name == "file":
+        return sum(len(p.read_text().splitlines()) for p in folder.glob("USERS*"))
+    if store_name == "sqlite":
+        import sqlite3
+
+        with sqlite3.connect(folder / "s.sqlite3") as db:
+            (n,) = db.execute(
+                "SELECT count(*) FROM tornsession_sessions WHERE user_key IS NOT NULL"
+            ).fetchone()
+            return int(n)
+    import redis
+
+    assert redis_url is not None
+    client = redis.Redis.from_url(redis_url)
+    return sum(int(client.zcard(key)) for key in client.scan_iter("churn:user:*"))
+
+
+@pytest.mark.parametrize("store_name", ["memory", "file", "sqlite", "redis"])
+def test_the_index_stays_bounded_after_10000_logins_with_expiry(
+    store_name: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    redis_url = None
+    if store_name == "memory":
+        store: Any = tornsession.MemoryStore()
+    elif store_name == "file":
+        store = tornsession.FileStore(tmp_path)
+    elif store_name == "sqlite":
+        store = tornsession.SqliteStore(tmp_path / "s.sqlite3")
+    else:
+        redis_url = request.getfixturevalue("redis_server").url
+        store = tornsession.RedisStore(redis_url, prefix="churn:")
+    manager = tornsession.TornadoSessionManager(
+        "churn-test-secret-of-32-bytes-or-more", store=store, idle_timeout=1
+    )
+    users = [f"churn-{n}" for n in range(20)]
+    for n in range(10_000):
+        session = manager.get()
+        session.set_user(users[n % len(users)])
+        manager.set(FakeHandler(), session)
+        if n % 2500 == 2499:
+            time.sleep(1.2)  # the sessions so far expire
+    time.sleep(1.2)
+    # A user's next login (or list) prunes what expired; other users' indexes expire or are
+    # pruned as the store goes (Redis key expiry, SQLite rows, memory entries, file cleanup).
+    for name in users:
+        assert manager.user_sessions(name) == []
+    if store_name == "file":
+        store.cleanup(1)
+    # Bounded by the logins of one expiry period (2,500 here), not by all 10,000.
+    size = index_size(store, store_name, redis_url, tmp_path)
+    assert size <= 2_600, size
+
+
+def test_bad_input_and_stores_that_cannot_list(memcached_servers: Any) -> None:
+    manager = tornsession.TornadoSessionManager(
+        "api-test-secret-of-32-bytes-or-more!", idle_timeout=60, max_idle_timeout=600
+    )
+    session = manager.get()
+    for bad in (5, b"ann", None):
+        with pytest.raises(TypeError, match="user_id must be a str"):
+            session.set_user(bad)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="user_id must be a str"):
+            manager.user_sessions(bad)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="user_id must be a str"):
+            manager.destroy_user_sessions(bad)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="empty"):
+        session.set_user("")
+    with pytest.raises(ValueError, match="2048"):
+        session.set_info(blob="x" * 3000)
+    # Unknown users and ids are a no-op, whatever their shape.
+    assert manager.user_sessions("nobody") == []
+    assert manager.destroy_user_sessions("nobody") == 0
+    for hashed in ("", "0" * 64, "zz", "A" * 64, "0" * 65):
+        assert manager.destroy_session(hashed) == 0
+    # Stores without an index say which ones have one.
+    memcached = tornsession.MemcachedStore([s.address for s in memcached_servers])
+    for store in (memcached, _PlainPythonStore()):
+        other = tornsession.SessionManager("api-test-secret-of-32-bytes-or-more!", store=store)
+        owned = other.get()
+        owned.set_user("ann")
+        with pytest.raises(NotImplementedError, match="RedisStore"):
+            other.set(owned)
+        with pytest.raises(NotImplementedError, match="SqliteStore"):
+            other.user_sessions("ann")
+
+
+def test_set_expiry_stays_within_the_manager_limits() -> None:
+    manager = tornsession.TornadoSessionManager(
+        "api-test-secret-of-32-bytes-or-more!", idle_timeout=60, max_idle_timeout=600
+    )
+
+    class Handler(FakeHandler):
+        path_args: tuple[str, ...] = ()
+        prepare = None
+
+    handler = Handler()  # held: the session keeps only a weak reference
+    session = tornsession.TornadoSession(manager, handler)
+    session.set_expiry(idle_timeout=600, persistent=True)
+    with pytest.raises(ValueError, match="max_idle_timeout"):
+        session.set_expiry(idle_timeout=601)
+    no_max = tornsession.TornadoSessionManager("api-test-secret-of-32-bytes-or-more!", lifetime=10)
+    other = tornsession.TornadoSession(no_max, handler)
+    with pytest.raises(ValueError, match="lifetime"):
+        other.set_expiry(lifetime=11)
+    other.set_expiry(lifetime=5, idle_timeout=10**6)
+
+
+def test_a_store_that_is_down_raises_session_store_error() -> None:
+    store = tornsession.RedisStore("redis://127.0.0.1:1/0", connect_timeout=0.2, timeout=0.2)
+    manager = tornsession.SessionManager("api-test-secret-of-32-bytes-or-more!", store=store)
+    with pytest.raises(tornsession.SessionStoreError):
+        manager.user_sessions("ann")
+    with pytest.raises(tornsession.SessionStoreError):
+        manager.destroy_user_sessions("ann")
+    with pytest.raises(tornsession.SessionStoreError):
+        manager.destroy_session(manager.hashed_id(_owned(manager)) or "")
+
+
+def _owned(manager: tornsession.SessionManager) -> tornsession.Session:
+    session = manager.get()
+    session.set_user("ann")
+    return session
+
+
+class _PlainPythonStore:
+    def __init__(self) -> None:
+        self.data: dict[str, bytes] = {}
+
+    def get(self, key: str) -> bytes | None:
+        return self.data.get(key)
+
+    def set(self, key: str, value: bytes, ttl: int | None) -> None:
+        self.data[key] = value
+
+    def delete(self, key: str) -> None:
+        self.data.pop(key, None)
