@@ -4,7 +4,9 @@ a replica and a sentinel with the master killed during the test."""
 
 from __future__ import annotations
 
+import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -311,6 +313,45 @@ def test_sentinel_store_finds_the_master_and_follows_a_failover(
     assert dict(m.get(s.session_id, s.hmac_digest)) == {"user": "ann", "after": "failover"}
     assert replica.exists(key) == 1
     assert failed_during >= 1
+
+
+def test_a_silent_sentinel_is_skipped_within_the_timeouts(sentinel_setup: SentinelSetup) -> None:
+    # A sentinel that accepts connections and never answers (a hung host, a black hole).
+    silent = socket.socket()
+    silent.bind((HOST, 0))
+    silent.listen(16)
+    held: list[socket.socket] = []
+
+    def accept_and_say_nothing() -> None:
+        while True:
+            try:
+                held.append(silent.accept()[0])
+            except OSError:  # closed at the end of the test
+                return
+
+    threading.Thread(target=accept_and_say_nothing, daemon=True).start()
+    silent_address = f"{HOST}:{silent.getsockname()[1]}"
+    try:
+        alone = tornsession.RedisSentinelStore(
+            [silent_address], SERVICE, connect_timeout=0.5, timeout=0.5
+        )
+        started = time.monotonic()
+        with pytest.raises(tornsession.SessionStoreError):
+            saved_session(tornsession.SessionManager(SECRET, store=alone), n=1)
+        assert time.monotonic() - started < 3
+        both = tornsession.RedisSentinelStore(
+            [silent_address, f"{HOST}:{sentinel_setup.sentinel.port}"],
+            SERVICE,
+            connect_timeout=0.5,
+            timeout=0.5,
+        )
+        started = time.monotonic()
+        s = saved_session(tornsession.SessionManager(SECRET, store=both), n=2)
+        assert s["n"] == 2 and time.monotonic() - started < 3, "the next sentinel answers"
+    finally:
+        silent.close()
+        for connection in held:
+            connection.close()
 
 
 def test_sentinel_store_without_a_reachable_sentinel_fails_with_session_store_error() -> None:

@@ -21,8 +21,9 @@ const LOCK_FILE: &str = ".tornsession.lock";
 /// Prefix of a user's index file: `USERS<user key>`, a line per session: its id and, when it
 /// expires, its idle timeout in seconds (so entries of idle sessions go without a cleanup).
 pub const USER_PREFIX: &str = "USERS";
-/// The most an index file is read: 64 KiB is about 2,000 sessions of one user.
-const MAX_INDEX_BYTES: usize = 64 << 10;
+/// The largest index file read (about 1.5 million sessions of one user); a larger one is an
+/// error, never read in part.
+const MAX_INDEX_BYTES: usize = 64 << 20;
 /// The prefix of temporary files, which are renamed over session files when complete.
 const TEMP_PREFIX: &str = ".tmp-";
 /// Temporary files older than this were left by a crash mid-save; cleanup removes them.
@@ -217,9 +218,17 @@ impl FileStore {
             }
         };
         let mut text = String::new();
-        file.take(MAX_INDEX_BYTES as u64)
+        file.take(MAX_INDEX_BYTES as u64 + 1)
             .read_to_string(&mut text)
             .map_err(|e| StoreError::new(self, format!("cannot read a user index: {e}")))?;
+        // Never cut it short: an index read in part and written back would forget sessions,
+        // which "log out everywhere" would then miss.
+        if text.len() > MAX_INDEX_BYTES {
+            return Err(StoreError::new(
+                self,
+                format!("a user index is over {MAX_INDEX_BYTES} bytes; refusing to truncate it"),
+            ));
+        }
         // Anything that is not an id (a planted or torn line) is simply not a member.
         Ok(text
             .lines()
@@ -674,6 +683,29 @@ impl SessionStore for FileStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_user_index_keeps_every_session_past_64_kib() {
+        // 3,000 entries are about 100 KiB: an index read in part, then written back by the
+        // next login, would forget the rest.
+        let root = tempfile::tempdir().unwrap();
+        let store = FileStore::open(root.path(), false).unwrap();
+        let mut ids: Vec<String> = (0..3000).map(|n| format!("{n:032x}")).collect();
+        let mut index = String::new();
+        for id in &ids {
+            fs::write(store.path_of(id), b"{}").unwrap();
+            index.push_str(id);
+            index.push('\n');
+        }
+        fs::write(store.index_path("user"), index).unwrap();
+        let one_more = format!("{:032x}", 3000);
+        store.save(&one_more, b"{}", None).unwrap();
+        store.index_user("user", &one_more, None).unwrap();
+        ids.push(one_more);
+        let mut listed = store.user_session_ids("user").unwrap();
+        listed.sort();
+        assert_eq!(listed, ids);
+    }
     use std::os::unix::fs::PermissionsExt;
 
     use crate::stores::StoreErrorKind;

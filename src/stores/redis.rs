@@ -11,10 +11,9 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use redis::cluster::{ClusterClient, ClusterConnection};
-use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
 use redis::{
-    Client, ClientTlsConfig, Connection, ConnectionAddr, ConnectionLike, RedisError, RedisResult,
-    TlsCertificates, TlsMode,
+    Client, ClientTlsConfig, Connection, ConnectionAddr, ConnectionInfo, ConnectionLike,
+    RedisConnectionInfo, RedisError, RedisResult, TlsCertificates,
 };
 
 use super::{within_limit, SessionStore, StoreError};
@@ -675,7 +674,12 @@ fn sentinel_addr(address: &str) -> Result<ConnectionAddr, String> {
 /// again, so the store follows a failover by itself (requests fail until the sentinels have
 /// promoted a replica).
 pub struct RedisSentinelStore {
-    sentinel: Mutex<SentinelClient>,
+    /// The sentinels' addresses, asked in turn. (The redis crate's `SentinelClient` has no
+    /// timeouts: one sentinel that accepts and never answers would hang every request.)
+    sentinel_addresses: Vec<ConnectionAddr>,
+    /// How to reach the master once named.
+    master_options: SentinelMasterOptions,
+    certificates: Option<TlsCertificates>,
     /// The master the sentinels named last; `None` once it failed.
     master: Mutex<Option<Client>>,
     sentinels: Vec<String>,
@@ -714,28 +718,10 @@ impl RedisSentinelStore {
         if certificates.is_some() && !master.ssl {
             return Err(fail("ssl_* files need ssl=True".to_owned()));
         }
-        let mut builder = SentinelClientBuilder::new(
-            addresses,
-            service_name.to_owned(),
-            SentinelServerType::Master,
-        )
-        .map_err(|e| fail(e.to_string()))?
-        .set_client_to_redis_db(master.db);
-        if master.ssl {
-            builder = builder.set_client_to_redis_tls_mode(TlsMode::Secure);
-        }
-        if let Some(certificates) = certificates {
-            builder = builder.set_client_to_redis_certificates(certificates);
-        }
-        if let Some(username) = master.username {
-            builder = builder.set_client_to_redis_username(username);
-        }
-        if let Some(password) = master.password {
-            builder = builder.set_client_to_redis_password(password);
-        }
-        let sentinel = builder.build().map_err(|e| fail(e.to_string()))?;
         Ok(Self {
-            sentinel: Mutex::new(sentinel),
+            sentinel_addresses: addresses,
+            master_options: master,
+            certificates,
             master: Mutex::new(None),
             sentinels: sentinels.to_vec(),
             service_name: service_name.to_owned(),
@@ -756,10 +742,56 @@ impl RedisSentinelStore {
         &self.service_name
     }
 
+    /// The master the sentinels name: each sentinel in turn, within the store's timeouts.
     fn ask_sentinels(&self) -> RedisResult<Client> {
-        let client = self.sentinel.lock().get_client()?;
-        *self.master.lock() = Some(client.clone());
-        Ok(client)
+        let mut last_error = None;
+        for sentinel in &self.sentinel_addresses {
+            match self.master_named_by(sentinel) {
+                Ok(client) => {
+                    *self.master.lock() = Some(client.clone());
+                    return Ok(client);
+                }
+                Err(e) => last_error = Some(e),
+            }
+        }
+        Err(last_error
+            .unwrap_or_else(|| RedisError::from((redis::ErrorKind::IoError, "no sentinel to ask"))))
+    }
+
+    fn master_named_by(&self, sentinel: &ConnectionAddr) -> RedisResult<Client> {
+        let sentinel = Client::open(ConnectionInfo {
+            addr: sentinel.clone(),
+            redis: RedisConnectionInfo::default(),
+        })?;
+        let mut connection = connect(&sentinel, &self.options)?;
+        let (host, port): (String, u16) = redis::cmd("SENTINEL")
+            .arg("get-master-addr-by-name")
+            .arg(&self.service_name)
+            .query(&mut connection)?;
+        let master = &self.master_options;
+        let addr = if master.ssl {
+            ConnectionAddr::TcpTls {
+                host,
+                port,
+                insecure: false,
+                tls_params: None,
+            }
+        } else {
+            ConnectionAddr::Tcp(host, port)
+        };
+        let info = ConnectionInfo {
+            addr,
+            redis: RedisConnectionInfo {
+                db: master.db,
+                username: master.username.clone(),
+                password: master.password.clone(),
+                ..RedisConnectionInfo::default()
+            },
+        };
+        match &self.certificates {
+            Some(certificates) => Client::build_with_tls(info, certificates.clone()),
+            None => Client::open(info),
+        }
     }
 
     /// A connection to the known master; when that fails (it may have moved), to the one the
