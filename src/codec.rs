@@ -157,6 +157,16 @@ pub fn encode_with(created: u64, data: &Map<String, Value>, extras: &Extras) -> 
     serde_json::to_vec(&envelope).expect("a JSON map with string keys always serializes")
 }
 
+/// `blob` (a record of ours) with its owner's generation set to `generation`.
+pub fn with_generation(blob: &[u8], generation: u64) -> Result<Vec<u8>, CodecError> {
+    let record = decode(blob)?;
+    let extras = Extras {
+        generation: Some(generation),
+        ..record.extras
+    };
+    Ok(encode_with(record.created, &record.data, &extras))
+}
+
 /// Reads a stored blob back; anything that is not a record of a known version is an error.
 pub fn decode(blob: &[u8]) -> Result<SessionRecord, CodecError> {
     if looks_like_pickle(blob) {

@@ -220,6 +220,16 @@ impl Engine {
                         self.store
                             .touch_user(py, &users::user_key(user), session_id, ttl)?;
                     }
+                    // Where no index can end it, its owner's counter may have (memcached):
+                    // the one extra round trip of an owned load there.
+                    if let Some(user) = extras.user.as_deref() {
+                        if self.store.revokes_by_generation() {
+                            let counter = self.store.user_generation(py, &users::user_key(user))?;
+                            if users::is_revoked(extras.generation, counter) {
+                                return Ok(Fetched::Revoked);
+                            }
+                        }
+                    }
                 }
                 Ok(Fetched::Record(blob))
             }
@@ -238,7 +248,12 @@ impl Engine {
     pub fn open(&self, py: Python<'_>, verified: &Verified, fetched: Fetched) -> PyResult<Loaded> {
         let now = time::now();
         match lifecycle::open(&self.policy, verified, fetched, now) {
-            Opened::Existing { state, data } => {
+            Opened::Existing { mut state, data } => {
+                // A record without a generation was live as generation 0: saved as that, not
+                // as whatever the counter says by then (which would revive it after a bump).
+                if self.store.revokes_by_generation() && state.extras.user.is_some() {
+                    state.extras.generation.get_or_insert(0);
+                }
                 let digest = self.secrets.sign(&verified.id);
                 Ok(Loaded {
                     meta: SessionMeta::new(py, &verified.id, &digest, state),
@@ -260,6 +275,13 @@ impl Engine {
                     FreshReason::LifetimeOver => (
                         Level::Info,
                         format!("session {token} reached its lifetime, starting a new session"),
+                    ),
+                    FreshReason::Revoked => (
+                        Level::Info,
+                        format!(
+                            "session {token} was ended with all its owner's sessions, starting a \
+                             new session"
+                        ),
                     ),
                     FreshReason::Unreadable(why) => (
                         Level::Warning,
@@ -326,7 +348,27 @@ impl Engine {
 
     /// Writes a planned record as its mode says. A conditional write that finds no record is
     /// `Gone`; one that finds another writer's record is a conflict error.
-    pub fn write(&self, py: Python<'_>, write: &PlannedWrite) -> Result<WriteOutcome, StoreError> {
+    ///
+    /// On a store that revokes by generation, a record of a new owner is first given the
+    /// owner's current generation: one `get` per login, none for saves of loaded sessions,
+    /// which keep the generation they were loaded with (so one ended meanwhile stays ended).
+    pub fn write(
+        &self,
+        py: Python<'_>,
+        write: &mut PlannedWrite,
+    ) -> Result<WriteOutcome, StoreError> {
+        if let (Some(user), None) = (&write.plan.user, write.plan.generation) {
+            if self.store.revokes_by_generation() {
+                let generation = self
+                    .store
+                    .user_generation(py, &users::user_key(user))?
+                    .unwrap_or(0);
+                if let Ok(blob) = codec::with_generation(&write.plan.blob, generation) {
+                    write.plan.blob = blob;
+                    write.plan.generation = Some(generation);
+                }
+            }
+        }
         let outcome = self.write_record(py, write)?;
         let PlannedWrite { id, plan } = write;
         if outcome == WriteOutcome::Written {
@@ -411,8 +453,8 @@ impl Engine {
 
     /// Plans, writes and records, on this thread (the synchronous API).
     pub fn save_now(&self, py: Python<'_>, session: &Bound<'_, Session>) -> PyResult<()> {
-        if let Some(write) = self.plan_save(session)? {
-            let outcome = self.write(py, &write)?;
+        if let Some(mut write) = self.plan_save(session)? {
+            let outcome = self.write(py, &mut write)?;
             self.record_write(py, session, write, outcome);
         }
         Ok(())
@@ -509,6 +551,18 @@ impl Engine {
     }
 }
 
+/// How often `destroy_user_sessions` tries to carry `keep` over while other saves of it keep
+/// getting in first.
+const CARRY_OVER_ATTEMPTS: usize = 3;
+
+/// What `destroy_user_sessions` did.
+pub struct Ended {
+    /// How many sessions ended, as far as the store can tell (0 on memcached: unknown).
+    pub count: usize,
+    /// `keep`'s record as rewritten under the owner's new generation, and that generation.
+    pub kept: Option<(Vec<u8>, u64)>,
+}
+
 /// One session of a user, as `user_sessions` lists it.
 pub struct Listed {
     pub id: String,
@@ -562,13 +616,17 @@ impl Engine {
         Ok(listed)
     }
 
-    /// Ends every session of `user_id` but `keep` (a session id); returns how many.
+    /// Ends every session of `user_id` but `keep` (a session id); returns how many, and the
+    /// record `keep` was carried over with (stores that revoke by generation).
     pub fn destroy_user_sessions(
         &self,
         py: Python<'_>,
         user_id: &str,
         keep: Option<&str>,
-    ) -> Result<usize, StoreError> {
+    ) -> Result<Ended, StoreError> {
+        if self.store.revokes_by_generation() {
+            return self.destroy_user_generation(py, user_id, keep);
+        }
         let mut ended = 0;
         for session in self.user_sessions(py, user_id)? {
             if Some(session.id.as_str()) != keep {
@@ -584,7 +642,88 @@ impl Engine {
                 &format!("{ended} sessions of user {token} destroyed"),
             );
         }
-        Ok(ended)
+        Ok(Ended {
+            count: ended,
+            kept: None,
+        })
+    }
+
+    /// `destroy_user_sessions` where no index lists the sessions (memcached): the owner's
+    /// generation moves on, which ends every record written under an older one as it is next
+    /// loaded; `keep`, when a live session of the user, is rewritten under the new one. How
+    /// many ended is not known: the count is 0.
+    fn destroy_user_generation(
+        &self,
+        py: Python<'_>,
+        user_id: &str,
+        keep: Option<&str>,
+    ) -> Result<Ended, StoreError> {
+        let key = users::user_key(user_id);
+        let bump = self.store.bump_user_generation(py, &key)?;
+        let kept = match keep {
+            Some(id) => self.carry_over(py, id, user_id, bump)?,
+            None => None,
+        };
+        log(
+            py,
+            Level::Info,
+            &format!(
+                "sessions of user {} ended by generation {}{}",
+                ids::log_token(&key),
+                bump.after,
+                if kept.is_some() { ", but one" } else { "" }
+            ),
+        );
+        Ok(Ended { count: 0, kept })
+    }
+
+    /// Rewrites `keep`'s record under the new generation when it is a live session of the
+    /// user; the record written, or `None`. A compare-and-set, so a save of it racing this is
+    /// not undone (and one that gets in first is read again).
+    fn carry_over(
+        &self,
+        py: Python<'_>,
+        keep: &str,
+        user_id: &str,
+        bump: users::Bump,
+    ) -> Result<Option<(Vec<u8>, u64)>, StoreError> {
+        for _ in 0..CARRY_OVER_ATTEMPTS {
+            let Some(blob) = self.store.load(py, keep, None, self.max_read_size)? else {
+                return Ok(None);
+            };
+            let Ok(record) = codec::decode(&blob) else {
+                return Ok(None);
+            };
+            if !users::survives_bump(&record.extras, user_id, bump) {
+                return Ok(None);
+            }
+            let ttl = self
+                .policy
+                .for_session(&record.extras.expiry)
+                .ttl(record.created, time::now());
+            let extras = codec::Extras {
+                generation: Some(bump.after),
+                ..record.extras
+            };
+            let rewritten = codec::encode_with(record.created, &record.data, &extras);
+            match self
+                .store
+                .save_if_unchanged(py, keep, Some(&blob), &rewritten, ttl)
+            {
+                Ok(()) => return Ok(Some((rewritten, bump.after))),
+                Err(e) if e.kind == StoreErrorKind::Conflict => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(StoreError {
+            store: self.store.describe(py),
+            cause: format!(
+                "the record of session {} kept changing while it was carried over to its \
+                 owner's new generation",
+                ids::log_token(keep)
+            ),
+            kind: StoreErrorKind::Unavailable,
+        })
     }
 
     /// The session id a public id names, if it is a live session of the user it names.

@@ -207,6 +207,24 @@ impl SessionState {
         delete
     }
 
+    /// `set_user`: a new owner's generation is not known until the save asks the store for
+    /// it; the same owner keeps the one the session was loaded with.
+    pub fn set_owner(&mut self, user_id: String) {
+        if self.extras.user.as_deref() != Some(user_id.as_str()) {
+            self.extras.generation = None;
+        }
+        self.extras.user = Some(user_id);
+    }
+
+    /// A "log out everywhere" that kept this session rewrote its record under the owner's new
+    /// generation: later saves carry that one, and compare against the record as it now is.
+    pub fn carried_over(&mut self, blob: Vec<u8>, generation: u64) {
+        if self.is_stored() {
+            self.stored = Some(blob);
+            self.extras.generation = Some(generation);
+        }
+    }
+
     /// The owner whose index the record of this session must leave when it is deleted.
     pub fn indexed_owner(&self) -> Option<String> {
         self.stored_user.clone()
@@ -236,6 +254,9 @@ impl SessionState {
                 let first = self.stored.is_none();
                 self.stored = Some(plan.blob);
                 self.destroyed = false;
+                if self.extras.user == plan.user {
+                    self.extras.generation = plan.generation;
+                }
                 self.stored_user = plan.user;
                 first
             }
@@ -269,6 +290,9 @@ pub enum FreshReason {
     Corrupt(String),
     /// The session outlived the manager's `lifetime`.
     LifetimeOver,
+    /// Its owner's sessions were ended by generation since it was saved (memcached's "log out
+    /// everywhere").
+    Revoked,
 }
 
 /// What the store answered for a verified id, as the lifecycle distinguishes it. A store that
@@ -279,6 +303,9 @@ pub enum Fetched {
     Missing,
     Unreadable(String),
     Oversized(String),
+    /// An owned record written under an older generation than its owner's counter (see
+    /// `users::is_revoked`): ended, and deleted as it is found.
+    Revoked,
 }
 
 /// What a load comes to.
@@ -309,6 +336,7 @@ pub fn open(policy: &Policy, verified: &Verified, fetched: Fetched, now: u64) ->
         Fetched::Missing => return fresh(FreshReason::Missing, false),
         Fetched::Unreadable(why) => return fresh(FreshReason::Unreadable(why), false),
         Fetched::Oversized(why) => return fresh(FreshReason::Oversized(why), false),
+        Fetched::Revoked => return fresh(FreshReason::Revoked, true),
     };
     let record = match codec::decode(&blob) {
         Ok(record) => record,
@@ -352,6 +380,9 @@ pub struct SavePlan {
     pub user: Option<String>,
     /// An earlier owner whose index the id must leave (the owner changed).
     pub unindex: Option<String>,
+    /// The owner's generation the record is written under (`None`: not known yet; a store
+    /// that revokes by generation asks for it before writing, see `engine`).
+    pub generation: Option<u64>,
 }
 
 /// What came of a conditional write (a conflict is an error of its own, raised by the caller).
@@ -416,6 +447,7 @@ pub fn plan_save(
             .stored_user
             .clone()
             .filter(|old| Some(old) != user.as_ref()),
+        generation: state.extras.generation,
         user,
     }))
 }
@@ -570,6 +602,86 @@ mod tests {
             open(&policy, &v, Fetched::Record(young), NOW),
             Opened::Existing { .. }
         ));
+    }
+
+    #[test]
+    fn a_revoked_record_is_a_fresh_session_and_is_deleted() {
+        let opened = open(&Policy::default(), &verified(false), Fetched::Revoked, NOW);
+        assert!(matches!(
+            opened,
+            Opened::Fresh {
+                why: FreshReason::Revoked,
+                delete_old: true,
+                ..
+            }
+        ));
+    }
+
+    /// `plan`, with the extras a save encodes.
+    fn plan_owned(
+        policy: &Policy,
+        state: &SessionState,
+        d: &Map<String, Value>,
+    ) -> Option<SavePlan> {
+        let blob = codec::encode_with(created_for_save(state, NOW), d, &state.extras_for_save(NOW));
+        plan_save(policy, state, blob, d.is_empty(), NOW).unwrap()
+    }
+
+    #[test]
+    fn a_kept_session_saves_under_the_new_generation() {
+        let policy = Policy::default();
+        let mut extras = Extras {
+            user: Some("ann".to_owned()),
+            generation: Some(3),
+            seen: Some(crate::users::seen_stamp(NOW)),
+            ..Extras::default()
+        };
+        let blob = codec::encode_with(NOW, &data(&[]), &extras);
+        let Opened::Existing { mut state, .. } =
+            open(&policy, &verified(false), Fetched::Record(blob), NOW)
+        else {
+            panic!("not opened");
+        };
+        assert_eq!(state.extras.generation, Some(3));
+        extras.generation = Some(4);
+        let rewritten = codec::encode_with(NOW, &data(&[]), &extras);
+        state.carried_over(rewritten.clone(), 4);
+        // Nothing changed since the rewrite: nothing to write; a change writes generation 4.
+        assert_eq!(plan_owned(&policy, &state, &data(&[])), None);
+        let write = plan_owned(&policy, &state, &data(&[("n", 1)])).unwrap();
+        assert_eq!(write.generation, Some(4));
+        assert_eq!(
+            codec::decode(&write.blob).unwrap().extras.generation,
+            Some(4)
+        );
+        // A session never stored has no record to carry over.
+        let mut fresh = SessionState::fresh(NOW);
+        fresh.carried_over(rewritten, 4);
+        assert_eq!((fresh.stored, fresh.extras.generation), (None, None));
+    }
+
+    #[test]
+    fn a_generation_learnt_at_the_write_is_kept_for_the_next_saves() {
+        let policy = Policy::default();
+        let mut state = SessionState::fresh(NOW);
+        state.set_owner("ann".to_owned());
+        let mut write = plan_owned(&policy, &state, &data(&[("n", 1)])).unwrap();
+        assert_eq!(write.generation, None);
+        write.generation = Some(9); // as the engine fills it in
+        state.record_write(write, WriteOutcome::Written);
+        assert_eq!(state.extras.generation, Some(9));
+    }
+
+    #[test]
+    fn a_new_owner_forgets_the_generation_the_same_owner_keeps_it() {
+        let mut state = SessionState::fresh(NOW);
+        state.set_owner("ann".to_owned());
+        state.extras.generation = Some(7);
+        state.set_owner("ann".to_owned());
+        assert_eq!(state.extras.generation, Some(7));
+        state.set_owner("bob".to_owned());
+        assert_eq!(state.extras.generation, None);
+        assert_eq!(state.extras.user.as_deref(), Some("bob"));
     }
 
     #[test]

@@ -264,7 +264,8 @@ impl SessionManager {
     }
 
     /// Ends every session `user_id` owns ("log out everywhere"), but `keep` (a session, its id,
-    /// or its `SessionInfo.id`) if given; returns how many were ended.
+    /// or its `SessionInfo.id`) if given; returns how many were ended (0 on memcached, which
+    /// cannot count them).
     #[pyo3(signature = (user_id, keep = None))]
     fn destroy_user_sessions(
         &self,
@@ -273,13 +274,23 @@ impl SessionManager {
         keep: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<usize> {
         let user_id = user_id_arg(user_id)?;
-        let keep = match keep.filter(|k| !k.is_none()) {
+        let keep = keep.filter(|k| !k.is_none());
+        let keep_id = match keep {
             None => None,
             Some(keep) => self.session_id_of(py, keep)?,
         };
-        Ok(self
+        let ended = self
             .engine
-            .destroy_user_sessions(py, &user_id, keep.as_deref())?)
+            .destroy_user_sessions(py, &user_id, keep_id.as_deref())?;
+        // A kept session object saves under the new generation from now on (memcached).
+        if let (Some((blob, generation)), Some(session)) =
+            (ended.kept, keep.and_then(|k| k.cast::<Session>().ok()))
+        {
+            session
+                .get()
+                .update_state(|state| state.carried_over(blob, generation));
+        }
+        Ok(ended.count)
     }
 
     /// Ends the session a `SessionInfo.id` names ("end this session"); returns 1, or 0 when it
@@ -326,6 +337,8 @@ impl SessionManager {
         let py = slf.py();
         let keep = match keep.filter(|k| !k.is_none()) {
             None => py.None().into_bound(py),
+            // The session itself, so a carried-over generation reaches it (memcached).
+            Some(keep) if keep.cast::<Session>().is_ok() => keep.clone(),
             Some(keep) => slf
                 .get()
                 .session_id_of(py, keep)?

@@ -896,6 +896,44 @@ impl StoreHandle {
         }
     }
 
+    /// Whether the store ends a user's sessions by generation (memcached); never a Python store.
+    pub fn revokes_by_generation(&self) -> bool {
+        match self {
+            Self::Native(store) => store.revokes_by_generation(),
+            Self::Python(_) => false,
+        }
+    }
+
+    /// The user's generation (see `SessionStore::user_generation`).
+    pub fn user_generation(
+        &self,
+        py: Python<'_>,
+        user_key: &str,
+    ) -> Result<Option<u64>, StoreError> {
+        match self {
+            Self::Native(store) => self.native(py, store, || store.user_generation(user_key)),
+            Self::Python(_) => Err(StoreError::unsupported(
+                self.describe(py),
+                "a generation counter",
+            )),
+        }
+    }
+
+    /// Moves the user's generation on (see `SessionStore::bump_user_generation`).
+    pub fn bump_user_generation(
+        &self,
+        py: Python<'_>,
+        user_key: &str,
+    ) -> Result<crate::users::Bump, StoreError> {
+        match self {
+            Self::Native(store) => self.native(py, store, || store.bump_user_generation(user_key)),
+            Self::Python(_) => Err(StoreError::unsupported(
+                self.describe(py),
+                "a generation counter",
+            )),
+        }
+    }
+
     /// Runs a native store call, without the GIL when it may block.
     fn native<T: Send>(
         &self,

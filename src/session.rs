@@ -115,7 +115,7 @@ impl Session {
             .to_str()?
             .to_owned();
         crate::users::check_user_id(&user_id).map_err(|e| PyValueError::new_err(e.to_string()))?;
-        self.update_state(|state| state.extras.user = Some(user_id));
+        self.update_state(|state| state.set_owner(user_id));
         Ok(())
     }
 

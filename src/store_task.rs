@@ -77,8 +77,8 @@ impl StoreTask {
                 let fetched = self.engine.fetch(py, &verified.id);
                 Job::Loaded(verified, fetched)
             }
-            Job::Save(write) => {
-                let outcome = self.engine.write(py, &write);
+            Job::Save(mut write) => {
+                let outcome = self.engine.write(py, &mut write);
                 Job::Saved(write, outcome)
             }
             Job::Delete(id, owner) => Job::Deleted(self.engine.delete(py, &id, owner.as_deref())),

@@ -15,6 +15,14 @@ pub fn now() -> u64 {
         .unwrap_or(0)
 }
 
+/// Now, in whole microseconds since the Unix epoch (0 on a clock before 1970).
+pub fn now_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
 /// Now, in fractional seconds since the Unix epoch.
 pub fn now_f64() -> f64 {
     SystemTime::now()

@@ -98,6 +98,37 @@ pub fn seen_stamp(now: u64) -> u64 {
     now - now % SEEN_GRANULARITY
 }
 
+/// Whether an owned record is ended by its owner's generation counter (stores that cannot
+/// list a user's sessions, memcached): it was written under an older generation than the
+/// counter's. A record without a generation, and a user without a counter, count as 0.
+pub fn is_revoked(record: Option<u64>, counter: Option<u64>) -> bool {
+    record.unwrap_or(0) < counter.unwrap_or(0)
+}
+
+/// The value a missing counter is created with by a bump: microseconds since the epoch, not 0,
+/// so a counter that was lost (evicted, or its server restarted while the sessions' server
+/// kept them) comes back above every generation written under the one it replaces, and "log
+/// out everywhere" still ends them.
+pub fn first_generation(now_micros: u64) -> u64 {
+    now_micros.max(1)
+}
+
+/// What a bump of a user's counter did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bump {
+    /// The generation the counter stood for before (0: there was none).
+    pub before: u64,
+    /// The generation now.
+    pub after: u64,
+}
+
+/// Whether the `keep` session of a "log out everywhere" is carried over to the new generation:
+/// its record, owned by `user_id`, was live before the bump. One revoked already (by an older
+/// bump, or a concurrent one that got in first) stays ended.
+pub fn survives_bump(record: &crate::codec::Extras, user_id: &str, bump: Bump) -> bool {
+    record.user.as_deref() == Some(user_id) && !is_revoked(record.generation, Some(bump.before))
+}
+
 /// How far a session's own limits may go: up to these when set, else up to the manager's own
 /// (`None` there: no limit).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -291,5 +322,53 @@ mod tests {
             change_expiry(&policy, &caps, long, None, None, None).unwrap(),
             long
         );
+    }
+
+    #[test]
+    fn a_record_is_revoked_only_by_a_newer_counter() {
+        assert!(!is_revoked(None, None));
+        assert!(!is_revoked(Some(5), None), "a lost counter ends nothing");
+        assert!(!is_revoked(Some(5), Some(5)));
+        assert!(!is_revoked(Some(6), Some(5)));
+        assert!(is_revoked(Some(4), Some(5)));
+        assert!(is_revoked(None, Some(1)), "no generation counts as 0");
+        assert!(!is_revoked(None, Some(0)));
+    }
+
+    #[test]
+    fn a_recreated_counter_starts_above_what_its_predecessor_handed_out() {
+        // A counter created at t and bumped a few times, then lost: the next one starts at a
+        // later clock reading, so it revokes every record of the first.
+        let t = 1_800_000_000_000_000;
+        let old = first_generation(t) + 3;
+        assert!(is_revoked(Some(old), Some(first_generation(t + 1_000_000))));
+        assert_eq!(first_generation(0), 1);
+    }
+
+    #[test]
+    fn only_a_live_record_of_the_user_survives_a_bump() {
+        let owned = |user: &str, generation| crate::codec::Extras {
+            user: Some(user.to_owned()),
+            generation,
+            ..crate::codec::Extras::default()
+        };
+        let bump = Bump {
+            before: 7,
+            after: 8,
+        };
+        assert!(survives_bump(&owned("ann", Some(7)), "ann", bump));
+        assert!(!survives_bump(&owned("ann", Some(6)), "ann", bump));
+        assert!(!survives_bump(&owned("bob", Some(7)), "ann", bump));
+        assert!(!survives_bump(
+            &crate::codec::Extras::default(),
+            "ann",
+            bump
+        ));
+        // The first bump of a user: records without a generation were live.
+        let first = Bump {
+            before: 0,
+            after: 42,
+        };
+        assert!(survives_bump(&owned("ann", None), "ann", first));
     }
 }

@@ -1,6 +1,6 @@
-//! The network stores against real servers: delete, save_if_exists, the read limit, and errors
-//! that never name a session id. Skipped with a note when the server binaries are missing,
-//! failed under CI=true.
+//! The network stores against real servers: delete, save_if_exists, the read limit, memcached's
+//! per-user generation counters, and errors that never name a session id. Skipped with a note
+//! when the server binaries are missing, failed under CI=true.
 //!
 //! Every server is made unconfusable: tests run in parallel and may pick the same free port, so
 //! a server counts as started only when the process answering on the port reports the pid of
@@ -254,6 +254,36 @@ fn memcached_store_against_a_real_server() {
     oversized_records_are_refused(&store);
     server.stop();
     a_dead_server_fails_without_naming_the_session(&store);
+}
+
+#[test]
+fn memcached_generation_counters_bump_atomically_from_missing() {
+    let Some(server) = memcached() else {
+        return;
+    };
+    let store = std::sync::Arc::new(memcached_store(&server));
+    let user = "00000000000000000000000000000abc";
+    assert!(store.revokes_by_generation());
+    assert_eq!(store.user_generation(user).unwrap(), None);
+    // Eight first bumps racing: every one moves the counter past all before it.
+    let bumps: Vec<_> = (0..8)
+        .map(|_| {
+            let store = store.clone();
+            std::thread::spawn(move || store.bump_user_generation(user).unwrap())
+        })
+        .collect();
+    let mut afters: Vec<u64> = bumps.into_iter().map(|b| b.join().unwrap().after).collect();
+    afters.sort_unstable();
+    afters.dedup();
+    assert_eq!(afters.len(), 8, "{afters:?}");
+    let now = store.user_generation(user).unwrap().unwrap();
+    assert_eq!(now, *afters.last().unwrap());
+    let next = store.bump_user_generation(user).unwrap();
+    assert_eq!((next.before, next.after), (now, now + 1));
+    // Listing is refused, naming the stores that list.
+    let e = store.user_session_ids(user).unwrap_err();
+    assert_eq!(e.kind, StoreErrorKind::Unsupported);
+    assert!(e.to_string().contains("SqliteStore"), "{e}");
 }
 
 #[test]

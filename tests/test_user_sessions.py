@@ -5,6 +5,8 @@ index that stays bounded under churn."""
 from __future__ import annotations
 
 import json
+import logging
+import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -14,6 +16,7 @@ from typing import Any
 import pytest
 import tornsession
 from conftest import AppProcess, Browser
+from servers import HOST
 
 STORES = ["memory", "file", "sqlite", "redis", "cluster", "python"]
 
@@ -31,6 +34,9 @@ def store_args(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[str]
         if store == "cluster":
             nodes = request.getfixturevalue("redis_cluster")
             return ["--store", "cluster", "--url", nodes[0].url.removesuffix("/0")]
+        if store == "memcached":
+            servers = request.getfixturevalue("memcached_servers")
+            return ["--store", "memcached", "--url", ",".join(s.address for s in servers)]
         return ["--store", store]
 
     return args
@@ -172,7 +178,7 @@ def test_two_processes_sharing_redis_see_each_others_sessions(
         b.close()
 
 
-@pytest.mark.parametrize("store", ["memory", "file", "sqlite", "redis", "cluster"])
+@pytest.mark.parametrize("store", ["memory", "file", "sqlite", "redis", "cluster", "memcached"])
 def test_a_remember_me_session_outlives_a_normal_one(
     store: str, store_args: Callable[[str], list[str]], apps: Callable[..., AppProcess]
 ) -> None:
@@ -187,7 +193,8 @@ def test_a_remember_me_session_outlives_a_normal_one(
         time.sleep(2.5)
         assert me(normal) is None
         assert me(remembered) == name
-        assert len(sessions(remembered)) == 1
+        if store != "memcached":  # which cannot list
+            assert len(sessions(remembered)) == 1
     finally:
         normal.close()
         remembered.close()
@@ -264,7 +271,7 @@ def test_the_index_stays_bounded_after_10000_logins_with_expiry(
     assert size <= 2_600, size
 
 
-def test_bad_input_and_stores_that_cannot_list(memcached_servers: Any) -> None:
+def test_bad_input_and_stores_that_cannot_list() -> None:
     manager = tornsession.TornadoSessionManager(
         "api-test-secret-of-32-bytes-or-more!", idle_timeout=60, max_idle_timeout=600
     )
@@ -286,15 +293,15 @@ def test_bad_input_and_stores_that_cannot_list(memcached_servers: Any) -> None:
     for hashed in ("", "0" * 64, "zz", "A" * 64, "0" * 65):
         assert manager.destroy_session(hashed) == 0
     # Stores without an index say which ones have one.
-    memcached = tornsession.MemcachedStore([s.address for s in memcached_servers])
-    for store in (memcached, _PlainPythonStore()):
-        other = tornsession.SessionManager("api-test-secret-of-32-bytes-or-more!", store=store)
-        owned = other.get()
-        owned.set_user("ann")
-        with pytest.raises(NotImplementedError, match="RedisStore"):
-            other.set(owned)
-        with pytest.raises(NotImplementedError, match="SqliteStore"):
-            other.user_sessions("ann")
+    other = tornsession.SessionManager(
+        "api-test-secret-of-32-bytes-or-more!", store=_PlainPythonStore()
+    )
+    owned = other.get()
+    owned.set_user("ann")
+    with pytest.raises(NotImplementedError, match="RedisStore"):
+        other.set(owned)
+    with pytest.raises(NotImplementedError, match="SqliteStore"):
+        other.user_sessions("ann")
 
 
 def test_set_expiry_stays_within_the_manager_limits() -> None:
@@ -347,3 +354,204 @@ class _PlainPythonStore:
 
     def delete(self, key: str) -> None:
         self.data.pop(key, None)
+
+
+# memcached: no listing, a per-user generation counter instead.
+
+
+@pytest.fixture
+def memcached_app(
+    memcached_servers: list[Any], apps: Callable[..., AppProcess]
+) -> Callable[..., AppProcess]:
+    def start(*extra: str) -> AppProcess:
+        servers = ",".join(s.address for s in memcached_servers)
+        return apps("--store", "memcached", "--url", servers, *extra)
+
+    return start
+
+
+def test_memcached_log_out_everywhere_ends_every_client(
+    memcached_app: Callable[..., AppProcess],
+) -> None:
+    app = memcached_app()
+    name = user()
+    clients = [Browser(app.port) for _ in range(3)]
+    stranger = Browser(app.port)
+    try:
+        for client in clients:
+            login(client, name)
+        login(stranger, user())
+        assert [me(c) for c in clients] == [name] * 3
+        # memcached cannot count what a generation ends: 0, documented.
+        assert post(clients[0], "/everywhere") == {"ended": 0}
+        assert [me(c) for c in clients] == [None] * 3
+        assert me(stranger) is not None
+        # Logins after it carry the new generation and live; the next bump ends them too.
+        login(clients[1], name)
+        login(clients[2], name)
+        assert [me(c) for c in clients] == [None, name, name]
+        assert post(clients[1], "/everywhere") == {"ended": 0}
+        assert [me(c) for c in clients] == [None, None, None]
+        assert me(stranger) is not None
+    finally:
+        for client in [*clients, stranger]:
+            client.close()
+
+
+def test_memcached_log_out_everywhere_else_keeps_the_current_session(
+    memcached_app: Callable[..., AppProcess],
+) -> None:
+    app = memcached_app()
+    name = user()
+    clients = [Browser(app.port) for _ in range(3)]
+    try:
+        for client in clients:
+            login(client, name)
+        assert post(clients[0], "/others") == {"ended": 0}
+        assert [me(c) for c in clients] == [name, None, None]
+        # The kept session goes on saving under the new generation.
+        for _ in range(3):
+            assert me(clients[0]) == name
+        login(clients[1], name)
+        assert post(clients[1], "/others") == {"ended": 0}
+        assert [me(c) for c in clients] == [None, name, None]
+    finally:
+        for client in clients:
+            client.close()
+
+
+def test_memcached_a_password_change_ends_the_other_sessions(
+    memcached_app: Callable[..., AppProcess],
+) -> None:
+    app = memcached_app()
+    name = user()
+    clients = [Browser(app.port) for _ in range(3)]
+    try:
+        for client in clients:
+            login(client, name)
+        old_cookies = dict(clients[2].cookies)
+        assert post(clients[2], "/password") == {"ended": 0}
+        assert [me(c) for c in clients] == [None, None, name]
+        # The survivor was regenerated under the new generation; its old cookie opens nothing.
+        assert clients[2].cookies != old_cookies
+        replay = Browser(app.port)
+        replay.cookies = old_cookies
+        try:
+            assert me(replay) is None
+        finally:
+            replay.close()
+        assert me(clients[2]) == name
+    finally:
+        for client in clients:
+            client.close()
+
+
+def test_memcached_a_kept_remember_me_session_keeps_its_own_expiry(
+    memcached_app: Callable[..., AppProcess],
+) -> None:
+    app = memcached_app("--idle-timeout", "1")
+    name = user()
+    normal, remembered = Browser(app.port), Browser(app.port)
+    try:
+        login(normal, name)
+        login(remembered, name, remember=True)
+        assert post(remembered, "/others") == {"ended": 0}
+        assert me(normal) is None  # ended by the generation, not by its idle timeout
+        time.sleep(2.5)  # past the manager's idle timeout, not the session's own
+        assert me(remembered) == name
+    finally:
+        normal.close()
+        remembered.close()
+
+
+def test_memcached_listing_raises_naming_the_stores_that_list(memcached_servers: Any) -> None:
+    store = tornsession.MemcachedStore([s.address for s in memcached_servers])
+    manager = tornsession.SessionManager("api-test-secret-of-32-bytes-or-more!", store=store)
+    owned = manager.get()
+    owned.set_user("ann")
+    manager.set(owned)  # set_user() works here
+    for call in (
+        lambda: manager.user_sessions("ann"),
+        lambda: manager.destroy_session(manager.hashed_id(owned) or ""),
+    ):
+        with pytest.raises(NotImplementedError) as raised:
+            call()
+        message = str(raised.value)
+        for listing in ("MemoryStore", "FileStore", "SqliteStore", "RedisStore"):
+            assert listing in message, message
+        assert "destroy_user_sessions() works" in message, message
+    assert manager.destroy_user_sessions("nobody") == 0
+
+
+MEMCACHED_COUNTERS = ("cmd_get", "cmd_set", "cmd_touch", "incr_hits", "incr_misses", "cas_hits")
+
+
+def memcached_counts(servers: list[Any]) -> dict[str, int]:
+    """The command counters of every server, summed."""
+    totals = dict.fromkeys(MEMCACHED_COUNTERS, 0)
+    for server in servers:
+        with socket.create_connection((HOST, server.port), timeout=5) as sock:
+            sock.sendall(b"stats\r\n")
+            answer = b""
+            while not answer.endswith(b"END\r\n"):
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                answer += chunk
+        for line in answer.decode().splitlines():
+            parts = line.split()
+            if len(parts) == 3 and parts[1] in totals:
+                totals[parts[1]] += int(parts[2])
+    return totals
+
+
+def test_memcached_round_trips_owned_sessions_cost_one_counter_get(
+    memcached_servers: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = tornsession.MemcachedStore([s.address for s in memcached_servers])
+    manager = tornsession.SessionManager(
+        "api-test-secret-of-32-bytes-or-more!", store=store, idle_timeout=600
+    )
+
+    def counted(step: Callable[[], Any]) -> tuple[Any, dict[str, int]]:
+        before = memcached_counts(memcached_servers)
+        result = step()
+        after = memcached_counts(memcached_servers)
+        return result, {
+            k: after[k] - before[k] for k in MEMCACHED_COUNTERS if after[k] != before[k]
+        }
+
+    def load(session: tornsession.Session) -> tornsession.Session:
+        return manager.get(session.session_id, session.hmac_digest)
+
+    def change(session: tornsession.Session) -> None:
+        session["n"] = session.get("n", 0) + 1
+        manager.set(session)
+
+    plain = manager.get()
+    change(plain)
+    owned = manager.get()
+    owned.set_user(user())
+    # A login: one get of the counter before the record is written.
+    _, login_cost = counted(lambda: manager.set(owned))
+    assert login_cost == {"cmd_get": 1, "cmd_set": 1}, login_cost
+    # Loads: get + touch; an owned one gets the counter too.
+    plain_loaded, plain_load = counted(lambda: load(plain))
+    owned_loaded, owned_load = counted(lambda: load(owned))
+    assert plain_load == {"cmd_get": 1, "cmd_touch": 1}, plain_load
+    assert owned_load == {"cmd_get": 2, "cmd_touch": 1}, owned_load
+    # Saves of loaded sessions: gets + cas either way; the generation came with the load.
+    _, plain_save = counted(lambda: change(plain_loaded))
+    _, owned_save = counted(lambda: change(owned_loaded))
+    # (memcached counts a cas as a set too)
+    expected = {"cmd_get": 1, "cmd_set": 1, "cas_hits": 1}
+    assert plain_save == owned_save == expected, (plain_save, owned_save)
+    # "Log out everywhere": incr (add + incr the first time); nothing per session.
+    _, bump = counted(lambda: manager.destroy_user_sessions(owned.user_id or ""))
+    assert bump in ({"incr_hits": 1}, {"incr_misses": 1, "cmd_set": 1, "incr_hits": 1}), bump
+    # The next load of the session finds it ended, says so with a hashed id, and deletes it.
+    with caplog.at_level(logging.INFO, logger="tornsession"):
+        assert load(owned_loaded).user_id is None
+    assert "ended with all its owner's sessions" in caplog.text, caplog.text
+    assert owned_loaded.session_id not in caplog.text
+    assert tornsession._core._store_load(store, owned_loaded.session_id, 1 << 20) is None

@@ -288,7 +288,8 @@ class Session(dict[str, Any]):
 
     def set_user(self, user_id: str) -> None:
         """Record who owns the session (saved with it, and filed in the store's per-user
-        index); a non-str is a TypeError."""
+        index; on MemcachedStore saved with the owner's generation); a non-str is a
+        TypeError."""
 
     @property
     def user_id(self) -> str | None:
@@ -379,14 +380,17 @@ class SessionManager:
 
     def user_sessions(self, user_id: str) -> list[SessionInfo]:
         """The live sessions ``user_id`` owns, oldest first ([] for an unknown user).
-        NotImplementedError on a store that cannot list (MemcachedStore)."""
+        NotImplementedError, naming the stores that list, on one that cannot (MemcachedStore)."""
 
     def destroy_user_sessions(self, user_id: str, keep: Session | str | None = None) -> int:
         """End every session ``user_id`` owns but ``keep`` (a session, its id or its
-        ``SessionInfo.id``); how many were ended."""
+        ``SessionInfo.id``); how many were ended. On MemcachedStore the user's generation
+        moves on instead (each session ends as it is next loaded) and the count is 0: not known
+        there; pass the current session itself as ``keep`` so its later saves keep it."""
 
     def destroy_session(self, hashed_id: str) -> int:
-        """End the session a ``SessionInfo.id`` names: 1, or 0 when it names none."""
+        """End the session a ``SessionInfo.id`` names: 1, or 0 when it names none.
+        NotImplementedError on a store that cannot list (MemcachedStore)."""
 
     def hashed_id(self, session: Session) -> str | None:
         """The ``SessionInfo.id`` of a session with an owner, or None."""

@@ -167,6 +167,21 @@ impl MemcachedStore {
         format!("{}{session_id}", self.options.prefix)
     }
 
+    /// The key of a user's generation counter: no session id is 5 characters shorter.
+    fn generation_key(&self, user_key: &str) -> String {
+        format!("{}gen:{user_key}", self.options.prefix)
+    }
+
+    fn increment(&self, key: &str) -> Result<Option<u64>, StoreError> {
+        match self.client.increment(key, 1) {
+            Ok(value) => Ok(Some(value)),
+            Err(memcache::MemcacheError::CommandError(memcache::CommandError::KeyNotFound)) => {
+                Ok(None)
+            }
+            Err(e) => Err(self.fail("incr", e)),
+        }
+    }
+
     fn fail(&self, what: &str, e: memcache::MemcacheError) -> StoreError {
         let cause = match e {
             // The pool's own message ("timed out waiting for connection") hides why: the
@@ -300,6 +315,73 @@ impl SessionStore for MemcachedStore {
             )
             .map(drop)
             .map_err(|e| self.fail("touch", e))
+    }
+
+    // No index here: the generation in each owned record does its work (see
+    // `revokes_by_generation`), so filing and unfiling are nothing to do.
+    fn index_user(
+        &self,
+        _user_key: &str,
+        _session_id: &str,
+        _ttl: Option<Duration>,
+    ) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn unindex_user(&self, _user_key: &str, _session_id: &str) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn user_session_ids(&self, _user_key: &str) -> Result<Vec<String>, StoreError> {
+        Err(StoreError::unsupported(
+            self.describe(),
+            "user_sessions() and destroy_session() (memcached cannot list keys; \
+             destroy_user_sessions() works here, by a per-user generation)",
+        ))
+    }
+
+    fn revokes_by_generation(&self) -> bool {
+        true
+    }
+
+    fn user_generation(&self, user_key: &str) -> Result<Option<u64>, StoreError> {
+        let found = self
+            .client
+            .get::<String>(&self.generation_key(user_key))
+            .map_err(|e| self.fail("get", e))?;
+        found
+            .map(|text| {
+                text.trim().parse::<u64>().map_err(|_| {
+                    StoreError::new(self, "a generation counter holds something not a number")
+                })
+            })
+            .transpose()
+    }
+
+    // incr is atomic; a missing counter is created with add, which stores only where there is
+    // nothing, so of two first bumps racing one add wins and both then incr: each bump moves
+    // the counter past every generation handed out before it. The counter never expires (it
+    // must outlive the user's sessions); if evicted, `users::first_generation` covers it.
+    fn bump_user_generation(&self, user_key: &str) -> Result<crate::users::Bump, StoreError> {
+        let key = self.generation_key(user_key);
+        if let Some(after) = self.increment(&key)? {
+            return Ok(crate::users::Bump {
+                before: after.saturating_sub(1),
+                after,
+            });
+        }
+        let first = crate::users::first_generation(crate::time::now_micros());
+        self.client
+            .add(&key, first.to_string().as_str(), 0)
+            .map_err(|e| self.fail("add", e))?;
+        match self.increment(&key)? {
+            // No counter before: every live record counted as generation 0.
+            Some(after) => Ok(crate::users::Bump { before: 0, after }),
+            None => Err(StoreError::new(
+                self,
+                "incr: the generation counter vanished as it was created",
+            )),
+        }
     }
 
     fn describe(&self) -> String {

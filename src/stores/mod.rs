@@ -232,6 +232,30 @@ pub trait SessionStore: Send + Sync {
     ) -> Result<(), StoreError> {
         Ok(())
     }
+
+    // Stores that cannot list a user's sessions (memcached) end them by generation instead: a
+    // counter per user, and each owned record carries the generation it was written under (see
+    // `users::is_revoked`).
+
+    /// Whether this store ends a user's sessions by generation rather than through an index.
+    fn revokes_by_generation(&self) -> bool {
+        false
+    }
+    /// The user's current generation; `None` when the user has no counter.
+    fn user_generation(&self, _user_key: &str) -> Result<Option<u64>, StoreError> {
+        Err(StoreError::unsupported(
+            self.describe(),
+            "a generation counter",
+        ))
+    }
+    /// Moves the user's generation on atomically, creating the counter when missing: every
+    /// record written under an older one is ended.
+    fn bump_user_generation(&self, _user_key: &str) -> Result<crate::users::Bump, StoreError> {
+        Err(StoreError::unsupported(
+            self.describe(),
+            "a generation counter",
+        ))
+    }
     /// A short human name, used in error messages: `FileStore('/srv/sessions')`.
     fn describe(&self) -> String;
     /// Whether calls may block on I/O (so callers release the GIL around them).

@@ -1,12 +1,14 @@
 """A Tornado app with logins and a "your sessions" page, for the per-user session tests.
 
     python -m tests.apps.users_app --port 0 --store redis --url redis://127.0.0.1:6379/0
+    python -m tests.apps.users_app --port 0 --store memcached --url 127.0.0.1:11211,127.0.0.1:11212
 
 POST /login?user=ann[&remember=1]   regenerate, set_user, set_info(agent), remember-me expiry
 GET  /me                            {"user": ..., "hashed_id": ...}
 GET  /sessions                      the user's sessions, this one marked "current"
 POST /end?id=HASHED                 end one session ("end this session")
 POST /others                        end every other session ("log out everywhere else")
+POST /everywhere                    end every session of the user, this one too
 POST /password                      a password change: the other sessions end
 POST /logout                        destroy this session
 Every handler uses SessionMixin (async load and save) and the async manager methods.
@@ -63,6 +65,8 @@ def make_store(args: argparse.Namespace) -> Any:
         return tornsession.RedisStore(args.url)
     if args.store == "cluster":
         return tornsession.RedisClusterStore(args.url.split(","))
+    if args.store == "memcached":
+        return tornsession.MemcachedStore(args.url.split(","))
     if args.store == "python":
         return DictStore()
     raise SystemExit(f"unknown store {args.store!r}")
@@ -130,6 +134,12 @@ class Others(Base):
         self.write({"ended": ended})
 
 
+class Everywhere(Base):
+    async def post(self) -> None:
+        ended = await self.manager.adestroy_user_sessions(self.user())
+        self.write({"ended": ended})
+
+
 class Password(Base):
     async def post(self) -> None:
         user = self.user()
@@ -168,6 +178,7 @@ def main() -> None:
             (r"/sessions", Sessions),
             (r"/end", End),
             (r"/others", Others),
+            (r"/everywhere", Everywhere),
             (r"/password", Password),
             (r"/logout", Logout),
         ],
