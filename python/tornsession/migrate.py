@@ -161,10 +161,13 @@ class _Inert:
         inert.kwargs = kwargs
         inert.state = None
         inert.has_state = False
+        inert.called = False
         return inert
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        pass
+        # Only a call (REDUCE, or INST with arguments) runs __init__; building an instance
+        # the way pickle does for objects (NEWOBJ, OBJ, INST without arguments) does not.
+        self.called = True
 
     def __setstate__(self, state: Any) -> None:
         self.state = state
@@ -174,6 +177,7 @@ class _Inert:
     kwargs: dict[str, Any]
     state: Any
     has_state: bool
+    called: bool
 
 
 _RECONSTRUCTORS = frozenset({"copy_reg._reconstructor", "copyreg._reconstructor"})
@@ -220,17 +224,21 @@ def _object_state(value: _Inert) -> tuple[str, Any] | None:
         if base.qualname not in _OBJECT_BASES or cls.qualname in _RECONSTRUCTORS:
             return None
         return cls.qualname, value.state
-    if value.args:
+    if value.args or value.called:
         return None
     # An old-style instance (INST/OBJ) or a protocol 2 one (NEWOBJ), with no arguments.
     return qualname, value.state
 
 
-def _first_call(value: Any, depth: int) -> str | None:
+def _first_call(value: Any, depth: int, seen: set[int] | None = None) -> str | None:
     """The name of the first function or constructor a value's pickle called, if any (sets and
-    objects of app classes do not count)."""
-    if depth > MAX_DEPTH:
+    objects of app classes do not count). Each object is looked at once: a pickle can share
+    one container many times over, and walking every path through such a graph would never
+    end."""
+    seen = set() if seen is None else seen
+    if depth > MAX_DEPTH or id(value) in seen or len(seen) > MAX_VALUES:
         return None
+    seen.add(id(value))
     children: Any = ()
     if isinstance(value, _Inert):
         qualname = type(value).qualname
@@ -242,7 +250,7 @@ def _first_call(value: Any, depth: int) -> str | None:
     elif isinstance(value, (list, tuple)):
         children = value
     for child in children:
-        found = _first_call(child, depth + 1)
+        found = _first_call(child, depth + 1, seen)
         if found is not None:
             return found
     return None
@@ -258,18 +266,22 @@ def _refusal_reason(refused: _RefusedLookup, located: str | None) -> str:
     return f"needs {qualname}, which is never loaded (only plain data is converted)"
 
 
-def _find_opaque(value: Any, depth: int = 0) -> str | None:
+def _find_opaque(value: Any, depth: int = 0, seen: set[int] | None = None) -> str | None:
+    """The first refused lookup inside ``value``; each object looked at once (see
+    :func:`_first_call`)."""
     if isinstance(value, (_Opaque, _Placeholder)):
         return value.qualname
-    if depth > MAX_DEPTH:
+    seen = set() if seen is None else seen
+    if depth > MAX_DEPTH or id(value) in seen or len(seen) > MAX_VALUES:
         return None
+    seen.add(id(value))
     items: Any = ()
     if isinstance(value, dict):
         items = list(value.keys()) + list(value.values())
     elif isinstance(value, (list, tuple)):
         items = value
     for item in items:
-        found = _find_opaque(item, depth + 1)
+        found = _find_opaque(item, depth + 1, seen)
         if found is not None:
             return found
     return None
