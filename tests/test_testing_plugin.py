@@ -42,6 +42,7 @@ class App(tornado.web.Application):
             (r"/login", LoginHandler),
             (r"/logout", LogoutHandler),
             (r"/forget", ForgetHandler),
+            (r"/logout-with-goodbye", LogoutWithGoodbyeHandler),
         ]
         super().__init__(handlers, **settings)
         self.session_manager = manager
@@ -81,6 +82,16 @@ class LogoutHandler(BaseHandler):
     def get(self) -> None:
         self.session.destroy()
         self.redirect("/profile")
+
+
+class LogoutWithGoodbyeHandler(BaseHandler):
+    """Destroys the session, then writes a flash message: a new session takes its place."""
+
+    def get(self) -> None:
+        self.session.destroy()
+        self.session.flash("you are logged out")
+        self.session.save()
+        self.finish("bye")
 
 
 class ForgetHandler(BaseHandler):
@@ -221,6 +232,21 @@ def test_login_helper_and_an_empty_session_is_not_a_destroyed_one(
     assert redirect.status == 302
     assert not client.has_session
     client.assert_session_destroyed()
+
+
+def test_a_logout_that_writes_a_flash_still_counts_as_destroyed(
+    tornsession_serve: Callable[..., SessionTestClient],
+    tornsession_manager: tornsession.TornadoSessionManager,
+) -> None:
+    client = tornsession_serve(App(tornsession_manager))
+    client.login("bob")
+    assert client.get("/logout-with-goodbye").text == "bye"
+    assert client.has_session, "the flash lives in a new session"
+    assert client.session == {"_flashes": [["info", "you are logged out"]]}
+    client.assert_session_destroyed()
+    assert client.get("/forget").text == "forgotten"  # emptied, not destroyed
+    with pytest.raises(AssertionError, match="still stored"):
+        client.assert_session_destroyed()
 
 
 def test_the_client_works_without_fixtures_and_against_another_server() -> None:

@@ -417,6 +417,9 @@ class SessionTestClient:
             _NoRedirects(),
         )
         self._last_seen: tuple[str, str] | None = None
+        # The session the last request replaced with another (a logout that then wrote a
+        # flash message), if it did.
+        self._replaced: tuple[str, str] | None = None
 
     # HTTP
 
@@ -436,6 +439,7 @@ class SessionTestClient:
             self.base_url + path, data=data, headers=dict(headers or {}), method=method
         )
         opener = self._follow if follow_redirects else self._stay
+        before = self._cookie_session()
         try:
             with opener.open(request, timeout=timeout) as answer:
                 response = Response(answer.status, answer.headers, answer.read(), answer.url)
@@ -443,6 +447,8 @@ class SessionTestClient:
             response = Response(error.code, error.headers, error.read(), error.url)
             error.close()
         self._remember_session()
+        after = self._cookie_session()
+        self._replaced = before if before is not None and after not in (None, before) else None
         return response
 
     def get(
@@ -568,13 +574,14 @@ class SessionTestClient:
         merely emptied) and the jar no longer names it."""
         if self._last_seen is None:
             raise AssertionError("the client never had a session")
-        if self._stored(self._last_seen) is not None:
-            raise AssertionError(
-                f"session {self._last_seen[0][:8]}... is still stored: "
-                f"{dict(self._stored(self._last_seen) or {})!r}"
-            )
+        # The last request may have replaced the session with a new one (a logout that then
+        # wrote a flash message): the destroyed one is the one it replaced.
+        target = self._replaced or self._last_seen
         named = self._cookie_session()
-        if named is not None and named[0] == self._last_seen[0]:
+        stored = self._stored(target)
+        if stored is not None:
+            raise AssertionError(f"session {target[0][:8]}... is still stored: {dict(stored)!r}")
+        if named is not None and named[0] == target[0]:
             raise AssertionError("the cookies still name the destroyed session")
 
     def _put_cookies(self, session: Session) -> None:
