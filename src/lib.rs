@@ -25,6 +25,7 @@ pub mod time;
 mod tornado_cookies;
 mod tornado_session;
 pub mod users;
+pub mod wire;
 
 use pyo3::pymodule;
 

@@ -272,6 +272,11 @@ pub trait SessionStore: Send + Sync {
     fn saves_inline(&self) -> bool {
         !self.blocks()
     }
+    /// The store's pipelined protocol, when the async API can speak it on the event loop
+    /// itself rather than through a worker thread (see `crate::wire`).
+    fn wire(&self) -> Option<&dyn crate::wire::WireStore> {
+        None
+    }
 }
 
 /// `blob` unless it holds more than `max_bytes`: for stores that cannot ask the size first.

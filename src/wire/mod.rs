@@ -1,0 +1,122 @@
+//! The stores' wire protocols, sans I/O: a session operation as the bytes to send and the
+//! number of replies to wait for, and replies parsed from whatever bytes have arrived. No PyO3
+//! and no sockets here: the asyncio connections (`crate::wire_link`, PyO3) and memcached's
+//! blocking client drive these from their own I/O, and `cargo test` drives them from buffers.
+//!
+//! Redis speaks RESP (parsed by the `redis-protocol` crate, packed by the `redis` crate);
+//! memcached speaks its meta protocol (`mg`/`ms`/`md`/`mt`, memcached 1.6+), small enough to
+//! parse here (see `meta`).
+
+use std::time::Duration;
+
+use crate::stores::StoreError;
+
+pub mod meta;
+pub mod resp;
+
+/// One reply, in either protocol.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    /// RESP bulk string (`None`: the nil bulk string).
+    Bulk(Option<Vec<u8>>),
+    /// RESP integer.
+    Int(i64),
+    /// RESP simple string (`+OK`).
+    Status(String),
+    /// An error reply: RESP `-ERR ...`; memcached `SERVER_ERROR ...`, `CLIENT_ERROR ...`,
+    /// `ERROR`.
+    Error(String),
+    /// RESP array (`None`: the nil array).
+    Array(Option<Vec<Reply>>),
+    /// A memcached meta reply: its two-letter code (`HD`, `VA`, `EN`, `NS`, `EX`, `NF`, `MN`),
+    /// its flags as sent (`t30 c12`, without the leading space), and for `VA` the value.
+    Meta {
+        code: [u8; 2],
+        flags: String,
+        value: Option<Vec<u8>>,
+    },
+}
+
+/// Bytes that are not a reply of the protocol: the connection cannot be trusted any more and
+/// is replaced; every request waiting on it fails.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the server's reply does not parse: {0}")]
+pub struct ProtocolError(pub String);
+
+/// Which protocol a connection speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Resp,
+    Meta,
+}
+
+/// Reads replies off the front of a connection's buffer: `Ok(None)` when the buffer holds no
+/// complete reply yet (nothing is consumed then), `Ok(Some(reply))` with that reply's bytes
+/// drained from `buf`, `Err` when the bytes can never become a reply.
+pub fn decode(
+    dialect: Dialect,
+    buf: &mut Vec<u8>,
+    max_value: usize,
+) -> Result<Option<Reply>, ProtocolError> {
+    match dialect {
+        Dialect::Resp => resp::decode(buf, max_value),
+        Dialect::Meta => meta::decode(buf, max_value),
+    }
+}
+
+/// Where one server of a store listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    pub host: String,
+    pub port: u16,
+}
+
+/// What to send for one session operation: to which of the store's servers (an index into
+/// [`WireStore::endpoints`]), the bytes, and how many replies answer them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    pub server: usize,
+    pub bytes: Vec<u8>,
+    pub replies: usize,
+}
+
+/// How a save writes, as the session lifecycle's `WriteMode` asks for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SaveMode {
+    /// Whatever is there (a new session's first write).
+    Always,
+    /// Only if a record exists (a loaded session: never resurrect one ended meanwhile).
+    IfExists,
+}
+
+/// A store that can run the session cycle's common operations over a pipelined connection:
+/// each is one request, and `*_reply` reads its replies into the same results as the blocking
+/// `SessionStore` methods (the same errors, the same scrubbing of ids).
+pub trait WireStore: Send + Sync {
+    fn dialect(&self) -> Dialect;
+    /// Every server, in the order [`Request::server`] indexes.
+    fn endpoints(&self) -> &[Endpoint];
+    /// What a new connection sends first (AUTH, SELECT), with its reply count; `None` when
+    /// nothing is needed.
+    fn handshake(&self) -> Option<Request>;
+    /// Reads the handshake's replies: `Err` when the server refused it.
+    fn handshake_reply(&self, replies: Vec<Reply>) -> Result<(), StoreError>;
+    /// Loads the record, moving its expiry to `ttl` from now when there is one (as
+    /// `load_touching` / `load` do).
+    fn load(&self, session_id: &str, ttl: Option<Duration>) -> Request;
+    fn load_reply(
+        &self,
+        session_id: &str,
+        replies: Vec<Reply>,
+        max_bytes: usize,
+    ) -> Result<Option<Vec<u8>>, StoreError>;
+    fn save(&self, session_id: &str, blob: &[u8], ttl: Option<Duration>, mode: SaveMode)
+        -> Request;
+    /// Whether it was written (`false`: `IfExists` found no record).
+    fn save_reply(&self, session_id: &str, replies: Vec<Reply>) -> Result<bool, StoreError>;
+    fn delete(&self, session_id: &str) -> Request;
+    /// Whether there was a record.
+    fn delete_reply(&self, session_id: &str, replies: Vec<Reply>) -> Result<bool, StoreError>;
+    /// How long a request may wait for its replies, and for a connection to be made.
+    fn timeouts(&self) -> (Duration, Duration);
+}
