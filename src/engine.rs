@@ -12,6 +12,7 @@ use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use pyo3::sync::PyOnceLock;
 use pyo3::types::PyDict;
 use serde_json::{Map, Value};
 
@@ -30,6 +31,8 @@ use crate::stores::{StoreError, StoreErrorKind};
 use crate::time;
 use crate::tornado_cookies::{text, CookieSettings};
 use crate::users::{self, ExpiryCaps};
+use crate::wire::WireStore;
+use crate::wire_link::WireServer;
 
 /// Everything a manager decides with: secrets, store, cookies, limits.
 pub struct Engine {
@@ -46,6 +49,8 @@ pub struct Engine {
     pub store_origin: StoreOrigin,
     /// Whether an app's settings were looked at (once, at the first request with a handler).
     pub settings_checked: AtomicBool,
+    /// The store's servers as the async API's connections reach them (made at first use).
+    pub wire_servers: PyOnceLock<Vec<Py<WireServer>>>,
 }
 
 /// How the manager got its store.
@@ -211,28 +216,51 @@ impl Engine {
             &own_idle,
             self.max_read_size,
         );
-        match found {
-            Ok(Some(blob)) => {
-                // An owned session's index entry lives as long as its record (Redis).
-                if let Some(extras) = codec::peek_extras(&blob) {
-                    let ttl = self.policy.for_session(&extras.expiry).idle_timeout;
-                    if let (Some(user), Some(ttl)) = (&extras.user, ttl) {
-                        self.store
-                            .touch_user(py, &users::user_key(user), session_id, ttl)?;
-                    }
-                    // Where no index can end it, its owner's counter may have (memcached):
-                    // the one extra round trip of an owned load there.
-                    if let Some(user) = extras.user.as_deref() {
-                        if self.store.revokes_by_generation() {
-                            let counter = self.store.user_generation(py, &users::user_key(user))?;
-                            if users::is_revoked(extras.generation, counter) {
-                                return Ok(Fetched::Revoked);
-                            }
+        if let Ok(Some(blob)) = &found {
+            // An owned session's index entry lives as long as its record (Redis).
+            if let Some(extras) = codec::peek_extras(blob) {
+                let ttl = self.policy.for_session(&extras.expiry).idle_timeout;
+                if let (Some(user), Some(ttl)) = (&extras.user, ttl) {
+                    self.store
+                        .touch_user(py, &users::user_key(user), session_id, ttl)?;
+                }
+                // Where no index can end it, its owner's counter may have (memcached): the
+                // one extra round trip of an owned load there.
+                if let Some(user) = extras.user.as_deref() {
+                    if self.store.revokes_by_generation() {
+                        let counter = self.store.user_generation(py, &users::user_key(user))?;
+                        if users::is_revoked(extras.generation, counter) {
+                            return Ok(Fetched::Revoked);
                         }
                     }
                 }
-                Ok(Fetched::Record(blob))
             }
+        }
+        Self::fetched(found)
+    }
+
+    /// What a load that needed no more than reading the record (with the manager's idle
+    /// timeout applied) found; `None` when the record asks for more, which only `fetch` does:
+    /// an owner (index, generation) or an idle timeout of its own (another expiry).
+    pub fn fetched_without_follow_up(
+        &self,
+        found: Result<Option<Vec<u8>>, StoreError>,
+    ) -> Option<Result<Fetched, StoreError>> {
+        if let Ok(Some(blob)) = &found {
+            if codec::peek_extras(blob).is_some_and(|extras| {
+                extras.user.is_some() || extras.expiry.idle_timeout.is_some()
+            }) {
+                return None;
+            }
+        }
+        Some(Self::fetched(found))
+    }
+
+    /// A store's answer to a load as the lifecycle reads it: a record, none, or one that is
+    /// lost (unreadable, oversized); any other error fails the request.
+    fn fetched(found: Result<Option<Vec<u8>>, StoreError>) -> Result<Fetched, StoreError> {
+        match found {
+            Ok(Some(blob)) => Ok(Fetched::Record(blob)),
             Ok(None) => Ok(Fetched::Missing),
             Err(e) if e.kind == StoreErrorKind::UnreadableRecord => {
                 Ok(Fetched::Unreadable(e.to_string()))
@@ -244,7 +272,20 @@ impl Engine {
         }
     }
 
-    /// Turns what the store answered into the session (logging why when it is a fresh one).
+    /// The store's servers for the async API's connections, made once per engine.
+    pub fn wire_servers(
+        &self,
+        py: Python<'_>,
+        store: &dyn WireStore,
+    ) -> PyResult<&Vec<Py<WireServer>>> {
+        self.wire_servers.get_or_try_init(py, || {
+            WireServer::for_store(store, self.store.describe(py))
+                .into_iter()
+                .map(|server| Py::new(py, server))
+                .collect()
+        })
+    }
+
     pub fn open(&self, py: Python<'_>, verified: &Verified, fetched: Fetched) -> PyResult<Loaded> {
         let now = time::now();
         match lifecycle::open(&self.policy, verified, fetched, now) {

@@ -26,6 +26,7 @@ mod tornado_cookies;
 mod tornado_session;
 pub mod users;
 pub mod wire;
+mod wire_link;
 
 use pyo3::pymodule;
 
@@ -52,6 +53,8 @@ mod _core {
     use crate::tornado_cookies::_read_signed_cookie;
     #[pymodule_export]
     use crate::tornado_session::{LoadBeforePrepare, TornadoSession};
+    #[pymodule_export]
+    use crate::wire_link::{WireConnection, WireServer};
 
     #[pymodule_init]
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {

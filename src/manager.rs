@@ -10,6 +10,7 @@ use std::time::Duration;
 use pyo3::exceptions::PyTypeError;
 use pyo3::intern;
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
 use pyo3::types::PyDict;
 
 use crate::convert::json_into_dict;
@@ -208,6 +209,7 @@ impl SessionManager {
                 caps,
                 store_origin,
                 settings_checked: AtomicBool::new(false),
+                wire_servers: PyOnceLock::new(),
             }),
             order_requests,
             order_timeout,

@@ -529,6 +529,14 @@ impl StoreHandle {
         }
     }
 
+    /// The store's own protocol for the async API's connections (see `crate::wire`).
+    pub fn wire(&self) -> Option<&dyn crate::wire::WireStore> {
+        match self {
+            Self::Native(store) => store.wire(),
+            Self::Python(_) => None,
+        }
+    }
+
     /// Whether the async API runs a save or delete inline.
     pub fn saves_inline(&self) -> bool {
         match self {

@@ -8,8 +8,10 @@ use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 
 use crate::engine::{Engine, PlannedWrite};
-use crate::lifecycle::{Fetched, Verified, WriteOutcome};
-use crate::stores::StoreError;
+use crate::lifecycle::{Fetched, Verified, WriteMode, WriteOutcome};
+use crate::stores::{StoreError, StoreErrorKind};
+use crate::wire::{Reply, Request, SaveMode};
+use crate::wire_link::WireServer;
 
 /// What a [`StoreTask`] does, and then what came of it.
 pub enum Job {
@@ -25,11 +27,14 @@ pub enum Job {
 }
 
 /// One store operation of a session, separated so it can run on a worker thread (the store
-/// releases the GIL around its I/O) while the handler's thread serves other requests.
+/// releases the GIL around its I/O) while the handler's thread serves other requests, or be
+/// sent over the store's own protocol on the event loop (`crate::wire_link`).
 #[pyclass(module = "tornsession", frozen)]
 pub struct StoreTask {
     pub engine: Arc<Engine>,
     job: Mutex<Job>,
+    /// The request `wire_server` prepared, until a connection sends it.
+    wire_request: Mutex<Option<Request>>,
 }
 
 impl StoreTask {
@@ -37,7 +42,53 @@ impl StoreTask {
         Self {
             engine,
             job: Mutex::new(job),
+            wire_request: Mutex::new(None),
         }
+    }
+
+    /// The request `wire_server` prepared, once.
+    pub fn take_wire_request(&self) -> Option<Request> {
+        self.wire_request.lock().take()
+    }
+
+    /// Reads the replies to the task's wire request into its result, as `run()` would have
+    /// set it. `Ok(false)` when the record needs more than the protocol's one request (an
+    /// owned session, or one with its own idle timeout): the task is left as it was, to run.
+    pub fn wire_done(&self, replies: Vec<Reply>) -> PyResult<bool> {
+        let Some(store) = self.engine.store.wire() else {
+            return Err(PyRuntimeError::new_err("the store has no wire protocol"));
+        };
+        let mut job = self.job.lock();
+        let (done, finished) = match std::mem::replace(&mut *job, Job::Taken) {
+            Job::Load(verified) => {
+                let found = store.load_reply(&verified.id, replies, self.engine.max_read_size);
+                match self.engine.fetched_without_follow_up(found) {
+                    Some(fetched) => (true, Job::Loaded(verified, fetched)),
+                    None => (false, Job::Load(verified)),
+                }
+            }
+            Job::Save(write) => {
+                let outcome = store.save_reply(&write.id, replies).map(|written| {
+                    if written {
+                        WriteOutcome::Written
+                    } else {
+                        WriteOutcome::Gone
+                    }
+                });
+                (true, Job::Saved(write, outcome))
+            }
+            Job::Delete(id, owner) => {
+                let deleted = store.delete_reply(&id, replies);
+                let _ = owner; // none: owned deletes unindex too, and run on a thread
+                (true, Job::Deleted(deleted))
+            }
+            other => {
+                *job = other;
+                return Err(PyRuntimeError::new_err("the task has no request in flight"));
+            }
+        };
+        *job = finished;
+        Ok(done)
     }
 
     fn take(&self) -> Job {
@@ -69,6 +120,23 @@ impl StoreTask {
 
 #[pymethods]
 impl StoreTask {
+    /// The connection failed before the replies came (refused, lost, unparsable, timed out):
+    /// the task's result is the store's error, raised where a worker thread's would be.
+    pub fn wire_failed(&self, py: Python<'_>, cause: String) {
+        let error = StoreError {
+            store: self.engine.store.describe(py),
+            cause,
+            kind: StoreErrorKind::Unavailable,
+        };
+        let mut job = self.job.lock();
+        *job = match std::mem::replace(&mut *job, Job::Taken) {
+            Job::Load(verified) => Job::Loaded(verified, Err(error)),
+            Job::Save(write) => Job::Saved(write, Err(error)),
+            Job::Delete(..) => Job::Deleted(Err(error)),
+            other => other,
+        };
+    }
+
     /// Does the store I/O; safe to call from any thread, once.
     pub fn run(&self, py: Python<'_>) {
         let job = self.take();
@@ -97,6 +165,35 @@ impl StoreTask {
             Job::Load(_) | Job::Loaded(..) => !store.loads_inline(),
             _ => !store.saves_inline(),
         }
+    }
+
+    /// The server of the store's own protocol this task goes to, its request prepared for
+    /// `WireConnection.send`; `None` when the task runs on a worker thread instead: the store
+    /// has no such protocol here, or the operation needs more than one request of it (an owned
+    /// session's index, a conditional save against the loaded record).
+    #[getter]
+    fn wire_server(&self, py: Python<'_>) -> PyResult<Option<Py<WireServer>>> {
+        let Some(store) = self.engine.store.wire() else {
+            return Ok(None);
+        };
+        let request = match &*self.job.lock() {
+            Job::Load(verified) => store.load(&verified.id, self.engine.policy.idle_timeout),
+            Job::Save(PlannedWrite { id, plan })
+                if plan.user.is_none() && plan.unindex.is_none() =>
+            {
+                let mode = match plan.mode {
+                    WriteMode::Create => SaveMode::Always,
+                    WriteMode::IfExists => SaveMode::IfExists,
+                    WriteMode::IfUnchanged(_) => return Ok(None),
+                };
+                store.save(id, &plan.blob, plan.ttl, mode)
+            }
+            Job::Delete(id, None) => store.delete(id),
+            _ => return Ok(None),
+        };
+        let server = self.engine.wire_servers(py, store)?[request.server].clone_ref(py);
+        *self.wire_request.lock() = Some(request);
+        Ok(Some(server))
     }
 
     /// The session id a load task is for (what requests of one session are ordered by).

@@ -2,6 +2,7 @@
 
 import os
 from datetime import timedelta
+from collections.abc import Awaitable
 from typing import Any, Literal, TypeVar, final, overload
 
 from typing_extensions import Self, disjoint_base
@@ -28,6 +29,8 @@ __all__ = [
     "TornadoSession",
     "TornadoSessionManager",
     "WeakSecretWarning",
+    "WireConnection",
+    "WireServer",
     "__version__",
     "_read_signed_cookie",
     "_store_load",
@@ -493,7 +496,8 @@ def _read_signed_cookie(
 
 @final
 class StoreTask:
-    """Internal: one store operation of a session, run on a worker thread by the async API."""
+    """Internal: one store operation of a session, run inline, over the store's own protocol
+    (``WireConnection``) or on a worker thread by the async API."""
 
     def run(self) -> None:
         """Do the store I/O (releases the GIL around native stores' I/O)."""
@@ -508,6 +512,68 @@ class StoreTask:
 
     def result(self) -> bool:
         """Delete tasks: whether there was a record, or raise what the store raised."""
+
+    @property
+    def wire_server(self) -> WireServer | None:
+        """The server of the store's own protocol this task's request goes to (prepared for
+        ``WireConnection.send``), or None when it runs on a worker thread."""
+
+    def wire_failed(self, cause: str) -> None:
+        """The connection failed before the replies came: the task's result is the store's
+        error with this cause."""
+
+@final
+class WireServer:
+    """Internal: one Redis or memcached server as the async API's connections reach it."""
+
+    @property
+    def host(self) -> str: ...
+    @property
+    def port(self) -> int: ...
+    @property
+    def connect_timeout(self) -> float:
+        """Seconds connecting may take."""
+
+    @property
+    def describe(self) -> str:
+        """The store, as its errors name it."""
+
+    def link_for(self, event_loop: Any) -> WireConnection | None:
+        """The open, working connection for this event loop, if any."""
+
+    def new_link(self, event_loop: Any) -> WireConnection:
+        """A protocol object for ``loop.create_connection``."""
+
+    def adopt(self, link: WireConnection) -> None:
+        """Makes a connected, greeted ``link`` the one requests use."""
+
+@final
+class WireConnection:
+    """Internal: an ``asyncio.Protocol`` pipelining session requests to one server."""
+
+    def connection_made(self, transport: Any) -> None: ...
+    def data_received(self, data: bytes) -> None: ...
+    def eof_received(self) -> bool: ...
+    def connection_lost(self, exc: BaseException | None = None) -> None: ...
+    def pause_writing(self) -> None: ...
+    def resume_writing(self) -> None: ...
+    def check_deadlines(self) -> None:
+        """Fails every waiting request once the oldest has waited past the timeout."""
+
+    def greet(self) -> Awaitable[None] | None:
+        """Sends the store's greeting (AUTH, SELECT), if it has one."""
+
+    def send(self, task: StoreTask) -> Awaitable[bool]:
+        """Sends the task's prepared request; resolves to whether the task is done."""
+
+    def close(self) -> None:
+        """Drops the connection; waiting requests fail."""
+
+    @property
+    def usable(self) -> bool: ...
+    @property
+    def in_flight(self) -> int:
+        """How many requests wait for replies."""
 
 @final
 class LoadBeforePrepare:

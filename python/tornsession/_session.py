@@ -1,10 +1,12 @@
-"""The async half of ``TornadoSession``: store I/O on worker threads, never on the IOLoop, and
-requests of one session in turn (``tornsession._ordering``).
+"""The async half of ``TornadoSession``: store I/O that never blocks the IOLoop, and requests
+of one session in turn (``tornsession._ordering``).
 
 The Rust core splits each operation into steps: the ones that touch the handler or Python
-objects run here on the IOLoop's thread; ``StoreTask.run()`` (which releases the GIL around
-native store I/O) runs inline for the in-memory store and on a thread of a small pool for the
-others, so a slow store never stalls other requests.
+objects run here on the IOLoop's thread. The store step runs inline for the local stores
+(memory, SQLite, file reads: microseconds); over the store's own protocol on the IOLoop for
+Redis and memcached (``tornsession._wire``: pipelined, no threads); and otherwise
+``StoreTask.run()`` (which releases the GIL around native store I/O) runs on a thread of a
+small pool, so a slow store never stalls other requests.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from tornsession import _core, _ordering
+from tornsession import _core, _ordering, _wire
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -36,9 +38,15 @@ def _store_executor() -> ThreadPoolExecutor:
         return _executor
 
 
-async def _run(task: _core.StoreTask) -> None:
+async def _run(task: _core.StoreTask, server: _core.WireServer | None = None) -> None:
     if not task.blocks:
-        task.run()  # in memory: a thread hop would cost more than the work
+        task.run()  # local and quick: a thread hop would cost more than the work
+        return
+    # Redis and memcached: the request goes over the store's own protocol on the loop
+    # (tornsession._wire), unless the operation needs more than its one request.
+    if server is None:
+        server = task.wire_server
+    if server is not None and await _wire.run(task, server):
         return
     await asyncio.get_running_loop().run_in_executor(_store_executor(), task.run)
 
@@ -81,9 +89,13 @@ async def _load(session: _core.TornadoSession, task: _core.StoreTask) -> None:
     await _load_unordered(session, task)
 
 
-async def _load_unordered(session: _core.TornadoSession, task: _core.StoreTask) -> None:
+async def _load_unordered(
+    session: _core.TornadoSession,
+    task: _core.StoreTask,
+    server: _core.WireServer | None = None,
+) -> None:
     try:
-        await _run(task)
+        await _run(task, server)
     except BaseException:
         session._abandon_load()
         raise
@@ -97,10 +109,11 @@ def _load_then_prepare(session: _core.TornadoSession, handler: Any) -> Any:
     """The drop-in path's load, run in place of the handler's ``prepare()``: in turn with other
     requests of the session, then the handler's own ``prepare()``.
 
-    When no earlier request of the session is in flight (nearly always), the load runs here, on
-    the IOLoop, as the original module's did: a coroutine and a thread hop would cost the
-    common case more than the store call. Only a request that must wait for its turn becomes a
-    coroutine, which waits without blocking and then loads off the IOLoop for a network store.
+    When no earlier request of the session is in flight (nearly always), a local store's load
+    runs here, on the IOLoop, as the original module's did: a coroutine and a thread hop would
+    cost more than the read. Redis and memcached loads go over their own protocol instead, and
+    the handler's ``prepare()`` waits for the reply without blocking the IOLoop. A request that
+    must wait for its turn becomes a coroutine too, which waits without blocking.
     """
     task = session._begin_load()
     if task is None:
@@ -112,6 +125,9 @@ def _load_then_prepare(session: _core.TornadoSession, handler: Any) -> Any:
         if turn is None:
             return _load_and_prepare(session, handler, task)
         _ordering.release_when_finished(handler, turn)
+    server = task.wire_server if task.blocks else None
+    if server is not None:
+        return _load_over_wire_and_prepare(session, handler, task, server)
     task.run()
     delete = session._end_load(task)
     if delete is not None:
@@ -127,6 +143,18 @@ async def _load_and_prepare(
         await _load(session, task)
     except _core.SessionBusy as busy:
         raise _service_unavailable(busy) from busy
+    result = handler.prepare()
+    if inspect.isawaitable(result):
+        await result
+
+
+async def _load_over_wire_and_prepare(
+    session: _core.TornadoSession,
+    handler: Any,
+    task: _core.StoreTask,
+    server: _core.WireServer,
+) -> None:
+    await _load_unordered(session, task, server)
     result = handler.prepare()
     if inspect.isawaitable(result):
         await result

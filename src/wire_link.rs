@@ -1,0 +1,436 @@
+//! The async API's connections to Redis and memcached: an `asyncio.Protocol` written in Rust,
+//! one per server and event loop, that pipelines every request's commands on one connection.
+//!
+//! A request's bytes (encoded by the store, `crate::wire`) are written with the transport at
+//! once; replies are parsed as they arrive in `data_received` and finish the waiting
+//! [`StoreTask`]s in the order they were sent, so no thread and no lock is involved, and many
+//! requests share a round trip. What no library does for us here: the asyncio protocol
+//! adapters for Rust (pyo3-async-runtimes) run Rust futures on a second runtime, which is the
+//! thread hop this exists to avoid.
+//!
+//! A connection that fails (lost, a reply that does not parse, no reply within the store's
+//! timeout) fails every request waiting on it with the store's error and is dropped; the next
+//! request makes a new one (`tornsession._wire`).
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use pyo3::exceptions::{PyConnectionError, PyRuntimeError};
+use pyo3::prelude::*;
+use pyo3::IntoPyObjectExt;
+use pyo3::types::PyBytes;
+
+use crate::store_task::StoreTask;
+use crate::wire::{self, Dialect, Reply, Request};
+
+/// The largest value a reply may announce: a session is kilobytes, and a store's read limit is
+/// checked on what arrives; this only stops a broken or hostile server from making us buffer
+/// gigabytes for one reply.
+const MAX_REPLY_VALUE: usize = 512 << 20;
+
+/// One server of a store, as the async API reaches it: where, how to greet it, how long to
+/// wait, and the connection currently open to it (if any).
+#[pyclass(module = "tornsession._core", frozen)]
+pub struct WireServer {
+    #[pyo3(get)]
+    host: String,
+    #[pyo3(get)]
+    port: u16,
+    /// How long connecting may take, in seconds.
+    #[pyo3(get)]
+    connect_timeout: f64,
+    /// The store as its errors name it.
+    #[pyo3(get)]
+    describe: String,
+    dialect: Dialect,
+    timeout: Duration,
+    handshake: Option<Request>,
+    /// The open connection, cleared when it fails.
+    link: Mutex<Option<Py<WireConnection>>>,
+}
+
+impl WireServer {
+    pub fn for_store(store: &dyn wire::WireStore, describe: String) -> Vec<Self> {
+        let (timeout, connect_timeout) = store.timeouts();
+        store
+            .endpoints()
+            .iter()
+            .map(|endpoint| Self {
+                host: endpoint.host.clone(),
+                port: endpoint.port,
+                connect_timeout: connect_timeout.as_secs_f64(),
+                describe: describe.clone(),
+                dialect: store.dialect(),
+                timeout,
+                handshake: store.handshake(),
+                link: Mutex::new(None),
+            })
+            .collect()
+    }
+}
+
+#[pymethods]
+impl WireServer {
+    /// The open connection for `event_loop`, if there is one that has not failed.
+    fn link_for(&self, py: Python<'_>, event_loop: &Bound<'_, PyAny>) -> Option<Py<WireConnection>> {
+        let link = self.link.lock();
+        link.as_ref()
+            .filter(|link| {
+                let link = link.get();
+                link.state.lock().broken.is_none() && link.event_loop.bind(py).is(event_loop)
+            })
+            .map(|link| link.clone_ref(py))
+    }
+
+    /// A protocol object for a new connection on `event_loop` (made by `loop.create_connection`).
+    fn new_link(slf: &Bound<'_, Self>, event_loop: &Bound<'_, PyAny>) -> WireConnection {
+        let server = slf.get();
+        WireConnection {
+            server: slf.clone().unbind(),
+            event_loop: event_loop.clone().unbind(),
+            dialect: server.dialect,
+            timeout: server.timeout,
+            state: Mutex::new(LinkState::default()),
+        }
+    }
+
+    /// Makes `link`, connected and greeted, the one requests use.
+    fn adopt(&self, link: &Bound<'_, WireConnection>) {
+        *self.link.lock() = Some(link.clone().unbind());
+    }
+
+}
+
+/// What a sent request waits for.
+enum Waiter {
+    /// A session operation: its task reads the replies, then the future says whether the task
+    /// is done (`False`: it must still run on a worker thread).
+    Task(Py<StoreTask>),
+    /// The connection's greeting (AUTH, SELECT): the future gets `None`, or the store's error.
+    Handshake,
+}
+
+struct Pending {
+    waiter: Waiter,
+    future: Py<PyAny>,
+    replies: usize,
+    got: Vec<Reply>,
+    sent: Instant,
+}
+
+#[derive(Default)]
+struct LinkState {
+    transport: Option<Py<PyAny>>,
+    received: Vec<u8>,
+    pending: VecDeque<Pending>,
+    /// Why the connection cannot be used any more.
+    broken: Option<String>,
+    /// Whether a deadline check is scheduled on the loop.
+    timer_armed: bool,
+}
+
+/// One connection to one server on one event loop; asyncio calls the protocol methods.
+#[pyclass(module = "tornsession._core", frozen)]
+pub struct WireConnection {
+    server: Py<WireServer>,
+    event_loop: Py<PyAny>,
+    dialect: Dialect,
+    timeout: Duration,
+    state: Mutex<LinkState>,
+}
+
+/// What to do once the state's lock is released: Python calls may re-enter the protocol.
+struct Finished {
+    pending: Pending,
+    result: Result<Vec<Reply>, String>,
+}
+
+impl WireConnection {
+    /// Writes `bytes` and queues what waits for their replies; the future it returns resolves
+    /// when they are read.
+    fn send_request(
+        slf: &Bound<'_, Self>,
+        waiter: Waiter,
+        bytes: &[u8],
+        replies: usize,
+    ) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        let this = slf.get();
+        let future = this
+            .event_loop
+            .bind(py)
+            .call_method0(pyo3::intern!(py, "create_future"))?
+            .unbind();
+        let (transport, arm) = {
+            let mut state = this.state.lock();
+            if let Some(why) = &state.broken {
+                return Err(this.server.get().error(why));
+            }
+            let Some(transport) = state.transport.as_ref().map(|t| t.clone_ref(py)) else {
+                return Err(PyRuntimeError::new_err("the connection is not made yet"));
+            };
+            state.pending.push_back(Pending {
+                waiter,
+                future: future.clone_ref(py),
+                replies,
+                got: Vec::with_capacity(replies),
+                sent: Instant::now(),
+            });
+            let arm = !state.timer_armed;
+            state.timer_armed = true;
+            (transport, arm)
+        };
+        transport.call_method1(py, pyo3::intern!(py, "write"), (PyBytes::new(py, bytes),))?;
+        if arm {
+            Self::schedule_check(slf, this.timeout)?;
+        }
+        Ok(future)
+    }
+
+    /// One deadline check per connection at a time, for its oldest request, rather than a
+    /// timer per request.
+    fn schedule_check(slf: &Bound<'_, Self>, delay: Duration) -> PyResult<()> {
+        let py = slf.py();
+        slf.get().event_loop.bind(py).call_method1(
+            pyo3::intern!(py, "call_later"),
+            (
+                delay.as_secs_f64(),
+                slf.getattr(pyo3::intern!(py, "check_deadlines"))?,
+            ),
+        )?;
+        Ok(())
+    }
+
+    /// Marks the connection unusable, takes every waiting request out (to be failed with
+    /// `why`) and forgets it on its server.
+    fn break_off(&self, py: Python<'_>, why: String) -> Vec<Finished> {
+        let (pending, transport) = {
+            let mut state = self.state.lock();
+            if state.broken.is_none() {
+                state.broken = Some(why.clone());
+            }
+            state.received.clear();
+            (
+                std::mem::take(&mut state.pending),
+                state.transport.take(),
+            )
+        };
+        {
+            let mut link = self.server.get().link.lock();
+            if link.as_ref().is_some_and(|l| std::ptr::eq(l.get(), self)) {
+                *link = None;
+            }
+        }
+        if let Some(transport) = transport {
+            let _ = transport.call_method0(py, pyo3::intern!(py, "abort"));
+        }
+        pending
+            .into_iter()
+            .map(|pending| Finished {
+                pending,
+                result: Err(why.clone()),
+            })
+            .collect()
+    }
+
+    /// Resolves the futures of finished requests, outside the state's lock.
+    fn finish(&self, py: Python<'_>, finished: Vec<Finished>) {
+        for Finished { pending, result } in finished {
+            let outcome: PyResult<Py<PyAny>> = match (pending.waiter, result) {
+                (Waiter::Task(task), Ok(replies)) => task
+                    .get()
+                    .wire_done(replies)
+                    .and_then(|done| done.into_py_any(py)),
+                (Waiter::Task(task), Err(why)) => {
+                    task.get().wire_failed(py, why);
+                    true.into_py_any(py)
+                }
+                (Waiter::Handshake, Ok(replies)) => self
+                    .server
+                    .get()
+                    .check_handshake(replies)
+                    .map(|()| py.None()),
+                (Waiter::Handshake, Err(why)) => Err(self.server.get().error(&why)),
+            };
+            let future = pending.future.bind(py);
+            if future
+                .call_method0(pyo3::intern!(py, "done"))
+                .and_then(|done| done.is_truthy())
+                .unwrap_or(true)
+            {
+                continue; // cancelled: its request no longer waits
+            }
+            let _ = match outcome {
+                Ok(value) => future.call_method1(pyo3::intern!(py, "set_result"), (value,)),
+                Err(error) => {
+                    future.call_method1(pyo3::intern!(py, "set_exception"), (error.into_value(py),))
+                }
+            };
+        }
+    }
+}
+
+impl WireServer {
+    /// A failure to reach this server, as `tornsession._wire` hands it to the waiting tasks
+    /// (which word it as their store's error).
+    fn error(&self, cause: &str) -> PyErr {
+        PyConnectionError::new_err(format!("{}:{}: {cause}", self.host, self.port))
+    }
+
+    fn check_handshake(&self, replies: Vec<Reply>) -> PyResult<()> {
+        let mut bad = replies.into_iter().filter_map(|reply| match reply {
+            Reply::Error(message) => Some(message),
+            _ => None,
+        });
+        match bad.next() {
+            Some(message) => Err(self.error(&format!(
+                "the server refused the connection's greeting (AUTH, SELECT): {message}"
+            ))),
+            None => Ok(()),
+        }
+    }
+}
+
+#[pymethods]
+impl WireConnection {
+    fn connection_made(&self, transport: Bound<'_, PyAny>) -> PyResult<()> {
+        // Requests are small and latency-bound: never let Nagle hold one back.
+        let py = transport.py();
+        if let Ok(socket) = transport.call_method1(pyo3::intern!(py, "get_extra_info"), ("socket",)) {
+            if !socket.is_none() {
+                let socket_module = py.import("socket")?;
+                let _ = socket.call_method1(
+                    "setsockopt",
+                    (
+                        socket_module.getattr("IPPROTO_TCP")?,
+                        socket_module.getattr("TCP_NODELAY")?,
+                        1,
+                    ),
+                );
+            }
+        }
+        self.state.lock().transport = Some(transport.unbind());
+        Ok(())
+    }
+
+    fn data_received(&self, py: Python<'_>, data: &[u8]) {
+        let mut finished = Vec::new();
+        let failure = {
+            let mut state = self.state.lock();
+            if state.broken.is_some() {
+                return;
+            }
+            state.received.extend_from_slice(data);
+            loop {
+                match wire::decode(self.dialect, &mut state.received, MAX_REPLY_VALUE) {
+                    Ok(Some(reply)) => {
+                        let Some(front) = state.pending.front_mut() else {
+                            break Some("the server sent a reply nobody asked for".to_owned());
+                        };
+                        front.got.push(reply);
+                        if front.got.len() >= front.replies {
+                            let mut pending = state.pending.pop_front().expect("front exists");
+                            let replies = std::mem::take(&mut pending.got);
+                            finished.push(Finished {
+                                pending,
+                                result: Ok(replies),
+                            });
+                        }
+                    }
+                    Ok(None) => break None,
+                    Err(error) => break Some(error.to_string()),
+                }
+            }
+        };
+        self.finish(py, finished);
+        if let Some(why) = failure {
+            let failed = self.break_off(py, why);
+            self.finish(py, failed);
+        }
+    }
+
+    /// The server closed its side: the transport closes, and `connection_lost` follows.
+    fn eof_received(&self) -> bool {
+        false
+    }
+
+    #[pyo3(signature = (exc=None))]
+    fn connection_lost(&self, py: Python<'_>, exc: Option<Bound<'_, PyAny>>) {
+        let why = match exc {
+            Some(exc) => format!("connection lost: {exc}"),
+            None => "the server closed the connection".to_owned(),
+        };
+        let failed = self.break_off(py, why);
+        self.finish(py, failed);
+    }
+
+    /// Writes are a few hundred bytes and answered at once; the transport's buffer is enough.
+    fn pause_writing(&self) {}
+
+    fn resume_writing(&self) {}
+
+    /// Fails every waiting request and drops the connection when the oldest has waited longer
+    /// than the store's timeout: a server that stopped answering must not hold requests
+    /// forever, and a reply arriving later would be matched to the wrong request.
+    fn check_deadlines(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        let wait = {
+            let mut state = this.state.lock();
+            match state.pending.front() {
+                None => {
+                    state.timer_armed = false;
+                    return Ok(());
+                }
+                Some(oldest) => this.timeout.checked_sub(oldest.sent.elapsed()),
+            }
+        };
+        match wait {
+            Some(left) if !left.is_zero() => Self::schedule_check(slf, left),
+            _ => {
+                let failed = this.break_off(py, format!("no reply within {:?}", this.timeout));
+                this.finish(py, failed);
+                Ok(())
+            }
+        }
+    }
+
+    /// Sends the store's greeting; the future resolves to `None`, or raises the store's error.
+    fn greet(slf: &Bound<'_, Self>) -> PyResult<Option<Py<PyAny>>> {
+        let Some(handshake) = slf.get().server.get().handshake.clone() else {
+            return Ok(None);
+        };
+        Self::send_request(slf, Waiter::Handshake, &handshake.bytes, handshake.replies).map(Some)
+    }
+
+    /// Sends `task`'s request; the future resolves to whether the task is done (`False`: its
+    /// answer needs more than this protocol's commands, and it runs on a worker thread).
+    fn send(slf: &Bound<'_, Self>, task: Py<StoreTask>) -> PyResult<Py<PyAny>> {
+        let Some(request) = task.get().take_wire_request() else {
+            return Err(PyRuntimeError::new_err(
+                "this task has no request for the store's protocol",
+            ));
+        };
+        Self::send_request(slf, Waiter::Task(task), &request.bytes, request.replies)
+    }
+
+    /// Drops the connection (a greeting the server refused); waiting requests fail.
+    fn close(&self, py: Python<'_>) {
+        let failed = self.break_off(py, "the connection was closed".to_owned());
+        self.finish(py, failed);
+    }
+
+    /// Whether requests may be sent (made, and not failed).
+    #[getter]
+    fn usable(&self) -> bool {
+        let state = self.state.lock();
+        state.transport.is_some() && state.broken.is_none()
+    }
+
+    /// How many requests wait for replies (for tests).
+    #[getter]
+    fn in_flight(&self) -> usize {
+        self.state.lock().pending.len()
+    }
+}
