@@ -247,9 +247,9 @@ impl Engine {
         found: Result<Option<Vec<u8>>, StoreError>,
     ) -> Option<Result<Fetched, StoreError>> {
         if let Ok(Some(blob)) = &found {
-            if codec::peek_extras(blob).is_some_and(|extras| {
-                extras.user.is_some() || extras.expiry.idle_timeout.is_some()
-            }) {
+            if codec::peek_extras(blob)
+                .is_some_and(|extras| extras.user.is_some() || extras.expiry.idle_timeout.is_some())
+            {
                 return None;
             }
         }

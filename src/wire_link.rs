@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use pyo3::exceptions::{PyConnectionError, PyRuntimeError};
 use pyo3::prelude::*;
-use pyo3::IntoPyObjectExt;
 use pyo3::types::PyBytes;
+use pyo3::IntoPyObjectExt;
 
 use crate::store_task::StoreTask;
 use crate::wire::{self, Dialect, Reply, Request};
@@ -73,7 +73,11 @@ impl WireServer {
 #[pymethods]
 impl WireServer {
     /// The open connection for `event_loop`, if there is one that has not failed.
-    fn link_for(&self, py: Python<'_>, event_loop: &Bound<'_, PyAny>) -> Option<Py<WireConnection>> {
+    fn link_for(
+        &self,
+        py: Python<'_>,
+        event_loop: &Bound<'_, PyAny>,
+    ) -> Option<Py<WireConnection>> {
         let link = self.link.lock();
         link.as_ref()
             .filter(|link| {
@@ -99,7 +103,6 @@ impl WireServer {
     fn adopt(&self, link: &Bound<'_, WireConnection>) {
         *self.link.lock() = Some(link.clone().unbind());
     }
-
 }
 
 /// What a sent request waits for.
@@ -211,10 +214,7 @@ impl WireConnection {
                 state.broken = Some(why.clone());
             }
             state.received.clear();
-            (
-                std::mem::take(&mut state.pending),
-                state.transport.take(),
-            )
+            (std::mem::take(&mut state.pending), state.transport.take())
         };
         {
             let mut link = self.server.get().link.lock();
@@ -297,7 +297,8 @@ impl WireConnection {
     fn connection_made(&self, transport: Bound<'_, PyAny>) -> PyResult<()> {
         // Requests are small and latency-bound: never let Nagle hold one back.
         let py = transport.py();
-        if let Ok(socket) = transport.call_method1(pyo3::intern!(py, "get_extra_info"), ("socket",)) {
+        if let Ok(socket) = transport.call_method1(pyo3::intern!(py, "get_extra_info"), ("socket",))
+        {
             if !socket.is_none() {
                 let socket_module = py.import("socket")?;
                 let _ = socket.call_method1(

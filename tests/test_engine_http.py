@@ -1,7 +1,8 @@
 """The session engine over real HTTP, for both API styles (the drop-in ``TornadoSession`` and
-``SessionMixin``) on the Memory, File, SQLite and Redis stores: requests of one session take
-turns, a save never brings back a destroyed or regenerated record, a failed save answers at
-once, a failed request is not saved, and cookies are renewed on the original API too.
+``SessionMixin``) on the Memory, File, SQLite, Redis and memcached stores: requests of one
+session take turns, a save never brings back a destroyed or regenerated record, a failed save
+answers at once, a failed request is not saved, and cookies are renewed on the original API
+too.
 
 A real Tornado server runs on its own IOLoop in a thread; clients are keep-alive connections
 (``Browser``) with their own cookie jars.
@@ -25,7 +26,7 @@ import tornado.netutil
 import tornado.web
 import tornsession
 from conftest import Browser
-from servers import RedisServer
+from servers import RedisServer, ServerProcess
 from tornado.web import create_signed_value
 from tornsession import _ordering
 
@@ -171,7 +172,7 @@ class Server:
         self.loop.close()
 
 
-STORES = ["memory", "file", "sqlite", "redis"]
+STORES = ["memory", "file", "sqlite", "redis", "memcached"]
 STYLES = {"dropin": DropIn, "mixin": Mixin}
 
 
@@ -184,8 +185,11 @@ def make_store(tmp_path: Path, request: pytest.FixtureRequest) -> Callable[[str]
             return tornsession.FileStore(tmp_path / "sessions")
         if kind == "sqlite":
             return tornsession.SqliteStore(tmp_path / "sessions.db")
-        redis: RedisServer = request.getfixturevalue("redis_server")
         prefix = f"engine-{time.monotonic_ns()}:"
+        if kind == "memcached":
+            servers: list[ServerProcess] = request.getfixturevalue("memcached_servers")
+            return tornsession.MemcachedStore([s.address for s in servers], prefix=prefix)
+        redis: RedisServer = request.getfixturevalue("redis_server")
         return tornsession.RedisStore(redis.url, prefix=prefix)
 
     return make

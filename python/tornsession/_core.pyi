@@ -1,8 +1,8 @@
 """Type stubs for tornsession's Rust core (``tornsession._core``)."""
 
 import os
-from datetime import timedelta
 from collections.abc import Awaitable
+from datetime import timedelta
 from typing import Any, Literal, TypeVar, final, overload
 
 from typing_extensions import Self, disjoint_base

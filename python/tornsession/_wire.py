@@ -10,7 +10,7 @@ and made again after one fails.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, cast
 
 from tornsession import _core
 
@@ -60,7 +60,8 @@ async def _connect(
     link = server.new_link(loop)
     try:
         await asyncio.wait_for(
-            loop.create_connection(lambda: link, server.host, server.port),
+            # A protocol by duck typing: asyncio calls its methods, never isinstance().
+            loop.create_connection(lambda: cast(asyncio.Protocol, link), server.host, server.port),
             server.connect_timeout,
         )
     except asyncio.TimeoutError:
