@@ -691,7 +691,9 @@ impl crate::wire::WireStore for RedisStore {
     }
 
     /// The login the blocking client does on a RESP2 connection (`AUTH [user] password`, then
-    /// `SELECT db`), pipelined; the client's `CLIENT SETINFO` is left out, being informational.
+    /// `SELECT db`), pipelined; the client's `CLIENT SETINFO` is left out, being informational,
+    /// and so is its retry of AUTH without the user for servers older than Redis 6, which the
+    /// loads' GETEX (6.2) rules out anyway.
     fn handshake(&self) -> Option<Request> {
         let login = &self.wire.as_ref()?.login;
         let mut bytes = Vec::new();

@@ -162,7 +162,7 @@ fn length(line: &[u8], what: &str, max_value: usize) -> Result<Option<usize>, Pr
         claimed => match usize::try_from(claimed) {
             Ok(len) if len <= max_value => Ok(Some(len)),
             _ => Err(ProtocolError(format!(
-                "a {what} of {claimed}, more than the {max_value} accepted"
+                "{what} length {claimed} is more than the {max_value} accepted"
             ))),
         },
     }
