@@ -12,11 +12,13 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use redis::cluster::{ClusterClient, ClusterConnection};
 use redis::{
-    Client, ClientTlsConfig, Connection, ConnectionAddr, ConnectionInfo, ConnectionLike,
-    RedisConnectionInfo, RedisError, RedisResult, TlsCertificates,
+    Client, ClientTlsConfig, Cmd, Connection, ConnectionAddr, ConnectionInfo, ConnectionLike,
+    ProtocolVersion, RedisConnectionInfo, RedisError, RedisResult, TlsCertificates,
 };
 
 use super::{within_limit, SessionStore, StoreError};
+// `WireStore` by its path only: its `load`/`save`/`delete` would make `SessionStore`'s ambiguous.
+use crate::wire::{Dialect, Endpoint, Reply, Request, SaveMode};
 
 /// The prefix of every key unless told otherwise.
 pub const DEFAULT_PREFIX: &str = "tornsession:";
@@ -272,12 +274,57 @@ impl<C: ConnectionLike> Pool<C> {
     }
 }
 
+// The commands of the common operations, built once for both the blocking connections and the
+// pipelined ones (`WireStore`), so the two cannot drift apart.
+
+fn get_command(prefix: &str, session_id: &str) -> Cmd {
+    let mut command = redis::cmd("GET");
+    command.arg(key(prefix, session_id));
+    command
+}
+
+/// `GETEX key EX ttl`: the value, with its expiry moved, in one round trip (Redis 6.2+).
+fn get_touching_command(prefix: &str, session_id: &str, ttl: Duration) -> Cmd {
+    let mut command = redis::cmd("GETEX");
+    command
+        .arg(key(prefix, session_id))
+        .arg("EX")
+        .arg(ex_seconds(ttl));
+    command
+}
+
+/// `SET key blob [XX] [EX ttl]`; with `XX` (`only_existing`) written only over an existing
+/// key, atomically on the server, and answered with nil when there was none.
+fn set_command(
+    prefix: &str,
+    session_id: &str,
+    blob: &[u8],
+    ttl: Option<Duration>,
+    only_existing: bool,
+) -> Cmd {
+    let mut command = redis::cmd("SET");
+    command.arg(key(prefix, session_id)).arg(blob);
+    if only_existing {
+        command.arg("XX");
+    }
+    if let Some(ttl) = ttl {
+        command.arg("EX").arg(ex_seconds(ttl));
+    }
+    command
+}
+
+fn del_command(prefix: &str, session_id: &str) -> Cmd {
+    let mut command = redis::cmd("DEL");
+    command.arg(key(prefix, session_id));
+    command
+}
+
 fn get(
     prefix: &str,
     session_id: &str,
     c: &mut impl ConnectionLike,
 ) -> RedisResult<Option<Vec<u8>>> {
-    redis::cmd("GET").arg(key(prefix, session_id)).query(c)
+    get_command(prefix, session_id).query(c)
 }
 
 fn set(
@@ -287,15 +334,9 @@ fn set(
     ttl: Option<Duration>,
     c: &mut impl ConnectionLike,
 ) -> RedisResult<()> {
-    let mut command = redis::cmd("SET");
-    command.arg(key(prefix, session_id)).arg(blob);
-    if let Some(ttl) = ttl {
-        command.arg("EX").arg(ex_seconds(ttl));
-    }
-    command.query(c)
+    set_command(prefix, session_id, blob, ttl, false).query(c)
 }
 
-/// `SET key blob XX [EX ttl]`: written only over an existing key, atomically on the server.
 fn set_if_exists(
     prefix: &str,
     session_id: &str,
@@ -303,18 +344,14 @@ fn set_if_exists(
     ttl: Option<Duration>,
     c: &mut impl ConnectionLike,
 ) -> RedisResult<bool> {
-    let mut command = redis::cmd("SET");
-    command.arg(key(prefix, session_id)).arg(blob).arg("XX");
-    if let Some(ttl) = ttl {
-        command.arg("EX").arg(ex_seconds(ttl));
-    }
     // OK when written, nil when there was no key.
-    command.query::<Option<String>>(c).map(|ok| ok.is_some())
+    set_command(prefix, session_id, blob, ttl, true)
+        .query::<Option<String>>(c)
+        .map(|ok| ok.is_some())
 }
 
 fn del(prefix: &str, session_id: &str, c: &mut impl ConnectionLike) -> RedisResult<bool> {
-    redis::cmd("DEL")
-        .arg(key(prefix, session_id))
+    del_command(prefix, session_id)
         .query::<i64>(c)
         .map(|removed| removed > 0)
 }
@@ -355,18 +392,13 @@ fn set_if_unchanged(
     Ok(written == 1)
 }
 
-/// `GETEX key EX ttl`: the value, with its expiry moved, in one round trip (Redis 6.2+).
 fn get_touching(
     prefix: &str,
     session_id: &str,
     ttl: Duration,
     c: &mut impl ConnectionLike,
 ) -> RedisResult<Option<Vec<u8>>> {
-    redis::cmd("GETEX")
-        .arg(key(prefix, session_id))
-        .arg("EX")
-        .arg(ex_seconds(ttl))
-        .query(c)
+    get_touching_command(prefix, session_id, ttl).query(c)
 }
 
 fn expire(
@@ -389,6 +421,9 @@ pub struct RedisStore {
     url: String,
     options: RedisOptions,
     pool: Pool<Connection>,
+    /// The server as the pipelined connections reach it; `None` when they cannot (see
+    /// [`WireTarget::of`]).
+    wire: Option<WireTarget>,
 }
 
 impl RedisStore {
@@ -411,6 +446,7 @@ impl RedisStore {
         }
         .map_err(|e| fail(format!("bad URL: {e}")))?;
         Ok(Self {
+            wire: WireTarget::of(client.get_connection_info()),
             client,
             url: redact_url(url),
             pool: Pool::new(options.pool_size),
@@ -448,7 +484,7 @@ fn connect(client: &Client, options: &RedisOptions) -> RedisResult<Connection> {
 /// The `SessionStore` methods of a Redis store: the same commands whatever the connection; only
 /// `run` (how a connection is had) and `describe` differ.
 macro_rules! redis_session_store {
-    ($store:ty, $describe:expr) => {
+    ($store:ty, $describe:expr, $wire:expr) => {
         impl SessionStore for $store {
             // Redis cannot be asked for the length and the value in one plain command, so the
             // limit is checked after the fetch; it still spares the decoding.
@@ -555,11 +591,234 @@ macro_rules! redis_session_store {
                 let describe: fn(&Self) -> String = $describe;
                 describe(self)
             }
+
+            fn wire(&self) -> Option<&dyn crate::wire::WireStore> {
+                let wire: fn(&Self) -> Option<&dyn crate::wire::WireStore> = $wire;
+                wire(self)
+            }
         }
     };
 }
 
-redis_session_store!(RedisStore, |store| format!("RedisStore('{}')", store.url));
+redis_session_store!(
+    RedisStore,
+    |store| format!("RedisStore('{}')", store.url),
+    |store| store
+        .wire
+        .as_ref()
+        .map(|_| store as &dyn crate::wire::WireStore)
+);
+
+/// A plain-TCP server as the pipelined connections reach it, read from the URL by the redis
+/// crate's own parser so host, port, user, password and db mean what they mean to the blocking
+/// client.
+struct WireTarget {
+    endpoints: [Endpoint; 1],
+    login: RedisConnectionInfo,
+}
+
+impl WireTarget {
+    /// `None` for what those connections do not speak: TLS (`rediss://`), unix sockets, and
+    /// RESP3 (`?protocol=3`; they parse RESP2 only). Those stay on the blocking client.
+    fn of(info: &ConnectionInfo) -> Option<Self> {
+        match &info.addr {
+            ConnectionAddr::Tcp(host, port) if info.redis.protocol == ProtocolVersion::RESP2 => {
+                Some(Self {
+                    endpoints: [Endpoint {
+                        host: host.clone(),
+                        port: *port,
+                    }],
+                    login: info.redis.clone(),
+                })
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The only reply of a single command; `None` when there were not exactly one.
+fn only_reply(replies: Vec<Reply>) -> Option<Reply> {
+    let mut replies = replies.into_iter();
+    match (replies.next(), replies.next()) {
+        (Some(reply), None) => Some(reply),
+        _ => None,
+    }
+}
+
+/// A server's error reply worded as the blocking client words it (`WRONGTYPE: Operation ...`),
+/// so both paths log the same text.
+fn server_error_text(message: &str) -> String {
+    match redis::parse_redis_value(format!("-{message}\r\n").as_bytes()) {
+        Ok(redis::Value::ServerError(error)) => RedisError::from(error).to_string(),
+        _ => message.to_owned(),
+    }
+}
+
+impl RedisStore {
+    /// What a reply that is not the expected one means: the server's own error, or an answer
+    /// no Redis gives to the command sent. Either way the store, not the record, failed, as on
+    /// the blocking path.
+    fn unexpected(&self, reply: Option<Reply>, expected: &str) -> StoreError {
+        let cause = match reply {
+            Some(Reply::Error(message)) => server_error_text(&message),
+            Some(other) => format!("the server answered {} to {expected}", shape(&other)),
+            None => format!("the server did not answer {expected} with one reply"),
+        };
+        StoreError::new(self, cause)
+    }
+}
+
+/// What kind of reply, without its contents (they may hold a session's data).
+fn shape(reply: &Reply) -> &'static str {
+    match reply {
+        Reply::Bulk(Some(_)) => "a value",
+        Reply::Bulk(None) => "nil",
+        Reply::Int(_) => "an integer",
+        Reply::Status(_) => "a status",
+        Reply::Error(_) => "an error",
+        Reply::Array(_) => "an array",
+        Reply::Meta { .. } => "a memcached reply",
+    }
+}
+
+impl crate::wire::WireStore for RedisStore {
+    fn dialect(&self) -> Dialect {
+        Dialect::Resp
+    }
+
+    fn endpoints(&self) -> &[Endpoint] {
+        self.wire.as_ref().map_or(&[], |wire| &wire.endpoints[..])
+    }
+
+    /// The login the blocking client does on a RESP2 connection (`AUTH [user] password`, then
+    /// `SELECT db`), pipelined; the client's `CLIENT SETINFO` is left out, being informational,
+    /// and so is its retry of AUTH without the user for servers older than Redis 6, which the
+    /// loads' GETEX (6.2) rules out anyway.
+    fn handshake(&self) -> Option<Request> {
+        let login = &self.wire.as_ref()?.login;
+        let mut bytes = Vec::new();
+        let mut replies = 0;
+        if let Some(password) = &login.password {
+            let mut auth = redis::cmd("AUTH");
+            if let Some(username) = &login.username {
+                auth.arg(username);
+            }
+            auth.arg(password).write_packed_command(&mut bytes);
+            replies += 1;
+        }
+        if login.db != 0 {
+            redis::cmd("SELECT")
+                .arg(login.db)
+                .write_packed_command(&mut bytes);
+            replies += 1;
+        }
+        (replies > 0).then_some(Request {
+            server: 0,
+            bytes,
+            replies,
+        })
+    }
+
+    fn handshake_reply(&self, replies: Vec<Reply>) -> Result<(), StoreError> {
+        let expected = self.handshake().map_or(0, |request| request.replies);
+        if replies.len() != expected {
+            return Err(StoreError::new(
+                self,
+                format!(
+                    "cannot connect: {} replies to the {expected} login commands",
+                    replies.len()
+                ),
+            ));
+        }
+        for reply in replies {
+            if reply != Reply::Status("OK".to_owned()) {
+                let error = self.unexpected(Some(reply), "AUTH or SELECT");
+                let mut cause = format!("cannot connect: {}", error.cause);
+                // Servers do not quote the password back; this keeps it so if one ever does.
+                if let Some(password) = self
+                    .wire
+                    .as_ref()
+                    .and_then(|wire| wire.login.password.as_deref())
+                    .filter(|password| !password.is_empty())
+                {
+                    cause = cause.replace(password, "***");
+                }
+                return Err(StoreError { cause, ..error });
+            }
+        }
+        Ok(())
+    }
+
+    fn load(&self, session_id: &str, ttl: Option<Duration>) -> Request {
+        let prefix = &self.options.prefix;
+        let command = match ttl {
+            Some(ttl) => get_touching_command(prefix, session_id, ttl),
+            None => get_command(prefix, session_id),
+        };
+        Request {
+            server: 0,
+            bytes: command.get_packed_command(),
+            replies: 1,
+        }
+    }
+
+    fn load_reply(
+        &self,
+        session_id: &str,
+        replies: Vec<Reply>,
+        max_bytes: usize,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        match only_reply(replies) {
+            Some(Reply::Bulk(blob)) => within_limit(self, session_id, blob, max_bytes),
+            other => Err(self.unexpected(other, "GET")),
+        }
+        .map_err(|e| e.without_id(session_id))
+    }
+
+    fn save(
+        &self,
+        session_id: &str,
+        blob: &[u8],
+        ttl: Option<Duration>,
+        mode: SaveMode,
+    ) -> Request {
+        let only_existing = mode == SaveMode::IfExists;
+        let command = set_command(&self.options.prefix, session_id, blob, ttl, only_existing);
+        Request {
+            server: 0,
+            bytes: command.get_packed_command(),
+            replies: 1,
+        }
+    }
+
+    fn save_reply(&self, session_id: &str, replies: Vec<Reply>) -> Result<bool, StoreError> {
+        match only_reply(replies) {
+            Some(Reply::Status(ok)) if ok == "OK" => Ok(true),
+            // `XX` found no key.
+            Some(Reply::Bulk(None)) => Ok(false),
+            other => Err(self.unexpected(other, "SET").without_id(session_id)),
+        }
+    }
+
+    fn delete(&self, session_id: &str) -> Request {
+        Request {
+            server: 0,
+            bytes: del_command(&self.options.prefix, session_id).get_packed_command(),
+            replies: 1,
+        }
+    }
+
+    fn delete_reply(&self, session_id: &str, replies: Vec<Reply>) -> Result<bool, StoreError> {
+        match only_reply(replies) {
+            Some(Reply::Int(removed)) => Ok(removed > 0),
+            other => Err(self.unexpected(other, "DEL").without_id(session_id)),
+        }
+    }
+
+    fn timeouts(&self) -> (Duration, Duration) {
+        (self.options.timeout, self.options.connect_timeout)
+    }
+}
 
 /// Sessions in a Redis Cluster, given the URLs of one or more of its nodes; keys are routed to
 /// the node owning their slot.
@@ -641,10 +900,13 @@ fn list(urls: &[String]) -> String {
     format!("[{}]", quoted.join(", "))
 }
 
-redis_session_store!(RedisClusterStore, |store| format!(
-    "RedisClusterStore({})",
-    list(&store.urls)
-));
+// No pipelined path for a cluster: keys are routed by slot, and MOVED / ASK redirections during
+// resharding are followed by the redis crate's cluster client, on the blocking path.
+redis_session_store!(
+    RedisClusterStore,
+    |store| format!("RedisClusterStore({})", list(&store.urls)),
+    |_| None
+);
 
 /// How [`RedisSentinelStore`] talks to the master, besides [`RedisOptions`] (a URL says these
 /// for the other stores).
@@ -833,15 +1095,19 @@ fn describe_sentinel(sentinels: &[String], service_name: &str) -> String {
     format!("RedisSentinelStore({}, '{service_name}')", list(sentinels))
 }
 
-redis_session_store!(RedisSentinelStore, |store| describe_sentinel(
-    &store.sentinels,
-    &store.service_name
-));
+// No pipelined path either: the master's address comes from the sentinels and moves on
+// failover, which the blocking path follows.
+redis_session_store!(
+    RedisSentinelStore,
+    |store| describe_sentinel(&store.sentinels, &store.service_name),
+    |_| None
+);
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::stores::StoreErrorKind;
+    use crate::wire::{Dialect, Endpoint, Reply, Request, SaveMode};
 
     const A: &str = "0000000000000000000000000000000a";
 
@@ -1040,5 +1306,178 @@ mod tests {
         );
         let e = store.load(A, usize::MAX).err().unwrap();
         assert_eq!(e.kind, StoreErrorKind::Unavailable);
+    }
+
+    fn wire_of(store: &RedisStore) -> &dyn crate::wire::WireStore {
+        store
+            .wire()
+            .expect("a plain redis:// URL has a pipelined path")
+    }
+
+    #[test]
+    fn only_plain_tcp_resp2_urls_have_a_pipelined_path() {
+        let store = RedisStore::new("redis://127.0.0.1:6390/2", RedisOptions::default()).unwrap();
+        let wire = wire_of(&store);
+        assert_eq!(wire.dialect(), Dialect::Resp);
+        assert_eq!(
+            wire.endpoints(),
+            [Endpoint {
+                host: "127.0.0.1".to_owned(),
+                port: 6390
+            }]
+        );
+        let default_port = RedisStore::new("redis://[::1]", RedisOptions::default()).unwrap();
+        assert_eq!(
+            wire_of(&default_port).endpoints(),
+            [Endpoint {
+                host: "::1".to_owned(),
+                port: 6379
+            }]
+        );
+        for url in [
+            "rediss://127.0.0.1:6390/0",
+            "unix:///run/redis.sock",
+            "redis://127.0.0.1:6390/?protocol=3",
+        ] {
+            let store = RedisStore::new(url, RedisOptions::default()).unwrap();
+            assert!(store.wire().is_none(), "{url}");
+        }
+        let urls = vec!["redis://127.0.0.1:1".to_owned()];
+        let cluster = RedisClusterStore::new(&urls, RedisOptions::default()).unwrap();
+        assert!(cluster.wire().is_none());
+        let sentinel = RedisSentinelStore::new(
+            &["127.0.0.1:1".to_owned()],
+            "mymaster",
+            SentinelMasterOptions::default(),
+            RedisOptions::default(),
+        )
+        .unwrap();
+        assert!(sentinel.wire().is_none());
+    }
+
+    #[test]
+    fn the_handshake_logs_in_as_the_url_says() {
+        let packed = |args: &[&str]| {
+            let mut command = redis::cmd(args[0]);
+            for arg in &args[1..] {
+                command.arg(*arg);
+            }
+            command.get_packed_command()
+        };
+        let handshake = |url: &str| {
+            let store = RedisStore::new(url, RedisOptions::default()).unwrap();
+            wire_of(&store).handshake()
+        };
+        assert_eq!(handshake("redis://127.0.0.1/0"), None);
+        assert_eq!(handshake("redis://127.0.0.1"), None);
+        let both = handshake("redis://al%40ice:p%3Ass@127.0.0.1/3").unwrap();
+        assert_eq!(both.replies, 2);
+        assert_eq!(
+            both.bytes,
+            [
+                packed(&["AUTH", "al@ice", "p:ss"]),
+                packed(&["SELECT", "3"])
+            ]
+            .concat()
+        );
+        let password_only = handshake("redis://:secret@127.0.0.1").unwrap();
+        assert_eq!(password_only.replies, 1);
+        assert_eq!(password_only.bytes, packed(&["AUTH", "secret"]));
+        let db_only = handshake("redis://127.0.0.1/5").unwrap();
+        assert_eq!(db_only.replies, 1);
+        assert_eq!(db_only.bytes, packed(&["SELECT", "5"]));
+    }
+
+    #[test]
+    fn a_refused_handshake_never_shows_the_password() {
+        let store =
+            RedisStore::new("redis://:hunter2@127.0.0.1/1", RedisOptions::default()).unwrap();
+        let wire = wire_of(&store);
+        let ok = || Reply::Status("OK".to_owned());
+        assert!(wire.handshake_reply(vec![ok(), ok()]).is_ok());
+        for replies in [
+            vec![Reply::Error("WRONGPASS hunter2 is wrong".to_owned()), ok()],
+            vec![
+                ok(),
+                Reply::Error("ERR DB index is out of range".to_owned()),
+            ],
+            vec![ok()],
+            vec![ok(), Reply::Int(1)],
+        ] {
+            let e = wire.handshake_reply(replies).unwrap_err();
+            assert_eq!(e.kind, StoreErrorKind::Unavailable);
+            let message = e.to_string();
+            assert!(!message.contains("hunter2"), "{message}");
+            assert!(
+                message.starts_with("RedisStore('redis://:***@127.0.0.1/1'): cannot connect: "),
+                "{message}"
+            );
+        }
+    }
+
+    #[test]
+    fn operations_are_the_blocking_paths_commands() {
+        let store = RedisStore::new("redis://127.0.0.1/0", RedisOptions::default()).unwrap();
+        let wire = wire_of(&store);
+        let prefix = DEFAULT_PREFIX;
+        let ttl = Duration::from_millis(1500);
+        let one = |command: Cmd| Request {
+            server: 0,
+            bytes: command.get_packed_command(),
+            replies: 1,
+        };
+        assert_eq!(wire.load(A, None), one(get_command(prefix, A)));
+        let touching = wire.load(A, Some(ttl));
+        assert_eq!(touching, one(get_touching_command(prefix, A, ttl)));
+        // Rounded up as `ex_seconds` does: GETEX key EX 2.
+        assert!(touching.bytes.ends_with(b"$2\r\nEX\r\n$1\r\n2\r\n"));
+        assert_eq!(
+            wire.save(A, b"blob", Some(ttl), SaveMode::Always),
+            one(set_command(prefix, A, b"blob", Some(ttl), false))
+        );
+        assert_eq!(
+            wire.save(A, b"blob", None, SaveMode::IfExists),
+            one(set_command(prefix, A, b"blob", None, true))
+        );
+        assert_eq!(wire.delete(A), one(del_command(prefix, A)));
+        assert_eq!(wire.timeouts(), (DEFAULT_TIMEOUT, DEFAULT_CONNECT_TIMEOUT));
+    }
+
+    #[test]
+    fn replies_read_as_the_blocking_methods_return() {
+        let store = RedisStore::new("redis://127.0.0.1/0", RedisOptions::default()).unwrap();
+        let wire = wire_of(&store);
+        let value = || vec![Reply::Bulk(Some(b"abc".to_vec()))];
+        assert_eq!(
+            wire.load_reply(A, value(), 3).unwrap(),
+            Some(b"abc".to_vec())
+        );
+        assert_eq!(
+            wire.load_reply(A, vec![Reply::Bulk(None)], 3).unwrap(),
+            None
+        );
+        let e = wire.load_reply(A, value(), 2).unwrap_err();
+        assert_eq!(e.kind, StoreErrorKind::OversizedRecord);
+        for replies in [
+            vec![Reply::Error(format!("WRONGTYPE key tornsession:{A}"))],
+            vec![Reply::Int(3)],
+            vec![],
+            [value(), value()].concat(),
+        ] {
+            let e = wire.load_reply(A, replies, 3).unwrap_err();
+            assert_eq!(e.kind, StoreErrorKind::Unavailable);
+            assert!(!e.to_string().contains(A), "{e}");
+        }
+        let ok = || vec![Reply::Status("OK".to_owned())];
+        assert!(wire.save_reply(A, ok()).unwrap());
+        assert!(!wire.save_reply(A, vec![Reply::Bulk(None)]).unwrap());
+        let e = wire
+            .save_reply(A, vec![Reply::Error(format!("ERR {A}"))])
+            .unwrap_err();
+        assert!(!e.to_string().contains(A), "{e}");
+        assert!(wire.save_reply(A, vec![Reply::Int(1)]).is_err());
+        assert!(wire.delete_reply(A, vec![Reply::Int(1)]).unwrap());
+        assert!(!wire.delete_reply(A, vec![Reply::Int(0)]).unwrap());
+        assert!(wire.delete_reply(A, ok()).is_err());
     }
 }
