@@ -95,6 +95,7 @@ impl WireServer {
             event_loop: event_loop.clone().unbind(),
             dialect: server.dialect,
             timeout: server.timeout,
+            pid: std::process::id(),
             state: Mutex::new(LinkState::default()),
         }
     }
@@ -140,6 +141,8 @@ pub struct WireConnection {
     event_loop: Py<PyAny>,
     dialect: Dialect,
     timeout: Duration,
+    /// The process that made it.
+    pid: u32,
     state: Mutex<LinkState>,
 }
 
