@@ -72,7 +72,8 @@ impl WireServer {
 
 #[pymethods]
 impl WireServer {
-    /// The open connection for `event_loop`, if there is one that has not failed.
+    /// The open connection for `event_loop`, if there is one that has not failed (and was
+    /// made by this process: after a fork the parent's socket is shared, never to be used).
     fn link_for(
         &self,
         py: Python<'_>,
@@ -82,7 +83,9 @@ impl WireServer {
         link.as_ref()
             .filter(|link| {
                 let link = link.get();
-                link.state.lock().broken.is_none() && link.event_loop.bind(py).is(event_loop)
+                link.pid == std::process::id()
+                    && link.state.lock().broken.is_none()
+                    && link.event_loop.bind(py).is(event_loop)
             })
             .map(|link| link.clone_ref(py))
     }
