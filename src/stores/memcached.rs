@@ -691,9 +691,9 @@ impl SessionStore for MemcachedStore {
         let key = self.key(session_id);
         let request = meta::touch(&key, exptime(Some(ttl), crate::time::now()));
         match self.call(session_id, &key, &request, 0)? {
-            // NF: a missing record stays missing.
-            Reply::Meta { code, .. } if &code == b"HD" || &code == b"NF" => Ok(()),
-            reply => Err(self.unexpected(session_id, "mt", &reply)),
+            // EN: a missing record stays missing.
+            Reply::Meta { code, .. } if &code == b"HD" || &code == b"EN" => Ok(()),
+            reply => Err(self.unexpected(session_id, "mg", &reply)),
         }
     }
 

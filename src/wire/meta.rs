@@ -1,4 +1,5 @@
-//! memcached's meta protocol (memcached 1.6+), sans I/O: the commands a session store sends,
+//! memcached's meta protocol (memcached 1.6+), sans I/O: the commands a session store sends
+//! (`mg`, `ms`, `md`, `ma`),
 //! as bytes, and the replies, parsed off the front of a buffer.
 //!
 //! A reply is one line, `<code>[ <flags>]\r\n`, and for `VA` a data block after it:
@@ -204,9 +205,10 @@ pub fn delete(key: &str) -> Vec<u8> {
     format!("md {key}\r\n").into_bytes()
 }
 
-/// `mt <key> T<exptime>`: moves the expiry; answers `HD`, or `NF` when there is no record.
+/// `mg <key> T<exptime>`: moves the expiry without fetching the value (memcached has no `mt`:
+/// a meta get without `v` is its touch); answers `HD`, or `EN` when there is no record.
 pub fn touch(key: &str, exptime: u32) -> Vec<u8> {
-    format!("mt {key} T{exptime}\r\n").into_bytes()
+    format!("mg {key} T{exptime}\r\n").into_bytes()
 }
 
 /// `ma <key> v`: adds 1 to a decimal counter, answering `VA` with the new value, `NF` when
@@ -392,7 +394,7 @@ mod tests {
             b"ms p:a 1 T5 C42\r\nv\r\n"
         );
         assert_eq!(delete("p:a"), b"md p:a\r\n");
-        assert_eq!(touch("p:a", 9), b"mt p:a T9\r\n");
+        assert_eq!(touch("p:a", 9), b"mg p:a T9\r\n");
         assert_eq!(increment("p:gen:u"), b"ma p:gen:u v\r\n");
         assert_eq!(flag("c12 t30", 'c'), Some("12"));
         assert_eq!(flag("c12 t30", 't'), Some("30"));
