@@ -535,18 +535,18 @@ def test_memcached_round_trips_owned_sessions_cost_one_counter_get(
     # A login: one get of the counter before the record is written.
     _, login_cost = counted(lambda: manager.set(owned))
     assert login_cost == {"cmd_get": 1, "cmd_set": 1}, login_cost
-    # Loads: get + touch; an owned one gets the counter too.
+    # Loads: one touching get (`mg v T`, which memcached counts as a touch, not a get); an
+    # owned one gets the counter too.
     plain_loaded, plain_load = counted(lambda: load(plain))
     owned_loaded, owned_load = counted(lambda: load(owned))
-    assert plain_load == {"cmd_get": 1, "cmd_touch": 1}, plain_load
-    assert owned_load == {"cmd_get": 2, "cmd_touch": 1}, owned_load
-    # Saves of loaded sessions: gets + cas either way; the generation came with the load.
+    assert plain_load == {"cmd_touch": 1}, plain_load
+    assert owned_load == {"cmd_get": 1, "cmd_touch": 1}, owned_load
+    # Saves of loaded sessions: one replace (`ms MR`) either way; the generation came with the
+    # load.
     _, plain_save = counted(lambda: change(plain_loaded))
     _, owned_save = counted(lambda: change(owned_loaded))
-    # (memcached counts a cas as a set too)
-    expected = {"cmd_get": 1, "cmd_set": 1, "cas_hits": 1}
-    assert plain_save == owned_save == expected, (plain_save, owned_save)
-    # "Log out everywhere": incr (add + incr the first time); nothing per session.
+    assert plain_save == owned_save == {"cmd_set": 1}, (plain_save, owned_save)
+    # "Log out everywhere": ma (ma, ms ME, ma the first time); nothing per session.
     _, bump = counted(lambda: manager.destroy_user_sessions(owned.user_id or ""))
     assert bump in ({"incr_hits": 1}, {"incr_misses": 1, "cmd_set": 1, "incr_hits": 1}), bump
     # The next load of the session finds it ended, says so with a hashed id, and deletes it.

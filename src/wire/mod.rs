@@ -4,7 +4,7 @@
 //! blocking client drive these from their own I/O, and `cargo test` drives them from buffers.
 //!
 //! Redis speaks RESP (parsed by the `redis-protocol` crate, packed by the `redis` crate);
-//! memcached speaks its meta protocol (`mg`/`ms`/`md`/`mt`, memcached 1.6+), small enough to
+//! memcached speaks its meta protocol (`mg`/`ms`/`md`/`ma`, memcached 1.6+), small enough to
 //! parse here (see `meta`).
 
 use std::time::Duration;
