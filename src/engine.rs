@@ -31,7 +31,6 @@ use crate::stores::{StoreError, StoreErrorKind};
 use crate::time;
 use crate::tornado_cookies::{text, CookieSettings};
 use crate::users::{self, ExpiryCaps};
-use crate::wire::WireStore;
 use crate::wire_link::WireServer;
 
 /// Everything a manager decides with: secrets, store, cookies, limits.
@@ -273,13 +272,12 @@ impl Engine {
     }
 
     /// The store's servers for the async API's connections, made once per engine.
-    pub fn wire_servers(
-        &self,
-        py: Python<'_>,
-        store: &dyn WireStore,
-    ) -> PyResult<&Vec<Py<WireServer>>> {
+    pub fn wire_servers(&self, py: Python<'_>) -> PyResult<&Vec<Py<WireServer>>> {
         self.wire_servers.get_or_try_init(py, || {
-            WireServer::for_store(store, self.store.describe(py))
+            let StoreHandle::Native(store) = &self.store else {
+                return Ok(Vec::new());
+            };
+            WireServer::for_store(store, &self.store.describe(py))
                 .into_iter()
                 .map(|server| Py::new(py, server))
                 .collect()

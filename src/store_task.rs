@@ -191,7 +191,10 @@ impl StoreTask {
             Job::Delete(id, None) => store.delete(id),
             _ => return Ok(None),
         };
-        let server = self.engine.wire_servers(py, store)?[request.server].clone_ref(py);
+        let Some(server) = self.engine.wire_servers(py)?.get(request.server) else {
+            return Ok(None);
+        };
+        let server = server.clone_ref(py);
         *self.wire_request.lock() = Some(request);
         Ok(Some(server))
     }

@@ -13,6 +13,7 @@
 //! request makes a new one (`tornsession._wire`).
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -22,6 +23,7 @@ use pyo3::types::PyBytes;
 use pyo3::IntoPyObjectExt;
 
 use crate::store_task::StoreTask;
+use crate::stores::SessionStore;
 use crate::wire::{self, Dialect, Reply, Request};
 
 /// The largest value a reply may announce: a session is kilobytes, and a store's read limit is
@@ -46,24 +48,30 @@ pub struct WireServer {
     dialect: Dialect,
     timeout: Duration,
     handshake: Option<Request>,
+    /// The store, which reads the handshake's replies.
+    store: Arc<dyn SessionStore>,
     /// The open connection, cleared when it fails.
     link: Mutex<Option<Py<WireConnection>>>,
 }
 
 impl WireServer {
-    pub fn for_store(store: &dyn wire::WireStore, describe: String) -> Vec<Self> {
-        let (timeout, connect_timeout) = store.timeouts();
-        store
-            .endpoints()
+    /// One per server of `store`; none when it has no wire protocol.
+    pub fn for_store(store: &Arc<dyn SessionStore>, describe: &str) -> Vec<Self> {
+        let Some(wire) = store.wire() else {
+            return Vec::new();
+        };
+        let (timeout, connect_timeout) = wire.timeouts();
+        wire.endpoints()
             .iter()
             .map(|endpoint| Self {
                 host: endpoint.host.clone(),
                 port: endpoint.port,
                 connect_timeout: connect_timeout.as_secs_f64(),
-                describe: describe.clone(),
-                dialect: store.dialect(),
+                describe: describe.to_owned(),
+                dialect: wire.dialect(),
                 timeout,
-                handshake: store.handshake(),
+                handshake: wire.handshake(),
+                store: store.clone(),
                 link: Mutex::new(None),
             })
             .collect()
@@ -285,15 +293,9 @@ impl WireServer {
     }
 
     fn check_handshake(&self, replies: Vec<Reply>) -> PyResult<()> {
-        let mut bad = replies.into_iter().filter_map(|reply| match reply {
-            Reply::Error(message) => Some(message),
-            _ => None,
-        });
-        match bad.next() {
-            Some(message) => Err(self.error(&format!(
-                "the server refused the connection's greeting (AUTH, SELECT): {message}"
-            ))),
-            None => Ok(()),
+        match self.store.wire().map(|wire| wire.handshake_reply(replies)) {
+            Some(Err(refused)) => Err(self.error(&refused.cause)),
+            _ => Ok(()),
         }
     }
 }

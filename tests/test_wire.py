@@ -26,7 +26,7 @@ import redis as redis_py
 import tornado.web
 import tornsession
 from conftest import Browser
-from servers import RedisServer, ServerProcess
+from servers import RedisServer, ServerProcess, launch, redis_argv, require_binary
 from test_engine_http import (
     COOKIE_SECRET,
     SESSION_SECRET,
@@ -429,3 +429,46 @@ def test_the_wire_module_keeps_no_attempts_after_use() -> None:
     from tornsession import _wire
 
     assert _wire._attempts == {}
+
+
+@pytest.fixture
+def redis_with_password(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[ServerProcess]:
+    binary = require_binary("redis-server")
+    folder = tmp_path_factory.mktemp("redis-auth")
+    # Probed by a plain connect: the usual probe (INFO without a password) is refused here.
+    server = launch(
+        lambda port: ServerProcess(
+            redis_argv(binary, port, "--requirepass", "s3cret-pass"), port, folder, None
+        )
+    )
+    yield server
+    server.kill()
+
+
+def test_the_connection_greets_with_auth_and_select_and_a_wrong_password_is_a_500(
+    redis_with_password: ServerProcess,
+    serve: Callable[..., Server],
+    no_store_threads: list[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    port = redis_with_password.port
+    good = tornsession.RedisStore(f"redis://:s3cret-pass@127.0.0.1:{port}/3")
+    server = serve("mixin", good)
+    with Browser(server.port) as browser:
+        assert [browser.get("/inc")[1] for _ in range(3)] == ["1", "2", "3"]
+    client = redis_py.Redis(host="127.0.0.1", port=port, password="s3cret-pass", db=3)
+    assert client.dbsize() == 1  # written in db 3, as SELECT asked
+    client.close()
+    bad = tornsession.RedisStore(f"redis://:wrong-pass@127.0.0.1:{port}/3")
+    server = serve("mixin", bad)
+    with Browser(server.port) as browser:
+        browser.get("/inc")
+        browser.cookies = signed_cookies("e" * 32)
+        status, _ = browser.get("/peek")
+    assert status == 500
+    logged = "\n".join(record.getMessage() + str(record.exc_info) for record in caplog.records)
+    assert "WRONGPASS" in logged or "invalid" in logged, logged
+    assert "wrong-pass" not in logged
+    assert no_store_threads == []
