@@ -277,7 +277,7 @@ impl Engine {
             let StoreHandle::Native(store) = &self.store else {
                 return Ok(Vec::new());
             };
-            WireServer::for_store(store, &self.store.describe(py))
+            WireServer::for_store(store, &self.store.describe(py), self.max_read_size)
                 .into_iter()
                 .map(|server| Py::new(py, server))
                 .collect()

@@ -26,10 +26,11 @@ use crate::store_task::StoreTask;
 use crate::stores::SessionStore;
 use crate::wire::{self, Dialect, Reply, Request};
 
-/// The largest value a reply may announce: a session is kilobytes, and a store's read limit is
-/// checked on what arrives; this only stops a broken or hostile server from making us buffer
-/// gigabytes for one reply.
-const MAX_REPLY_VALUE: usize = 512 << 20;
+/// The smallest bound on what one reply may announce. A record over the manager's
+/// `max_read_size` but under the bound is read and refused (a fresh session for that request
+/// only); a larger announcement makes the connection unusable (every request waiting on it
+/// fails), so the bound is generous: 4 times the read limit, at least this.
+const MIN_REPLY_LIMIT: usize = 16 << 20;
 
 /// One server of a store, as the async API reaches it: where, how to greet it, how long to
 /// wait, and the connection currently open to it (if any).
@@ -50,13 +51,20 @@ pub struct WireServer {
     handshake: Option<Request>,
     /// The store, which reads the handshake's replies.
     store: Arc<dyn SessionStore>,
-    /// The open connection, cleared when it fails.
-    link: Mutex<Option<Py<WireConnection>>>,
+    /// The most bytes one reply may announce (see `MIN_REPLY_LIMIT`).
+    reply_limit: usize,
+    /// The open connections, one per event loop that uses the server (nearly always one);
+    /// a connection leaves when it fails, its loop is closed, or the process forked.
+    links: Mutex<Vec<Py<WireConnection>>>,
 }
 
 impl WireServer {
     /// One per server of `store`; none when it has no wire protocol.
-    pub fn for_store(store: &Arc<dyn SessionStore>, describe: &str) -> Vec<Self> {
+    pub fn for_store(
+        store: &Arc<dyn SessionStore>,
+        describe: &str,
+        max_read_size: usize,
+    ) -> Vec<Self> {
         let Some(wire) = store.wire() else {
             return Vec::new();
         };
@@ -72,30 +80,44 @@ impl WireServer {
                 timeout,
                 handshake: wire.handshake(),
                 store: store.clone(),
-                link: Mutex::new(None),
+                reply_limit: max_read_size.saturating_mul(4).max(MIN_REPLY_LIMIT),
+                links: Mutex::new(Vec::new()),
             })
             .collect()
+    }
+
+    fn forget(&self, link: &WireConnection) {
+        self.links.lock().retain(|l| !std::ptr::eq(l.get(), link));
     }
 }
 
 #[pymethods]
 impl WireServer {
-    /// The open connection for `event_loop`, if there is one that has not failed (and was
-    /// made by this process: after a fork the parent's socket is shared, never to be used).
+    /// The open connection for `event_loop`, if there is one that has not failed. Connections
+    /// of closed loops are closed and dropped on the way (an app's tests, or a script calling
+    /// `asyncio.run` per job, make a loop each), as are those made before a fork: the parent's
+    /// socket is shared, never to be used or closed by the child.
     fn link_for(
         &self,
         py: Python<'_>,
         event_loop: &Bound<'_, PyAny>,
     ) -> Option<Py<WireConnection>> {
-        let link = self.link.lock();
-        link.as_ref()
-            .filter(|link| {
-                let link = link.get();
-                link.pid == std::process::id()
-                    && link.state.lock().broken.is_none()
-                    && link.event_loop.bind(py).is(event_loop)
-            })
-            .map(|link| link.clone_ref(py))
+        let links: Vec<Py<WireConnection>> =
+            self.links.lock().iter().map(|l| l.clone_ref(py)).collect();
+        let mut found = None;
+        for link in links {
+            let this = link.get();
+            // A connection from before a fork is dropped without a call on its transport,
+            // which would unregister the parent's socket from the epoll set both share.
+            if this.pid != std::process::id() || this.is_broken() {
+                self.forget(this);
+            } else if this.event_loop.bind(py).is(event_loop) {
+                found = Some(link);
+            } else if this.loop_is_closed(py) {
+                this.end_on_closed_loop(py);
+            }
+        }
+        found
     }
 
     /// A protocol object for a new connection on `event_loop` (made by `loop.create_connection`).
@@ -106,14 +128,19 @@ impl WireServer {
             event_loop: event_loop.clone().unbind(),
             dialect: server.dialect,
             timeout: server.timeout,
+            reply_limit: server.reply_limit,
             pid: std::process::id(),
             state: Mutex::new(LinkState::default()),
         }
     }
 
-    /// Makes `link`, connected and greeted, the one requests use.
+    /// Makes `link`, connected and greeted, the one requests on its loop use.
     fn adopt(&self, link: &Bound<'_, WireConnection>) {
-        *self.link.lock() = Some(link.clone().unbind());
+        let py = link.py();
+        let event_loop = link.get().event_loop.bind(py);
+        let mut links = self.links.lock();
+        links.retain(|l| !l.get().event_loop.bind(py).is(event_loop));
+        links.push(link.clone().unbind());
     }
 }
 
@@ -152,6 +179,7 @@ pub struct WireConnection {
     event_loop: Py<PyAny>,
     dialect: Dialect,
     timeout: Duration,
+    reply_limit: usize,
     /// The process that made it.
     pid: u32,
     state: Mutex<LinkState>,
@@ -164,6 +192,39 @@ struct Finished {
 }
 
 impl WireConnection {
+    fn is_broken(&self) -> bool {
+        self.state.lock().broken.is_some()
+    }
+
+    /// Ends a connection whose loop was closed under it. Its transport cannot close any more
+    /// (closing schedules a callback on the loop, which raises): the TCP connection is shut
+    /// down here, so the server sees it end at once, and the socket is released when Python
+    /// collects the transport (with asyncio's "unclosed transport" ResourceWarning, as for any
+    /// connection left open when a loop closes).
+    fn end_on_closed_loop(&self, py: Python<'_>) {
+        let transport = self
+            .state
+            .lock()
+            .transport
+            .as_ref()
+            .map(|t| t.clone_ref(py));
+        if let Some(transport) = transport {
+            let _ = transport
+                .call_method1(py, pyo3::intern!(py, "get_extra_info"), ("socket",))
+                .and_then(|socket| socket.call_method1(py, "shutdown", (2,))); // SHUT_RDWR
+        }
+        // Their futures belong to the closed loop: nobody waits for them.
+        drop(self.break_off(py, "its event loop was closed".to_owned()));
+    }
+
+    fn loop_is_closed(&self, py: Python<'_>) -> bool {
+        self.event_loop
+            .bind(py)
+            .call_method0(pyo3::intern!(py, "is_closed"))
+            .and_then(|closed| closed.is_truthy())
+            .unwrap_or(true)
+    }
+
     /// Writes `bytes` and queues what waits for their replies; the future it returns resolves
     /// when they are read.
     fn send_request(
@@ -230,13 +291,10 @@ impl WireConnection {
             state.received.clear();
             (std::mem::take(&mut state.pending), state.transport.take())
         };
-        {
-            let mut link = self.server.get().link.lock();
-            if link.as_ref().is_some_and(|l| std::ptr::eq(l.get(), self)) {
-                *link = None;
-            }
-        }
+        self.server.get().forget(self);
         if let Some(transport) = transport {
+            // On a closed loop this raises once the socket is unregistered; dropping the
+            // transport then closes it.
             let _ = transport.call_method0(py, pyo3::intern!(py, "abort"));
         }
         pending
@@ -332,7 +390,7 @@ impl WireConnection {
             }
             state.received.extend_from_slice(data);
             loop {
-                match wire::decode(self.dialect, &mut state.received, MAX_REPLY_VALUE) {
+                match wire::decode(self.dialect, &mut state.received, self.reply_limit) {
                     Ok(Some(reply)) => {
                         let Some(front) = state.pending.front_mut() else {
                             break Some("the server sent a reply nobody asked for".to_owned());

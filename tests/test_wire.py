@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import re
 import socket
@@ -472,3 +473,54 @@ def test_the_connection_greets_with_auth_and_select_and_a_wrong_password_is_a_50
     assert "WRONGPASS" in logged or "invalid" in logged, logged
     assert "wrong-pass" not in logged
     assert no_store_threads == []
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_two_event_loops_sharing_a_store_keep_one_connection_each(
+    kind: str, request: pytest.FixtureRequest
+) -> None:
+    """Two Tornado servers on their own loops (threads), one manager: each loop keeps its
+    own connection to each server, rather than each replacing (and leaking) the other's."""
+    processes, store = own_servers(kind, request)
+    manager = tornsession.TornadoSessionManager(SESSION_SECRET, store=store)
+    servers = []
+    for _ in range(2):
+        app = tornado.web.Application(routes(Mixin), cookie_secret=COOKIE_SECRET)
+        app.session_manager = manager  # type: ignore[attr-defined]
+        servers.append(Server(app))
+    try:
+        with Browser(servers[0].port) as first, Browser(servers[1].port) as second:
+            for n in range(1, 101):
+                assert first.get("/inc") == (200, str(n))
+                assert second.get("/inc") == (200, str(n))
+        assert all(count <= 2 for count in client_connections(processes))
+    finally:
+        for server in servers:
+            server.stop()
+
+
+@pytest.mark.filterwarnings("ignore::ResourceWarning")  # asyncio's, for a closed loop's socket
+@pytest.mark.parametrize("kind", KINDS)
+def test_connections_of_closed_loops_are_closed_not_kept(
+    kind: str, request: pytest.FixtureRequest
+) -> None:
+    """A loop per test case (tornado.testing) or per asyncio.run(): the connection a closed
+    loop made is closed when the next loop connects, so they do not pile up."""
+    processes, store = own_servers(kind, request)
+    manager = tornsession.TornadoSessionManager(SESSION_SECRET, store=store)
+    for _ in range(12):
+        app = tornado.web.Application(routes(Mixin), cookie_secret=COOKIE_SECRET)
+        app.session_manager = manager  # type: ignore[attr-defined]
+        server = Server(app)
+        try:
+            with Browser(server.port) as browser:
+                assert [browser.get("/inc")[1] for _ in range(3)] == ["1", "2", "3"]
+        finally:
+            server.stop()
+    gc.collect()  # the closed loops' transports, so their ResourceWarnings come in this test
+    # The last loop's connection may still be open (nobody connected after it): at most one
+    # per server, against 12 without the clean-up.
+    deadline = time.monotonic() + 5
+    while max(client_connections(processes)) > 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert max(client_connections(processes)) <= 1

@@ -119,6 +119,8 @@ class SessionMixin(_Base):
         return self._tornsession_pending
 
     async def _save_then_finish(self, session: TornadoSession, task: Any) -> None:
+        from tornado.iostream import StreamClosedError
+
         try:
             await _run(task)
             session._end_save(task)
@@ -126,7 +128,10 @@ class SessionMixin(_Base):
             await self._save_failed(sys.exc_info())  # type: ignore[arg-type]
             return
         self._tornsession_state = _DONE
-        await super().finish()
+        try:
+            await super().finish()
+        except StreamClosedError:
+            pass  # the client left before the response was sent: nothing to report
 
     def _save_failed(self, exc_info: _ExcInfo) -> asyncio.Future[None]:
         """Answers with the app's error page: nothing was sent yet, and nothing is lost silently."""
