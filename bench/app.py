@@ -12,6 +12,8 @@ tornsession is measured two ways: ``tornsession-<store>`` is the original module
 ``tornsession-mixin-<store>`` is ``SessionMixin`` (loaded in ``prepare()``, saved on
 ``finish()`` when changed). ``old-tornsession-<store>`` is the drop-in usage again, meant to run
 under another install of tornsession (an earlier release: ``bench.run --old-python``).
+``floor-redis`` is the least a Redis-backed session can do: a plain (unsigned) id cookie,
+redis-py ``GET``/``SET`` of a JSON value, on the IOLoop thread as the drop-in's load and save.
 
 The tornsession and reference variants run on the main interpreter; the torndsession and pycket
 variants need the peers venv (``bench/.venv-peers``), where tornsession is not installed.
@@ -23,9 +25,11 @@ import argparse
 import asyncio
 import cProfile
 import importlib
+import json
 import os
 import signal
 import tempfile
+import uuid
 from typing import Any
 
 import tornado.web
@@ -45,6 +49,7 @@ VARIANTS = (
     *DROP_IN_VARIANTS,
     *MIXIN_VARIANTS,
     *OLD_VARIANTS,
+    "floor-redis",
     "reference-file",
     "torndsession-memory",
     "torndsession-file",
@@ -86,6 +91,42 @@ class CookiesOnlyRead(tornado.web.RequestHandler):
         self.get_secure_cookie("session_id")
         self.get_secure_cookie("hmac_digest")
         self.write("0")
+
+
+# --- the redis-py floor: a plain cookie, GET/SET of JSON, no signing ------------------------
+
+
+FLOOR_COOKIE = "floor_sid"
+
+
+class FloorRedisHandler(tornado.web.RequestHandler):
+    """A session id in a plain cookie (a new one when missing), the data as JSON under it."""
+
+    def session_key(self) -> str:
+        sid = self.get_cookie(FLOOR_COOKIE)
+        if not sid:
+            sid = uuid.uuid4().hex
+            self.set_cookie(FLOOR_COOKIE, sid)
+        return f"floor:{sid}"
+
+    def load(self, key: str) -> dict[str, Any]:
+        raw = self.application.redis.get(key)  # type: ignore[attr-defined]
+        data: dict[str, Any] = json.loads(raw) if raw else {}
+        return data
+
+
+class FloorRedisWrite(FloorRedisHandler):
+    def get(self) -> None:
+        key = self.session_key()
+        data = self.load(key)
+        data["n"] = data.get("n", 0) + 1
+        self.application.redis.set(key, json.dumps(data))  # type: ignore[attr-defined]
+        self.write(str(data["n"]))
+
+
+class FloorRedisRead(FloorRedisHandler):
+    def get(self) -> None:
+        self.write(str(self.load(self.session_key()).get("n", 0)))
 
 
 # --- tornsession and the original module: TornadoSession(manager, self) in __init__ ---------
@@ -205,6 +246,11 @@ def make_app(args: argparse.Namespace) -> tornado.web.Application:
         handlers = (PlainWrite, PlainRead)
     elif variant == "cookies-only":
         handlers = (CookiesOnlyWrite, CookiesOnlyRead)
+    elif variant == "floor-redis":
+        import redis
+
+        handlers = (FloorRedisWrite, FloorRedisRead)
+        floor_redis = redis.Redis(host=HOST, port=args.redis_port, db=0)
     elif variant in MIXIN_VARIANTS:
         manager = tornsession_manager(tornsession_store(variant), args)
         handlers = mixin_handlers()
@@ -251,6 +297,8 @@ def make_app(args: argparse.Namespace) -> tornado.web.Application:
         raise SystemExit(f"unknown variant {variant!r}; one of {', '.join(VARIANTS)}")
     app = tornado.web.Application([(r"/write", handlers[0]), (r"/read", handlers[1])], **settings)
     app.session_manager = manager  # type: ignore[attr-defined]
+    if variant == "floor-redis":
+        app.redis = floor_redis  # type: ignore[attr-defined]
     if variant == "torndsession-memory":
         settings["session"]["driver_settings"]["host"] = app
     return app

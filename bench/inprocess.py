@@ -40,11 +40,14 @@ from bench.app import (
 )
 
 # Every variant that has a session (the no-session ones have no cycle to time), but the mixin
-# (see above) and the old-* ones (another interpreter's tornsession, compared end to end only).
+# (see above), the old-* ones (another interpreter's tornsession, compared end to end only) and
+# the redis-py floor (end to end only).
 IMPLS = tuple(
     v
     for v in VARIANTS
-    if v not in ("none", "cookies-only") and v not in MIXIN_VARIANTS and v not in OLD_VARIANTS
+    if v not in ("none", "cookies-only", "floor-redis")
+    and v not in MIXIN_VARIANTS
+    and v not in OLD_VARIANTS
 )
 
 

@@ -50,6 +50,7 @@ LABELS = {
     "old-tornsession-file": "old tornsession FileStore (session_dir)",
     "old-tornsession-redis": "old tornsession RedisStore",
     "old-tornsession-memcached": "old tornsession MemcachedStore",
+    "floor-redis": "redis-py floor (plain cookie, GET/SET, JSON)",
     "reference-file": "Python 3 port of the original, file store",
     "torndsession-memory": "torndsession memory",
     "torndsession-file": "torndsession file",
@@ -278,6 +279,48 @@ def e2e_table(e2e: dict[str, Any]) -> list[str]:
     return lines
 
 
+def workloads_table(e2e: dict[str, Any]) -> list[str]:
+    """The one-session and the many-session workload side by side, writing then reading."""
+    s = e2e["data"]["summary"]
+    rounds = len(e2e["data"]["rounds"])
+    sessions = e2e["data"].get("sessions", 0)
+    if not sessions or not any("many_write" in row for row in s.values()):
+        return ["not run (`--sessions 0`)"]
+    lines = [
+        f"*one session*: every request carries one session's cookies (the table above); *"
+        f"{sessions:,} sessions*: {sessions:,} sessions made before the rounds (one `/write` "
+        "each, their Set-Cookie kept), then wrk cycles through them, one request per session in "
+        "turn (`bench/wrk_many.lua`; wrk's two threads start half the list apart). Medians of "
+        f"{rounds} round-robin rounds of {e2e['data']['seconds']} s; share = requests/s over the "
+        "no-session app's in the same round and workload (median, min-max over rounds); non-2xx "
+        "= responses wrk counted as errors (status 400 and up; the app sends no 3xx), summed "
+        "over rounds.",
+    ]
+
+    def cells(row: dict[str, Any], kind: str) -> str:
+        if kind not in row:
+            return "- | - | -"
+        r = row[kind]
+        return (
+            f"{r['rps_median']:,.0f} | {pct(r['ratio_median'])} "
+            f"({pct(r['ratio_min'])}-{pct(r['ratio_max'])}) | {r['non2xx']:,}"
+        )
+
+    for kind, word in (("write", "writing"), ("read", "reading")):
+        lines += [
+            "",
+            f"| variant ({word}) | one session req/s | share | non-2xx | {sessions:,} sessions "
+            "req/s | share | non-2xx |",
+            "|---|--:|--:|--:|--:|--:|--:|",
+        ]
+        for variant, row in s.items():
+            lines.append(
+                f"| {label(variant, e2e['meta'])} | {cells(row, kind)} | "
+                f"{cells(row, 'many_' + kind)} |"
+            )
+    return lines
+
+
 def inproc_table(ip: dict[str, Any]) -> list[str]:
     lines = [
         "µs per cycle, best of 5 timeit repeats. *write*: build a RequestHandler for a request "
@@ -428,8 +471,9 @@ def write_report(out: Path, results: Path, elapsed_s: float | None = None) -> No
         f"the end of the wrk part {meta.get('loadavg_end', '?')}: the machine is shared with "
         "other builds and test runs, which is most of the spread between rounds",
         "- wrk `-c8 -t2` (8 keep-alive connections) on 127.0.0.1, one session cookie per "
-        "measurement, wrk and the server on the same machine; the machine varies ~10% between "
-        "runs, hence round robin and medians.",
+        "measurement, then (the many-session workload) many sessions in turn; wrk and the "
+        "server on the same machine; the machine varies ~10% between runs, hence round robin "
+        "and medians.",
         "",
         "## Targets",
         "",
@@ -442,6 +486,10 @@ def write_report(out: Path, results: Path, elapsed_s: float | None = None) -> No
         "## End to end (wrk)",
         "",
         *(e2e_table(e2e) if e2e else ["not run"]),
+        "",
+        "## One session and many sessions (wrk)",
+        "",
+        *(workloads_table(e2e) if e2e else ["not run"]),
         "",
         "## In process (timeit)",
         "",

@@ -10,9 +10,11 @@ Run it from the repository root with the interpreter that has tornsession instal
 bench`` uses .venv). It installs wrk, redis-server and memcached with apt-get when missing,
 makes ``bench/.venv-peers`` with the peers (bench/requirements-peers.txt) and the same Tornado,
 starts Redis and memcached on free loopback ports, starts one bench/app.py process per variant,
-and measures them round robin with wrk (-c8 -t2, keep-alive, one session cookie). Raw results
-go to bench/results/*.json (one file per part, so a later run without the scale part keeps the
-last scale figures), the report to BENCHMARKS.md.
+and measures them round robin with wrk (-c8 -t2, keep-alive) in two workloads: one session
+cookie (and a lost-increment check), and many sessions (``--sessions N``, default 2000, made
+before the rounds, one request per session in turn: wrk_many.lua). Raw results go to
+bench/results/*.json (one file per part, so a later run without the scale part keeps the last
+scale figures), the report to BENCHMARKS.md.
 
 With ``--old-python``, the ``old-tornsession-<store>`` variants run this bench/app.py's drop-in
 handlers under that interpreter (an earlier tornsession installed in it, the same Tornado), in
@@ -49,6 +51,8 @@ BENCH = ROOT / "bench"
 PEERS_VENV = BENCH / ".venv-peers"
 RESULTS = BENCH / "results"
 LUA = BENCH / "wrk_report.lua"
+LUA_MANY = BENCH / "wrk_many.lua"
+WRK_THREADS = 2
 NO_SESSION = ("none", "cookies-only")  # no session store: no counter to check
 
 
@@ -148,15 +152,43 @@ def http_get(port: int, path: str, cookie: str = "") -> tuple[int, bytes, list[s
         conn.close()
 
 
+def cookie_header(set_cookies: list[str]) -> str:
+    """Set-Cookie headers as the Cookie header a browser would send back."""
+    jar: SimpleCookie = SimpleCookie()
+    for header in set_cookies:
+        jar.load(header)
+    return "; ".join(f"{name}={morsel.coded_value}" for name, morsel in jar.items())
+
+
 def new_session_cookie(port: int) -> str:
     """A first /write request's Set-Cookie headers as a Cookie header."""
     status, _, set_cookies = http_get(port, "/write")
     if status != 200:
         raise RuntimeError(f"port {port}: /write answered {status}")
-    jar: SimpleCookie = SimpleCookie()
-    for header in set_cookies:
-        jar.load(header)
-    return "; ".join(f"{name}={morsel.coded_value}" for name, morsel in jar.items())
+    return cookie_header(set_cookies)
+
+
+def new_session_cookies(port: int, count: int, path: Path, has_session: bool) -> None:
+    """``count`` new sessions, one /write each on one keep-alive connection, their Cookie
+    headers one per line in ``path`` (the no-session app sets none: empty lines; the
+    cookies-only one the same cookies every time)."""
+    conn = http.client.HTTPConnection(HOST, port, timeout=10)
+    lines = []
+    try:
+        for _ in range(count):
+            conn.request("GET", "/write")
+            response = conn.getresponse()
+            response.read()
+            if response.status != 200:
+                raise RuntimeError(f"port {port}: /write answered {response.status}")
+            lines.append(cookie_header(response.headers.get_all("Set-Cookie") or []))
+            if response.will_close:
+                conn.close()
+    finally:
+        conn.close()
+    if has_session and len(set(lines)) != len(lines):
+        raise RuntimeError(f"port {port}: {count} new sessions gave repeated cookies")
+    path.write_text("\n".join(lines) + "\n")
 
 
 def read_counter(port: int, cookie: str) -> int:
@@ -167,11 +199,17 @@ def read_counter(port: int, cookie: str) -> int:
     return int(text) if text.isdigit() else 0
 
 
-def run_wrk(port: int, path: str, cookie: str, seconds: int) -> dict[str, Any]:
-    argv = ["wrk", "-c8", "-t2", f"-d{seconds}s", "--timeout", "10s", "-s", str(LUA)]
+def run_wrk(
+    port: int, path: str, cookie: str, seconds: int, cookie_file: Path | None = None
+) -> dict[str, Any]:
+    """wrk on one session (``cookie``), or cycling through the sessions in ``cookie_file``."""
+    lua = LUA if cookie_file is None else LUA_MANY
+    argv = ["wrk", "-c8", f"-t{WRK_THREADS}", f"-d{seconds}s", "--timeout", "10s", "-s", str(lua)]
     if cookie:
         argv += ["-H", f"Cookie: {cookie}"]
     argv.append(f"http://{HOST}:{port}{path}")
+    if cookie_file is not None:
+        argv += ["--", str(cookie_file), str(WRK_THREADS)]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60, check=True)
     line = next(x for x in done.stdout.splitlines() if x.startswith("WRK_JSON "))
     result: dict[str, Any] = json.loads(line.removeprefix("WRK_JSON "))
@@ -214,8 +252,11 @@ class Apps:
             proc.stop()
 
 
-def measure_variant(port: int, seconds: int, has_session: bool) -> dict[str, Any]:
-    """Writing then reading handler on one new session; lost increments of the writing run."""
+def measure_variant(
+    port: int, seconds: int, has_session: bool, cookie_file: Path | None
+) -> dict[str, Any]:
+    """Writing then reading handler on one new session (lost increments of the writing run),
+    then, with ``cookie_file``, writing and reading cycling through its many sessions."""
     cookie = new_session_cookie(port)
     before = read_counter(port, cookie)
     write = run_wrk(port, "/write", cookie, seconds)
@@ -225,17 +266,29 @@ def measure_variant(port: int, seconds: int, has_session: bool) -> dict[str, Any
     write["counter_after"] = after
     write["lost"] = max(0, write["requests"] - (after - before)) if has_session else 0
     read = run_wrk(port, "/read", cookie, seconds)
-    return {"write": write, "read": read}
+    result = {"write": write, "read": read}
+    if cookie_file is not None:
+        result["many_write"] = run_wrk(port, "/write", "", seconds, cookie_file)
+        result["many_read"] = run_wrk(port, "/read", "", seconds, cookie_file)
+    return result
 
 
-def end_to_end(args: argparse.Namespace, apps: Apps) -> dict[str, Any]:
+def end_to_end(args: argparse.Namespace, apps: Apps, tmp: Path) -> dict[str, Any]:
     variants = list(apps.procs)
     log(f"warming up {len(variants)} variants")
+    cookie_files: dict[str, Path | None] = {}
     for variant in variants:
         port = apps.procs[variant].port
         cookie = new_session_cookie(port)
         run_wrk(port, "/write", cookie, 1)
         run_wrk(port, "/read", cookie, 1)
+        cookie_files[variant] = None
+        if args.sessions:
+            started = time.monotonic()
+            path = tmp / f"{variant}.cookies"
+            new_session_cookies(port, args.sessions, path, variant not in NO_SESSION)
+            cookie_files[variant] = path
+            log(f"{variant}: {args.sessions} sessions in {time.monotonic() - started:.1f} s")
     rounds: list[dict[str, Any]] = []
     for r in range(args.rounds):
         # round robin, starting one further each round, so no variant always runs first
@@ -243,21 +296,35 @@ def end_to_end(args: argparse.Namespace, apps: Apps) -> dict[str, Any]:
         this: dict[str, Any] = {}
         for variant in order:
             has_session = variant not in NO_SESSION
-            this[variant] = measure_variant(apps.procs[variant].port, args.seconds, has_session)
-            w, rd = this[variant]["write"], this[variant]["read"]
+            this[variant] = measure_variant(
+                apps.procs[variant].port, args.seconds, has_session, cookie_files[variant]
+            )
+            m = this[variant]
+            w, rd = m["write"], m["read"]
+            many = (
+                f"  many: write {m['many_write']['rps']:6.0f} read {m['many_read']['rps']:6.0f}"
+                if "many_write" in m
+                else ""
+            )
             log(
-                f"round {r + 1}/{args.rounds} {variant:22} write {w['rps']:8.0f} req/s "
-                f"(lost {w['lost']})  read {rd['rps']:8.0f} req/s"
+                f"round {r + 1}/{args.rounds} {variant:27} write {w['rps']:6.0f} req/s "
+                f"(lost {w['lost']}) read {rd['rps']:6.0f}{many}"
             )
         rounds.append(this)
-    return {"rounds": rounds, "seconds": args.seconds, "summary": summarize(rounds, variants)}
+    return {
+        "rounds": rounds,
+        "seconds": args.seconds,
+        "sessions": args.sessions,
+        "summary": summarize(rounds, variants),
+    }
 
 
 def summarize(rounds: list[dict[str, Any]], variants: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for variant in variants:
         row: dict[str, Any] = {}
-        for kind in ("write", "read"):
+        kinds = ("write", "read", "many_write", "many_read")
+        for kind in (k for k in kinds if k in rounds[0][variant]):
             rps = [r[variant][kind]["rps"] for r in rounds]
             base = [r["none"][kind]["rps"] for r in rounds] if "none" in variants else rps
             ratios = [a / b for a, b in zip(rps, base, strict=True)]
@@ -272,6 +339,7 @@ def summarize(rounds: list[dict[str, Any]], variants: list[str]) -> dict[str, An
                 "ratio_min": min(ratios),
                 "ratio_max": max(ratios),
                 "errors": errors,
+                "non2xx": sum(r[variant][kind]["status"] for r in rounds),
             }
         row["lost"] = sum(r[variant]["write"]["lost"] for r in rounds)
         row["writes"] = sum(r[variant]["write"]["requests"] for r in rounds)
@@ -340,6 +408,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="round robin rounds (default 3)")
     parser.add_argument("--seconds", type=int, default=5, help="seconds per wrk measurement")
     parser.add_argument("--variant", action="append", choices=VARIANTS, help="default: all")
+    parser.add_argument(
+        "--sessions",
+        type=int,
+        default=2000,
+        help="sessions of the many-session workload (default 2000; 0: one-session only)",
+    )
     parser.add_argument("--no-scale", action="store_true", help="skip the 1M-session part")
     parser.add_argument("--no-profile", action="store_true", help="skip the cProfile profile")
     parser.add_argument("--no-report", action="store_true", help="do not rewrite BENCHMARKS.md")
@@ -386,7 +460,7 @@ def main() -> None:
         try:
             log(f"redis on {redis.port}, memcached on {mc.port}")
             apps = Apps(variants, pythons, redis, mc, tmp)
-            save("end_to_end", end_to_end(args, apps), meta)
+            save("end_to_end", end_to_end(args, apps, tmp), meta)
             apps.stop()
             apps = None
             if not args.no_profile:
