@@ -170,6 +170,11 @@ struct LinkState {
     broken: Option<String>,
     /// Whether a deadline check is scheduled on the loop.
     timer_armed: bool,
+    /// Requests queued since the last write: the requests of one loop iteration go out in one
+    /// write (one system call, and the server answers them in one reply packet).
+    outgoing: Vec<u8>,
+    /// Whether a write of `outgoing` is scheduled.
+    flush_scheduled: bool,
 }
 
 /// One connection to one server on one event loop; asyncio calls the protocol methods.
@@ -240,14 +245,14 @@ impl WireConnection {
             .bind(py)
             .call_method0(pyo3::intern!(py, "create_future"))?
             .unbind();
-        let (transport, arm) = {
+        let (flush, arm) = {
             let mut state = this.state.lock();
             if let Some(why) = &state.broken {
                 return Err(this.server.get().error(why));
             }
-            let Some(transport) = state.transport.as_ref().map(|t| t.clone_ref(py)) else {
+            if state.transport.is_none() {
                 return Err(PyRuntimeError::new_err("the connection is not made yet"));
-            };
+            }
             state.pending.push_back(Pending {
                 waiter,
                 future: future.clone_ref(py),
@@ -255,11 +260,20 @@ impl WireConnection {
                 got: Vec::with_capacity(replies),
                 sent: Instant::now(),
             });
+            state.outgoing.extend_from_slice(bytes);
+            let flush = !state.flush_scheduled;
+            state.flush_scheduled = true;
             let arm = !state.timer_armed;
             state.timer_armed = true;
-            (transport, arm)
+            (flush, arm)
         };
-        transport.call_method1(py, pyo3::intern!(py, "write"), (PyBytes::new(py, bytes),))?;
+        if flush {
+            let event_loop = this.event_loop.bind(py);
+            event_loop.call_method1(
+                pyo3::intern!(py, "call_soon"),
+                (slf.getattr(pyo3::intern!(py, "flush"))?,),
+            )?;
+        }
         if arm {
             Self::schedule_check(slf, this.timeout)?;
         }
@@ -289,6 +303,7 @@ impl WireConnection {
                 state.broken = Some(why.clone());
             }
             state.received.clear();
+            state.outgoing.clear();
             (std::mem::take(&mut state.pending), state.transport.take())
         };
         self.server.get().forget(self);
@@ -486,6 +501,25 @@ impl WireConnection {
     fn close(&self, py: Python<'_>) {
         let failed = self.break_off(py, "the connection was closed".to_owned());
         self.finish(py, failed);
+    }
+
+    /// Writes the requests queued in this loop iteration, in the order they were sent.
+    fn flush(&self, py: Python<'_>) -> PyResult<()> {
+        let (transport, outgoing) = {
+            let mut state = self.state.lock();
+            state.flush_scheduled = false;
+            let outgoing = std::mem::take(&mut state.outgoing);
+            match state.transport.as_ref() {
+                Some(transport) if !outgoing.is_empty() => (transport.clone_ref(py), outgoing),
+                _ => return Ok(()), // failed meanwhile: its requests were failed with it
+            }
+        };
+        transport.call_method1(
+            py,
+            pyo3::intern!(py, "write"),
+            (PyBytes::new(py, &outgoing),),
+        )?;
+        Ok(())
     }
 
     /// Whether requests may be sent (made, and not failed).

@@ -569,6 +569,9 @@ class WireConnection:
     def close(self) -> None:
         """Drops the connection; waiting requests fail."""
 
+    def flush(self) -> None:
+        """Writes the requests queued in this loop iteration."""
+
     @property
     def usable(self) -> bool: ...
     @property
