@@ -506,10 +506,7 @@ fn memcached_killed_mid_run_fails_then_the_pool_reconnects() {
         assert!(!e.to_string().contains(A), "{e}");
     }
     let e = store.delete(A).unwrap_err();
-    assert!(
-        e.to_string().contains("md: cannot connect within 300ms"),
-        "{e}"
-    );
+    assert!(e.to_string().contains("md: cannot connect: "), "{e}");
     let _server = memcached_restarted(port);
     // memcached lost everything; the store works at once, on new connections.
     assert_eq!(store.load(A, usize::MAX).unwrap(), None);

@@ -261,8 +261,9 @@ class MemcachedStore:
     ) -> Self:
         """``servers`` like ``["127.0.0.1:11211", "memcache://127.0.0.1:11212"]``.
 
-        Connects at first use; ``pool_size`` connections are kept per server. Timeouts are
-        seconds above 0 and at most 3600, ``pool_size`` from 1 to 1024 (ValueError otherwise).
+        Connects at first use; ``pool_size`` idle connections are kept per server. ``timeout``
+        bounds each command as a whole. Timeouts are seconds above 0 and at most 3600,
+        ``pool_size`` from 1 to 1024 (ValueError otherwise).
         """
 
     @property

@@ -5,11 +5,12 @@
 
 use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::wire::meta::{self, SetMode};
 use crate::wire::{Dialect, Endpoint, ProtocolError, Reply, Request, SaveMode, WireStore};
 
+use super::pool::IdleConnections;
 use super::{within_limit, SessionStore, StoreError, StoreErrorKind};
 
 /// The prefix of every key unless told otherwise.
@@ -137,6 +138,8 @@ enum CallError {
     Protocol(ProtocolError),
     /// A `VA` larger than the caller takes; its bytes are left unread.
     Oversized(usize),
+    /// The whole reply did not arrive within the command's timeout.
+    NoReply(Duration),
 }
 
 impl std::fmt::Display for CallError {
@@ -145,6 +148,7 @@ impl std::fmt::Display for CallError {
             CallError::Io(e) => write!(f, "{e}"),
             CallError::Protocol(e) => write!(f, "{e}"),
             CallError::Oversized(size) => write!(f, "a value of {size} bytes"),
+            CallError::NoReply(timeout) => write!(f, "no reply within {timeout:?}"),
         }
     }
 }
@@ -154,6 +158,8 @@ struct MetaConnection {
     stream: TcpStream,
     buf: Vec<u8>,
     broken: bool,
+    /// How long one request and its reply may take in all.
+    timeout: Duration,
 }
 
 impl MetaConnection {
@@ -168,12 +174,11 @@ impl MetaConnection {
                 Ok(stream) => {
                     // Requests are written whole, so Nagle could only delay them.
                     stream.set_nodelay(true)?;
-                    stream.set_read_timeout(Some(timeout))?;
-                    stream.set_write_timeout(Some(timeout))?;
                     return Ok(Self {
                         stream,
                         buf: Vec::new(),
                         broken: false,
+                        timeout,
                     });
                 }
                 Err(e) => last = e,
@@ -208,13 +213,28 @@ impl MetaConnection {
         result
     }
 
+    /// One request and its reply within `timeout` in all: the socket's timeouts bound each
+    /// read and write, so a server dripping a byte at a time would otherwise hold the caller for
+    /// as long as it likes.
     fn exchange(&mut self, request: &[u8], max_value: usize) -> Result<Reply, CallError> {
         if !self.buf.is_empty() {
             return Err(CallError::Protocol(ProtocolError(
                 "bytes arrived before the request".to_owned(),
             )));
         }
-        self.stream.write_all(request).map_err(CallError::Io)?;
+        let deadline = Instant::now() + self.timeout;
+        let mut unwritten = request;
+        while !unwritten.is_empty() {
+            self.stream
+                .set_write_timeout(Some(self.time_left(deadline)?))
+                .map_err(CallError::Io)?;
+            match self.stream.write(unwritten) {
+                Ok(0) => return Err(CallError::Io(io::ErrorKind::WriteZero.into())),
+                Ok(written) => unwritten = &unwritten[written..],
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(self.io_error(e)),
+            }
+        }
         loop {
             match meta::decode(&mut self.buf, max_value) {
                 Ok(Some(reply)) => return Ok(reply),
@@ -226,6 +246,9 @@ impl MetaConnection {
                     })
                 }
             }
+            self.stream
+                .set_read_timeout(Some(self.time_left(deadline)?))
+                .map_err(CallError::Io)?;
             let filled = self.buf.len();
             self.buf.resize(filled + READ_CHUNK.max(filled), 0);
             let read = self.stream.read(&mut self.buf[filled..]);
@@ -239,46 +262,31 @@ impl MetaConnection {
                 }
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(CallError::Io(e)),
+                Err(e) => return Err(self.io_error(e)),
             }
         }
     }
-}
 
-/// Makes a server's pooled connections; checking one out asks the server nothing.
-struct MetaConnector {
-    endpoint: Endpoint,
-    connect_timeout: Duration,
-    timeout: Duration,
-}
-
-impl r2d2::ManageConnection for MetaConnector {
-    type Connection = MetaConnection;
-    type Error = io::Error;
-
-    fn connect(&self) -> io::Result<MetaConnection> {
-        MetaConnection::connect(&self.endpoint, self.connect_timeout, self.timeout)
+    /// What is left of the command's time; past its deadline, the command has failed.
+    fn time_left(&self, deadline: Instant) -> Result<Duration, CallError> {
+        Some(deadline.saturating_duration_since(Instant::now()))
+            .filter(|left| !left.is_zero())
+            .ok_or(CallError::NoReply(self.timeout))
     }
 
-    fn is_valid(&self, connection: &mut MetaConnection) -> io::Result<()> {
-        if connection.unusable() {
-            return Err(io::Error::new(
-                io::ErrorKind::ConnectionAborted,
-                "the server closed the connection",
-            ));
+    /// A socket timeout is the command's deadline passing: the socket's timeout is the time
+    /// the command had left.
+    fn io_error(&self, error: io::Error) -> CallError {
+        match error.kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => CallError::NoReply(self.timeout),
+            _ => CallError::Io(error),
         }
-        Ok(())
-    }
-
-    fn has_broken(&self, connection: &mut MetaConnection) -> bool {
-        connection.broken
     }
 }
-
-type Pool = r2d2::Pool<MetaConnector>;
 
 pub struct MemcachedStore {
-    pools: Vec<Pool>,
+    /// Each server's idle connections, in the order of `endpoints`.
+    pools: Vec<IdleConnections<MetaConnection>>,
     endpoints: Vec<Endpoint>,
     servers: Vec<String>,
     options: MemcachedOptions,
@@ -310,22 +318,11 @@ impl MemcachedStore {
             .map(|server| endpoint(server))
             .collect::<Result<Vec<_>, String>>()
             .map_err(fail)?;
+        // No connection made here: a server that is down when the app starts fails requests,
+        // not the start.
         let pools = endpoints
             .iter()
-            .map(|endpoint| {
-                // Lazy pools (no connection made here, none kept idle): a server that is down
-                // when the app starts fails requests, not the start.
-                r2d2::Pool::builder()
-                    .max_size(options.pool_size)
-                    .min_idle(Some(0))
-                    .connection_timeout(options.connect_timeout)
-                    .test_on_check_out(false)
-                    .build_unchecked(MetaConnector {
-                        endpoint: endpoint.clone(),
-                        connect_timeout: options.connect_timeout,
-                        timeout: options.timeout,
-                    })
-            })
+            .map(|_| IdleConnections::new(options.pool_size as usize))
             .collect();
         Ok(Self {
             pools,
@@ -352,36 +349,32 @@ impl MemcachedStore {
         format!("{}gen:{user_key}", self.options.prefix)
     }
 
-    /// A connection to `key`'s server that the server has not hung up on meanwhile.
-    fn connection(
-        &self,
-        key: &str,
-        command: &str,
-    ) -> Result<r2d2::PooledConnection<MetaConnector>, StoreError> {
-        let pool = &self.pools[server_index(key, self.pools.len())];
-        // Each idle connection the server closed (a restart) is dropped, not tried: at most
-        // the whole pool of them, then a new one.
-        for _ in 0..=self.options.pool_size {
-            let mut connection = pool.get().map_err(|e| {
-                // The pool's own message ("timed out waiting for connection") hides why: the
-                // server refused, or did not answer in time.
-                StoreError::new(
-                    self,
-                    format!(
-                        "{command}: cannot connect within {:?}: {e}",
-                        self.options.connect_timeout
-                    ),
-                )
-            })?;
+    /// A connection to `key`'s server that the server has not hung up on meanwhile: an idle
+    /// one, else a new one made here.
+    fn connection(&self, server: usize, command: &str) -> Result<MetaConnection, StoreError> {
+        // Each idle connection the server closed (a restart) is dropped, not tried.
+        while let Some(connection) = self.pools[server].take() {
             if !connection.unusable() {
                 return Ok(connection);
             }
-            connection.broken = true;
         }
-        Err(StoreError::new(
-            self,
-            format!("{command}: every pooled connection was closed by the server"),
-        ))
+        let options = &self.options;
+        MetaConnection::connect(
+            &self.endpoints[server],
+            options.connect_timeout,
+            options.timeout,
+        )
+        .map_err(|e| {
+            // A refused connect fails at once; connect_timeout only ends one left unanswered.
+            let cause = match e.kind() {
+                io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => format!(
+                    "{command}: cannot connect within {:?}",
+                    options.connect_timeout
+                ),
+                _ => format!("{command}: cannot connect: {e}"),
+            };
+            StoreError::new(self, cause)
+        })
     }
 
     /// Sends one request for `key` (about `session_id`, whose id no error names) and reads its
@@ -394,11 +387,15 @@ impl MemcachedStore {
         max_value: usize,
     ) -> Result<Reply, StoreError> {
         let command = std::str::from_utf8(&request[..2]).unwrap_or("request");
+        let server = server_index(key, self.pools.len());
         let mut connection = self
-            .connection(key, command)
+            .connection(server, command)
             .map_err(|e| e.without_id(session_id))?;
-        connection
-            .call(request, max_value)
+        let result = connection.call(request, max_value);
+        if !connection.broken {
+            self.pools[server].give_back(connection);
+        }
+        result
             .map_err(|e| match e {
                 CallError::Oversized(size) => {
                     StoreError::oversized(self, session_id, size as u64, max_value)
@@ -963,20 +960,50 @@ mod tests {
     }
 
     #[test]
-    fn a_dead_server_is_unavailable_within_the_connect_timeout() {
+    fn a_refused_connect_fails_at_once_not_after_the_connect_timeout() {
         let options = MemcachedOptions {
-            connect_timeout: Duration::from_millis(300),
+            connect_timeout: Duration::from_secs(5),
             ..MemcachedOptions::default()
         };
         let store = MemcachedStore::new(&["127.0.0.1:1".to_owned()], options).unwrap();
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         let e = SessionStore::load(&store, A, usize::MAX).err().unwrap();
-        assert!(started.elapsed() < Duration::from_secs(3), "hung");
+        assert!(started.elapsed() < Duration::from_secs(1), "waited");
         assert_eq!(e.kind, StoreErrorKind::Unavailable);
         assert!(
             e.to_string()
-                .starts_with("MemcachedStore(['127.0.0.1:1']): mg: cannot connect within 300ms"),
+                .starts_with("MemcachedStore(['127.0.0.1:1']): mg: cannot connect: "),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_reply_dripping_in_fails_once_the_command_timeout_has_passed() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let server = listener.local_addr().unwrap().to_string();
+        std::thread::spawn(move || {
+            let (mut client, _) = listener.accept().unwrap();
+            let mut request = [0u8; 256];
+            let _ = client.read(&mut request);
+            // Each byte well within the timeout; the whole reply far beyond it.
+            for byte in b"VA 40\r\n".iter().chain(&[b'x'; 40]) {
+                if client.write_all(&[*byte]).is_err() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        let options = MemcachedOptions {
+            timeout: Duration::from_millis(300),
+            ..MemcachedOptions::default()
+        };
+        let store = MemcachedStore::new(std::slice::from_ref(&server), options).unwrap();
+        let started = Instant::now();
+        let e = SessionStore::load(&store, A, usize::MAX).err().unwrap();
+        let took = started.elapsed();
+        assert!(took >= Duration::from_millis(300), "{took:?}");
+        assert!(took < Duration::from_millis(1500), "{took:?}");
+        assert_eq!(e.kind, StoreErrorKind::Unavailable);
+        assert!(e.to_string().ends_with("mg: no reply within 300ms"), "{e}");
     }
 }

@@ -7,6 +7,7 @@ use crate::ids;
 mod file;
 pub mod memcached;
 mod memory;
+mod pool;
 pub mod redis;
 pub mod sqlite;
 

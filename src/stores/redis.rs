@@ -16,6 +16,7 @@ use redis::{
     ProtocolVersion, RedisConnectionInfo, RedisError, RedisResult, TlsCertificates,
 };
 
+use super::pool::IdleConnections;
 use super::{within_limit, SessionStore, StoreError};
 // `WireStore` by its path only: its `load`/`save`/`delete` would make `SessionStore`'s ambiguous.
 use crate::wire::{Dialect, Endpoint, Reply, Request, SaveMode};
@@ -218,17 +219,16 @@ fn is_stale_connection(error: &RedisError) -> bool {
     !error.is_timeout() && (error.is_connection_dropped() || error.is_io_error())
 }
 
-/// Idle connections kept for reuse.
+/// The blocking connections of one store: idle ones kept for reuse, new ones made on the
+/// caller's thread.
 struct Pool<C> {
-    idle: Mutex<Vec<C>>,
-    size: usize,
+    idle: IdleConnections<C>,
 }
 
 impl<C: ConnectionLike> Pool<C> {
     fn new(size: usize) -> Self {
         Self {
-            idle: Mutex::new(Vec::new()),
-            size,
+            idle: IdleConnections::new(size),
         }
     }
 
@@ -240,7 +240,7 @@ impl<C: ConnectionLike> Pool<C> {
         connect: impl Fn() -> RedisResult<C>,
         command: impl Fn(&mut C) -> RedisResult<T>,
     ) -> Result<T, String> {
-        let pooled = self.idle.lock().pop();
+        let pooled = self.idle.take();
         let reused = pooled.is_some();
         let mut connection = match pooled {
             Some(c) => c,
@@ -253,7 +253,7 @@ impl<C: ConnectionLike> Pool<C> {
             }
             Err(e) if reused && is_stale_connection(&e) => {
                 drop(connection);
-                self.idle.lock().clear();
+                self.idle.clear();
             }
             Err(e) => return Err(e.to_string()),
         }
@@ -264,12 +264,8 @@ impl<C: ConnectionLike> Pool<C> {
     }
 
     fn give_back(&self, connection: C) {
-        if !connection.is_open() {
-            return;
-        }
-        let mut idle = self.idle.lock();
-        if idle.len() < self.size {
-            idle.push(connection);
+        if connection.is_open() {
+            self.idle.give_back(connection);
         }
     }
 }
@@ -1077,7 +1073,7 @@ impl RedisSentinelStore {
             // Whatever failed (a dead master, a demoted one answering READONLY), the next request
             // asks the sentinels again, on fresh connections.
             *self.master.lock() = None;
-            self.pool.idle.lock().clear();
+            self.pool.idle.clear();
             StoreError::new(self, cause)
         })
     }
