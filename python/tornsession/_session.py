@@ -75,17 +75,20 @@ def _ordered(session: _core.TornadoSession) -> bool:
 
 async def _load(session: _core.TornadoSession, task: _core.StoreTask) -> None:
     """Waits for the session's turn (when ordered), then loads without blocking the IOLoop."""
-    if _ordered(session):
+    manager = session.session_manager
+    # A coroutine runs on a loop: only the manager's setting decides (see _ordered).
+    if getattr(manager, "order_requests", False):
         session_id = task.session_id
         assert session_id is not None
-        try:
-            turn = await _ordering.wait_for_turn(
-                session_id, session.request_handler, session.session_manager.order_timeout
-            )
-        except BaseException:
-            session._abandon_load()
-            raise
-        _ordering.release_when_finished(session.request_handler, turn)
+        handler = session.request_handler
+        turn = _ordering.take_turn_now(session_id, handler)  # nearly always: no wait
+        if turn is None:
+            try:
+                turn = await _ordering.wait_for_turn(session_id, handler, manager.order_timeout)
+            except BaseException:
+                session._abandon_load()
+                raise
+        _ordering.release_when_finished(handler, turn)
     await _load_unordered(session, task)
 
 
