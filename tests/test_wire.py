@@ -28,14 +28,16 @@ import tornado.web
 import tornsession
 from conftest import Browser
 from servers import RedisServer, ServerProcess, launch, redis_argv, require_binary
-from test_engine_http import (
+from test_engine_http import (  # noqa: F401 (fixtures: serve(style, kind, store=...), make_store)
     COOKIE_SECRET,
     SESSION_SECRET,
     DropIn,
     Mixin,
     Server,
     digest_of,
+    make_store,
     routes,
+    serve,
 )
 from tornado.web import create_signed_value
 from tornsession import _session
@@ -57,7 +59,7 @@ def no_store_threads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return used
 
 
-def make_store(kind: str, request: pytest.FixtureRequest, **options: Any) -> Any:
+def network_store(kind: str, request: pytest.FixtureRequest, **options: Any) -> Any:
     prefix = f"wire-{time.monotonic_ns()}:"
     if kind == "redis":
         redis: RedisServer = request.getfixturevalue("redis_server")
@@ -66,37 +68,12 @@ def make_store(kind: str, request: pytest.FixtureRequest, **options: Any) -> Any
     return tornsession.MemcachedStore([s.address for s in servers], prefix=prefix, **options)
 
 
-@pytest.fixture
-def serve() -> Iterator[Callable[..., Server]]:
-    started: list[Server] = []
-
-    def start(style: str, store: Any, **options: Any) -> Server:
-        manager = tornsession.TornadoSessionManager(SESSION_SECRET, store=store, **options)
-        app = tornado.web.Application(
-            [*routes(STYLES[style]), (r"/plain", Plain)], cookie_secret=COOKIE_SECRET
-        )
-        app.session_manager = manager  # type: ignore[attr-defined]
-        app.store = store  # type: ignore[attr-defined]
-        server = Server(app)
-        started.append(server)
-        return server
-
-    yield start
-    for server in started:
-        server.stop()
-
-
 def signed_cookies(session_id: str) -> dict[str, str]:
     """The cookies of a session that passes the signature checks, so its record is loaded."""
     return {
         name: create_signed_value(COOKIE_SECRET, name, value).decode()
         for name, value in [("session_id", session_id), ("hmac_digest", digest_of(session_id))]
     }
-
-
-class Plain(tornado.web.RequestHandler):
-    def get(self) -> None:
-        self.write("plain")
 
 
 def visit_concurrently(port: int, clients: int, requests: int) -> list[int]:
@@ -167,7 +144,7 @@ def test_many_sessions_load_and_save_on_the_loop_over_one_connection_per_server(
     no_store_threads: list[str],
 ) -> None:
     processes, store = own_servers(kind, request)
-    server = serve("mixin", store)
+    server = serve("mixin", "given", store=store)
     finals = visit_concurrently(server.port, clients=8, requests=25)
     assert finals == [25] * 8
     assert no_store_threads == []
@@ -186,7 +163,7 @@ def test_the_drop_in_style_loads_on_the_loop_and_keeps_every_update(
     """The drop-in's loads go over the wire (no thread either); its save() stays synchronous,
     on the store's own pooled connections."""
     _, store = own_servers(kind, request)
-    server = serve("dropin", store)
+    server = serve("dropin", "given", store=store)
     assert visit_concurrently(server.port, clients=8, requests=25) == [25] * 8
     assert no_store_threads == []
 
@@ -195,8 +172,8 @@ def test_the_drop_in_style_loads_on_the_loop_and_keeps_every_update(
 def test_what_the_async_path_writes_the_blocking_path_reads_and_back(
     kind: str, request: pytest.FixtureRequest, serve: Callable[..., Server]
 ) -> None:
-    store = make_store(kind, request)
-    server = serve("mixin", store)
+    store = network_store(kind, request)
+    server = serve("mixin", "given", store=store)
     with Browser(server.port) as browser:
         for _ in range(3):
             assert browser.get("/inc")[0] == 200
@@ -214,8 +191,8 @@ def test_memcached_keys_land_where_the_blocking_client_looks(
     request: pytest.FixtureRequest, serve: Callable[..., Server]
 ) -> None:
     servers: list[ServerProcess] = request.getfixturevalue("memcached_servers")
-    store = make_store("memcached", request)
-    server = serve("mixin", store)
+    store = network_store("memcached", request)
+    server = serve("mixin", "given", store=store)
     ids = []
     for _ in range(40):
         with Browser(server.port) as browser:
@@ -238,7 +215,7 @@ def test_the_drop_in_load_does_not_block_the_ioloop(serve: Callable[..., Server]
     request waits for its load, is answered first."""
     with SilentServer(delay=0.8, reply=b"$-1\r\n") as fake:
         store = tornsession.RedisStore(f"redis://127.0.0.1:{fake.port}/0", timeout=5.0)
-        server = serve("dropin", store)
+        server = serve("dropin", "given", store=store)
         finished: dict[str, float] = {}
 
         def session_request() -> None:
@@ -251,7 +228,7 @@ def test_the_drop_in_load_does_not_block_the_ioloop(serve: Callable[..., Server]
         slow.start()
         assert fake.received.wait(5)  # the load is on the wire
         with Browser(server.port) as plain:
-            assert plain.get("/plain") == (200, "plain")
+            assert plain.get("/in-flight")[0] == 200
         finished["plain"] = time.monotonic()
         slow.join()
         assert finished["plain"] < finished["session"]
@@ -336,7 +313,7 @@ def test_a_broken_server_fails_waiting_requests_within_the_timeout_then_reconnec
         store = tornsession.RedisStore(
             f"redis://127.0.0.1:{fake.port}/0", timeout=0.5, connect_timeout=0.5
         )
-        server = serve(style, store)
+        server = serve(style, "given", store=store)
         results: list[tuple[int, float]] = []
 
         def visitor() -> None:
@@ -365,7 +342,7 @@ def test_servers_killed_and_restarted_under_load(
     kind: str, request: pytest.FixtureRequest, serve: Callable[..., Server]
 ) -> None:
     processes, store = own_servers(kind, request)
-    server = serve("mixin", store)
+    server = serve("mixin", "given", store=store)
     statuses: list[int] = []
     stop = threading.Event()
 
@@ -404,7 +381,7 @@ def test_an_owned_session_still_loads_through_the_blocking_path(
 ) -> None:
     """An owned session's load needs its index or generation too: the wire load hands it to
     a worker thread, and the result is the same."""
-    store = make_store(kind, request)
+    store = network_store(kind, request)
     manager = tornsession.TornadoSessionManager(SESSION_SECRET, store=store)
 
     class Login(tornsession.SessionMixin, tornado.web.RequestHandler):
@@ -456,14 +433,14 @@ def test_the_connection_greets_with_auth_and_select_and_a_wrong_password_is_a_50
 ) -> None:
     port = redis_with_password.port
     good = tornsession.RedisStore(f"redis://:s3cret-pass@127.0.0.1:{port}/3")
-    server = serve("mixin", good)
+    server = serve("mixin", "given", store=good)
     with Browser(server.port) as browser:
         assert [browser.get("/inc")[1] for _ in range(3)] == ["1", "2", "3"]
     client = redis_py.Redis(host="127.0.0.1", port=port, password="s3cret-pass", db=3)
     assert client.dbsize() == 1  # written in db 3, as SELECT asked
     client.close()
     bad = tornsession.RedisStore(f"redis://:wrong-pass@127.0.0.1:{port}/3")
-    server = serve("mixin", bad)
+    server = serve("mixin", "given", store=bad)
     with Browser(server.port) as browser:
         browser.get("/inc")
         browser.cookies = signed_cookies("e" * 32)
