@@ -40,6 +40,11 @@ pub enum StoreErrorKind {
     OversizedRecord,
     /// The store cannot do this at all (a per-user index on a store without one).
     Unsupported,
+    /// The store answered a request with what belongs to another: a record bound to another
+    /// session id, or a reply that is not the answer to this request (a lost or duplicated
+    /// reply put the connection out of step). Nothing of it is used; the request fails, and the
+    /// connection it came over is replaced.
+    Crossed,
 }
 
 /// The stores that can list a user's sessions, for the messages of those that cannot.
