@@ -41,8 +41,9 @@ HOST = "127.0.0.1"
 TORNSESSION_STORES = ("memory", "sqlite", "file", "redis", "memcached")
 DROP_IN_VARIANTS = tuple(f"tornsession-{store}" for store in TORNSESSION_STORES)
 MIXIN_VARIANTS = tuple(f"tornsession-mixin-{store}" for store in TORNSESSION_STORES)
-# The drop-in variants again, run by another interpreter with an earlier tornsession installed.
-OLD_VARIANTS = tuple(f"old-{variant}" for variant in DROP_IN_VARIANTS)
+# The drop-in and mixin variants again, run by another interpreter with an earlier tornsession
+# installed.
+OLD_VARIANTS = tuple(f"old-{variant}" for variant in (*DROP_IN_VARIANTS, *MIXIN_VARIANTS))
 VARIANTS = (
     "none",
     "cookies-only",
@@ -251,7 +252,7 @@ def make_app(args: argparse.Namespace) -> tornado.web.Application:
 
         handlers = (FloorRedisWrite, FloorRedisRead)
         floor_redis = redis.Redis(host=HOST, port=args.redis_port, db=0)
-    elif variant in MIXIN_VARIANTS:
+    elif variant.removeprefix("old-") in MIXIN_VARIANTS:
         manager = tornsession_manager(tornsession_store(variant), args)
         handlers = mixin_handlers()
     elif variant in DROP_IN_VARIANTS or variant in OLD_VARIANTS or variant == "reference-file":

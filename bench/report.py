@@ -50,6 +50,11 @@ LABELS = {
     "old-tornsession-file": "old tornsession FileStore (session_dir)",
     "old-tornsession-redis": "old tornsession RedisStore",
     "old-tornsession-memcached": "old tornsession MemcachedStore",
+    "old-tornsession-mixin-memory": "old tornsession SessionMixin, MemoryStore",
+    "old-tornsession-mixin-sqlite": "old tornsession SessionMixin, SqliteStore",
+    "old-tornsession-mixin-file": "old tornsession SessionMixin, FileStore (session_dir)",
+    "old-tornsession-mixin-redis": "old tornsession SessionMixin, RedisStore",
+    "old-tornsession-mixin-memcached": "old tornsession SessionMixin, MemcachedStore",
     "floor-redis": "redis-py floor (plain cookie, GET/SET, JSON)",
     "reference-file": "Python 3 port of the original, file store",
     "torndsession-memory": "torndsession memory",
@@ -190,7 +195,11 @@ def tornsession_table(e2e: dict[str, Any]) -> list[str]:
     """Drop-in and mixin side by side, with the old release (same run) and the previous run."""
     s = e2e["data"]["summary"]
     old = e2e["meta"].get("old") or {}
-    has_old = any(f"old-tornsession-{store}" in s for store in TORNSESSION_STORES)
+    has_old = any(
+        f"old-tornsession-{style}{store}" in s
+        for store in TORNSESSION_STORES
+        for style in ("", "mixin-")
+    )
     old_name = f"old ({old['label']})" if old else "old"
 
     def share(variant: str, kind: str) -> str:
@@ -209,9 +218,9 @@ def tornsession_table(e2e: dict[str, Any]) -> list[str]:
         "`save()`, the original module's usage; *mixin*: `SessionMixin`, loaded in `prepare()`, "
         "saved in `finish()` when changed."
         + (
-            f" *{old_name}*: the drop-in handlers under tornsession {old.get('version')} "
+            f" *{old_name}*: the same handlers under tornsession {old.get('version')} "
             f"({old['label']}), another venv, in the same round robin; *new/old*: median over "
-            "rounds of the new drop-in's requests/s over the old one's in the same round."
+            "rounds of the new variant's requests/s over the old one's in the same round."
             if has_old
             else ""
         )
@@ -224,16 +233,17 @@ def tornsession_table(e2e: dict[str, Any]) -> list[str]:
         head = f"| store ({word}) | drop-in | mixin | mixin/drop-in |"
         rule = "|---|--:|--:|--:|"
         if has_old:
-            head += f" {old_name} drop-in | new/old |"
-            rule += "--:|--:|"
+            head += f" {old_name} drop-in | new/old | {old_name} mixin | new/old mixin |"
+            rule += "--:|--:|--:|--:|"
         head += " previous run |"
         rule += "--:|"
         lines += [head, rule]
         for store in TORNSESSION_STORES:
-            drop_in, mixin, old_v = (
+            drop_in, mixin, old_v, old_mixin = (
                 f"tornsession-{store}",
                 f"tornsession-mixin-{store}",
                 f"old-tornsession-{store}",
+                f"old-tornsession-mixin-{store}",
             )
             if drop_in not in s and mixin not in s:
                 continue
@@ -243,6 +253,7 @@ def tornsession_table(e2e: dict[str, Any]) -> list[str]:
             )
             if has_old:
                 row += f" {share(old_v, kind)} | {times(drop_in, old_v, kind)} |"
+                row += f" {share(old_mixin, kind)} | {times(mixin, old_mixin, kind)} |"
             previous = PREVIOUS.get(drop_in)
             row += f" {pct(previous[0 if kind == 'write' else 1]) if previous else '-'} |"
             lines.append(row)
