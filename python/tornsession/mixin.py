@@ -112,7 +112,7 @@ class SessionMixin(_Base):
                 self._tornsession_state = _DONE
                 return super().finish(chunk)
         except Exception:
-            return self._save_failed(sys.exc_info())  # type: ignore[arg-type]
+            return self._save_failed(sys.exc_info(), chunk)  # type: ignore[arg-type]
         if chunk is not None:
             self.write(chunk)
         self._tornsession_pending = asyncio.ensure_future(self._save_then_finish(session, task))
@@ -133,16 +133,19 @@ class SessionMixin(_Base):
         except StreamClosedError:
             pass  # the client left before the response was sent: nothing to report
 
-    def _save_failed(self, exc_info: _ExcInfo) -> asyncio.Future[None]:
-        """Answers with the app's error page: nothing was sent yet, and nothing is lost silently."""
+    def _save_failed(
+        self, exc_info: _ExcInfo, chunk: str | bytes | dict[str, Any] | None = None
+    ) -> asyncio.Future[None]:
+        """Answers with the app's error page: nothing was sent yet, and nothing is lost silently.
+        Once the headers are out (``flush()``) the response can only be completed as it is."""
         self._tornsession_state = _DONE
-        _log.error("saving the session failed", exc_info=exc_info)
+        _log.error("saving the session failed: %s", exc_info[1], exc_info=exc_info)
         done: asyncio.Future[None] = asyncio.get_event_loop().create_future()
         done.set_result(None)
         if self._finished:
             return done
         if self._headers_written:
-            super().finish()
+            super().finish(chunk)
             return done
         self.clear()
         status = 409 if isinstance(exc_info[1], SessionConflict) else 500
