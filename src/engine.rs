@@ -550,8 +550,8 @@ impl Engine {
         }
     }
 
-    /// Logout, once the record is deleted: a new id, no data, both cookies cleared. A write
-    /// after this stores a new session and sends its cookies.
+    /// Logout, once the record is deleted: a new id, no data, both cookies cleared (while the
+    /// headers are not out yet). A write after this stores a new session and sends its cookies.
     pub fn destroy(
         &self,
         handler: Option<&Bound<'_, PyAny>>,
@@ -565,7 +565,9 @@ impl Engine {
         let (id, digest) = self.new_identity()?;
         session.get().set_identity(py, &id, &digest);
         session.as_super().clear();
-        if let Some(handler) = handler {
+        // Once the headers are out (flush(), a WebSocket) the browser keeps its cookies: they
+        // name a record that is gone, so its next request starts a new session all the same.
+        if let Some(handler) = handler.filter(|handler| !headers_written(handler)) {
             self.cookies.clear(handler)?;
         }
         let token = old.as_deref().map(ids::log_token).unwrap_or_default();

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 import redis as redis_py
+import tornado.httpclient
 import tornado.web
 import tornado.websocket
 import tornsession
@@ -170,6 +171,10 @@ def socket_routes(base: type) -> list[tuple[str, type]]:
             self.write_message("saved")
 
         async def on_message(self, message: str | bytes) -> None:
+            if message == "logout":
+                await self.session.adestroy()
+                self.write_message("logged out")
+                return
             self.session["said"] = message
             await self.session.asave()
             self.write_message(f"saved {message}")
@@ -284,3 +289,56 @@ def test_a_new_visitors_session_written_after_the_handshake_is_refused_without_a
         server.loop.call_soon_threadsafe(connection.close)
     assert message.startswith("refused: ") and "handshake" in message, message
     assert stored_records(server.app.store) == 0, "a record no browser can name"  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("kind", ["memory", "redis"])
+@pytest.mark.parametrize("style", STYLES)
+def test_a_logout_over_a_websocket_ends_the_session_without_an_error(
+    serve: Callable[..., Server], style: str, kind: str
+) -> None:
+    server = start_sockets(serve, style, kind)
+    with Browser(server.port) as visitor:
+        assert visitor.get("/inc") == (200, "1")
+        cookies = dict(visitor.cookies)
+    old_id = peek(server.port, cookies)["id"]
+    connection = connect(server, "/ws", cookies)
+    try:
+        assert on_loop(server, connection.read_message) == "saved"
+        on_loop(server, lambda: connection.write_message("logout"))
+        # The cookies cannot be cleared after the handshake; the one the browser keeps names
+        # a record that is gone.
+        assert on_loop(server, connection.read_message) == "logged out"
+    finally:
+        server.loop.call_soon_threadsafe(connection.close)
+    assert not record_exists(server, old_id)
+    after = peek(server.port, cookies)
+    assert after["id"] != old_id and after["n"] is None
+
+
+opened: list[str] = []
+
+
+class RefusedHandshake(MixinSocket):
+    async def prepare(self) -> None:
+        await super().prepare()
+        self.session["note"] = "x" * 500  # over the manager's max_size: the save fails
+
+    def open(self) -> None:
+        opened.append(self.request.path)
+
+
+@pytest.mark.parametrize("kind", ["memory", "redis"])
+def test_a_save_failing_at_the_handshake_answers_500_and_never_opens_the_socket(
+    serve: Callable[..., Server], kind: str
+) -> None:
+    server = serve("mixin", kind, max_size=200)
+    server.app.wildcard_router.add_rules([(r"/ws-refused", RefusedHandshake)])
+    opened.clear()
+    with pytest.raises(tornado.httpclient.HTTPClientError) as refused:
+        connect(server, "/ws-refused", {})
+    assert refused.value.code == 500
+    # open() would have run in the same IOLoop callback that wrote the 500.
+    assert opened == [], "open() ran for a handshake that was refused"
+    assert stored_records(server.app.store) == 0  # type: ignore[attr-defined]
+    with Browser(server.port) as browser:
+        assert browser.get("/in-flight") == (200, "0")

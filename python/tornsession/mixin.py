@@ -96,6 +96,7 @@ class SessionMixin(_Base):
         if session is None or self._tornsession_state == _DONE or self._finished:
             return super().finish(chunk)
         self._tornsession_state = _SAVING
+        handshake = self.get_status() == 101
         try:
             if self.get_status() >= 500 or (not session and not session._is_stored()):
                 # An error response is not saved (the request failed half-way); a visitor whose
@@ -105,14 +106,21 @@ class SessionMixin(_Base):
             task = session._begin_save()
             # A WebSocket handshake (101) must finish now: Tornado detaches the stream right
             # after finish() returns, so a deferred finish would never answer it.
-            if task is None or not task.blocks or self.get_status() == 101:
+            if task is None or not task.blocks or handshake:
                 if task is not None:
                     task.run()
                 session._end_save(task)
                 self._tornsession_state = _DONE
                 return super().finish(chunk)
         except Exception:
-            return self._save_failed(sys.exc_info(), chunk)  # type: ignore[arg-type]
+            failed = self._save_failed(sys.exc_info(), chunk)  # type: ignore[arg-type]
+            if handshake:
+                from tornado.web import Finish
+
+                # The handshake got the error page instead of its 101, and Tornado opens the
+                # socket as soon as finish() returns: this stops it (open() never runs).
+                raise Finish() from None
+            return failed
         if chunk is not None:
             self.write(chunk)
         self._tornsession_pending = asyncio.ensure_future(self._save_then_finish(session, task))
