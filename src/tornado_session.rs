@@ -385,7 +385,7 @@ impl TornadoSession {
     }
 
     /// Writes the session to the store if it changed and sets its cookies when they are due:
-    /// `manager.set(handler, self)`.
+    /// `manager.set(handler, self)`. A new session after the headers are out is refused.
     fn save(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         let (manager, handler) = slf.get().bound_pair(py)?;
@@ -396,7 +396,8 @@ impl TornadoSession {
     }
 
     /// A new id and digest for the same data: the data is saved under the new id, the old
-    /// record deleted, and the new cookies set. Call it right after a login.
+    /// record deleted, and the new cookies set. Call it right after a login, before the
+    /// headers are out (after them it is refused, see `_rotate_id`).
     fn regenerate(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         if let Some(old) = Self::_rotate_id(slf)? {

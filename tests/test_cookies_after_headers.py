@@ -171,6 +171,7 @@ def socket_routes(base: type) -> list[tuple[str, type]]:
             self.write_message("saved")
 
         async def on_message(self, message: str | bytes) -> None:
+            assert isinstance(message, str)
             if message == "logout":
                 await self.session.adestroy()
                 self.write_message("logged out")

@@ -10,7 +10,10 @@ setting. The session loads in ``prepare()`` without blocking the IOLoop, after a
 request of the same session in this process has finished. When it changed and the response is
 not an error (status below 500, Django's rule), it is saved before the response is sent (so a
 redirect never races the save), again off the IOLoop. A save that fails gives the app's error
-page: 409 for ``SessionConflict``, 500 otherwise.
+page: 409 for ``SessionConflict``, 500 otherwise. After ``flush()`` the response can only be
+completed: a save that fails then, or that would need a cookie (a new session), is logged and
+writes nothing. A WebSocket's session is saved with its handshake (the 101); after it, call
+``await self.session.asave()``.
 """
 
 from __future__ import annotations
