@@ -192,7 +192,21 @@ def socket_routes(base: type) -> list[tuple[str, type]]:
         def open(self) -> None:
             self.write_message("open")
 
-    return [(r"/ws", SavesAfterHandshake), (r"/ws-before", WritesBeforeHandshake)]
+    class WritesInGet(base):  # type: ignore[misc]
+        async def get(self, *args: Any, **kwargs: Any) -> None:
+            self.session["before"] = True
+            if not isinstance(self, tornsession.SessionMixin):
+                self.session.save()
+            await super().get(*args, **kwargs)
+
+        def open(self) -> None:
+            self.write_message("open")
+
+    return [
+        (r"/ws", SavesAfterHandshake),
+        (r"/ws-prepare", WritesBeforeHandshake),
+        (r"/ws-get", WritesInGet),
+    ]
 
 
 def start_sockets(serve: Callable[..., Server], style: str, kind: str) -> Server:
@@ -257,13 +271,14 @@ def test_a_websocket_saves_an_existing_session_in_open_and_on_message(
         server.loop.call_soon_threadsafe(connection.close)
 
 
+@pytest.mark.parametrize("where", ["prepare", "get"])
 @pytest.mark.parametrize("kind", ["memory", "redis"])
 @pytest.mark.parametrize("style", STYLES)
 def test_a_new_visitors_session_written_before_the_handshake_gets_its_cookie_on_the_101(
-    serve: Callable[..., Server], style: str, kind: str
+    serve: Callable[..., Server], style: str, kind: str, where: str
 ) -> None:
     server = start_sockets(serve, style, kind)
-    connection = connect(server, "/ws-before", {})
+    connection = connect(server, f"/ws-{where}", {})
     try:
         assert on_loop(server, connection.read_message) == "open"
         set_cookie = connection.headers.get_list("Set-Cookie")
