@@ -29,7 +29,7 @@ use crate::py_stores::StoreHandle;
 use crate::session::{Session, SessionMeta};
 use crate::stores::{StoreError, StoreErrorKind};
 use crate::time;
-use crate::tornado_cookies::{text, CookieSettings};
+use crate::tornado_cookies::{headers_written, text, CookieSettings, CookiesTooLate};
 use crate::users::{self, ExpiryCaps};
 use crate::wire_link::WireServer;
 
@@ -499,23 +499,38 @@ impl Engine {
         Ok(())
     }
 
-    /// Sets both cookies, with a freshly computed digest, when they are due.
+    /// `save_now` for a request: refuses a write whose cookies could no longer be sent (see
+    /// `refuse_unsendable_cookies`), then sets the cookies when they are due.
+    pub fn save_for_handler(
+        &self,
+        handler: &Bound<'_, PyAny>,
+        session: &Bound<'_, Session>,
+    ) -> PyResult<()> {
+        let py = handler.py();
+        if let Some(mut write) = self.plan_save(session)? {
+            refuse_unsendable_cookies(handler, session)?;
+            let outcome = self.write(py, &mut write)?;
+            self.record_write(py, session, write, outcome);
+        }
+        self.send_cookies(handler, session)
+    }
+
+    /// Sets both cookies, with a freshly computed digest, when they are due. Once the headers
+    /// are out only a refresh can be due (a write that needed them was refused before it was
+    /// made): the browser's cookie still names the session, and a later response sends it.
     pub fn send_cookies(
         &self,
         handler: &Bound<'_, PyAny>,
         session: &Bound<'_, Session>,
     ) -> PyResult<()> {
         let py = handler.py();
-        let due = session.get().update_state(|state| {
-            let send = state.cookies_to_send();
-            if send {
-                state.cookies_due = false;
-            }
-            send
-        });
-        if !due {
+        if !session.get().update_state(|state| state.cookies_to_send()) || headers_written(handler)
+        {
             return Ok(());
         }
+        session
+            .get()
+            .update_state(|state| state.cookies_due = false);
         let id = session.get().id(py)?;
         let digest = self.secrets.sign(&id);
         session.get().set_digest(py, &digest);
@@ -535,8 +550,8 @@ impl Engine {
         }
     }
 
-    /// Logout, once the record is deleted: a new id, no data, both cookies cleared. A write
-    /// after this stores a new session and sends its cookies.
+    /// Logout, once the record is deleted: a new id, no data, both cookies cleared (while the
+    /// headers are not out yet). A write after this stores a new session and sends its cookies.
     pub fn destroy(
         &self,
         handler: Option<&Bound<'_, PyAny>>,
@@ -550,7 +565,9 @@ impl Engine {
         let (id, digest) = self.new_identity()?;
         session.get().set_identity(py, &id, &digest);
         session.as_super().clear();
-        if let Some(handler) = handler {
+        // Once the headers are out (flush(), a WebSocket) the browser keeps its cookies: they
+        // name a record that is gone, so its next request starts a new session all the same.
+        if let Some(handler) = handler.filter(|handler| !headers_written(handler)) {
             self.cookies.clear(handler)?;
         }
         let token = old.as_deref().map(ids::log_token).unwrap_or_default();
@@ -811,4 +828,17 @@ impl Engine {
             ),
         );
     }
+}
+
+/// Refuses, before the store is touched, a planned write of a session the browser has no
+/// cookie for (new, regenerated, or written again after a logout) once the response's headers
+/// are out: its record would be an orphan no request can name, and the visitor would lose it.
+pub fn refuse_unsendable_cookies(
+    handler: &Bound<'_, PyAny>,
+    session: &Bound<'_, Session>,
+) -> Result<(), CookiesTooLate> {
+    if session.get().update_state(|state| state.is_stored()) {
+        return Ok(());
+    }
+    CookiesTooLate::Save.unless_sendable(handler)
 }

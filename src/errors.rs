@@ -1,11 +1,14 @@
 //! The exceptions tornsession raises, and the one place Rust errors become them.
 
 use pyo3::create_exception;
-use pyo3::exceptions::{PyException, PyNotImplementedError, PyUserWarning, PyValueError};
+use pyo3::exceptions::{
+    PyException, PyNotImplementedError, PyRuntimeError, PyUserWarning, PyValueError,
+};
 use pyo3::PyErr;
 
 use crate::digest::SecretError;
 use crate::stores::{StoreError, StoreErrorKind};
+use crate::tornado_cookies::CookiesTooLate;
 
 create_exception!(
     tornsession,
@@ -56,5 +59,12 @@ impl From<StoreError> for PyErr {
 impl From<SecretError> for PyErr {
     fn from(error: SecretError) -> Self {
         PyValueError::new_err(error.to_string())
+    }
+}
+
+/// A handler's mistake, as Tornado reports its own (`write()` after `finish()`): a RuntimeError.
+impl From<CookiesTooLate> for PyErr {
+    fn from(error: CookiesTooLate) -> Self {
+        PyRuntimeError::new_err(error.to_string())
     }
 }

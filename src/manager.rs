@@ -531,9 +531,7 @@ impl TornadoSessionManager {
         session: &Bound<'_, PyAny>,
     ) -> PyResult<()> {
         let engine = slf.as_super().get().engine();
-        let session = as_session(session)?;
-        engine.save_now(slf.py(), session)?;
-        engine.send_cookies(requestHandler, session)
+        engine.save_for_handler(requestHandler, as_session(session)?)
     }
 }
 

@@ -255,6 +255,62 @@ impl CookieSettings {
     }
 }
 
+/// Whether the response's headers are already out (after `flush()`, or a WebSocket's 101): a
+/// cookie set now never reaches the browser. Tornado's own flag; an object without it (a test
+/// double) has sent nothing.
+pub fn headers_written(handler: &Bound<'_, PyAny>) -> bool {
+    let py = handler.py();
+    handler
+        .getattr_opt(intern!(py, "_headers_written"))
+        .ok()
+        .flatten()
+        .is_some_and(|written| written.is_truthy().unwrap_or(false))
+}
+
+/// What needed cookies that could no longer be sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CookiesTooLate {
+    /// A write of a session the browser has no cookie for (new, regenerated, or made again
+    /// after a logout): its record would be an orphan.
+    Save,
+    /// A regeneration: the browser would keep the old id, whose record it deletes.
+    Regenerate,
+}
+
+impl std::fmt::Display for CookiesTooLate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (what, cure) = match self {
+            Self::Save => (
+                "the session was not saved: it is new (or regenerated, or written again after \
+                 destroy()) and its cookie",
+                "Save the session before flush() (or do not flush)",
+            ),
+            Self::Regenerate => (
+                "regenerate() was refused and the session left as it was: the new id's cookie",
+                "Regenerate before flush() (or do not flush)",
+            ),
+        };
+        write!(
+            f,
+            "{what} can no longer be sent, as this response's headers are already written (by \
+             flush(), or a WebSocket handshake's 101), so the browser would never learn its id. \
+             {cure}; in a WebSocket handler, before the handshake: in prepare(), or in get() \
+             before super().get()"
+        )
+    }
+}
+
+impl CookiesTooLate {
+    /// `Err(self)` when the handler's headers are already out.
+    pub fn unless_sendable(self, handler: &Bound<'_, PyAny>) -> Result<(), Self> {
+        if headers_written(handler) {
+            Err(self)
+        } else {
+            Ok(())
+        }
+    }
+}
+
 /// A request's two cookies, as `get_secure_cookie` returns them (decoded to text).
 #[derive(Default)]
 pub struct RequestCookies {

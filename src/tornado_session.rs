@@ -20,13 +20,14 @@ use pyo3::types::{PyDict, PyList, PyString, PyTuple, PyType, PyWeakrefReference}
 use pyo3::PyTraverseError;
 
 use crate::convert::json_into_dict;
-use crate::engine::Engine;
+use crate::engine::{refuse_unsendable_cookies, Engine};
 use crate::errors::InvalidSessionException;
 use crate::lifecycle::CookieCheck;
 use crate::log::{log, Level};
 use crate::manager::{SessionManager, TornadoSessionManager};
 use crate::session::Session;
 use crate::store_task::{Job, StoreTask};
+use crate::tornado_cookies::CookiesTooLate;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum LoadState {
@@ -384,7 +385,7 @@ impl TornadoSession {
     }
 
     /// Writes the session to the store if it changed and sets its cookies when they are due:
-    /// `manager.set(handler, self)`.
+    /// `manager.set(handler, self)`. A new session after the headers are out is refused.
     fn save(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         let (manager, handler) = slf.get().bound_pair(py)?;
@@ -395,7 +396,8 @@ impl TornadoSession {
     }
 
     /// A new id and digest for the same data: the data is saved under the new id, the old
-    /// record deleted, and the new cookies set. Call it right after a login.
+    /// record deleted, and the new cookies set. Call it right after a login, before the
+    /// headers are out (after them it is refused, see `_rotate_id`).
     fn regenerate(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         if let Some(old) = Self::_rotate_id(slf)? {
@@ -571,17 +573,20 @@ impl TornadoSession {
     fn _begin_save<'py>(slf: &Bound<'py, Self>) -> PyResult<Option<Bound<'py, StoreTask>>> {
         let py = slf.py();
         Self::ensure_loaded(slf)?;
-        let (manager, _) = slf.get().bound_pair(py)?;
+        let (manager, handler) = slf.get().bound_pair(py)?;
         let Some(engine) = native_engine(manager.bind(py), intern!(py, "set"))? else {
             Self::save(slf)?;
             return Ok(None);
         };
         match engine.plan_save(slf.as_super())? {
             None => Ok(None),
-            Some(write) => Ok(Some(Bound::new(
-                py,
-                StoreTask::new(engine, Job::Save(write)),
-            )?)),
+            Some(write) => {
+                refuse_unsendable_cookies(handler.bind(py), slf.as_super())?;
+                Ok(Some(Bound::new(
+                    py,
+                    StoreTask::new(engine, Job::Save(write)),
+                )?))
+            }
         }
     }
 
@@ -609,6 +614,9 @@ impl TornadoSession {
     /// Gives the session a new id and digest; returns the old id when its record must be
     /// deleted (before the session is saved under the new one).
     fn _rotate_id(slf: &Bound<'_, Self>) -> PyResult<Option<String>> {
+        let (_, handler) = slf.get().bound_pair(slf.py())?;
+        // Before anything changes: the old record and cookie stay good.
+        CookiesTooLate::Regenerate.unless_sendable(handler.bind(slf.py()))?;
         Self::ensure_loaded(slf)?;
         slf.get().engine(slf.py())?.regenerate(slf.as_super())
     }

@@ -415,7 +415,9 @@ class TornadoSessionManager(SessionManager):
         """The session the handler's cookies name; a new one without handler or cookies."""
 
     def set(self, requestHandler: RequestHandlerProtocol, session: Session) -> None:  # type: ignore[override]
-        """Store the session, then set both cookies on the handler."""
+        """Store the session, then set both cookies on the handler. RuntimeError, before the store
+        is touched, when a session the browser has no cookie for would be written after the
+        handler's headers are out (``flush()``, a WebSocket's 101)."""
 
 @disjoint_base
 class TornadoSession(Session):
@@ -435,14 +437,18 @@ class TornadoSession(Session):
         """The handler whose cookies name this session."""
 
     def save(self) -> None:
-        """Write the session if it changed, set its cookies when due: manager.set(handler, self)."""
+        """Write the session if it changed, set its cookies when due: manager.set(handler, self).
+        RuntimeError, before the store is touched, when it is new (no cookie yet) and the
+        handler's headers are already out (``flush()``, a WebSocket's 101)."""
 
     def regenerate(self) -> None:
         """A new id and digest for the same data; the old record is deleted and the new cookies
-        set. Call it right after a login (session fixation)."""
+        set. Call it right after a login (session fixation). RuntimeError, with the session left
+        as it was, when the handler's headers are already out (``flush()``, a WebSocket)."""
 
     def destroy(self) -> None:
-        """Logout: delete the stored record, clear both cookies and empty the session."""
+        """Logout: delete the stored record, clear both cookies (unless the headers are already
+        out) and empty the session."""
 
     def set_expiry(
         self,

@@ -190,14 +190,17 @@ class TornadoSession(_core.TornadoSession):
         return session
 
     async def asave(self) -> None:
-        """``save()`` without blocking the IOLoop: writes only if the data changed."""
+        """``save()`` without blocking the IOLoop: writes only if the data changed. A new session
+        (no cookie yet) after the headers are out (``flush()``, a WebSocket's 101) raises
+        RuntimeError instead, before anything is written."""
         task = self._begin_save()
         if task is not None:
             await _run(task)
         self._end_save(task)
 
     async def aregenerate(self) -> None:
-        """``regenerate()`` without blocking the IOLoop."""
+        """``regenerate()`` without blocking the IOLoop. After the headers are out (``flush()``, a
+        WebSocket's 101) it raises RuntimeError and leaves the session as it was."""
         old_id = self._rotate_id()
         if old_id is not None:
             # Delete first: if the record is already gone, another request ended the session

@@ -10,7 +10,10 @@ setting. The session loads in ``prepare()`` without blocking the IOLoop, after a
 request of the same session in this process has finished. When it changed and the response is
 not an error (status below 500, Django's rule), it is saved before the response is sent (so a
 redirect never races the save), again off the IOLoop. A save that fails gives the app's error
-page: 409 for ``SessionConflict``, 500 otherwise.
+page: 409 for ``SessionConflict``, 500 otherwise. After ``flush()`` the response can only be
+completed: a save that fails then, or that would need a cookie (a new session), is logged and
+writes nothing. A WebSocket's session is saved with its handshake (the 101); after it, call
+``await self.session.asave()``.
 """
 
 from __future__ import annotations
@@ -96,6 +99,7 @@ class SessionMixin(_Base):
         if session is None or self._tornsession_state == _DONE or self._finished:
             return super().finish(chunk)
         self._tornsession_state = _SAVING
+        handshake = self.get_status() == 101
         try:
             if self.get_status() >= 500 or (not session and not session._is_stored()):
                 # An error response is not saved (the request failed half-way); a visitor whose
@@ -105,14 +109,21 @@ class SessionMixin(_Base):
             task = session._begin_save()
             # A WebSocket handshake (101) must finish now: Tornado detaches the stream right
             # after finish() returns, so a deferred finish would never answer it.
-            if task is None or not task.blocks or self.get_status() == 101:
+            if task is None or not task.blocks or handshake:
                 if task is not None:
                     task.run()
                 session._end_save(task)
                 self._tornsession_state = _DONE
                 return super().finish(chunk)
         except Exception:
-            return self._save_failed(sys.exc_info())  # type: ignore[arg-type]
+            failed = self._save_failed(sys.exc_info(), chunk)  # type: ignore[arg-type]
+            if handshake:
+                from tornado.web import Finish
+
+                # The handshake got the error page instead of its 101, and Tornado opens the
+                # socket as soon as finish() returns: this stops it (open() never runs).
+                raise Finish() from None
+            return failed
         if chunk is not None:
             self.write(chunk)
         self._tornsession_pending = asyncio.ensure_future(self._save_then_finish(session, task))
@@ -133,16 +144,19 @@ class SessionMixin(_Base):
         except StreamClosedError:
             pass  # the client left before the response was sent: nothing to report
 
-    def _save_failed(self, exc_info: _ExcInfo) -> asyncio.Future[None]:
-        """Answers with the app's error page: nothing was sent yet, and nothing is lost silently."""
+    def _save_failed(
+        self, exc_info: _ExcInfo, chunk: str | bytes | dict[str, Any] | None = None
+    ) -> asyncio.Future[None]:
+        """Answers with the app's error page: nothing was sent yet, and nothing is lost silently.
+        Once the headers are out (``flush()``) the response can only be completed as it is."""
         self._tornsession_state = _DONE
-        _log.error("saving the session failed", exc_info=exc_info)
+        _log.error("saving the session failed: %s", exc_info[1], exc_info=exc_info)
         done: asyncio.Future[None] = asyncio.get_event_loop().create_future()
         done.set_result(None)
         if self._finished:
             return done
         if self._headers_written:
-            super().finish()
+            super().finish(chunk)
             return done
         self.clear()
         status = 409 if isinstance(exc_info[1], SessionConflict) else 500
