@@ -19,10 +19,11 @@ use pyo3::pyclass::CompareOp;
 use pyo3::types::{PyDict, PyList, PyString, PyTuple, PyType, PyWeakrefReference};
 use pyo3::PyTraverseError;
 
-use crate::convert::json_into_dict;
+use crate::codec;
+use crate::convert::{dict_to_json, json_into_dict};
 use crate::engine::Engine;
 use crate::errors::InvalidSessionException;
-use crate::lifecycle::CookieCheck;
+use crate::lifecycle::{self, CookieCheck, SessionState};
 use crate::log::{log, Level};
 use crate::manager::{SessionManager, TornadoSessionManager};
 use crate::session::Session;
@@ -263,6 +264,27 @@ fn native_engine(
     Ok(theirs
         .is(&ours)
         .then(|| tornado_manager.as_super().get().engine().clone()))
+}
+
+/// Whether a request's session differs from its record as the request loaded or last saved it
+/// (owner, info and expiry included; the owner's "last seen" stamp, which a save refreshes,
+/// not). A session that has no record and no data has not changed; one whose record another
+/// request removed will write nothing, so has not either.
+fn differs_from_stored(
+    state: &SessionState,
+    data: &serde_json::Map<String, serde_json::Value>,
+) -> bool {
+    if state.gone {
+        return false;
+    }
+    match &state.stored {
+        None => !data.is_empty(),
+        Some(stored) => {
+            let now = crate::time::now();
+            codec::encode_with(lifecycle::created_for_save(state, now), data, &state.extras)
+                != *stored
+        }
+    }
 }
 
 /// Whether Tornado has started running `handler`.
@@ -545,6 +567,27 @@ impl TornadoSession {
         if state.load == LoadState::Loading {
             state.load = LoadState::Unloaded;
         }
+    }
+
+    /// Whether this request changed the session since it loaded or last saved it; a load
+    /// still running counts as a change, and so does a manager with its own `set()` (which
+    /// this cannot look into). For the lease of a request's turn (`tornsession._ordering`).
+    fn _is_changed(slf: &Bound<'_, Self>) -> PyResult<bool> {
+        let py = slf.py();
+        match slf.get().state.lock().load {
+            LoadState::Unloaded => return Ok(false),
+            LoadState::Loading => return Ok(true),
+            LoadState::Loaded => {}
+        }
+        let (manager, _) = slf.get().bound_pair(py)?;
+        if native_engine(manager.bind(py), intern!(py, "set"))?.is_none() {
+            return Ok(true);
+        }
+        // A value JSON cannot hold is a change: its save will fail and say why.
+        let Ok(data) = dict_to_json(Self::storage(slf)) else {
+            return Ok(true);
+        };
+        Ok(differs_from_stored(&slf.as_super().get().state(), &data))
     }
 
     /// Whether the session is loaded (or fresh) already.
