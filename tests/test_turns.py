@@ -24,10 +24,10 @@ import tornsession
 from conftest import Browser
 from test_engine_http import (  # noqa: F401 (fixtures: serve(style, kind, ...), make_store)
     COOKIE_SECRET,
-    InFlight,
     SESSION_SECRET,
     STORES,
     STYLES,
+    InFlight,
     Server,
     make_store,
     peek,
@@ -321,4 +321,3 @@ def test_release_lets_the_sessions_next_request_in_at_once(
     assert peek(server.port, cookies)["n"] == 2
     with Browser(server.port) as browser:
         assert browser.get("/in-flight") == (200, "0")
-

@@ -75,6 +75,7 @@ class _Claim:
     """A request's place in its session's entry."""
 
     __slots__ = (
+        "checking",
         "entry",
         "loop",
         "owner",
@@ -83,7 +84,6 @@ class _Claim:
         "sessions",
         "state",
         "taken_at",
-        "checking",
         "turn",
         "waiter",
     )
@@ -444,7 +444,7 @@ def release_when_finished(handler: Any, turn: Turn) -> None:
 
     handler.on_finish = on_finish
     handler.on_connection_close = on_connection_close
-    connection = getattr(getattr(handler, "request", None), "connection", None)
+    connection: Any = getattr(getattr(handler, "request", None), "connection", None)
     bound = getattr(connection, "_close_callback", None)
     if bound is not None and hasattr(connection, "set_close_callback"):
 

@@ -73,7 +73,7 @@ def _ordered(session: _core.TornadoSession) -> bool:
     return True
 
 
-def _take(session: _core.TornadoSession, handler: Any, turn: Any) -> None:
+def _take(session: Any, handler: Any, turn: Any) -> None:
     """`turn` is the request's: the session is fenced by it, and it ends with the request."""
     turn.attach(session)
     session._turn = turn
