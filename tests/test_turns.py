@@ -229,6 +229,7 @@ def run_long_poll(server: Server, style: str, hold: float, pause: float) -> list
 
     def long_poll() -> None:
         with Browser(server.port) as tab:
+            tab.connection.timeout = hold + 10  # Browser's own 10 s is shorter than the poll
             tab.cookies = dict(cookies)
             poll.append(tab.request("POST", f"/updates?hold={hold}", body=""))
 
@@ -262,7 +263,10 @@ def test_a_long_poll_never_blocks_its_visitors_posts(
 ) -> None:
     server = serve(style, kind)  # the defaults
     latencies = run_long_poll(server, style, hold=30, pause=0)
-    print(f"{style} {kind}: posts during a long poll, slowest {max(latencies):.3f} s")
+    print(
+        f"{style} {kind}: posts during a long poll: first {latencies[0]:.3f} s, "
+        f"median {sorted(latencies)[10]:.4f} s, slowest {max(latencies):.3f} s"
+    )
     assert max(latencies) < AT_ONCE, latencies
 
 
@@ -271,7 +275,10 @@ def test_a_long_poll_held_for_30_s_never_blocks_its_visitors_posts(
 ) -> None:
     server = serve("mixin", "memory")  # the defaults
     latencies = run_long_poll(server, "mixin", hold=30, pause=1.4)  # posts over 28 s
-    print(f"posts during a 30 s poll: slowest {max(latencies):.3f} s")
+    print(
+        f"posts during a 30 s poll: first {latencies[0]:.3f} s, "
+        f"median {sorted(latencies)[10]:.4f} s, slowest {max(latencies):.3f} s"
+    )
     assert max(latencies) < AT_ONCE, latencies
 
 
