@@ -220,8 +220,9 @@ class TornadoSession(_core.TornadoSession):
     @classmethod
     async def aload(cls, tornado_session_manager: Any, request_handler: Any) -> Self:
         """The handler's session, loaded without blocking the IOLoop, after any earlier request
-        of the same session in this process has finished (unless the manager has
-        ``order_requests=False``); ``SessionBusy`` after the manager's ``order_timeout``.
+        of the same session in this process has finished or passed its turn on (unless the
+        manager has ``order_requests=False``); ``SessionBusy`` after the manager's
+        ``order_timeout``.
 
         The instance is made without calling ``__init__`` (a subclass with extra constructor
         arguments sets its own attributes afterwards).

@@ -8,10 +8,9 @@
 The manager is ``self.application.session_manager``, or the ``session_manager`` application
 setting. The session loads in ``prepare()`` without blocking the IOLoop, after any earlier
 request of the same session in this process has finished or passed its turn on. When it changed
-and the response is
-not an error (status below 500, Django's rule), it is saved before the response is sent (so a
-redirect never races the save), again off the IOLoop. A save that fails gives the app's error
-page: 409 for ``SessionConflict``, 500 otherwise.
+and the response is not an error (status below 500, Django's rule), it is saved before the
+response is sent (so a redirect never races the save), again off the IOLoop. A save that fails
+gives the app's error page: 409 for ``SessionConflict``, 500 otherwise.
 """
 
 from __future__ import annotations
