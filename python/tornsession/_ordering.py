@@ -159,6 +159,8 @@ class Turn:
             entry = claim.entry
             if claim.state == _HOLDING and entry.loaded == 1:
                 return True
+        if session.session_id != claim.session_id:
+            return True  # regenerated or logged out since: a record no other request loaded
         changed = regenerating or bool(session._is_changed())
         with _lock:
             stale = claim.seen != entry.version or (
