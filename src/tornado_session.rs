@@ -934,3 +934,53 @@ impl LoadBeforePrepare {
         self.inner.lock().take();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{json, Map, Value};
+
+    fn data(n: i64) -> Map<String, Value> {
+        json!({ "n": n }).as_object().cloned().unwrap()
+    }
+
+    fn loaded_with(n: i64) -> SessionState {
+        let blob = codec::encode_with(1_800_000_000, &data(n), &codec::Extras::default());
+        SessionState::opened(1_800_000_000, blob, false)
+    }
+
+    #[test]
+    fn a_session_as_loaded_has_not_changed_and_one_with_new_data_has() {
+        assert!(!differs_from_stored(&loaded_with(1), &data(1)));
+        assert!(differs_from_stored(&loaded_with(1), &data(2)));
+    }
+
+    #[test]
+    fn an_owned_sessions_last_seen_stamp_alone_is_no_change() {
+        let mut state = loaded_with(1);
+        state.extras.user = Some("ann".to_owned());
+        state.extras.seen = Some(1_799_999_940);
+        state.stored = Some(codec::encode_with(1_800_000_000, &data(1), &state.extras));
+        assert!(!differs_from_stored(&state, &data(1)));
+        state.extras.user = Some("bob".to_owned());
+        assert!(
+            differs_from_stored(&state, &data(1)),
+            "a new owner is a change"
+        );
+    }
+
+    #[test]
+    fn a_session_without_a_record_changed_only_when_it_holds_data() {
+        let fresh = SessionState::fresh(1_800_000_000);
+        assert!(!differs_from_stored(&fresh, &Map::new()));
+        assert!(differs_from_stored(&fresh, &data(1)));
+        let gone = SessionState {
+            gone: true,
+            ..loaded_with(1)
+        };
+        assert!(
+            !differs_from_stored(&gone, &data(2)),
+            "a write of it would be dropped"
+        );
+    }
+}

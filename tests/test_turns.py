@@ -200,6 +200,9 @@ def chat_routes(base: type) -> list[tuple[str, type]]:
             deadline = loop.time() + float(self.get_argument("hold"))
             while "end" not in chat.messages and loop.time() < deadline:
                 await chat.cond.wait(timeout=datetime.timedelta(seconds=deadline - loop.time()))
+            # The original module's habit: save at the end. Unchanged, it writes nothing, and
+            # the posts' saves meanwhile are no conflict.
+            self.commit()
             self.write({"name": name, "seen": len(chat.messages)})
 
     class New(base):  # type: ignore[misc]
