@@ -545,7 +545,8 @@ def test_a_regeneration_after_a_logout_elsewhere_does_not_revive_the_session(
     def regenerate_slowly() -> None:
         with Browser(first.port) as tab:
             tab.cookies = dict(cookies)
-            status, _ = tab.request("POST", "/regenerate?sleep=0.5", body="")
+            # 1 s: the logout waits out the 0.3 s lease (one process, one turn table) first.
+            status, _ = tab.request("POST", "/regenerate?sleep=1.0", body="")
             assert status == 200
             after.update(tab.cookies)
 
