@@ -19,10 +19,11 @@ use pyo3::pyclass::CompareOp;
 use pyo3::types::{PyDict, PyList, PyString, PyTuple, PyType, PyWeakrefReference};
 use pyo3::PyTraverseError;
 
-use crate::convert::json_into_dict;
+use crate::codec;
+use crate::convert::{dict_to_json, json_into_dict};
 use crate::engine::{refuse_unsendable_cookies, Engine};
 use crate::errors::InvalidSessionException;
-use crate::lifecycle::CookieCheck;
+use crate::lifecycle::{self, CookieCheck, SessionState};
 use crate::log::{log, Level};
 use crate::manager::{SessionManager, TornadoSessionManager};
 use crate::session::Session;
@@ -264,6 +265,27 @@ fn native_engine(
     Ok(theirs
         .is(&ours)
         .then(|| tornado_manager.as_super().get().engine().clone()))
+}
+
+/// Whether a request's session differs from its record as the request loaded or last saved it
+/// (owner, info and expiry included; the owner's "last seen" stamp, which a save refreshes,
+/// not). A session that has no record and no data has not changed; one whose record another
+/// request removed will write nothing, so has not either.
+fn differs_from_stored(
+    state: &SessionState,
+    data: &serde_json::Map<String, serde_json::Value>,
+) -> bool {
+    if state.gone {
+        return false;
+    }
+    match &state.stored {
+        None => !data.is_empty(),
+        Some(stored) => {
+            let now = crate::time::now();
+            codec::encode_with(lifecycle::created_for_save(state, now), data, &state.extras)
+                != *stored
+        }
+    }
 }
 
 /// Whether Tornado has started running `handler`.
@@ -547,6 +569,27 @@ impl TornadoSession {
         if state.load == LoadState::Loading {
             state.load = LoadState::Unloaded;
         }
+    }
+
+    /// Whether this request changed the session since it loaded or last saved it; a load
+    /// still running counts as a change, and so does a manager with its own `set()` (which
+    /// this cannot look into). For the lease of a request's turn (`tornsession._ordering`).
+    fn _is_changed(slf: &Bound<'_, Self>) -> PyResult<bool> {
+        let py = slf.py();
+        match slf.get().state.lock().load {
+            LoadState::Unloaded => return Ok(false),
+            LoadState::Loading => return Ok(true),
+            LoadState::Loaded => {}
+        }
+        let (manager, _) = slf.get().bound_pair(py)?;
+        if native_engine(manager.bind(py), intern!(py, "set"))?.is_none() {
+            return Ok(true);
+        }
+        // A value JSON cannot hold is a change: its save will fail and say why.
+        let Ok(data) = dict_to_json(Self::storage(slf)) else {
+            return Ok(true);
+        };
+        Ok(differs_from_stored(&slf.as_super().get().state(), &data))
     }
 
     /// Whether the session is loaded (or fresh) already.
@@ -897,5 +940,55 @@ impl LoadBeforePrepare {
 
     fn __clear__(&self) {
         self.inner.lock().take();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{json, Map, Value};
+
+    fn data(n: i64) -> Map<String, Value> {
+        json!({ "n": n }).as_object().cloned().unwrap()
+    }
+
+    fn loaded_with(n: i64) -> SessionState {
+        let blob = codec::encode_with(1_800_000_000, &data(n), &codec::Extras::default());
+        SessionState::opened(1_800_000_000, blob, false)
+    }
+
+    #[test]
+    fn a_session_as_loaded_has_not_changed_and_one_with_new_data_has() {
+        assert!(!differs_from_stored(&loaded_with(1), &data(1)));
+        assert!(differs_from_stored(&loaded_with(1), &data(2)));
+    }
+
+    #[test]
+    fn an_owned_sessions_last_seen_stamp_alone_is_no_change() {
+        let mut state = loaded_with(1);
+        state.extras.user = Some("ann".to_owned());
+        state.extras.seen = Some(1_799_999_940);
+        state.stored = Some(codec::encode_with(1_800_000_000, &data(1), &state.extras));
+        assert!(!differs_from_stored(&state, &data(1)));
+        state.extras.user = Some("bob".to_owned());
+        assert!(
+            differs_from_stored(&state, &data(1)),
+            "a new owner is a change"
+        );
+    }
+
+    #[test]
+    fn a_session_without_a_record_changed_only_when_it_holds_data() {
+        let fresh = SessionState::fresh(1_800_000_000);
+        assert!(!differs_from_stored(&fresh, &Map::new()));
+        assert!(differs_from_stored(&fresh, &data(1)));
+        let gone = SessionState {
+            gone: true,
+            ..loaded_with(1)
+        };
+        assert!(
+            !differs_from_stored(&gone, &data(2)),
+            "a write of it would be dropped"
+        );
     }
 }

@@ -73,6 +73,13 @@ def _ordered(session: _core.TornadoSession) -> bool:
     return True
 
 
+def _take(session: Any, handler: Any, turn: Any) -> None:
+    """`turn` is the request's: the session is fenced by it, and it ends with the request."""
+    turn.attach(session)
+    session._turn = turn
+    _ordering.release_when_finished(handler, turn)
+
+
 async def _load(session: _core.TornadoSession, task: _core.StoreTask) -> None:
     """Waits for the session's turn (when ordered), then loads without blocking the IOLoop."""
     manager = session.session_manager
@@ -88,7 +95,7 @@ async def _load(session: _core.TornadoSession, task: _core.StoreTask) -> None:
             except BaseException:
                 session._abandon_load()
                 raise
-        _ordering.release_when_finished(handler, turn)
+        _take(session, handler, turn)
     await _load_unordered(session, task)
 
 
@@ -127,7 +134,7 @@ def _load_then_prepare(session: _core.TornadoSession, handler: Any) -> Any:
         turn = _ordering.take_turn_now(session_id, handler)
         if turn is None:
             return _load_and_prepare(session, handler, task)
-        _ordering.release_when_finished(handler, turn)
+        _take(session, handler, turn)
     server = task.wire_server if task.blocks else None
     if server is not None:
         return _load_over_wire_and_prepare(session, handler, task, server)
@@ -169,15 +176,53 @@ def _service_unavailable(busy: Exception) -> Exception:
     return HTTPError(503, str(busy))
 
 
+def _fence(session: Any, regenerating: bool = False) -> bool:
+    """Before a write of `session`: whether to write (False: this request passed its turn on,
+    another saved since, and this one changed nothing); `SessionConflict` if it changed it."""
+    turn = session._turn
+    return turn is None or bool(turn.fence(session, regenerating))
+
+
 class TornadoSession(_core.TornadoSession):
     """A session bound to a manager and a request handler (see ``tornsession._core``), with an
     async API whose store I/O never blocks the IOLoop."""
 
+    # The request's turn with this session (tornsession._ordering), once it took one.
+    _turn: Any = None
+
+    def release(self) -> None:
+        """Ends this request's claim on the session early: the next request of the session
+        runs now instead of waiting for this one to finish. A save of this request after it
+        writes only if no other request of the session saved since this one loaded, else
+        raises ``SessionConflict`` (the mixin answers 409); an unchanged session writes
+        nothing. Call ``asave()`` first to keep a change. Does nothing when the session's
+        requests are not ordered."""
+        turn = self._turn
+        if turn is not None:
+            turn.pass_on()
+
+    def save(self) -> None:
+        """Writes the session if it changed and sets its cookies when due:
+        ``manager.set(handler, self)``; fenced after ``release()`` (see there)."""
+        if self._turn is not None and not _fence(self):
+            self._end_save()
+            return
+        super().save()
+
+    def regenerate(self) -> None:
+        """A new id and digest for the same data: saved under the new id, the old record
+        deleted, the new cookies set; fenced after ``release()`` like ``save()``."""
+        if self._turn is not None:
+            self._ensure_loaded()
+            _fence(self, regenerating=True)
+        super().regenerate()
+
     @classmethod
     async def aload(cls, tornado_session_manager: Any, request_handler: Any) -> Self:
         """The handler's session, loaded without blocking the IOLoop, after any earlier request
-        of the same session in this process has finished (unless the manager has
-        ``order_requests=False``); ``SessionBusy`` after the manager's ``order_timeout``.
+        of the same session in this process has finished or passed its turn on (unless the
+        manager has ``order_requests=False``); ``SessionBusy`` after the manager's
+        ``order_timeout``.
 
         The instance is made without calling ``__init__`` (a subclass with extra constructor
         arguments sets its own attributes afterwards).
@@ -194,6 +239,8 @@ class TornadoSession(_core.TornadoSession):
         (no cookie yet) after the headers are out (``flush()``, a WebSocket's 101) raises
         RuntimeError instead, before anything is written."""
         task = self._begin_save()
+        if task is not None and not _fence(self):
+            task = None
         if task is not None:
             await _run(task)
         self._end_save(task)
@@ -201,6 +248,9 @@ class TornadoSession(_core.TornadoSession):
     async def aregenerate(self) -> None:
         """``regenerate()`` without blocking the IOLoop. After the headers are out (``flush()``, a
         WebSocket's 101) it raises RuntimeError and leaves the session as it was."""
+        if self._turn is not None:
+            self._ensure_loaded()
+            _fence(self, regenerating=True)
         old_id = self._rotate_id()
         if old_id is not None:
             # Delete first: if the record is already gone, another request ended the session

@@ -7,13 +7,13 @@
 
 The manager is ``self.application.session_manager``, or the ``session_manager`` application
 setting. The session loads in ``prepare()`` without blocking the IOLoop, after any earlier
-request of the same session in this process has finished. When it changed and the response is
-not an error (status below 500, Django's rule), it is saved before the response is sent (so a
-redirect never races the save), again off the IOLoop. A save that fails gives the app's error
-page: 409 for ``SessionConflict``, 500 otherwise. After ``flush()`` the response can only be
-completed: a save that fails then, or that would need a cookie (a new session), is logged and
-writes nothing. A WebSocket's session is saved with its handshake (the 101); after it, call
-``await self.session.asave()``.
+request of the same session in this process has finished or passed its turn on. When it changed
+and the response is not an error (status below 500, Django's rule), it is saved before the
+response is sent (so a redirect never races the save), again off the IOLoop. A save that fails
+gives the app's error page: 409 for ``SessionConflict``, 500 otherwise. After ``flush()`` the
+response can only be completed: a save that fails then, or that would need a cookie (a new
+session), is logged and writes nothing. A WebSocket's session is saved with its handshake (the
+101); after it, call ``await self.session.asave()``.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from tornsession._core import SessionBusy, SessionConflict
-from tornsession._session import TornadoSession, _run, _service_unavailable
+from tornsession._session import TornadoSession, _fence, _run, _service_unavailable
 
 if TYPE_CHECKING:
     from tornado.web import Application, RequestHandler
@@ -90,6 +90,15 @@ class SessionMixin(_Base):
         if inspect.isawaitable(result):
             await result
 
+    def on_connection_close(self) -> None:
+        # The client went away: the session's next request need not wait for this one.
+        # (Tornado binds this method in RequestHandler.__init__, so an instance hook would not
+        # be called.) Whatever this request still writes is fenced (TornadoSession.release).
+        session = self._tornsession
+        if session is not None:
+            session.release()
+        super().on_connection_close()
+
     def finish(self, chunk: str | bytes | dict[str, Any] | None = None) -> asyncio.Future[None]:
         session = self._tornsession
         if self._tornsession_state == _SAVING and self._tornsession_pending is not None:
@@ -107,6 +116,8 @@ class SessionMixin(_Base):
                 self._tornsession_state = _DONE
                 return super().finish(chunk)
             task = session._begin_save()
+            if task is not None and not _fence(session):
+                task = None  # passed its turn on, changed nothing, and another request saved
             # A WebSocket handshake (101) must finish now: Tornado detaches the stream right
             # after finish() returns, so a deferred finish would never answer it.
             if task is None or not task.blocks or handshake:
