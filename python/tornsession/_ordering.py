@@ -163,9 +163,10 @@ class Turn:
             return True  # regenerated or logged out since: a record no other request loaded
         changed = regenerating or bool(session._is_changed())
         with _lock:
-            stale = claim.seen != entry.version or (
-                claim.state == _DONE and _entries.get(claim.session_id) is not entry
-            )
+            # After its request finished (a WebSocket's open()/on_message() after the 101) a
+            # session is fenced only against saves its entry still saw: once the session's last
+            # request finished the entry goes, and the write is unordered, as before turns.
+            stale = claim.seen != entry.version
             if not stale and changed:
                 entry.version += 1
                 claim.seen = entry.version
