@@ -116,7 +116,7 @@ pub fn check_tag(dialect: Dialect, tag: u64, replies: &mut Vec<Reply>) -> TagChe
 }
 
 /// `tag` in decimal, without allocating: the bytes are `buf`'s tail.
-pub(crate) fn decimal(tag: u64, buf: &mut [u8; 20]) -> &[u8] {
+pub fn decimal(tag: u64, buf: &mut [u8; 20]) -> &[u8] {
     let mut at = buf.len();
     let mut rest = tag;
     loop {
