@@ -232,9 +232,7 @@ impl WireServer {
             }
         }
         if !gone.is_empty() {
-            self.links
-                .lock()
-                .retain(|l| !gone.iter().any(|g| g.is(l)));
+            self.links.lock().retain(|l| !gone.iter().any(|g| g.is(l)));
         }
         let (load, link) = best?;
         let free = !load.stalled && (load.batching || load.pending == 0);
@@ -418,7 +416,8 @@ impl WireConnection {
             if finished.is_err() {
                 let _ = transport
                     .call_method1(py, pyo3::intern!(py, "get_extra_info"), ("socket",))
-                    .and_then(|socket| socket.call_method1(py, "shutdown", (2,))); // SHUT_RDWR
+                    .and_then(|socket| socket.call_method1(py, "shutdown", (2,)));
+                // SHUT_RDWR
             }
         }
         // Their futures belong to the closed loop: nobody waits for them.
@@ -661,13 +660,15 @@ impl WireConnection {
             }
             state.received.extend_from_slice(data);
             let failure = loop {
-                let reply =
-                    match wire::decode(self.info.dialect, &mut state.received, self.info.reply_limit)
-                    {
-                        Ok(Some(reply)) => reply,
-                        Ok(None) => break None,
-                        Err(error) => break Some(Failure::unavailable(error.to_string())),
-                    };
+                let reply = match wire::decode(
+                    self.info.dialect,
+                    &mut state.received,
+                    self.info.reply_limit,
+                ) {
+                    Ok(Some(reply)) => reply,
+                    Ok(None) => break None,
+                    Err(error) => break Some(Failure::unavailable(error.to_string())),
+                };
                 let Some(front) = state.pending.front_mut() else {
                     break Some(Failure {
                         cause: "the server sent a reply nobody asked for".to_owned(),

@@ -219,19 +219,17 @@ impl MetaConnection {
         self.next_tag += 1;
         let mut tagged = Vec::with_capacity(request.len() + 24);
         wire::write_tagged(Dialect::Meta, request, tag, &mut tagged);
-        let result = self
-            .exchange(&tagged, tag, max_value)
-            .and_then(|reply| {
-                let mut reply = [reply];
-                match meta::check_tag(tag, &mut reply) {
-                    TagCheck::OutOfStep(why) => Err(CallError::OutOfStep(why)),
-                    // An error reply carries no tag; it breaks the connection below.
-                    TagCheck::InStep | TagCheck::Unchecked => {
-                        let [reply] = reply;
-                        Ok(reply)
-                    }
+        let result = self.exchange(&tagged, tag, max_value).and_then(|reply| {
+            let mut reply = [reply];
+            match meta::check_tag(tag, &mut reply) {
+                TagCheck::OutOfStep(why) => Err(CallError::OutOfStep(why)),
+                // An error reply carries no tag; it breaks the connection below.
+                TagCheck::InStep | TagCheck::Unchecked => {
+                    let [reply] = reply;
+                    Ok(reply)
                 }
-            });
+            }
+        });
         if !matches!(result, Ok(Reply::Meta { .. })) {
             // An error reply too: memcached may have left part of the request unread.
             self.broken = true;
@@ -276,7 +274,7 @@ impl MetaConnection {
                                 .to_owned(),
                         ),
                         None => CallError::Protocol(e),
-                    })
+                    });
                 }
             }
             self.stream
@@ -1098,6 +1096,8 @@ mod tests {
         assert_eq!(e.kind, StoreErrorKind::Crossed);
         let sent = requests.lock().unwrap().clone();
         assert_eq!(sent.len(), 2, "{sent:?}");
-        assert!(sent.iter().all(|line| line.starts_with("mg ") && line.ends_with(" O0\r\n")));
+        assert!(sent
+            .iter()
+            .all(|line| line.starts_with("mg ") && line.ends_with(" O0\r\n")));
     }
 }

@@ -456,14 +456,20 @@ mod tests {
             tagged(&delete("p:a"), u64::MAX),
             format!("md p:a O{}\r\n", u64::MAX).as_bytes()
         );
-        assert_eq!(super::super::tagged_replies(super::super::Dialect::Meta, 1), 1);
+        assert_eq!(
+            super::super::tagged_replies(super::super::Dialect::Meta, 1),
+            1
+        );
     }
 
     #[test]
     fn every_reply_must_carry_the_requests_opaque() {
         let check = |tag: u64, reply: Reply| check_tag(tag, &mut [reply]);
         assert_eq!(check(7, meta(b"EN", "O7", None)), TagCheck::InStep);
-        assert_eq!(check(7, meta(b"VA", "c2 O7 t-1", Some(b"{}"))), TagCheck::InStep);
+        assert_eq!(
+            check(7, meta(b"VA", "c2 O7 t-1", Some(b"{}"))),
+            TagCheck::InStep
+        );
         assert_eq!(check(7, meta(b"HD", "O7", None)), TagCheck::InStep);
         assert_eq!(
             check(7, Reply::Error("SERVER_ERROR out of memory".to_owned())),
@@ -504,7 +510,13 @@ mod tests {
     #[test]
     fn a_lost_doubled_or_added_reply_is_caught_before_a_reply_is_used() {
         let n = 5;
-        let own = |i: u64| meta(b"VA", &format!("O{i}"), Some(format!("record-{i}").as_bytes()));
+        let own = |i: u64| {
+            meta(
+                b"VA",
+                &format!("O{i}"),
+                Some(format!("record-{i}").as_bytes()),
+            )
+        };
         let clean: Vec<Reply> = (1..=n).map(own).collect();
         assert_eq!(read(&clean, n), (clean.clone(), false));
         for at in 0..clean.len() {
@@ -527,7 +539,8 @@ mod tests {
     #[test]
     fn tagged_requests_decode_the_same_at_every_split_point() {
         // The replies of tagged requests, as memcached sends them, split anywhere.
-        let stream: &[u8] = b"VA 2 O1\r\n{}\r\nEN O2\r\nHD O3\r\nVA 4 c9 O4\r\n\r\n\r\n\r\nNF O5\r\n";
+        let stream: &[u8] =
+            b"VA 2 O1\r\n{}\r\nEN O2\r\nHD O3\r\nVA 4 c9 O4\r\n\r\n\r\n\r\nNF O5\r\n";
         let tags = [1u64, 2, 3, 4, 5];
         for split in 0..=stream.len() {
             let mut buf = stream[..split].to_vec();
@@ -541,7 +554,11 @@ mod tests {
             }
             assert_eq!(replies.len(), tags.len(), "split at {split}");
             for (reply, tag) in replies.into_iter().zip(tags) {
-                assert_eq!(check_tag(tag, &mut [reply]), TagCheck::InStep, "split at {split}");
+                assert_eq!(
+                    check_tag(tag, &mut [reply]),
+                    TagCheck::InStep,
+                    "split at {split}"
+                );
             }
         }
     }

@@ -62,8 +62,7 @@ pub fn check_tag(tag: u64, replies: &mut Vec<Reply>) -> TagCheck {
         .any(|reply| matches!(reply, Reply::Bulk(Some(bytes)) if is_tag(bytes, None)))
     {
         return TagCheck::OutOfStep(
-            "replies out of step with requests: another request's tag among its replies"
-                .to_owned(),
+            "replies out of step with requests: another request's tag among its replies".to_owned(),
         );
     }
     TagCheck::InStep
@@ -520,7 +519,8 @@ mod tests {
 
     #[test]
     fn tagged_requests_decode_the_same_at_every_split_point() {
-        let stream: &[u8] = b"$2\r\n{}\r\n$5\r\n~ts:1\r\n$-1\r\n$5\r\n~ts:2\r\n+OK\r\n:1\r\n$5\r\n~ts:3\r\n";
+        let stream: &[u8] =
+            b"$2\r\n{}\r\n$5\r\n~ts:1\r\n$-1\r\n$5\r\n~ts:2\r\n+OK\r\n:1\r\n$5\r\n~ts:3\r\n";
         let requests: [(u64, usize); 3] = [(1, 1), (2, 1), (3, 2)];
         for split in 0..=stream.len() {
             let mut buf = stream[..split].to_vec();
@@ -535,7 +535,11 @@ mod tests {
             let mut replies = replies.into_iter();
             for (tag, own) in requests {
                 let mut got: Vec<Reply> = replies.by_ref().take(own + 1).collect();
-                assert_eq!(check_tag(tag, &mut got), TagCheck::InStep, "split at {split}");
+                assert_eq!(
+                    check_tag(tag, &mut got),
+                    TagCheck::InStep,
+                    "split at {split}"
+                );
                 assert_eq!(got.len(), own);
             }
         }
