@@ -205,6 +205,7 @@ impl WireServer {
         let mut gone = Vec::new();
         let mut usable = 0;
         let mut best: Option<(Load, Py<WireConnection>)> = None;
+        let mut free: Option<Py<WireConnection>> = None;
         for link in links {
             let this = link.get();
             // A connection from before a fork is dropped without a call on its transport,
@@ -216,9 +217,12 @@ impl WireServer {
                     continue; // retired: drains, then closes
                 };
                 usable += 1;
+                if free.is_some() {
+                    continue;
+                }
                 if !load.stalled && (load.batching || load.pending == 0) {
-                    best = Some((load, link));
-                    break;
+                    free = Some(link);
+                    continue;
                 }
                 let better = best.as_ref().is_none_or(|(held, _)| {
                     (load.stalled, load.pending) < (held.stalled, held.pending)
@@ -234,9 +238,11 @@ impl WireServer {
         if !gone.is_empty() {
             self.links.lock().retain(|l| !gone.iter().any(|g| g.is(l)));
         }
-        let (load, link) = best?;
-        let free = !load.stalled && (load.batching || load.pending == 0);
-        (free || busy_ok || usable >= MAX_LINKS_PER_LOOP).then_some(link)
+        if free.is_some() {
+            return free;
+        }
+        let (_, link) = best?;
+        (busy_ok || usable >= MAX_LINKS_PER_LOOP).then_some(link)
     }
 
     /// A protocol object for a new connection on `event_loop` (made by `loop.create_connection`).

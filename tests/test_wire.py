@@ -1,8 +1,8 @@
 """The async API's own Redis and memcached connections (``tornsession._wire``,
 ``src/wire_link.rs``) over real HTTP, against real servers and hostile fake ones.
 
-- Requests of many sessions load and save without a worker thread, pipelined on one
-  connection per server and event loop; the drop-in path's load does not block the IOLoop.
+- Requests of many sessions load and save without a worker thread, pipelined on a few
+  connections per server and event loop; the drop-in path's load does not block the IOLoop.
 - What the async path writes the blocking path reads, and the other way round; memcached keys
   land on the server the blocking client picks.
 - A server that does not answer, answers garbage, or closes mid-reply fails the waiting
