@@ -33,9 +33,9 @@ from test_wire import client_connections
 KINDS = ["redis", "memcached"]
 STYLES = {"dropin": DropIn, "mixin": Mixin}
 
-#: What a rule says to do with one reply: pass it on, drop it, send it twice, or hold it (and
-#: every reply after it on that connection) for that many seconds.
-Action = str | float
+#: What a rule says to do with one reply: pass it on, drop it, send it twice, hold it (and
+#: every reply after it on that connection) for that many seconds, or send these bytes instead.
+Action = str | float | bytes
 Rule = Callable[[bytes, bytes, bytes], Action]
 
 
@@ -174,7 +174,9 @@ class FaultyProxy:
                 command, key = answers.popleft()
                 self.behind = len(answers)
                 action = self.rule(command, key, reply)
-                if isinstance(action, float):
+                if isinstance(action, bytes):
+                    out += action
+                elif isinstance(action, float):
                     client.sendall(out)
                     out = b""
                     time.sleep(action)
@@ -358,6 +360,35 @@ def test_a_load_cancelled_while_its_reply_is_on_the_way_leaves_it_to_nobody(
             for index, responses in enumerate(seen, start=1):
                 assert responses == [(200, f"visitor-{index}")] * 10, responses
             assert victim.get("/echo-within?within=5") == (200, "visitor-0")
+        for browser in visitors:
+            browser.close()
+    finally:
+        server.stop()
+
+
+def test_a_memcached_error_reply_fails_its_request_alone_and_retires_the_connection(
+    proxied: Callable[..., tuple[FaultyProxy, Any]],
+) -> None:
+    """memcached's error replies carry no opaque: the request it answers fails with it, the
+    connection takes no new requests and closes once those it has are answered; nobody else
+    fails and nobody gets another's session."""
+    proxy, store = proxied("memcached", timeout=0.5)
+    server = Server(marker_app(Mixin, store))
+    try:
+        visitors = marked_visitors(server.port, 6)
+        before = proxy.connections
+        rule = once(
+            b"SERVER_ERROR out of memory\r\n",
+            lambda command, key, reply: is_value(reply) and proxy.behind >= 2,
+        )
+        proxy.rule = rule
+        seen = visit_all(visitors, rounds=20)
+        assert rule.fired.is_set()  # type: ignore[attr-defined]
+        statuses = [status for responses in seen for status, _ in responses]
+        assert statuses.count(500) == 1, seen
+        for index, responses in enumerate(seen):
+            assert all(body == f"visitor-{index}" for status, body in responses if status == 200)
+        assert proxy.connections > before
         for browser in visitors:
             browser.close()
     finally:
