@@ -13,6 +13,17 @@ use crate::stores::{StoreError, StoreErrorKind};
 use crate::wire::{Reply, Request, SaveMode};
 use crate::wire_link::WireServer;
 
+/// What the replies to a task's wire request came to.
+pub enum WireDone {
+    /// The task has its result.
+    Done,
+    /// The record needs more than the protocol's one request: the task is left to run.
+    NeedsThread,
+    /// The record is bound to another session id: the task's result is that error, and the
+    /// connection it came over is out of step.
+    Crossed,
+}
+
 /// What a [`StoreTask`] does, and then what came of it.
 pub enum Job {
     Load(Verified),
@@ -52,9 +63,10 @@ impl StoreTask {
     }
 
     /// Reads the replies to the task's wire request into its result, as `run()` would have
-    /// set it. `Ok(false)` when the record needs more than the protocol's one request (an
+    /// set it. `NeedsThread` when the record needs more than the protocol's one request (an
     /// owned session, or one with its own idle timeout): the task is left as it was, to run.
-    pub fn wire_done(&self, replies: Vec<Reply>) -> PyResult<bool> {
+    /// Only replies whose tag was checked reach here (`crate::wire_link`).
+    pub fn wire_done(&self, replies: Vec<Reply>) -> PyResult<WireDone> {
         let Some(store) = self.engine.store.wire() else {
             return Err(PyRuntimeError::new_err("the store has no wire protocol"));
         };
@@ -63,8 +75,11 @@ impl StoreTask {
             Job::Load(verified) => {
                 let found = store.load_reply(&verified.id, replies, self.engine.max_read_size);
                 match self.engine.fetched_without_follow_up(found) {
-                    Some(fetched) => (true, Job::Loaded(verified, fetched)),
-                    None => (false, Job::Load(verified)),
+                    Some(Err(e)) if e.kind == StoreErrorKind::Crossed => {
+                        (WireDone::Crossed, Job::Loaded(verified, Err(e)))
+                    }
+                    Some(fetched) => (WireDone::Done, Job::Loaded(verified, fetched)),
+                    None => (WireDone::NeedsThread, Job::Load(verified)),
                 }
             }
             Job::Save(write) => {
@@ -75,12 +90,12 @@ impl StoreTask {
                         WriteOutcome::Gone
                     }
                 });
-                (true, Job::Saved(write, outcome))
+                (WireDone::Done, Job::Saved(write, outcome))
             }
             Job::Delete(id, owner) => {
                 let deleted = store.delete_reply(&id, replies);
                 let _ = owner; // none: owned deletes unindex too, and run on a thread
-                (true, Job::Deleted(deleted))
+                (WireDone::Done, Job::Deleted(deleted))
             }
             other => {
                 *job = other;
@@ -89,6 +104,23 @@ impl StoreTask {
         };
         *job = finished;
         Ok(done)
+    }
+
+    /// The request failed before its replies could be used (see `wire_failed`), for a reason
+    /// of `kind` (`Crossed`: the connection was out of step).
+    pub fn wire_failed_as(&self, py: Python<'_>, cause: String, kind: StoreErrorKind) {
+        let error = StoreError {
+            store: self.engine.store.describe(py),
+            cause,
+            kind,
+        };
+        let mut job = self.job.lock();
+        *job = match std::mem::replace(&mut *job, Job::Taken) {
+            Job::Load(verified) => Job::Loaded(verified, Err(error)),
+            Job::Save(write) => Job::Saved(write, Err(error)),
+            Job::Delete(..) => Job::Deleted(Err(error)),
+            other => other,
+        };
     }
 
     fn take(&self) -> Job {
@@ -123,18 +155,7 @@ impl StoreTask {
     /// The connection failed before the replies came (refused, lost, unparsable, timed out):
     /// the task's result is the store's error, raised where a worker thread's would be.
     pub fn wire_failed(&self, py: Python<'_>, cause: String) {
-        let error = StoreError {
-            store: self.engine.store.describe(py),
-            cause,
-            kind: StoreErrorKind::Unavailable,
-        };
-        let mut job = self.job.lock();
-        *job = match std::mem::replace(&mut *job, Job::Taken) {
-            Job::Load(verified) => Job::Loaded(verified, Err(error)),
-            Job::Save(write) => Job::Saved(write, Err(error)),
-            Job::Delete(..) => Job::Deleted(Err(error)),
-            other => other,
-        };
+        self.wire_failed_as(py, cause, StoreErrorKind::Unavailable);
     }
 
     /// Does the store I/O; safe to call from any thread, once.

@@ -1,8 +1,8 @@
 """The async API's own Redis and memcached connections (``tornsession._wire``,
 ``src/wire_link.rs``) over real HTTP, against real servers and hostile fake ones.
 
-- Requests of many sessions load and save without a worker thread, pipelined on one
-  connection per server and event loop; the drop-in path's load does not block the IOLoop.
+- Requests of many sessions load and save without a worker thread, pipelined on a few
+  connections per server and event loop; the drop-in path's load does not block the IOLoop.
 - What the async path writes the blocking path reads, and the other way round; memcached keys
   land on the server the blocking client picks.
 - A server that does not answer, answers garbage, or closes mid-reply fails the waiting
@@ -137,7 +137,7 @@ def own_servers(kind: str, request: pytest.FixtureRequest) -> tuple[list[ServerP
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_many_sessions_load_and_save_on_the_loop_over_one_connection_per_server(
+def test_many_sessions_load_and_save_on_the_loop_over_a_few_connections_per_server(
     kind: str,
     request: pytest.FixtureRequest,
     serve: Callable[..., Server],
@@ -148,8 +148,8 @@ def test_many_sessions_load_and_save_on_the_loop_over_one_connection_per_server(
     finals = visit_concurrently(server.port, clients=8, requests=25)
     assert finals == [25] * 8
     assert no_store_threads == []
-    # Every load and save of the 8 visitors went over one pipelined connection per server.
-    assert all(count <= 1 for count in client_connections(processes))
+    # Every load and save of the 8 visitors went over a few pipelined connections per server.
+    assert all(count <= 4 for count in client_connections(processes))
     assert sum(client_connections(processes)) >= 1
 
 

@@ -546,14 +546,15 @@ class WireServer:
     def describe(self) -> str:
         """The store, as its errors name it."""
 
-    def link_for(self, event_loop: Any) -> WireConnection | None:
-        """The open, working connection for this event loop, if any."""
+    def link_for(self, event_loop: Any, busy_ok: bool = False) -> WireConnection | None:
+        """The connection of this event loop a new request goes to; ``None`` when another
+        should be made (or, with ``busy_ok``, when the loop has none at all)."""
 
     def new_link(self, event_loop: Any) -> WireConnection:
         """A protocol object for ``loop.create_connection``."""
 
     def adopt(self, link: WireConnection) -> None:
-        """Makes a connected, greeted ``link`` the one requests use."""
+        """Adds a connected, greeted ``link`` to those requests on its loop use."""
 
 @final
 class WireConnection:
@@ -566,7 +567,7 @@ class WireConnection:
     def pause_writing(self) -> None: ...
     def resume_writing(self) -> None: ...
     def check_deadlines(self) -> None:
-        """Fails every waiting request once the oldest has waited past the timeout."""
+        """Fails each request whose own deadline passed, alone, and retires the connection."""
 
     def greet(self) -> Awaitable[None] | None:
         """Sends the store's greeting (AUTH, SELECT), if it has one."""

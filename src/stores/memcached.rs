@@ -8,7 +8,9 @@ use std::net::{TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
 use crate::wire::meta::{self, SetMode};
-use crate::wire::{Dialect, Endpoint, ProtocolError, Reply, Request, SaveMode, WireStore};
+use crate::wire::{
+    self, Dialect, Endpoint, ProtocolError, Reply, Request, SaveMode, TagCheck, WireStore,
+};
 
 use super::pool::IdleConnections;
 use super::{within_limit, SessionStore, StoreError, StoreErrorKind};
@@ -140,6 +142,8 @@ enum CallError {
     Oversized(usize),
     /// The whole reply did not arrive within the command's timeout.
     NoReply(Duration),
+    /// The reply does not carry the request's tag: a reply left over from another request.
+    OutOfStep(String),
 }
 
 impl std::fmt::Display for CallError {
@@ -149,6 +153,7 @@ impl std::fmt::Display for CallError {
             CallError::Protocol(e) => write!(f, "{e}"),
             CallError::Oversized(size) => write!(f, "a value of {size} bytes"),
             CallError::NoReply(timeout) => write!(f, "no reply within {timeout:?}"),
+            CallError::OutOfStep(why) => write!(f, "{why}"),
         }
     }
 }
@@ -160,6 +165,8 @@ struct MetaConnection {
     broken: bool,
     /// How long one request and its reply may take in all.
     timeout: Duration,
+    /// The tag of the next request (see `crate::wire::check_tag`).
+    next_tag: u64,
 }
 
 impl MetaConnection {
@@ -179,6 +186,7 @@ impl MetaConnection {
                         buf: Vec::new(),
                         broken: false,
                         timeout,
+                        next_tag: 0,
                     });
                 }
                 Err(e) => last = e,
@@ -202,10 +210,26 @@ impl MetaConnection {
         )
     }
 
-    /// Writes `request` (one write for all but huge values) and reads its one reply; any
-    /// failure leaves the connection broken, to be dropped by the pool.
+    /// Writes `request` (one write for all but huge values), tagged, and reads its one reply,
+    /// which must carry the tag: a reply left on a pooled connection by an earlier request can
+    /// never be taken for this one's. Any failure leaves the connection broken, to be dropped
+    /// by the pool.
     fn call(&mut self, request: &[u8], max_value: usize) -> Result<Reply, CallError> {
-        let result = self.exchange(request, max_value);
+        let tag = self.next_tag;
+        self.next_tag += 1;
+        let mut tagged = Vec::with_capacity(request.len() + 24);
+        wire::write_tagged(Dialect::Meta, request, tag, &mut tagged);
+        let result = self.exchange(&tagged, tag, max_value).and_then(|reply| {
+            let mut reply = [reply];
+            match meta::check_tag(tag, &mut reply) {
+                TagCheck::OutOfStep(why) => Err(CallError::OutOfStep(why)),
+                // An error reply carries no tag; it breaks the connection below.
+                TagCheck::InStep | TagCheck::Unchecked => {
+                    let [reply] = reply;
+                    Ok(reply)
+                }
+            }
+        });
         if !matches!(result, Ok(Reply::Meta { .. })) {
             // An error reply too: memcached may have left part of the request unread.
             self.broken = true;
@@ -216,7 +240,7 @@ impl MetaConnection {
     /// One request and its reply within `timeout` in all: the socket's timeouts bound each
     /// read and write, so a server dripping a byte at a time would otherwise hold the caller for
     /// as long as it likes.
-    fn exchange(&mut self, request: &[u8], max_value: usize) -> Result<Reply, CallError> {
+    fn exchange(&mut self, request: &[u8], tag: u64, max_value: usize) -> Result<Reply, CallError> {
         if !self.buf.is_empty() {
             return Err(CallError::Protocol(ProtocolError(
                 "bytes arrived before the request".to_owned(),
@@ -241,9 +265,16 @@ impl MetaConnection {
                 Ok(None) => {}
                 Err(e) => {
                     return Err(match meta::oversized_value(&self.buf, max_value) {
-                        Some(size) => CallError::Oversized(size),
+                        // Too large a record, if it is this request's: its line says.
+                        Some(size) if first_line_has_tag(&self.buf, tag) => {
+                            CallError::Oversized(size)
+                        }
+                        Some(_) => CallError::OutOfStep(
+                            "a reply without the request's opaque, left from another request"
+                                .to_owned(),
+                        ),
                         None => CallError::Protocol(e),
-                    })
+                    });
                 }
             }
             self.stream
@@ -282,6 +313,17 @@ impl MetaConnection {
             _ => CallError::Io(error),
         }
     }
+}
+
+/// Whether the reply line at the front of `buf` carries the opaque `tag`.
+fn first_line_has_tag(buf: &[u8], tag: u64) -> bool {
+    let mut digits = [0u8; 20];
+    let digits = wire::decimal(tag, &mut digits);
+    buf.windows(2)
+        .position(|pair| pair == b"\r\n")
+        .and_then(|end| std::str::from_utf8(&buf[..end]).ok())
+        .and_then(|line| meta::flag(line, 'O'))
+        .is_some_and(|echoed| echoed.as_bytes() == digits)
 }
 
 pub struct MemcachedStore {
@@ -400,6 +442,10 @@ impl MemcachedStore {
                 CallError::Oversized(size) => {
                     StoreError::oversized(self, session_id, size as u64, max_value)
                 }
+                CallError::OutOfStep(why) => StoreError {
+                    kind: StoreErrorKind::Crossed,
+                    ..StoreError::new(self, format!("{command}: {why}"))
+                },
                 e => StoreError::new(self, format!("{command}: {e}")),
             })
             .map_err(|e| e.without_id(session_id))
@@ -778,6 +824,7 @@ impl SessionStore for MemcachedStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Mutex;
 
     const A: &str = "0000000000000000000000000000000a";
 
@@ -1005,5 +1052,52 @@ mod tests {
         assert!(took < Duration::from_millis(1500), "{took:?}");
         assert_eq!(e.kind, StoreErrorKind::Unavailable);
         assert!(e.to_string().ends_with("mg: no reply within 300ms"), "{e}");
+    }
+
+    #[test]
+    fn a_reply_left_from_another_request_is_never_taken_and_drops_the_connection() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let server = listener.local_addr().unwrap().to_string();
+        let requests = std::sync::Arc::new(Mutex::new(Vec::<String>::new()));
+        let seen = requests.clone();
+        std::thread::spawn(move || {
+            // Every connection: the first request gets a stale reply (another opaque, another
+            // record), the next its own.
+            for client in listener.incoming() {
+                let mut client = client.unwrap();
+                let seen = seen.clone();
+                std::thread::spawn(move || {
+                    let mut stale = true;
+                    let mut buf = [0u8; 512];
+                    while let Ok(read @ 1..) = client.read(&mut buf) {
+                        let line = String::from_utf8_lossy(&buf[..read]).into_owned();
+                        let opaque = meta::flag(line.trim_end(), 'O').unwrap().to_owned();
+                        seen.lock().unwrap().push(line);
+                        let reply = if stale {
+                            "VA 9 O999\r\n{\"x\":\"y\"}\r\n".to_owned()
+                        } else {
+                            format!("EN O{opaque}\r\n")
+                        };
+                        stale = false;
+                        if client.write_all(reply.as_bytes()).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        let store = MemcachedStore::new(&[server], MemcachedOptions::default()).unwrap();
+        let e = SessionStore::load(&store, A, usize::MAX).err().unwrap();
+        assert_eq!(e.kind, StoreErrorKind::Crossed);
+        assert!(!e.to_string().contains(A), "{e}");
+        // The connection was dropped: the next load makes a new one, whose first reply is
+        // stale again; never is the other record returned.
+        let e = SessionStore::load(&store, A, usize::MAX).err().unwrap();
+        assert_eq!(e.kind, StoreErrorKind::Crossed);
+        let sent = requests.lock().unwrap().clone();
+        assert_eq!(sent.len(), 2, "{sent:?}");
+        assert!(sent
+            .iter()
+            .all(|line| line.starts_with("mg ") && line.ends_with(" O0\r\n")));
     }
 }

@@ -6,7 +6,7 @@
 //! `VA <size>[ <flags>]\r\n<size bytes>\r\n`. Errors are the classic protocol's lines
 //! (`ERROR`, `CLIENT_ERROR <msg>`, `SERVER_ERROR <msg>`).
 
-use super::{ProtocolError, Reply};
+use super::{ProtocolError, Reply, TagCheck};
 
 /// The longest reply line taken (without its data block): replies are a code, a size and a
 /// few short flags, so a line this long without its end is not memcached talking.
@@ -217,6 +217,45 @@ pub fn increment(key: &str) -> Vec<u8> {
     format!("ma {key} v\r\n").into_bytes()
 }
 
+/// Appends the one command in `bytes` to `out` with the opaque flag `O<tag>` added to its
+/// command line, which memcached copies into the reply's flags (every meta reply but an error).
+pub fn write_tagged(bytes: &[u8], tag: u64, out: &mut Vec<u8>) {
+    let mut buf = [0u8; 20];
+    let digits = super::decimal(tag, &mut buf);
+    let line_end = bytes
+        .windows(2)
+        .position(|pair| pair == b"\r\n")
+        .unwrap_or(bytes.len());
+    out.reserve(bytes.len() + digits.len() + 2);
+    out.extend_from_slice(&bytes[..line_end]);
+    out.extend_from_slice(b" O");
+    out.extend_from_slice(digits);
+    out.extend_from_slice(&bytes[line_end..]);
+}
+
+/// Whether every reply carries the opaque `tag` (see [`super::check_tag`]): an error reply has
+/// none, and leaves the connection unchecked.
+pub fn check_tag(tag: u64, replies: &mut [Reply]) -> TagCheck {
+    let mut buf = [0u8; 20];
+    let digits = super::decimal(tag, &mut buf);
+    let mut check = TagCheck::InStep;
+    for reply in replies.iter() {
+        match reply {
+            Reply::Meta { flags, .. }
+                if flag(flags, 'O').is_some_and(|echoed| echoed.as_bytes() == digits) => {}
+            Reply::Error(_) => check = TagCheck::Unchecked,
+            _ => {
+                return TagCheck::OutOfStep(
+                    "replies out of step with requests (a reply was lost, duplicated or added): \
+                     the reply's opaque is not the request's"
+                        .to_owned(),
+                )
+            }
+        }
+    }
+    check
+}
+
 /// The token of flag `name` in a reply's flags (`c` in `c12 t30` gives `12`).
 pub fn flag(flags: &str, name: char) -> Option<&str> {
     flags.split(' ').find_map(|f| f.strip_prefix(name))
@@ -399,5 +438,128 @@ mod tests {
         assert_eq!(flag("c12 t30", 'c'), Some("12"));
         assert_eq!(flag("c12 t30", 't'), Some("30"));
         assert_eq!(flag("", 'c'), None);
+    }
+
+    #[test]
+    fn a_tag_is_the_opaque_flag_on_the_command_line() {
+        let tagged = |bytes: &[u8], tag: u64| {
+            let mut out = b"ms x 1\r\n1\r\n".to_vec(); // what earlier requests queued stays
+            write_tagged(bytes, tag, &mut out);
+            out.split_off(11)
+        };
+        assert_eq!(tagged(&get("p:a", Some(60)), 0), b"mg p:a v T60 O0\r\n");
+        assert_eq!(
+            tagged(&set("p:a", b"x\r\ny", 30, SetMode::Replace), 42),
+            b"ms p:a 4 T30 MR O42\r\nx\r\ny\r\n"
+        );
+        assert_eq!(
+            tagged(&delete("p:a"), u64::MAX),
+            format!("md p:a O{}\r\n", u64::MAX).as_bytes()
+        );
+        assert_eq!(
+            super::super::tagged_replies(super::super::Dialect::Meta, 1),
+            1
+        );
+    }
+
+    #[test]
+    fn every_reply_must_carry_the_requests_opaque() {
+        let check = |tag: u64, reply: Reply| check_tag(tag, &mut [reply]);
+        assert_eq!(check(7, meta(b"EN", "O7", None)), TagCheck::InStep);
+        assert_eq!(
+            check(7, meta(b"VA", "c2 O7 t-1", Some(b"{}"))),
+            TagCheck::InStep
+        );
+        assert_eq!(check(7, meta(b"HD", "O7", None)), TagCheck::InStep);
+        assert_eq!(
+            check(7, Reply::Error("SERVER_ERROR out of memory".to_owned())),
+            TagCheck::Unchecked
+        );
+        for reply in [
+            meta(b"VA", "O6", Some(b"{}")),
+            meta(b"VA", "O70", Some(b"{}")),
+            meta(b"VA", "", Some(b"{}")),
+            meta(b"HD", "c7", None),
+            meta(b"EN", "O", None),
+        ] {
+            assert!(
+                matches!(check(7, reply.clone()), TagCheck::OutOfStep(_)),
+                "{reply:?}"
+            );
+        }
+    }
+
+    /// Requests 1..=n split from a reply stream as a connection does (see the RESP tests):
+    /// the replies of those in step, and whether the step was seen broken.
+    fn read(stream: &[Reply], n: u64) -> (Vec<Reply>, bool) {
+        let mut replies = stream.iter().cloned();
+        let mut got = Vec::new();
+        for i in 1..=n {
+            let Some(reply) = replies.next() else {
+                return (got, true);
+            };
+            let mut own = [reply];
+            if check_tag(i, &mut own) != TagCheck::InStep {
+                return (got, true);
+            }
+            got.extend(own);
+        }
+        (got, replies.next().is_some())
+    }
+
+    #[test]
+    fn a_lost_doubled_or_added_reply_is_caught_before_a_reply_is_used() {
+        let n = 5;
+        let own = |i: u64| {
+            meta(
+                b"VA",
+                &format!("O{i}"),
+                Some(format!("record-{i}").as_bytes()),
+            )
+        };
+        let clean: Vec<Reply> = (1..=n).map(own).collect();
+        assert_eq!(read(&clean, n), (clean.clone(), false));
+        for at in 0..clean.len() {
+            let mut dropped = clean.clone();
+            dropped.remove(at);
+            let mut doubled = clean.clone();
+            doubled.insert(at, clean[at].clone());
+            let mut added = clean.clone();
+            added.insert(at, meta(b"EN", "", None));
+            for (case, faulty) in [("drop", dropped), ("double", doubled), ("add", added)] {
+                let (got, broken) = read(&faulty, n);
+                assert!(broken, "{case} at {at} went unnoticed");
+                for (i, reply) in got.iter().enumerate() {
+                    assert_eq!(reply, &own(i as u64 + 1), "{case} at {at}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn tagged_requests_decode_the_same_at_every_split_point() {
+        // The replies of tagged requests, as memcached sends them, split anywhere.
+        let stream: &[u8] =
+            b"VA 2 O1\r\n{}\r\nEN O2\r\nHD O3\r\nVA 4 c9 O4\r\n\r\n\r\n\r\nNF O5\r\n";
+        let tags = [1u64, 2, 3, 4, 5];
+        for split in 0..=stream.len() {
+            let mut buf = stream[..split].to_vec();
+            let mut replies = Vec::new();
+            while let Some(reply) = decode(&mut buf, 1 << 20).unwrap() {
+                replies.push(reply);
+            }
+            buf.extend_from_slice(&stream[split..]);
+            while let Some(reply) = decode(&mut buf, 1 << 20).unwrap() {
+                replies.push(reply);
+            }
+            assert_eq!(replies.len(), tags.len(), "split at {split}");
+            for (reply, tag) in replies.into_iter().zip(tags) {
+                assert_eq!(
+                    check_tag(tag, &mut [reply]),
+                    TagCheck::InStep,
+                    "split at {split}"
+                );
+            }
+        }
     }
 }

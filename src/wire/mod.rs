@@ -6,6 +6,13 @@
 //! Redis speaks RESP (parsed by the `redis-protocol` crate, packed by the `redis` crate);
 //! memcached speaks its meta protocol (`mg`/`ms`/`md`/`ma`, memcached 1.6+), small enough to
 //! parse here (see `meta`).
+//!
+//! Every request a connection sends carries a tag, the connection's sequence number for it,
+//! that the server echoes back ([`write_tagged`], [`check_tag`]): memcached's opaque flag
+//! (`O<tag>`) on the command itself, and for Redis (RESP2 has no opaque) an `ECHO <tag>` after
+//! the request's own commands. A reply dropped, duplicated or added anywhere (a faulty proxy, a
+//! cancelled caller) then shows as a wrong tag at the next request, before any of its replies
+//! is used, rather than as one visitor's record given to another.
 
 use std::time::Duration;
 
@@ -61,6 +68,64 @@ pub fn decode(
     match dialect {
         Dialect::Resp => resp::decode(buf, max_value),
         Dialect::Meta => meta::decode(buf, max_value),
+    }
+}
+
+/// What the replies of one tagged request say about the connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TagCheck {
+    /// They carry the request's tag: they are its own (the tag is taken off).
+    InStep,
+    /// An error reply without a tag (memcached's `SERVER_ERROR ...`): no data to misplace, so
+    /// the request fails with it, but the connection cannot be vouched for any more and takes
+    /// no new requests.
+    Unchecked,
+    /// The tag is missing or another's: a reply was lost, duplicated or added. Nothing in them
+    /// may be used; every request waiting on the connection fails and it is closed.
+    OutOfStep(String),
+}
+
+/// Appends `bytes`, a request of `dialect`, to `out`, tagged with `tag`. A meta request is one
+/// command (its first line gets the opaque flag); a RESP request any number of commands.
+pub fn write_tagged(dialect: Dialect, bytes: &[u8], tag: u64, out: &mut Vec<u8>) {
+    match dialect {
+        Dialect::Resp => {
+            out.extend_from_slice(bytes);
+            resp::write_tag(tag, out);
+        }
+        Dialect::Meta => meta::write_tagged(bytes, tag, out),
+    }
+}
+
+/// How many replies a tagged request of `replies` own replies gets.
+pub fn tagged_replies(dialect: Dialect, replies: usize) -> usize {
+    match dialect {
+        Dialect::Resp => replies + 1,
+        Dialect::Meta => replies,
+    }
+}
+
+/// Checks that `replies` are the answer to the request tagged `tag`, and takes the tag off
+/// (Redis's trailing `ECHO` reply): only after [`TagCheck::InStep`] or
+/// [`TagCheck::Unchecked`] may the caller read them.
+pub fn check_tag(dialect: Dialect, tag: u64, replies: &mut Vec<Reply>) -> TagCheck {
+    match dialect {
+        Dialect::Resp => resp::check_tag(tag, replies),
+        Dialect::Meta => meta::check_tag(tag, replies),
+    }
+}
+
+/// `tag` in decimal, without allocating: the bytes are `buf`'s tail.
+pub fn decimal(tag: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut at = buf.len();
+    let mut rest = tag;
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            return &buf[at..];
+        }
     }
 }
 

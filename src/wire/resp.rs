@@ -10,7 +10,74 @@
 use redis_protocol::resp2::decode::decode as decode_frame;
 use redis_protocol::resp2::types::OwnedFrame;
 
-use super::{ProtocolError, Reply};
+use super::{ProtocolError, Reply, TagCheck};
+
+/// What a tag's echo starts with: no record does (they are JSON objects), so an own reply that
+/// looks like a tag is another request's (see [`check_tag`]).
+const TAG_MARKER: &[u8] = b"~ts:";
+
+/// Appends `ECHO <tag>`, the command whose reply closes a tagged request's replies.
+pub fn write_tag(tag: u64, out: &mut Vec<u8>) {
+    let mut buf = [0u8; 20];
+    let digits = super::decimal(tag, &mut buf);
+    let mut len_buf = [0u8; 20];
+    let len = super::decimal((TAG_MARKER.len() + digits.len()) as u64, &mut len_buf);
+    out.extend_from_slice(b"*2\r\n$4\r\nECHO\r\n$");
+    out.extend_from_slice(len);
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(TAG_MARKER);
+    out.extend_from_slice(digits);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// A tagged request's replies are its own followed by the echo of its tag: the last must be
+/// exactly this tag, and none before it a tag at all (else a reply of another request slid into
+/// the request's place while a tag was lost or doubled next to it).
+pub fn check_tag(tag: u64, replies: &mut Vec<Reply>) -> TagCheck {
+    let mut buf = [0u8; 20];
+    let digits = super::decimal(tag, &mut buf);
+    match replies.pop() {
+        Some(Reply::Bulk(Some(echoed))) if is_tag(&echoed, Some(digits)) => {}
+        Some(Reply::Error(message)) => {
+            // A server refusing every command (NOAUTH after a wrong password) says why first.
+            let first = replies.iter().find_map(|reply| match reply {
+                Reply::Error(own) => Some(own.as_str()),
+                _ => None,
+            });
+            return TagCheck::OutOfStep(format!(
+                "the server answered an error where the request's tag belongs: {}",
+                first.unwrap_or(&message)
+            ));
+        }
+        _ => {
+            return TagCheck::OutOfStep(
+                "replies out of step with requests (a reply was lost, duplicated or added): \
+                 the request's tag is not where its replies end"
+                    .to_owned(),
+            )
+        }
+    }
+    if replies
+        .iter()
+        .any(|reply| matches!(reply, Reply::Bulk(Some(bytes)) if is_tag(bytes, None)))
+    {
+        return TagCheck::OutOfStep(
+            "replies out of step with requests: another request's tag among its replies".to_owned(),
+        );
+    }
+    TagCheck::InStep
+}
+
+/// Whether `bytes` is a tag's echo: this one (`digits`), or any (`None`).
+fn is_tag(bytes: &[u8], digits: Option<&[u8]>) -> bool {
+    let Some(number) = bytes.strip_prefix(TAG_MARKER) else {
+        return false;
+    };
+    match digits {
+        Some(digits) => number == digits,
+        None => !number.is_empty() && number.iter().all(u8::is_ascii_digit),
+    }
+}
 
 /// How deeply arrays may nest. The stores' commands answer with no array at all; a few levels
 /// cover any command, and the bound keeps the crate's recursion shallow.
@@ -199,6 +266,7 @@ fn to_reply(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::{self, Dialect};
 
     const LIMIT: usize = 1 << 20;
 
@@ -344,5 +412,136 @@ mod tests {
         let mut buf = b"*1\r\n".repeat(MAX_DEPTH);
         buf.extend_from_slice(b":1\r\n");
         assert!(decode(&mut buf, LIMIT).unwrap().is_some());
+    }
+
+    fn tag(n: u64) -> Reply {
+        bulk(format!("~ts:{n}").as_bytes())
+    }
+
+    #[test]
+    fn a_tag_is_an_echo_after_the_request() {
+        let mut out = b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n".to_vec();
+        write_tag(0, &mut out);
+        write_tag(1234567, &mut out);
+        assert_eq!(
+            out,
+            b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n*2\r\n$4\r\nECHO\r\n$5\r\n~ts:0\r\n\
+              *2\r\n$4\r\nECHO\r\n$11\r\n~ts:1234567\r\n"
+        );
+        let mut tagged = Vec::new();
+        wire::write_tagged(Dialect::Resp, b"+X", u64::MAX, &mut tagged);
+        assert!(tagged.ends_with(format!("~ts:{}\r\n", u64::MAX).as_bytes()));
+        assert_eq!(wire::tagged_replies(Dialect::Resp, 2), 3);
+    }
+
+    #[test]
+    fn the_tag_is_checked_and_taken_off() {
+        let mut replies = vec![bulk(b"{}"), tag(7)];
+        assert_eq!(check_tag(7, &mut replies), TagCheck::InStep);
+        assert_eq!(replies, vec![bulk(b"{}")]);
+        // An error of the request's own command is in step when its tag follows.
+        let mut replies = vec![Reply::Error("OOM".to_owned()), tag(8)];
+        assert_eq!(check_tag(8, &mut replies), TagCheck::InStep);
+        for (expected, replies) in [
+            (7, vec![bulk(b"{}"), tag(6)]),
+            (7, vec![bulk(b"{}"), tag(70)]),
+            (7, vec![bulk(b"{}"), bulk(b"ts:7")]),
+            (7, vec![bulk(b"{}"), Reply::Bulk(None)]),
+            (7, vec![tag(6), tag(7)]),
+            (7, vec![bulk(b"{}"), Reply::Error("NOAUTH".to_owned())]),
+            (7, vec![]),
+        ] {
+            let mut replies = replies;
+            assert!(
+                matches!(check_tag(expected, &mut replies), TagCheck::OutOfStep(_)),
+                "{replies:?}"
+            );
+        }
+        let mut refused = vec![
+            Reply::Error("WRONGPASS invalid password".to_owned()),
+            Reply::Error("NOAUTH".to_owned()),
+        ];
+        match check_tag(1, &mut refused) {
+            TagCheck::OutOfStep(why) => assert!(why.contains("WRONGPASS"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// The server's answer to requests 1..=n of one own reply each, as a proxy passes it on.
+    fn stream(n: u64) -> Vec<Reply> {
+        (1..=n)
+            .flat_map(|i| [bulk(format!("record-{i}").as_bytes()), tag(i)])
+            .collect()
+    }
+
+    /// Splits `stream` into requests 1..=n as a connection does: the own replies of those in
+    /// step, and whether the step was seen broken (a wrong tag, a request left without all its
+    /// replies, or a reply left over that nobody asked for).
+    fn read(stream: &[Reply], n: u64) -> (Vec<Vec<Reply>>, bool) {
+        let mut replies = stream.iter().cloned();
+        let mut got = Vec::new();
+        for i in 1..=n {
+            let mut own: Vec<Reply> = replies.by_ref().take(2).collect();
+            if own.len() < 2 || check_tag(i, &mut own) != TagCheck::InStep {
+                return (got, true);
+            }
+            got.push(own);
+        }
+        (got, replies.next().is_some())
+    }
+
+    #[test]
+    fn a_lost_doubled_or_added_reply_is_caught_before_a_reply_is_used() {
+        let n = 5;
+        let clean = stream(n);
+        let own = |i: usize| vec![bulk(format!("record-{}", i + 1).as_bytes())];
+        let (got, broken) = read(&clean, n);
+        assert!(!broken);
+        assert_eq!(got, (0..n as usize).map(own).collect::<Vec<_>>());
+        for at in 0..clean.len() {
+            let mut dropped = clean.clone();
+            dropped.remove(at);
+            let mut doubled = clean.clone();
+            doubled.insert(at, clean[at].clone());
+            let mut added = clean.clone();
+            added.insert(at, bulk(b"stray"));
+            for (case, faulty) in [("drop", dropped), ("double", doubled), ("add", added)] {
+                // Every request read before the fault showed got its own replies; the fault
+                // is always seen.
+                let (got, broken) = read(&faulty, n);
+                assert!(broken, "{case} at {at} went unnoticed");
+                for (i, replies) in got.iter().enumerate() {
+                    assert_eq!(replies, &own(i), "{case} at {at}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn tagged_requests_decode_the_same_at_every_split_point() {
+        let stream: &[u8] =
+            b"$2\r\n{}\r\n$5\r\n~ts:1\r\n$-1\r\n$5\r\n~ts:2\r\n+OK\r\n:1\r\n$5\r\n~ts:3\r\n";
+        let requests: [(u64, usize); 3] = [(1, 1), (2, 1), (3, 2)];
+        for split in 0..=stream.len() {
+            let mut buf = stream[..split].to_vec();
+            let mut replies = Vec::new();
+            while let Some(reply) = decode(&mut buf, LIMIT).unwrap() {
+                replies.push(reply);
+            }
+            buf.extend_from_slice(&stream[split..]);
+            while let Some(reply) = decode(&mut buf, LIMIT).unwrap() {
+                replies.push(reply);
+            }
+            let mut replies = replies.into_iter();
+            for (tag, own) in requests {
+                let mut got: Vec<Reply> = replies.by_ref().take(own + 1).collect();
+                assert_eq!(
+                    check_tag(tag, &mut got),
+                    TagCheck::InStep,
+                    "split at {split}"
+                );
+                assert_eq!(got.len(), own);
+            }
+        }
     }
 }
