@@ -62,7 +62,7 @@ impl StoreTask {
         let (done, finished) = match std::mem::replace(&mut *job, Job::Taken) {
             Job::Load(verified) => {
                 let found = store.load_reply(&verified.id, replies, self.engine.max_read_size);
-                match self.engine.fetched_without_follow_up(found) {
+                match self.engine.fetched_without_follow_up(&verified.id, found) {
                     Some(fetched) => (true, Job::Loaded(verified, fetched)),
                     None => (false, Job::Load(verified)),
                 }
