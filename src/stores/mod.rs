@@ -262,6 +262,12 @@ pub trait SessionStore: Send + Sync {
             "a generation counter",
         ))
     }
+    /// The largest record the store takes, when it has a limit of its own (memcached's item
+    /// size): the manager's `max_size` is held below it, so no save is sent that the server
+    /// would refuse (memcached drops the key's old value when it refuses a set as too large).
+    fn max_record_size(&self) -> Option<usize> {
+        None
+    }
     /// A short human name, used in error messages: `FileStore('/srv/sessions')`.
     fn describe(&self) -> String;
     /// Whether calls may block on I/O (so callers release the GIL around them).

@@ -9,14 +9,13 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use parking_lot::Mutex;
 use redis::cluster::{ClusterClient, ClusterConnection};
 use redis::{
     Client, ClientTlsConfig, Cmd, Connection, ConnectionAddr, ConnectionInfo, ConnectionLike,
     ProtocolVersion, RedisConnectionInfo, RedisError, RedisResult, TlsCertificates,
 };
 
-use super::pool::IdleConnections;
+use super::pool::{IdleConnections, PerProcess};
 use super::{within_limit, SessionStore, StoreError};
 // `WireStore` by its path only: its `load`/`save`/`delete` would make `SessionStore`'s ambiguous.
 use crate::wire::{Dialect, Endpoint, Reply, Request, SaveMode};
@@ -938,8 +937,9 @@ pub struct RedisSentinelStore {
     /// How to reach the master once named.
     master_options: SentinelMasterOptions,
     certificates: Option<TlsCertificates>,
-    /// The master the sentinels named last; `None` once it failed.
-    master: Mutex<Option<Client>>,
+    /// The master the sentinels named last; `None` once it failed (and in a new child process,
+    /// which asks again).
+    master: PerProcess<Option<Client>>,
     sentinels: Vec<String>,
     service_name: String,
     options: RedisOptions,
@@ -980,7 +980,7 @@ impl RedisSentinelStore {
             sentinel_addresses: addresses,
             master_options: master,
             certificates,
-            master: Mutex::new(None),
+            master: PerProcess::new(),
             sentinels: sentinels.to_vec(),
             service_name: service_name.to_owned(),
             pool: Pool::new(options.pool_size),
@@ -1000,13 +1000,17 @@ impl RedisSentinelStore {
         &self.service_name
     }
 
+    fn forget_master(&self) {
+        self.master.with(|master| *master = None);
+    }
+
     /// The master the sentinels name: each sentinel in turn, within the store's timeouts.
     fn ask_sentinels(&self) -> RedisResult<Client> {
         let mut last_error = None;
         for sentinel in &self.sentinel_addresses {
             match self.master_named_by(sentinel) {
                 Ok(client) => {
-                    *self.master.lock() = Some(client.clone());
+                    self.master.with(|master| *master = Some(client.clone()));
                     return Ok(client);
                 }
                 Err(e) => last_error = Some(e),
@@ -1055,24 +1059,24 @@ impl RedisSentinelStore {
     /// A connection to the known master; when that fails (it may have moved), to the one the
     /// sentinels name now.
     fn connect(&self) -> RedisResult<Connection> {
-        let known = self.master.lock().clone();
+        let known = self.master.with(|master| master.clone()).flatten();
         if let Some(client) = known {
             if let Ok(connection) = connect(&client, &self.options) {
                 return Ok(connection);
             }
-            *self.master.lock() = None;
+            self.forget_master();
         }
         let client = self
             .ask_sentinels()
             .map_err(|e| sentinel_error(e, &self.service_name))?;
-        connect(&client, &self.options).inspect_err(|_| *self.master.lock() = None)
+        connect(&client, &self.options).inspect_err(|_| self.forget_master())
     }
 
     fn run<T>(&self, command: impl Fn(&mut Connection) -> RedisResult<T>) -> Result<T, StoreError> {
         self.pool.run(|| self.connect(), command).map_err(|cause| {
             // Whatever failed (a dead master, a demoted one answering READONLY), the next request
             // asks the sentinels again, on fresh connections.
-            *self.master.lock() = None;
+            self.forget_master();
             self.pool.idle.clear();
             StoreError::new(self, cause)
         })
