@@ -9,6 +9,7 @@ pub mod memcached;
 mod memory;
 mod pool;
 pub mod redis;
+mod redis_deadline;
 pub mod sqlite;
 
 pub use file::FileStore;
