@@ -301,9 +301,10 @@ def test_a_refused_memcached_connect_fails_at_once() -> None:
         assert time.monotonic() - started < 1.0
 
 
-def drip(reply: bytes, every: float) -> Iterator[str]:
+def drip(reply: bytes, every: float, setup: bytes = b"") -> Iterator[str]:
     """A server that answers its first connection's first request with `reply`, one byte every
-    `every` seconds; yields its address."""
+    `every` seconds (requests holding `setup` are answered `+OK` at once, one per occurrence:
+    the redis crate's own client sends `CLIENT SETINFO` as it connects); yields its address."""
     listener = socket.socket()
     listener.bind((HOST, 0))
     listener.listen()
@@ -313,7 +314,10 @@ def drip(reply: bytes, every: float) -> Iterator[str]:
         with listener:
             client, _ = listener.accept()
             with client:
-                client.recv(4096)
+                request = client.recv(4096)
+                while setup and setup in request:
+                    client.sendall(b"+OK\r\n" * request.count(setup))
+                    request = client.recv(4096)
                 for byte in reply:
                     if stop.wait(every):
                         return
@@ -338,7 +342,7 @@ def dripping_memcached() -> Iterator[str]:
 @pytest.fixture
 def dripping_redis() -> Iterator[str]:
     """A Redis that answers any request with a 40-byte value, one byte every 300 ms."""
-    yield from drip(b"$40\r\n" + b"x" * 40 + b"\r\n", 0.3)
+    yield from drip(b"$40\r\n" + b"x" * 40 + b"\r\n", 0.3, setup=b"SETINFO")
 
 
 def test_a_dripping_memcached_reply_fails_within_the_timeout(dripping_memcached: str) -> None:
