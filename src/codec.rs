@@ -79,7 +79,9 @@ pub struct Crossed;
 pub fn check_binding(blob: &[u8], session_id: &str) -> Result<(), Crossed> {
     if let Some(rest) = blob.strip_prefix(BINDING_PREFIX) {
         return match rest.get(..=BINDING_LEN) {
-            Some(bound) if bound[..BINDING_LEN] == binding(session_id).0 && bound[BINDING_LEN] == b'"' => {
+            Some(bound)
+                if bound[..BINDING_LEN] == binding(session_id).0 && bound[BINDING_LEN] == b'"' =>
+            {
                 Ok(())
             }
             _ => Err(Crossed),
@@ -274,7 +276,12 @@ pub fn with_generation(
         generation: Some(generation),
         ..record.extras
     };
-    Ok(encode_with(session_id, record.created, &record.data, &extras))
+    Ok(encode_with(
+        session_id,
+        record.created,
+        &record.data,
+        &extras,
+    ))
 }
 
 /// Reads a stored blob back; anything that is not a record of a known version is an error. The
@@ -477,12 +484,30 @@ mod tests {
         let theirs = binding(OTHER);
         for (record, bound_to_id) in [
             // Another writer's order and spacing (Python's json.dumps).
-            (format!(r#"{{"v": 1, "c": 5, "d": {{}}, "k": "{}"}}"#, mine.as_str()), true),
-            (format!(r#"{{"v": 1, "c": 5, "d": {{}}, "k": "{}"}}"#, theirs.as_str()), false),
-            (format!(r#"{{ "k" : "{}", "v":1,"c":5,"d":{{}}}}"#, theirs.as_str()), false),
+            (
+                format!(r#"{{"v": 1, "c": 5, "d": {{}}, "k": "{}"}}"#, mine.as_str()),
+                true,
+            ),
+            (
+                format!(
+                    r#"{{"v": 1, "c": 5, "d": {{}}, "k": "{}"}}"#,
+                    theirs.as_str()
+                ),
+                false,
+            ),
+            (
+                format!(r#"{{ "k" : "{}", "v":1,"c":5,"d":{{}}}}"#, theirs.as_str()),
+                false,
+            ),
             // The key spelled with an escape.
-            (format!(r#"{{"v":1,"c":5,"d":{{}},"\u006b":"{}"}}"#, theirs.as_str()), false),
-            (format!(r#"{{"v":1,"c":5,"d":{{}},"\u006b":"{}"}}"#, mine.as_str()), true),
+            (
+                format!(r#"{{"v":1,"c":5,"d":{{}},"\u006b":"{}"}}"#, theirs.as_str()),
+                false,
+            ),
+            (
+                format!(r#"{{"v":1,"c":5,"d":{{}},"\u006b":"{}"}}"#, mine.as_str()),
+                true,
+            ),
             // Not a string, truncated, or empty: not this id's binding.
             (r#"{"v":1,"c":5,"d":{},"k":7}"#.to_owned(), false),
             (r#"{"k":"I9sO2q","v":1,"c":5,"d":{}}"#.to_owned(), false),
@@ -497,7 +522,10 @@ mod tests {
             mine.as_str(),
             mine.as_str()
         );
-        assert!(matches!(decode(twice.as_bytes()), Err(CodecError::Malformed(_))));
+        assert!(matches!(
+            decode(twice.as_bytes()),
+            Err(CodecError::Malformed(_))
+        ));
         // What is not a record is left to decoding to report (a pickle stays a pickle).
         assert_eq!(check_binding(b"\x80\x02}q\x00.", ID), Ok(()));
         assert_eq!(check_binding(b"(dp0\nS'k'\np1\nI1\ns.", ID), Ok(()));

@@ -274,11 +274,7 @@ impl Engine {
     }
 
     /// `store.load` of a record by id, its binding checked.
-    fn load_record(
-        &self,
-        py: Python<'_>,
-        session_id: &str,
-    ) -> Result<Option<Vec<u8>>, StoreError> {
+    fn load_record(&self, py: Python<'_>, session_id: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let found = self.store.load(py, session_id, None, self.max_read_size);
         self.check_loaded(py, session_id, found)
     }
@@ -656,7 +652,12 @@ impl Engine {
                 }
                 // One bad record hides that session, not the others; a crossed answer fails
                 // the listing as the store being down does.
-                Err(e) if !matches!(e.kind, StoreErrorKind::Unavailable | StoreErrorKind::Crossed) => {
+                Err(e)
+                    if !matches!(
+                        e.kind,
+                        StoreErrorKind::Unavailable | StoreErrorKind::Crossed
+                    ) =>
+                {
                     continue
                 }
                 Err(e) => return Err(e),

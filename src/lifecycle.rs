@@ -647,7 +647,12 @@ mod tests {
         state: &SessionState,
         d: &Map<String, Value>,
     ) -> Option<SavePlan> {
-        let blob = codec::encode_with(SID, created_for_save(state, NOW), d, &state.extras_for_save(NOW));
+        let blob = codec::encode_with(
+            SID,
+            created_for_save(state, NOW),
+            d,
+            &state.extras_for_save(NOW),
+        );
         plan_save(policy, state, blob, d.is_empty(), NOW).unwrap()
     }
 

@@ -420,7 +420,12 @@ fn corpus_replays() {
         let result = codec::decode(&blob);
         if name.starts_with("ok-") {
             let record = result.unwrap_or_else(|e| panic!("{name}: {e}"));
-            let again = codec::decode(&codec::encode("0123456789abcdef0123456789abcdef", record.created, &record.data)).unwrap();
+            let again = codec::decode(&codec::encode(
+                "0123456789abcdef0123456789abcdef",
+                record.created,
+                &record.data,
+            ))
+            .unwrap();
             assert_eq!(again, record, "{name}");
         } else {
             assert!(

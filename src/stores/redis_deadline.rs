@@ -166,7 +166,11 @@ impl DeadlineConnection {
     /// Writes `bytes` and reads `count` replies, all before one deadline.
     fn exchange(&mut self, bytes: &[u8], count: usize) -> RedisResult<Vec<Value>> {
         if !self.open {
-            return Err(io::Error::new(io::ErrorKind::NotConnected, "the connection failed before").into());
+            return Err(io::Error::new(
+                io::ErrorKind::NotConnected,
+                "the connection failed before",
+            )
+            .into());
         }
         let deadline = Instant::now() + self.timeout;
         let result = self.exchange_by(deadline, bytes, count);
@@ -185,7 +189,8 @@ impl DeadlineConnection {
         let timeout = self.timeout;
         let mut unwritten = bytes;
         while !unwritten.is_empty() {
-            self.stream.set_write_timeout(time_left(deadline, timeout)?)?;
+            self.stream
+                .set_write_timeout(time_left(deadline, timeout)?)?;
             match self.stream.write(unwritten) {
                 Ok(0) => return Err(io::Error::from(io::ErrorKind::WriteZero).into()),
                 Ok(written) => unwritten = &unwritten[written..],
