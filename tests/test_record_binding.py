@@ -47,7 +47,9 @@ def app_routes(base: type) -> list[tuple[str, type]]:
 
 
 @pytest.fixture
-def serve(make_store: Callable[[str], Any]) -> Iterator[Callable[..., tuple[Server, Any]]]:
+def serve(
+    make_store: Callable[[str], Any],  # noqa: F811  (the fixture imported above)
+) -> Iterator[Callable[..., tuple[Server, Any]]]:
     servers: list[Server] = []
 
     def start(style: str, kind: str, **options: Any) -> tuple[Server, Any]:
@@ -111,6 +113,7 @@ def test_a_record_of_0_1_0_loads_and_is_bound_at_its_next_save(
         assert (status, json.loads(body)["owner"]) == (200, "ann before the upgrade")
         visit(ann, "ann-after")
         record = _store_load(store, ann_id, READ_ALL)
+        assert record is not None
         assert record == encode_record(
             json.loads(record)["c"], {"owner": "ann-after", "filler": "x" * 10}, ann_id
         )
