@@ -200,10 +200,13 @@ impl Engine {
     }
 
     /// The record for a verified id, refreshing its idle expiry as it is read. Only a store
-    /// failing as a whole is an error; a record it cannot use is a fresh session.
+    /// failing as a whole, or answering with a record bound to another id, is an error; a
+    /// record it cannot use is a fresh session.
     pub fn fetch(&self, py: Python<'_>, session_id: &str) -> Result<Fetched, StoreError> {
         let policy = &self.policy;
+        // Runs inside the store's load: a record of another id gives nothing to go by.
         let own_idle = |blob: &[u8]| {
+            codec::check_binding(blob, session_id).ok()?;
             codec::peek_extras(blob)
                 .filter(|extras| extras.expiry.idle_timeout.is_some())
                 .and_then(|extras| policy.for_session(&extras.expiry).idle_timeout)
@@ -215,6 +218,7 @@ impl Engine {
             &own_idle,
             self.max_read_size,
         );
+        let found = self.check_loaded(py, session_id, found);
         if let Ok(Some(blob)) = &found {
             // An owned session's index entry lives as long as its record (Redis).
             if let Some(extras) = codec::peek_extras(blob) {
@@ -238,13 +242,16 @@ impl Engine {
         Self::fetched(found)
     }
 
-    /// What a load that needed no more than reading the record (with the manager's idle
-    /// timeout applied) found; `None` when the record asks for more, which only `fetch` does:
-    /// an owner (index, generation) or an idle timeout of its own (another expiry).
+    /// What a load that needed no more than reading the record of `session_id` (with the
+    /// manager's idle timeout applied) found; `None` when the record asks for more, which only
+    /// `fetch` does: an owner (index, generation) or an idle timeout of its own (another
+    /// expiry). A record bound to another id is a `Crossed` error, whatever it holds.
     pub fn fetched_without_follow_up(
         &self,
+        session_id: &str,
         found: Result<Option<Vec<u8>>, StoreError>,
     ) -> Option<Result<Fetched, StoreError>> {
+        let found = Python::attach(|py| self.check_loaded(py, session_id, found));
         if let Ok(Some(blob)) = &found {
             if codec::peek_extras(blob)
                 .is_some_and(|extras| extras.user.is_some() || extras.expiry.idle_timeout.is_some())
@@ -253,6 +260,23 @@ impl Engine {
             }
         }
         Some(Self::fetched(found))
+    }
+
+    /// A store's answer to a load of `session_id`, refused when the record is bound to another
+    /// id (see `lifecycle::check_loaded`): every read of a record by id goes through this first.
+    fn check_loaded(
+        &self,
+        py: Python<'_>,
+        session_id: &str,
+        found: Result<Option<Vec<u8>>, StoreError>,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        lifecycle::check_loaded(session_id, found, || self.store.describe(py))
+    }
+
+    /// `store.load` of a record by id, its binding checked.
+    fn load_record(&self, py: Python<'_>, session_id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let found = self.store.load(py, session_id, None, self.max_read_size);
+        self.check_loaded(py, session_id, found)
     }
 
     /// A store's answer to a load as the lifecycle reads it: a record, none, or one that is
@@ -376,6 +400,7 @@ impl Engine {
         let data = dict_to_json(session.as_super())?;
         let now = time::now();
         let blob = codec::encode_with(
+            &id,
             lifecycle::created_for_save(&state, now),
             &data,
             &state.extras_for_save(now),
@@ -402,7 +427,7 @@ impl Engine {
                     .store
                     .user_generation(py, &users::user_key(user))?
                     .unwrap_or(0);
-                if let Ok(blob) = codec::with_generation(&write.plan.blob, generation) {
+                if let Ok(blob) = codec::with_generation(&write.id, &write.plan.blob, generation) {
                     write.plan.blob = blob;
                     write.plan.generation = Some(generation);
                 }
@@ -451,7 +476,7 @@ impl Engine {
                     Ok(()) => Ok(WriteOutcome::Written),
                     // The record it loaded is gone rather than changed: ended by another request.
                     Err(e) if e.kind == StoreErrorKind::Conflict && expected.is_some() => {
-                        match self.store.load(py, id, None, self.max_read_size) {
+                        match self.load_record(py, id) {
                             Ok(None) => Ok(WriteOutcome::Gone),
                             _ => Err(e),
                         }
@@ -636,14 +661,22 @@ impl Engine {
         let now = time::now();
         let mut listed = Vec::new();
         for id in self.store.user_session_ids(py, &key)? {
-            let blob = match self.store.load(py, &id, None, self.max_read_size) {
+            let blob = match self.load_record(py, &id) {
                 Ok(Some(blob)) => blob,
                 Ok(None) => {
                     self.store.unindex_user(py, &key, &id)?;
                     continue;
                 }
-                // One bad record hides that session, not the others.
-                Err(e) if e.kind != StoreErrorKind::Unavailable => continue,
+                // One bad record hides that session, not the others; a crossed answer fails
+                // the listing as the store being down does.
+                Err(e)
+                    if !matches!(
+                        e.kind,
+                        StoreErrorKind::Unavailable | StoreErrorKind::Crossed
+                    ) =>
+                {
+                    continue
+                }
                 Err(e) => return Err(e),
             };
             let Ok(record) = codec::decode(&blob) else {
@@ -744,7 +777,7 @@ impl Engine {
         bump: users::Bump,
     ) -> Result<Option<(Vec<u8>, u64)>, StoreError> {
         for _ in 0..CARRY_OVER_ATTEMPTS {
-            let Some(blob) = self.store.load(py, keep, None, self.max_read_size)? else {
+            let Some(blob) = self.load_record(py, keep)? else {
                 return Ok(None);
             };
             let Ok(record) = codec::decode(&blob) else {
@@ -761,7 +794,7 @@ impl Engine {
                 generation: Some(bump.after),
                 ..record.extras
             };
-            let rewritten = codec::encode_with(record.created, &record.data, &extras);
+            let rewritten = codec::encode_with(keep, record.created, &record.data, &extras);
             match self
                 .store
                 .save_if_unchanged(py, keep, Some(&blob), &rewritten, ttl)

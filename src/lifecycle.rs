@@ -19,6 +19,7 @@ use serde_json::{Map, Value};
 use crate::codec::{self, Expiry, Extras};
 use crate::digest::{DigestCheck, Secrets};
 use crate::ids;
+use crate::stores::{StoreError, StoreErrorKind};
 
 /// Re-send the cookies of an active session once they are this old, well inside Tornado's
 /// 31-day limit on signed cookies and the 30-day default cookie expiry.
@@ -308,6 +309,27 @@ pub enum Fetched {
     Revoked,
 }
 
+/// What a store answered for `session_id`, once the record's binding is checked: a record bound
+/// to another id (the store or its connection answered with another key's value) is a
+/// `Crossed` error, so it is never served, nor deleted as unreadable. Every load of a record by
+/// id goes through this before anything in the record is looked at; `store` names the store.
+pub fn check_loaded(
+    session_id: &str,
+    found: Result<Option<Vec<u8>>, StoreError>,
+    store: impl FnOnce() -> String,
+) -> Result<Option<Vec<u8>>, StoreError> {
+    if let Ok(Some(blob)) = &found {
+        if let Err(crossed) = codec::check_binding(blob, session_id) {
+            return Err(StoreError {
+                store: store(),
+                cause: format!("load of session {}: {crossed}", ids::log_token(session_id)),
+                kind: StoreErrorKind::Crossed,
+            });
+        }
+    }
+    found
+}
+
 /// What a load comes to.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Opened {
@@ -458,6 +480,8 @@ mod tests {
     use proptest::prelude::*;
 
     const NOW: u64 = 1_800_000_000;
+    /// The id test records are bound to.
+    const SID: &str = "0123456789abcdef0123456789abcdef";
 
     fn secrets() -> Secrets {
         Secrets::new(vec![
@@ -531,7 +555,7 @@ mod tests {
     fn open_gives_the_session_or_a_fresh_one_with_the_reason() {
         let policy = Policy::default();
         let v = verified(false);
-        let blob = codec::encode(NOW - 10, &data(&[("n", 1)]));
+        let blob = codec::encode(SID, NOW - 10, &data(&[("n", 1)]));
         match open(&policy, &v, Fetched::Record(blob.clone()), NOW) {
             Opened::Existing { state, data: d } => {
                 assert_eq!(d, data(&[("n", 1)]));
@@ -588,7 +612,7 @@ mod tests {
             ..Policy::default()
         };
         let v = verified(false);
-        let old = codec::encode(NOW - 100, &data(&[]));
+        let old = codec::encode(SID, NOW - 100, &data(&[]));
         assert!(matches!(
             open(&policy, &v, Fetched::Record(old), NOW),
             Opened::Fresh {
@@ -597,7 +621,7 @@ mod tests {
                 ..
             }
         ));
-        let young = codec::encode(NOW - 99, &data(&[]));
+        let young = codec::encode(SID, NOW - 99, &data(&[]));
         assert!(matches!(
             open(&policy, &v, Fetched::Record(young), NOW),
             Opened::Existing { .. }
@@ -623,7 +647,12 @@ mod tests {
         state: &SessionState,
         d: &Map<String, Value>,
     ) -> Option<SavePlan> {
-        let blob = codec::encode_with(created_for_save(state, NOW), d, &state.extras_for_save(NOW));
+        let blob = codec::encode_with(
+            SID,
+            created_for_save(state, NOW),
+            d,
+            &state.extras_for_save(NOW),
+        );
         plan_save(policy, state, blob, d.is_empty(), NOW).unwrap()
     }
 
@@ -636,7 +665,7 @@ mod tests {
             seen: Some(crate::users::seen_stamp(NOW)),
             ..Extras::default()
         };
-        let blob = codec::encode_with(NOW, &data(&[]), &extras);
+        let blob = codec::encode_with(SID, NOW, &data(&[]), &extras);
         let Opened::Existing { mut state, .. } =
             open(&policy, &verified(false), Fetched::Record(blob), NOW)
         else {
@@ -644,7 +673,7 @@ mod tests {
         };
         assert_eq!(state.extras.generation, Some(3));
         extras.generation = Some(4);
-        let rewritten = codec::encode_with(NOW, &data(&[]), &extras);
+        let rewritten = codec::encode_with(SID, NOW, &data(&[]), &extras);
         state.carried_over(rewritten.clone(), 4);
         // Nothing changed since the rewrite: nothing to write; a change writes generation 4.
         assert_eq!(plan_owned(&policy, &state, &data(&[])), None);
@@ -701,7 +730,7 @@ mod tests {
     }
 
     fn plan(policy: &Policy, state: &SessionState, d: &Map<String, Value>) -> Option<SavePlan> {
-        let blob = codec::encode(created_for_save(state, NOW), d);
+        let blob = codec::encode(SID, created_for_save(state, NOW), d);
         plan_save(policy, state, blob, d.is_empty(), NOW).unwrap()
     }
 
@@ -724,7 +753,7 @@ mod tests {
     #[test]
     fn a_loaded_session_whose_record_is_gone_is_never_written_again_nor_its_cookies_sent() {
         let policy = Policy::default();
-        let blob = codec::encode(NOW, &data(&[("user", 1)]));
+        let blob = codec::encode(SID, NOW, &data(&[("user", 1)]));
         let mut state = SessionState::opened(NOW, blob, true);
         let write = plan(&policy, &state, &data(&[("user", 1), ("n", 2)])).unwrap();
         assert_eq!(write.mode, WriteMode::IfExists);
@@ -747,7 +776,7 @@ mod tests {
             plan(&policy, &fresh, &data(&[("n", 1)])).unwrap().mode,
             WriteMode::IfUnchanged(None)
         );
-        let blob = codec::encode(NOW, &data(&[("n", 1)]));
+        let blob = codec::encode(SID, NOW, &data(&[("n", 1)]));
         let loaded = SessionState::opened(NOW, blob.clone(), false);
         assert_eq!(
             plan(&policy, &loaded, &data(&[("n", 2)])).unwrap().mode,
@@ -758,7 +787,7 @@ mod tests {
     #[test]
     fn destroy_deletes_the_record_and_a_later_write_is_a_new_session_with_cookies() {
         let policy = Policy::default();
-        let blob = codec::encode(NOW, &data(&[("user", 1)]));
+        let blob = codec::encode(SID, NOW, &data(&[("user", 1)]));
         let mut state = SessionState::opened(NOW, blob, false);
         assert!(state.destroy(NOW), "the stored record must be deleted");
         assert!(!state.cookies_to_send());
@@ -776,7 +805,7 @@ mod tests {
     #[test]
     fn regenerate_moves_the_data_to_a_new_record_and_deletes_the_old() {
         let policy = Policy::default();
-        let blob = codec::encode(NOW - 5, &data(&[("user", 1)]));
+        let blob = codec::encode(SID, NOW - 5, &data(&[("user", 1)]));
         let mut state = SessionState::opened(NOW - 5, blob, false);
         assert!(state.regenerate());
         assert!(state.cookies_due && !state.is_stored());
@@ -794,7 +823,7 @@ mod tests {
     #[test]
     fn a_regeneration_that_finds_the_old_record_gone_writes_nothing() {
         let policy = Policy::default();
-        let blob = codec::encode(NOW, &data(&[("user", 1)]));
+        let blob = codec::encode(SID, NOW, &data(&[("user", 1)]));
         let mut state = SessionState::opened(NOW, blob, false);
         assert!(state.regenerate(), "the old record is to be deleted first");
         // The deletion found nothing: another request logged the session out.
@@ -810,7 +839,7 @@ mod tests {
             ..Policy::default()
         };
         let state = SessionState::fresh(NOW);
-        let big = codec::encode(NOW, &data(&[("x".repeat(100).as_str(), 1)]));
+        let big = codec::encode(SID, NOW, &data(&[("x".repeat(100).as_str(), 1)]));
         let size = big.len();
         assert_eq!(
             plan_save(&policy, &state, big, false, NOW),
@@ -836,7 +865,7 @@ mod tests {
             ..Extras::default()
         };
         // Past the manager's lifetime, within its own: still open, owner known.
-        let blob = codec::encode_with(NOW - 7200, &data(&[]), &extras);
+        let blob = codec::encode_with(SID, NOW - 7200, &data(&[]), &extras);
         let Opened::Existing { state, .. } =
             open(&policy, &verified(false), Fetched::Record(blob), NOW)
         else {
@@ -845,7 +874,7 @@ mod tests {
         assert_eq!(state.stored_user.as_deref(), Some("ann"));
         assert_eq!(state.extras, extras);
         // Its own lifetime still ends it.
-        let old = codec::encode_with(NOW - 91 * 86_400, &data(&[]), &extras);
+        let old = codec::encode_with(SID, NOW - 91 * 86_400, &data(&[]), &extras);
         assert!(matches!(
             open(&policy, &verified(false), Fetched::Record(old), NOW),
             Opened::Fresh {
@@ -892,7 +921,7 @@ mod tests {
         #[test]
         fn no_sequence_of_steps_resurrects_a_gone_record(steps in proptest::collection::vec(0u8..5, 1..40)) {
             let policy = Policy::default();
-            let mut state = SessionState::opened(NOW, codec::encode(NOW, &data(&[])), false);
+            let mut state = SessionState::opened(NOW, codec::encode(SID, NOW, &data(&[])), false);
             let mut n = 0;
             for step in steps {
                 n += 1;
@@ -942,5 +971,33 @@ mod tests {
                 prop_assert!(ttl >= Duration::from_secs(1));
             }
         }
+    }
+
+    #[test]
+    fn a_load_serves_only_a_record_bound_to_its_id() {
+        let other = id();
+        let blob = codec::encode(SID, NOW, &data(&[("n", 1)]));
+        let store = || "Store()".to_owned();
+        assert_eq!(
+            check_loaded(SID, Ok(Some(blob.clone())), store).unwrap(),
+            Some(blob.clone())
+        );
+        let e = check_loaded(&other, Ok(Some(blob)), store).unwrap_err();
+        assert_eq!(e.kind, StoreErrorKind::Crossed);
+        assert!(!e.to_string().contains(&other), "{e}");
+        assert!(e.to_string().contains("another session id"), "{e}");
+        // A 0.1.0 record (no binding) loads for any id; nothing and errors pass through.
+        let old = br#"{"v":1,"c":1,"d":{}}"#.to_vec();
+        assert!(check_loaded(&other, Ok(Some(old)), store).is_ok());
+        assert_eq!(check_loaded(&other, Ok(None), store).unwrap(), None);
+        let down = StoreError {
+            store: store(),
+            cause: "down".into(),
+            kind: StoreErrorKind::Unavailable,
+        };
+        assert_eq!(
+            check_loaded(&other, Err(down), store).unwrap_err().kind,
+            StoreErrorKind::Unavailable
+        );
     }
 }

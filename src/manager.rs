@@ -21,7 +21,6 @@ use crate::lifecycle::{CookieCheck, Policy};
 use crate::options::{self, value_error};
 use crate::py_stores::StoreHandle;
 use crate::session::Session;
-use crate::stores::DEFAULT_MAX_READ_SIZE;
 use crate::tornado_cookies::{CookieAttributes, CookieSettings};
 use crate::users::{self, ExpiryCaps};
 
@@ -119,7 +118,7 @@ impl SessionManager {
     ) -> PyResult<Self> {
         let keys = options::secret_keys(secret)?;
         let secrets = Secrets::new(keys.clone())?;
-        let policy = Policy {
+        let mut policy = Policy {
             idle_timeout: idle_timeout
                 .map(|v| options::duration("idle_timeout", v))
                 .transpose()?,
@@ -137,8 +136,10 @@ impl SessionManager {
                 .map(|v| options::duration("max_lifetime", v))
                 .transpose()?,
         };
-        let max_read_size = options::byte_size("max_read_size", max_read_size)?
-            .unwrap_or(DEFAULT_MAX_READ_SIZE.max(policy.max_size.unwrap_or(0)));
+        let max_read_size = options::read_limit(
+            policy.max_size,
+            options::byte_size("max_read_size", max_read_size)?,
+        )?;
         let order_timeout = order_timeout
             .map(|v| options::duration("order_timeout", v))
             .transpose()?
@@ -178,6 +179,12 @@ impl SessionManager {
             (None, Some(folder)) => StoreHandle::file(py, folder)?,
             (None, None) => StoreHandle::default_memory(),
         };
+        policy.max_size = Some(options::save_limit(
+            policy.max_size,
+            max_read_size,
+            store.max_record_size(),
+            &store.describe(py),
+        )?);
         if detect_conflicts && !store.supports_conflict_checks(py) {
             return Err(PyTypeError::new_err(
                 "detect_conflicts=True needs a store with compare_and_set(key, expected, value, \

@@ -8,6 +8,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyInt, PyList, PyString, PyTuple};
 
 use crate::errors::WeakSecretWarning;
+use crate::stores::DEFAULT_MAX_READ_SIZE;
 use crate::time;
 use crate::tornado_cookies::SecureMode;
 
@@ -73,6 +74,36 @@ pub fn byte_size(name: &str, value: Option<SaturatingInt>) -> PyResult<Option<us
         Some(SaturatingInt(bytes)) => Err(PyValueError::new_err(format!(
             "{name} must be a positive number of bytes, not {bytes}"
         ))),
+    }
+}
+
+/// The read limit: `max_read_size` when given (and then at least `max_size`, so what can be
+/// saved can be loaded), else 1 MiB, or `max_size` when larger.
+pub fn read_limit(max_size: Option<usize>, max_read_size: Option<usize>) -> PyResult<usize> {
+    match (max_size, max_read_size) {
+        (Some(size), Some(read)) if read < size => Err(PyValueError::new_err(format!(
+            "max_read_size={read} is below max_size={size}: sessions could be saved that no \
+             load reads back; raise max_read_size or lower max_size"
+        ))),
+        (_, Some(read)) => Ok(read),
+        (size, None) => Ok(DEFAULT_MAX_READ_SIZE.max(size.unwrap_or(0))),
+    }
+}
+
+/// The largest record a save writes: `max_size` when given, else the read limit; never above
+/// what the store takes (`store_limit`, memcached's item size), which a larger `max_size`
+/// given by hand is refused for.
+pub fn save_limit(
+    max_size: Option<usize>,
+    read_limit: usize,
+    store_limit: Option<usize>,
+    store: &str,
+) -> PyResult<usize> {
+    match (max_size, store_limit) {
+        (Some(size), Some(limit)) if size > limit => Err(PyValueError::new_err(format!(
+            "max_size={size} is more than {store} takes: records of up to {limit} bytes"
+        ))),
+        (size, limit) => Ok(size.unwrap_or(read_limit).min(limit.unwrap_or(usize::MAX))),
     }
 }
 

@@ -904,6 +904,14 @@ impl StoreHandle {
         }
     }
 
+    /// The largest record the store takes (see `SessionStore::max_record_size`).
+    pub fn max_record_size(&self) -> Option<usize> {
+        match self {
+            Self::Native(store) => store.max_record_size(),
+            Self::Python(_) => None,
+        }
+    }
+
     /// Whether the store ends a user's sessions by generation (memcached); never a Python store.
     pub fn revokes_by_generation(&self) -> bool {
         match self {

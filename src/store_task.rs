@@ -74,7 +74,7 @@ impl StoreTask {
         let (done, finished) = match std::mem::replace(&mut *job, Job::Taken) {
             Job::Load(verified) => {
                 let found = store.load_reply(&verified.id, replies, self.engine.max_read_size);
-                match self.engine.fetched_without_follow_up(found) {
+                match self.engine.fetched_without_follow_up(&verified.id, found) {
                     Some(Err(e)) if e.kind == StoreErrorKind::Crossed => {
                         (WireDone::Crossed, Job::Loaded(verified, Err(e)))
                     }

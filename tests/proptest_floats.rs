@@ -12,7 +12,7 @@ proptest! {
     fn finite_floats_round_trip_bit_for_bit(x in any::<f64>().prop_filter("finite", |x| x.is_finite())) {
         let mut data = Map::new();
         data.insert("x".to_owned(), Value::from(x));
-        let record = codec::decode(&codec::encode(0, &data)).unwrap();
+        let record = codec::decode(&codec::encode("0123456789abcdef0123456789abcdef", 0, &data)).unwrap();
         let back = record.data["x"].as_f64().unwrap();
         prop_assert_eq!(back.to_bits(), x.to_bits(), "{} came back as {}", x, back);
     }
@@ -28,7 +28,9 @@ fn known_examples_round_trip() {
     ] {
         let mut data = Map::new();
         data.insert("x".to_owned(), Value::from(x));
-        let back = codec::decode(&codec::encode(0, &data)).unwrap().data["x"]
+        let back = codec::decode(&codec::encode("0123456789abcdef0123456789abcdef", 0, &data))
+            .unwrap()
+            .data["x"]
             .as_f64()
             .unwrap();
         assert_eq!(back.to_bits(), x.to_bits(), "{x:e} came back as {back:e}");

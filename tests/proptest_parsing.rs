@@ -259,7 +259,7 @@ proptest! {
         blob in prop::collection::vec(any::<u8>(), 0..256)
     ) {
         if let Ok(record) = codec::decode(&blob) {
-            let again = codec::decode(&codec::encode(record.created, &record.data)).unwrap();
+            let again = codec::decode(&codec::encode("0123456789abcdef0123456789abcdef", record.created, &record.data)).unwrap();
             prop_assert_eq!(again, record);
         }
     }
@@ -289,7 +289,7 @@ proptest! {
         cut in any::<prop::sample::Index>(),
         splice in prop::collection::vec(any::<u8>(), 1..8),
     ) {
-        let blob = codec::encode(created, &data);
+        let blob = codec::encode("0123456789abcdef0123456789abcdef", created, &data);
         let at = cut.index(blob.len());
         prop_assert!(codec::decode(&blob[..at]).is_err());
         let mut spliced = blob[..at].to_vec();
@@ -320,7 +320,7 @@ proptest! {
 
     #[test]
     fn encode_then_decode_gives_back_the_same_map(created in any::<u64>(), data in json_map()) {
-        let record = codec::decode(&codec::encode(created, &data)).unwrap();
+        let record = codec::decode(&codec::encode("0123456789abcdef0123456789abcdef", created, &data)).unwrap();
         prop_assert_eq!(record.created, created);
         prop_assert_eq!(record.data, data);
     }
@@ -420,7 +420,12 @@ fn corpus_replays() {
         let result = codec::decode(&blob);
         if name.starts_with("ok-") {
             let record = result.unwrap_or_else(|e| panic!("{name}: {e}"));
-            let again = codec::decode(&codec::encode(record.created, &record.data)).unwrap();
+            let again = codec::decode(&codec::encode(
+                "0123456789abcdef0123456789abcdef",
+                record.created,
+                &record.data,
+            ))
+            .unwrap();
             assert_eq!(again, record, "{name}");
         } else {
             assert!(

@@ -68,7 +68,7 @@ payload = ns["payload"]
 def check_record(blob: bytes, index: int) -> int:
     """The seq of a complete, self-consistent record in tornsession's format."""
     record = json.loads(blob)
-    assert set(record) == {"v", "c", "d"} and record["v"] == 1 and isinstance(record["c"], int)
+    assert set(record) == {"k", "v", "c", "d"} and record["v"] == 1 and isinstance(record["c"], int)
     data = record["d"]
     assert data == payload(data["seq"], index), "mixed or torn record"
     seq: int = data["seq"]

@@ -172,6 +172,67 @@ RECONNECTS = textwrap.dedent(
 ).replace("SECRET", repr(SECRET))
 
 
+# Eight threads load and save without pause while the main thread forks 150 times; each child
+# loads and saves once. A child that has not finished within 5 s is a hang (killed and counted).
+# Prints {"hung": n, "failed": n, "forks": n}.
+FORK_WHILE_BUSY = textwrap.dedent(
+    """
+    import json, os, signal, sys, threading, time
+    import tornsession
+
+    kind, servers = sys.argv[1], json.loads(sys.argv[2])
+    prefix = f"busy{os.getpid()}:"
+    if kind == "redis":
+        store = tornsession.RedisStore(servers[0], prefix=prefix)
+    else:
+        store = tornsession.MemcachedStore(servers, prefix=prefix)
+    manager = tornsession.SessionManager(SECRET, store=store)
+    session = manager.get()
+    session["n"] = 0
+    manager.set(session)
+    ids = (session.session_id, session.hmac_digest)
+    stop = threading.Event()
+
+    def busy():
+        while not stop.is_set():
+            loaded = manager.get(*ids)
+            loaded["n"] = loaded.get("n", 0) + 1
+            manager.set(loaded)
+
+    threads = [threading.Thread(target=busy) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    hung = failed = 0
+    for _ in range(150):
+        pid = os.fork()
+        if pid == 0:
+            try:
+                child = manager.get(*ids)
+                child["child"] = os.getpid()
+                manager.set(child)
+            except BaseException:
+                os._exit(1)
+            os._exit(0)
+        deadline = time.monotonic() + 5
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                failed += status != 0
+                break
+            if time.monotonic() > deadline:
+                hung += 1
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                break
+            time.sleep(0.002)
+    stop.set()
+    for thread in threads:
+        thread.join()
+    print(json.dumps({"hung": hung, "failed": failed, "forks": 150}))
+    """
+).replace("SECRET", repr(SECRET))
+
+
 def run(script: str, *args: str) -> dict[str, Any]:
     done = subprocess.run(
         [sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=60
@@ -219,6 +280,14 @@ def test_a_child_connects_afresh_and_leaves_the_parents_connections_open(
     assert report["parent_new"] == 0, report
 
 
+def test_a_child_forked_while_other_threads_use_the_pool_never_hangs(
+    store_servers: tuple[str, list[str]],
+) -> None:
+    kind, servers = store_servers
+    report = run(FORK_WHILE_BUSY, kind, json.dumps(servers))
+    assert report == {"hung": 0, "failed": 0, "forks": 150}, report
+
+
 def test_a_refused_memcached_connect_fails_at_once() -> None:
     port = free_port()
     store = tornsession.MemcachedStore([f"{HOST}:{port}"], connect_timeout=5.0)
@@ -232,9 +301,10 @@ def test_a_refused_memcached_connect_fails_at_once() -> None:
         assert time.monotonic() - started < 1.0
 
 
-@pytest.fixture
-def dripping_memcached() -> Iterator[str]:
-    """A memcached that answers any request with a 40-byte value, one byte every 50 ms."""
+def drip(reply: bytes, every: float, setup: bytes = b"") -> Iterator[str]:
+    """A server that answers its first connection's first request with `reply`, one byte every
+    `every` seconds (requests holding `setup` are answered `+OK` at once, one per occurrence:
+    the redis crate's own client sends `CLIENT SETINFO` as it connects); yields its address."""
     listener = socket.socket()
     listener.bind((HOST, 0))
     listener.listen()
@@ -244,9 +314,12 @@ def dripping_memcached() -> Iterator[str]:
         with listener:
             client, _ = listener.accept()
             with client:
-                client.recv(4096)
-                for byte in b"VA 40\r\n" + b"x" * 40 + b"\r\n":
-                    if stop.wait(0.05):
+                request = client.recv(4096)
+                while setup and setup in request:
+                    client.sendall(b"+OK\r\n" * request.count(setup))
+                    request = client.recv(4096)
+                for byte in reply:
+                    if stop.wait(every):
                         return
                     try:
                         client.sendall(bytes([byte]))
@@ -260,6 +333,18 @@ def dripping_memcached() -> Iterator[str]:
     thread.join(5)
 
 
+@pytest.fixture
+def dripping_memcached() -> Iterator[str]:
+    """A memcached that answers any request with a 40-byte value, one byte every 50 ms."""
+    yield from drip(b"VA 40\r\n" + b"x" * 40 + b"\r\n", 0.05)
+
+
+@pytest.fixture
+def dripping_redis() -> Iterator[str]:
+    """A Redis that answers any request with a 40-byte value, one byte every 300 ms."""
+    yield from drip(b"$40\r\n" + b"x" * 40 + b"\r\n", 0.3, setup=b"SETINFO")
+
+
 def test_a_dripping_memcached_reply_fails_within_the_timeout(dripping_memcached: str) -> None:
     store = tornsession.MemcachedStore([dripping_memcached], timeout=0.3)
     started = time.monotonic()
@@ -267,3 +352,22 @@ def test_a_dripping_memcached_reply_fails_within_the_timeout(dripping_memcached:
         _store_load(store, "0" * 32, 1 << 20)
     took = time.monotonic() - started
     assert 0.3 <= took < 1.5, took
+
+
+@pytest.mark.parametrize("operation", ["load", "save"])
+def test_a_dripping_redis_reply_fails_within_the_timeout(
+    dripping_redis: str, operation: str
+) -> None:
+    # Each byte comes well within the timeout; the whole reply would take 14 s.
+    store = tornsession.RedisStore(f"redis://{dripping_redis}", timeout=1.0)
+    manager = tornsession.SessionManager(SECRET, store=store)
+    session = manager.get()
+    session["n"] = 1
+    started = time.monotonic()
+    with pytest.raises(tornsession.SessionStoreError, match="no whole reply within 1s"):
+        if operation == "load":
+            _store_load(store, "0" * 32, 1 << 20)
+        else:
+            manager.set(session)
+    took = time.monotonic() - started
+    assert 1.0 <= took < 1.8, took

@@ -73,7 +73,7 @@ def test_a_python2_session_is_converted_and_opens_with_the_original_cookie(
 
     assert result.returncode == 0, result.stdout + result.stderr
     assert "converted 1, already current 0, left 0" in result.stdout
-    assert path.read_bytes() == migrate.encode_record(mtime, PROFILE_DATA)
+    assert path.read_bytes() == migrate.encode_record(mtime, PROFILE_DATA, session_id)
     # Sessions whose cookies carry the original's digest open after migration.
     manager = tornsession.SessionManager(SECRET, session_dir)
     session = manager.get(session_id, original_digest(session_id))
@@ -105,7 +105,7 @@ def test_the_written_record_matches_what_the_core_writes_byte_for_byte(session_d
     manager.set(session)
     stored = (session_dir / f"SESSION{session.session_id}").read_bytes()
     created = int(stored.split(b'"c":')[1].split(b",")[0])
-    assert migrate.encode_record(created, data) == stored
+    assert migrate.encode_record(created, data, session.session_id) == stored
 
 
 def test_a_pickle_that_runs_a_command_is_never_loaded(session_dir: Path, tmp_path: Path) -> None:

@@ -361,7 +361,9 @@ class SessionManager:
         """``session_dir`` means a FileStore there; neither it nor ``store`` means a MemoryStore.
 
         Every option is checked here; a bad one raises ValueError or TypeError naming it. A
-        secret shorter than 32 bytes gives a ``WeakSecretWarning``."""
+        secret shorter than 32 bytes gives a ``WeakSecretWarning``. ``max_size`` defaults to the
+        read limit (``max_read_size``, 1 MiB; a ``max_read_size`` below ``max_size`` is a
+        ValueError), at most 1 MiB less 1 KiB with a ``MemcachedStore``."""
 
     @property
     def order_requests(self) -> bool:

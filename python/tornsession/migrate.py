@@ -32,6 +32,8 @@ were, 2 for a usage error (no such folder).
 from __future__ import annotations
 
 import argparse
+import base64
+import hashlib
 import io
 import json
 import math
@@ -56,6 +58,7 @@ __all__ = [
     "main",
     "migrate_dir",
     "migrate_file",
+    "record_binding",
 ]
 
 #: The version number tornsession writes in every record (``"v"``).
@@ -484,14 +487,24 @@ def convert_data(
     return data, budget.notes
 
 
-def encode_record(created: int, data: dict[str, Any]) -> bytes:
+def record_binding(session_id: str) -> str:
+    """The ``"k"`` of a record saved under ``session_id``: 12 base64url characters of a
+    domain-separated SHA-256 of the id, as the Rust core computes it (``src/codec.rs``)."""
+    digest = hashlib.sha256(b"tornsession record binding v1\0" + session_id.encode()).digest()
+    return base64.urlsafe_b64encode(digest[:9]).decode()
+
+
+def encode_record(created: int, data: dict[str, Any], session_id: str | None = None) -> bytes:
     """tornsession's stored form, byte for byte as the Rust core writes it.
 
-    ``{"v":1,"c":<created>,"d":{...}}``: envelope fields in that order, data keys in their
-    order (the core keeps insertion order), no spaces, non-ASCII text as UTF-8.
+    ``{"k":<binding>,"v":1,"c":<created>,"d":{...}}``: envelope fields in that order, data keys
+    in their order (the core keeps insertion order), no spaces, non-ASCII text as UTF-8. ``"k"``
+    binds the record to ``session_id`` (loads refuse a record bound to another id); without a
+    ``session_id`` it is left out, as in the records of tornsession 0.1.0, which still load.
     """
     body = json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    return f'{{"v":{FORMAT_VERSION},"c":{int(created)},"d":{body}}}'.encode()
+    bound = "" if session_id is None else f'"k":"{record_binding(session_id)}",'
+    return f'{{{bound}"v":{FORMAT_VERSION},"c":{int(created)},"d":{body}}}'.encode()
 
 
 def _is_current(blob: bytes) -> bool:
@@ -624,7 +637,7 @@ def migrate_file(
         return FileResult(name, "current")
     try:
         data, notes = _load_and_convert(blob, drop_keys, objects_as_dicts)
-        record = encode_record(int(before.st_mtime), data)
+        record = encode_record(int(before.st_mtime), data, name[len(FILE_PREFIX) :])
         if not dry_run:
             _write_atomically(path, record, before)
     except UnsupportedSession as error:

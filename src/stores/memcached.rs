@@ -26,6 +26,10 @@ pub const DEFAULT_POOL_SIZE: u32 = 8;
 
 /// Longest key memcached takes.
 const MAX_KEY_LEN: usize = 250;
+/// The largest record saved: memcached's default item size (1 MiB, its `-I`), less 1 KiB for
+/// the key and the item's header, which count against that size too (a 44-byte key leaves
+/// 100-150 bytes fewer for the value; the longest key, about 300).
+pub const MAX_RECORD_SIZE: usize = (1 << 20) - 1024;
 /// memcached reads an exptime above 30 days as a Unix time, not a duration.
 const RELATIVE_EXPTIME_LIMIT: u64 = 60 * 60 * 24 * 30;
 /// The longest generation counter read: 20 digits hold any u64.
@@ -761,6 +765,10 @@ impl SessionStore for MemcachedStore {
             "user_sessions() and destroy_session() (memcached cannot list keys; \
              destroy_user_sessions() works here, by a per-user generation)",
         ))
+    }
+
+    fn max_record_size(&self) -> Option<usize> {
+        Some(MAX_RECORD_SIZE)
     }
 
     fn revokes_by_generation(&self) -> bool {

@@ -9,6 +9,7 @@ pub mod memcached;
 mod memory;
 mod pool;
 pub mod redis;
+mod redis_deadline;
 pub mod sqlite;
 
 pub use file::FileStore;
@@ -261,6 +262,12 @@ pub trait SessionStore: Send + Sync {
             self.describe(),
             "a generation counter",
         ))
+    }
+    /// The largest record the store takes, when it has a limit of its own (memcached's item
+    /// size): the manager's `max_size` is held below it, so no save is sent that the server
+    /// would refuse (memcached drops the key's old value when it refuses a set as too large).
+    fn max_record_size(&self) -> Option<usize> {
+        None
     }
     /// A short human name, used in error messages: `FileStore('/srv/sessions')`.
     fn describe(&self) -> String;

@@ -9,14 +9,14 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use parking_lot::Mutex;
 use redis::cluster::{ClusterClient, ClusterConnection};
 use redis::{
     Client, ClientTlsConfig, Cmd, Connection, ConnectionAddr, ConnectionInfo, ConnectionLike,
     ProtocolVersion, RedisConnectionInfo, RedisError, RedisResult, TlsCertificates,
 };
 
-use super::pool::IdleConnections;
+use super::pool::{IdleConnections, PerProcess};
+use super::redis_deadline::DeadlineConnection;
 use super::{within_limit, SessionStore, StoreError};
 // `WireStore` by its path only: its `load`/`save`/`delete` would make `SessionStore`'s ambiguous.
 use crate::wire::{Dialect, Endpoint, Reply, Request, SaveMode};
@@ -416,7 +416,7 @@ pub struct RedisStore {
     client: Client,
     url: String,
     options: RedisOptions,
-    pool: Pool<Connection>,
+    pool: Pool<BlockingConnection>,
     /// The server as the pipelined connections reach it; `None` when they cannot (see
     /// [`WireTarget::of`]).
     wire: Option<WireTarget>,
@@ -458,23 +458,81 @@ impl RedisStore {
         &self.url
     }
 
-    fn connect(&self) -> RedisResult<Connection> {
+    fn connect(&self) -> RedisResult<BlockingConnection> {
         connect(&self.client, &self.options)
     }
 
-    fn run<T>(&self, command: impl Fn(&mut Connection) -> RedisResult<T>) -> Result<T, StoreError> {
+    fn run<T>(
+        &self,
+        command: impl Fn(&mut BlockingConnection) -> RedisResult<T>,
+    ) -> Result<T, StoreError> {
         self.pool
             .run(|| self.connect(), command)
             .map_err(|cause| StoreError::new(self, cause))
     }
 }
 
+/// A blocking connection to one server: one deadline per request where `DeadlineConnection`
+/// speaks the server's transport (TCP, unix sockets), else the crate's own, whose timeout bounds
+/// each read (TLS, RESP3).
+enum BlockingConnection {
+    Deadline(DeadlineConnection),
+    Crate(Connection),
+}
+
+impl ConnectionLike for BlockingConnection {
+    fn req_packed_command(&mut self, cmd: &[u8]) -> RedisResult<redis::Value> {
+        match self {
+            Self::Deadline(c) => c.req_packed_command(cmd),
+            Self::Crate(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands(
+        &mut self,
+        cmd: &[u8],
+        offset: usize,
+        count: usize,
+    ) -> RedisResult<Vec<redis::Value>> {
+        match self {
+            Self::Deadline(c) => c.req_packed_commands(cmd, offset, count),
+            Self::Crate(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Deadline(c) => c.get_db(),
+            Self::Crate(c) => c.get_db(),
+        }
+    }
+
+    fn check_connection(&mut self) -> bool {
+        match self {
+            Self::Deadline(c) => c.check_connection(),
+            Self::Crate(c) => c.check_connection(),
+        }
+    }
+
+    fn is_open(&self) -> bool {
+        match self {
+            Self::Deadline(c) => c.is_open(),
+            Self::Crate(c) => c.is_open(),
+        }
+    }
+}
+
 /// A connection to one server, with the options' timeouts.
-fn connect(client: &Client, options: &RedisOptions) -> RedisResult<Connection> {
+fn connect(client: &Client, options: &RedisOptions) -> RedisResult<BlockingConnection> {
+    let info = client.get_connection_info();
+    if DeadlineConnection::speaks(info) {
+        return DeadlineConnection::connect(info, options.connect_timeout, options.timeout)
+            .map(BlockingConnection::Deadline);
+    }
     let connection = client.get_connection_with_timeout(options.connect_timeout)?;
     connection.set_read_timeout(Some(options.timeout))?;
     connection.set_write_timeout(Some(options.timeout))?;
-    Ok(connection)
+    Ok(BlockingConnection::Crate(connection))
 }
 
 /// The `SessionStore` methods of a Redis store: the same commands whatever the connection; only
@@ -938,12 +996,13 @@ pub struct RedisSentinelStore {
     /// How to reach the master once named.
     master_options: SentinelMasterOptions,
     certificates: Option<TlsCertificates>,
-    /// The master the sentinels named last; `None` once it failed.
-    master: Mutex<Option<Client>>,
+    /// The master the sentinels named last; `None` once it failed (and in a new child process,
+    /// which asks again).
+    master: PerProcess<Option<Client>>,
     sentinels: Vec<String>,
     service_name: String,
     options: RedisOptions,
-    pool: Pool<Connection>,
+    pool: Pool<BlockingConnection>,
 }
 
 impl RedisSentinelStore {
@@ -980,7 +1039,7 @@ impl RedisSentinelStore {
             sentinel_addresses: addresses,
             master_options: master,
             certificates,
-            master: Mutex::new(None),
+            master: PerProcess::new(),
             sentinels: sentinels.to_vec(),
             service_name: service_name.to_owned(),
             pool: Pool::new(options.pool_size),
@@ -1000,13 +1059,17 @@ impl RedisSentinelStore {
         &self.service_name
     }
 
+    fn forget_master(&self) {
+        self.master.with(|master| *master = None);
+    }
+
     /// The master the sentinels name: each sentinel in turn, within the store's timeouts.
     fn ask_sentinels(&self) -> RedisResult<Client> {
         let mut last_error = None;
         for sentinel in &self.sentinel_addresses {
             match self.master_named_by(sentinel) {
                 Ok(client) => {
-                    *self.master.lock() = Some(client.clone());
+                    self.master.with(|master| *master = Some(client.clone()));
                     return Ok(client);
                 }
                 Err(e) => last_error = Some(e),
@@ -1054,25 +1117,28 @@ impl RedisSentinelStore {
 
     /// A connection to the known master; when that fails (it may have moved), to the one the
     /// sentinels name now.
-    fn connect(&self) -> RedisResult<Connection> {
-        let known = self.master.lock().clone();
+    fn connect(&self) -> RedisResult<BlockingConnection> {
+        let known = self.master.with(|master| master.clone()).flatten();
         if let Some(client) = known {
             if let Ok(connection) = connect(&client, &self.options) {
                 return Ok(connection);
             }
-            *self.master.lock() = None;
+            self.forget_master();
         }
         let client = self
             .ask_sentinels()
             .map_err(|e| sentinel_error(e, &self.service_name))?;
-        connect(&client, &self.options).inspect_err(|_| *self.master.lock() = None)
+        connect(&client, &self.options).inspect_err(|_| self.forget_master())
     }
 
-    fn run<T>(&self, command: impl Fn(&mut Connection) -> RedisResult<T>) -> Result<T, StoreError> {
+    fn run<T>(
+        &self,
+        command: impl Fn(&mut BlockingConnection) -> RedisResult<T>,
+    ) -> Result<T, StoreError> {
         self.pool.run(|| self.connect(), command).map_err(|cause| {
             // Whatever failed (a dead master, a demoted one answering READONLY), the next request
             // asks the sentinels again, on fresh connections.
-            *self.master.lock() = None;
+            self.forget_master();
             self.pool.idle.clear();
             StoreError::new(self, cause)
         })
