@@ -265,6 +265,17 @@ pub fn encode_with(
     serde_json::to_vec(&envelope).expect("a JSON map with string keys always serializes")
 }
 
+/// Whether `stored`, a record without a binding (as 0.1.0 wrote them), holds what `bound` (a
+/// record as [`encode_with`] makes it) holds: the same bytes but the binding.
+pub fn same_but_unbound(bound: &[u8], stored: &[u8]) -> bool {
+    // `{"k":"` + the binding + `",`, then the fields 0.1.0 wrote after its `{`.
+    let skip = BINDING_PREFIX.len() + BINDING_LEN + 2;
+    bound.len() > skip
+        && bound.starts_with(BINDING_PREFIX)
+        && stored.first() == Some(&b'{')
+        && stored[1..] == bound[skip..]
+}
+
 /// `blob` (a record of ours for `session_id`) with its owner's generation set to `generation`.
 pub fn with_generation(
     session_id: &str,
@@ -462,6 +473,16 @@ mod tests {
         let rewritten = with_generation(ID, &blob, 4).unwrap();
         assert_eq!(check_binding(&rewritten, ID), Ok(()));
         assert_eq!(check_binding(&rewritten, OTHER), Err(Crossed));
+    }
+
+    #[test]
+    fn a_record_of_0_1_0_is_the_same_record_but_its_binding() {
+        let data = serde_json::json!({"a": 1}).as_object().unwrap().clone();
+        let bound = encode("0123456789abcdef0123456789abcdef", 5, &data);
+        assert!(same_but_unbound(&bound, br#"{"v":1,"c":5,"d":{"a":1}}"#));
+        assert!(!same_but_unbound(&bound, br#"{"v":1,"c":5,"d":{"a":2}}"#));
+        assert!(!same_but_unbound(&bound, &bound));
+        assert!(!same_but_unbound(&bound, b""));
     }
 
     #[test]
