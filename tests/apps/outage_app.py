@@ -67,7 +67,9 @@ class VisitHandler(IncHandler):
         if fresh:
             self.session["marker"] = self.get_query_argument("m")
         self.session["count"] = self.session.get("count", 0) + 1
-        self.write({"marker": self.session["marker"], "count": self.session["count"], "fresh": fresh})
+        self.write(
+            {"marker": self.session["marker"], "count": self.session["count"], "fresh": fresh}
+        )
 
 
 def make_store(args: argparse.Namespace) -> Any:
