@@ -53,14 +53,9 @@ sys.path.insert(1, str(Path(__file__).resolve().parent.parent))  # bench.loopbac
 
 import redis
 from conftest import RunningApp, rss_mb
-from servers import (
-    HOST,
-    ServerProcess,
-    launch,
-    memcached_argv,
-    memcached_pid,
-    redis_maker,
-)
+from servers import HOST, ServerProcess, launch, memcached_argv, redis_maker
+
+from bench.loopback import memcached_pid
 
 STORES = ("memory", "file", "sqlite", "redis", "memcached")
 VOLATILE = {"memory", "memcached"}  # a restart empties them by design
@@ -192,10 +187,6 @@ class Target:
         finally:
             client.close()
 
-    @property
-    def port(self) -> int:
-        return self.app.port
-
     def kill_and_restart(self) -> None:
         if self.server is None:
             self.app.kill()
@@ -223,8 +214,9 @@ def need(binary: str) -> str:
 class Run:
     """What the clients and the kill thread share."""
 
-    def __init__(self, config: Config, target: Target) -> None:
+    def __init__(self, config: Config, target: Target, progress: bool = False) -> None:
         self.config = config
+        self.progress = progress  # a line per kill
         self.target = target
         self.lock = threading.Lock()
         self.sent = 0  # requests claimed by clients
@@ -238,6 +230,7 @@ class Run:
         self.rss_samples: list[float] = []
         self.rss_start = 0.0
         self.window_start = 0.0  # the open window's start, while `up` is clear
+        self.started = time.monotonic()
         self.error: BaseException | None = None
 
     def claim(self) -> bool:
@@ -278,6 +271,14 @@ class Run:
                 self.target.kill_and_restart()
                 self.windows.append((self.window_start, time.monotonic()))
                 self.up.set()
+                if self.progress:
+                    elapsed = self.window_start - self.started
+                    print(
+                        f"   {self.target.store}: kill {self.kills} after {self.done:,} requests, "
+                        f"{self.done / elapsed:,.0f} req/s, back in "
+                        f"{self.windows[-1][1] - self.window_start:.2f} s",
+                        flush=True,
+                    )
         except BaseException as error:  # the clients stop; run_store raises it
             self.error = error
             self.up.set()
@@ -292,7 +293,7 @@ class Visitor:
         self.cookies: dict[str, str] = {}
         self.marker = marker
         self.acked = 0  # the last 2xx-acknowledged counter
-        self.acked_life = 0  # run.kills when that request started
+        self.acked_life = 0  # kills begun when that request started
         self.failed_since = 0  # failed requests since then (their writes may have landed)
 
 
@@ -305,8 +306,9 @@ class Connection:
     status line, headers, a Content-Length body.
     """
 
-    def __init__(self, port: int) -> None:
-        self.socket = socket.create_connection((HOST, port), timeout=SOCKET_TIMEOUT)
+    def __init__(self, app: RunningApp) -> None:
+        self.app = app  # the app process it was opened to
+        self.socket = socket.create_connection((HOST, app.port), timeout=SOCKET_TIMEOUT)
         self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.buffer = b""
 
@@ -369,7 +371,7 @@ class Client:
 
     def request(self, visitor: Visitor) -> tuple[int, bytes, list[str]]:
         if self.connection is None:
-            self.connection = Connection(self.run.target.port)
+            self.connection = Connection(self.run.target.app)
         cookie = "; ".join(f"{k}={v}" for k, v in visitor.cookies.items())
         return self.connection.get(f"/visit?m={visitor.marker}", cookie)
 
@@ -377,12 +379,16 @@ class Client:
         run = self.run
         life = run.kills
         started = time.monotonic()
+        to_killed_app = False
         try:
             status, body, set_cookies = self.request(visitor)
         except OSError:
             if self.connection is not None:
+                # A connection to an app process since killed fails because of that kill,
+                # whenever the client gets to use it.
+                to_killed_app = self.connection.app is not run.target.app
                 self.connection.close()
-            self.connection = None  # reconnects, to the restarted app's port if it moved
+            self.connection = None  # reconnects, to the restarted app's port
             status, body, set_cookies = 0, b"", []
         ended = time.monotonic()
         latency = ended - started
@@ -391,7 +397,7 @@ class Client:
             self.counts["hung"] += 1
         if not 200 <= status < 300:
             visitor.failed_since += 1
-            inside = run.in_window(started, ended)
+            inside = to_killed_app or run.in_window(started, ended)
             self.counts[f"{status} {'in' if inside else 'out'}"] += 1
             if not inside and len(self.outside) < 5:
                 self.outside.append(f"{status} after {latency:.3f} s: {body[:120]!r}")
@@ -407,16 +413,19 @@ class Client:
             else:
                 visitor.cookies[name] = value
         self.counts[f"{status} {'in' if run.in_window(started, ended) else 'out'}"] += 1
-        self.check(visitor, json.loads(body), life)
+        self.check(visitor, json.loads(body), life, run.kills)
         run.complete()
 
-    def check(self, visitor: Visitor, answer: dict[str, Any], life: int) -> None:
+    def check(self, visitor: Visitor, answer: dict[str, Any], life: int, life_end: int) -> None:
+        """`life` and `life_end`: kills begun when the request started and when it ended."""
         if answer["marker"] != visitor.marker:
             self.counts["crossed"] += 1
             return
         count = int(answer["count"])
         if count <= visitor.acked:
-            if self.report.volatile and answer["fresh"] and life > visitor.acked_life:
+            # Volatile: fresh by design if a kill began between the acknowledged request's start
+            # and this one's end.
+            if self.report.volatile and answer["fresh"] and life_end > visitor.acked_life:
                 self.counts["lost_volatile"] += visitor.acked
             else:
                 self.counts["lost"] += visitor.acked - count + 1
@@ -427,18 +436,18 @@ class Client:
         visitor.failed_since = 0
 
 
-def run_store(store: str, config: Config, folder: Path) -> Report:
-    """One store's soak; the report of what the clients saw."""
+def run_store(store: str, config: Config, folder: Path, progress: bool = False) -> Report:
+    """One store's soak; the report of what the clients saw (`progress`: a line per kill)."""
     folder.mkdir(parents=True, exist_ok=True)
     report = Report(store)
     target = Target(store, folder)
-    run = Run(config, target)
+    run = Run(config, target, progress)
     tag = secrets.token_hex(4)
     visitors = [Visitor(f"{store}-{tag}-{i}") for i in range(config.sessions)]
     clients = [Client(run, report, visitors[i :: config.clients]) for i in range(config.clients)]
     killer = threading.Thread(target=run.killer, daemon=True)
     killer.start()
-    started = time.monotonic()
+    started = run.started = time.monotonic()
     threads = [threading.Thread(target=c.loop) for c in clients]
     try:
         for thread in threads:
@@ -516,7 +525,7 @@ def main() -> None:
     print(f"kill soak: {asdict(config)}, warm-up {config.warmup}, folder {base}", flush=True)
     reports = []
     for store in stores:
-        report = run_store(store, config, base / store)
+        report = run_store(store, config, base / store, progress=True)
         reports.append(report)
         print("\n".join(report.lines()), flush=True)
     if args.json:
