@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import cast
 
 import pytest
-from kill_soak import APP_KILLED, STORES, VOLATILE, Config, run_store
+from kill_soak import APP_KILLED, STORES, VOLATILE, Client, Config, Report, Run, Visitor, run_store
 from servers import require_binary
 
 CONFIG = Config(
@@ -50,3 +51,36 @@ def test_kill_soak_never_crosses_loses_acknowledged_writes_or_hangs(
         assert report.lost_volatile > 0, "no session was reset: the kills were not observed"
     if store in APP_KILLED:
         assert report.non2xx_in_window > 0, "no request failed: the kills were not observed"
+
+
+def checker(store: str) -> Client:
+    """A client of the soak with no connection, to feed answers to its checks."""
+    return Client(cast(Run, None), Report(store), [])
+
+
+def test_kill_soak_checker_counts_crossed_lost_and_unexplained() -> None:
+    client = checker("redis")
+    mine = Visitor("m1")
+    client.check(mine, {"marker": "m1", "count": 1, "fresh": True}, 0, 0)
+    client.check(mine, {"marker": "m1", "count": 2, "fresh": False}, 0, 0)
+    client.check(mine, {"marker": "m2", "count": 7, "fresh": False}, 0, 0)  # another's
+    assert client.counts["crossed"] == 1
+    client.check(mine, {"marker": "m1", "count": 1, "fresh": True}, 1, 1)  # 2 acked, gone
+    assert client.counts["lost"] == 2
+    mine.failed_since = 1  # the failed request's write may have landed
+    client.check(mine, {"marker": "m1", "count": 3, "fresh": False}, 1, 1)
+    assert client.counts["unexplained"] == 0
+    client.check(mine, {"marker": "m1", "count": 5, "fresh": False}, 1, 1)  # one too many
+    assert client.counts["unexplained"] == 1
+
+
+def test_kill_soak_checker_excuses_a_volatile_reset_only_across_a_kill() -> None:
+    client = checker("memcached")
+    mine = Visitor("m1")
+    for count in (1, 2, 3):
+        client.check(mine, {"marker": "m1", "count": count, "fresh": count == 1}, 0, 0)
+    client.check(mine, {"marker": "m1", "count": 1, "fresh": True}, 0, 1)  # a kill ended it
+    assert client.counts["lost_volatile"] == 3 and client.counts["lost"] == 0
+    client.check(mine, {"marker": "m1", "count": 2, "fresh": False}, 1, 1)
+    client.check(mine, {"marker": "m1", "count": 1, "fresh": True}, 1, 1)  # no kill: a loss
+    assert client.counts["lost"] == 2
