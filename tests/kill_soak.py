@@ -250,9 +250,9 @@ class Run:
             self.kill_due.set()
 
     def in_window(self, started: float, ended: float) -> bool:
-        windows = list(self.windows)
-        if not self.up.is_set():
-            windows.append((self.window_start, float("inf")))
+        # `up` first: the kill thread appends a window before it sets `up`.
+        open_window = [] if self.up.is_set() else [(self.window_start, float("inf"))]
+        windows = open_window + list(self.windows)
         return any(started < end and ended > start for start, end in windows)
 
     def killer(self) -> None:
