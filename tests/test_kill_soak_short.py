@@ -7,7 +7,8 @@ nothing between restarts), no request hangs, every non-2xx answer overlaps a kil
 the app's RSS stays within 1.5x of its warm start.
 
 Sizes: KILL_SOAK_SHORT_REQUESTS (20,000), KILL_SOAK_SHORT_SESSIONS (2,000),
-KILL_SOAK_SHORT_KILL_EVERY (5,000), KILL_SOAK_SHORT_CLIENTS (8).
+KILL_SOAK_SHORT_KILL_EVERY (5,000), KILL_SOAK_SHORT_CLIENTS (16: the durable stores' fsyncs
+overlap more, the file store ran ~1.6x faster than with 8).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ CONFIG = Config(
     requests=int(os.environ.get("KILL_SOAK_SHORT_REQUESTS", "20000")),
     sessions=int(os.environ.get("KILL_SOAK_SHORT_SESSIONS", "2000")),
     kill_every=int(os.environ.get("KILL_SOAK_SHORT_KILL_EVERY", "5000")),
-    clients=int(os.environ.get("KILL_SOAK_SHORT_CLIENTS", "8")),
+    clients=int(os.environ.get("KILL_SOAK_SHORT_CLIENTS", "16")),
 )
 MAX_RSS_RATIO = 1.5  # generous: a leak check after warm-up, not a memory budget
 
