@@ -73,6 +73,8 @@ def test_kill_soak_checker_counts_crossed_lost_and_unexplained() -> None:
     assert client.counts["unexplained"] == 0
     client.check(mine, {"marker": "m1", "count": 5, "fresh": False}, 1, 1)  # one too many
     assert client.counts["unexplained"] == 1
+    client.check(mine, {"marker": "m1", "count": 5, "fresh": False}, 1, 1)  # the 6th is lost
+    assert client.counts["lost"] == 3
 
 
 def test_kill_soak_checker_excuses_a_volatile_reset_only_across_a_kill() -> None:
