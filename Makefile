@@ -83,10 +83,11 @@ test-python:
 	$(VENV)/bin/pytest
 
 # The wheel in a fresh venv with no cargo/rustc on PATH and the newest Tornado 6.x: whole suite
-# (but the browser test, which .venv runs).
+# (but the browser test, which .venv runs, and the short kill soak, which .venv runs too: it
+# drives the app over HTTP for about two minutes and tests the same wheel).
 test-wheel-clean:
 	PYTHON=$(PY) bash scripts/test-wheel-venv.sh .venv-wheel "tornado>=6,<7" $(WHEEL) \
-		--ignore=tests/test_browser.py
+		--ignore=tests/test_browser.py --ignore=tests/test_kill_soak_short.py
 
 # The wheel with the oldest Tornado we support.
 test-tornado-oldest:
@@ -136,7 +137,7 @@ clean:
 		.mypy_cache .ruff_cache
 
 # Long fuzz and soak runs (docs/soak-and-fuzz.md); minutes, not seconds.
-.PHONY: fuzz-long soak-long
+.PHONY: fuzz-long soak-long soak
 fuzz-long:
 	PROPTEST_CASES=100000 cargo test --release --quiet --test proptest_parsing
 	HYPOTHESIS_PROFILE=long $(VENV)/bin/pytest -q tests/test_fuzz_api.py
@@ -146,6 +147,13 @@ soak-long:
 	SOAK_CLIENTS=16 SOAK_REQUESTS=5000 $(VENV)/bin/pytest -q -s tests/test_soak.py
 	OUTAGE_CLIENTS=16 OUTAGE_ROUNDS=10 OUTAGE_ACKS=200 OUTAGE_DOWN_SECONDS=3 \
 	  SHARED_SOAK_CLIENTS=16 SHARED_SOAK_REQUESTS=5000 $(VENV)/bin/pytest -q -s tests/test_outage_soak.py
+
+# The kill soak on every store (tests/kill_soak.py, docs/soak-and-fuzz.md): 200,000 requests over
+# 20,000 sessions per store, the store or the app SIGKILLed every 20,000; prints the figures.
+# Sizes: KILL_SOAK_STORES, _REQUESTS, _SESSIONS, _KILL_EVERY, _CLIENTS, or flags in SOAK_ARGS
+# (--json PATH writes the figures). Its short run is tests/test_kill_soak_short.py in `make test`.
+soak: venv build-dev
+	$(PY) tests/kill_soak.py $(SOAK_ARGS)
 
 # Side-by-side benchmarks against the original module and the peers; writes BENCHMARKS.md.
 # Not part of `make test`. BENCH_ARGS=--quick for a smoke run, --no-scale to skip the 1M part.

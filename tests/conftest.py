@@ -6,6 +6,7 @@ import http.client
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from http.cookies import SimpleCookie
@@ -61,6 +62,51 @@ class AppProcess:
 
     def connection(self) -> http.client.HTTPConnection:
         return http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+class RunningApp:
+    """tests/apps/outage_app.py in its own process, its output read continuously (a full pipe
+    would block the app) into ``lines``."""
+
+    def __init__(self, *args: str) -> None:
+        self.app = AppProcess("tests.apps.outage_app", *args).start()
+        assert self.app.process is not None and self.app.process.stdout is not None
+        self.port = self.app.port
+        self.pid = self.app.process.pid
+        self.lines: list[str] = []
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        stdout = self.app.process.stdout if self.app.process is not None else None
+        assert stdout is not None
+        try:
+            for line in stdout:
+                self.lines.append(line.rstrip("\n"))
+        except (OSError, ValueError):
+            pass
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would end it."""
+        if self.app.process is not None:
+            self.app.process.kill()
+            self.app.process.wait(timeout=10)
+        self.stop()
+
+    def stop(self) -> None:
+        process = self.app.process
+        if process is not None and process.poll() is None:
+            process.terminate()
+            process.wait(timeout=10)
+        self.reader.join(10)
+        self.app.stop()
 
 
 class Browser:

@@ -39,7 +39,7 @@ from pathlib import Path
 
 import pytest
 import redis
-from conftest import AppProcess
+from conftest import RunningApp, rss_mb
 from servers import HOST, RedisServer, ServerProcess, launch, redis_maker, require_binary
 
 CLIENTS = int(os.environ.get("OUTAGE_CLIENTS", "6"))
@@ -59,43 +59,6 @@ MAX_REQUESTS_PER_CLIENT = 50 * ACKS * (ROUNDS + 1) + 1000
 PHASE_SECONDS = 30.0 + ACKS * 0.2
 WARMUP = 30
 MAX_GROWTH_MB = 50
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS")
-
-
-class RunningApp:
-    """An app process whose output is read continuously (a full pipe would block the app)."""
-
-    def __init__(self, *args: str) -> None:
-        self.app = AppProcess("tests.apps.outage_app", *args).start()
-        assert self.app.process is not None and self.app.process.stdout is not None
-        self.port = self.app.port
-        self.pid = self.app.process.pid
-        self.lines: list[str] = []
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-
-    def _read(self) -> None:
-        stdout = self.app.process.stdout if self.app.process is not None else None
-        assert stdout is not None
-        try:
-            for line in stdout:
-                self.lines.append(line.rstrip("\n"))
-        except (OSError, ValueError):
-            pass
-
-    def stop(self) -> None:
-        process = self.app.process
-        if process is not None and process.poll() is None:
-            process.terminate()
-            process.wait(timeout=10)
-        self.reader.join(10)
-        self.app.stop()
 
 
 @pytest.fixture

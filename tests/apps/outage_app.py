@@ -1,10 +1,14 @@
-"""A Tornado app for the outage and shared-store soak tests (tests/test_outage_soak.py).
+"""A Tornado app for the outage and shared-store soak tests (tests/test_outage_soak.py) and the
+kill soak (tests/kill_soak.py, `make soak`).
 
-    python -m tests.apps.outage_app --port N --store redis|memcached [--url U] [--servers S ...]
-        [--timeout SECONDS]
+    python -m tests.apps.outage_app --port N --store redis|memcached|memory|file|sqlite
+        [--url U] [--servers S ...] [--path P] [--durable] [--timeout SECONDS]
 
 GET /inc increments the session's counter (SessionMixin: loaded and saved on worker threads, the
-save before the response) and answers {"count": n, "port": PORT}. A failing
+save before the response) and answers {"count": n, "port": PORT}. GET /visit?m=MARKER does the
+same for the kill soak's visitors: a new session keeps MARKER, and the answer echoes the session's
+own marker and count, {"marker": ..., "count": n, "fresh": bool}, so the client can tell a
+session that is not its own (crossed) from its own (counted). A failing
 request answers 500 with {"error": <exception class>, "message": ...} in the body and logs one
 line `request failed: <exception class>: <message>` (no traceback, so the log stays small while
 a store is down). Prints "listening on PORT" once it accepts connections
@@ -55,19 +59,42 @@ class IncHandler(tornsession.SessionMixin, tornado.web.RequestHandler):
         self.finish({"error": name, "message": message})
 
 
+class VisitHandler(IncHandler):
+    """The kill soak's visitor: the session's marker is set once, then echoed with the count."""
+
+    def get(self) -> None:
+        fresh = "marker" not in self.session
+        if fresh:
+            self.session["marker"] = self.get_query_argument("m")
+        self.session["count"] = self.session.get("count", 0) + 1
+        self.write(
+            {"marker": self.session["marker"], "count": self.session["count"], "fresh": fresh}
+        )
+
+
 def make_store(args: argparse.Namespace) -> Any:
     timeouts = {"connect_timeout": args.timeout, "timeout": args.timeout}
     if args.store == "redis":
         return tornsession.RedisStore(args.url, **timeouts)
-    return tornsession.MemcachedStore(args.servers, **timeouts)
+    if args.store == "memcached":
+        return tornsession.MemcachedStore(args.servers, **timeouts)
+    if args.store == "memory":
+        return tornsession.MemoryStore()
+    if args.store == "file":
+        return tornsession.FileStore(args.path, durable=args.durable)
+    return tornsession.SqliteStore(args.path, durable=args.durable)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--store", required=True, choices=["redis", "memcached"])
+    parser.add_argument(
+        "--store", required=True, choices=["redis", "memcached", "memory", "file", "sqlite"]
+    )
     parser.add_argument("--url", help="redis URL")
     parser.add_argument("--servers", nargs="*", default=[], help="memcached servers")
+    parser.add_argument("--path", help="file store folder or SQLite database")
+    parser.add_argument("--durable", action="store_true", help="file and SQLite: fsync each save")
     parser.add_argument("--timeout", type=float, default=0.5)
     args = parser.parse_args()
     logging.basicConfig(stream=sys.stdout, level=logging.WARNING, format="%(name)s %(message)s")
@@ -76,7 +103,7 @@ def main() -> None:
     sockets = tornado.netutil.bind_sockets(args.port, address="127.0.0.1")
     port = sockets[0].getsockname()[1]
     app = tornado.web.Application(
-        [(r"/inc", IncHandler, {"port": port})],
+        [(r"/inc", IncHandler, {"port": port}), (r"/visit", VisitHandler, {"port": port})],
         cookie_secret=SECRET,
         session_manager=manager,
         log_function=lambda handler: None,  # no access log: only failures are logged
