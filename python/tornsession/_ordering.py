@@ -84,6 +84,7 @@ class _Claim:
         "sessions",
         "state",
         "taken_at",
+        "timer",
         "turn",
         "waiter",
     )
@@ -99,6 +100,9 @@ class _Claim:
         self.seen = 0
         self.taken_at = 0.0
         self.checking = False  # a lease check is scheduled
+        # The lease check's timer when it was set on this thread: cancelled when the request
+        # finishes, so a finished request's claim and entry are not kept for the lease's rest.
+        self.timer: asyncio.TimerHandle | None = None
         self.waiter: asyncio.Future[None] | None = None
         self.sessions: list[weakref.ref[Any]] = []
         self.turn: weakref.ref[Turn] | None = None
@@ -261,6 +265,9 @@ def _finish(claim: _Claim) -> None:
     if state == _DONE:
         return
     claim.state = _DONE
+    timer, claim.timer = claim.timer, None
+    if timer is not None:
+        _cancel(timer, claim.loop)
     entry = claim.entry
     if state == _WAITING:
         try:
@@ -283,6 +290,21 @@ def _finish(claim: _Claim) -> None:
         del _entries[claim.session_id]
 
 
+def _cancel(timer: asyncio.TimerHandle, loop: asyncio.AbstractEventLoop) -> None:
+    """Cancels a timer of `loop` from whichever thread finishes the request."""
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if running is loop:
+        timer.cancel()
+        return
+    try:
+        loop.call_soon_threadsafe(timer.cancel)
+    except RuntimeError:
+        pass  # its loop is closed: the timer will never run
+
+
 def _schedule_lease_check(holder: _Claim) -> None:
     """Looks at the holder, on its own loop, once its lease is up."""
     if holder.checking:
@@ -296,7 +318,7 @@ def _schedule_lease_check(holder: _Claim) -> None:
         running = None
     try:
         if running is loop:
-            loop.call_later(delay, _check_lease, holder)
+            holder.timer = loop.call_later(delay, _check_lease, holder)
         else:
             loop.call_soon_threadsafe(loop.call_later, delay, _check_lease, holder)
     except RuntimeError:
@@ -308,6 +330,7 @@ def _check_lease(holder: _Claim) -> None:
     else looks again in another ``LEASE`` seconds."""
     with _lock:
         holder.checking = False
+        holder.timer = None
         if holder.entry.holder is not holder or not holder.entry.waiters:
             return
     changed = holder.changed()  # the session is the holder's loop's: looked at here
