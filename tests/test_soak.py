@@ -17,20 +17,13 @@ from http.cookies import SimpleCookie
 from pathlib import Path
 
 import pytest
-from conftest import AppProcess
+from conftest import AppProcess, rss_mb
 from servers import RedisServer, ServerProcess
 
 CLIENTS = int(os.environ.get("SOAK_CLIENTS", "8"))
 REQUESTS = int(os.environ.get("SOAK_REQUESTS", "150"))
 WARMUP = 30
 MAX_GROWTH_MB = 50
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS")
 
 
 class Client:

@@ -355,20 +355,26 @@ def _own_turn(entry: _Entry, owner: int) -> Any:
     return _SAME if turn is None else turn
 
 
+def _entry_and_own_turn(session_id: str, owner: int) -> tuple[_Entry, Any]:
+    """Under the lock: the session's entry (made if it has none), and the turn this request
+    has on it already, if any."""
+    entry = _entries.get(session_id)
+    if entry is None:
+        entry = _entries[session_id] = _Entry()
+        return entry, None
+    return entry, _own_turn(entry, owner)
+
+
 def take_turn_now(session_id: str, handler: Any) -> Turn | None:
     """The turn if no other request of the session holds it or waits for it, else None
     (without waiting). A request that has the turn already gets it again."""
     owner = id(handler)
     with _lock:
-        entry = _entries.get(session_id)
-        if entry is None:
-            entry = _entries[session_id] = _Entry()
-        else:
-            own = _own_turn(entry, owner)
-            if own is not None:
-                return own  # type: ignore[no-any-return]
-            if entry.holder is not None or entry.waiters:
-                return None
+        entry, own = _entry_and_own_turn(session_id, owner)
+        if own is not None:
+            return own  # type: ignore[no-any-return]
+        if entry.holder is not None or entry.waiters:
+            return None
         claim = _Claim(session_id, owner, entry, asyncio.get_running_loop())
         entry.owners[owner] = claim
         _grant(entry, claim)
@@ -381,13 +387,9 @@ async def wait_for_turn(session_id: str, handler: Any, timeout: float) -> Turn:
     owner = id(handler)
     loop = asyncio.get_running_loop()
     with _lock:
-        entry = _entries.get(session_id)
-        if entry is None:
-            entry = _entries[session_id] = _Entry()
-        else:
-            own = _own_turn(entry, owner)
-            if own is not None:
-                return own  # type: ignore[no-any-return]
+        entry, own = _entry_and_own_turn(session_id, owner)
+        if own is not None:
+            return own  # type: ignore[no-any-return]
         claim = _Claim(session_id, owner, entry, loop)
         entry.owners[owner] = claim
         if entry.holder is None and not entry.waiters:
