@@ -542,3 +542,72 @@ def test_dropped_stores_close_their_connections(kind: str, request: pytest.Fixtu
         assert connections_left(process) == 0
     finally:
         server.stop()
+
+
+def blocking_marker_app(store: Any) -> tornado.web.Application:
+    """The original module's usage, all on the blocking path: ``manager.get(self)`` and
+    ``manager.set(self, session)`` in the handler."""
+
+    class Mark(tornado.web.RequestHandler):
+        def get(self) -> None:
+            manager = self.application.session_manager  # type: ignore[attr-defined]
+            session = manager.get(self)
+            session["m"] = self.get_argument("m")
+            manager.set(self, session)
+            self.write("ok")
+
+    class Echo(tornado.web.RequestHandler):
+        def get(self) -> None:
+            manager = self.application.session_manager  # type: ignore[attr-defined]
+            self.write(str(manager.get(self).get("m")))
+
+    app = tornado.web.Application([(r"/mark", Mark), (r"/echo", Echo)], cookie_secret=COOKIE_SECRET)
+    app.session_manager = tornsession.TornadoSessionManager(  # type: ignore[attr-defined]
+        SESSION_SECRET, store=store
+    )
+    return app
+
+
+@pytest.mark.parametrize("records", ["bound", "unbound"])
+def test_a_doubled_reply_on_the_blocking_redis_path_never_serves_another_visitors_session(
+    records: str, request: pytest.FixtureRequest
+) -> None:
+    """The blocking Redis connections tag their requests too (an ``ECHO`` after each): one
+    doubled reply fails one request and drops that connection, even for records of 0.1.0,
+    which carry no binding to their id."""
+    import json
+
+    import redis as redis_py
+
+    redis: RedisServer = request.getfixturevalue("redis_factory")()
+    proxy = FaultyProxy(redis.port, "redis")
+    store = tornsession.RedisStore(f"redis://{proxy.address}/0", timeout=0.5)
+    server = Server(blocking_marker_app(store))
+    try:
+        visitors = marked_visitors(server.port, 6)
+        if records == "unbound":
+            # As 0.1.0 wrote them: no "k" (the binding) in front.
+            direct = redis_py.Redis(port=redis.port)
+            for key in direct.keys("tornsession:*"):
+                record = json.loads(direct.get(key))
+                del record["k"]
+                direct.set(key, json.dumps(record, separators=(",", ":")))
+        rule = once("dup", lambda command, key, reply: is_value(reply))
+        before = proxy.connections
+        proxy.rule = rule
+        seen = visit_all(visitors, rounds=20)
+        assert rule.fired.is_set()  # type: ignore[attr-defined]
+        failed = 0
+        for index, responses in enumerate(seen):
+            own = f"visitor-{index}"
+            assert all(body == own for status, body in responses if status == 200), responses
+            assert {status for status, _ in responses} <= {200, 500}, responses
+            failed += sum(status != 200 for status, _ in responses)
+        assert failed <= 1, seen  # the one request that read the doubled reply
+        assert proxy.connections > before  # the out-of-step connection was dropped
+        for browser in visitors:
+            assert browser.get("/echo") == (200, f"visitor-{visitors.index(browser)}")
+            browser.close()
+    finally:
+        server.stop()
+        proxy.close()
