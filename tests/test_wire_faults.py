@@ -589,7 +589,9 @@ def test_a_doubled_reply_on_the_blocking_redis_path_never_serves_another_visitor
             # As 0.1.0 wrote them: no "k" (the binding) in front.
             direct = redis_py.Redis(port=redis.port)
             for key in direct.keys("tornsession:*"):
-                record = json.loads(direct.get(key))
+                value = direct.get(key)
+                assert isinstance(value, bytes)
+                record = json.loads(value)
                 del record["k"]
                 direct.set(key, json.dumps(record, separators=(",", ":")))
         rule = once("dup", lambda command, key, reply: is_value(reply))
