@@ -29,11 +29,7 @@ TORNADO_TESTS := tests/test_seed_app.py tests/test_concurrency.py tests/test_lif
 	tests/test_hostile_input.py tests/test_cleanup.py tests/test_stores_sqlite.py \
 	tests/test_stores_network.py tests/test_examples.py tests/test_migrate_rescue.py \
 	tests/test_redis_tls_sentinel.py tests/test_engine_http.py tests/test_options.py \
-	tests/test_no_panics.py tests/test_store_hardening.py tests/test_settings_warning.py \
-	tests/test_turns.py tests/test_cookies_after_headers.py
-# Left to .venv's whole-suite runs: the 30 s long poll (the short ones run everywhere).
-TORNADO_DESELECT := --deselect \
-	tests/test_turns.py::test_a_long_poll_held_for_30_s_never_blocks_its_visitors_posts
+	tests/test_no_panics.py tests/test_store_hardening.py tests/test_settings_warning.py
 PY_SOURCES := python tests bench scripts examples
 # Type-checked as a user would: against the installed wheel, mypy --strict, no project config.
 TYPED_EXAMPLES := examples/typed_app.py examples/multiprocess/app.py \
@@ -107,7 +103,7 @@ test-wheel-pythons:
 		echo "== CPython $$version: $$wheel"; \
 		start=$$(date +%s); \
 		PYTHON=$$(bash scripts/find-python.sh $$version) bash scripts/test-wheel-venv.sh \
-			.venv-py$$version "tornado>=6,<7" $$wheel $(TORNADO_TESTS) $(TORNADO_DESELECT) || exit 1; \
+			.venv-py$$version "tornado>=6,<7" $$wheel $(TORNADO_TESTS) || exit 1; \
 		echo "== CPython $$version: passed in $$(( $$(date +%s) - start )) s"; \
 	done
 
