@@ -93,7 +93,7 @@ test-wheel-clean:
 test-tornado-oldest:
 	PYTHON=$(PY) bash scripts/test-wheel-venv.sh .venv-tornado-oldest "tornado==$(TORNADO_OLDEST).*" \
 		$(WHEEL) \
-		$(TORNADO_TESTS) $(TORNADO_DESELECT)
+		$(TORNADO_TESTS)
 
 # Every other version's wheel, in a clean venv of that interpreter: the end-to-end tests.
 test-wheel-pythons:
