@@ -1,31 +1,21 @@
-//! tornsession's Rust core: the `tornsession._core` extension module.
+//! The `tornsession._core` extension module: the PyO3 layer over `tornsession_core`.
 //!
-//! Pure Rust, no PyO3: `ids`, `digest`, `codec`, `signed_cookie`, `time`, `lifecycle` (every
-//! decision of a session's life) and `stores`. On top, one way: the PyO3 helpers (`errors`,
-//! `log`, `convert`, `options`, `tornado_cookies`, `py_stores`), then `session` (the dict
-//! class), `engine` (the lifecycle's steps on real objects), `store_task`, `manager`,
-//! `tornado_session`.
+//! From the bottom up: `errors` (the one place Rust errors become Python exceptions), `log`,
+//! `convert`, `options`, `tornado_cookies`, `py_stores` (the store classes), then `session`
+//! (the dict class), `engine` (the lifecycle's steps on real objects), `store_task`,
+//! `wire_link` (asyncio connections), `manager`, `tornado_session`.
 
-pub mod codec;
 mod convert;
-pub mod digest;
 mod engine;
 mod errors;
-pub mod ids;
-pub mod lifecycle;
 mod log;
 mod manager;
 mod options;
 mod py_stores;
 mod session;
-pub mod signed_cookie;
 mod store_task;
-pub mod stores;
-pub mod time;
 mod tornado_cookies;
 mod tornado_session;
-pub mod users;
-pub mod wire;
 mod wire_link;
 
 use pyo3::pymodule;

@@ -6,9 +6,9 @@ use pyo3::exceptions::{
 };
 use pyo3::PyErr;
 
-use crate::digest::SecretError;
-use crate::stores::{StoreError, StoreErrorKind};
 use crate::tornado_cookies::CookiesTooLate;
+use tornsession_core::digest::SecretError;
+use tornsession_core::stores::{StoreError, StoreErrorKind};
 
 create_exception!(
     tornsession,
@@ -46,20 +46,19 @@ create_exception!(
     "A session secret is short enough to be guessed offline from one digest cookie."
 );
 
-impl From<StoreError> for PyErr {
-    fn from(error: StoreError) -> Self {
-        match error.kind {
-            StoreErrorKind::Conflict => SessionConflict::new_err(error.to_string()),
-            StoreErrorKind::Unsupported => PyNotImplementedError::new_err(error.to_string()),
-            _ => SessionStoreError::new_err(error.to_string()),
-        }
+/// A store's failure as the exception its kind says. (A function, not `From`: both types are
+/// foreign to this crate.)
+pub fn store_error(error: StoreError) -> PyErr {
+    match error.kind {
+        StoreErrorKind::Conflict => SessionConflict::new_err(error.to_string()),
+        StoreErrorKind::Unsupported => PyNotImplementedError::new_err(error.to_string()),
+        _ => SessionStoreError::new_err(error.to_string()),
     }
 }
 
-impl From<SecretError> for PyErr {
-    fn from(error: SecretError) -> Self {
-        PyValueError::new_err(error.to_string())
-    }
+/// A secret the manager cannot use: the caller's ValueError.
+pub fn secret_error(error: SecretError) -> PyErr {
+    PyValueError::new_err(error.to_string())
 }
 
 /// A handler's mistake, as Tornado reports its own (`write()` after `finish()`): a RuntimeError.

@@ -2,19 +2,19 @@
 //! records, and the stores' save/load/delete. Bounded so they run in seconds with `cargo test`:
 //! 2,000 cases per property unless `PROPTEST_CASES` says otherwise (see docs/soak-and-fuzz.md).
 //!
-//! Also replays the regression corpus in `tests/corpus/records/`.
+//! Also replays the regression corpus in `tests/corpus/records/` (shared with the Python tests).
 
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
 
-use _core::codec::{self, CodecError};
-use _core::digest::{DigestCheck, SecretError, Secrets};
-use _core::ids;
-use _core::stores::{FileStore, MemoryStore, SessionStore};
 use proptest::prelude::*;
 use proptest::test_runner::Config;
 use serde_json::{Map, Value};
+use tornsession_core::codec::{self, CodecError};
+use tornsession_core::digest::{DigestCheck, SecretError, Secrets};
+use tornsession_core::ids;
+use tornsession_core::stores::{FileStore, MemoryStore, SessionStore};
 
 /// Cases per property: `PROPTEST_CASES` when set, else `default`.
 fn cases(default: u32) -> Config {
@@ -411,7 +411,7 @@ fn model_accepts_but_version(map: &Map<String, Value>) -> bool {
 /// `ok-*` files must decode; `bad-*` files must not; both must finish quickly.
 #[test]
 fn corpus_replays() {
-    let folder = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/corpus/records");
+    let folder = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/corpus/records");
     let mut seen = 0;
     for entry in std::fs::read_dir(&folder).unwrap() {
         let path = entry.unwrap().path();

@@ -1,6 +1,7 @@
 //! The store classes as Python sees them, and the handle a manager keeps on its store: a native
 //! Rust store, or any Python object with `get`, `set` and `delete`.
 
+use crate::errors::store_error;
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -11,10 +12,10 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
-use crate::ids;
 use crate::options::SaturatingInt;
-use crate::stores::{self, SessionStore, StoreError};
-use crate::time::whole_seconds;
+use tornsession_core::ids;
+use tornsession_core::stores::{self, SessionStore, StoreError};
+use tornsession_core::time::whole_seconds;
 
 /// The number of sessions a `MemoryStore` keeps unless told otherwise.
 pub const DEFAULT_MAX_SESSIONS: usize = 100_000;
@@ -98,7 +99,9 @@ impl PyFileStore {
     #[new]
     #[pyo3(signature = (path, *, durable = false), text_signature = "(path, *, durable=False)")]
     fn new(py: Python<'_>, path: PathBuf, durable: bool) -> PyResult<Self> {
-        let store = py.detach(|| stores::FileStore::open(path, durable))?;
+        let store = py
+            .detach(|| stores::FileStore::open(path, durable))
+            .map_err(store_error)?;
         Ok(Self {
             store: Arc::new(store),
         })
@@ -139,11 +142,13 @@ impl PyFileStore {
         };
         // A session with a longer idle timeout of its own ("remember me") is judged by it.
         let own_idle = |blob: &[u8]| {
-            crate::codec::peek_extras(blob)
+            tornsession_core::codec::peek_extras(blob)
                 .and_then(|extras| extras.expiry.idle_timeout)
                 .map(Duration::from_secs)
         };
-        let report = py.detach(|| self.store.cleanup_with(idle_timeout, &own_idle))?;
+        let report = py
+            .detach(|| self.store.cleanup_with(idle_timeout, &own_idle))
+            .map_err(store_error)?;
         Ok((report.expired, report.stale_temporary))
     }
 
@@ -183,7 +188,9 @@ impl PySqliteStore {
     )]
     fn new(py: Python<'_>, path: PathBuf, timeout: f64, durable: bool) -> PyResult<Self> {
         let busy_timeout = positive_seconds("timeout", timeout)?;
-        let store = py.detach(|| stores::SqliteStore::open(path, busy_timeout, durable))?;
+        let store = py
+            .detach(|| stores::SqliteStore::open(path, busy_timeout, durable))
+            .map_err(store_error)?;
         Ok(Self {
             store: Arc::new(store),
         })
@@ -201,7 +208,7 @@ impl PySqliteStore {
 
     /// SQLite's `synchronous` setting in force: 1 (NORMAL) or 2 (FULL, with durable=True).
     fn _synchronous(&self, py: Python<'_>) -> PyResult<i64> {
-        Ok(py.detach(|| self.store.synchronous())?)
+        py.detach(|| self.store.synchronous()).map_err(store_error)
     }
 
     fn __repr__(&self) -> String {
@@ -529,8 +536,8 @@ impl StoreHandle {
         }
     }
 
-    /// The store's own protocol for the async API's connections (see `crate::wire`).
-    pub fn wire(&self) -> Option<&dyn crate::wire::WireStore> {
+    /// The store's own protocol for the async API's connections (see `tornsession_core::wire`).
+    pub fn wire(&self) -> Option<&dyn tornsession_core::stores::WireStore> {
         match self {
             Self::Native(store) => store.wire(),
             Self::Python(_) => None,
@@ -559,7 +566,9 @@ impl StoreHandle {
     }
 
     pub fn file(py: Python<'_>, folder: PathBuf) -> PyResult<Self> {
-        let store = py.detach(|| stores::FileStore::open(folder, false))?;
+        let store = py
+            .detach(|| stores::FileStore::open(folder, false))
+            .map_err(store_error)?;
         Ok(Self::Native(Arc::new(store)))
     }
 
@@ -940,7 +949,7 @@ impl StoreHandle {
         &self,
         py: Python<'_>,
         user_key: &str,
-    ) -> Result<crate::users::Bump, StoreError> {
+    ) -> Result<tornsession_core::users::Bump, StoreError> {
         match self {
             Self::Native(store) => self.native(py, store, || store.bump_user_generation(user_key)),
             Self::Python(_) => Err(StoreError::unsupported(
@@ -1009,7 +1018,9 @@ pub fn _store_save_if_exists(
 ) -> PyResult<bool> {
     let session_id = checked_id(session_id)?;
     let handle = StoreHandle::from_object(store)?;
-    Ok(handle.save_if_exists(py, session_id, blob, ttl.map(Duration::from_secs))?)
+    handle
+        .save_if_exists(py, session_id, blob, ttl.map(Duration::from_secs))
+        .map_err(store_error)
 }
 
 /// `StoreHandle::load` with a byte limit on any store a manager takes, for the test suite.
@@ -1022,7 +1033,9 @@ pub fn _store_load<'py>(
 ) -> PyResult<Option<Bound<'py, PyBytes>>> {
     let session_id = checked_id(session_id)?;
     let handle = StoreHandle::from_object(store)?;
-    let blob = handle.load(py, session_id, None, max_bytes)?;
+    let blob = handle
+        .load(py, session_id, None, max_bytes)
+        .map_err(store_error)?;
     Ok(blob.map(|blob| PyBytes::new(py, &blob)))
 }
 

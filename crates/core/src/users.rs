@@ -8,17 +8,13 @@ use sha2::{Digest, Sha256};
 
 use crate::codec::Expiry;
 use crate::digest::Secrets;
-use crate::lifecycle::Policy;
+use crate::policy::Policy;
 
 /// The longest user id `set_user` takes, in bytes: ids are database keys, not documents.
 pub const MAX_USER_ID_LEN: usize = 1024;
 
 /// The most `set_info` keeps, serialized: a session list shows a line per session.
 pub const MAX_INFO_BYTES: usize = 2048;
-
-/// "Last seen" is kept to the minute: an active session's record then changes (and is
-/// written) at most once a minute for it, not on every request.
-pub const SEEN_GRANULARITY: u64 = 60;
 
 /// Hex digits of a user key, and of the session part of a public id.
 const KEY_HEX_LEN: usize = 32;
@@ -91,11 +87,6 @@ pub fn is_public_id_of(secrets: &Secrets, public: &str, session_id: &str) -> boo
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-/// The "last seen" stamp for a save at `now`.
-pub fn seen_stamp(now: u64) -> u64 {
-    now - now % SEEN_GRANULARITY
 }
 
 /// Whether an owned record is ended by its owner's generation counter (stores that cannot
@@ -259,12 +250,6 @@ mod tests {
             assert_eq!(owner_of_public_id(bad), None, "{bad}");
             assert!(!is_public_id_of(&s, bad, ID));
         }
-    }
-
-    #[test]
-    fn seen_is_kept_to_the_minute() {
-        assert_eq!(seen_stamp(119), 60);
-        assert_eq!(seen_stamp(120), 120);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The async API's connections to Redis and memcached: an `asyncio.Protocol` written in Rust,
 //! a few per server and event loop, each pipelining the requests sent on it.
 //!
-//! A request's bytes (encoded by the store, `crate::wire`) are queued with the transport at
+//! A request's bytes (encoded by the store, `tornsession_core::wire`) are queued with the transport at
 //! once and written with the others of the same loop iteration; replies are parsed as they
 //! arrive in `data_received` and finish the waiting [`StoreTask`]s in the order they were sent,
 //! so no thread and no lock is involved, and many requests share a round trip. What no library
@@ -9,7 +9,7 @@
 //! futures on a second runtime, which is the thread hop this exists to avoid.
 //!
 //! Replies are never matched to a request by position alone: each request carries the
-//! connection's next sequence number as a tag the server echoes (`crate::wire::check_tag`), and
+//! connection's next sequence number as a tag the server echoes (`tornsession_core::wire::check_tag`), and
 //! its replies are used only once their tag is its own. A wrong tag, or a loaded record bound to
 //! another session id (`StoreErrorKind::Crossed`), means the connection is out of step (a
 //! proxy lost, doubled or added a reply): every request waiting on it fails with the store's
@@ -37,8 +37,9 @@ use pyo3::types::PyBytes;
 use pyo3::{IntoPyObjectExt, PyTraverseError, PyVisit};
 
 use crate::store_task::{StoreTask, WireDone};
-use crate::stores::{SessionStore, StoreErrorKind};
-use crate::wire::{self, Dialect, Reply, Request, TagCheck};
+use tornsession_core::stores::Request;
+use tornsession_core::stores::{SessionStore, StoreErrorKind};
+use tornsession_core::wire::{self, Dialect, Reply, TagCheck};
 
 /// The smallest bound on what one reply may announce. A record over the manager's
 /// `max_read_size` but under the bound is read and refused (a fresh session for that request

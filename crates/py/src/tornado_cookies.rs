@@ -7,8 +7,8 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyDict, PyString};
 
-use crate::signed_cookie;
-use crate::time;
+use tornsession_core::signed_cookie;
+use tornsession_core::time;
 
 /// Whether the cookies carry `Secure`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

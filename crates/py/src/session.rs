@@ -8,8 +8,8 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString, PyTuple};
 use pyo3::PyTraverseError;
 
-use crate::ids;
-use crate::lifecycle::SessionState;
+use tornsession_core::ids;
+use tornsession_core::lifecycle::SessionState;
 
 /// A session's identity, as Python sees it (apps may set either attribute, as with the
 /// original), and its lifecycle state.
@@ -114,7 +114,8 @@ impl Session {
             })?
             .to_str()?
             .to_owned();
-        crate::users::check_user_id(&user_id).map_err(|e| PyValueError::new_err(e.to_string()))?;
+        tornsession_core::users::check_user_id(&user_id)
+            .map_err(|e| PyValueError::new_err(e.to_string()))?;
         self.update_state(|state| state.set_owner(user_id));
         Ok(())
     }
@@ -126,10 +127,10 @@ impl Session {
         let mut info = self.state().extras.info;
         info.extend(fields);
         let size = serde_json::to_vec(&info).map_or(usize::MAX, |v| v.len());
-        if size > crate::users::MAX_INFO_BYTES {
+        if size > tornsession_core::users::MAX_INFO_BYTES {
             return Err(PyValueError::new_err(format!(
                 "set_info() keeps small metadata: {size} bytes serialized, over {}",
-                crate::users::MAX_INFO_BYTES
+                tornsession_core::users::MAX_INFO_BYTES
             )));
         }
         self.update_state(|state| state.extras.info = info);

@@ -8,6 +8,7 @@
 //! saves without another request of the same session in between. The store work itself is a
 //! `StoreTask` (`store_task`), which may run on a worker thread.
 
+use crate::errors::store_error;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -19,16 +20,16 @@ use pyo3::pyclass::CompareOp;
 use pyo3::types::{PyDict, PyList, PyString, PyTuple, PyType, PyWeakrefReference};
 use pyo3::PyTraverseError;
 
-use crate::codec;
 use crate::convert::{dict_to_json, json_into_dict};
 use crate::engine::{refuse_unsendable_cookies, Engine};
 use crate::errors::InvalidSessionException;
-use crate::lifecycle::{self, CookieCheck, SessionState};
 use crate::log::{log, Level};
 use crate::manager::{SessionManager, TornadoSessionManager};
 use crate::session::Session;
 use crate::store_task::{Job, StoreTask};
 use crate::tornado_cookies::CookiesTooLate;
+use tornsession_core::codec;
+use tornsession_core::lifecycle::{self, CookieCheck, SessionState};
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum LoadState {
@@ -189,7 +190,7 @@ impl TornadoSession {
         let finished = (|| {
             let (verified, fetched) = task.get().take_loaded()?;
             let engine = task.get().engine.clone();
-            let loaded = engine.open(py, &verified, fetched?)?;
+            let loaded = engine.open(py, &verified, fetched.map_err(store_error)?)?;
             slf.as_super().get().replace_meta(loaded.meta);
             if let Some(data) = loaded.data {
                 json_into_dict(&data, Self::storage(slf))?;
@@ -282,7 +283,7 @@ fn differs_from_stored(
     match &state.stored {
         None => !data.is_empty(),
         Some(stored) => {
-            let now = crate::time::now();
+            let now = tornsession_core::time::now();
             let record = codec::encode_with(
                 session_id,
                 lifecycle::created_for_save(state, now),
@@ -434,7 +435,10 @@ impl TornadoSession {
             // must not come back under the new id.
             let owner = slf.as_super().get().state().extras.user;
             let engine = slf.get().engine(py)?;
-            if !engine.delete(py, &old, owner.as_deref())? {
+            if !engine
+                .delete(py, &old, owner.as_deref())
+                .map_err(store_error)?
+            {
                 engine.ended_elsewhere(slf.as_super(), &old);
             }
         }
@@ -495,7 +499,7 @@ impl TornadoSession {
             .map(|v| crate::options::duration("lifetime", v))
             .transpose()?;
         let session = slf.as_super().get();
-        let expiry = crate::users::change_expiry(
+        let expiry = tornsession_core::users::change_expiry(
             &engine.policy,
             &engine.caps,
             session.state().extras.expiry,
@@ -655,7 +659,7 @@ impl TornadoSession {
         };
         if let Some(task) = task {
             let (write, outcome) = task.get().take_saved()?;
-            engine.record_write(py, slf.as_super(), write, outcome?);
+            engine.record_write(py, slf.as_super(), write, outcome.map_err(store_error)?);
         }
         engine.send_cookies(handler.bind(py), slf.as_super())
     }

@@ -16,60 +16,15 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-use crate::codec::{self, Expiry, Extras};
+use crate::codec::{self, Extras};
 use crate::digest::{DigestCheck, Secrets};
 use crate::ids;
+use crate::policy::{seen_stamp, Policy};
 use crate::stores::{StoreError, StoreErrorKind};
 
 /// Re-send the cookies of an active session once they are this old, well inside Tornado's
 /// 31-day limit on signed cookies and the 30-day default cookie expiry.
 pub const COOKIE_REFRESH_AGE: u64 = 24 * 3600;
-
-/// The manager's limits, as the lifecycle needs them.
-#[derive(Debug, Clone, Default)]
-pub struct Policy {
-    /// How long a session may go unused.
-    pub idle_timeout: Option<Duration>,
-    /// How long a session may live from its creation, however active.
-    pub lifetime: Option<Duration>,
-    /// The largest record a save may write, in bytes.
-    pub max_size: Option<usize>,
-    /// Whether saves check that nobody else saved the session since it was loaded.
-    pub detect_conflicts: bool,
-}
-
-impl Policy {
-    /// How long a record may live from now: the idle timeout, cut short by what is left of the
-    /// lifetime (at least a second, so a store never gets a zero or past expiry).
-    pub fn ttl(&self, created: u64, now: u64) -> Option<Duration> {
-        let remaining = self.lifetime.map(|lifetime| {
-            let age = Duration::from_secs(now.saturating_sub(created));
-            lifetime.saturating_sub(age).max(Duration::from_secs(1))
-        });
-        match (self.idle_timeout, remaining) {
-            (Some(idle), Some(remaining)) => Some(idle.min(remaining)),
-            (idle, remaining) => idle.or(remaining),
-        }
-    }
-
-    /// The limits of one session: its own where it has them, else the manager's.
-    pub fn for_session(&self, expiry: &Expiry) -> Policy {
-        Policy {
-            idle_timeout: expiry
-                .idle_timeout
-                .map(Duration::from_secs)
-                .or(self.idle_timeout),
-            lifetime: expiry.lifetime.map(Duration::from_secs).or(self.lifetime),
-            ..self.clone()
-        }
-    }
-
-    /// Whether a session created at `created` has outlived its lifetime at `now`.
-    pub fn lifetime_over(&self, created: u64, now: u64) -> bool {
-        self.lifetime
-            .is_some_and(|lifetime| now >= created.saturating_add(lifetime.as_secs()))
-    }
-}
 
 /// What a request's cookies say, before the store is asked.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -176,7 +131,7 @@ impl SessionState {
     pub fn extras_for_save(&self, now: u64) -> Extras {
         let mut extras = self.extras.clone();
         if extras.user.is_some() {
-            extras.seen = Some(crate::users::seen_stamp(now));
+            extras.seen = Some(seen_stamp(now));
         }
         extras
     }
@@ -662,7 +617,7 @@ mod tests {
         let mut extras = Extras {
             user: Some("ann".to_owned()),
             generation: Some(3),
-            seen: Some(crate::users::seen_stamp(NOW)),
+            seen: Some(seen_stamp(NOW)),
             ..Extras::default()
         };
         let blob = codec::encode_with(SID, NOW, &data(&[]), &extras);
@@ -857,7 +812,7 @@ mod tests {
         };
         let extras = Extras {
             user: Some("ann".into()),
-            expiry: Expiry {
+            expiry: codec::Expiry {
                 idle_timeout: Some(30 * 86_400),
                 lifetime: Some(90 * 86_400),
                 persistent: Some(true),

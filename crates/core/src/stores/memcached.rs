@@ -7,10 +7,9 @@ use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
+use super::{Endpoint, Request, SaveMode, WireStore};
 use crate::wire::meta::{self, SetMode};
-use crate::wire::{
-    self, Dialect, Endpoint, ProtocolError, Reply, Request, SaveMode, TagCheck, WireStore,
-};
+use crate::wire::{self, Dialect, ProtocolError, Reply, TagCheck};
 
 use super::pool::IdleConnections;
 use super::{within_limit, SessionStore, StoreError, StoreErrorKind};

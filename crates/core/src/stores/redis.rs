@@ -19,7 +19,8 @@ use super::pool::{IdleConnections, PerProcess};
 use super::redis_deadline::DeadlineConnection;
 use super::{within_limit, SessionStore, StoreError};
 // `WireStore` by its path only: its `load`/`save`/`delete` would make `SessionStore`'s ambiguous.
-use crate::wire::{Dialect, Endpoint, Reply, Request, SaveMode};
+use super::{Endpoint, Request, SaveMode};
+use crate::wire::{Dialect, Reply};
 
 /// The prefix of every key unless told otherwise.
 pub const DEFAULT_PREFIX: &str = "tornsession:";
@@ -732,8 +733,8 @@ macro_rules! redis_session_store {
                 describe(self)
             }
 
-            fn wire(&self) -> Option<&dyn crate::wire::WireStore> {
-                let wire: fn(&Self) -> Option<&dyn crate::wire::WireStore> = $wire;
+            fn wire(&self) -> Option<&dyn crate::stores::WireStore> {
+                let wire: fn(&Self) -> Option<&dyn crate::stores::WireStore> = $wire;
                 wire(self)
             }
         }
@@ -746,7 +747,7 @@ redis_session_store!(
     |store| store
         .wire
         .as_ref()
-        .map(|_| store as &dyn crate::wire::WireStore)
+        .map(|_| store as &dyn crate::stores::WireStore)
 );
 
 /// A plain-TCP server as the pipelined connections reach it, read from the URL by the redis
@@ -821,7 +822,7 @@ fn shape(reply: &Reply) -> &'static str {
     }
 }
 
-impl crate::wire::WireStore for RedisStore {
+impl crate::stores::WireStore for RedisStore {
     fn dialect(&self) -> Dialect {
         Dialect::Resp
     }
@@ -1255,7 +1256,8 @@ redis_session_store!(
 mod tests {
     use super::*;
     use crate::stores::StoreErrorKind;
-    use crate::wire::{Dialect, Endpoint, Reply, Request, SaveMode};
+    use crate::stores::{Endpoint, Request, SaveMode};
+    use crate::wire::{Dialect, Reply};
 
     const A: &str = "0000000000000000000000000000000a";
 
@@ -1456,7 +1458,7 @@ mod tests {
         assert_eq!(e.kind, StoreErrorKind::Unavailable);
     }
 
-    fn wire_of(store: &RedisStore) -> &dyn crate::wire::WireStore {
+    fn wire_of(store: &RedisStore) -> &dyn crate::stores::WireStore {
         store
             .wire()
             .expect("a plain redis:// URL has a pipelined path")

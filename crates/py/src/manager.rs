@@ -2,6 +2,7 @@
 //! CSPRNG ids, HMAC-SHA256 digests, JSON records, expiry, and writes only when data changed.
 //! Options are checked here once (`options`); the steps are `engine`'s.
 
+use crate::errors::{secret_error, store_error};
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -14,15 +15,16 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::PyDict;
 
 use crate::convert::json_into_dict;
-use crate::digest::Secrets;
 use crate::engine::{Engine, StoreOrigin};
 use crate::errors::InvalidSessionException;
-use crate::lifecycle::{CookieCheck, Policy};
 use crate::options::{self, value_error};
 use crate::py_stores::StoreHandle;
 use crate::session::Session;
 use crate::tornado_cookies::{CookieAttributes, CookieSettings};
-use crate::users::{self, ExpiryCaps};
+use tornsession_core::digest::Secrets;
+use tornsession_core::lifecycle::CookieCheck;
+use tornsession_core::policy::Policy;
+use tornsession_core::users::{self, ExpiryCaps};
 
 /// How long a request waits for an earlier request of the same session by default.
 const DEFAULT_ORDER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -117,7 +119,7 @@ impl SessionManager {
         order_timeout: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
         let keys = options::secret_keys(secret)?;
-        let secrets = Secrets::new(keys.clone())?;
+        let secrets = Secrets::new(keys.clone()).map_err(secret_error)?;
         let mut policy = Policy {
             idle_timeout: idle_timeout
                 .map(|v| options::duration("idle_timeout", v))
@@ -266,7 +268,8 @@ impl SessionManager {
         let user_id = user_id_arg(user_id)?;
         Ok(self
             .engine
-            .user_sessions(py, &user_id)?
+            .user_sessions(py, &user_id)
+            .map_err(store_error)?
             .into_iter()
             .map(SessionInfo::from)
             .collect())
@@ -290,7 +293,8 @@ impl SessionManager {
         };
         let ended = self
             .engine
-            .destroy_user_sessions(py, &user_id, keep_id.as_deref())?;
+            .destroy_user_sessions(py, &user_id, keep_id.as_deref())
+            .map_err(store_error)?;
         // A kept session object saves under the new generation from now on (memcached).
         if let (Some((blob, generation)), Some(session)) =
             (ended.kept, keep.and_then(|k| k.cast::<Session>().ok()))
@@ -308,7 +312,9 @@ impl SessionManager {
         let hashed_id: String = hashed_id
             .extract()
             .map_err(|_| PyTypeError::new_err("hashed_id must be a str (a SessionInfo.id)"))?;
-        Ok(self.engine.destroy_session(py, &hashed_id)?)
+        self.engine
+            .destroy_session(py, &hashed_id)
+            .map_err(store_error)
     }
 
     /// The `SessionInfo.id` of a session with an owner (None without one), to mark "this
@@ -383,10 +389,10 @@ impl SessionManager {
                 "keep must be a session, a session id or a SessionInfo.id",
             ));
         };
-        if crate::ids::is_valid_session_id(&text) {
+        if tornsession_core::ids::is_valid_session_id(&text) {
             return Ok(Some(text));
         }
-        Ok(self.engine.find_public_id(py, &text)?)
+        self.engine.find_public_id(py, &text).map_err(store_error)
     }
 }
 

@@ -8,9 +8,9 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyInt, PyList, PyString, PyTuple};
 
 use crate::errors::WeakSecretWarning;
-use crate::stores::DEFAULT_MAX_READ_SIZE;
-use crate::time;
 use crate::tornado_cookies::SecureMode;
+use tornsession_core::stores::DEFAULT_MAX_READ_SIZE;
+use tornsession_core::time;
 
 /// Secrets shorter than this are guessable offline from one digest cookie.
 pub const MIN_SECRET_BYTES: usize = 32;

@@ -7,6 +7,7 @@ use crate::ids;
 mod file;
 pub mod memcached;
 mod memory;
+pub mod pipelined;
 mod pool;
 pub mod redis;
 mod redis_deadline;
@@ -15,6 +16,7 @@ pub mod sqlite;
 pub use file::FileStore;
 pub use memcached::{MemcachedOptions, MemcachedStore};
 pub use memory::MemoryStore;
+pub use pipelined::{Endpoint, Request, SaveMode, WireStore};
 pub use redis::{
     RedisClusterStore, RedisOptions, RedisSentinelStore, RedisStore, SentinelMasterOptions,
     TlsFiles,
@@ -287,7 +289,7 @@ pub trait SessionStore: Send + Sync {
     }
     /// The store's pipelined protocol, when the async API can speak it on the event loop
     /// itself rather than through a worker thread (see `crate::wire`).
-    fn wire(&self) -> Option<&dyn crate::wire::WireStore> {
+    fn wire(&self) -> Option<&dyn WireStore> {
         None
     }
 }

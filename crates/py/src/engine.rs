@@ -8,6 +8,7 @@
 //! `check_request` (handler) -> `fetch` (store) -> `open` (Python objects), and `plan_save`
 //! (Python objects) -> `write` (store) -> `record_write` + `send_cookies` (handler).
 
+use crate::errors::store_error;
 use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,22 +17,23 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::PyDict;
 use serde_json::{Map, Value};
 
-use crate::codec;
 use crate::convert::dict_to_json;
-use crate::digest::Secrets;
-use crate::ids;
-use crate::lifecycle::{
-    self, CookieCheck, Fetched, FreshReason, Opened, Policy, SavePlan, SessionState, Verified,
-    WriteMode, WriteOutcome,
-};
 use crate::log::{log, Level};
 use crate::py_stores::StoreHandle;
 use crate::session::{Session, SessionMeta};
-use crate::stores::{StoreError, StoreErrorKind};
-use crate::time;
 use crate::tornado_cookies::{headers_written, text, CookieSettings, CookiesTooLate};
-use crate::users::{self, ExpiryCaps};
 use crate::wire_link::WireServer;
+use tornsession_core::codec;
+use tornsession_core::digest::Secrets;
+use tornsession_core::ids;
+use tornsession_core::lifecycle::{
+    self, CookieCheck, Fetched, FreshReason, Opened, SavePlan, SessionState, Verified, WriteMode,
+    WriteOutcome,
+};
+use tornsession_core::policy::Policy;
+use tornsession_core::stores::{StoreError, StoreErrorKind};
+use tornsession_core::time;
+use tornsession_core::users::{self, ExpiryCaps};
 
 /// Everything a manager decides with: secrets, store, cookies, limits.
 pub struct Engine {
@@ -385,10 +387,10 @@ impl Engine {
                 })
             }
         };
-        let fetched = self.fetch(py, &verified.id)?;
+        let fetched = self.fetch(py, &verified.id).map_err(store_error)?;
         let loaded = self.open(py, &verified, fetched)?;
         if let Some(old) = &loaded.delete_old {
-            self.delete(py, old, None)?;
+            self.delete(py, old, None).map_err(store_error)?;
         }
         Ok(loaded)
     }
@@ -518,7 +520,7 @@ impl Engine {
     /// Plans, writes and records, on this thread (the synchronous API).
     pub fn save_now(&self, py: Python<'_>, session: &Bound<'_, Session>) -> PyResult<()> {
         if let Some(mut write) = self.plan_save(session)? {
-            let outcome = self.write(py, &mut write)?;
+            let outcome = self.write(py, &mut write).map_err(store_error)?;
             self.record_write(py, session, write, outcome);
         }
         Ok(())
@@ -534,7 +536,7 @@ impl Engine {
         let py = handler.py();
         if let Some(mut write) = self.plan_save(session)? {
             refuse_unsendable_cookies(handler, session)?;
-            let outcome = self.write(py, &mut write)?;
+            let outcome = self.write(py, &mut write).map_err(store_error)?;
             self.record_write(py, session, write, outcome);
         }
         self.send_cookies(handler, session)

@@ -11,12 +11,15 @@ use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use _core::stores::{RedisOptions, RedisStore, SessionStore, StoreError, StoreErrorKind};
-use _core::wire::{self, Dialect, Reply, Request, SaveMode};
+use tornsession_core::stores::{self as wire_model, Request, SaveMode};
+use tornsession_core::stores::{
+    RedisOptions, RedisStore, SessionStore, StoreError, StoreErrorKind,
+};
+use tornsession_core::wire::{self, Dialect, Reply};
 
 /// The trait by its path only: in scope, its `load`/`save`/`delete` would make the blocking
 /// `SessionStore` methods called on the same `RedisStore` ambiguous.
-type WireStore<'a> = dyn wire::WireStore + 'a;
+type WireStore<'a> = dyn wire_model::WireStore + 'a;
 
 const A: &str = "0000000000000000000000000000000a";
 const B: &str = "0000000000000000000000000000000b";

@@ -11,12 +11,12 @@ use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use _core::stores::memcached::server_index;
-use _core::stores::{
+use tornsession_core::stores::memcached::server_index;
+use tornsession_core::stores::{
     MemcachedOptions, MemcachedStore, RedisOptions, RedisStore, SessionStore, StoreErrorKind,
 };
-use _core::wire::meta::{self, SetMode};
-use _core::wire::Reply;
+use tornsession_core::wire::meta::{self, SetMode};
+use tornsession_core::wire::Reply;
 
 const A: &str = "0000000000000000000000000000000a";
 const B: &str = "0000000000000000000000000000000b";

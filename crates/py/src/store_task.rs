@@ -1,6 +1,7 @@
 //! `StoreTask`: one store operation of a session, split from the steps around it so the async
 //! API can run it on a worker thread while the IOLoop's thread serves other requests.
 
+use crate::errors::store_error;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -8,10 +9,11 @@ use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 
 use crate::engine::{Engine, PlannedWrite};
-use crate::lifecycle::{Fetched, Verified, WriteMode, WriteOutcome};
-use crate::stores::{StoreError, StoreErrorKind};
-use crate::wire::{Reply, Request, SaveMode};
 use crate::wire_link::WireServer;
+use tornsession_core::lifecycle::{Fetched, Verified, WriteMode, WriteOutcome};
+use tornsession_core::stores::{Request, SaveMode};
+use tornsession_core::stores::{StoreError, StoreErrorKind};
+use tornsession_core::wire::Reply;
 
 /// What the replies to a task's wire request came to.
 pub enum WireDone {
@@ -144,7 +146,7 @@ impl StoreTask {
     /// Whether the deleted record was there.
     pub fn take_deleted(&self) -> PyResult<bool> {
         match self.take() {
-            Job::Deleted(result) => result.map_err(Into::into),
+            Job::Deleted(result) => result.map_err(store_error),
             _ => Err(PyRuntimeError::new_err("the delete task has not run")),
         }
     }

@@ -1,9 +1,9 @@
 //! Finite floats come back from a stored record bit for bit. (Without serde_json's
 //! `float_roundtrip` feature, 1.0657260037416103e216 was read back as 1.0657260037416104e216.)
 
-use _core::codec;
 use proptest::prelude::*;
 use serde_json::{Map, Value};
+use tornsession_core::codec;
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 2000, failure_persistence: None, ..ProptestConfig::default() })]
