@@ -10,7 +10,6 @@ mod memory;
 pub mod pipelined;
 mod pool;
 pub mod redis;
-mod redis_deadline;
 pub mod sqlite;
 
 pub use file::FileStore;
@@ -292,6 +291,12 @@ pub trait SessionStore: Send + Sync {
     fn wire(&self) -> Option<&dyn WireStore> {
         None
     }
+}
+
+/// `['a', 'b']`: servers or URLs as a store's description lists them.
+fn quoted_list(items: &[String]) -> String {
+    let quoted: Vec<String> = items.iter().map(|item| format!("'{item}'")).collect();
+    format!("[{}]", quoted.join(", "))
 }
 
 /// `blob` unless it holds more than `max_bytes`: for stores that cannot ask the size first.
