@@ -318,7 +318,7 @@ fn memcached_generation_counters_bump_atomically_from_missing() {
     let Some(server) = memcached() else {
         return;
     };
-    let store = std::sync::Arc::new(memcached_store(&server));
+    let store: std::sync::Arc<dyn SessionStore> = std::sync::Arc::new(memcached_store(&server));
     let user = "00000000000000000000000000000abc";
     assert!(store.revokes_by_generation());
     assert_eq!(store.user_generation(user).unwrap(), None);

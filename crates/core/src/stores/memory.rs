@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use lru::LruCache;
 use parking_lot::Mutex;
 
-use super::{SessionStore, StoreError};
+use super::{SessionStore, StoreError, UserIndex};
 
 /// What an entry costs beyond its blob, roughly: its key, deadline, list links and hash slot.
 /// Counted so that a bound in bytes also bounds a flood of tiny sessions.
@@ -386,6 +386,23 @@ impl SessionStore for MemoryStore {
         self.fetch(session_id, Some(ttl), max_bytes)
     }
 
+    fn describe(&self) -> String {
+        format!(
+            "MemoryStore(max_sessions={}, max_bytes={})",
+            self.max_sessions, self.max_bytes
+        )
+    }
+
+    fn blocks(&self) -> bool {
+        false
+    }
+
+    fn user_index(&self) -> Option<&dyn UserIndex> {
+        Some(self)
+    }
+}
+
+impl UserIndex for MemoryStore {
     fn index_user(
         &self,
         user_key: &str,
@@ -438,17 +455,6 @@ impl SessionStore for MemoryStore {
             }
         }
         Ok(live)
-    }
-
-    fn describe(&self) -> String {
-        format!(
-            "MemoryStore(max_sessions={}, max_bytes={})",
-            self.max_sessions, self.max_bytes
-        )
-    }
-
-    fn blocks(&self) -> bool {
-        false
     }
 }
 

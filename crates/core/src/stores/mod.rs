@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use crate::ids;
 
+mod capabilities;
 mod file;
 pub mod memcached;
 mod memory;
@@ -12,6 +13,7 @@ mod pool;
 pub mod redis;
 pub mod sqlite;
 
+pub use capabilities::{Revocation, UserIndex};
 pub use file::FileStore;
 pub use memcached::{MemcachedOptions, MemcachedStore};
 pub use memory::MemoryStore;
@@ -208,61 +210,17 @@ pub trait SessionStore: Send + Sync {
         Ok(blob)
     }
 
-    // The per-user index (see `users`), keyed by a user key of 32 hex digits. It is written
-    // after the record (a failure there leaves a record the owner cannot list, never an index
-    // entry without a record), and whoever reads it checks the records it names.
-
-    /// Files `session_id` under `user_key` for as long as its record lives (`ttl` from now).
-    fn index_user(
-        &self,
-        _user_key: &str,
-        _session_id: &str,
-        _ttl: Option<Duration>,
-    ) -> Result<(), StoreError> {
-        Err(StoreError::unsupported(self.describe(), "set_user()"))
+    /// The store's per-user index, when it keeps one (see `capabilities`).
+    fn user_index(&self) -> Option<&dyn UserIndex> {
+        None
     }
-    /// Takes `session_id` out of `user_key`'s index (a missing entry is not an error).
-    fn unindex_user(&self, _user_key: &str, _session_id: &str) -> Result<(), StoreError> {
-        Err(StoreError::unsupported(self.describe(), "set_user()"))
+    /// How the store ends a user's sessions when it keeps no index (see `capabilities`).
+    fn revocation(&self) -> Option<&dyn Revocation> {
+        None
     }
-    /// The ids filed under `user_key` whose records may still live; entries the store knows
-    /// to be expired are dropped as it reads them.
-    fn user_session_ids(&self, _user_key: &str) -> Result<Vec<String>, StoreError> {
-        Err(StoreError::unsupported(self.describe(), "user_sessions()"))
-    }
-    /// After a load of an owned session whose record's expiry moved: stores whose index
-    /// entries expire by themselves (Redis) move the entry's too.
-    fn touch_user(
-        &self,
-        _user_key: &str,
-        _session_id: &str,
-        _ttl: Duration,
-    ) -> Result<(), StoreError> {
-        Ok(())
-    }
-
-    // Stores that cannot list a user's sessions (memcached) end them by generation instead: a
-    // counter per user, and each owned record carries the generation it was written under (see
-    // `users::is_revoked`).
-
     /// Whether this store ends a user's sessions by generation rather than through an index.
     fn revokes_by_generation(&self) -> bool {
-        false
-    }
-    /// The user's current generation; `None` when the user has no counter.
-    fn user_generation(&self, _user_key: &str) -> Result<Option<u64>, StoreError> {
-        Err(StoreError::unsupported(
-            self.describe(),
-            "a generation counter",
-        ))
-    }
-    /// Moves the user's generation on atomically, creating the counter when missing: every
-    /// record written under an older one is ended.
-    fn bump_user_generation(&self, _user_key: &str) -> Result<crate::users::Bump, StoreError> {
-        Err(StoreError::unsupported(
-            self.describe(),
-            "a generation counter",
-        ))
+        self.revocation().is_some()
     }
     /// The largest record the store takes, when it has a limit of its own (memcached's item
     /// size): the manager's `max_size` is held below it, so no save is sent that the server

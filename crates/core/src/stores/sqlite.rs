@@ -10,7 +10,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::{SessionStore, StoreError};
+use super::{SessionStore, StoreError, UserIndex};
 use crate::ids;
 use crate::time::now_f64;
 
@@ -366,6 +366,21 @@ impl SessionStore for SqliteStore {
         !self.durable
     }
 
+    fn describe(&self) -> String {
+        let path = self.path.display().to_string();
+        if self.durable {
+            format!("SqliteStore({path:?}, durable=True)")
+        } else {
+            format!("SqliteStore({path:?})")
+        }
+    }
+
+    fn user_index(&self) -> Option<&dyn UserIndex> {
+        Some(self)
+    }
+}
+
+impl UserIndex for SqliteStore {
     fn index_user(
         &self,
         user_key: &str,
@@ -404,15 +419,6 @@ impl SessionStore for SqliteStore {
                     .collect()
             })
             .map_err(|e| StoreError::new(self, format!("cannot list a user's sessions: {e}")))
-    }
-
-    fn describe(&self) -> String {
-        let path = self.path.display().to_string();
-        if self.durable {
-            format!("SqliteStore({path:?}, durable=True)")
-        } else {
-            format!("SqliteStore({path:?})")
-        }
     }
 }
 

@@ -11,7 +11,7 @@ use rustix::io::Errno;
 
 use super::{idle_longer_than, FileStore, NO_FOLLOW_NO_WAIT, TEMP_PREFIX};
 use crate::ids;
-use crate::stores::{SessionStore, StoreError, StoreErrorKind};
+use crate::stores::{SessionStore, StoreError, StoreErrorKind, UserIndex};
 
 impl FileStore {
     /// Opens the record of `session_id` for reading, with its metadata; `None` when there is
@@ -273,31 +273,6 @@ impl SessionStore for FileStore {
         Ok(Some(blob))
     }
 
-    fn index_user(
-        &self,
-        user_key: &str,
-        session_id: &str,
-        ttl: Option<Duration>,
-    ) -> Result<(), StoreError> {
-        let ttl = ttl.map(crate::time::whole_seconds);
-        self.update_index(user_key, |members| {
-            members.retain(|(id, _)| id != session_id);
-            members.push((session_id.to_owned(), ttl));
-        })
-        .map(drop)
-    }
-
-    fn unindex_user(&self, user_key: &str, session_id: &str) -> Result<(), StoreError> {
-        self.update_index(user_key, |members| {
-            members.retain(|(id, _)| id != session_id)
-        })
-        .map(drop)
-    }
-
-    fn user_session_ids(&self, user_key: &str) -> Result<Vec<String>, StoreError> {
-        self.update_index(user_key, |_| {})
-    }
-
     fn describe(&self) -> String {
         if self.durable {
             format!(
@@ -307,5 +282,9 @@ impl SessionStore for FileStore {
         } else {
             format!("FileStore({:?})", self.folder.display().to_string())
         }
+    }
+
+    fn user_index(&self) -> Option<&dyn UserIndex> {
+        Some(self)
     }
 }

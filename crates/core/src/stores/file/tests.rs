@@ -1,5 +1,5 @@
 use super::*;
-use crate::stores::SessionStore;
+use crate::stores::{SessionStore, UserIndex};
 use rustix::fs::CWD;
 
 #[test]

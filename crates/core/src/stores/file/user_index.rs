@@ -11,7 +11,7 @@ use super::{
     idle_longer_than, FileStore, MAX_INDEX_BYTES, NO_FOLLOW_NO_WAIT, TEMP_PREFIX, USER_PREFIX,
 };
 use crate::ids;
-use crate::stores::StoreError;
+use crate::stores::{StoreError, UserIndex};
 
 impl FileStore {
     pub(super) fn index_path(&self, user_key: &str) -> PathBuf {
@@ -141,5 +141,32 @@ impl FileStore {
             }
         }
         Ok(())
+    }
+}
+
+impl UserIndex for FileStore {
+    fn index_user(
+        &self,
+        user_key: &str,
+        session_id: &str,
+        ttl: Option<Duration>,
+    ) -> Result<(), StoreError> {
+        let ttl = ttl.map(crate::time::whole_seconds);
+        self.update_index(user_key, |members| {
+            members.retain(|(id, _)| id != session_id);
+            members.push((session_id.to_owned(), ttl));
+        })
+        .map(drop)
+    }
+
+    fn unindex_user(&self, user_key: &str, session_id: &str) -> Result<(), StoreError> {
+        self.update_index(user_key, |members| {
+            members.retain(|(id, _)| id != session_id)
+        })
+        .map(drop)
+    }
+
+    fn user_session_ids(&self, user_key: &str) -> Result<Vec<String>, StoreError> {
+        self.update_index(user_key, |_| {})
     }
 }

@@ -6,7 +6,9 @@ use std::time::Duration;
 use super::keys::exptime;
 use super::store::parse_counter;
 use super::{MemcachedStore, MAX_COUNTER_LEN, MAX_RECORD_SIZE};
-use crate::stores::{quoted_list, SaveMode, SessionStore, StoreError, StoreErrorKind, WireStore};
+use crate::stores::{
+    quoted_list, Revocation, SaveMode, SessionStore, StoreError, StoreErrorKind, WireStore,
+};
 use crate::wire::meta::{self, SetMode};
 use crate::wire::Reply;
 
@@ -112,35 +114,28 @@ impl SessionStore for MemcachedStore {
         }
     }
 
-    // No index here: the generation in each owned record does its work (see
-    // `revokes_by_generation`), so filing and unfiling are nothing to do.
-    fn index_user(
-        &self,
-        _user_key: &str,
-        _session_id: &str,
-        _ttl: Option<Duration>,
-    ) -> Result<(), StoreError> {
-        Ok(())
-    }
-
-    fn unindex_user(&self, _user_key: &str, _session_id: &str) -> Result<(), StoreError> {
-        Ok(())
-    }
-
-    fn user_session_ids(&self, _user_key: &str) -> Result<Vec<String>, StoreError> {
-        Err(StoreError::unsupported(
-            self.describe(),
-            "user_sessions() and destroy_session() (memcached cannot list keys; \
-             destroy_user_sessions() works here, by a per-user generation)",
-        ))
-    }
-
     fn max_record_size(&self) -> Option<usize> {
         Some(MAX_RECORD_SIZE)
     }
 
-    fn revokes_by_generation(&self) -> bool {
-        true
+    fn describe(&self) -> String {
+        format!("MemcachedStore({})", quoted_list(&self.servers))
+    }
+
+    fn wire(&self) -> Option<&dyn WireStore> {
+        Some(self)
+    }
+
+    fn revocation(&self) -> Option<&dyn Revocation> {
+        Some(self)
+    }
+}
+
+impl Revocation for MemcachedStore {
+    // No index here: the generation in each owned record does its work, so filing and
+    // unfiling are nothing to do (see `capabilities`).
+    fn why_no_index(&self) -> &'static str {
+        "memcached cannot list keys"
     }
 
     fn user_generation(&self, user_key: &str) -> Result<Option<u64>, StoreError> {
@@ -186,13 +181,5 @@ impl SessionStore for MemcachedStore {
                 "ma: the generation counter vanished as it was created",
             )),
         }
-    }
-
-    fn describe(&self) -> String {
-        format!("MemcachedStore({})", quoted_list(&self.servers))
-    }
-
-    fn wire(&self) -> Option<&dyn WireStore> {
-        Some(self)
     }
 }

@@ -64,6 +64,22 @@ macro_rules! redis_session_store {
                 within_limit(self, session_id, blob, max_bytes)
             }
 
+            fn describe(&self) -> String {
+                let describe: fn(&Self) -> String = $describe;
+                describe(self)
+            }
+
+            fn wire(&self) -> Option<&dyn crate::stores::WireStore> {
+                let wire: fn(&Self) -> Option<&dyn crate::stores::WireStore> = $wire;
+                wire(self)
+            }
+
+            fn user_index(&self) -> Option<&dyn $crate::stores::UserIndex> {
+                Some(self)
+            }
+        }
+
+        impl $crate::stores::UserIndex for $store {
             fn index_user(
                 &self,
                 user_key: &str,
@@ -104,16 +120,6 @@ macro_rules! redis_session_store {
                         .arg(&index)
                         .query::<Vec<String>>(c)
                 })
-            }
-
-            fn describe(&self) -> String {
-                let describe: fn(&Self) -> String = $describe;
-                describe(self)
-            }
-
-            fn wire(&self) -> Option<&dyn crate::stores::WireStore> {
-                let wire: fn(&Self) -> Option<&dyn crate::stores::WireStore> = $wire;
-                wire(self)
             }
         }
     };
