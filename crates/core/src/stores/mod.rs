@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use crate::ids;
 
+mod blocking;
 mod capabilities;
 mod file;
 pub mod memcached;

@@ -39,8 +39,6 @@ pub const MAX_RECORD_SIZE: usize = (1 << 20) - 1024;
 pub(super) const RELATIVE_EXPTIME_LIMIT: u64 = 60 * 60 * 24 * 30;
 /// The longest generation counter read: 20 digits hold any u64.
 pub(super) const MAX_COUNTER_LEN: usize = 64;
-/// How much a read asks the socket for at least.
-pub(super) const READ_CHUNK: usize = 16 * 1024;
 
 #[cfg(test)]
 mod tests;

@@ -2,10 +2,11 @@
 
 use std::io;
 
-use super::connection::{CallError, MetaConnection};
+use super::connection::MetaConnection;
 use super::keys::server_index;
 use super::options::{check_prefix, endpoint};
 use super::{MemcachedOptions, MAX_COUNTER_LEN};
+use crate::stores::blocking::CallError;
 use crate::stores::pool::IdleConnections;
 use crate::stores::{quoted_list, Endpoint, StoreError, StoreErrorKind};
 use crate::wire::meta;
@@ -123,7 +124,7 @@ impl MemcachedStore {
             .connection(server, command)
             .map_err(|e| e.without_id(session_id))?;
         let result = connection.call(request, max_value);
-        if !connection.broken {
+        if !connection.is_broken() {
             self.pools[server].give_back(connection);
         }
         result

@@ -1,13 +1,18 @@
 //! The tagged blocking connection of one server (or one sentinel).
 
-use redis::{Client, Connection, ConnectionLike, RedisResult};
+use redis::{Client, Connection, ConnectionLike, RedisResult, Value};
 
 use super::deadline::DeadlineConnection;
 use super::RedisOptions;
+use crate::wire::{self, Dialect, Reply, TagCheck};
 
-/// A blocking connection to one server: one deadline per request where `DeadlineConnection`
-/// speaks the server's transport (TCP, unix sockets), else the crate's own, whose timeout bounds
-/// each read (TLS, RESP3).
+/// The message of a request whose replies were out of step.
+const OUT_OF_STEP: &str = "a reply is not the answer to its request (lost, doubled or left \
+                           over on the way); the connection is dropped";
+
+/// A blocking connection to one server: the stores' blocking driver where `DeadlineConnection`
+/// speaks the server's transport (TCP, unix sockets: one deadline per request), else the crate's
+/// own, whose timeout bounds each read (TLS, RESP3).
 ///
 /// Every request is tagged, as the pipelined connections' are (`crate::wire::resp`): an
 /// `ECHO <tag>` follows its commands, and its replies are used only when the last one is that
@@ -15,98 +20,93 @@ use super::RedisOptions;
 /// doubled or left over (a faulty proxy; redis-py's CVE-2023-28858) would otherwise answer the
 /// next request on this connection, another visitor's load among them; a wrong tag closes the
 /// connection instead (the pool drops it), and the request fails.
-pub(super) struct BlockingConnection {
-    transport: BlockingTransport,
+pub(super) enum BlockingConnection {
+    /// Tagged by the driver itself.
+    Deadline(DeadlineConnection),
+    /// Tagged here, with the same tags and the same check (`crate::wire`).
+    Crate(TaggedConnection),
+}
+
+pub(super) struct TaggedConnection {
+    connection: Connection,
     /// The next request's tag.
     next_tag: u64,
     /// Set when a tag did not match: the connection is out of step for good.
     out_of_step: bool,
-    /// Whether requests are tagged: not to a Sentinel, which has no `ECHO` (and whose one-shot
-    /// connection is never pooled, so no reply can be left on it for another request).
+    /// Whether requests are tagged: not to a Sentinel, which has no `ECHO`.
     tagged: bool,
 }
 
-pub(super) enum BlockingTransport {
-    Deadline(DeadlineConnection),
-    Crate(Connection),
+impl BlockingConnection {
+    /// The same connection, its requests untagged: to a Sentinel, which has no `ECHO` (and
+    /// whose one-shot connection is never pooled, so no reply can be left on it for another).
+    pub(super) fn untagged(self) -> Self {
+        match self {
+            Self::Deadline(c) => Self::Deadline(c.untagged()),
+            Self::Crate(c) => Self::Crate(TaggedConnection { tagged: false, ..c }),
+        }
+    }
+
+    fn exchange(&mut self, cmd: &[u8], offset: usize, count: usize) -> RedisResult<Vec<Value>> {
+        match self {
+            Self::Deadline(c) => c.req_packed_commands(cmd, offset, count),
+            Self::Crate(c) => c.exchange(cmd, offset, count),
+        }
+    }
 }
 
-/// What the blocking connections' tags start with (the pipelined ones use `~ts:`).
-pub(super) const BLOCKING_TAG: &str = "~tb:";
-
-impl BlockingConnection {
-    pub(super) fn new(transport: BlockingTransport) -> Self {
-        Self {
-            transport,
-            next_tag: 0,
-            out_of_step: false,
-            tagged: true,
-        }
-    }
-
-    pub(super) fn untagged(self) -> Self {
-        Self {
-            tagged: false,
-            ..self
-        }
-    }
-
-    pub(super) fn exchange(
-        &mut self,
-        cmd: &[u8],
-        offset: usize,
-        count: usize,
-    ) -> RedisResult<Vec<redis::Value>> {
+impl TaggedConnection {
+    fn exchange(&mut self, cmd: &[u8], offset: usize, count: usize) -> RedisResult<Vec<Value>> {
         if self.out_of_step {
             return Err(out_of_step_error("the connection is out of step"));
         }
         if !self.tagged {
-            return match &mut self.transport {
-                BlockingTransport::Deadline(c) => c.req_packed_commands(cmd, offset, count),
-                BlockingTransport::Crate(c) => c.req_packed_commands(cmd, offset, count),
-            };
+            return self.connection.req_packed_commands(cmd, offset, count);
         }
-        let tag = format!("{BLOCKING_TAG}{}", self.next_tag);
+        let tag = self.next_tag;
         self.next_tag = self.next_tag.wrapping_add(1);
-        let mut bytes = Vec::with_capacity(cmd.len() + tag.len() + 32);
-        bytes.extend_from_slice(cmd);
-        redis::cmd("ECHO")
-            .arg(&tag)
-            .write_packed_command(&mut bytes);
-        let mut replies = match &mut self.transport {
-            BlockingTransport::Deadline(c) => c.req_packed_commands(&bytes, offset, count + 1)?,
-            BlockingTransport::Crate(c) => c.req_packed_commands(&bytes, offset, count + 1)?,
-        };
-        let echoed = replies.pop();
-        let in_step = matches!(&echoed, Some(redis::Value::BulkString(b)) if b == tag.as_bytes())
-            && replies.len() == count
-            && !replies.iter().any(looks_like_a_tag);
-        if !in_step {
+        let mut bytes = Vec::with_capacity(cmd.len() + 32);
+        wire::write_tagged(Dialect::Resp, cmd, tag, &mut bytes);
+        let mut replies = self
+            .connection
+            .req_packed_commands(&bytes, offset, count + 1)?;
+        let mut seen: Vec<Reply> = replies.iter().map(as_reply).collect();
+        if replies.len() != count + 1
+            || wire::check_tag(Dialect::Resp, tag, &mut seen) != TagCheck::InStep
+        {
             self.out_of_step = true;
-            return Err(out_of_step_error(
-                "a reply is not the answer to its request (lost, doubled or left over on the \
-                 way); the connection is dropped",
-            ));
+            return Err(out_of_step_error(OUT_OF_STEP));
         }
+        replies.pop();
         Ok(replies)
     }
 }
 
-/// A reply that is some request's tag, where a request's own reply should be.
-pub(super) fn looks_like_a_tag(value: &redis::Value) -> bool {
-    matches!(value, redis::Value::BulkString(b) if b.starts_with(BLOCKING_TAG.as_bytes()))
+/// A value as far as the tag check reads it: bulk strings (where tags are) as they are, errors
+/// as errors, anything else as what no tag is.
+fn as_reply(value: &Value) -> Reply {
+    match value {
+        Value::BulkString(bytes) => Reply::Bulk(Some(bytes.clone())),
+        Value::ServerError(_) => Reply::Error(String::new()),
+        _ => Reply::Int(0),
+    }
 }
 
 pub(super) fn out_of_step_error(cause: &'static str) -> redis::RedisError {
     redis::RedisError::from((redis::ErrorKind::IoError, "out of step", cause.to_owned()))
 }
 
+/// The message of a request whose replies were out of step, for the driver's connections too.
+pub(super) fn out_of_step() -> redis::RedisError {
+    out_of_step_error(OUT_OF_STEP)
+}
+
 impl ConnectionLike for BlockingConnection {
-    fn req_packed_command(&mut self, cmd: &[u8]) -> RedisResult<redis::Value> {
+    fn req_packed_command(&mut self, cmd: &[u8]) -> RedisResult<Value> {
         match self.exchange(cmd, 0, 1)?.pop() {
-            Some(redis::Value::ServerError(error)) => Err(error.into()),
+            Some(Value::ServerError(error)) => Err(error.into()),
             Some(value) => Ok(value),
-            None => Ok(redis::Value::Nil),
+            None => Ok(Value::Nil),
         }
     }
 
@@ -115,14 +115,14 @@ impl ConnectionLike for BlockingConnection {
         cmd: &[u8],
         offset: usize,
         count: usize,
-    ) -> RedisResult<Vec<redis::Value>> {
+    ) -> RedisResult<Vec<Value>> {
         self.exchange(cmd, offset, count)
     }
 
     fn get_db(&self) -> i64 {
-        match &self.transport {
-            BlockingTransport::Deadline(c) => c.get_db(),
-            BlockingTransport::Crate(c) => c.get_db(),
+        match self {
+            Self::Deadline(c) => c.get_db(),
+            Self::Crate(c) => c.connection.get_db(),
         }
     }
 
@@ -131,11 +131,10 @@ impl ConnectionLike for BlockingConnection {
     }
 
     fn is_open(&self) -> bool {
-        !self.out_of_step
-            && match &self.transport {
-                BlockingTransport::Deadline(c) => c.is_open(),
-                BlockingTransport::Crate(c) => c.is_open(),
-            }
+        match self {
+            Self::Deadline(c) => c.is_open(),
+            Self::Crate(c) => !c.out_of_step && c.connection.is_open(),
+        }
     }
 }
 
@@ -144,12 +143,15 @@ pub(super) fn connect(client: &Client, options: &RedisOptions) -> RedisResult<Bl
     let info = client.get_connection_info();
     if DeadlineConnection::speaks(info) {
         return DeadlineConnection::connect(info, options.connect_timeout, options.timeout)
-            .map(|c| BlockingConnection::new(BlockingTransport::Deadline(c)));
+            .map(BlockingConnection::Deadline);
     }
     let connection = client.get_connection_with_timeout(options.connect_timeout)?;
     connection.set_read_timeout(Some(options.timeout))?;
     connection.set_write_timeout(Some(options.timeout))?;
-    Ok(BlockingConnection::new(BlockingTransport::Crate(
+    Ok(BlockingConnection::Crate(TaggedConnection {
         connection,
-    )))
+        next_tag: 0,
+        out_of_step: false,
+        tagged: true,
+    }))
 }

@@ -1,103 +1,73 @@
-//! A blocking connection to one Redis server on which every request, written and answered, has
-//! one deadline. The redis crate's own connections time each socket read apart, so a reply that
-//! drips in a byte at a time under the read timeout held a caller for as long as the server
-//! liked (4.6 s with `timeout=1.0`); here the socket's timeout is set to what is left of the
-//! request's time before every read and write, as the memcached client does. Replies are parsed
-//! by the redis crate's own parser, and the crate's commands run on it through `ConnectionLike`.
-//! It speaks RESP2 over TCP or a unix socket; TLS and RESP3 stay on the crate's connections.
+//! A blocking connection to one Redis server on the stores' one blocking driver
+//! (`stores::blocking`): every request, written and answered, has one deadline and (once logged
+//! in) a tag, and replies are parsed by `crate::wire::resp`. The redis crate's commands run on it
+//! through `ConnectionLike`. It speaks RESP2 over TCP or a unix socket; TLS and RESP3 stay on the
+//! crate's connections (see `connection`).
 
 use std::io::{self, Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use redis::{
-    ConnectionAddr, ConnectionInfo, ConnectionLike, Parser, ProtocolVersion, RedisResult, Value,
+    ConnectionAddr, ConnectionInfo, ConnectionLike, ProtocolVersion, RedisError, RedisResult, Value,
 };
 
-enum Stream {
+use super::connection::out_of_step;
+use crate::stores::blocking::{self, CallError, Connection};
+use crate::wire::{Dialect, Reply};
+
+enum AnyStream {
     Tcp(TcpStream),
     Unix(UnixStream),
 }
 
-impl Stream {
+impl Read for AnyStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            AnyStream::Tcp(s) => s.read(buf),
+            AnyStream::Unix(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for AnyStream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            AnyStream::Tcp(s) => s.write(buf),
+            AnyStream::Unix(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl blocking::Stream for AnyStream {
     fn set_read_timeout(&self, timeout: Duration) -> io::Result<()> {
         match self {
-            Stream::Tcp(s) => s.set_read_timeout(Some(timeout)),
-            Stream::Unix(s) => s.set_read_timeout(Some(timeout)),
+            AnyStream::Tcp(s) => s.set_read_timeout(Some(timeout)),
+            AnyStream::Unix(s) => s.set_read_timeout(Some(timeout)),
         }
     }
 
     fn set_write_timeout(&self, timeout: Duration) -> io::Result<()> {
         match self {
-            Stream::Tcp(s) => s.set_write_timeout(Some(timeout)),
-            Stream::Unix(s) => s.set_write_timeout(Some(timeout)),
-        }
-    }
-
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Stream::Tcp(s) => s.read(buf),
-            Stream::Unix(s) => s.read(buf),
-        }
-    }
-
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Stream::Tcp(s) => s.write(buf),
-            Stream::Unix(s) => s.write(buf),
+            AnyStream::Tcp(s) => s.set_write_timeout(Some(timeout)),
+            AnyStream::Unix(s) => s.set_write_timeout(Some(timeout)),
         }
     }
 }
 
-/// The stream as the parser reads it: each read within what is left before `deadline`.
-struct DeadlineReader<'a> {
-    stream: &'a mut Stream,
-    deadline: Instant,
-    timeout: Duration,
-}
-
-impl Read for DeadlineReader<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let left = time_left(self.deadline, self.timeout)?;
-        self.stream.set_read_timeout(left)?;
-        self.stream
-            .read(buf)
-            .map_err(|e| timed_out_as_deadline(e, self.timeout))
-    }
-}
-
-/// What is left before `deadline`; past it, the request has failed.
-fn time_left(deadline: Instant, timeout: Duration) -> io::Result<Duration> {
-    Some(deadline.saturating_duration_since(Instant::now()))
-        .filter(|left| !left.is_zero())
-        .ok_or_else(|| no_reply(timeout))
-}
-
-fn no_reply(timeout: Duration) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::TimedOut,
-        format!("no whole reply within {timeout:?}"),
-    )
-}
-
-/// A socket timeout is the request's deadline passing (the socket's timeout was the time left).
-fn timed_out_as_deadline(error: io::Error, timeout: Duration) -> io::Error {
-    match error.kind() {
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => no_reply(timeout),
-        _ => error,
-    }
-}
-
-/// One connection; any failure (a timeout included) closes it for good, so a late reply is
-/// never read as the answer to the next request.
+/// One connection; any failure (a timeout, replies out of step) closes it for good, so a late
+/// reply is never read as the answer to the next request.
 pub struct DeadlineConnection {
-    stream: Stream,
-    parser: Parser,
-    /// How long one request may take in all.
-    timeout: Duration,
+    driver: Connection<AnyStream>,
     db: i64,
-    open: bool,
+    /// Whether requests are tagged: from the login on, except to a Sentinel, which has no `ECHO`
+    /// (and whose one-shot connection is never pooled, so no reply can be left on it).
+    tagged: bool,
 }
 
 impl DeadlineConnection {
@@ -116,36 +86,20 @@ impl DeadlineConnection {
     ) -> RedisResult<Self> {
         let stream = match &info.addr {
             ConnectionAddr::Tcp(host, port) => {
-                let mut last = io::Error::new(io::ErrorKind::NotFound, "the host has no address");
-                let mut connected = None;
-                for address in (host.as_str(), *port).to_socket_addrs()? {
-                    match TcpStream::connect_timeout(&address, connect_timeout) {
-                        Ok(stream) => {
-                            connected = Some(stream);
-                            break;
-                        }
-                        Err(e) => last = e,
-                    }
-                }
-                let stream = connected.ok_or(last)?;
-                // Requests are written whole, so Nagle could only delay them.
-                stream.set_nodelay(true)?;
-                Stream::Tcp(stream)
+                AnyStream::Tcp(blocking::connect_tcp(host, *port, connect_timeout)?)
             }
-            ConnectionAddr::Unix(path) => Stream::Unix(UnixStream::connect(path)?),
+            ConnectionAddr::Unix(path) => AnyStream::Unix(UnixStream::connect(path)?),
             _ => {
-                return Err(redis::RedisError::from((
+                return Err(RedisError::from((
                     redis::ErrorKind::InvalidClientConfig,
                     "only TCP and unix sockets without TLS",
                 )))
             }
         };
         let mut connection = Self {
-            stream,
-            parser: Parser::new(),
-            timeout: connect_timeout,
+            driver: Connection::new(stream, Dialect::Resp, connect_timeout),
             db: info.redis.db,
-            open: true,
+            tagged: false,
         };
         if let Some(password) = &info.redis.password {
             let mut auth = redis::cmd("AUTH");
@@ -159,62 +113,84 @@ impl DeadlineConnection {
                 .arg(info.redis.db)
                 .query::<()>(&mut connection)?;
         }
-        connection.timeout = timeout;
+        connection.driver.set_timeout(timeout);
+        connection.tagged = true;
         Ok(connection)
+    }
+
+    /// The same connection, its requests untagged (to a Sentinel).
+    pub fn untagged(self) -> Self {
+        Self {
+            tagged: false,
+            ..self
+        }
     }
 
     /// Writes `bytes` and reads `count` replies, all before one deadline.
     fn exchange(&mut self, bytes: &[u8], count: usize) -> RedisResult<Vec<Value>> {
-        if !self.open {
-            return Err(io::Error::new(
-                io::ErrorKind::NotConnected,
-                "the connection failed before",
-            )
-            .into());
-        }
-        let deadline = Instant::now() + self.timeout;
-        let result = self.exchange_by(deadline, bytes, count);
-        if result.is_err() {
-            self.open = false;
-        }
-        result
+        let replies = if self.tagged {
+            self.driver.call(bytes, count, usize::MAX)
+        } else {
+            self.driver.call_untagged(bytes, count)
+        };
+        replies
+            .map_err(|e| redis_error(e, self.driver.timeout()))?
+            .into_iter()
+            .map(to_value)
+            .collect()
     }
+}
 
-    fn exchange_by(
-        &mut self,
-        deadline: Instant,
-        bytes: &[u8],
-        count: usize,
-    ) -> RedisResult<Vec<Value>> {
-        let timeout = self.timeout;
-        let mut unwritten = bytes;
-        while !unwritten.is_empty() {
-            self.stream
-                .set_write_timeout(time_left(deadline, timeout)?)?;
-            match self.stream.write(unwritten) {
-                Ok(0) => return Err(io::Error::from(io::ErrorKind::WriteZero).into()),
-                Ok(written) => unwritten = &unwritten[written..],
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(timed_out_as_deadline(e, timeout).into()),
-            }
-        }
-        let mut replies = Vec::with_capacity(count);
-        for _ in 0..count {
-            let reader = DeadlineReader {
-                stream: &mut self.stream,
-                deadline,
-                timeout,
-            };
-            replies.push(self.parser.parse_value(reader)?);
-        }
-        Ok(replies)
+/// The driver's failure as the redis crate's error: I/O errors stay I/O errors (so a pool can
+/// tell a stale connection), a passed deadline a timeout.
+fn redis_error(error: CallError, timeout: Duration) -> RedisError {
+    match error {
+        CallError::Io(e) => e.into(),
+        CallError::NoReply(_) => io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("no whole reply within {timeout:?}"),
+        )
+        .into(),
+        CallError::OutOfStep(_) => out_of_step(),
+        other @ (CallError::Protocol(_) | CallError::Oversized(_)) => RedisError::from((
+            redis::ErrorKind::ParseError,
+            "the reply does not parse",
+            other.to_string(),
+        )),
     }
+}
+
+/// A reply as the redis crate's value, which its commands convert from.
+fn to_value(reply: Reply) -> RedisResult<Value> {
+    Ok(match reply {
+        Reply::Bulk(Some(bytes)) => Value::BulkString(bytes),
+        Reply::Bulk(None) | Reply::Array(None) => Value::Nil,
+        Reply::Int(n) => Value::Int(n),
+        Reply::Status(status) if status == "OK" => Value::Okay,
+        Reply::Status(status) => Value::SimpleString(status),
+        Reply::Error(message) => redis::parse_redis_value(format!("-{message}\r\n").as_bytes())?,
+        Reply::Array(Some(items)) => Value::Array(
+            items
+                .into_iter()
+                .map(to_value)
+                .collect::<RedisResult<_>>()?,
+        ),
+        Reply::Meta { .. } => {
+            return Err(RedisError::from((
+                redis::ErrorKind::ParseError,
+                "a memcached reply from a Redis server",
+            )))
+        }
+    })
 }
 
 impl ConnectionLike for DeadlineConnection {
     fn req_packed_command(&mut self, cmd: &[u8]) -> RedisResult<Value> {
-        let mut replies = self.exchange(cmd, 1)?;
-        Ok(replies.pop().unwrap_or(Value::Nil))
+        match self.exchange(cmd, 1)?.pop() {
+            Some(Value::ServerError(error)) => Err(error.into()),
+            Some(value) => Ok(value),
+            None => Ok(Value::Nil),
+        }
     }
 
     fn req_packed_commands(
@@ -242,6 +218,6 @@ impl ConnectionLike for DeadlineConnection {
     }
 
     fn is_open(&self) -> bool {
-        self.open
+        !self.driver.is_broken()
     }
 }
