@@ -128,6 +128,16 @@ impl StoreError {
         }
     }
 
+    /// A store that could not be made, as `describe` would have named it: the options or
+    /// addresses it was given are wrong.
+    pub(crate) fn not_made(describe: &str, cause: String) -> Self {
+        Self {
+            store: describe.to_owned(),
+            cause,
+            kind: StoreErrorKind::Unavailable,
+        }
+    }
+
     pub fn unreadable_record(store: &dyn SessionStore, cause: impl std::fmt::Display) -> Self {
         Self {
             kind: StoreErrorKind::UnreadableRecord,

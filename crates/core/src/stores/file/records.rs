@@ -45,6 +45,24 @@ impl FileStore {
         Ok(Some((file, metadata.len())))
     }
 
+    /// `open_record` for a load under the idle timeout `ttl` (remembered for `cleanup`), with
+    /// the record's last modification: its last use.
+    pub(super) fn open_record_with_ttl(
+        &self,
+        session_id: &str,
+        ttl: Duration,
+    ) -> Result<Option<(fs::File, u64, SystemTime)>, StoreError> {
+        self.remember_ttl(Some(ttl));
+        let Some((file, size)) = self.open_record(session_id)? else {
+            return Ok(None);
+        };
+        let modified = file
+            .metadata()
+            .and_then(|m| m.modified())
+            .map_err(|e| self.io_error(session_id, "inspect", e))?;
+        Ok(Some((file, size, modified)))
+    }
+
     /// Reads an open record of `size` bytes (as fstat said), refusing more than `max_bytes`
     /// before reading and while reading (a file grown meanwhile).
     pub(super) fn read_record(
@@ -110,14 +128,9 @@ impl SessionStore for FileStore {
         ttl: Duration,
         max_bytes: usize,
     ) -> Result<Option<Vec<u8>>, StoreError> {
-        self.remember_ttl(Some(ttl));
-        let Some((file, size)) = self.open_record(session_id)? else {
+        let Some((file, size, modified)) = self.open_record_with_ttl(session_id, ttl)? else {
             return Ok(None);
         };
-        let modified = file
-            .metadata()
-            .and_then(|m| m.modified())
-            .map_err(|e| self.io_error(session_id, "inspect", e))?;
         if idle_longer_than(modified, ttl) {
             self.delete(session_id)?;
             return Ok(None);
@@ -254,14 +267,9 @@ impl SessionStore for FileStore {
         let Some(ttl) = ttl else {
             return self.load(session_id, max_bytes);
         };
-        self.remember_ttl(Some(ttl));
-        let Some((file, size)) = self.open_record(session_id)? else {
+        let Some((file, size, modified)) = self.open_record_with_ttl(session_id, ttl)? else {
             return Ok(None);
         };
-        let modified = file
-            .metadata()
-            .and_then(|m| m.modified())
-            .map_err(|e| self.io_error(session_id, "inspect", e))?;
         // Idleness is the file's age, so the record is read first when it may have a longer
         // idle timeout of its own; it is judged by its own.
         let blob = self.read_record(session_id, file, size, max_bytes)?;

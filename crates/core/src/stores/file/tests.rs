@@ -220,12 +220,7 @@ fn a_user_index_file_keeps_only_live_sessions() {
     // Cleanup drops entries of expired sessions and the index file with them.
     s.index_user(U, B, None).unwrap();
     let old = SystemTime::now() - Duration::from_secs(7200);
-    fs::File::options()
-        .write(true)
-        .open(s.path_of(B))
-        .unwrap()
-        .set_modified(old)
-        .unwrap();
+    set_modified(s.path_of(B), old);
     s.cleanup(Duration::from_secs(3600)).unwrap();
     assert!(!dir.path().join(format!("{USER_PREFIX}{U}")).exists());
 }
@@ -235,12 +230,7 @@ fn a_session_with_its_own_idle_timeout_is_judged_by_it() {
     let (_dir, s) = store();
     s.save(A, b"long", None).unwrap();
     let old = SystemTime::now() - Duration::from_secs(7200);
-    fs::File::options()
-        .write(true)
-        .open(s.path_of(A))
-        .unwrap()
-        .set_modified(old)
-        .unwrap();
+    set_modified(s.path_of(A), old);
     let own = |blob: &[u8]| (blob == b"long").then(|| Duration::from_secs(86_400));
     assert_eq!(
         s.cleanup_with(Duration::from_secs(3600), &own)
@@ -250,12 +240,7 @@ fn a_session_with_its_own_idle_timeout_is_judged_by_it() {
     );
     let hour = Some(Duration::from_secs(3600));
     assert!(s.load_refreshing(A, hour, &own, MAX).unwrap().is_some());
-    fs::File::options()
-        .write(true)
-        .open(s.path_of(A))
-        .unwrap()
-        .set_modified(old)
-        .unwrap();
+    set_modified(s.path_of(A), old);
     assert!(s
         .load_refreshing(A, hour, &|_| None, MAX)
         .unwrap()
@@ -300,10 +285,7 @@ fn idle_files_expire_on_load_and_cleanup_unless_touched() {
     store.save(B, b"b", None).unwrap();
     let old = SystemTime::now() - Duration::from_secs(100);
     for id in [A, B] {
-        fs::File::open(store.path_of(id))
-            .unwrap()
-            .set_modified(old)
-            .unwrap();
+        set_modified(store.path_of(id), old);
     }
     // A 1000 s timeout: still alive, and the load touches it.
     let ttl = Duration::from_secs(1000);
@@ -322,18 +304,10 @@ fn idle_files_expire_on_load_and_cleanup_unless_touched() {
     );
     assert!(!store.path_of(B).exists());
     // Cleanup removes idle files and stale temporary files, nothing else.
-    fs::File::open(store.path_of(A))
-        .unwrap()
-        .set_modified(old)
-        .unwrap();
+    set_modified(store.path_of(A), old);
     let temp = root.path().join(".tmp-crashed");
     fs::write(&temp, b"half").unwrap();
-    fs::File::options()
-        .write(true)
-        .open(&temp)
-        .unwrap()
-        .set_modified(SystemTime::now() - Duration::from_secs(7200))
-        .unwrap();
+    set_modified(temp, SystemTime::now() - Duration::from_secs(7200));
     fs::write(root.path().join("unrelated"), b"x").unwrap();
     let report = store.cleanup(Duration::from_secs(50)).unwrap();
     assert_eq!(
@@ -363,4 +337,14 @@ fn an_unreadable_record_is_an_error_naming_the_store() {
     let err = store.load(A, MAX).unwrap_err();
     assert!(err.to_string().contains("FileStore("), "{err}");
     assert_eq!(err.kind, crate::stores::StoreErrorKind::UnreadableRecord);
+}
+
+/// Sets the last modification (a record's last use) of the file at `path`.
+fn set_modified(path: impl AsRef<Path>, when: SystemTime) {
+    fs::File::options()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_modified(when)
+        .unwrap();
 }

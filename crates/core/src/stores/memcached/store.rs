@@ -24,11 +24,7 @@ impl MemcachedStore {
     /// Checks the servers and options; connects only when first used.
     pub fn new(servers: &[String], options: MemcachedOptions) -> Result<Self, StoreError> {
         let describe = format!("MemcachedStore({})", quoted_list(servers));
-        let fail = |cause: String| StoreError {
-            store: describe.clone(),
-            cause,
-            kind: StoreErrorKind::Unavailable,
-        };
+        let fail = |cause: String| StoreError::not_made(&describe, cause);
         if servers.is_empty() {
             return Err(fail("no servers given".to_owned()));
         }

@@ -30,11 +30,7 @@ impl WireStore for MemcachedStore {
     fn load(&self, session_id: &str, ttl: Option<Duration>) -> Request {
         let key = self.key(session_id);
         let touch = ttl.map(|ttl| exptime(Some(ttl), crate::time::now()));
-        Request {
-            server: server_index(&key, self.endpoints.len()),
-            bytes: meta::get(&key, touch),
-            replies: 1,
-        }
+        self.request(&key, meta::get(&key, touch))
     }
 
     fn load_reply(
@@ -68,11 +64,10 @@ impl WireStore for MemcachedStore {
             SaveMode::Always => SetMode::Always,
             SaveMode::IfExists => SetMode::Replace,
         };
-        Request {
-            server: server_index(&key, self.endpoints.len()),
-            bytes: meta::set(&key, blob, exptime(ttl, crate::time::now()), mode),
-            replies: 1,
-        }
+        self.request(
+            &key,
+            meta::set(&key, blob, exptime(ttl, crate::time::now()), mode),
+        )
     }
 
     fn save_reply(&self, session_id: &str, replies: Vec<Reply>) -> Result<bool, StoreError> {
@@ -82,11 +77,7 @@ impl WireStore for MemcachedStore {
 
     fn delete(&self, session_id: &str) -> Request {
         let key = self.key(session_id);
-        Request {
-            server: server_index(&key, self.endpoints.len()),
-            bytes: meta::delete(&key),
-            replies: 1,
-        }
+        self.request(&key, meta::delete(&key))
     }
 
     fn delete_reply(&self, session_id: &str, replies: Vec<Reply>) -> Result<bool, StoreError> {
@@ -117,5 +108,16 @@ impl MemcachedStore {
             &request.bytes,
             max_value,
         )?])
+    }
+}
+
+impl MemcachedStore {
+    /// A request of one command about `key`, to the server `key` lives on.
+    fn request(&self, key: &str, bytes: Vec<u8>) -> Request {
+        Request {
+            server: server_index(key, self.endpoints.len()),
+            bytes,
+            replies: 1,
+        }
     }
 }

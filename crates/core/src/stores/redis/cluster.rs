@@ -26,11 +26,7 @@ impl RedisClusterStore {
     pub fn new(urls: &[String], options: RedisOptions) -> Result<Self, StoreError> {
         let redacted: Vec<String> = urls.iter().map(|u| redact_url(u)).collect();
         let describe = format!("RedisClusterStore({})", quoted_list(&redacted));
-        let fail = |cause: String| StoreError {
-            store: describe.clone(),
-            cause,
-            kind: crate::stores::StoreErrorKind::Unavailable,
-        };
+        let fail = |cause: String| StoreError::not_made(&describe, cause);
         check_options(&options).map_err(fail)?;
         if urls.is_empty() {
             return Err(fail("no node URLs given".to_owned()));

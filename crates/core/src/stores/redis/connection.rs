@@ -92,6 +92,15 @@ fn as_reply(value: &Value) -> Reply {
     }
 }
 
+/// The one reply of a single command, a server's error reply as an error.
+pub(super) fn only_value(mut replies: Vec<Value>) -> RedisResult<Value> {
+    match replies.pop() {
+        Some(Value::ServerError(error)) => Err(error.into()),
+        Some(value) => Ok(value),
+        None => Ok(Value::Nil),
+    }
+}
+
 pub(super) fn out_of_step_error(cause: &'static str) -> redis::RedisError {
     redis::RedisError::from((redis::ErrorKind::IoError, "out of step", cause.to_owned()))
 }
@@ -103,11 +112,7 @@ pub(super) fn out_of_step() -> redis::RedisError {
 
 impl ConnectionLike for BlockingConnection {
     fn req_packed_command(&mut self, cmd: &[u8]) -> RedisResult<Value> {
-        match self.exchange(cmd, 0, 1)?.pop() {
-            Some(Value::ServerError(error)) => Err(error.into()),
-            Some(value) => Ok(value),
-            None => Ok(Value::Nil),
-        }
+        only_value(self.exchange(cmd, 0, 1)?)
     }
 
     fn req_packed_commands(

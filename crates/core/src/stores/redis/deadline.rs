@@ -13,7 +13,7 @@ use redis::{
     ConnectionAddr, ConnectionInfo, ConnectionLike, ProtocolVersion, RedisError, RedisResult, Value,
 };
 
-use super::connection::out_of_step;
+use super::connection::{only_value, out_of_step};
 use crate::stores::blocking::{self, CallError, Connection};
 use crate::wire::{Dialect, Reply};
 
@@ -186,11 +186,7 @@ fn to_value(reply: Reply) -> RedisResult<Value> {
 
 impl ConnectionLike for DeadlineConnection {
     fn req_packed_command(&mut self, cmd: &[u8]) -> RedisResult<Value> {
-        match self.exchange(cmd, 1)?.pop() {
-            Some(Value::ServerError(error)) => Err(error.into()),
-            Some(value) => Ok(value),
-            None => Ok(Value::Nil),
-        }
+        only_value(self.exchange(cmd, 1)?)
     }
 
     fn req_packed_commands(

@@ -66,11 +66,7 @@ impl RedisSentinelStore {
         options: RedisOptions,
     ) -> Result<Self, StoreError> {
         let describe = describe_sentinel(sentinels, service_name);
-        let fail = |cause: String| StoreError {
-            store: describe.clone(),
-            cause,
-            kind: crate::stores::StoreErrorKind::Unavailable,
-        };
+        let fail = |cause: String| StoreError::not_made(&describe, cause);
         check_options(&options).map_err(fail)?;
         if sentinels.is_empty() {
             return Err(fail("no sentinel addresses given".to_owned()));

@@ -28,11 +28,7 @@ impl RedisStore {
     /// Parses the URL and checks the options; connects only when first used.
     pub fn new(url: &str, options: RedisOptions) -> Result<Self, StoreError> {
         let describe = format!("RedisStore('{}')", redact_url(url));
-        let fail = |cause: String| StoreError {
-            store: describe.clone(),
-            cause,
-            kind: crate::stores::StoreErrorKind::Unavailable,
-        };
+        let fail = |cause: String| StoreError::not_made(&describe, cause);
         check_options(&options).map_err(fail)?;
         let certificates = options.tls.certificates().map_err(fail)?;
         let client = match certificates {

@@ -156,11 +156,7 @@ impl crate::stores::WireStore for RedisStore {
             Some(ttl) => get_touching_command(prefix, session_id, ttl),
             None => get_command(prefix, session_id),
         };
-        Request {
-            server: 0,
-            bytes: command.get_packed_command(),
-            replies: 1,
-        }
+        one_command(&command)
     }
 
     fn load_reply(
@@ -185,11 +181,7 @@ impl crate::stores::WireStore for RedisStore {
     ) -> Request {
         let only_existing = mode == SaveMode::IfExists;
         let command = set_command(&self.options.prefix, session_id, blob, ttl, only_existing);
-        Request {
-            server: 0,
-            bytes: command.get_packed_command(),
-            replies: 1,
-        }
+        one_command(&command)
     }
 
     fn save_reply(&self, session_id: &str, replies: Vec<Reply>) -> Result<bool, StoreError> {
@@ -202,11 +194,7 @@ impl crate::stores::WireStore for RedisStore {
     }
 
     fn delete(&self, session_id: &str) -> Request {
-        Request {
-            server: 0,
-            bytes: del_command(&self.options.prefix, session_id).get_packed_command(),
-            replies: 1,
-        }
+        one_command(&del_command(&self.options.prefix, session_id))
     }
 
     fn delete_reply(&self, session_id: &str, replies: Vec<Reply>) -> Result<bool, StoreError> {
@@ -218,5 +206,14 @@ impl crate::stores::WireStore for RedisStore {
 
     fn timeouts(&self) -> (Duration, Duration) {
         (self.options.timeout, self.options.connect_timeout)
+    }
+}
+
+/// A request of one command to the one server.
+fn one_command(command: &redis::Cmd) -> Request {
+    Request {
+        server: 0,
+        bytes: command.get_packed_command(),
+        replies: 1,
     }
 }
