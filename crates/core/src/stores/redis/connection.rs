@@ -1,6 +1,6 @@
 //! The tagged blocking connection of one server (or one sentinel).
 
-use redis::{Client, Connection, ConnectionLike, RedisResult, Value};
+use redis::{Client, Connection, ConnectionInfo, ConnectionLike, RedisResult, Value};
 
 use super::deadline::DeadlineConnection;
 use super::RedisOptions;
@@ -49,7 +49,7 @@ impl BlockingConnection {
 
     fn exchange(&mut self, cmd: &[u8], offset: usize, count: usize) -> RedisResult<Vec<Value>> {
         match self {
-            Self::Deadline(c) => c.req_packed_commands(cmd, offset, count),
+            Self::Deadline(c) => skip_replies(c.exchange(cmd, offset + count)?, offset),
             Self::Crate(c) => c.exchange(cmd, offset, count),
         }
     }
@@ -92,8 +92,19 @@ fn as_reply(value: &Value) -> Reply {
     }
 }
 
+/// The replies after the first `offset` (a transaction's MULTI and QUEUED), which only matter
+/// as errors.
+fn skip_replies(mut replies: Vec<Value>, offset: usize) -> RedisResult<Vec<Value>> {
+    for skipped in replies.drain(..offset.min(replies.len())) {
+        if let Value::ServerError(error) = skipped {
+            return Err(error.into());
+        }
+    }
+    Ok(replies)
+}
+
 /// The one reply of a single command, a server's error reply as an error.
-pub(super) fn only_value(mut replies: Vec<Value>) -> RedisResult<Value> {
+fn only_value(mut replies: Vec<Value>) -> RedisResult<Value> {
     match replies.pop() {
         Some(Value::ServerError(error)) => Err(error.into()),
         Some(value) => Ok(value),
@@ -126,7 +137,7 @@ impl ConnectionLike for BlockingConnection {
 
     fn get_db(&self) -> i64 {
         match self {
-            Self::Deadline(c) => c.get_db(),
+            Self::Deadline(c) => c.db(),
             Self::Crate(c) => c.connection.get_db(),
         }
     }
@@ -147,8 +158,13 @@ impl ConnectionLike for BlockingConnection {
 pub(super) fn connect(client: &Client, options: &RedisOptions) -> RedisResult<BlockingConnection> {
     let info = client.get_connection_info();
     if DeadlineConnection::speaks(info) {
-        return DeadlineConnection::connect(info, options.connect_timeout, options.timeout)
-            .map(BlockingConnection::Deadline);
+        let mut connection =
+            BlockingConnection::Deadline(DeadlineConnection::open(info, options.connect_timeout)?);
+        log_in(&mut connection, info)?;
+        if let BlockingConnection::Deadline(c) = &mut connection {
+            c.start_tagging(options.timeout);
+        }
+        return Ok(connection);
     }
     let connection = client.get_connection_with_timeout(options.connect_timeout)?;
     connection.set_read_timeout(Some(options.timeout))?;
@@ -159,4 +175,22 @@ pub(super) fn connect(client: &Client, options: &RedisOptions) -> RedisResult<Bl
         out_of_step: false,
         tagged: true,
     }))
+}
+
+/// Logs in (`AUTH`, `SELECT`) as the crate's client does; its informational `CLIENT SETINFO` is
+/// left out.
+fn log_in(connection: &mut BlockingConnection, info: &ConnectionInfo) -> RedisResult<()> {
+    if let Some(password) = &info.redis.password {
+        let mut auth = redis::cmd("AUTH");
+        if let Some(username) = &info.redis.username {
+            auth.arg(username);
+        }
+        auth.arg(password).query::<()>(connection)?;
+    }
+    if info.redis.db != 0 {
+        redis::cmd("SELECT")
+            .arg(info.redis.db)
+            .query::<()>(connection)?;
+    }
+    Ok(())
 }

@@ -1,7 +1,7 @@
 //! A blocking connection to one Redis server on the stores' one blocking driver
 //! (`stores::blocking`): every request, written and answered, has one deadline and (once logged
 //! in) a tag, and replies are parsed by `crate::wire::resp`. The redis crate's commands run on it
-//! through `ConnectionLike`. It speaks RESP2 over TCP or a unix socket; TLS and RESP3 stay on the
+//! through `connection::BlockingConnection`. It speaks RESP2 over TCP or a unix socket; TLS and RESP3 stay on the
 //! crate's connections (see `connection`).
 
 use std::io::{self, Read, Write};
@@ -9,11 +9,9 @@ use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
-use redis::{
-    ConnectionAddr, ConnectionInfo, ConnectionLike, ProtocolVersion, RedisError, RedisResult, Value,
-};
+use redis::{ConnectionAddr, ConnectionInfo, ProtocolVersion, RedisError, RedisResult, Value};
 
-use super::connection::{only_value, out_of_step};
+use super::connection::out_of_step;
 use crate::stores::blocking::{self, CallError, Connection};
 use crate::wire::{Dialect, Reply};
 
@@ -77,13 +75,9 @@ impl DeadlineConnection {
             && matches!(info.addr, ConnectionAddr::Tcp(..) | ConnectionAddr::Unix(_))
     }
 
-    /// Connects and logs in (`AUTH`, `SELECT`) within `connect_timeout`, as the crate's client
-    /// does; its informational `CLIENT SETINFO` is left out.
-    pub fn connect(
-        info: &ConnectionInfo,
-        connect_timeout: Duration,
-        timeout: Duration,
-    ) -> RedisResult<Self> {
+    /// Connects within `connect_timeout`, untagged until [`Self::start_tagging`]: the login
+    /// (`connection::connect`) comes first, before the server would answer an `ECHO`.
+    pub fn open(info: &ConnectionInfo, connect_timeout: Duration) -> RedisResult<Self> {
         let stream = match &info.addr {
             ConnectionAddr::Tcp(host, port) => {
                 AnyStream::Tcp(blocking::connect_tcp(host, *port, connect_timeout)?)
@@ -96,26 +90,17 @@ impl DeadlineConnection {
                 )))
             }
         };
-        let mut connection = Self {
+        Ok(Self {
             driver: Connection::new(stream, Dialect::Resp, connect_timeout),
             db: info.redis.db,
             tagged: false,
-        };
-        if let Some(password) = &info.redis.password {
-            let mut auth = redis::cmd("AUTH");
-            if let Some(username) = &info.redis.username {
-                auth.arg(username);
-            }
-            auth.arg(password).query::<()>(&mut connection)?;
-        }
-        if info.redis.db != 0 {
-            redis::cmd("SELECT")
-                .arg(info.redis.db)
-                .query::<()>(&mut connection)?;
-        }
-        connection.driver.set_timeout(timeout);
-        connection.tagged = true;
-        Ok(connection)
+        })
+    }
+
+    /// Tags every request from now on, each within `timeout`.
+    pub fn start_tagging(&mut self, timeout: Duration) {
+        self.driver.set_timeout(timeout);
+        self.tagged = true;
     }
 
     /// The same connection, its requests untagged (to a Sentinel).
@@ -126,8 +111,16 @@ impl DeadlineConnection {
         }
     }
 
+    pub fn db(&self) -> i64 {
+        self.db
+    }
+
+    pub fn is_open(&self) -> bool {
+        !self.driver.is_broken()
+    }
+
     /// Writes `bytes` and reads `count` replies, all before one deadline.
-    fn exchange(&mut self, bytes: &[u8], count: usize) -> RedisResult<Vec<Value>> {
+    pub fn exchange(&mut self, bytes: &[u8], count: usize) -> RedisResult<Vec<Value>> {
         let replies = if self.tagged {
             self.driver.call(bytes, count, usize::MAX)
         } else {
@@ -182,38 +175,4 @@ fn to_value(reply: Reply) -> RedisResult<Value> {
             )))
         }
     })
-}
-
-impl ConnectionLike for DeadlineConnection {
-    fn req_packed_command(&mut self, cmd: &[u8]) -> RedisResult<Value> {
-        only_value(self.exchange(cmd, 1)?)
-    }
-
-    fn req_packed_commands(
-        &mut self,
-        cmd: &[u8],
-        offset: usize,
-        count: usize,
-    ) -> RedisResult<Vec<Value>> {
-        let mut replies = self.exchange(cmd, offset + count)?;
-        // The replies before `offset` (a transaction's MULTI and QUEUED) only matter as errors.
-        for skipped in replies.drain(..offset) {
-            if let Value::ServerError(error) = skipped {
-                return Err(error.into());
-            }
-        }
-        Ok(replies)
-    }
-
-    fn get_db(&self) -> i64 {
-        self.db
-    }
-
-    fn check_connection(&mut self) -> bool {
-        redis::cmd("PING").query::<String>(self).is_ok()
-    }
-
-    fn is_open(&self) -> bool {
-        !self.driver.is_broken()
-    }
 }
