@@ -3,19 +3,22 @@
 //! `SessionStore` methods of the same store see it, and the other way round. Skipped with a
 //! note when redis-server is missing, failed under CI=true.
 //!
-//! Servers are started as in `stores_delete.rs`: on a free port, counted as started only when
-//! the process answering there reports the pid of the child spawned.
+//! Servers come from `support`: each on a free port, counted as started only when the process
+//! answering there reports the pid of the child spawned.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::net::TcpStream;
+use std::time::Duration;
 
 use tornsession_core::stores::{self as wire_model, Request, SaveMode};
 use tornsession_core::stores::{
     RedisOptions, RedisStore, SessionStore, StoreError, StoreErrorKind,
 };
 use tornsession_core::wire::{self, Dialect, Reply};
+
+mod support;
+
+use support::redis_command;
 
 /// The trait by its path only: in scope, its `load`/`save`/`delete` would make the blocking
 /// `SessionStore` methods called on the same `RedisStore` ambiguous.
@@ -26,102 +29,6 @@ const B: &str = "0000000000000000000000000000000b";
 const C: &str = "0000000000000000000000000000000c";
 const LIMIT: usize = 1 << 20;
 const PASSWORD: &str = "s3cret-pw";
-
-struct Server {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// The pid of the redis-server on `port`, asked inline (logging in first when it wants a
-/// password).
-fn redis_pid(port: u16, password: Option<&str>) -> Option<u32> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    let auth = password.map_or(String::new(), |pw| format!("AUTH {pw}\r\n"));
-    stream
-        .write_all(format!("{auth}INFO server\r\n").as_bytes())
-        .ok()?;
-    // The INFO answer is one bulk string whose last line ends with "\r\n\r\n".
-    let mut answer = Vec::new();
-    let mut buffer = [0u8; 4096];
-    while !answer.ends_with(b"\r\n\r\n") {
-        let n = stream.read(&mut buffer).ok()?;
-        if n == 0 {
-            return None;
-        }
-        answer.extend_from_slice(&buffer[..n]);
-    }
-    String::from_utf8(answer)
-        .ok()?
-        .lines()
-        .find_map(|line| line.strip_prefix("process_id:"))
-        .and_then(|pid| pid.trim().parse().ok())
-}
-
-/// A redis-server of its own on a free loopback port, `--requirepass password` when given;
-/// `None` when it is not installed.
-fn redis(password: Option<&str>) -> Option<Server> {
-    for _ in 0..5 {
-        let port = free_port();
-        let mut args = vec![
-            "--bind".to_owned(),
-            "127.0.0.1".to_owned(),
-            "--port".to_owned(),
-            port.to_string(),
-            "--save".to_owned(),
-            String::new(),
-            "--appendonly".to_owned(),
-            "no".to_owned(),
-        ];
-        if let Some(password) = password {
-            args.extend(["--requirepass".to_owned(), password.to_owned()]);
-        }
-        let child = match Command::new("redis-server")
-            .args(&args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-        {
-            Ok(child) => child,
-            Err(e) => {
-                assert!(
-                    std::env::var("CI").as_deref() != Ok("true"),
-                    "redis-server missing under CI: {e}"
-                );
-                eprintln!("skipped: redis-server is not installed");
-                return None;
-            }
-        };
-        let mut server = Server { child, port };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if server.child.try_wait().unwrap().is_some() {
-                break; // exited: most likely the port was taken meanwhile; try another
-            }
-            if redis_pid(port, password) == Some(server.child.id()) {
-                return Some(server);
-            }
-            assert!(Instant::now() < deadline, "redis-server did not answer");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-    panic!("redis-server could not start on 5 free ports");
-}
 
 fn store(url: &str) -> RedisStore {
     RedisStore::new(url, RedisOptions::default()).unwrap()
@@ -207,19 +114,8 @@ impl Connection {
     }
 }
 
-/// A plain client for what the stores do not expose (TTL, keys of another type).
-fn command(port: u16, args: &[&str]) -> redis::Value {
-    let client = redis::Client::open(format!("redis://127.0.0.1:{port}/0")).unwrap();
-    let mut connection = client.get_connection().unwrap();
-    let mut command = redis::cmd(args[0]);
-    for arg in &args[1..] {
-        command.arg(*arg);
-    }
-    command.query(&mut connection).unwrap()
-}
-
 fn ttl_of(port: u16, id: &str) -> i64 {
-    match command(port, &["TTL", &format!("tornsession:{id}")]) {
+    match redis_command(port, &["TTL", &format!("tornsession:{id}")]) {
         redis::Value::Int(seconds) => seconds,
         other => panic!("TTL answered {other:?}"),
     }
@@ -227,7 +123,9 @@ fn ttl_of(port: u16, id: &str) -> i64 {
 
 #[test]
 fn each_operation_sees_what_the_blocking_methods_see() {
-    let Some(server) = redis(None) else { return };
+    let Some(server) = support::redis() else {
+        return;
+    };
     let blocking = store(&format!("redis://127.0.0.1:{}/0", server.port));
     let wire = blocking.wire().expect("a plain redis:// URL");
     assert!(wire.handshake().is_none());
@@ -311,7 +209,9 @@ fn each_operation_sees_what_the_blocking_methods_see() {
 
 #[test]
 fn errors_are_the_blocking_methods_errors() {
-    let Some(server) = redis(None) else { return };
+    let Some(server) = support::redis() else {
+        return;
+    };
     let blocking = store(&format!("redis://127.0.0.1:{}/0", server.port));
     let wire = blocking.wire().unwrap();
     let mut connection = Connection::open(wire).unwrap();
@@ -330,7 +230,7 @@ fn errors_are_the_blocking_methods_errors() {
     );
 
     // A key of another type (WRONGTYPE): the store failed, worded as the blocking client words it.
-    command(server.port, &["RPUSH", &format!("tornsession:{B}"), "x"]);
+    redis_command(server.port, &["RPUSH", &format!("tornsession:{B}"), "x"]);
     for ttl in [None, Some(Duration::from_secs(5))] {
         let from_wire = connection.load(wire, B, ttl, LIMIT).unwrap_err();
         let from_blocking = match ttl {
@@ -355,7 +255,9 @@ fn errors_are_the_blocking_methods_errors() {
 
 #[test]
 fn pipelined_requests_are_answered_in_order() {
-    let Some(server) = redis(None) else { return };
+    let Some(server) = support::redis() else {
+        return;
+    };
     let blocking = store(&format!("redis://127.0.0.1:{}/0", server.port));
     let wire = blocking.wire().unwrap();
     let mut connection = Connection::open(wire).unwrap();
@@ -394,7 +296,7 @@ fn pipelined_requests_are_answered_in_order() {
 
 #[test]
 fn the_handshake_logs_in_with_the_urls_password() {
-    let Some(server) = redis(Some(PASSWORD)) else {
+    let Some(server) = support::redis_with_password(PASSWORD) else {
         return;
     };
     let port = server.port;
@@ -445,7 +347,7 @@ fn the_handshake_logs_in_with_the_urls_password() {
 
 #[test]
 fn select_puts_the_records_in_the_urls_db() {
-    let Some(server) = redis(Some(PASSWORD)) else {
+    let Some(server) = support::redis_with_password(PASSWORD) else {
         return;
     };
     let port = server.port;
