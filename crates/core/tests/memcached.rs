@@ -136,20 +136,25 @@ fn memcached_answers_pipelined_requests_in_order() {
     assert!(meta::flag(flags, 'c').is_some(), "{flags}");
 }
 
-#[test]
-fn memcached_killed_mid_run_fails_then_the_pool_reconnects() {
-    let Some(mut server) = memcached() else {
-        return;
-    };
+/// A store whose memcached was stopped after it had several pooled connections, all idle;
+/// and the port it was on.
+fn stopped_with_idle_connections() -> Option<(MemcachedStore, u16)> {
+    let mut server = memcached()?;
     let store = memcached_store(&server);
-    // Several pooled connections, all idle once the threads are done.
     std::thread::scope(|scope| {
         for _ in 0..4 {
             scope.spawn(|| store.save(A, b"before", None).unwrap());
         }
     });
-    let port = server.port;
     server.stop();
+    Some((store, server.port))
+}
+
+#[test]
+fn memcached_killed_mid_run_fails_then_the_pool_reconnects() {
+    let Some((store, port)) = stopped_with_idle_connections() else {
+        return;
+    };
     for e in [
         store.load(A, usize::MAX).unwrap_err(),
         store.save(A, b"x", None).unwrap_err(),
@@ -171,17 +176,9 @@ fn memcached_killed_mid_run_fails_then_the_pool_reconnects() {
 
 #[test]
 fn memcached_restarted_between_requests_costs_no_failed_request() {
-    let Some(mut server) = memcached() else {
+    let Some((store, port)) = stopped_with_idle_connections() else {
         return;
     };
-    let store = memcached_store(&server);
-    std::thread::scope(|scope| {
-        for _ in 0..4 {
-            scope.spawn(|| store.save(A, b"before", None).unwrap());
-        }
-    });
-    let port = server.port;
-    server.stop();
     let _server = memcached_restarted(port);
     // The idle connections the old server closed are noticed without a round trip and dropped.
     for _ in 0..8 {

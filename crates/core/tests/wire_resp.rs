@@ -34,6 +34,13 @@ fn store(url: &str) -> RedisStore {
     RedisStore::new(url, RedisOptions::default()).unwrap()
 }
 
+/// A redis-server of its own, without a password, and a store on it.
+fn server_and_store() -> Option<(support::Server, RedisStore)> {
+    let server = support::redis()?;
+    let store = store(&server.redis_url());
+    Some((server, store))
+}
+
 /// One pipelined connection, as the asyncio one will be, on a blocking socket.
 struct Connection {
     stream: TcpStream,
@@ -123,10 +130,9 @@ fn ttl_of(port: u16, id: &str) -> i64 {
 
 #[test]
 fn each_operation_sees_what_the_blocking_methods_see() {
-    let Some(server) = support::redis() else {
+    let Some((server, blocking)) = server_and_store() else {
         return;
     };
-    let blocking = store(&format!("redis://127.0.0.1:{}/0", server.port));
     let wire = blocking.wire().expect("a plain redis:// URL");
     assert!(wire.handshake().is_none());
     let mut connection = Connection::open(wire).unwrap();
@@ -209,10 +215,9 @@ fn each_operation_sees_what_the_blocking_methods_see() {
 
 #[test]
 fn errors_are_the_blocking_methods_errors() {
-    let Some(server) = support::redis() else {
+    let Some((server, blocking)) = server_and_store() else {
         return;
     };
-    let blocking = store(&format!("redis://127.0.0.1:{}/0", server.port));
     let wire = blocking.wire().unwrap();
     let mut connection = Connection::open(wire).unwrap();
 
@@ -255,10 +260,9 @@ fn errors_are_the_blocking_methods_errors() {
 
 #[test]
 fn pipelined_requests_are_answered_in_order() {
-    let Some(server) = support::redis() else {
+    let Some((server, blocking)) = server_and_store() else {
         return;
     };
-    let blocking = store(&format!("redis://127.0.0.1:{}/0", server.port));
     let wire = blocking.wire().unwrap();
     let mut connection = Connection::open(wire).unwrap();
     let big = vec![b'x'; 100_000];

@@ -43,6 +43,7 @@ macro_rules! with_every_case {
             records::save_if_unchanged_compares_and_sets,
             records::conditional_saves_race_to_one_winner,
             records::touching_keeps_a_record_and_leaves_a_missing_one_missing,
+            records::malformed_ids_are_answered_without_panicking_or_naming_them,
             expiry::records_live_as_long_as_their_ttl_says,
             limits::oversized_records_are_refused_without_naming_the_session,
             limits::records_up_to_the_largest_a_load_reads_round_trip,

@@ -177,3 +177,35 @@ pub fn touching_keeps_a_record_and_leaves_a_missing_one_missing(s: &Subject) {
     let plain = store.load_refreshing(A, None, &|_| None, MAX).unwrap();
     assert_eq!(plain.as_deref(), Some(&b"v"[..]));
 }
+
+pub fn malformed_ids_are_answered_without_panicking_or_naming_them(s: &Subject) {
+    // Ids are validated before a store sees them (`ids::is_valid_session_id`); handed anything
+    // else, a store may refuse it or keep it, but never panics, and never quotes it.
+    let store = &*s.store;
+    let ttl = Some(Duration::from_secs(60));
+    for bad in [
+        "",
+        "*",
+        "../../outside",
+        "0000000000000000000000000000000A",
+        "000000000000000000000000000000000",
+        "0000000000000000000000000000000g",
+        "with space\r\nand lines",
+    ] {
+        let errors = [
+            store.save(bad, b"x", ttl).err(),
+            store.load(bad, MAX).err(),
+            store.save_if_exists(bad, b"y", ttl).err(),
+            store.load_touching(bad, Duration::from_secs(60), MAX).err(),
+            store.delete(bad).err(),
+        ];
+        for e in errors.into_iter().flatten() {
+            let message = e.to_string();
+            assert!(bad.len() < 2 || !message.contains(bad), "{message}");
+            assert!(e.store.starts_with(s.name()), "{message}");
+        }
+    }
+    // Nothing was put out of step (a connection, a folder): the store works on.
+    store.save(A, b"after", None).unwrap();
+    assert_eq!(store.load(A, MAX).unwrap().as_deref(), Some(&b"after"[..]));
+}
