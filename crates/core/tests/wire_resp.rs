@@ -34,11 +34,16 @@ fn store(url: &str) -> RedisStore {
     RedisStore::new(url, RedisOptions::default()).unwrap()
 }
 
-/// A redis-server of its own, without a password, and a store on it.
-fn server_and_store() -> Option<(support::Server, RedisStore)> {
-    let server = support::redis()?;
-    let store = store(&server.redis_url());
-    Some((server, store))
+/// Runs `test` against a redis-server of its own, without a password: given its port, a
+/// store on it, the store's pipelined model and a connection of that model.
+fn with_connection(test: impl FnOnce(u16, &RedisStore, &WireStore<'_>, &mut Connection)) {
+    let Some(server) = support::redis() else {
+        return;
+    };
+    let blocking = store(&server.redis_url());
+    let wire = blocking.wire().expect("a plain redis:// URL");
+    let mut connection = Connection::open(wire).unwrap();
+    test(server.port, &blocking, wire, &mut connection);
 }
 
 /// One pipelined connection, as the asyncio one will be, on a blocking socket.
@@ -130,172 +135,162 @@ fn ttl_of(port: u16, id: &str) -> i64 {
 
 #[test]
 fn each_operation_sees_what_the_blocking_methods_see() {
-    let Some((server, blocking)) = server_and_store() else {
-        return;
-    };
-    let wire = blocking.wire().expect("a plain redis:// URL");
-    assert!(wire.handshake().is_none());
-    let mut connection = Connection::open(wire).unwrap();
+    with_connection(|port, blocking, wire, connection| {
+        assert!(wire.handshake().is_none());
 
-    // Saved through the wire, loaded by the blocking client, and the other way round.
-    assert!(connection
-        .save(wire, A, b"from wire", None, SaveMode::Always)
-        .unwrap());
-    assert_eq!(blocking.load(A, LIMIT).unwrap().unwrap(), b"from wire");
-    blocking.save(B, b"from blocking", None).unwrap();
-    assert_eq!(
-        connection.load(wire, B, None, LIMIT).unwrap().unwrap(),
-        b"from blocking"
-    );
-    assert_eq!(connection.load(wire, C, None, LIMIT).unwrap(), None);
-    assert_eq!(blocking.load(C, LIMIT).unwrap(), None);
+        // Saved through the wire, loaded by the blocking client, and the other way round.
+        assert!(connection
+            .save(wire, A, b"from wire", None, SaveMode::Always)
+            .unwrap());
+        assert_eq!(blocking.load(A, LIMIT).unwrap().unwrap(), b"from wire");
+        blocking.save(B, b"from blocking", None).unwrap();
+        assert_eq!(
+            connection.load(wire, B, None, LIMIT).unwrap().unwrap(),
+            b"from blocking"
+        );
+        assert_eq!(connection.load(wire, C, None, LIMIT).unwrap(), None);
+        assert_eq!(blocking.load(C, LIMIT).unwrap(), None);
 
-    // A save with a time to live sets it as the blocking save does (rounded up).
-    connection
-        .save(
+        // A save with a time to live sets it as the blocking save does (rounded up).
+        connection
+            .save(
+                wire,
+                A,
+                b"v2",
+                Some(Duration::from_millis(100_500)),
+                SaveMode::Always,
+            )
+            .unwrap();
+        assert_eq!(ttl_of(port, A), 101);
+
+        // A load with a time to live moves the expiry (GETEX), as load_touching does.
+        assert_eq!(ttl_of(port, B), -1);
+        let touched = connection.load(wire, B, Some(Duration::from_secs(500)), LIMIT);
+        assert_eq!(touched.unwrap().unwrap(), b"from blocking");
+        assert_eq!(ttl_of(port, B), 500);
+        assert_eq!(
+            blocking
+                .load_touching(B, Duration::from_secs(600), LIMIT)
+                .unwrap()
+                .unwrap(),
+            b"from blocking"
+        );
+        assert_eq!(ttl_of(port, B), 600);
+
+        // IfExists on a missing key writes nothing, like save_if_exists.
+        let written = connection.save(
+            wire,
+            C,
+            b"ghost",
+            Some(Duration::from_secs(60)),
+            SaveMode::IfExists,
+        );
+        assert!(!written.unwrap());
+        assert_eq!(blocking.load(C, LIMIT).unwrap(), None);
+        assert!(!blocking.save_if_exists(C, b"ghost", None).unwrap());
+        assert_eq!(connection.load(wire, C, None, LIMIT).unwrap(), None);
+        // ... and over an existing one writes, with the new expiry.
+        let written = connection.save(
             wire,
             A,
-            b"v2",
-            Some(Duration::from_millis(100_500)),
-            SaveMode::Always,
-        )
-        .unwrap();
-    assert_eq!(ttl_of(server.port, A), 101);
+            b"v3",
+            Some(Duration::from_secs(70)),
+            SaveMode::IfExists,
+        );
+        assert!(written.unwrap());
+        assert_eq!(blocking.load(A, LIMIT).unwrap().unwrap(), b"v3");
+        assert_eq!(ttl_of(port, A), 70);
 
-    // A load with a time to live moves the expiry (GETEX), as load_touching does.
-    assert_eq!(ttl_of(server.port, B), -1);
-    let touched = connection.load(wire, B, Some(Duration::from_secs(500)), LIMIT);
-    assert_eq!(touched.unwrap().unwrap(), b"from blocking");
-    assert_eq!(ttl_of(server.port, B), 500);
-    assert_eq!(
-        blocking
-            .load_touching(B, Duration::from_secs(600), LIMIT)
-            .unwrap()
-            .unwrap(),
-        b"from blocking"
-    );
-    assert_eq!(ttl_of(server.port, B), 600);
-
-    // IfExists on a missing key writes nothing, like save_if_exists.
-    let written = connection.save(
-        wire,
-        C,
-        b"ghost",
-        Some(Duration::from_secs(60)),
-        SaveMode::IfExists,
-    );
-    assert!(!written.unwrap());
-    assert_eq!(blocking.load(C, LIMIT).unwrap(), None);
-    assert!(!blocking.save_if_exists(C, b"ghost", None).unwrap());
-    assert_eq!(connection.load(wire, C, None, LIMIT).unwrap(), None);
-    // ... and over an existing one writes, with the new expiry.
-    let written = connection.save(
-        wire,
-        A,
-        b"v3",
-        Some(Duration::from_secs(70)),
-        SaveMode::IfExists,
-    );
-    assert!(written.unwrap());
-    assert_eq!(blocking.load(A, LIMIT).unwrap().unwrap(), b"v3");
-    assert_eq!(ttl_of(server.port, A), 70);
-
-    // Delete: true when there was a record, for either path.
-    assert!(connection.delete(wire, A).unwrap());
-    assert_eq!(blocking.load(A, LIMIT).unwrap(), None);
-    assert!(!connection.delete(wire, A).unwrap());
-    assert!(!blocking.delete(A).unwrap());
-    blocking.save(A, b"again", None).unwrap();
-    assert!(connection.delete(wire, A).unwrap());
-    connection
-        .save(wire, A, b"again", None, SaveMode::Always)
-        .unwrap();
-    assert!(blocking.delete(A).unwrap());
+        // Delete: true when there was a record, for either path.
+        assert!(connection.delete(wire, A).unwrap());
+        assert_eq!(blocking.load(A, LIMIT).unwrap(), None);
+        assert!(!connection.delete(wire, A).unwrap());
+        assert!(!blocking.delete(A).unwrap());
+        blocking.save(A, b"again", None).unwrap();
+        assert!(connection.delete(wire, A).unwrap());
+        connection
+            .save(wire, A, b"again", None, SaveMode::Always)
+            .unwrap();
+        assert!(blocking.delete(A).unwrap());
+    });
 }
 
 #[test]
 fn errors_are_the_blocking_methods_errors() {
-    let Some((server, blocking)) = server_and_store() else {
-        return;
-    };
-    let wire = blocking.wire().unwrap();
-    let mut connection = Connection::open(wire).unwrap();
-
-    // Too large for the load's limit: OversizedRecord, worded the same, without the id.
-    blocking.save(A, b"0123456789", None).unwrap();
-    let from_wire = connection.load(wire, A, None, 9).unwrap_err();
-    let from_blocking = blocking.load(A, 9).unwrap_err();
-    assert_eq!(from_wire.kind, StoreErrorKind::OversizedRecord);
-    assert_eq!(from_wire.kind, from_blocking.kind);
-    assert_eq!(from_wire.to_string(), from_blocking.to_string());
-    assert!(!from_wire.to_string().contains(A));
-    assert_eq!(
-        connection.load(wire, A, None, 10).unwrap().unwrap(),
-        b"0123456789"
-    );
-
-    // A key of another type (WRONGTYPE): the store failed, worded as the blocking client words it.
-    redis_command(server.port, &["RPUSH", &format!("tornsession:{B}"), "x"]);
-    for ttl in [None, Some(Duration::from_secs(5))] {
-        let from_wire = connection.load(wire, B, ttl, LIMIT).unwrap_err();
-        let from_blocking = match ttl {
-            None => blocking.load(B, LIMIT),
-            Some(ttl) => blocking.load_touching(B, ttl, LIMIT),
-        }
-        .unwrap_err();
-        assert_eq!(from_wire.kind, StoreErrorKind::Unavailable);
+    with_connection(|port, blocking, wire, connection| {
+        // Too large for the load's limit: OversizedRecord, worded the same, without the id.
+        blocking.save(A, b"0123456789", None).unwrap();
+        let from_wire = connection.load(wire, A, None, 9).unwrap_err();
+        let from_blocking = blocking.load(A, 9).unwrap_err();
+        assert_eq!(from_wire.kind, StoreErrorKind::OversizedRecord);
         assert_eq!(from_wire.kind, from_blocking.kind);
         assert_eq!(from_wire.to_string(), from_blocking.to_string());
-        assert!(from_wire.to_string().contains("WRONGTYPE"), "{from_wire}");
-    }
-    // SET overwrites any type; DEL removes any type.
-    assert!(connection.delete(wire, B).unwrap());
+        assert!(!from_wire.to_string().contains(A));
+        assert_eq!(
+            connection.load(wire, A, None, 10).unwrap().unwrap(),
+            b"0123456789"
+        );
 
-    // The connection is still in step after the errors.
-    assert_eq!(
-        connection.load(wire, A, None, LIMIT).unwrap().unwrap(),
-        b"0123456789"
-    );
+        // A key of another type (WRONGTYPE): the store failed, worded as the blocking client words it.
+        redis_command(port, &["RPUSH", &format!("tornsession:{B}"), "x"]);
+        for ttl in [None, Some(Duration::from_secs(5))] {
+            let from_wire = connection.load(wire, B, ttl, LIMIT).unwrap_err();
+            let from_blocking = match ttl {
+                None => blocking.load(B, LIMIT),
+                Some(ttl) => blocking.load_touching(B, ttl, LIMIT),
+            }
+            .unwrap_err();
+            assert_eq!(from_wire.kind, StoreErrorKind::Unavailable);
+            assert_eq!(from_wire.kind, from_blocking.kind);
+            assert_eq!(from_wire.to_string(), from_blocking.to_string());
+            assert!(from_wire.to_string().contains("WRONGTYPE"), "{from_wire}");
+        }
+        // SET overwrites any type; DEL removes any type.
+        assert!(connection.delete(wire, B).unwrap());
+
+        // The connection is still in step after the errors.
+        assert_eq!(
+            connection.load(wire, A, None, LIMIT).unwrap().unwrap(),
+            b"0123456789"
+        );
+    });
 }
 
 #[test]
 fn pipelined_requests_are_answered_in_order() {
-    let Some((server, blocking)) = server_and_store() else {
-        return;
-    };
-    let wire = blocking.wire().unwrap();
-    let mut connection = Connection::open(wire).unwrap();
-    let big = vec![b'x'; 100_000];
+    with_connection(|port, blocking, wire, connection| {
+        let big = vec![b'x'; 100_000];
 
-    let requests = [
-        wire.save(A, b"a", None, SaveMode::Always),
-        wire.save(B, &big, Some(Duration::from_secs(30)), SaveMode::Always),
-        wire.save(C, b"c", None, SaveMode::IfExists),
-        wire.load(A, None),
-        wire.load(B, Some(Duration::from_secs(40))),
-        wire.load(C, None),
-        wire.delete(A),
-        wire.delete(C),
-        wire.load(A, None),
-    ];
-    let mut replies = connection
-        .exchange(&requests.iter().collect::<Vec<_>>())
-        .into_iter();
-    let mut next = || replies.next().unwrap();
-    assert!(wire.save_reply(A, next()).unwrap());
-    assert!(wire.save_reply(B, next()).unwrap());
-    assert!(!wire.save_reply(C, next()).unwrap());
-    assert_eq!(wire.load_reply(A, next(), LIMIT).unwrap().unwrap(), b"a");
-    assert_eq!(wire.load_reply(B, next(), LIMIT).unwrap().unwrap(), big);
-    assert_eq!(wire.load_reply(C, next(), LIMIT).unwrap(), None);
-    assert!(wire.delete_reply(A, next()).unwrap());
-    assert!(!wire.delete_reply(C, next()).unwrap());
-    assert_eq!(wire.load_reply(A, next(), LIMIT).unwrap(), None);
-    assert!(replies.next().is_none());
+        let requests = [
+            wire.save(A, b"a", None, SaveMode::Always),
+            wire.save(B, &big, Some(Duration::from_secs(30)), SaveMode::Always),
+            wire.save(C, b"c", None, SaveMode::IfExists),
+            wire.load(A, None),
+            wire.load(B, Some(Duration::from_secs(40))),
+            wire.load(C, None),
+            wire.delete(A),
+            wire.delete(C),
+            wire.load(A, None),
+        ];
+        let mut replies = connection
+            .exchange(&requests.iter().collect::<Vec<_>>())
+            .into_iter();
+        let mut next = || replies.next().unwrap();
+        assert!(wire.save_reply(A, next()).unwrap());
+        assert!(wire.save_reply(B, next()).unwrap());
+        assert!(!wire.save_reply(C, next()).unwrap());
+        assert_eq!(wire.load_reply(A, next(), LIMIT).unwrap().unwrap(), b"a");
+        assert_eq!(wire.load_reply(B, next(), LIMIT).unwrap().unwrap(), big);
+        assert_eq!(wire.load_reply(C, next(), LIMIT).unwrap(), None);
+        assert!(wire.delete_reply(A, next()).unwrap());
+        assert!(!wire.delete_reply(C, next()).unwrap());
+        assert_eq!(wire.load_reply(A, next(), LIMIT).unwrap(), None);
+        assert!(replies.next().is_none());
 
-    assert_eq!(blocking.load(B, LIMIT).unwrap().unwrap(), big);
-    assert_eq!(ttl_of(server.port, B), 40);
-    assert!(connection.received.is_empty());
+        assert_eq!(blocking.load(B, LIMIT).unwrap().unwrap(), big);
+        assert_eq!(ttl_of(port, B), 40);
+        assert!(connection.received.is_empty());
+    });
 }
 
 #[test]
