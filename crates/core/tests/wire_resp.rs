@@ -46,6 +46,19 @@ fn with_connection(test: impl FnOnce(u16, &RedisStore, &WireStore<'_>, &mut Conn
     test(server.port, &blocking, wire, &mut connection);
 }
 
+/// A new connection of `blocking`'s pipelined model, whose handshake takes `replies` replies,
+/// once `blob` saved over it under A is what the blocking client loads.
+fn saved_over_a_handshake(blocking: &RedisStore, replies: usize, blob: &[u8]) -> Connection {
+    let wire = blocking.wire().unwrap();
+    assert_eq!(wire.handshake().unwrap().replies, replies);
+    let mut connection = Connection::open(wire).unwrap();
+    connection
+        .save(wire, A, blob, None, SaveMode::Always)
+        .unwrap();
+    assert_eq!(blocking.load(A, LIMIT).unwrap().unwrap(), blob);
+    connection
+}
+
 /// One pipelined connection, as the asyncio one will be, on a blocking socket.
 struct Connection {
     stream: TcpStream,
@@ -303,14 +316,8 @@ fn the_handshake_logs_in_with_the_urls_password() {
         format!("redis://:{PASSWORD}@127.0.0.1:{port}/0"),
         format!("redis://default:{PASSWORD}@127.0.0.1:{port}"),
     ] {
-        let blocking = store(&url);
-        let wire = blocking.wire().unwrap();
-        assert_eq!(wire.handshake().unwrap().replies, 1);
-        let mut connection = Connection::open(wire).unwrap();
-        connection
-            .save(wire, A, b"in", None, SaveMode::Always)
-            .unwrap();
-        assert_eq!(blocking.load(A, LIMIT).unwrap().unwrap(), b"in");
+        // AUTH: one reply.
+        saved_over_a_handshake(&store(&url), 1, b"in");
     }
 
     for url in [
@@ -352,14 +359,9 @@ fn select_puts_the_records_in_the_urls_db() {
     let port = server.port;
     let on = |db: u8| store(&format!("redis://:{PASSWORD}@127.0.0.1:{port}/{db}"));
     let db3 = on(3);
-    let wire = db3.wire().unwrap();
     // AUTH and SELECT, pipelined: two replies.
-    assert_eq!(wire.handshake().unwrap().replies, 2);
-    let mut connection = Connection::open(wire).unwrap();
-    connection
-        .save(wire, A, b"in 3", None, SaveMode::Always)
-        .unwrap();
-    assert_eq!(db3.load(A, LIMIT).unwrap().unwrap(), b"in 3");
+    let mut connection = saved_over_a_handshake(&db3, 2, b"in 3");
+    let wire = db3.wire().unwrap();
     assert_eq!(on(0).load(A, LIMIT).unwrap(), None);
     on(0).save(B, b"in 0", None).unwrap();
     assert_eq!(connection.load(wire, B, None, LIMIT).unwrap(), None);
