@@ -39,19 +39,15 @@ pub struct Subject {
     _folder: Option<tempfile::TempDir>,
 }
 
-/// Short enough to wait for, long enough that what a case does right after a save is done
-/// well before the record can expire.
-const LOCAL_TTL: Duration = Duration::from_millis(500);
-
 impl Subject {
-    /// The shortest time to live a case waits out: Redis counts in whole seconds, memcached's
-    /// clock ticks once a second (a 1 s item may go at once), a file's idle time in whole
-    /// seconds for its user index entries.
+    /// The time to live of records a case waits out: short enough to wait for, long enough
+    /// that what a case does right after a save is done well before the record can expire
+    /// (Redis counts whole seconds, a file's index entries too, and memcached's clock ticks once
+    /// a second, so a 1 s item may go at once).
     pub fn short_ttl(&self) -> Duration {
         match self.kind {
-            Kind::Memory | Kind::Sqlite => LOCAL_TTL,
-            Kind::File | Kind::Redis | Kind::RedisCluster => Duration::from_secs(1),
             Kind::Memcached => Duration::from_secs(2),
+            _ => Duration::from_secs(1),
         }
     }
 
