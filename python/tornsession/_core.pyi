@@ -58,6 +58,7 @@ class SessionBusy(SessionStoreError):
 class WeakSecretWarning(UserWarning):
     """A session secret is short enough to be guessed offline from one digest cookie."""
 
+@disjoint_base
 class _Store:
     """What every tornsession store class is: a store a manager drives (not made itself)."""
 

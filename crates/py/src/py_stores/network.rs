@@ -12,17 +12,24 @@ use crate::errors::store_argument_error;
 use crate::options::SaturatingInt;
 use tornsession_core::stores;
 
-/// The `#[pymethods]` of a Redis store class: `new` takes the class's own arguments, then the
-/// keyword arguments every Redis store takes (`RedisArguments`, written once here), then the
-/// class's own keyword arguments; `open` makes the store from the checked `RedisOptions`.
-macro_rules! redis_class_methods {
+/// A Redis store class: `new` takes the class's own arguments, then the keyword arguments every
+/// Redis store takes (`RedisArguments`, written once here), then the class's own keyword
+/// arguments; `open` makes the store from the checked `RedisOptions`.
+macro_rules! redis_class {
     (
-        $class:ident,
+        $(#[doc = $doc:literal])*
+        $class:ident($store:ty) as $name:literal,
         text_signature = $text:literal,
         new($($arg:ident: $arg_ty:ty),*; $($kwarg:ident: $kwarg_ty:ty = $default:tt),*),
         open = $open:expr,
         $($getters:tt)*
     ) => {
+        $(#[doc = $doc])*
+        #[pyclass(module = "tornsession", frozen, extends = PyStore, name = $name)]
+        pub struct $class {
+            store: Arc<$store>,
+        }
+
         #[pymethods]
         impl $class {
             #[new]
@@ -66,14 +73,9 @@ macro_rules! redis_class_methods {
     };
 }
 
-/// Sessions in one Redis server, `redis://`, `rediss://` (TLS) or `unix://` URL.
-#[pyclass(module = "tornsession", frozen, extends = PyStore, name = "RedisStore")]
-pub struct PyRedisStore {
-    store: Arc<stores::RedisStore>,
-}
-
-redis_class_methods!(
-    PyRedisStore,
+redis_class!(
+    /// Sessions in one Redis server, `redis://`, `rediss://` (TLS) or `unix://` URL.
+    PyRedisStore(stores::RedisStore) as "RedisStore",
     text_signature = "(url, *, prefix='tornsession:', connect_timeout=1.0, timeout=1.0, pool_size=8, ssl_ca_certs=None, ssl_certfile=None, ssl_keyfile=None)",
     new(url: &str;),
     open = |options| stores::RedisStore::new(url, options),
@@ -83,14 +85,9 @@ redis_class_methods!(
     }
 );
 
-/// Sessions in a Redis Cluster, given the URLs of one or more of its nodes.
-#[pyclass(module = "tornsession", frozen, extends = PyStore, name = "RedisClusterStore")]
-pub struct PyRedisClusterStore {
-    store: Arc<stores::RedisClusterStore>,
-}
-
-redis_class_methods!(
-    PyRedisClusterStore,
+redis_class!(
+    /// Sessions in a Redis Cluster, given the URLs of one or more of its nodes.
+    PyRedisClusterStore(stores::RedisClusterStore) as "RedisClusterStore",
     text_signature = "(urls, *, prefix='tornsession:', connect_timeout=1.0, timeout=1.0, pool_size=8, ssl_ca_certs=None, ssl_certfile=None, ssl_keyfile=None)",
     new(urls: Vec<String>;),
     open = |options| stores::RedisClusterStore::new(&urls, options),
@@ -100,14 +97,9 @@ redis_class_methods!(
     }
 );
 
-/// Sessions in the master of a Redis replica set that Redis Sentinel watches; follows failovers.
-#[pyclass(module = "tornsession", frozen, extends = PyStore, name = "RedisSentinelStore")]
-pub struct PyRedisSentinelStore {
-    store: Arc<stores::RedisSentinelStore>,
-}
-
-redis_class_methods!(
-    PyRedisSentinelStore,
+redis_class!(
+    /// Sessions in the master of a Redis replica set that Redis Sentinel watches; follows failovers.
+    PyRedisSentinelStore(stores::RedisSentinelStore) as "RedisSentinelStore",
     text_signature = "(sentinels, service_name, *, prefix='tornsession:', connect_timeout=1.0, timeout=1.0, pool_size=8, ssl=False, ssl_ca_certs=None, ssl_certfile=None, ssl_keyfile=None, db=0, username=None, password=None)",
     new(sentinels: Vec<String>, service_name: &str; ssl: bool = false, db: i64 = 0, username: Option<String> = None, password: Option<String> = None),
     open = |options| {
