@@ -57,6 +57,11 @@ pub fn store_error(error: StoreError) -> PyErr {
     }
 }
 
+/// An id and digest (`message` says from where) that do not match: a forged or foreign cookie.
+pub fn invalid_session(message: &'static str) -> PyErr {
+    InvalidSessionException::new_err(message)
+}
+
 /// A secret the manager cannot use: the caller's ValueError.
 pub fn secret_error(error: SecretError) -> PyErr {
     value_error(error)

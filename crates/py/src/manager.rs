@@ -15,7 +15,7 @@ use pyo3::types::PyDict;
 
 use crate::convert::{json_into_dict, user_id_arg};
 use crate::engine::{Engine, StoreOrigin};
-use crate::errors::{argument_type_error, type_name, value_error, InvalidSessionException};
+use crate::errors::{argument_type_error, invalid_session, type_name, value_error};
 use crate::options;
 use crate::py_stores::StoreHandle;
 use crate::session::Session;
@@ -219,9 +219,9 @@ impl SessionManager {
         hmac_digest: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Py<Session>> {
         match self.engine.check_pair(session_id, hmac_digest) {
-            CookieCheck::Invalid => Err(InvalidSessionException::new_err(
-                "the session id does not match its digest",
-            )),
+            CookieCheck::Invalid => {
+                Err(invalid_session("the session id does not match its digest"))
+            }
             check => self.session_for(py, check),
         }
     }
@@ -495,7 +495,7 @@ impl TornadoSessionManager {
             Some(handler) => manager.engine.check_request(handler)?,
         };
         if check == CookieCheck::Invalid {
-            return Err(InvalidSessionException::new_err(
+            return Err(invalid_session(
                 "the session cookies do not match their digest",
             ));
         }
