@@ -1,10 +1,9 @@
 //! The `tornsession._core` extension module: the PyO3 layer over `tornsession_core`.
 //!
 //! From the bottom up: `errors` (the one place Rust errors become Python exceptions), `log`,
-//! `convert`, `options`, `tornado_cookies`, `py_stores` (the store classes and the
-//! handle on a store), then `session`
-//! (the dict class), `engine` (the lifecycle's steps on real objects), `store_task`,
-//! `wire_link` (asyncio connections), `manager`, `tornado_session`.
+//! `convert`, `options`, `tornado_cookies`, `py_stores` (the store classes and the handle on a
+//! store), then `session` (the dict class), `engine` (the lifecycle's steps on real objects),
+//! `store_task`, `wire_link` (asyncio connections), `manager`, `tornado_session`.
 
 mod convert;
 mod engine;
