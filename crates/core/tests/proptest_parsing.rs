@@ -160,6 +160,52 @@ fn store_ops(ids: usize, max_len: usize) -> impl Strategy<Value = Vec<StoreOp>> 
     prop::collection::vec(op, 0..max_len)
 }
 
+/// What a map of records does: the stores' model and a plain `HashMap`'s.
+trait Records {
+    fn save(&mut self, key: usize, blob: Vec<u8>);
+    fn load(&mut self, key: usize) -> Option<Vec<u8>>;
+    fn delete(&mut self, key: usize);
+
+    /// Runs `op`; a load's answer comes back, to compare with another's.
+    fn apply(&mut self, op: &StoreOp) -> Option<Option<Vec<u8>>> {
+        match op {
+            StoreOp::Save(i, blob) => self.save(*i, blob.clone()),
+            StoreOp::Load(i) => return Some(self.load(*i)),
+            StoreOp::Delete(i) => self.delete(*i),
+        }
+        None
+    }
+}
+
+/// A store, with keys made ids.
+impl Records for &dyn SessionStore {
+    fn save(&mut self, key: usize, blob: Vec<u8>) {
+        SessionStore::save(*self, &pool_id(key), &blob, None).unwrap();
+    }
+
+    fn load(&mut self, key: usize) -> Option<Vec<u8>> {
+        SessionStore::load(*self, &pool_id(key), usize::MAX).unwrap()
+    }
+
+    fn delete(&mut self, key: usize) {
+        SessionStore::delete(*self, &pool_id(key)).unwrap();
+    }
+}
+
+impl Records for HashMap<usize, Vec<u8>> {
+    fn save(&mut self, key: usize, blob: Vec<u8>) {
+        self.insert(key, blob);
+    }
+
+    fn load(&mut self, key: usize) -> Option<Vec<u8>> {
+        self.get(&key).cloned()
+    }
+
+    fn delete(&mut self, key: usize) {
+        self.remove(&key);
+    }
+}
+
 fn pool_id(i: usize) -> String {
     format!(
         "{:032x}",
@@ -336,20 +382,7 @@ proptest! {
         );
         let mut model = SegmentedLru::new(max);
         for op in ops {
-            match op {
-                StoreOp::Save(i, blob) => {
-                    store.save(&pool_id(i), &blob, None).unwrap();
-                    model.save(i, blob);
-                }
-                StoreOp::Load(i) => {
-                    let found = store.load(&pool_id(i), usize::MAX).unwrap();
-                    prop_assert_eq!(found, model.load(i));
-                }
-                StoreOp::Delete(i) => {
-                    store.delete(&pool_id(i)).unwrap();
-                    model.delete(i);
-                }
-            }
+            prop_assert_eq!((&store as &dyn SessionStore).apply(&op), model.apply(&op));
             prop_assert_eq!(store.len(), model.len());
             prop_assert!(store.len() <= max);
         }
@@ -377,19 +410,7 @@ proptest! {
         let store = FileStore::open(folder.path(), false).unwrap();
         let mut model: HashMap<usize, Vec<u8>> = HashMap::new();
         for op in ops {
-            match op {
-                StoreOp::Save(i, blob) => {
-                    store.save(&pool_id(i), &blob, None).unwrap();
-                    model.insert(i, blob);
-                }
-                StoreOp::Load(i) => {
-                    prop_assert_eq!(store.load(&pool_id(i), usize::MAX).unwrap(), model.get(&i).cloned());
-                }
-                StoreOp::Delete(i) => {
-                    store.delete(&pool_id(i)).unwrap();
-                    model.remove(&i);
-                }
-            }
+            prop_assert_eq!((&store as &dyn SessionStore).apply(&op), model.apply(&op));
         }
         let names: Vec<String> = std::fs::read_dir(folder.path())
             .unwrap()
@@ -490,7 +511,9 @@ impl SegmentedLru {
             .chain(self.probation.iter_mut())
             .find(|(k, _)| *k == key)
     }
+}
 
+impl Records for SegmentedLru {
     fn load(&mut self, key: usize) -> Option<Vec<u8>> {
         self.use_key(key);
         self.entry(key).map(|(_, blob)| blob.clone())

@@ -3,19 +3,22 @@
 //! `SessionStore` methods of the same store see it, and the other way round. Skipped with a
 //! note when redis-server is missing, failed under CI=true.
 //!
-//! Servers are started as in `stores_delete.rs`: on a free port, counted as started only when
-//! the process answering there reports the pid of the child spawned.
+//! Servers come from `support`: each on a free port, counted as started only when the process
+//! answering there reports the pid of the child spawned.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::net::TcpStream;
+use std::time::Duration;
 
 use tornsession_core::stores::{self as wire_model, Request, SaveMode};
 use tornsession_core::stores::{
     RedisOptions, RedisStore, SessionStore, StoreError, StoreErrorKind,
 };
 use tornsession_core::wire::{self, Dialect, Reply};
+
+mod support;
+
+use support::redis_command;
 
 /// The trait by its path only: in scope, its `load`/`save`/`delete` would make the blocking
 /// `SessionStore` methods called on the same `RedisStore` ambiguous.
@@ -27,104 +30,33 @@ const C: &str = "0000000000000000000000000000000c";
 const LIMIT: usize = 1 << 20;
 const PASSWORD: &str = "s3cret-pw";
 
-struct Server {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// The pid of the redis-server on `port`, asked inline (logging in first when it wants a
-/// password).
-fn redis_pid(port: u16, password: Option<&str>) -> Option<u32> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    let auth = password.map_or(String::new(), |pw| format!("AUTH {pw}\r\n"));
-    stream
-        .write_all(format!("{auth}INFO server\r\n").as_bytes())
-        .ok()?;
-    // The INFO answer is one bulk string whose last line ends with "\r\n\r\n".
-    let mut answer = Vec::new();
-    let mut buffer = [0u8; 4096];
-    while !answer.ends_with(b"\r\n\r\n") {
-        let n = stream.read(&mut buffer).ok()?;
-        if n == 0 {
-            return None;
-        }
-        answer.extend_from_slice(&buffer[..n]);
-    }
-    String::from_utf8(answer)
-        .ok()?
-        .lines()
-        .find_map(|line| line.strip_prefix("process_id:"))
-        .and_then(|pid| pid.trim().parse().ok())
-}
-
-/// A redis-server of its own on a free loopback port, `--requirepass password` when given;
-/// `None` when it is not installed.
-fn redis(password: Option<&str>) -> Option<Server> {
-    for _ in 0..5 {
-        let port = free_port();
-        let mut args = vec![
-            "--bind".to_owned(),
-            "127.0.0.1".to_owned(),
-            "--port".to_owned(),
-            port.to_string(),
-            "--save".to_owned(),
-            String::new(),
-            "--appendonly".to_owned(),
-            "no".to_owned(),
-        ];
-        if let Some(password) = password {
-            args.extend(["--requirepass".to_owned(), password.to_owned()]);
-        }
-        let child = match Command::new("redis-server")
-            .args(&args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-        {
-            Ok(child) => child,
-            Err(e) => {
-                assert!(
-                    std::env::var("CI").as_deref() != Ok("true"),
-                    "redis-server missing under CI: {e}"
-                );
-                eprintln!("skipped: redis-server is not installed");
-                return None;
-            }
-        };
-        let mut server = Server { child, port };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if server.child.try_wait().unwrap().is_some() {
-                break; // exited: most likely the port was taken meanwhile; try another
-            }
-            if redis_pid(port, password) == Some(server.child.id()) {
-                return Some(server);
-            }
-            assert!(Instant::now() < deadline, "redis-server did not answer");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-    panic!("redis-server could not start on 5 free ports");
-}
-
 fn store(url: &str) -> RedisStore {
     RedisStore::new(url, RedisOptions::default()).unwrap()
+}
+
+/// Runs `test` against a redis-server of its own, without a password: given its port, a
+/// store on it, the store's pipelined model and a connection of that model.
+fn with_connection(test: impl FnOnce(u16, &RedisStore, &WireStore<'_>, &mut Connection)) {
+    let Some(server) = support::redis() else {
+        return;
+    };
+    let blocking = store(&server.redis_url());
+    let wire = blocking.wire().expect("a plain redis:// URL");
+    let mut connection = Connection::open(wire).unwrap();
+    test(server.port, &blocking, wire, &mut connection);
+}
+
+/// A new connection of `blocking`'s pipelined model, whose handshake takes `replies` replies,
+/// once `blob` saved over it under A is what the blocking client loads.
+fn saved_over_a_handshake(blocking: &RedisStore, replies: usize, blob: &[u8]) -> Connection {
+    let wire = blocking.wire().unwrap();
+    assert_eq!(wire.handshake().unwrap().replies, replies);
+    let mut connection = Connection::open(wire).unwrap();
+    connection
+        .save(wire, A, blob, None, SaveMode::Always)
+        .unwrap();
+    assert_eq!(blocking.load(A, LIMIT).unwrap().unwrap(), blob);
+    connection
 }
 
 /// One pipelined connection, as the asyncio one will be, on a blocking socket.
@@ -207,19 +139,8 @@ impl Connection {
     }
 }
 
-/// A plain client for what the stores do not expose (TTL, keys of another type).
-fn command(port: u16, args: &[&str]) -> redis::Value {
-    let client = redis::Client::open(format!("redis://127.0.0.1:{port}/0")).unwrap();
-    let mut connection = client.get_connection().unwrap();
-    let mut command = redis::cmd(args[0]);
-    for arg in &args[1..] {
-        command.arg(*arg);
-    }
-    command.query(&mut connection).unwrap()
-}
-
 fn ttl_of(port: u16, id: &str) -> i64 {
-    match command(port, &["TTL", &format!("tornsession:{id}")]) {
+    match redis_command(port, &["TTL", &format!("tornsession:{id}")]) {
         redis::Value::Int(seconds) => seconds,
         other => panic!("TTL answered {other:?}"),
     }
@@ -227,174 +148,167 @@ fn ttl_of(port: u16, id: &str) -> i64 {
 
 #[test]
 fn each_operation_sees_what_the_blocking_methods_see() {
-    let Some(server) = redis(None) else { return };
-    let blocking = store(&format!("redis://127.0.0.1:{}/0", server.port));
-    let wire = blocking.wire().expect("a plain redis:// URL");
-    assert!(wire.handshake().is_none());
-    let mut connection = Connection::open(wire).unwrap();
+    with_connection(|port, blocking, wire, connection| {
+        assert!(wire.handshake().is_none());
 
-    // Saved through the wire, loaded by the blocking client, and the other way round.
-    assert!(connection
-        .save(wire, A, b"from wire", None, SaveMode::Always)
-        .unwrap());
-    assert_eq!(blocking.load(A, LIMIT).unwrap().unwrap(), b"from wire");
-    blocking.save(B, b"from blocking", None).unwrap();
-    assert_eq!(
-        connection.load(wire, B, None, LIMIT).unwrap().unwrap(),
-        b"from blocking"
-    );
-    assert_eq!(connection.load(wire, C, None, LIMIT).unwrap(), None);
-    assert_eq!(blocking.load(C, LIMIT).unwrap(), None);
+        // Saved through the wire, loaded by the blocking client, and the other way round.
+        assert!(connection
+            .save(wire, A, b"from wire", None, SaveMode::Always)
+            .unwrap());
+        assert_eq!(blocking.load(A, LIMIT).unwrap().unwrap(), b"from wire");
+        blocking.save(B, b"from blocking", None).unwrap();
+        assert_eq!(
+            connection.load(wire, B, None, LIMIT).unwrap().unwrap(),
+            b"from blocking"
+        );
+        assert_eq!(connection.load(wire, C, None, LIMIT).unwrap(), None);
+        assert_eq!(blocking.load(C, LIMIT).unwrap(), None);
 
-    // A save with a time to live sets it as the blocking save does (rounded up).
-    connection
-        .save(
+        // A save with a time to live sets it as the blocking save does (rounded up).
+        connection
+            .save(
+                wire,
+                A,
+                b"v2",
+                Some(Duration::from_millis(100_500)),
+                SaveMode::Always,
+            )
+            .unwrap();
+        assert_eq!(ttl_of(port, A), 101);
+
+        // A load with a time to live moves the expiry (GETEX), as load_touching does.
+        assert_eq!(ttl_of(port, B), -1);
+        let touched = connection.load(wire, B, Some(Duration::from_secs(500)), LIMIT);
+        assert_eq!(touched.unwrap().unwrap(), b"from blocking");
+        assert_eq!(ttl_of(port, B), 500);
+        assert_eq!(
+            blocking
+                .load_touching(B, Duration::from_secs(600), LIMIT)
+                .unwrap()
+                .unwrap(),
+            b"from blocking"
+        );
+        assert_eq!(ttl_of(port, B), 600);
+
+        // IfExists on a missing key writes nothing, like save_if_exists.
+        let written = connection.save(
+            wire,
+            C,
+            b"ghost",
+            Some(Duration::from_secs(60)),
+            SaveMode::IfExists,
+        );
+        assert!(!written.unwrap());
+        assert_eq!(blocking.load(C, LIMIT).unwrap(), None);
+        assert!(!blocking.save_if_exists(C, b"ghost", None).unwrap());
+        assert_eq!(connection.load(wire, C, None, LIMIT).unwrap(), None);
+        // ... and over an existing one writes, with the new expiry.
+        let written = connection.save(
             wire,
             A,
-            b"v2",
-            Some(Duration::from_millis(100_500)),
-            SaveMode::Always,
-        )
-        .unwrap();
-    assert_eq!(ttl_of(server.port, A), 101);
+            b"v3",
+            Some(Duration::from_secs(70)),
+            SaveMode::IfExists,
+        );
+        assert!(written.unwrap());
+        assert_eq!(blocking.load(A, LIMIT).unwrap().unwrap(), b"v3");
+        assert_eq!(ttl_of(port, A), 70);
 
-    // A load with a time to live moves the expiry (GETEX), as load_touching does.
-    assert_eq!(ttl_of(server.port, B), -1);
-    let touched = connection.load(wire, B, Some(Duration::from_secs(500)), LIMIT);
-    assert_eq!(touched.unwrap().unwrap(), b"from blocking");
-    assert_eq!(ttl_of(server.port, B), 500);
-    assert_eq!(
-        blocking
-            .load_touching(B, Duration::from_secs(600), LIMIT)
-            .unwrap()
-            .unwrap(),
-        b"from blocking"
-    );
-    assert_eq!(ttl_of(server.port, B), 600);
-
-    // IfExists on a missing key writes nothing, like save_if_exists.
-    let written = connection.save(
-        wire,
-        C,
-        b"ghost",
-        Some(Duration::from_secs(60)),
-        SaveMode::IfExists,
-    );
-    assert!(!written.unwrap());
-    assert_eq!(blocking.load(C, LIMIT).unwrap(), None);
-    assert!(!blocking.save_if_exists(C, b"ghost", None).unwrap());
-    assert_eq!(connection.load(wire, C, None, LIMIT).unwrap(), None);
-    // ... and over an existing one writes, with the new expiry.
-    let written = connection.save(
-        wire,
-        A,
-        b"v3",
-        Some(Duration::from_secs(70)),
-        SaveMode::IfExists,
-    );
-    assert!(written.unwrap());
-    assert_eq!(blocking.load(A, LIMIT).unwrap().unwrap(), b"v3");
-    assert_eq!(ttl_of(server.port, A), 70);
-
-    // Delete: true when there was a record, for either path.
-    assert!(connection.delete(wire, A).unwrap());
-    assert_eq!(blocking.load(A, LIMIT).unwrap(), None);
-    assert!(!connection.delete(wire, A).unwrap());
-    assert!(!blocking.delete(A).unwrap());
-    blocking.save(A, b"again", None).unwrap();
-    assert!(connection.delete(wire, A).unwrap());
-    connection
-        .save(wire, A, b"again", None, SaveMode::Always)
-        .unwrap();
-    assert!(blocking.delete(A).unwrap());
+        // Delete: true when there was a record, for either path.
+        assert!(connection.delete(wire, A).unwrap());
+        assert_eq!(blocking.load(A, LIMIT).unwrap(), None);
+        assert!(!connection.delete(wire, A).unwrap());
+        assert!(!blocking.delete(A).unwrap());
+        blocking.save(A, b"again", None).unwrap();
+        assert!(connection.delete(wire, A).unwrap());
+        connection
+            .save(wire, A, b"again", None, SaveMode::Always)
+            .unwrap();
+        assert!(blocking.delete(A).unwrap());
+    });
 }
 
 #[test]
 fn errors_are_the_blocking_methods_errors() {
-    let Some(server) = redis(None) else { return };
-    let blocking = store(&format!("redis://127.0.0.1:{}/0", server.port));
-    let wire = blocking.wire().unwrap();
-    let mut connection = Connection::open(wire).unwrap();
-
-    // Too large for the load's limit: OversizedRecord, worded the same, without the id.
-    blocking.save(A, b"0123456789", None).unwrap();
-    let from_wire = connection.load(wire, A, None, 9).unwrap_err();
-    let from_blocking = blocking.load(A, 9).unwrap_err();
-    assert_eq!(from_wire.kind, StoreErrorKind::OversizedRecord);
-    assert_eq!(from_wire.kind, from_blocking.kind);
-    assert_eq!(from_wire.to_string(), from_blocking.to_string());
-    assert!(!from_wire.to_string().contains(A));
-    assert_eq!(
-        connection.load(wire, A, None, 10).unwrap().unwrap(),
-        b"0123456789"
-    );
-
-    // A key of another type (WRONGTYPE): the store failed, worded as the blocking client words it.
-    command(server.port, &["RPUSH", &format!("tornsession:{B}"), "x"]);
-    for ttl in [None, Some(Duration::from_secs(5))] {
-        let from_wire = connection.load(wire, B, ttl, LIMIT).unwrap_err();
-        let from_blocking = match ttl {
-            None => blocking.load(B, LIMIT),
-            Some(ttl) => blocking.load_touching(B, ttl, LIMIT),
-        }
-        .unwrap_err();
-        assert_eq!(from_wire.kind, StoreErrorKind::Unavailable);
+    with_connection(|port, blocking, wire, connection| {
+        // Too large for the load's limit: OversizedRecord, worded the same, without the id.
+        blocking.save(A, b"0123456789", None).unwrap();
+        let from_wire = connection.load(wire, A, None, 9).unwrap_err();
+        let from_blocking = blocking.load(A, 9).unwrap_err();
+        assert_eq!(from_wire.kind, StoreErrorKind::OversizedRecord);
         assert_eq!(from_wire.kind, from_blocking.kind);
         assert_eq!(from_wire.to_string(), from_blocking.to_string());
-        assert!(from_wire.to_string().contains("WRONGTYPE"), "{from_wire}");
-    }
-    // SET overwrites any type; DEL removes any type.
-    assert!(connection.delete(wire, B).unwrap());
+        assert!(!from_wire.to_string().contains(A));
+        assert_eq!(
+            connection.load(wire, A, None, 10).unwrap().unwrap(),
+            b"0123456789"
+        );
 
-    // The connection is still in step after the errors.
-    assert_eq!(
-        connection.load(wire, A, None, LIMIT).unwrap().unwrap(),
-        b"0123456789"
-    );
+        // A key of another type (WRONGTYPE): the store failed, worded as the blocking client words it.
+        redis_command(port, &["RPUSH", &format!("tornsession:{B}"), "x"]);
+        for ttl in [None, Some(Duration::from_secs(5))] {
+            let from_wire = connection.load(wire, B, ttl, LIMIT).unwrap_err();
+            let from_blocking = match ttl {
+                None => blocking.load(B, LIMIT),
+                Some(ttl) => blocking.load_touching(B, ttl, LIMIT),
+            }
+            .unwrap_err();
+            assert_eq!(from_wire.kind, StoreErrorKind::Unavailable);
+            assert_eq!(from_wire.kind, from_blocking.kind);
+            assert_eq!(from_wire.to_string(), from_blocking.to_string());
+            assert!(from_wire.to_string().contains("WRONGTYPE"), "{from_wire}");
+        }
+        // SET overwrites any type; DEL removes any type.
+        assert!(connection.delete(wire, B).unwrap());
+
+        // The connection is still in step after the errors.
+        assert_eq!(
+            connection.load(wire, A, None, LIMIT).unwrap().unwrap(),
+            b"0123456789"
+        );
+    });
 }
 
 #[test]
 fn pipelined_requests_are_answered_in_order() {
-    let Some(server) = redis(None) else { return };
-    let blocking = store(&format!("redis://127.0.0.1:{}/0", server.port));
-    let wire = blocking.wire().unwrap();
-    let mut connection = Connection::open(wire).unwrap();
-    let big = vec![b'x'; 100_000];
+    with_connection(|port, blocking, wire, connection| {
+        let big = vec![b'x'; 100_000];
 
-    let requests = [
-        wire.save(A, b"a", None, SaveMode::Always),
-        wire.save(B, &big, Some(Duration::from_secs(30)), SaveMode::Always),
-        wire.save(C, b"c", None, SaveMode::IfExists),
-        wire.load(A, None),
-        wire.load(B, Some(Duration::from_secs(40))),
-        wire.load(C, None),
-        wire.delete(A),
-        wire.delete(C),
-        wire.load(A, None),
-    ];
-    let mut replies = connection
-        .exchange(&requests.iter().collect::<Vec<_>>())
-        .into_iter();
-    let mut next = || replies.next().unwrap();
-    assert!(wire.save_reply(A, next()).unwrap());
-    assert!(wire.save_reply(B, next()).unwrap());
-    assert!(!wire.save_reply(C, next()).unwrap());
-    assert_eq!(wire.load_reply(A, next(), LIMIT).unwrap().unwrap(), b"a");
-    assert_eq!(wire.load_reply(B, next(), LIMIT).unwrap().unwrap(), big);
-    assert_eq!(wire.load_reply(C, next(), LIMIT).unwrap(), None);
-    assert!(wire.delete_reply(A, next()).unwrap());
-    assert!(!wire.delete_reply(C, next()).unwrap());
-    assert_eq!(wire.load_reply(A, next(), LIMIT).unwrap(), None);
-    assert!(replies.next().is_none());
+        let requests = [
+            wire.save(A, b"a", None, SaveMode::Always),
+            wire.save(B, &big, Some(Duration::from_secs(30)), SaveMode::Always),
+            wire.save(C, b"c", None, SaveMode::IfExists),
+            wire.load(A, None),
+            wire.load(B, Some(Duration::from_secs(40))),
+            wire.load(C, None),
+            wire.delete(A),
+            wire.delete(C),
+            wire.load(A, None),
+        ];
+        let mut replies = connection
+            .exchange(&requests.iter().collect::<Vec<_>>())
+            .into_iter();
+        let mut next = || replies.next().unwrap();
+        assert!(wire.save_reply(A, next()).unwrap());
+        assert!(wire.save_reply(B, next()).unwrap());
+        assert!(!wire.save_reply(C, next()).unwrap());
+        assert_eq!(wire.load_reply(A, next(), LIMIT).unwrap().unwrap(), b"a");
+        assert_eq!(wire.load_reply(B, next(), LIMIT).unwrap().unwrap(), big);
+        assert_eq!(wire.load_reply(C, next(), LIMIT).unwrap(), None);
+        assert!(wire.delete_reply(A, next()).unwrap());
+        assert!(!wire.delete_reply(C, next()).unwrap());
+        assert_eq!(wire.load_reply(A, next(), LIMIT).unwrap(), None);
+        assert!(replies.next().is_none());
 
-    assert_eq!(blocking.load(B, LIMIT).unwrap().unwrap(), big);
-    assert_eq!(ttl_of(server.port, B), 40);
-    assert!(connection.received.is_empty());
+        assert_eq!(blocking.load(B, LIMIT).unwrap().unwrap(), big);
+        assert_eq!(ttl_of(port, B), 40);
+        assert!(connection.received.is_empty());
+    });
 }
 
 #[test]
 fn the_handshake_logs_in_with_the_urls_password() {
-    let Some(server) = redis(Some(PASSWORD)) else {
+    let Some(server) = support::redis_with_password(PASSWORD) else {
         return;
     };
     let port = server.port;
@@ -402,14 +316,8 @@ fn the_handshake_logs_in_with_the_urls_password() {
         format!("redis://:{PASSWORD}@127.0.0.1:{port}/0"),
         format!("redis://default:{PASSWORD}@127.0.0.1:{port}"),
     ] {
-        let blocking = store(&url);
-        let wire = blocking.wire().unwrap();
-        assert_eq!(wire.handshake().unwrap().replies, 1);
-        let mut connection = Connection::open(wire).unwrap();
-        connection
-            .save(wire, A, b"in", None, SaveMode::Always)
-            .unwrap();
-        assert_eq!(blocking.load(A, LIMIT).unwrap().unwrap(), b"in");
+        // AUTH: one reply.
+        saved_over_a_handshake(&store(&url), 1, b"in");
     }
 
     for url in [
@@ -445,20 +353,15 @@ fn the_handshake_logs_in_with_the_urls_password() {
 
 #[test]
 fn select_puts_the_records_in_the_urls_db() {
-    let Some(server) = redis(Some(PASSWORD)) else {
+    let Some(server) = support::redis_with_password(PASSWORD) else {
         return;
     };
     let port = server.port;
     let on = |db: u8| store(&format!("redis://:{PASSWORD}@127.0.0.1:{port}/{db}"));
     let db3 = on(3);
-    let wire = db3.wire().unwrap();
     // AUTH and SELECT, pipelined: two replies.
-    assert_eq!(wire.handshake().unwrap().replies, 2);
-    let mut connection = Connection::open(wire).unwrap();
-    connection
-        .save(wire, A, b"in 3", None, SaveMode::Always)
-        .unwrap();
-    assert_eq!(db3.load(A, LIMIT).unwrap().unwrap(), b"in 3");
+    let mut connection = saved_over_a_handshake(&db3, 2, b"in 3");
+    let wire = db3.wire().unwrap();
     assert_eq!(on(0).load(A, LIMIT).unwrap(), None);
     on(0).save(B, b"in 0", None).unwrap();
     assert_eq!(connection.load(wire, B, None, LIMIT).unwrap(), None);

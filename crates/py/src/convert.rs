@@ -5,7 +5,7 @@
 //! naming the key, whatever JSON cannot hold faithfully: str keys; str, int, float (finite),
 //! bool, None, list, tuple (read back as a list) and dict values. Loading uses pythonize.
 
-use pyo3::exceptions::{PyTypeError, PyValueError};
+use crate::errors::{argument_type_error, type_name, value_error, wrong_type};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 use pythonize::pythonize;
@@ -49,19 +49,19 @@ impl Unstorable {
     fn into_error(self, key: &str) -> PyErr {
         const UNCHANGED: &str = "The stored session was not changed.";
         match self {
-            Self::Type(type_name) => PyTypeError::new_err(format!(
+            Self::Type(type_name) => argument_type_error(format!(
                 "session key {key:?} holds a value of type {type_name} that tornsession cannot \
                  store: sessions are stored as JSON (str, int, float, bool, None, list, tuple, \
                  dict with str keys); store its data (an id, a dict) instead. {UNCHANGED}"
             )),
-            Self::NonStringKey(type_name) => PyTypeError::new_err(format!(
+            Self::NonStringKey(type_name) => argument_type_error(format!(
                 "session key {key:?} holds a dict with a key of type {type_name}: JSON object keys \
                  are strings. {UNCHANGED}"
             )),
-            Self::NotFinite => PyValueError::new_err(format!(
+            Self::NotFinite => value_error(format!(
                 "session key {key:?} holds NaN or infinity, which JSON cannot store. {UNCHANGED}"
             )),
-            Self::TooDeep => PyValueError::new_err(format!(
+            Self::TooDeep => value_error(format!(
                 "session key {key:?} holds values nested deeper than {MAX_DEPTH} levels. {UNCHANGED}"
             )),
             Self::Python(error) => error,
@@ -78,7 +78,7 @@ impl From<PyErr> for Unstorable {
 fn string_key(key: &Bound<'_, PyAny>) -> PyResult<String> {
     match key.cast::<PyString>() {
         Ok(key) => Ok(key.to_str()?.to_owned()),
-        Err(_) => Err(PyTypeError::new_err(format!(
+        Err(_) => Err(argument_type_error(format!(
             "session keys must be str, not {}: {} (JSON object keys are strings)",
             type_name(key),
             key.repr()?
@@ -133,10 +133,10 @@ fn to_json(value: &Bound<'_, PyAny>, depth: usize) -> Result<Value, Unstorable> 
     Err(Unstorable::Type(type_name(value)))
 }
 
-fn type_name(value: &Bound<'_, PyAny>) -> String {
-    value
-        .get_type()
-        .name()
-        .map(|n| n.to_string())
-        .unwrap_or_else(|_| "?".to_owned())
+/// A user id argument: a str (anything else is a TypeError, whatever the store).
+pub fn user_id_arg(user_id: &Bound<'_, PyAny>) -> PyResult<String> {
+    match user_id.cast::<PyString>() {
+        Ok(text) => Ok(text.to_str()?.to_owned()),
+        Err(_) => Err(wrong_type("user_id must be a str", user_id)),
+    }
 }

@@ -2,8 +2,9 @@
 
 use pyo3::create_exception;
 use pyo3::exceptions::{
-    PyException, PyNotImplementedError, PyRuntimeError, PyUserWarning, PyValueError,
+    PyException, PyNotImplementedError, PyRuntimeError, PyTypeError, PyUserWarning, PyValueError,
 };
+use pyo3::prelude::*;
 use pyo3::PyErr;
 
 use crate::tornado_cookies::CookiesTooLate;
@@ -56,9 +57,43 @@ pub fn store_error(error: StoreError) -> PyErr {
     }
 }
 
+/// An id and digest (`message` says from where) that do not match: a forged or foreign cookie.
+pub fn invalid_session(message: &'static str) -> PyErr {
+    InvalidSessionException::new_err(message)
+}
+
 /// A secret the manager cannot use: the caller's ValueError.
 pub fn secret_error(error: SecretError) -> PyErr {
-    PyValueError::new_err(error.to_string())
+    value_error(error)
+}
+
+/// A store's constructor refusing its arguments (a bad URL, a zero timeout): a ValueError.
+pub fn store_argument_error(error: StoreError) -> PyErr {
+    value_error(error)
+}
+
+/// An argument with a value out of its range, or an option the checks refuse: a ValueError.
+pub fn value_error(message: impl std::fmt::Display) -> PyErr {
+    PyValueError::new_err(message.to_string())
+}
+
+/// An argument of a type the call does not take: a TypeError.
+pub fn argument_type_error(message: impl std::fmt::Display) -> PyErr {
+    PyTypeError::new_err(message.to_string())
+}
+
+/// `{what}, not {the value's type}`, a TypeError: `user_id must be a str, not int`.
+pub fn wrong_type(what: &str, value: &Bound<'_, PyAny>) -> PyErr {
+    argument_type_error(format!("{what}, not {}", type_name(value)))
+}
+
+/// The name of `value`'s type, for messages.
+pub fn type_name(value: &Bound<'_, PyAny>) -> String {
+    value
+        .get_type()
+        .name()
+        .map(|n| n.to_string())
+        .unwrap_or_else(|_| "?".to_owned())
 }
 
 /// A handler's mistake, as Tornado reports its own (`write()` after `finish()`): a RuntimeError.

@@ -1,9 +1,9 @@
 //! The `tornsession._core` extension module: the PyO3 layer over `tornsession_core`.
 //!
 //! From the bottom up: `errors` (the one place Rust errors become Python exceptions), `log`,
-//! `convert`, `options`, `tornado_cookies`, `py_stores` (the store classes), then `session`
-//! (the dict class), `engine` (the lifecycle's steps on real objects), `store_task`,
-//! `wire_link` (asyncio connections), `manager`, `tornado_session`.
+//! `convert`, `options`, `tornado_cookies`, `py_stores` (the store classes and the handle on a
+//! store), then `session` (the dict class), `engine` (the lifecycle's steps on real objects),
+//! `store_task`, `wire_link` (asyncio connections), `manager`, `tornado_session`.
 
 mod convert;
 mod engine;
@@ -33,7 +33,7 @@ mod _core {
     #[pymodule_export]
     use crate::py_stores::{
         _store_load, _store_save_if_exists, PyFileStore, PyMemcachedStore, PyMemoryStore,
-        PyRedisClusterStore, PyRedisSentinelStore, PyRedisStore, PySqliteStore,
+        PyRedisClusterStore, PyRedisSentinelStore, PyRedisStore, PySqliteStore, PyStore,
     };
     #[pymodule_export]
     use crate::session::Session;

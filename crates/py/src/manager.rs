@@ -8,16 +8,15 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
-use pyo3::exceptions::PyTypeError;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::PyDict;
 
-use crate::convert::json_into_dict;
+use crate::convert::{json_into_dict, user_id_arg};
 use crate::engine::{Engine, StoreOrigin};
-use crate::errors::InvalidSessionException;
-use crate::options::{self, value_error};
+use crate::errors::{argument_type_error, invalid_session, type_name, value_error};
+use crate::options;
 use crate::py_stores::StoreHandle;
 use crate::session::Session;
 use crate::tornado_cookies::{CookieAttributes, CookieSettings};
@@ -73,27 +72,13 @@ impl SessionManager {
         order_timeout=10.0)"
     )]
     #[pyo3(signature = (
-        secret,
-        session_dir = None,
-        *,
-        store = None,
-        cookie_name = "session_id",
-        digest_cookie_name = "hmac_digest",
-        cookie_httponly = true,
-        cookie_samesite = Some("Lax"),
-        cookie_secure = None,
-        cookie_domain = None,
-        cookie_path = "/",
-        cookie_expires_days = Some(30.0),
-        idle_timeout = None,
-        lifetime = None,
-        max_idle_timeout = None,
-        max_lifetime = None,
-        max_size = None,
-        max_read_size = None,
-        detect_conflicts = false,
-        order_requests = true,
-        order_timeout = None,
+        secret, session_dir = None, *, store = None,
+        cookie_name = "session_id", digest_cookie_name = "hmac_digest", cookie_httponly = true,
+        cookie_samesite = Some("Lax"), cookie_secure = None, cookie_domain = None,
+        cookie_path = "/", cookie_expires_days = Some(30.0),
+        idle_timeout = None, lifetime = None, max_idle_timeout = None, max_lifetime = None,
+        max_size = None, max_read_size = None,
+        detect_conflicts = false, order_requests = true, order_timeout = None,
     ))]
     fn new(
         py: Python<'_>,
@@ -188,7 +173,7 @@ impl SessionManager {
             &store.describe(py),
         )?);
         if detect_conflicts && !store.supports_conflict_checks(py) {
-            return Err(PyTypeError::new_err(
+            return Err(argument_type_error(
                 "detect_conflicts=True needs a store with compare_and_set(key, expected, value, \
                  ttl); this Python store has none",
             ));
@@ -234,9 +219,9 @@ impl SessionManager {
         hmac_digest: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Py<Session>> {
         match self.engine.check_pair(session_id, hmac_digest) {
-            CookieCheck::Invalid => Err(InvalidSessionException::new_err(
-                "the session id does not match its digest",
-            )),
+            CookieCheck::Invalid => {
+                Err(invalid_session("the session id does not match its digest"))
+            }
             check => self.session_for(py, check),
         }
     }
@@ -311,7 +296,7 @@ impl SessionManager {
     fn destroy_session(&self, py: Python<'_>, hashed_id: &Bound<'_, PyAny>) -> PyResult<usize> {
         let hashed_id: String = hashed_id
             .extract()
-            .map_err(|_| PyTypeError::new_err("hashed_id must be a str (a SessionInfo.id)"))?;
+            .map_err(|_| argument_type_error("hashed_id must be a str (a SessionInfo.id)"))?;
         self.engine
             .destroy_session(py, &hashed_id)
             .map_err(store_error)
@@ -385,7 +370,7 @@ impl SessionManager {
             return Ok(session.get().id(py).ok());
         }
         let Ok(text) = keep.extract::<String>() else {
-            return Err(PyTypeError::new_err(
+            return Err(argument_type_error(
                 "keep must be a session, a session id or a SessionInfo.id",
             ));
         };
@@ -394,24 +379,6 @@ impl SessionManager {
         }
         self.engine.find_public_id(py, &text).map_err(store_error)
     }
-}
-
-/// A user id argument: a str (anything else is a TypeError, whatever the store).
-fn user_id_arg(user_id: &Bound<'_, PyAny>) -> PyResult<String> {
-    user_id
-        .cast::<pyo3::types::PyString>()
-        .map_err(|_| {
-            PyTypeError::new_err(format!(
-                "user_id must be a str, not {}",
-                user_id
-                    .get_type()
-                    .name()
-                    .map(|n| n.to_string())
-                    .unwrap_or_default()
-            ))
-        })?
-        .to_str()
-        .map(str::to_owned)
 }
 
 /// A coroutine running `manager.<method>(*args)` on a store thread (inline for a store that
@@ -528,7 +495,7 @@ impl TornadoSessionManager {
             Some(handler) => manager.engine.check_request(handler)?,
         };
         if check == CookieCheck::Invalid {
-            return Err(InvalidSessionException::new_err(
+            return Err(invalid_session(
                 "the session cookies do not match their digest",
             ));
         }
@@ -552,13 +519,9 @@ impl TornadoSessionManager {
 /// this module does not know by name: it asks for `_ensure_loaded`).
 pub fn as_session<'a, 'py>(value: &'a Bound<'py, PyAny>) -> PyResult<&'a Bound<'py, Session>> {
     let session = value.cast::<Session>().map_err(|_| {
-        PyTypeError::new_err(format!(
+        argument_type_error(format!(
             "expected a tornsession.Session (from SessionManager.get()), got {}",
-            value
-                .get_type()
-                .name()
-                .map(|n| n.to_string())
-                .unwrap_or_default()
+            type_name(value)
         ))
     })?;
     let py = value.py();

@@ -3,11 +3,10 @@
 
 use std::time::Duration;
 
-use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyInt, PyList, PyString, PyTuple};
 
-use crate::errors::WeakSecretWarning;
+use crate::errors::{argument_type_error, value_error, wrong_type, WeakSecretWarning};
 use crate::tornado_cookies::SecureMode;
 use tornsession_core::stores::DEFAULT_MAX_READ_SIZE;
 use tornsession_core::time;
@@ -24,15 +23,9 @@ impl<'a, 'py> FromPyObject<'a, 'py> for SaturatingInt {
     type Error = PyErr;
 
     fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
-        let int = obj.cast::<PyInt>().map_err(|_| {
-            PyTypeError::new_err(format!(
-                "expected an int, not {}",
-                obj.get_type()
-                    .name()
-                    .map(|n| n.to_string())
-                    .unwrap_or_default()
-            ))
-        })?;
+        let int = obj
+            .cast::<PyInt>()
+            .map_err(|_| wrong_type("expected an int", &obj))?;
         match int.extract::<i64>() {
             Ok(value) => Ok(Self(value)),
             Err(_) if int.lt(0)? => Ok(Self(i64::MIN)),
@@ -51,17 +44,17 @@ pub fn duration(name: &str, value: &Bound<'_, PyAny>) -> PyResult<Duration> {
             value.call_method0("total_seconds")?.extract()?
         }
         Err(_) if value.is_instance_of::<PyBool>() => {
-            return Err(PyTypeError::new_err(format!(
+            return Err(argument_type_error(format!(
                 "{name} must be a number of seconds or a datetime.timedelta, not a bool"
             )))
         }
         Err(_) => value.extract().map_err(|_| {
-            PyTypeError::new_err(format!(
+            argument_type_error(format!(
                 "{name} must be a number of seconds or a datetime.timedelta"
             ))
         })?,
     };
-    time::positive_duration(seconds).map_err(|e| PyValueError::new_err(format!("{name} {e}")))
+    time::positive_duration(seconds).map_err(|e| value_error(format!("{name} {e}")))
 }
 
 /// A positive size in bytes.
@@ -71,7 +64,7 @@ pub fn byte_size(name: &str, value: Option<SaturatingInt>) -> PyResult<Option<us
         Some(SaturatingInt(bytes)) if bytes > 0 => {
             Ok(Some(usize::try_from(bytes).unwrap_or(usize::MAX)))
         }
-        Some(SaturatingInt(bytes)) => Err(PyValueError::new_err(format!(
+        Some(SaturatingInt(bytes)) => Err(value_error(format!(
             "{name} must be a positive number of bytes, not {bytes}"
         ))),
     }
@@ -81,7 +74,7 @@ pub fn byte_size(name: &str, value: Option<SaturatingInt>) -> PyResult<Option<us
 /// saved can be loaded), else 1 MiB, or `max_size` when larger.
 pub fn read_limit(max_size: Option<usize>, max_read_size: Option<usize>) -> PyResult<usize> {
     match (max_size, max_read_size) {
-        (Some(size), Some(read)) if read < size => Err(PyValueError::new_err(format!(
+        (Some(size), Some(read)) if read < size => Err(value_error(format!(
             "max_read_size={read} is below max_size={size}: sessions could be saved that no \
              load reads back; raise max_read_size or lower max_size"
         ))),
@@ -100,7 +93,7 @@ pub fn save_limit(
     store: &str,
 ) -> PyResult<usize> {
     match (max_size, store_limit) {
-        (Some(size), Some(limit)) if size > limit => Err(PyValueError::new_err(format!(
+        (Some(size), Some(limit)) if size > limit => Err(value_error(format!(
             "max_size={size} is more than {store} takes: records of up to {limit} bytes"
         ))),
         (size, limit) => Ok(size.unwrap_or(read_limit).min(limit.unwrap_or(usize::MAX))),
@@ -121,7 +114,7 @@ pub fn secure_mode(value: &Bound<'_, PyAny>) -> PyResult<SecureMode> {
         .map(|s| s.to_str().map(str::to_owned))
     {
         Ok(Ok(text)) if text == "auto" => Ok(SecureMode::Auto),
-        _ => Err(PyValueError::new_err(format!(
+        _ => Err(value_error(format!(
             "cookie_secure must be True, False or 'auto', not {}",
             value.repr()?
         ))),
@@ -196,7 +189,7 @@ pub fn secret_keys(secret: &Bound<'_, PyAny>) -> PyResult<Vec<Vec<u8>>> {
         if let Ok(bytes) = value.cast::<PyBytes>() {
             return Ok(bytes.as_bytes().to_vec());
         }
-        Err(PyTypeError::new_err(format!(
+        Err(argument_type_error(format!(
             "secret must be a str or bytes (or a list of them, newest first), not {}",
             value.get_type().name()?
         )))
@@ -223,11 +216,6 @@ pub fn warn_if_weak(py: Python<'_>, keys: &[Vec<u8>]) -> PyResult<()> {
         PyErr::warn(py, &category, &message, 1)?;
     }
     Ok(())
-}
-
-/// Turns a check's message into a ValueError.
-pub fn value_error(message: String) -> PyErr {
-    PyValueError::new_err(message)
 }
 
 #[cfg(test)]

@@ -1,8 +1,10 @@
 //! `Session`, a real `dict` subclass with the original module's `session_id` and `hmac_digest`
 //! attributes, and what tornsession keeps beside them between load and save.
 
+use std::mem;
+
+use crate::errors::value_error;
 use parking_lot::Mutex;
-use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::gc::PyVisit;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString, PyTuple};
@@ -70,7 +72,7 @@ impl Session {
         let id = id.bind(py);
         match id.extract::<String>() {
             Ok(text) if ids::is_valid_session_id(&text) => Ok(text),
-            _ => Err(PyValueError::new_err(format!(
+            _ => Err(value_error(format!(
                 "session_id {} is not a session id; take sessions from SessionManager.get()",
                 id.repr()?
             ))),
@@ -87,35 +89,36 @@ impl Session {
         change(&mut self.meta.lock().state)
     }
 
+    /// Runs `change` on the identity and state under the lock and hands back what it took
+    /// out, for the caller to drop after the lock is released: dropping a Python object may run
+    /// its `__del__`, which may read this session, and a `parking_lot` lock taken again on the
+    /// same thread deadlocks. (Python objects are made before the lock for the same reason: an
+    /// allocation may run the garbage collector.)
+    fn under_lock<T>(&self, change: impl FnOnce(&mut SessionMeta) -> T) -> T {
+        change(&mut self.meta.lock())
+    }
+
     /// A new id and digest (regenerate, destroy, a fresh session after a failed load).
     pub fn set_identity(&self, py: Python<'_>, session_id: &str, hmac_digest: &str) {
-        let mut meta = self.meta.lock();
-        meta.session_id = PyString::new(py, session_id).into_any().unbind();
-        meta.hmac_digest = PyString::new(py, hmac_digest).into_any().unbind();
+        let session_id = PyString::new(py, session_id).into_any().unbind();
+        let hmac_digest = PyString::new(py, hmac_digest).into_any().unbind();
+        let old = self.under_lock(|meta| {
+            (
+                mem::replace(&mut meta.session_id, session_id),
+                mem::replace(&mut meta.hmac_digest, hmac_digest),
+            )
+        });
+        drop(old);
     }
 
     pub fn set_digest(&self, py: Python<'_>, digest: &str) {
-        self.meta.lock().hmac_digest = PyString::new(py, digest).into_any().unbind();
+        self.set_hmac_digest(PyString::new(py, digest).into_any().unbind());
     }
 
     /// `set_user`: a str owner, checked.
     pub fn set_user(&self, user_id: &Bound<'_, PyAny>) -> PyResult<()> {
-        let user_id = user_id
-            .cast::<PyString>()
-            .map_err(|_| {
-                PyTypeError::new_err(format!(
-                    "user_id must be a str, not {}",
-                    user_id
-                        .get_type()
-                        .name()
-                        .map(|n| n.to_string())
-                        .unwrap_or_default()
-                ))
-            })?
-            .to_str()?
-            .to_owned();
-        tornsession_core::users::check_user_id(&user_id)
-            .map_err(|e| PyValueError::new_err(e.to_string()))?;
+        let user_id = crate::convert::user_id_arg(user_id)?;
+        tornsession_core::users::check_user_id(&user_id).map_err(value_error)?;
         self.update_state(|state| state.set_owner(user_id));
         Ok(())
     }
@@ -128,7 +131,7 @@ impl Session {
         info.extend(fields);
         let size = serde_json::to_vec(&info).map_or(usize::MAX, |v| v.len());
         if size > tornsession_core::users::MAX_INFO_BYTES {
-            return Err(PyValueError::new_err(format!(
+            return Err(value_error(format!(
                 "set_info() keeps small metadata: {size} bytes serialized, over {}",
                 tornsession_core::users::MAX_INFO_BYTES
             )));
@@ -138,7 +141,8 @@ impl Session {
     }
 
     pub fn replace_meta(&self, meta: SessionMeta) {
-        *self.meta.lock() = meta;
+        let old = self.under_lock(|current| mem::replace(current, meta));
+        drop(old);
     }
 
     /// A copy of the identity and state, for a session that takes over another's (a manager
@@ -175,9 +179,7 @@ impl Session {
         _args: &Bound<'_, PyTuple>,
         _kwargs: Option<&Bound<'_, PyDict>>,
     ) -> Self {
-        Session {
-            meta: Mutex::new(SessionMeta::unset(py)),
-        }
+        Self::blank(py)
     }
 
     #[pyo3(signature = (session_id = None, hmac_digest = None))]
@@ -187,9 +189,15 @@ impl Session {
         session_id: Option<Py<PyAny>>,
         hmac_digest: Option<Py<PyAny>>,
     ) {
-        let mut meta = self.meta.lock();
-        meta.session_id = session_id.unwrap_or_else(|| py.None());
-        meta.hmac_digest = hmac_digest.unwrap_or_else(|| py.None());
+        let session_id = session_id.unwrap_or_else(|| py.None());
+        let hmac_digest = hmac_digest.unwrap_or_else(|| py.None());
+        let old = self.under_lock(|meta| {
+            (
+                mem::replace(&mut meta.session_id, session_id),
+                mem::replace(&mut meta.hmac_digest, hmac_digest),
+            )
+        });
+        drop(old);
     }
 
     /// Records who owns the session (see `TornadoSession.set_user`).
@@ -212,22 +220,22 @@ impl Session {
 
     #[getter]
     pub fn get_session_id(&self, py: Python<'_>) -> Py<PyAny> {
-        self.meta.lock().session_id.clone_ref(py)
+        self.under_lock(|meta| meta.session_id.clone_ref(py))
     }
 
     #[setter]
     pub fn set_session_id(&self, value: Py<PyAny>) {
-        self.meta.lock().session_id = value;
+        drop(self.under_lock(|meta| mem::replace(&mut meta.session_id, value)));
     }
 
     #[getter]
     pub fn get_hmac_digest(&self, py: Python<'_>) -> Py<PyAny> {
-        self.meta.lock().hmac_digest.clone_ref(py)
+        self.under_lock(|meta| meta.hmac_digest.clone_ref(py))
     }
 
     #[setter]
     pub fn set_hmac_digest(&self, value: Py<PyAny>) {
-        self.meta.lock().hmac_digest = value;
+        drop(self.under_lock(|meta| mem::replace(&mut meta.hmac_digest, value)));
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {

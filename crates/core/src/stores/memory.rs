@@ -592,53 +592,6 @@ mod tests {
     }
 
     #[test]
-    fn save_if_exists_writes_only_over_a_live_record() {
-        let s = store(10);
-        assert!(!s.save_if_exists(A, b"one", None).unwrap());
-        assert_eq!(s.load(A, MAX).unwrap(), None, "nothing was written");
-        s.save(A, b"one", None).unwrap();
-        assert!(s.save_if_exists(A, b"two", None).unwrap());
-        assert_eq!(s.load(A, MAX).unwrap().as_deref(), Some(&b"two"[..]));
-        s.delete(A).unwrap();
-        assert!(!s.save_if_exists(A, b"three", None).unwrap());
-        s.save(B, b"b", Some(Duration::from_millis(1))).unwrap();
-        std::thread::sleep(Duration::from_millis(5));
-        assert!(
-            !s.save_if_exists(B, b"b2", None).unwrap(),
-            "expired is gone"
-        );
-        assert_eq!(s.load(B, MAX).unwrap(), None);
-    }
-
-    #[test]
-    fn loads_refuse_records_over_the_limit() {
-        let s = store(10);
-        s.save(A, b"0123456789", None).unwrap();
-        assert!(s.load(A, 10).unwrap().is_some());
-        let e = s.load(A, 9).unwrap_err();
-        assert_eq!(e.kind, crate::stores::StoreErrorKind::OversizedRecord);
-        assert!(!e.to_string().contains(A), "{e}");
-        let e = s.load_touching(A, Duration::from_secs(1), 9).unwrap_err();
-        assert_eq!(e.kind, crate::stores::StoreErrorKind::OversizedRecord);
-    }
-
-    #[test]
-    fn save_load_delete() {
-        let s = store(10);
-        assert_eq!(s.load(A, MAX).unwrap(), None);
-        s.save(A, b"one", None).unwrap();
-        s.save(A, b"two", None).unwrap();
-        assert_eq!(s.load(A, MAX).unwrap().as_deref(), Some(&b"two"[..]));
-        assert!(s.delete(A).unwrap(), "the record was there");
-        assert!(!s.delete(A).unwrap(), "and then it was not");
-        assert_eq!(s.load(A, MAX).unwrap(), None);
-        // An expired record is not there either.
-        s.save(A, b"old", Some(Duration::from_millis(1))).unwrap();
-        std::thread::sleep(Duration::from_millis(5));
-        assert!(!s.delete(A).unwrap());
-    }
-
-    #[test]
     fn evicts_the_least_recently_used_at_the_bound() {
         let s = store(2);
         s.save(A, b"a", None).unwrap();
@@ -652,52 +605,13 @@ mod tests {
     }
 
     #[test]
-    fn entries_expire_after_their_ttl_unless_touched() {
+    fn expired_entries_are_dropped_as_they_are_read() {
+        // That they expire, and what keeps them alive, is the conformance suite's to test.
         let s = store(10);
-        let short = Duration::from_millis(60);
-        s.save(A, b"a", Some(short)).unwrap();
-        s.save(B, b"b", Some(short)).unwrap();
-        s.save(C, b"c", None).unwrap();
-        std::thread::sleep(Duration::from_millis(35));
-        assert!(s.load_touching(A, short, MAX).unwrap().is_some());
-        std::thread::sleep(Duration::from_millis(35));
-        assert!(
-            s.load(A, MAX).unwrap().is_some(),
-            "touched: alive 70 ms after its save"
-        );
-        assert_eq!(s.load(B, MAX).unwrap(), None, "not touched: expired");
-        assert!(s.load(C, MAX).unwrap().is_some(), "no ttl: never expires");
-        assert_eq!(s.len(), 2, "expired entries are dropped");
-    }
-
-    #[test]
-    fn conditional_saves_fail_when_another_writer_got_there_first() {
-        let s = store(10);
-        assert!(s.save_if_unchanged(A, None, b"one", None).unwrap());
-        assert!(!s.save_if_unchanged(A, None, b"two", None).unwrap());
-        assert!(!s.save_if_unchanged(A, Some(b"zzz"), b"two", None).unwrap());
-        assert!(s.save_if_unchanged(A, Some(b"one"), b"two", None).unwrap());
-        assert_eq!(s.load(A, MAX).unwrap().as_deref(), Some(&b"two"[..]));
-    }
-
-    #[test]
-    fn is_safe_across_threads() {
-        let s = std::sync::Arc::new(store(10_000));
-        let handles: Vec<_> = (0..4u128)
-            .map(|t| {
-                let s = s.clone();
-                std::thread::spawn(move || {
-                    for i in 0..1000u128 {
-                        let id = format!("{:032x}", t * 1_000_000 + i);
-                        s.save(&id, id.as_bytes(), None).unwrap();
-                        assert_eq!(s.load(&id, MAX).unwrap().unwrap(), id.as_bytes());
-                    }
-                })
-            })
-            .collect();
-        for h in handles {
-            h.join().unwrap();
-        }
-        assert_eq!(s.len(), 4000);
+        s.save(A, b"a", Some(Duration::from_millis(1))).unwrap();
+        s.save(B, b"b", None).unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(s.load(A, MAX).unwrap(), None);
+        assert_eq!(s.len(), 1, "the expired entry is dropped");
     }
 }

@@ -445,49 +445,6 @@ mod tests {
     }
 
     #[test]
-    fn save_if_exists_updates_only_a_live_row() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = open(&dir);
-        assert!(!s.save_if_exists(A, b"one", None).unwrap());
-        assert_eq!(rows(&s), 0, "nothing was written");
-        s.save(A, b"one", None).unwrap();
-        assert!(s
-            .save_if_exists(A, b"two", Some(Duration::from_secs(60)))
-            .unwrap());
-        assert_eq!(s.load(A, MAX).unwrap().as_deref(), Some(&b"two"[..]));
-        assert!(expires_at(&s, A).is_some());
-        s.delete(A).unwrap();
-        assert!(!s.save_if_exists(A, b"three", None).unwrap());
-        s.save(B, b"b", Some(Duration::from_millis(1))).unwrap();
-        std::thread::sleep(Duration::from_millis(20));
-        assert!(
-            !s.save_if_exists(B, b"b2", None).unwrap(),
-            "expired is gone"
-        );
-        assert_eq!(s.load(B, MAX).unwrap(), None);
-    }
-
-    #[test]
-    fn oversized_rows_are_measured_not_read() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = open(&dir);
-        s.save(A, &[7; 100], None).unwrap();
-        assert_eq!(s.load(A, 100).unwrap().unwrap().len(), 100);
-        for e in [
-            s.load(A, 99).unwrap_err(),
-            s.load_touching(A, Duration::from_secs(9), 99).unwrap_err(),
-        ] {
-            assert_eq!(
-                e.kind,
-                crate::stores::StoreErrorKind::OversizedRecord,
-                "{e}"
-            );
-            assert!(e.to_string().contains("holds 100 bytes"), "{e}");
-            assert!(!e.to_string().contains(A), "{e}");
-        }
-    }
-
-    #[test]
     fn a_locked_database_fails_without_naming_the_session() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sessions.db");
@@ -579,23 +536,6 @@ mod tests {
         );
         // A second opener finds the column there.
         SqliteStore::open(&path, DEFAULT_BUSY_TIMEOUT, false).unwrap();
-    }
-
-    #[test]
-    fn save_load_delete() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = open(&dir);
-        assert_eq!(s.load(A, MAX).unwrap(), None);
-        s.save(A, b"one", None).unwrap();
-        s.save(A, b"two", None).unwrap();
-        assert_eq!(s.load(A, MAX).unwrap().as_deref(), Some(&b"two"[..]));
-        assert!(s.delete(A).unwrap(), "the record was there");
-        assert!(!s.delete(A).unwrap(), "and then it was not");
-        assert_eq!(s.load(A, MAX).unwrap(), None);
-        // An expired row counts as gone.
-        s.save(A, b"old", Some(Duration::from_millis(1))).unwrap();
-        std::thread::sleep(Duration::from_millis(20));
-        assert!(!s.delete(A).unwrap());
     }
 
     #[test]
