@@ -10,7 +10,8 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from conftest import AppProcess, Browser
+from support.browser import Browser
+from support.processes import AppProcess
 
 CONNECTIONS = 8
 REQUESTS_PER_CONNECTION = 150

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import redis
 import tornsession
-from servers import RedisServer, ServerProcess
+from support.servers import RedisServer, ServerProcess
 
 
 class CasDictStore:

@@ -21,7 +21,7 @@ import tornado.httpclient
 import tornado.web
 import tornado.websocket
 import tornsession
-from conftest import Browser
+from support.browser import Browser
 from test_engine_http import (  # noqa: F401 (fixtures: serve(style, kind, store=...), make_store)
     COOKIE_SECRET,
     STYLES,

@@ -15,7 +15,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import REPO, Browser
+from support.browser import Browser
+from support.processes import REPO
 
 SESSION_COOKIES = frozenset({"session_id", "hmac_digest"})
 STRONG = "a" * 64

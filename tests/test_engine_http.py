@@ -25,8 +25,8 @@ import tornado.httpserver
 import tornado.netutil
 import tornado.web
 import tornsession
-from conftest import Browser
-from servers import RedisServer, ServerProcess
+from support.browser import Browser
+from support.servers import RedisServer, ServerProcess
 from tornado.web import create_signed_value
 from tornsession import _ordering
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 import tornsession
-from servers import HOST, RedisServer, ServerProcess, free_port
+from support.servers import HOST, RedisServer, ServerProcess, free_port
 from tornsession._core import _store_load
 
 SECRET = "fork-safety-secret-of-32-bytes-or-more"

@@ -15,7 +15,7 @@ import pytest
 import redis
 import tornado.web
 import tornsession
-from servers import RedisServer, ServerProcess
+from support.servers import RedisServer, ServerProcess
 from tornado.testing import AsyncHTTPTestCase, gen_test
 
 COOKIE_SECRET = "lifecycle-cookie-secret"

@@ -39,8 +39,8 @@ from pathlib import Path
 
 import pytest
 import redis
-from conftest import RunningApp, rss_mb
-from servers import HOST, RedisServer, ServerProcess, launch, redis_maker, require_binary
+from support.processes import RunningApp, rss_mb
+from support.servers import HOST, RedisServer, ServerProcess, launch, redis_maker, require_binary
 
 CLIENTS = int(os.environ.get("OUTAGE_CLIENTS", "6"))
 ROUNDS = int(os.environ.get("OUTAGE_ROUNDS", "1"))

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import tornado.web
 import tornsession
-from conftest import Browser
+from support.browser import Browser
 from test_engine_http import (  # noqa: F401  (make_store is a fixture)
     COOKIE_SECRET,
     SESSION_SECRET,

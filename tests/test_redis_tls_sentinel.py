@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import redis
 import tornsession
-from servers import HOST, ServerProcess, free_port, redis_argv, require_binary
+from support.servers import HOST, ServerProcess, free_port, redis_argv, require_binary
 
 SECRET = "tls-sentinel-test-secret"
 

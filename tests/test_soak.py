@@ -17,8 +17,8 @@ from http.cookies import SimpleCookie
 from pathlib import Path
 
 import pytest
-from conftest import AppProcess, rss_mb
-from servers import RedisServer, ServerProcess
+from support.processes import AppProcess, rss_mb
+from support.servers import RedisServer, ServerProcess
 
 CLIENTS = int(os.environ.get("SOAK_CLIENTS", "8"))
 REQUESTS = int(os.environ.get("SOAK_REQUESTS", "150"))

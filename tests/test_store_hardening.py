@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 import tornsession
-from servers import RedisServer, ServerProcess
+from support.servers import RedisServer, ServerProcess
 from tornsession._core import _store_load, _store_save_if_exists
 
 SECRET = "store-hardening-secret"

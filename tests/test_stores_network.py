@@ -11,7 +11,10 @@ from collections.abc import Callable
 import pytest
 import redis
 import tornsession
-from servers import HOST, AppProcess, Browser, RedisServer, ServerProcess
+from support.any_store import StoreOpener
+from support.browser import Browser
+from support.processes import AppProcess
+from support.servers import HOST, RedisServer, ServerProcess
 
 SECRET = "network-test-secret"
 TIMEOUT = 1.0
@@ -137,26 +140,33 @@ def test_redis_frozen_server_times_out_instead_of_hanging(
     assert dict(m.get(s.session_id, s.hmac_digest)) == {"k": 1}
 
 
-def test_two_tornado_processes_share_a_redis_store(
-    redis_server: RedisServer, start_app: Callable[[list[str]], AppProcess]
-) -> None:
-    args = ["--store", "redis", "--url", redis_server.url]
-    first, second = start_app(args), start_app(args)
-    browser = Browser()
-    for n in range(1, 7):
+SHARED_APP = "tests.apps.shared_store_app"
+
+
+def alternate(browser: Browser, first: AppProcess, second: AppProcess, rounds: int = 6) -> None:
+    """Visits the two apps in turn with one cookie jar: each counts on from the other's count."""
+    for n in range(1, rounds + 1):
         app = first if n % 2 else second
-        assert browser.get_json(app.url) == {"count": n, "port": app.port}
+        assert browser.get_json(app.url("/count")) == {"count": n, "port": app.port}
+
+
+@pytest.mark.parametrize("kind", ["redis", "memcached", "sqlite", "file"])
+def test_two_tornado_processes_share_a_store(
+    kind: str, request: pytest.FixtureRequest, start_app_process: Callable[..., AppProcess]
+) -> None:
+    args = StoreOpener(kind, request).args()
+    first, second = start_app_process(SHARED_APP, *args), start_app_process(SHARED_APP, *args)
+    with Browser(timeout=30) as browser:
+        alternate(browser, first, second)
 
 
 def test_redis_py_client_wrapped_as_store_works_over_http(
-    redis_server: RedisServer, start_app: Callable[[list[str]], AppProcess]
+    redis_server: RedisServer, start_app_process: Callable[..., AppProcess]
 ) -> None:
     args = ["--store", "redis-py", "--url", redis_server.url]
-    first, second = start_app(args), start_app(args)
-    browser = Browser()
-    for n in range(1, 5):
-        app = first if n % 2 else second
-        assert browser.get_json(app.url) == {"count": n, "port": app.port}
+    first, second = start_app_process(SHARED_APP, *args), start_app_process(SHARED_APP, *args)
+    with Browser(timeout=30) as browser:
+        alternate(browser, first, second, rounds=4)
     direct = redis.Redis(host=HOST, port=redis_server.port)
     keys = [k for k in direct.keys("tornsession:*") if 0 < direct.ttl(k) <= 3600]
     assert keys, "the wrapper stored no key with the app's idle_timeout as TTL"
@@ -167,7 +177,7 @@ def test_handler_answers_500_while_store_is_down_and_200_once_back(
     kind: str,
     redis_factory: Callable[[], RedisServer],
     memcached_factory: Callable[[], ServerProcess],
-    start_app: Callable[[list[str]], AppProcess],
+    start_app_process: Callable[..., AppProcess],
 ) -> None:
     if kind == "redis":
         server: ServerProcess = redis_factory()
@@ -175,17 +185,17 @@ def test_handler_answers_500_while_store_is_down_and_200_once_back(
     else:
         server = memcached_factory()
         args = ["--store", "memcached", "--servers", server.address]
-    app = start_app([*args, "--timeout", str(TIMEOUT)])
-    browser = Browser()
-    assert browser.status(app.url) == 200
-    server.kill()
-    started = time.monotonic()
-    assert browser.status(app.url) == 500
-    waited = time.monotonic() - started
-    print(f"{kind}: HTTP request with the store down answered 500 after {waited:.2f} s")
-    assert waited < 2 * TIMEOUT + MARGIN
-    server.start()
-    assert browser.status(app.url) == 200
+    app = start_app_process(SHARED_APP, *args, "--timeout", str(TIMEOUT))
+    with Browser(app.port, timeout=30) as browser:
+        assert browser.status("/count") == 200
+        server.kill()
+        started = time.monotonic()
+        assert browser.status("/count") == 500
+        waited = time.monotonic() - started
+        print(f"{kind}: HTTP request with the store down answered 500 after {waited:.2f} s")
+        assert waited < 2 * TIMEOUT + MARGIN
+        server.start()
+        assert browser.status("/count") == 200
 
 
 # Redis Cluster
@@ -276,14 +286,3 @@ def test_memcached_killed_server_fails_fast_and_store_recovers_when_back(
     server.start()
     fresh = saved_session(m, k=2)
     assert dict(m.get(fresh.session_id, fresh.hmac_digest)) == {"k": 2}
-
-
-def test_two_tornado_processes_share_a_memcached_store(
-    memcached_servers: list[ServerProcess], start_app: Callable[[list[str]], AppProcess]
-) -> None:
-    args = ["--store", "memcached", "--servers", *(s.address for s in memcached_servers)]
-    first, second = start_app(args), start_app(args)
-    browser = Browser()
-    for n in range(1, 7):
-        app = first if n % 2 else second
-        assert browser.get_json(app.url) == {"count": n, "port": app.port}

@@ -21,7 +21,7 @@ import pytest
 import tornado.locks
 import tornado.web
 import tornsession
-from conftest import Browser
+from support.browser import Browser
 from test_engine_http import (  # noqa: F401 (fixtures: serve(style, kind, ...), make_store)
     COOKIE_SECRET,
     SESSION_SECRET,

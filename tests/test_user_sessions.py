@@ -15,8 +15,9 @@ from typing import Any
 
 import pytest
 import tornsession
-from conftest import AppProcess, Browser
-from servers import HOST
+from support.browser import Browser
+from support.processes import AppProcess
+from support.servers import HOST
 
 STORES = ["memory", "file", "sqlite", "redis", "cluster", "python"]
 

@@ -26,8 +26,8 @@ import pytest
 import redis as redis_py
 import tornado.web
 import tornsession
-from conftest import Browser
-from servers import RedisServer, ServerProcess, launch, redis_argv, require_binary
+from support.browser import Browser
+from support.servers import RedisServer, ServerProcess, launch, redis_argv, require_binary
 from test_engine_http import (  # noqa: F401 (fixtures: serve(style, kind, store=...), make_store)
     COOKIE_SECRET,
     SESSION_SECRET,

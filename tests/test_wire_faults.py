@@ -25,8 +25,8 @@ from typing import Any
 import pytest
 import tornado.web
 import tornsession
-from conftest import Browser
-from servers import RedisServer, ServerProcess
+from support.browser import Browser
+from support.servers import RedisServer, ServerProcess
 from test_engine_http import COOKIE_SECRET, SESSION_SECRET, DropIn, Mixin, Server
 from test_wire import client_connections
 
