@@ -6,62 +6,18 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
-import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 import tornsession
-from support.servers import RedisServer, ServerProcess
-
-
-class CasDictStore:
-    """A Python store with compare_and_set."""
-
-    def __init__(self) -> None:
-        self.data: dict[str, bytes] = {}
-        self.lock = threading.Lock()
-
-    def get(self, key: str) -> bytes | None:
-        return self.data.get(key)
-
-    def set(self, key: str, value: bytes, ttl: int | None) -> None:
-        self.data[key] = value
-
-    def delete(self, key: str) -> None:
-        self.data.pop(key, None)
-
-    def compare_and_set(
-        self, key: str, expected: bytes | None, value: bytes, ttl: int | None
-    ) -> bool:
-        with self.lock:
-            if self.data.get(key) != expected:
-                return False
-            self.data[key] = value
-            return True
+from support.any_store import StoreOpener
+from support.stores import CasDictStore
 
 
 @pytest.fixture(params=["memory", "file", "sqlite", "redis", "cluster", "memcached", "python"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
-    kind: str = request.param
-    if kind == "memory":
-        return tornsession.MemoryStore()
-    if kind == "file":
-        return tornsession.FileStore(tmp_path / "sessions")
-    if kind == "sqlite":
-        return tornsession.SqliteStore(str(tmp_path / "sessions.db"))
-    if kind == "redis":
-        server: RedisServer = request.getfixturevalue("redis_server")
-        redis.Redis(host="127.0.0.1", port=server.port).flushall()
-        return tornsession.RedisStore(server.url)
-    if kind == "cluster":
-        nodes: list[RedisServer] = request.getfixturevalue("redis_cluster")
-        return tornsession.RedisClusterStore([n.url for n in nodes])
-    if kind == "memcached":
-        servers: list[ServerProcess] = request.getfixturevalue("memcached_servers")
-        return tornsession.MemcachedStore([s.address for s in servers])
-    return CasDictStore()
+def store(request: pytest.FixtureRequest) -> Any:
+    return StoreOpener(request.param, request, python=CasDictStore)()
 
 
 def test_the_second_of_two_overlapping_saves_raises_and_writes_nothing(store: Any) -> None:

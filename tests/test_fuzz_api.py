@@ -21,6 +21,7 @@ import tornado.web
 import tornsession as session
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.stores import DictStore
 
 settings.register_profile(
     "default",
@@ -87,22 +88,6 @@ def normalized(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: normalized(v) for k, v in value.items()}
     return value
-
-
-class DictStore:
-    """The smallest Python store: a dict behind get/set/delete."""
-
-    def __init__(self) -> None:
-        self.data: dict[str, bytes] = {}
-
-    def get(self, key: str) -> bytes | None:
-        return self.data.get(key)
-
-    def set(self, key: str, value: bytes, ttl: int | None) -> None:
-        self.data[key] = value
-
-    def delete(self, key: str) -> None:
-        self.data.pop(key, None)
 
 
 class FakeHandler:

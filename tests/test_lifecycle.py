@@ -5,76 +5,25 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 import tornado.web
 import tornsession
-from support.servers import RedisServer, ServerProcess
+from support.any_store import NATIVE_STORE_KINDS, StoreOpener
+from support.stores import DictStore
 from tornado.testing import AsyncHTTPTestCase, gen_test
 
 COOKIE_SECRET = "lifecycle-cookie-secret"
 
 
-class DictStore:
-    """A Python store over a dict that counts calls; optionally slow."""
-
-    def __init__(self, delay: float = 0.0) -> None:
-        self.data: dict[str, bytes] = {}
-        self.delay = delay
-        self.calls: list[str] = []
-        self.lock = threading.Lock()
-
-    def get(self, key: str) -> bytes | None:
-        time.sleep(self.delay)
-        with self.lock:
-            self.calls.append("get")
-            return self.data.get(key)
-
-    def set(self, key: str, value: bytes, ttl: int | None) -> None:
-        time.sleep(self.delay)
-        with self.lock:
-            self.calls.append("set")
-            self.data[key] = value
-
-    def delete(self, key: str) -> None:
-        time.sleep(self.delay)
-        with self.lock:
-            self.calls.append("delete")
-            self.data.pop(key, None)
-
-    def writes(self) -> int:
-        return sum(call != "get" for call in self.calls)
-
-
 # --- expiry on every store -------------------------------------------------------------------
 
-StoreFactory = Callable[[], Any]
 
-
-@pytest.fixture(params=["memory", "file", "sqlite", "redis", "memcached"])
-def store_factory(
-    request: pytest.FixtureRequest, tmp_path: Path
-) -> Iterator[tuple[str, StoreFactory]]:
-    kind: str = request.param
-    if kind == "memory":
-        yield kind, tornsession.MemoryStore
-    elif kind == "file":
-        yield kind, lambda: tornsession.FileStore(tmp_path / "sessions")
-    elif kind == "sqlite":
-        yield kind, lambda: tornsession.SqliteStore(str(tmp_path / "sessions.db"))
-    elif kind == "redis":
-        server: RedisServer = request.getfixturevalue("redis_server")
-        redis.Redis(host="127.0.0.1", port=server.port).flushall()
-        yield kind, lambda: tornsession.RedisStore(server.url)
-    else:
-        servers: list[ServerProcess] = request.getfixturevalue("memcached_servers")
-        yield kind, lambda: tornsession.MemcachedStore([servers[0].address])
+@pytest.fixture(params=NATIVE_STORE_KINDS)
+def native_store_opener(request: pytest.FixtureRequest) -> StoreOpener:
+    return StoreOpener(request.param, request)
 
 
 def new_saved(manager: tornsession.SessionManager, **data: Any) -> tornsession.Session:
@@ -89,9 +38,9 @@ def reload(manager: tornsession.SessionManager, s: tornsession.Session) -> torns
 
 
 def test_idle_expiry_refresh_by_activity_and_absolute_lifetime(
-    store_factory: tuple[str, StoreFactory],
+    native_store_opener: StoreOpener,
 ) -> None:
-    kind, make_store = store_factory
+    kind, make_store = native_store_opener.kind, native_store_opener
     idle = tornsession.SessionManager("s", store=make_store(), idle_timeout=2)
     capped = tornsession.SessionManager("s", store=make_store(), idle_timeout=2, lifetime=3)
     active = new_saved(idle, who="active")

@@ -61,20 +61,6 @@ WARMUP = 30
 MAX_GROWTH_MB = 50
 
 
-@pytest.fixture
-def start_outage_app() -> Iterator[Callable[..., RunningApp]]:
-    apps: list[RunningApp] = []
-
-    def start(*args: str) -> RunningApp:
-        app = RunningApp(*args)
-        apps.append(app)
-        return app
-
-    yield start
-    for app in apps:
-        app.stop()
-
-
 @dataclass
 class Result:
     started: float

@@ -4,57 +4,35 @@ index that stays bounded under churn."""
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import socket
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import tornsession
+from support.any_store import StoreOpener
 from support.browser import Browser
 from support.processes import AppProcess
 from support.servers import HOST
+from support.stores import DictStore
 
 STORES = ["memory", "file", "sqlite", "redis", "cluster", "python"]
 
 
 @pytest.fixture
-def store_args(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[str], list[str]]:
-    def args(store: str) -> list[str]:
-        if store == "file":
-            return ["--store", "file", "--path", str(tmp_path / "sessions")]
-        if store == "sqlite":
-            return ["--store", "sqlite", "--path", str(tmp_path / "sessions.sqlite3")]
-        if store == "redis":
-            server = request.getfixturevalue("redis_server")
-            return ["--store", "redis", "--url", server.url]
-        if store == "cluster":
-            nodes = request.getfixturevalue("redis_cluster")
-            return ["--store", "cluster", "--url", nodes[0].url.removesuffix("/0")]
-        if store == "memcached":
-            servers = request.getfixturevalue("memcached_servers")
-            return ["--store", "memcached", "--url", ",".join(s.address for s in servers)]
-        return ["--store", store]
-
-    return args
+def store_args(request: pytest.FixtureRequest) -> Callable[[str], list[str]]:
+    return lambda kind: StoreOpener(kind, request).args()
 
 
 @pytest.fixture
-def apps() -> Iterator[Callable[..., AppProcess]]:
-    started: list[AppProcess] = []
-
-    def start(*args: str) -> AppProcess:
-        app = AppProcess("tests.apps.users_app", *args).start()
-        started.append(app)
-        return app
-
-    yield start
-    for app in started:
-        app.stop()
+def apps(start_app_process: Callable[..., AppProcess]) -> Callable[..., AppProcess]:
+    return functools.partial(start_app_process, "tests.apps.users_app")
 
 
 def user() -> str:
@@ -294,9 +272,7 @@ def test_bad_input_and_stores_that_cannot_list() -> None:
     for hashed in ("", "0" * 64, "zz", "A" * 64, "0" * 65):
         assert manager.destroy_session(hashed) == 0
     # Stores without an index say which ones have one.
-    other = tornsession.SessionManager(
-        "api-test-secret-of-32-bytes-or-more!", store=_PlainPythonStore()
-    )
+    other = tornsession.SessionManager("api-test-secret-of-32-bytes-or-more!", store=DictStore())
     owned = other.get()
     owned.set_user("ann")
     with pytest.raises(NotImplementedError, match="RedisStore"):
@@ -341,20 +317,6 @@ def _owned(manager: tornsession.SessionManager) -> tornsession.Session:
     session = manager.get()
     session.set_user("ann")
     return session
-
-
-class _PlainPythonStore:
-    def __init__(self) -> None:
-        self.data: dict[str, bytes] = {}
-
-    def get(self, key: str) -> bytes | None:
-        return self.data.get(key)
-
-    def set(self, key: str, value: bytes, ttl: int | None) -> None:
-        self.data[key] = value
-
-    def delete(self, key: str) -> None:
-        self.data.pop(key, None)
 
 
 # memcached: no listing, a per-user generation counter instead.

@@ -16,6 +16,8 @@ from support.stores import DictStore
 
 #: The kinds ``any_store`` runs over: each native store and a Python one.
 STORE_KINDS = ["memory", "file", "sqlite", "redis", "memcached", "python"]
+#: The native ones: a Python store has no call that refreshes a TTL on a read.
+NATIVE_STORE_KINDS = STORE_KINDS[:-1]
 
 
 class StoreOpener:
