@@ -9,8 +9,14 @@ from pathlib import Path
 
 import pytest
 
-# Fixtures from tests/support: Redis and memcached servers, app processes, stores of every kind.
-pytest_plugins = ["support.servers", "support.processes", "support.any_store"]
+# Fixtures from tests/support: Redis and memcached servers, app processes, stores of every kind,
+# the engine tests' in-process app (serve).
+pytest_plugins = [
+    "support.servers",
+    "support.processes",
+    "support.any_store",
+    "support.engine_app",
+]
 pytest.register_assert_rewrite("support")  # before the imports below
 
 from support.browser import Browser  # noqa: E402

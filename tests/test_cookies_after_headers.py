@@ -22,16 +22,7 @@ import tornado.web
 import tornado.websocket
 import tornsession
 from support.browser import Browser
-from test_engine_http import (  # noqa: F401 (fixtures: serve(style, kind, store=...), make_store)
-    COOKIE_SECRET,
-    STYLES,
-    Server,
-    digest_of,
-    make_store,
-    peek,
-    record_exists,
-    serve,
-)
+from support.engine_app import COOKIE_SECRET, STYLES, Server, digest_of, peek, record_exists
 from tornado.httpclient import HTTPRequest
 from tornado.web import create_signed_value
 

@@ -16,15 +16,8 @@ import pytest
 import tornado.web
 import tornsession
 from support.browser import Browser
-from test_engine_http import (  # noqa: F401  (make_store is a fixture)
-    COOKIE_SECRET,
-    SESSION_SECRET,
-    STORES,
-    STYLES,
-    Server,
-    make_store,
-)
-from test_lifecycle import DictStore
+from support.engine_app import COOKIE_SECRET, SESSION_SECRET, STORES, STYLES, Server
+from support.stores import DictStore
 from tornsession._core import _store_load, _store_save_if_exists
 from tornsession.migrate import encode_record
 
@@ -48,7 +41,7 @@ def app_routes(base: type) -> list[tuple[str, type]]:
 
 @pytest.fixture
 def serve(
-    make_store: Callable[[str], Any],  # noqa: F811  (the fixture imported above)
+    make_store: Callable[[str], Any],
 ) -> Iterator[Callable[..., tuple[Server, Any]]]:
     servers: list[Server] = []
 

@@ -3,7 +3,7 @@ API styles: turns hold across event loops in threads, a client that leaves passe
 at once, a request that stays open (a long poll) never blocks its visitor's other requests, a
 late write after the turn was passed on is fenced, and ``session.release()`` ends a claim.
 
-The apps are the engine tests' (``test_engine_http``: the ``serve`` fixture, ``Server``, the
+The apps are the engine tests' (``support/engine_app.py``: the ``serve`` fixture, ``Server``, the
 ``DropIn`` and ``Mixin`` styles, ``/inc``, ``/inc-await`` and ``/peek``).
 """
 
@@ -22,17 +22,15 @@ import tornado.locks
 import tornado.web
 import tornsession
 from support.browser import Browser
-from test_engine_http import (  # noqa: F401 (fixtures: serve(style, kind, ...), make_store)
+from support.engine_app import (
     COOKIE_SECRET,
     SESSION_SECRET,
     STORES,
     STYLES,
     InFlight,
     Server,
-    make_store,
     peek,
     routes,
-    serve,
 )
 
 # Generous: the old code answered these after 3 to 10 s (or 503).

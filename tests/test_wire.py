@@ -26,19 +26,18 @@ import pytest
 import redis as redis_py
 import tornado.web
 import tornsession
+from support.any_store import StoreOpener
 from support.browser import Browser
-from support.servers import RedisServer, ServerProcess, launch, redis_argv, require_binary
-from test_engine_http import (  # noqa: F401 (fixtures: serve(style, kind, store=...), make_store)
+from support.engine_app import (
     COOKIE_SECRET,
     SESSION_SECRET,
     DropIn,
     Mixin,
     Server,
     digest_of,
-    make_store,
     routes,
-    serve,
 )
+from support.servers import RedisServer, ServerProcess, launch, redis_argv, require_binary
 from tornado.web import create_signed_value
 from tornsession import _session
 
@@ -60,12 +59,7 @@ def no_store_threads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 
 def network_store(kind: str, request: pytest.FixtureRequest, **options: Any) -> Any:
-    prefix = f"wire-{time.monotonic_ns()}:"
-    if kind == "redis":
-        redis: RedisServer = request.getfixturevalue("redis_server")
-        return tornsession.RedisStore(redis.url, prefix=prefix, **options)
-    servers: list[ServerProcess] = request.getfixturevalue("memcached_servers")
-    return tornsession.MemcachedStore([s.address for s in servers], prefix=prefix, **options)
+    return StoreOpener(kind, request)(**options)
 
 
 def signed_cookies(session_id: str) -> dict[str, str]:

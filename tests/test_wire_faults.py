@@ -26,8 +26,8 @@ import pytest
 import tornado.web
 import tornsession
 from support.browser import Browser
+from support.engine_app import COOKIE_SECRET, SESSION_SECRET, DropIn, Mixin, Server
 from support.servers import RedisServer, ServerProcess
-from test_engine_http import COOKIE_SECRET, SESSION_SECRET, DropIn, Mixin, Server
 from test_wire import client_connections
 
 KINDS = ["redis", "memcached"]
