@@ -286,7 +286,7 @@ def test_tornsession_testing_imports_without_pytest() -> None:
 def test_the_plugin_is_registered_as_a_pytest11_entry_point() -> None:
     entry_points = importlib.metadata.entry_points(group="pytest11")
     assert [(e.name, e.value) for e in entry_points if e.name == "tornsession"] == [
-        ("tornsession", "tornsession.testing")
+        ("tornsession", "tornsession._pytest_plugin")
     ]
 
 
