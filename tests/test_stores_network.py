@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import time
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 import redis
@@ -14,7 +14,7 @@ import tornsession
 from support.any_store import StoreOpener
 from support.browser import Browser
 from support.processes import AppProcess
-from support.servers import HOST, RedisServer, ServerProcess
+from support.servers import HOST, RedisServer, ServerProcess, memcached_command
 
 SECRET = "network-test-secret"
 TIMEOUT = 1.0
@@ -27,19 +27,6 @@ def saved_session(m: tornsession.SessionManager, **items: object) -> tornsession
     s.update(items)
     m.set(s)
     return s
-
-
-def memcached_command(server: ServerProcess, command: str) -> bytes:
-    """One raw ASCII command straight to one memcached server."""
-    with socket.create_connection((HOST, server.port), timeout=5) as sock:
-        sock.sendall(command.encode() + b"\r\n")
-        answer = b""
-        while not answer.endswith((b"END\r\n", b"ERROR\r\n")):
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            answer += chunk
-        return answer
 
 
 def memcached_items(server: ServerProcess) -> int:
@@ -102,11 +89,19 @@ def timed(call: Callable[[], object]) -> float:
     return time.monotonic() - started
 
 
-def test_redis_killed_server_fails_fast_and_store_recovers_when_back(
+@pytest.mark.parametrize("kind", ["redis", "memcached"])
+def test_a_killed_server_fails_fast_and_the_store_recovers_when_back(
+    kind: str,
     redis_factory: Callable[[], RedisServer],
+    memcached_factory: Callable[[], ServerProcess],
 ) -> None:
-    server = redis_factory()
-    store = tornsession.RedisStore(server.url, connect_timeout=TIMEOUT, timeout=TIMEOUT)
+    timeouts = {"connect_timeout": TIMEOUT, "timeout": TIMEOUT}
+    if kind == "redis":
+        server: ServerProcess = redis_factory()
+        store: Any = tornsession.RedisStore(f"redis://{HOST}:{server.port}/0", **timeouts)
+    else:
+        server = memcached_factory()
+        store = tornsession.MemcachedStore([server.address], **timeouts)
     m = tornsession.SessionManager(SECRET, store=store)
     s = saved_session(m, k=1)
     server.kill()
@@ -115,8 +110,13 @@ def test_redis_killed_server_fails_fast_and_store_recovers_when_back(
         timed(lambda: m.get(s.session_id, s.hmac_digest)),
         timed(lambda: m.set(s)),
     ]
-    print(f"RedisStore, server killed: calls failed after {waited} s")
+    print(f"{type(store).__name__}, server killed: calls failed after {waited} s")
     assert max(waited) < 2 * TIMEOUT + MARGIN
+    if kind == "memcached":
+        with pytest.raises(
+            tornsession.SessionStoreError, match=r"MemcachedStore\(\['127\.0\.0\.1:"
+        ):
+            m.get(s.session_id, s.hmac_digest)
     server.start()  # same port, empty (no persistence)
     fresh = saved_session(m, k=2)
     assert dict(m.get(fresh.session_id, fresh.hmac_digest)) == {"k": 2}
@@ -264,25 +264,3 @@ def test_memcached_idle_timeout_expires_the_value_on_the_server(
     time.sleep(2.5)  # memcached's clock ticks in whole seconds
     assert not memcached_has(server, key)
     assert "k" not in m.get(s.session_id, s.hmac_digest)
-
-
-def test_memcached_killed_server_fails_fast_and_store_recovers_when_back(
-    memcached_factory: Callable[[], ServerProcess],
-) -> None:
-    server = memcached_factory()
-    store = tornsession.MemcachedStore([server.address], connect_timeout=TIMEOUT, timeout=TIMEOUT)
-    m = tornsession.SessionManager(SECRET, store=store)
-    s = saved_session(m, k=1)
-    server.kill()
-    s["k"] = 2  # a change, so set() has something to write
-    waited = [
-        timed(lambda: m.get(s.session_id, s.hmac_digest)),
-        timed(lambda: m.set(s)),
-    ]
-    print(f"MemcachedStore, server killed: calls failed after {waited} s")
-    assert max(waited) < 2 * TIMEOUT + MARGIN
-    with pytest.raises(tornsession.SessionStoreError, match=r"MemcachedStore\(\['127\.0\.0\.1:"):
-        m.get(s.session_id, s.hmac_digest)
-    server.start()
-    fresh = saved_session(m, k=2)
-    assert dict(m.get(fresh.session_id, fresh.hmac_digest)) == {"k": 2}

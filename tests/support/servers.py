@@ -136,6 +136,19 @@ def memcached_servers(memcached_factory: Callable[[], ServerProcess]) -> list[Se
     return [memcached_factory(), memcached_factory()]
 
 
+def memcached_command(server: ServerProcess, command: str) -> bytes:
+    """One raw ASCII command straight to one memcached server."""
+    with socket.create_connection((HOST, server.port), timeout=5) as sock:
+        sock.sendall(command.encode() + b"\r\n")
+        answer = b""
+        while not answer.endswith((b"END\r\n", b"ERROR\r\n")):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+        return answer
+
+
 @pytest.fixture(scope="session")
 def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[RedisServer]]:
     """A Redis Cluster of three masters and no replicas, ready (`cluster_state:ok`)."""
