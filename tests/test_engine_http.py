@@ -22,7 +22,7 @@ import tornado.httpserver
 import tornado.netutil
 import tornado.web
 import tornsession
-from support.browser import Browser
+from support.browser import Browser, hammer_one_session
 from support.engine_app import (
     COOKIE_SECRET,
     STORES,
@@ -42,28 +42,7 @@ INCREMENTS = 40
 
 
 def increment_concurrently(port: int, path: str) -> int:
-    with Browser(port) as first:
-        status, _ = first.get(path)
-        assert status == 200
-        cookies = dict(first.cookies)
-    errors: list[BaseException] = []
-
-    def client() -> None:
-        try:
-            with Browser(port) as browser:
-                browser.cookies = dict(cookies)
-                for _ in range(INCREMENTS):
-                    status, body = browser.get(path)
-                    assert status == 200, body
-        except BaseException as error:  # reported from the main thread
-            errors.append(error)
-
-    threads = [threading.Thread(target=client) for _ in range(CONNECTIONS)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert not errors, errors
+    cookies = hammer_one_session(port, path, CONNECTIONS, INCREMENTS)
     final: int = peek(port, cookies)["n"]
     return final
 

@@ -95,7 +95,7 @@ def test_a_killed_server_fails_fast_and_the_store_recovers_when_back(
     redis_factory: Callable[[], RedisServer],
     memcached_factory: Callable[[], ServerProcess],
 ) -> None:
-    timeouts = {"connect_timeout": TIMEOUT, "timeout": TIMEOUT}
+    timeouts: dict[str, Any] = {"connect_timeout": TIMEOUT, "timeout": TIMEOUT}
     if kind == "redis":
         server: ServerProcess = redis_factory()
         store: Any = tornsession.RedisStore(f"redis://{HOST}:{server.port}/0", **timeouts)

@@ -43,7 +43,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from email.message import Message
 from http.cookies import CookieError, SimpleCookie
@@ -657,16 +657,8 @@ else:
     def tornsession_serve() -> Iterator[Callable[..., SessionTestClient]]:
         """``tornsession_serve(app, **client_options)``: serves ``app`` on 127.0.0.1 for this
         test and returns a ``SessionTestClient`` for it; every server stops when the test ends."""
-        clients: list[SessionTestClient] = []
-
-        def serve(app: tornado.web.Application, **options: Any) -> SessionTestClient:
-            client = SessionTestClient(app, **options)
-            clients.append(client)
-            return client
-
-        yield serve
-        for client in clients:
-            client.close()
+        with ExitStack() as clients:  # closes every client the test made, in the end
+            yield lambda app, **options: clients.enter_context(SessionTestClient(app, **options))
 
     @pytest.fixture
     def tornsession_client(

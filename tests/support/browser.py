@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import threading
 import urllib.parse
 from http.cookies import SimpleCookie
 from typing import Any
@@ -81,3 +82,32 @@ class Browser:
         for connection in self.connections.values():
             connection.close()
         self.connections.clear()
+
+
+def hammer_one_session(port: int, path: str, connections: int, requests: int) -> dict[str, str]:
+    """One session, made by a first visit to ``path``, then visited at ``path`` by
+    ``connections`` keep-alive connections at once, ``requests`` times each (every answer 200);
+    the session's cookies."""
+    with Browser(port) as first:
+        status, body = first.get(path)
+        assert status == 200, body
+        cookies = dict(first.cookies)
+    errors: list[BaseException] = []
+
+    def visitor() -> None:
+        try:
+            with Browser(port) as browser:
+                browser.cookies = dict(cookies)
+                for _ in range(requests):
+                    status, body = browser.get(path)
+                    assert status == 200, body
+        except BaseException as error:  # reported from the main thread
+            errors.append(error)
+
+    threads = [threading.Thread(target=visitor) for _ in range(connections)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
+    return cookies

@@ -9,8 +9,9 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, Protocol, TypeVar
 
 import pytest
 
@@ -107,21 +108,23 @@ class RunningApp:
         self.app.stop()
 
 
-App = TypeVar("App", AppProcess, RunningApp)
+class Stoppable(Protocol):
+    def stop(self) -> None: ...
+
+
+App = TypeVar("App", bound=Stoppable)
 
 
 def stopped_after(start: Callable[..., App]) -> Iterator[Callable[..., App]]:
     """A fixture's body: ``start(...)`` for the test, every app it started stopped after."""
-    started: list[App] = []
+    with ExitStack() as started:
 
-    def start_one(*args: str) -> App:
-        app = start(*args)
-        started.append(app)
-        return app
+        def start_one(*args: Any) -> App:
+            app = start(*args)
+            started.callback(app.stop)
+            return app
 
-    yield start_one
-    for app in started:
-        app.stop()
+        yield start_one
 
 
 @pytest.fixture
