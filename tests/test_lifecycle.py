@@ -12,6 +12,7 @@ import pytest
 import tornado.web
 import tornsession
 from support.any_store import NATIVE_STORE_KINDS, StoreOpener
+from support.handlers import CookieJarHandler
 from support.stores import DictStore
 from tornado.testing import AsyncHTTPTestCase, gen_test
 
@@ -299,21 +300,8 @@ class SlowStoreAsyncTest(AsyncHTTPTestCase):
 
 
 def test_logs_name_lifecycle_events_without_session_ids(caplog: pytest.LogCaptureFixture) -> None:
-    class Handler:
-        def __init__(self) -> None:
-            self.cookies: dict[str, bytes] = {}
-
-        def get_secure_cookie(self, name: str) -> bytes | None:
-            return self.cookies.get(name)
-
-        def set_secure_cookie(self, name: str, value: str, **kwargs: Any) -> None:
-            self.cookies[name] = value.encode()
-
-        def clear_cookie(self, name: str, **kwargs: Any) -> None:
-            self.cookies.pop(name, None)
-
     manager = tornsession.TornadoSessionManager("s")
-    handler = Handler()
+    handler = CookieJarHandler()
     ids = []
     with caplog.at_level(logging.INFO, logger="tornsession"):
         s = tornsession.TornadoSession(manager, handler)

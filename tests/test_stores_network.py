@@ -14,7 +14,7 @@ import tornsession
 from support.any_store import StoreOpener
 from support.browser import Browser
 from support.processes import AppProcess
-from support.servers import HOST, RedisServer, ServerProcess, memcached_command
+from support.servers import HOST, RedisServer, ServerProcess, memcached_command, memcached_stats
 
 SECRET = "network-test-secret"
 TIMEOUT = 1.0
@@ -30,10 +30,7 @@ def saved_session(m: tornsession.SessionManager, **items: object) -> tornsession
 
 
 def memcached_items(server: ServerProcess) -> int:
-    for line in memcached_command(server, "stats").decode().splitlines():
-        if line.startswith("STAT curr_items "):
-            return int(line.split()[2])
-    raise AssertionError("no curr_items in stats")
+    return int(memcached_stats(server)["curr_items"])
 
 
 def memcached_has(server: ServerProcess, key: str) -> bool:

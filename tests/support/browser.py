@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import http.client
 import json
-import threading
 import urllib.parse
 from http.cookies import SimpleCookie
 from typing import Any
+
+from support.threads import run_concurrently
 
 HOST = "127.0.0.1"
 
@@ -92,22 +93,13 @@ def hammer_one_session(port: int, path: str, connections: int, requests: int) ->
         status, body = first.get(path)
         assert status == 200, body
         cookies = dict(first.cookies)
-    errors: list[BaseException] = []
 
-    def visitor() -> None:
-        try:
-            with Browser(port) as browser:
-                browser.cookies = dict(cookies)
-                for _ in range(requests):
-                    status, body = browser.get(path)
-                    assert status == 200, body
-        except BaseException as error:  # reported from the main thread
-            errors.append(error)
+    def visitor(_: int) -> None:
+        with Browser(port) as browser:
+            browser.cookies = dict(cookies)
+            for _ in range(requests):
+                status, body = browser.get(path)
+                assert status == 200, body
 
-    threads = [threading.Thread(target=visitor) for _ in range(connections)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert not errors, errors
+    run_concurrently(visitor, connections)
     return cookies

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import pytest
+import redis
 
 from bench.loopback import (
     HOST,
@@ -147,6 +148,27 @@ def memcached_command(server: ServerProcess, command: str) -> bytes:
                 break
             answer += chunk
         return answer
+
+
+def memcached_stats(server: ServerProcess) -> dict[str, str]:
+    """One memcached server's ``stats``, by name."""
+    lines = memcached_command(server, "stats").decode().splitlines()
+    return dict(line.split()[1:3] for line in lines if line.startswith("STAT "))
+
+
+def client_connections(processes: list[ServerProcess]) -> list[int]:
+    """The client connections each server holds now, not counting the one asking."""
+    counts = []
+    for process in processes:
+        if isinstance(process, RedisServer):
+            client = redis.Redis.from_url(process.url)
+            try:
+                counts.append(int(client.info("clients")["connected_clients"]) - 1)
+            finally:
+                client.close()
+        else:
+            counts.append(int(memcached_stats(process)["curr_connections"]) - 1)
+    return counts
 
 
 @pytest.fixture(scope="session")
