@@ -7,50 +7,24 @@ import hashlib
 import hmac
 import json
 import logging
-from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
-import tornado.web
 import tornsession as session
-from tornado.testing import AsyncHTTPTestCase
+from support.handlers import FileSessionsTestCase
 from tornado.web import create_signed_value
 
 COOKIE_SECRET = "cookie-secret-for-tests"
 SESSION_SECRET = "session-secret-for-tests"
 
 
-class CounterHandler(tornado.web.RequestHandler):
-    def initialize(self) -> None:
-        self.session = session.TornadoSession(self.application.session_manager, self)  # type: ignore[attr-defined]
-
-    def get(self) -> None:
-        self.session["n"] = self.session.get("n", 0) + 1
-        self.session.save()
-        self.write(json.dumps({"n": self.session["n"], "id": self.session.session_id}))
-
-
 def signed(name: str, value: str, secret: str = COOKIE_SECRET) -> str:
     return create_signed_value(secret, name, value).decode()
 
 
-class BadCookieTest(AsyncHTTPTestCase):
-    session_dir: Path
-
-    def get_app(self) -> tornado.web.Application:
-        import tempfile
-
-        self._tmp = tempfile.TemporaryDirectory()
-        self.session_dir = Path(self._tmp.name)
-        app = tornado.web.Application([(r"/", CounterHandler)], cookie_secret=COOKIE_SECRET)
-        app.session_manager = session.TornadoSessionManager(  # type: ignore[attr-defined]
-            SESSION_SECRET, str(self.session_dir)
-        )
-        return app
-
-    def tearDown(self) -> None:
-        super().tearDown()
-        self._tmp.cleanup()
+class BadCookieTest(FileSessionsTestCase):
+    cookie_secret = COOKIE_SECRET
+    session_secret = SESSION_SECRET
 
     def visit(self, cookie: str | None = None) -> tuple[int, dict[str, Any], list[str]]:
         headers = {"Cookie": cookie} if cookie else {}

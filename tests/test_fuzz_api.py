@@ -6,11 +6,9 @@ store, loading gives the stored session or a clean fresh one, never another exce
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import socket
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +19,7 @@ import tornado.web
 import tornsession as session
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.engine_app import Server
 from support.stores import DictStore
 
 settings.register_profile(
@@ -316,51 +315,15 @@ class CounterHandler(tornado.web.RequestHandler):
         self.write({"n": self.session["n"]})
 
 
-class ServerThread:
-    """A Tornado app on a loopback port, its IOLoop in a thread of this process."""
-
-    def __init__(self) -> None:
-        self.port = 0
-        self.ready = threading.Event()
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self.stop_event: asyncio.Event | None = None
-        self.thread = threading.Thread(target=lambda: asyncio.run(self.serve()), daemon=True)
-
-    async def serve(self) -> None:
-        manager = session.TornadoSessionManager(SESSION_SECRET)
-        app = tornado.web.Application(
-            [(r"/", CounterHandler, {"manager": manager})], cookie_secret=COOKIE_SECRET
-        )
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        sock.listen(128)
-        sock.setblocking(False)
-        self.port = sock.getsockname()[1]
-        server = tornado.httpserver.HTTPServer(app)
-        server.add_sockets([sock])
-        self.loop = asyncio.get_running_loop()
-        self.stop_event = asyncio.Event()
-        self.ready.set()
-        await self.stop_event.wait()
-        server.stop()
-        await server.close_all_connections()
-
-    def start(self) -> ServerThread:
-        self.thread.start()
-        assert self.ready.wait(10)
-        return self
-
-    def stop(self) -> None:
-        assert self.loop is not None and self.stop_event is not None
-        self.loop.call_soon_threadsafe(self.stop_event.set)
-        self.thread.join(10)
-
-
 @pytest.fixture(scope="module")
-def server() -> Iterator[ServerThread]:
-    thread = ServerThread().start()
-    yield thread
-    thread.stop()
+def server() -> Iterator[Server]:
+    manager = session.TornadoSessionManager(SESSION_SECRET)
+    app = tornado.web.Application(
+        [(r"/", CounterHandler, {"manager": manager})], cookie_secret=COOKIE_SECRET
+    )
+    running = Server(app)
+    yield running
+    running.stop()
 
 
 def raw_get(port: int, cookie: bytes | None) -> tuple[int, bytes, list[bytes]]:
@@ -390,7 +353,7 @@ header_bytes = st.binary(max_size=400).map(lambda b: b.replace(b"\r", b"").repla
 
 @given(cookie=header_bytes)
 def test_arbitrary_cookie_header_bytes_over_http_never_fail_the_request(
-    server: ServerThread, cookie: bytes
+    server: Server, cookie: bytes
 ) -> None:
     status, body, _ = raw_get(server.port, cookie)
     # Tornado may refuse a malformed header line itself (400); a session problem is never a 500.
@@ -412,7 +375,7 @@ cookie_junk = st.binary(max_size=60).map(
     after=st.lists(st.tuples(cookie_names, cookie_junk), max_size=5),
 )
 def test_genuine_cookies_among_arbitrary_others_keep_the_session(
-    server: ServerThread,
+    server: Server,
     before: list[tuple[str, bytes]],
     after: list[tuple[str, bytes]],
 ) -> None:

@@ -21,16 +21,14 @@ from tornsession import _ordering
 
 from support.any_store import NATIVE_STORE_KINDS, StoreOpener
 from support.browser import Browser
+from support.handlers import DropInSession
 
 COOKIE_SECRET = "engine-test-cookie-secret-of-32-bytes-or-more"
 SESSION_SECRET = "engine-test-session-secret-of-32-bytes-or-more"
 
 
-class DropIn(tornado.web.RequestHandler):
+class DropIn(DropInSession):
     """The original module's style: the session made in initialize(), saved by hand."""
-
-    def initialize(self) -> None:
-        self.session = tornsession.TornadoSession(self.application.session_manager, self)  # type: ignore[attr-defined]
 
     def commit(self) -> Any:
         self.session.save()
@@ -131,7 +129,7 @@ class InFlight(tornado.web.RequestHandler):
 class Server:
     """A Tornado app on its own IOLoop in a thread, on a port the OS picked."""
 
-    def __init__(self, app: tornado.web.Application) -> None:
+    def __init__(self, app: tornado.web.Application, **server_options: Any) -> None:
         self.app = app
         self.loop = asyncio.new_event_loop()
         sockets = tornado.netutil.bind_sockets(0, "127.0.0.1", family=socket.AF_INET)
@@ -142,7 +140,7 @@ class Server:
             asyncio.set_event_loop(self.loop)
 
             async def serve() -> None:
-                self.server = tornado.httpserver.HTTPServer(app)
+                self.server = tornado.httpserver.HTTPServer(app, **server_options)
                 self.server.add_sockets(sockets)
                 started.set()
 
