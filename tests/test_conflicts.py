@@ -20,8 +20,9 @@ def store(request: pytest.FixtureRequest) -> Any:
     return StoreOpener(request.param, request, python=CasDictStore)()
 
 
-def test_the_second_of_two_overlapping_saves_raises_and_writes_nothing(store: Any) -> None:
-    manager = tornsession.SessionManager("s", store=store, detect_conflicts=True)
+def overlapping_saves(manager: tornsession.SessionManager) -> tuple[tornsession.Session, ...]:
+    """A saved session ``{"n": 0}`` loaded twice; the first copy saved with ``n = 1``, the second
+    changed to ``n = 2`` and not saved yet: (the session, the second copy)."""
     s = manager.get()
     s["n"] = 0
     manager.set(s)
@@ -30,6 +31,12 @@ def test_the_second_of_two_overlapping_saves_raises_and_writes_nothing(store: An
     first["n"] = 1
     manager.set(first)
     second["n"] = 2
+    return s, second
+
+
+def test_the_second_of_two_overlapping_saves_raises_and_writes_nothing(store: Any) -> None:
+    manager = tornsession.SessionManager("s", store=store, detect_conflicts=True)
+    s, second = overlapping_saves(manager)
     with pytest.raises(tornsession.SessionConflict, match="another request"):
         manager.set(second)
     assert dict(manager.get(s.session_id, s.hmac_digest)) == {"n": 1}
@@ -42,14 +49,7 @@ def test_the_second_of_two_overlapping_saves_raises_and_writes_nothing(store: An
 
 def test_without_detect_conflicts_the_last_writer_wins(store: Any) -> None:
     manager = tornsession.SessionManager("s", store=store)
-    s = manager.get()
-    s["n"] = 0
-    manager.set(s)
-    first = manager.get(s.session_id, s.hmac_digest)
-    second = manager.get(s.session_id, s.hmac_digest)
-    first["n"] = 1
-    manager.set(first)
-    second["n"] = 2
+    s, second = overlapping_saves(manager)
     manager.set(second)
     assert dict(manager.get(s.session_id, s.hmac_digest)) == {"n": 2}
 
