@@ -22,20 +22,14 @@ from hypothesis import strategies as st
 from support.engine_app import Server
 from support.stores import DictStore
 
-settings.register_profile(
-    "default",
-    max_examples=200,
-    deadline=None,
-    database=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
-settings.register_profile(
-    "long",
-    max_examples=20_000,
-    deadline=None,
-    database=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+for profile, examples in (("default", 200), ("long", 20_000)):
+    settings.register_profile(
+        profile,
+        max_examples=examples,
+        deadline=None,
+        database=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 COOKIE_SECRET = "fuzz-cookie-secret"

@@ -176,11 +176,17 @@ def make_store(request: pytest.FixtureRequest) -> Callable[[str], Any]:
 def serve(make_store: Callable[[str], Any]) -> Iterator[Callable[..., Server]]:
     servers: list[Server] = []
 
-    def start(style: str, kind: str, store: Any = None, **options: Any) -> Server:
+    def start(
+        style: str,
+        kind: str,
+        store: Any = None,
+        app_routes: Callable[[type], list[tuple[str, type]]] = routes,
+        **options: Any,
+    ) -> Server:
         store = make_store(kind) if store is None else store
         manager = tornsession.TornadoSessionManager(SESSION_SECRET, store=store, **options)
         app = tornado.web.Application(
-            [*routes(STYLES[style]), (r"/in-flight", InFlight)], cookie_secret=COOKIE_SECRET
+            [*app_routes(STYLES[style]), (r"/in-flight", InFlight)], cookie_secret=COOKIE_SECRET
         )
         app.session_manager = manager  # type: ignore[attr-defined]
         app.store = store  # type: ignore[attr-defined]
