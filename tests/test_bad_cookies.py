@@ -22,6 +22,14 @@ def signed(name: str, value: str, secret: str = COOKIE_SECRET) -> str:
     return create_signed_value(secret, name, value).decode()
 
 
+def signed_pair(session_id: str, digest: str, secret: str = COOKIE_SECRET) -> str:
+    """A ``Cookie:`` value with both session cookies, signed with ``secret``."""
+    return (
+        f"session_id={signed('session_id', session_id, secret)}; "
+        f"hmac_digest={signed('hmac_digest', digest, secret)}"
+    )
+
+
 class BadCookieTest(FileSessionsTestCase):
     cookie_secret = COOKIE_SECRET
     session_secret = SESSION_SECRET
@@ -63,19 +71,13 @@ class BadCookieTest(FileSessionsTestCase):
     def test_cookie_signed_with_another_cookie_secret_gets_a_fresh_session(self) -> None:
         _, victim_id, stored = self.victim()
         digest = hmac.new(SESSION_SECRET.encode(), victim_id.encode(), hashlib.sha256).hexdigest()
-        forged = (
-            f"session_id={signed('session_id', victim_id, 'another-cookie-secret')}; "
-            f"hmac_digest={signed('hmac_digest', digest, 'another-cookie-secret')}"
-        )
+        forged = signed_pair(victim_id, digest, "another-cookie-secret")
         self.assert_fresh_and_victim_untouched(forged, victim_id, stored)
 
     def test_digest_from_another_session_secret_gets_a_fresh_session(self) -> None:
         _, victim_id, stored = self.victim()
         digest = hmac.new(b"another-session-secret", victim_id.encode(), hashlib.sha256).hexdigest()
-        forged = (
-            f"session_id={signed('session_id', victim_id)}; "
-            f"hmac_digest={signed('hmac_digest', digest)}"
-        )
+        forged = signed_pair(victim_id, digest)
         self.assert_fresh_and_victim_untouched(forged, victim_id, stored)
 
     def test_missing_digest_cookie_gets_a_fresh_session(self) -> None:
@@ -88,10 +90,7 @@ class BadCookieTest(FileSessionsTestCase):
         outside = self.session_dir.parent / "SESSIONx"
         for evil in ["../../etc/passwd", "../" + "a" * 29, "a" * 31 + "\x00", "A" * 32]:
             digest = hmac.new(SESSION_SECRET.encode(), evil.encode(), hashlib.sha256).hexdigest()
-            cookie = (
-                f"session_id={signed('session_id', evil)}; "
-                f"hmac_digest={signed('hmac_digest', digest)}"
-            )
+            cookie = signed_pair(evil, digest)
             code, body, _ = self.visit(cookie)
             assert code == 200 and body["n"] == 1 and body["id"] != evil
         assert not outside.exists()

@@ -22,7 +22,15 @@ import tornado.web
 import tornado.websocket
 import tornsession
 from support.browser import Browser
-from support.engine_app import COOKIE_SECRET, STYLES, Server, digest_of, peek, record_exists
+from support.engine_app import (
+    COOKIE_SECRET,
+    STYLES,
+    Server,
+    digest_of,
+    peek,
+    record_exists,
+    start_session,
+)
 from tornado.httpclient import HTTPRequest
 from tornado.web import create_signed_value
 
@@ -243,9 +251,7 @@ def test_a_websocket_saves_an_existing_session_in_open_and_on_message(
     serve: Callable[..., Server], style: str, kind: str, cookie: str
 ) -> None:
     server = start_sockets(serve, style, kind)
-    with Browser(server.port) as visitor:
-        assert visitor.get("/inc") == (200, "1")
-        cookies = dict(visitor.cookies)
+    cookies = start_session(server.port)
     if cookie == "aged":
         # Due to be sent again, which no response can do after the handshake: the saves
         # still happen, and the old cookie stays good.
@@ -304,9 +310,7 @@ def test_a_logout_over_a_websocket_ends_the_session_without_an_error(
     serve: Callable[..., Server], style: str, kind: str
 ) -> None:
     server = start_sockets(serve, style, kind)
-    with Browser(server.port) as visitor:
-        assert visitor.get("/inc") == (200, "1")
-        cookies = dict(visitor.cookies)
+    cookies = start_session(server.port)
     old_id = peek(server.port, cookies)["id"]
     connection = connect(server, "/ws", cookies)
     try:

@@ -20,7 +20,7 @@ import tornsession as session
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from support.engine_app import Server
-from support.stores import DictStore
+from support.stores import DictStore, saved_session
 
 for profile, examples in (("default", 200), ("long", 20_000)):
     settings.register_profile(
@@ -169,9 +169,7 @@ def manager(request: pytest.FixtureRequest, tmp_path: Path) -> session.SessionMa
 def test_saved_json_values_load_back_equal(
     manager: session.SessionManager, items: dict[str, Any]
 ) -> None:
-    s = manager.get()
-    s.update(items)
-    manager.set(s)
+    s = saved_session(manager, **items)
     loaded = manager.get(s.session_id, s.hmac_digest)
     assert dict(loaded) == normalized(items)
     assert loaded.session_id == s.session_id
@@ -185,9 +183,7 @@ def test_saved_values_including_any_float_load_back_with_the_same_shape(
     manager: session.SessionManager, items: dict[str, Any]
 ) -> None:
     """Arbitrary finite floats come back bit for bit, with the same shape and types."""
-    s = manager.get()
-    s.update(items)
-    manager.set(s)
+    s = saved_session(manager, **items)
     loaded = dict(manager.get(s.session_id, s.hmac_digest))
     assert_close(loaded, normalized(items))
     assert loaded == normalized(items)

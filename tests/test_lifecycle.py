@@ -13,7 +13,7 @@ import tornado.web
 import tornsession
 from support.any_store import NATIVE_STORE_KINDS, StoreOpener
 from support.handlers import CookieJarHandler
-from support.stores import DictStore
+from support.stores import DictStore, saved_session
 from tornado.testing import AsyncHTTPTestCase, gen_test
 
 COOKIE_SECRET = "lifecycle-cookie-secret"
@@ -27,13 +27,6 @@ def native_store_opener(request: pytest.FixtureRequest) -> StoreOpener:
     return StoreOpener(request.param, request)
 
 
-def new_saved(manager: tornsession.SessionManager, **data: Any) -> tornsession.Session:
-    s = manager.get()
-    s.update(data)
-    manager.set(s)
-    return s
-
-
 def reload(manager: tornsession.SessionManager, s: tornsession.Session) -> tornsession.Session:
     return manager.get(s.session_id, s.hmac_digest)
 
@@ -44,9 +37,9 @@ def test_idle_expiry_refresh_by_activity_and_absolute_lifetime(
     kind, make_store = native_store_opener.kind, native_store_opener
     idle = tornsession.SessionManager("s", store=make_store(), idle_timeout=2)
     capped = tornsession.SessionManager("s", store=make_store(), idle_timeout=2, lifetime=3)
-    active = new_saved(idle, who="active")
-    idle_one = new_saved(idle, who="idle")
-    capped_one = new_saved(capped, who="capped")
+    active = saved_session(idle, who="active")
+    idle_one = saved_session(idle, who="idle")
+    capped_one = saved_session(capped, who="capped")
     # Activity every 0.7 s for 3.5 s: reading alone keeps a session alive (no write needed).
     for _ in range(5):
         time.sleep(0.7)
@@ -65,7 +58,7 @@ def test_idle_expiry_refresh_by_activity_and_absolute_lifetime(
 def test_keeping_a_session_alive_does_not_rewrite_it() -> None:
     store = DictStore()
     manager = tornsession.SessionManager("s", store=store, idle_timeout=60)
-    s = new_saved(manager, a=1)
+    s = saved_session(manager, a=1)
     store.calls.clear()
     for _ in range(3):
         again = reload(manager, s)

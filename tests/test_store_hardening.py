@@ -20,7 +20,7 @@ import pytest
 import tornsession
 from support.any_store import StoreOpener
 from support.servers import RedisServer, ServerProcess
-from support.stores import AtomicDictStore, DictStore
+from support.stores import AtomicDictStore, DictStore, saved_session
 from tornsession._core import _store_load, _store_save_if_exists
 
 SECRET = "store-hardening-secret"
@@ -35,10 +35,7 @@ def record(**data: Any) -> bytes:
 
 
 def saved(manager: tornsession.SessionManager, **items: Any) -> tornsession.Session:
-    s = manager.get()
-    s.update(items or {"n": 1})
-    manager.set(s)
-    return s
+    return saved_session(manager, **(items or {"n": 1}))
 
 
 @pytest.fixture(

@@ -15,18 +15,12 @@ from support.any_store import StoreOpener
 from support.browser import Browser
 from support.processes import AppProcess
 from support.servers import HOST, RedisServer, ServerProcess, memcached_command, memcached_stats
+from support.stores import saved_session
 
 SECRET = "network-test-secret"
 TIMEOUT = 1.0
 # A hang check, not a speed claim: a dead server must fail a call within its timeouts plus this.
 MARGIN = 3.0
-
-
-def saved_session(m: tornsession.SessionManager, **items: object) -> tornsession.Session:
-    s = m.get()
-    s.update(items)
-    m.set(s)
-    return s
 
 
 def memcached_items(server: ServerProcess) -> int:

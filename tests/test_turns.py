@@ -31,16 +31,11 @@ from support.engine_app import (
     Server,
     peek,
     routes,
+    start_session,
 )
 
 # Generous: the old code answered these after 3 to 10 s (or 503).
 AT_ONCE = 1.0
-
-
-def start_session(port: int) -> dict[str, str]:
-    with Browser(port) as browser:
-        assert browser.get("/inc") == (200, "1")
-        return dict(browser.cookies)
 
 
 def timed_get(port: int, cookies: dict[str, str], path: str) -> tuple[int, str, float]:

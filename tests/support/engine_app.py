@@ -208,6 +208,13 @@ def peek(port: int, cookies: dict[str, str]) -> dict[str, Any]:
         return result
 
 
+def start_session(port: int) -> dict[str, str]:
+    """The cookies of a new session, counted once (``/inc`` answered 1)."""
+    with Browser(port) as browser:
+        assert browser.get("/inc") == (200, "1")
+        return dict(browser.cookies)
+
+
 def digest_of(session_id: str) -> str:
     """The digest tornsession signs an id with (HMAC-SHA256 under the session secret)."""
     return hmac.new(SESSION_SECRET.encode(), session_id.encode(), "sha256").hexdigest()

@@ -6,6 +6,18 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import tornsession
+
+
+def saved_session(manager: tornsession.SessionManager, /, **items: Any) -> tornsession.Session:
+    """A new session of ``manager`` holding ``items``, saved."""
+    s = manager.get()
+    s.update(items)
+    manager.set(s)
+    return s
 
 
 class DictStore:
