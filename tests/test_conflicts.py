@@ -11,13 +11,10 @@ from typing import Any
 
 import pytest
 import tornsession
-from support.any_store import StoreOpener
+from support.any_store import STORE_KINDS
 from support.stores import CasDictStore
 
-
-@pytest.fixture(params=["memory", "file", "sqlite", "redis", "cluster", "memcached", "python"])
-def store(request: pytest.FixtureRequest) -> Any:
-    return StoreOpener(request.param, request, python=CasDictStore)()
+pytestmark = pytest.mark.store_kinds(*STORE_KINDS, "cluster", python=CasDictStore)
 
 
 def overlapping_saves(manager: tornsession.SessionManager) -> tuple[tornsession.Session, ...]:
@@ -34,8 +31,8 @@ def overlapping_saves(manager: tornsession.SessionManager) -> tuple[tornsession.
     return s, second
 
 
-def test_the_second_of_two_overlapping_saves_raises_and_writes_nothing(store: Any) -> None:
-    manager = tornsession.SessionManager("s", store=store, detect_conflicts=True)
+def test_the_second_of_two_overlapping_saves_raises_and_writes_nothing(any_store: Any) -> None:
+    manager = tornsession.SessionManager("s", store=any_store, detect_conflicts=True)
     s, second = overlapping_saves(manager)
     with pytest.raises(tornsession.SessionConflict, match="another request"):
         manager.set(second)
@@ -47,8 +44,8 @@ def test_the_second_of_two_overlapping_saves_raises_and_writes_nothing(store: An
     assert dict(manager.get(s.session_id, s.hmac_digest)) == {"n": 2}
 
 
-def test_without_detect_conflicts_the_last_writer_wins(store: Any) -> None:
-    manager = tornsession.SessionManager("s", store=store)
+def test_without_detect_conflicts_the_last_writer_wins(any_store: Any) -> None:
+    manager = tornsession.SessionManager("s", store=any_store)
     s, second = overlapping_saves(manager)
     manager.set(second)
     assert dict(manager.get(s.session_id, s.hmac_digest)) == {"n": 2}

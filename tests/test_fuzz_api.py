@@ -30,6 +30,9 @@ for profile, examples in (("default", 200), ("long", 20_000)):
         database=None,
         suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
     )
+# The values round trip (the ``manager`` fixture) runs on these stores.
+pytestmark = pytest.mark.store_kinds("memory", "file", "python")
+
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 COOKIE_SECRET = "fuzz-cookie-secret"
@@ -156,13 +159,9 @@ def test_session_manager_get_with_arbitrary_ids_never_touches_the_store(
 # --- values round trip --------------------------------------------------------------------------
 
 
-@pytest.fixture(params=["memory", "file", "python"])
-def manager(request: pytest.FixtureRequest, tmp_path: Path) -> session.SessionManager:
-    if request.param == "memory":
-        return session.SessionManager(SESSION_SECRET, store=session.MemoryStore())
-    if request.param == "file":
-        return session.SessionManager(SESSION_SECRET, str(tmp_path / "sessions"))
-    return session.SessionManager(SESSION_SECRET, store=DictStore())
+@pytest.fixture
+def manager(any_store: Any) -> session.SessionManager:
+    return session.SessionManager(SESSION_SECRET, store=any_store)
 
 
 @given(items=st.dictionaries(st.text(), json_values(floats=short_floats()), max_size=6))

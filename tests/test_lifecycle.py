@@ -22,19 +22,15 @@ COOKIE_SECRET = "lifecycle-cookie-secret"
 # --- expiry on every store -------------------------------------------------------------------
 
 
-@pytest.fixture(params=NATIVE_STORE_KINDS)
-def native_store_opener(request: pytest.FixtureRequest) -> StoreOpener:
-    return StoreOpener(request.param, request)
-
-
 def reload(manager: tornsession.SessionManager, s: tornsession.Session) -> tornsession.Session:
     return manager.get(s.session_id, s.hmac_digest)
 
 
+@pytest.mark.store_kinds(*NATIVE_STORE_KINDS)
 def test_idle_expiry_refresh_by_activity_and_absolute_lifetime(
-    native_store_opener: StoreOpener,
+    any_store_opener: StoreOpener,
 ) -> None:
-    kind, make_store = native_store_opener.kind, native_store_opener
+    kind, make_store = any_store_opener.kind, any_store_opener
     idle = tornsession.SessionManager("s", store=make_store(), idle_timeout=2)
     capped = tornsession.SessionManager("s", store=make_store(), idle_timeout=2, lifetime=3)
     active = saved_session(idle, who="active")

@@ -369,16 +369,9 @@ def test_memory_store_max_bytes_cannot_be_none() -> None:
 # --- 7. key order --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kind", ["memory", "file", "sqlite"])
-def test_keys_keep_their_order_through_save_and_load(tmp_path: Path, kind: str) -> None:
-    store: tornsession.MemoryStore | tornsession.FileStore | tornsession.SqliteStore
-    if kind == "memory":
-        store = tornsession.MemoryStore()
-    elif kind == "file":
-        store = tornsession.FileStore(tmp_path)
-    else:
-        store = tornsession.SqliteStore(tmp_path / "s.db")
-    manager = tornsession.SessionManager(SECRET, store=store)
+@pytest.mark.store_kinds("memory", "file", "sqlite")
+def test_keys_keep_their_order_through_save_and_load(any_store: Any) -> None:
+    manager = tornsession.SessionManager(SECRET, store=any_store)
     s = manager.get()
     s["b"] = 1
     s["a"] = 2

@@ -1,5 +1,7 @@
 """Stores of every kind for one test, and the ``any_store`` fixture that runs a test over each
-kind (a pytest plugin loaded by tests/conftest.py)."""
+kind (a pytest plugin loaded by tests/conftest.py). A test or module narrows the kinds with
+``@pytest.mark.store_kinds("memory", "file")``, and picks its Python store's class with
+``python=``."""
 
 from __future__ import annotations
 
@@ -75,10 +77,27 @@ class StoreOpener:
         return ["--store", kind, *where]
 
 
-@pytest.fixture(params=STORE_KINDS)
-def any_store_opener(request: pytest.FixtureRequest) -> StoreOpener:
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "store_kinds(*kinds, python=DictStore): the store kinds any_store runs over here (all "
+        "of STORE_KINDS when not given; 'cluster' too), and the class of its Python store",
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A test that takes ``any_store`` runs once per kind of its ``store_kinds`` marker."""
+    if "store_kind" in metafunc.fixturenames:
+        marker = metafunc.definition.get_closest_marker("store_kinds")
+        metafunc.parametrize("store_kind", marker.args if marker else STORE_KINDS)
+
+
+@pytest.fixture
+def any_store_opener(store_kind: str, request: pytest.FixtureRequest) -> StoreOpener:
     """Opens stores of each kind in turn (the test runs once per kind)."""
-    return StoreOpener(request.param, request)
+    marker = request.node.get_closest_marker("store_kinds")
+    python = marker.kwargs.get("python", DictStore) if marker else DictStore
+    return StoreOpener(store_kind, request, python)
 
 
 @pytest.fixture
