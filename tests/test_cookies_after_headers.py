@@ -27,6 +27,7 @@ from support.engine_app import (
     STYLES,
     Server,
     digest_of,
+    every_store_and_style,
     peek,
     record_exists,
     start_session,
@@ -95,8 +96,7 @@ def start(serve: Callable[..., Server], style: str, kind: str) -> Server:
     return server
 
 
-@pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("style", STYLES)
+@every_store_and_style(KINDS)
 def test_after_flush_a_new_session_is_refused_and_an_existing_one_saved(
     serve: Callable[..., Server], style: str, kind: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -124,8 +124,7 @@ def test_after_flush_a_new_session_is_refused_and_an_existing_one_saved(
     assert refusals(caplog) == []
 
 
-@pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("style", STYLES)
+@every_store_and_style(KINDS)
 def test_regenerate_after_flush_raises_and_the_old_session_stays(
     serve: Callable[..., Server], style: str, kind: str
 ) -> None:
@@ -245,8 +244,7 @@ def aged(cookies: dict[str, str], port: int) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("cookie", ["current", "aged"])
-@pytest.mark.parametrize("kind", ["memory", "redis"])
-@pytest.mark.parametrize("style", STYLES)
+@every_store_and_style(["memory", "redis"])
 def test_a_websocket_saves_an_existing_session_in_open_and_on_message(
     serve: Callable[..., Server], style: str, kind: str, cookie: str
 ) -> None:
@@ -269,8 +267,7 @@ def test_a_websocket_saves_an_existing_session_in_open_and_on_message(
 
 
 @pytest.mark.parametrize("where", ["prepare", "get"])
-@pytest.mark.parametrize("kind", ["memory", "redis"])
-@pytest.mark.parametrize("style", STYLES)
+@every_store_and_style(["memory", "redis"])
 def test_a_new_visitors_session_written_before_the_handshake_gets_its_cookie_on_the_101(
     serve: Callable[..., Server], style: str, kind: str, where: str
 ) -> None:
@@ -288,8 +285,7 @@ def test_a_new_visitors_session_written_before_the_handshake_gets_its_cookie_on_
     assert stored_records(server.app.store) == 1  # type: ignore[attr-defined]
 
 
-@pytest.mark.parametrize("kind", ["memory", "redis"])
-@pytest.mark.parametrize("style", STYLES)
+@every_store_and_style(["memory", "redis"])
 def test_a_new_visitors_session_written_after_the_handshake_is_refused_without_a_record(
     serve: Callable[..., Server], style: str, kind: str
 ) -> None:
@@ -304,8 +300,7 @@ def test_a_new_visitors_session_written_after_the_handshake_is_refused_without_a
     assert stored_records(server.app.store) == 0, "a record no browser can name"  # type: ignore[attr-defined]
 
 
-@pytest.mark.parametrize("kind", ["memory", "redis"])
-@pytest.mark.parametrize("style", STYLES)
+@every_store_and_style(["memory", "redis"])
 def test_a_logout_over_a_websocket_ends_the_session_without_an_error(
     serve: Callable[..., Server], style: str, kind: str
 ) -> None:

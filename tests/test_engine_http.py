@@ -25,12 +25,12 @@ import tornsession
 from support.browser import Browser, hammer_one_session
 from support.engine_app import (
     COOKIE_SECRET,
-    STORES,
     STYLES,
     DropIn,
     Mixin,
     Server,
     digest_of,
+    every_store_and_style,
     peek,
     record_exists,
 )
@@ -47,8 +47,7 @@ def increment_concurrently(port: int, path: str) -> int:
     return final
 
 
-@pytest.mark.parametrize("kind", STORES)
-@pytest.mark.parametrize("style", STYLES)
+@every_store_and_style()
 @pytest.mark.parametrize("path", ["/inc", "/inc-await"])
 def test_concurrent_increments_of_one_session_are_all_kept(
     serve: Callable[..., Server], style: str, kind: str, path: str
@@ -71,8 +70,7 @@ def test_without_ordering_an_awaiting_handler_loses_updates(
 
 @pytest.mark.parametrize("ordered", [True, False], ids=["ordered", "unordered"])
 @pytest.mark.parametrize("action", ["/logout", "/regenerate"])
-@pytest.mark.parametrize("kind", STORES)
-@pytest.mark.parametrize("style", STYLES)
+@every_store_and_style()
 def test_logout_or_regenerate_during_a_slow_write_is_not_undone(
     serve: Callable[..., Server], style: str, kind: str, action: str, ordered: bool
 ) -> None:
@@ -112,8 +110,7 @@ def test_logout_or_regenerate_during_a_slow_write_is_not_undone(
         assert kept["n"] == 1
 
 
-@pytest.mark.parametrize("kind", STORES)
-@pytest.mark.parametrize("style", STYLES)
+@every_store_and_style()
 def test_a_save_over_max_size_answers_500_at_once(
     serve: Callable[..., Server], style: str, kind: str
 ) -> None:
@@ -128,8 +125,7 @@ def test_a_save_over_max_size_answers_500_at_once(
         assert browser.get("/inc") == (200, "2"), "the session still works"
 
 
-@pytest.mark.parametrize("kind", STORES)
-@pytest.mark.parametrize("style", STYLES)
+@every_store_and_style()
 def test_a_handler_that_raises_after_a_change_saves_nothing(
     serve: Callable[..., Server], style: str, kind: str
 ) -> None:
@@ -140,8 +136,7 @@ def test_a_handler_that_raises_after_a_change_saves_nothing(
         assert "half_done" not in peek(server.port, browser.cookies)
 
 
-@pytest.mark.parametrize("kind", ["memory", "redis"])
-@pytest.mark.parametrize("style", STYLES)
+@every_store_and_style(["memory", "redis"])
 def test_a_write_after_logout_is_a_new_session_with_its_cookies(
     serve: Callable[..., Server], style: str, kind: str
 ) -> None:
@@ -306,8 +301,7 @@ def test_a_websocket_does_not_hold_its_session_for_the_connection(
         server.loop.call_soon_threadsafe(connection.close)
 
 
-@pytest.mark.parametrize("kind", STORES)
-@pytest.mark.parametrize("style", STYLES)
+@every_store_and_style()
 def test_a_regeneration_after_a_logout_elsewhere_does_not_revive_the_session(
     serve: Callable[..., Server], style: str, kind: str
 ) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import tornsession
 from support.browser import Browser
-from support.engine_app import SESSION_SECRET, STORES, STYLES, Server
+from support.engine_app import SESSION_SECRET, STORES, Server, every_store_and_style
 from tornsession._core import _store_load, _store_save_if_exists
 from tornsession.migrate import encode_record
 
@@ -57,8 +57,7 @@ def visit(browser: Browser, owner: str, size: int = 10) -> str:
     return session_id
 
 
-@pytest.mark.parametrize("kind", [*STORES, "python"])
-@pytest.mark.parametrize("style", STYLES)
+@every_store_and_style([*STORES, "python"])
 def test_a_record_copied_under_another_visitors_key_is_never_served(
     serve_records: Callable[[str, str], tuple[Server, Any]], style: str, kind: str
 ) -> None:
@@ -80,8 +79,7 @@ def test_a_record_copied_under_another_visitors_key_is_never_served(
         assert (status, json.loads(body)["owner"]) == (200, "bob")
 
 
-@pytest.mark.parametrize("kind", [*STORES, "python"])
-@pytest.mark.parametrize("style", STYLES)
+@every_store_and_style([*STORES, "python"])
 def test_a_record_of_0_1_0_loads_and_is_bound_at_its_next_save(
     serve_records: Callable[[str, str], tuple[Server, Any]], style: str, kind: str
 ) -> None:
@@ -101,8 +99,7 @@ def test_a_record_of_0_1_0_loads_and_is_bound_at_its_next_save(
         )
 
 
-@pytest.mark.parametrize("kind", STORES)
-@pytest.mark.parametrize("style", STYLES)
+@every_store_and_style()
 def test_a_session_grown_past_the_read_limit_fails_at_once_and_keeps_the_stored_one(
     serve_records: Callable[[str, str], tuple[Server, Any]], style: str, kind: str
 ) -> None:

@@ -25,10 +25,10 @@ from support.browser import Browser
 from support.engine_app import (
     COOKIE_SECRET,
     SESSION_SECRET,
-    STORES,
     STYLES,
     InFlight,
     Server,
+    every_store_and_style,
     peek,
     routes,
     start_session,
@@ -49,8 +49,7 @@ def timed_get(port: int, cookies: dict[str, str], path: str) -> tuple[int, str, 
 # Item 4: one manager, two event loops in two threads.
 
 
-@pytest.mark.parametrize("kind", ["memory", "redis"])
-@pytest.mark.parametrize("style", STYLES)
+@every_store_and_style(["memory", "redis"])
 def test_turns_hold_across_event_loops_in_threads(
     make_store: Callable[[str], Any], style: str, kind: str
 ) -> None:
@@ -256,8 +255,7 @@ def run_long_poll(server: Server, style: str, hold: float, pause: float) -> list
     return latencies
 
 
-@pytest.mark.parametrize("kind", STORES)
-@pytest.mark.parametrize("style", STYLES)
+@every_store_and_style()
 def test_a_long_poll_never_blocks_its_visitors_posts(
     serve: Callable[..., Server], style: str, kind: str
 ) -> None:

@@ -9,7 +9,7 @@ import hmac
 import json
 import socket
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import pytest
@@ -165,6 +165,11 @@ class Server:
 #: The stores the engine tests run on.
 STORES = NATIVE_STORE_KINDS
 STYLES = {"dropin": DropIn, "mixin": Mixin}
+
+
+def every_store_and_style(kinds: Sequence[str] = STORES) -> pytest.MarkDecorator:
+    """Runs a test once per API style and store kind (its ``style`` and ``kind`` arguments)."""
+    return pytest.mark.parametrize(("style", "kind"), [(s, k) for k in kinds for s in STYLES])
 
 
 @pytest.fixture
