@@ -9,7 +9,6 @@ A session the browser already has keeps saving. Over real HTTP, on the drop-in
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -26,13 +25,14 @@ from support.engine_app import (
     COOKIE_SECRET,
     STYLES,
     Server,
+    connect,
     digest_of,
     every_store_and_style,
+    on_loop,
     peek,
     record_exists,
     start_session,
 )
-from tornado.httpclient import HTTPRequest
 from tornado.web import create_signed_value
 
 KINDS = ["memory", "file", "redis"]
@@ -211,26 +211,6 @@ def start_sockets(serve: Callable[..., Server], style: str, kind: str) -> Server
     server = serve(style, kind)
     server.app.wildcard_router.add_rules(socket_routes(SOCKETS[style]))
     return server
-
-
-def connect(server: Server, path: str, cookies: dict[str, str]) -> Any:
-    async def open_socket() -> Any:
-        headers = {"Cookie": "; ".join(f"{k}={v}" for k, v in cookies.items())} if cookies else {}
-        request = HTTPRequest(
-            f"ws://127.0.0.1:{server.port}{path}", headers=headers, request_timeout=5
-        )
-        return await tornado.websocket.websocket_connect(request)
-
-    return asyncio.run_coroutine_threadsafe(open_socket(), server.loop).result(10)
-
-
-def on_loop(server: Server, start: Callable[[], Any]) -> Any:
-    """What the awaitable `start()` makes on the server's loop gives."""
-
-    async def wait() -> Any:
-        return await start()
-
-    return asyncio.run_coroutine_threadsafe(wait(), server.loop).result(10)
 
 
 def aged(cookies: dict[str, str], port: int) -> dict[str, str]:

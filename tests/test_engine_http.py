@@ -15,7 +15,6 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
 
 import pytest
 import tornado.httpserver
@@ -29,10 +28,13 @@ from support.engine_app import (
     DropIn,
     Mixin,
     Server,
+    connect,
     digest_of,
     every_store_and_style,
+    on_loop,
     peek,
     record_exists,
+    start_session,
 )
 from tornado.web import create_signed_value
 from tornsession import _ordering
@@ -273,7 +275,6 @@ def test_a_websocket_does_not_hold_its_session_for_the_connection(
     serve: Callable[..., Server],
 ) -> None:
     import tornado.websocket
-    from tornado.httpclient import HTTPRequest
 
     class Socket(tornsession.SessionMixin, tornado.websocket.WebSocketHandler):
         def open(self) -> None:
@@ -281,19 +282,10 @@ def test_a_websocket_does_not_hold_its_session_for_the_connection(
 
     server = serve("mixin", "memory", order_timeout=0.5)
     server.app.wildcard_router.add_rules([(r"/ws", Socket)])
-    with Browser(server.port) as browser:
-        assert browser.get("/inc") == (200, "1")
-        cookies = dict(browser.cookies)
-
-    async def open_socket() -> Any:
-        header = "; ".join(f"{k}={v}" for k, v in cookies.items())
-        request = HTTPRequest(f"ws://127.0.0.1:{server.port}/ws", headers={"Cookie": header})
-        connection = await tornado.websocket.websocket_connect(request)
-        assert await connection.read_message() == "1"
-        return connection
-
-    connection = asyncio.run_coroutine_threadsafe(open_socket(), server.loop).result(10)
+    cookies = start_session(server.port)
+    connection = connect(server, "/ws", cookies)
     try:
+        assert on_loop(server, connection.read_message) == "1"
         with Browser(server.port) as browser:
             browser.cookies = dict(cookies)
             assert browser.get("/inc") == (200, "2"), "the open WebSocket held the session"
@@ -311,9 +303,7 @@ def test_a_regeneration_after_a_logout_elsewhere_does_not_revive_the_session(
     # login flow that was mid-way).
     first = serve(style, kind)
     second = serve(style, kind, store=first.app.store)  # type: ignore[attr-defined]
-    with Browser(first.port) as browser:
-        assert browser.get("/inc") == (200, "1")
-        cookies = dict(browser.cookies)
+    cookies = start_session(first.port)
     old_id = peek(first.port, cookies)["id"]
     after: dict[str, str] = {}
 
@@ -344,7 +334,6 @@ def test_a_websocket_handshake_with_a_blocking_store_completes_and_saves(
     serve: Callable[..., Server],
 ) -> None:
     import tornado.websocket
-    from tornado.httpclient import HTTPRequest
 
     class Socket(tornsession.SessionMixin, tornado.websocket.WebSocketHandler):
         async def prepare(self) -> None:
@@ -356,21 +345,10 @@ def test_a_websocket_handshake_with_a_blocking_store_completes_and_saves(
 
     server = serve("mixin", "file")
     server.app.wildcard_router.add_rules([(r"/ws", Socket)])
-    with Browser(server.port) as browser:
-        assert browser.get("/inc") == (200, "1")
-        cookies = dict(browser.cookies)
-
-    async def open_socket() -> Any:
-        header = "; ".join(f"{k}={v}" for k, v in cookies.items())
-        request = HTTPRequest(
-            f"ws://127.0.0.1:{server.port}/ws", headers={"Cookie": header}, request_timeout=5
-        )
-        connection = await tornado.websocket.websocket_connect(request)
-        assert await connection.read_message() == "1"
-        return connection
-
-    connection = asyncio.run_coroutine_threadsafe(open_socket(), server.loop).result(10)
+    cookies = start_session(server.port)
+    connection = connect(server, "/ws", cookies)
     try:
+        assert on_loop(server, connection.read_message) == "1"
         assert peek(server.port, cookies)["sockets"] == 1, "the handshake's change was saved"
         with Browser(server.port) as browser:
             assert browser.get("/in-flight") == (200, "0")

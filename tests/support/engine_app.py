@@ -16,7 +16,9 @@ import pytest
 import tornado.httpserver
 import tornado.netutil
 import tornado.web
+import tornado.websocket
 import tornsession
+from tornado.httpclient import HTTPRequest
 from tornsession import _ordering
 
 from support.any_store import NATIVE_STORE_KINDS, StoreOpener
@@ -218,6 +220,28 @@ def start_session(port: int) -> dict[str, str]:
     with Browser(port) as browser:
         assert browser.get("/inc") == (200, "1")
         return dict(browser.cookies)
+
+
+def connect(server: Server, path: str, cookies: dict[str, str]) -> Any:
+    """A WebSocket to ``path`` on ``server``, sending ``cookies``, opened on the server's loop."""
+
+    async def open_socket() -> Any:
+        headers = {"Cookie": "; ".join(f"{k}={v}" for k, v in cookies.items())} if cookies else {}
+        request = HTTPRequest(
+            f"ws://127.0.0.1:{server.port}{path}", headers=headers, request_timeout=5
+        )
+        return await tornado.websocket.websocket_connect(request)
+
+    return asyncio.run_coroutine_threadsafe(open_socket(), server.loop).result(10)
+
+
+def on_loop(server: Server, start: Callable[[], Any]) -> Any:
+    """What the awaitable `start()` makes on the server's loop gives."""
+
+    async def wait() -> Any:
+        return await start()
+
+    return asyncio.run_coroutine_threadsafe(wait(), server.loop).result(10)
 
 
 def digest_of(session_id: str) -> str:
