@@ -1,34 +1,30 @@
-"""Real Redis, Redis Cluster and memcached servers for the store tests, each on a free loopback
-port in a temporary folder, stopped when the test session ends.
+"""Real Redis, Redis Cluster and memcached servers for the store tests (a pytest plugin loaded by
+tests/conftest.py), each on a free loopback port in a temporary folder, stopped when the test
+session ends.
 
 A missing binary skips the tests that need it, except under CI=true, where it fails them.
 """
 
 from __future__ import annotations
 
-import http.cookiejar
-import json
 import os
 import random
 import shutil
 import socket
 import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TypeVar
 
 import pytest
+import redis
 
 from bench.loopback import (
     HOST,
     ServerProcess,
     free_port,
     launch,
-    listening_port,
     memcached_pid,
     redis_pid,
 )
@@ -88,20 +84,30 @@ def memcached_argv(binary: str, port: int) -> list[str]:
     return argv
 
 
-@pytest.fixture(scope="session")
-def redis_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[], RedisServer]]:
-    """Starts a new Redis server per call; all are stopped at the end of the session."""
-    binary = require_binary("redis-server")
-    started: list[RedisServer] = []
+S = TypeVar("S", bound=ServerProcess)
 
-    def start() -> RedisServer:
-        server = launch(redis_maker(binary, tmp_path_factory.mktemp("redis")))
+
+def started_servers(make: Callable[[], S]) -> Iterator[Callable[[], S]]:
+    """A session fixture's body: starts a new server per call; all stop at the end."""
+    started: list[S] = []
+
+    def start() -> S:
+        server = make()
         started.append(server)
         return server
 
     yield start
     for server in started:
         server.kill()
+
+
+@pytest.fixture(scope="session")
+def redis_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[], RedisServer]]:
+    """Starts a new Redis server per call; all are stopped at the end of the session."""
+    binary = require_binary("redis-server")
+    yield from started_servers(
+        lambda: launch(redis_maker(binary, tmp_path_factory.mktemp("redis")))
+    )
 
 
 @pytest.fixture(scope="session")
@@ -115,25 +121,54 @@ def memcached_factory(
 ) -> Iterator[Callable[[], ServerProcess]]:
     """Starts a new memcached server per call; all are stopped at the end of the session."""
     binary = require_binary("memcached")
-    started: list[ServerProcess] = []
 
     def start() -> ServerProcess:
         folder = tmp_path_factory.mktemp("mc")
-        server = launch(
+        return launch(
             lambda port: ServerProcess(memcached_argv(binary, port), port, folder, memcached_pid)
         )
-        started.append(server)
-        return server
 
-    yield start
-    for server in started:
-        server.kill()
+    yield from started_servers(start)
 
 
 @pytest.fixture(scope="session")
 def memcached_servers(memcached_factory: Callable[[], ServerProcess]) -> list[ServerProcess]:
     """Two memcached servers."""
     return [memcached_factory(), memcached_factory()]
+
+
+def memcached_command(server: ServerProcess, command: str) -> bytes:
+    """One raw ASCII command straight to one memcached server."""
+    with socket.create_connection((HOST, server.port), timeout=5) as sock:
+        sock.sendall(command.encode() + b"\r\n")
+        answer = b""
+        while not answer.endswith((b"END\r\n", b"ERROR\r\n")):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+        return answer
+
+
+def memcached_stats(server: ServerProcess) -> dict[str, str]:
+    """One memcached server's ``stats``, by name."""
+    lines = memcached_command(server, "stats").decode().splitlines()
+    return dict(line.split()[1:3] for line in lines if line.startswith("STAT "))
+
+
+def client_connections(processes: list[ServerProcess]) -> list[int]:
+    """The client connections each server holds now, not counting the one asking."""
+    counts = []
+    for process in processes:
+        if isinstance(process, RedisServer):
+            client = redis.Redis.from_url(process.url)
+            try:
+                counts.append(int(client.info("clients")["connected_clients"]) - 1)
+            finally:
+                client.close()
+        else:
+            counts.append(int(memcached_stats(process)["curr_connections"]) - 1)
+    return counts
 
 
 @pytest.fixture(scope="session")
@@ -183,69 +218,3 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Red
     finally:
         for node in nodes:
             node.kill()
-
-
-APP = Path(__file__).parent / "apps" / "shared_store_app.py"
-
-
-class AppProcess:
-    """tests/apps/shared_store_app.py on a port it picks itself (``--port 0``) and prints."""
-
-    def __init__(self, store_args: list[str]) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, str(APP), "--port", "0", *store_args],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-        )
-        self.port = listening_port(self.process)
-
-    @property
-    def url(self) -> str:
-        return f"http://{HOST}:{self.port}/count"
-
-    def stop(self) -> None:
-        self.process.kill()
-        self.process.wait(timeout=10)
-        if self.process.stdout is not None:
-            self.process.stdout.close()
-
-
-@pytest.fixture
-def start_app() -> Iterator[Callable[[list[str]], AppProcess]]:
-    """Starts shared_store_app processes with the given store arguments; stops them after."""
-    apps: list[AppProcess] = []
-
-    def start(store_args: list[str]) -> AppProcess:
-        app = AppProcess(store_args)
-        apps.append(app)
-        return app
-
-    yield start
-    for app in apps:
-        app.stop()
-
-
-class Browser:
-    """One cookie jar over urllib, never through a proxy, talking to 127.0.0.1 only."""
-
-    def __init__(self) -> None:
-        self.jar = http.cookiejar.CookieJar()
-        self.opener = urllib.request.build_opener(
-            urllib.request.ProxyHandler({}), urllib.request.HTTPCookieProcessor(self.jar)
-        )
-
-    def get_json(self, url: str, timeout: float = 30.0) -> dict[str, Any]:
-        assert url.startswith(f"http://{HOST}:"), url
-        with self.opener.open(url, timeout=timeout) as response:
-            data: dict[str, Any] = json.loads(response.read())
-            return data
-
-    def status(self, url: str, timeout: float = 30.0) -> int:
-        assert url.startswith(f"http://{HOST}:"), url
-        try:
-            with self.opener.open(url, timeout=timeout) as response:
-                status: int = response.status
-                return status
-        except urllib.error.HTTPError as e:
-            return e.code
