@@ -8,6 +8,7 @@
 //! methods on `dyn SessionStore` below are the one place that says what a caller gets where the
 //! store lacks one: nothing to do, or an `Unsupported` error naming the stores that have it.
 
+use crate::stores::StoreResult;
 use std::time::Duration;
 
 use super::{SessionStore, StoreError};
@@ -22,20 +23,15 @@ pub trait UserIndex: Send + Sync {
         user_key: &str,
         session_id: &str,
         ttl: Option<Duration>,
-    ) -> Result<(), StoreError>;
+    ) -> StoreResult<()>;
     /// Takes `session_id` out of `user_key`'s index (a missing entry is not an error).
-    fn unindex_user(&self, user_key: &str, session_id: &str) -> Result<(), StoreError>;
+    fn unindex_user(&self, user_key: &str, session_id: &str) -> StoreResult<()>;
     /// The ids filed under `user_key` whose records may still live; entries the store knows
     /// to be expired are dropped as it reads them.
-    fn user_session_ids(&self, user_key: &str) -> Result<Vec<String>, StoreError>;
+    fn user_session_ids(&self, user_key: &str) -> StoreResult<Vec<String>>;
     /// After a load of an owned session whose record's expiry moved: stores whose index
     /// entries expire by themselves (Redis) move the entry's too.
-    fn touch_user(
-        &self,
-        _user_key: &str,
-        _session_id: &str,
-        _ttl: Duration,
-    ) -> Result<(), StoreError> {
+    fn touch_user(&self, _user_key: &str, _session_id: &str, _ttl: Duration) -> StoreResult<()> {
         Ok(())
     }
 }
@@ -45,10 +41,10 @@ pub trait UserIndex: Send + Sync {
 /// `users::is_revoked`).
 pub trait Revocation: Send + Sync {
     /// The user's current generation; `None` when the user has no counter.
-    fn user_generation(&self, user_key: &str) -> Result<Option<u64>, StoreError>;
+    fn user_generation(&self, user_key: &str) -> StoreResult<Option<u64>>;
     /// Moves the user's generation on atomically, creating the counter when missing: every
     /// record written under an older one is ended.
-    fn bump_user_generation(&self, user_key: &str) -> Result<crate::users::Bump, StoreError>;
+    fn bump_user_generation(&self, user_key: &str) -> StoreResult<crate::users::Bump>;
     /// Why the store keeps no index, for the error of a listing it cannot do.
     fn why_no_index(&self) -> &'static str;
 }
@@ -61,7 +57,7 @@ impl dyn SessionStore + '_ {
         user_key: &str,
         session_id: &str,
         ttl: Option<Duration>,
-    ) -> Result<(), StoreError> {
+    ) -> StoreResult<()> {
         match self.user_index() {
             Some(index) => index.index_user(user_key, session_id, ttl),
             None => self.without_index("set_user()"),
@@ -69,7 +65,7 @@ impl dyn SessionStore + '_ {
     }
 
     /// Takes `session_id` out of `user_key`'s index (see [`UserIndex::unindex_user`]).
-    pub fn unindex_user(&self, user_key: &str, session_id: &str) -> Result<(), StoreError> {
+    pub fn unindex_user(&self, user_key: &str, session_id: &str) -> StoreResult<()> {
         match self.user_index() {
             Some(index) => index.unindex_user(user_key, session_id),
             None => self.without_index("set_user()"),
@@ -77,18 +73,13 @@ impl dyn SessionStore + '_ {
     }
 
     /// Moves an index entry's expiry with its record's (see [`UserIndex::touch_user`]).
-    pub fn touch_user(
-        &self,
-        user_key: &str,
-        session_id: &str,
-        ttl: Duration,
-    ) -> Result<(), StoreError> {
+    pub fn touch_user(&self, user_key: &str, session_id: &str, ttl: Duration) -> StoreResult<()> {
         self.user_index()
             .map_or(Ok(()), |index| index.touch_user(user_key, session_id, ttl))
     }
 
     /// The ids filed under `user_key` (see [`UserIndex::user_session_ids`]).
-    pub fn user_session_ids(&self, user_key: &str) -> Result<Vec<String>, StoreError> {
+    pub fn user_session_ids(&self, user_key: &str) -> StoreResult<Vec<String>> {
         match (self.user_index(), self.revocation()) {
             (Some(index), _) => index.user_session_ids(user_key),
             (None, Some(revocation)) => Err(StoreError::unsupported(
@@ -104,26 +95,26 @@ impl dyn SessionStore + '_ {
     }
 
     /// The user's generation (see [`Revocation::user_generation`]).
-    pub fn user_generation(&self, user_key: &str) -> Result<Option<u64>, StoreError> {
+    pub fn user_generation(&self, user_key: &str) -> StoreResult<Option<u64>> {
         self.revocation_or_unsupported()?.user_generation(user_key)
     }
 
     /// Moves the user's generation on (see [`Revocation::bump_user_generation`]).
-    pub fn bump_user_generation(&self, user_key: &str) -> Result<crate::users::Bump, StoreError> {
+    pub fn bump_user_generation(&self, user_key: &str) -> StoreResult<crate::users::Bump> {
         self.revocation_or_unsupported()?
             .bump_user_generation(user_key)
     }
 
     /// A change to an index the store does not keep: nothing to do when it revokes by
     /// generation, else unsupported.
-    fn without_index(&self, what: &str) -> Result<(), StoreError> {
+    fn without_index(&self, what: &str) -> StoreResult<()> {
         match self.revocation() {
             Some(_) => Ok(()),
             None => Err(StoreError::unsupported(self.describe(), what)),
         }
     }
 
-    fn revocation_or_unsupported(&self) -> Result<&dyn Revocation, StoreError> {
+    fn revocation_or_unsupported(&self) -> StoreResult<&dyn Revocation> {
         self.revocation()
             .ok_or_else(|| StoreError::unsupported(self.describe(), "a generation counter"))
     }

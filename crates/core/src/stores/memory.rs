@@ -7,6 +7,7 @@
 //! lazily on its own maintenance schedule, so "evicts at the bound" and per-entry deadlines would
 //! become approximate, and this is a few dozen deterministic lines over two `lru` maps.
 
+use crate::stores::{LoadResult, StoreResult};
 use std::collections::{HashMap, HashSet};
 use std::num::NonZeroUsize;
 use std::time::{Duration, Instant};
@@ -236,12 +237,7 @@ impl MemoryStore {
 
     /// The blob under `key` unless expired (an expired entry is dropped) or over `max_bytes`,
     /// marking it used and optionally moving its deadline.
-    fn fetch(
-        &self,
-        session_id: &str,
-        refresh: Option<Duration>,
-        max_bytes: usize,
-    ) -> Result<Option<Vec<u8>>, StoreError> {
+    fn fetch(&self, session_id: &str, refresh: Option<Duration>, max_bytes: usize) -> LoadResult {
         let key = self.key(session_id)?;
         let now = self.now_ms();
         let new_deadline = refresh.map(|ttl| self.deadline(Some(ttl)));
@@ -275,7 +271,7 @@ impl MemoryStore {
         blob: &[u8],
         ttl: Option<Duration>,
         condition: impl FnOnce(Option<&[u8]>) -> bool,
-    ) -> Result<bool, StoreError> {
+    ) -> StoreResult<bool> {
         let key = self.key(session_id)?;
         if blob.len() + ENTRY_OVERHEAD > self.max_bytes.get() {
             return Err(StoreError::new(
@@ -333,21 +329,21 @@ impl MemoryStore {
         self.segments.lock().owners.len()
     }
 
-    fn key(&self, session_id: &str) -> Result<u128, StoreError> {
+    fn key(&self, session_id: &str) -> StoreResult<u128> {
         u128::from_str_radix(session_id, 16).map_err(|_| StoreError::new(self, "not a session id"))
     }
 }
 
 impl SessionStore for MemoryStore {
-    fn load(&self, session_id: &str, max_bytes: usize) -> Result<Option<Vec<u8>>, StoreError> {
+    fn load(&self, session_id: &str, max_bytes: usize) -> LoadResult {
         self.fetch(session_id, None, max_bytes)
     }
 
-    fn save(&self, session_id: &str, blob: &[u8], ttl: Option<Duration>) -> Result<(), StoreError> {
+    fn save(&self, session_id: &str, blob: &[u8], ttl: Option<Duration>) -> StoreResult<()> {
         self.store_if(session_id, blob, ttl, |_| true).map(drop)
     }
 
-    fn delete(&self, session_id: &str) -> Result<bool, StoreError> {
+    fn delete(&self, session_id: &str) -> StoreResult<bool> {
         let key = self.key(session_id)?;
         let now = self.now_ms();
         let removed = self.segments.lock().remove(&key);
@@ -360,7 +356,7 @@ impl SessionStore for MemoryStore {
         expected: Option<&[u8]>,
         blob: &[u8],
         ttl: Option<Duration>,
-    ) -> Result<bool, StoreError> {
+    ) -> StoreResult<bool> {
         self.store_if(session_id, blob, ttl, |current| current == expected)
     }
 
@@ -369,20 +365,15 @@ impl SessionStore for MemoryStore {
         session_id: &str,
         blob: &[u8],
         ttl: Option<Duration>,
-    ) -> Result<bool, StoreError> {
+    ) -> StoreResult<bool> {
         self.store_if(session_id, blob, ttl, |current| current.is_some())
     }
 
-    fn touch(&self, session_id: &str, ttl: Duration) -> Result<(), StoreError> {
+    fn touch(&self, session_id: &str, ttl: Duration) -> StoreResult<()> {
         self.fetch(session_id, Some(ttl), usize::MAX).map(drop)
     }
 
-    fn load_touching(
-        &self,
-        session_id: &str,
-        ttl: Duration,
-        max_bytes: usize,
-    ) -> Result<Option<Vec<u8>>, StoreError> {
+    fn load_touching(&self, session_id: &str, ttl: Duration, max_bytes: usize) -> LoadResult {
         self.fetch(session_id, Some(ttl), max_bytes)
     }
 
@@ -408,7 +399,7 @@ impl UserIndex for MemoryStore {
         user_key: &str,
         session_id: &str,
         _ttl: Option<Duration>,
-    ) -> Result<(), StoreError> {
+    ) -> StoreResult<()> {
         let (owner, key) = (self.key(user_key)?, self.key(session_id)?);
         let mut segments = self.segments.lock();
         let Some(entry) = segments.peek_mut(&key) else {
@@ -422,7 +413,7 @@ impl UserIndex for MemoryStore {
         Ok(())
     }
 
-    fn unindex_user(&self, user_key: &str, session_id: &str) -> Result<(), StoreError> {
+    fn unindex_user(&self, user_key: &str, session_id: &str) -> StoreResult<()> {
         let (owner, key) = (self.key(user_key)?, self.key(session_id)?);
         let mut segments = self.segments.lock();
         if let Some(entry) = segments.peek_mut(&key) {
@@ -434,7 +425,7 @@ impl UserIndex for MemoryStore {
         Ok(())
     }
 
-    fn user_session_ids(&self, user_key: &str) -> Result<Vec<String>, StoreError> {
+    fn user_session_ids(&self, user_key: &str) -> StoreResult<Vec<String>> {
         let owner = self.key(user_key)?;
         let now = self.now_ms();
         let mut segments = self.segments.lock();

@@ -146,6 +146,11 @@ impl StoreError {
     }
 }
 
+/// What a store operation returns.
+pub type StoreResult<T> = Result<T, StoreError>;
+/// What a load returns: the record's bytes, or `None` when there is none.
+pub type LoadResult = StoreResult<Option<Vec<u8>>>;
+
 /// The one interface every store implements.
 ///
 /// Ids reaching a store have already been validated (`ids::is_valid_session_id`). No error a
@@ -153,10 +158,10 @@ impl StoreError {
 pub trait SessionStore: Send + Sync {
     /// The stored blob, or `None` when there is no record for `session_id`; an
     /// `OversizedRecord` error when it holds more than `max_bytes` bytes.
-    fn load(&self, session_id: &str, max_bytes: usize) -> Result<Option<Vec<u8>>, StoreError>;
+    fn load(&self, session_id: &str, max_bytes: usize) -> LoadResult;
     /// Replaces the record for `session_id` with `blob`, all or nothing. `ttl` is how long the
     /// record may live unused; stores that expire records themselves (Redis, Memcached) use it.
-    fn save(&self, session_id: &str, blob: &[u8], ttl: Option<Duration>) -> Result<(), StoreError>;
+    fn save(&self, session_id: &str, blob: &[u8], ttl: Option<Duration>) -> StoreResult<()>;
     /// Replaces the record only if it still is `expected` (`None`: only if there is none), all
     /// or nothing; `Ok(false)`, writing nothing, when another writer got there first.
     fn save_if_unchanged(
@@ -165,7 +170,7 @@ pub trait SessionStore: Send + Sync {
         expected: Option<&[u8]>,
         blob: &[u8],
         ttl: Option<Duration>,
-    ) -> Result<bool, StoreError>;
+    ) -> StoreResult<bool>;
     /// Replaces the record only if one exists for `session_id`, all or nothing; `Ok(false)`,
     /// writing nothing, when there is none. A save of a session loaded from the store uses it, so
     /// it never resurrects a record another request destroyed or regenerated meanwhile.
@@ -174,23 +179,18 @@ pub trait SessionStore: Send + Sync {
         session_id: &str,
         blob: &[u8],
         ttl: Option<Duration>,
-    ) -> Result<bool, StoreError>;
+    ) -> StoreResult<bool>;
     /// Removes the record; removing a missing record is not an error. Returns whether there was
     /// a live record to remove, decided atomically with the removal where the store can: what
     /// lets `regenerate()` tell that another request ended the session first.
-    fn delete(&self, session_id: &str) -> Result<bool, StoreError>;
+    fn delete(&self, session_id: &str) -> StoreResult<bool>;
     /// Moves the record's expiry to `ttl` from now without rewriting it (a missing record stays
     /// missing): how an active session is kept alive without a write.
-    fn touch(&self, session_id: &str, ttl: Duration) -> Result<(), StoreError>;
+    fn touch(&self, session_id: &str, ttl: Duration) -> StoreResult<()>;
     /// Loads the record and, when there is one, moves its expiry to `ttl` from now; stores that
     /// can do both in one round trip override this. A record idle for longer than its time to
     /// live is never returned.
-    fn load_touching(
-        &self,
-        session_id: &str,
-        ttl: Duration,
-        max_bytes: usize,
-    ) -> Result<Option<Vec<u8>>, StoreError> {
+    fn load_touching(&self, session_id: &str, ttl: Duration, max_bytes: usize) -> LoadResult {
         let blob = self.load(session_id, max_bytes)?;
         if blob.is_some() {
             self.touch(session_id, ttl)?;
@@ -206,7 +206,7 @@ pub trait SessionStore: Send + Sync {
         ttl: Option<Duration>,
         ttl_of: &dyn Fn(&[u8]) -> Option<Duration>,
         max_bytes: usize,
-    ) -> Result<Option<Vec<u8>>, StoreError> {
+    ) -> LoadResult {
         let blob = match ttl {
             Some(ttl) => self.load_touching(session_id, ttl, max_bytes)?,
             None => self.load(session_id, max_bytes)?,
@@ -274,7 +274,7 @@ fn within_limit(
     session_id: &str,
     blob: Option<Vec<u8>>,
     max_bytes: usize,
-) -> Result<Option<Vec<u8>>, StoreError> {
+) -> LoadResult {
     match blob {
         Some(blob) if blob.len() > max_bytes => Err(StoreError::oversized(
             store,

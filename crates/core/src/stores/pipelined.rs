@@ -3,9 +3,9 @@
 //! same results as the blocking [`SessionStore`](super::SessionStore) methods. Redis and
 //! memcached implement [`WireStore`]; the binding crate's asyncio connections drive it.
 
+use crate::stores::{LoadResult, StoreResult};
 use std::time::Duration;
 
-use super::StoreError;
 use crate::wire::{Dialect, Reply};
 
 /// Where one server of a store listens.
@@ -44,23 +44,18 @@ pub trait WireStore: Send + Sync {
     /// nothing is needed.
     fn handshake(&self) -> Option<Request>;
     /// Reads the handshake's replies: `Err` when the server refused it.
-    fn handshake_reply(&self, replies: Vec<Reply>) -> Result<(), StoreError>;
+    fn handshake_reply(&self, replies: Vec<Reply>) -> StoreResult<()>;
     /// Loads the record, moving its expiry to `ttl` from now when there is one (as
     /// `load_touching` / `load` do).
     fn load(&self, session_id: &str, ttl: Option<Duration>) -> Request;
-    fn load_reply(
-        &self,
-        session_id: &str,
-        replies: Vec<Reply>,
-        max_bytes: usize,
-    ) -> Result<Option<Vec<u8>>, StoreError>;
+    fn load_reply(&self, session_id: &str, replies: Vec<Reply>, max_bytes: usize) -> LoadResult;
     fn save(&self, session_id: &str, blob: &[u8], ttl: Option<Duration>, mode: SaveMode)
         -> Request;
     /// Whether it was written (`false`: `IfExists` found no record).
-    fn save_reply(&self, session_id: &str, replies: Vec<Reply>) -> Result<bool, StoreError>;
+    fn save_reply(&self, session_id: &str, replies: Vec<Reply>) -> StoreResult<bool>;
     fn delete(&self, session_id: &str) -> Request;
     /// Whether there was a record.
-    fn delete_reply(&self, session_id: &str, replies: Vec<Reply>) -> Result<bool, StoreError>;
+    fn delete_reply(&self, session_id: &str, replies: Vec<Reply>) -> StoreResult<bool>;
     /// How long a request may wait for its replies, and for a connection to be made.
     fn timeouts(&self) -> (Duration, Duration);
 }

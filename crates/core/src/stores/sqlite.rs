@@ -3,6 +3,7 @@
 //! nothing committed; `durable` makes it FULL, so a power cut loses nothing either), and a busy
 //! timeout so writers queue instead of failing at once.
 
+use crate::stores::{LoadResult, StoreResult};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -59,7 +60,7 @@ impl SqliteStore {
         path: impl Into<PathBuf>,
         busy_timeout: Duration,
         durable: bool,
-    ) -> Result<Self, StoreError> {
+    ) -> StoreResult<Self> {
         let path = path.into();
         let describe = || format!("SqliteStore({:?})", path.display().to_string());
         let fail = |what: &str, e: rusqlite::Error| StoreError {
@@ -129,7 +130,7 @@ impl SqliteStore {
     }
 
     /// The `synchronous` setting in force: 1 NORMAL, 2 FULL.
-    pub fn synchronous(&self) -> Result<i64, StoreError> {
+    pub fn synchronous(&self) -> StoreResult<i64> {
         self.connection
             .lock()
             .query_row("PRAGMA synchronous", [], |row| row.get(0))
@@ -151,7 +152,7 @@ impl SqliteStore {
         session_id: &str,
         row: Option<(i64, Option<Vec<u8>>)>,
         max_bytes: usize,
-    ) -> Result<Option<Vec<u8>>, StoreError> {
+    ) -> LoadResult {
         match row {
             None => Ok(None),
             Some((_, Some(blob))) => Ok(Some(blob)),
@@ -165,12 +166,12 @@ impl SqliteStore {
     }
 
     /// Deletes up to `SWEEP_LIMIT` expired rows; returns how many went.
-    pub fn sweep(&self) -> Result<usize, StoreError> {
+    pub fn sweep(&self) -> StoreResult<usize> {
         let connection = self.connection.lock();
         self.sweep_with(&connection)
     }
 
-    fn sweep_with(&self, connection: &Connection) -> Result<usize, StoreError> {
+    fn sweep_with(&self, connection: &Connection) -> StoreResult<usize> {
         connection
             .prepare_cached(
                 "DELETE FROM tornsession_sessions WHERE id IN (
@@ -188,7 +189,7 @@ fn sql_limit(max_bytes: usize) -> i64 {
 }
 
 impl SessionStore for SqliteStore {
-    fn load(&self, session_id: &str, max_bytes: usize) -> Result<Option<Vec<u8>>, StoreError> {
+    fn load(&self, session_id: &str, max_bytes: usize) -> LoadResult {
         let connection = self.connection.lock();
         let row = connection
             .prepare_cached(
@@ -209,7 +210,7 @@ impl SessionStore for SqliteStore {
         self.within_limit(session_id, row, max_bytes)
     }
 
-    fn save(&self, session_id: &str, blob: &[u8], ttl: Option<Duration>) -> Result<(), StoreError> {
+    fn save(&self, session_id: &str, blob: &[u8], ttl: Option<Duration>) -> StoreResult<()> {
         let expires_at = ttl.map(|ttl| now_f64() + ttl.as_secs_f64());
         let connection = self.connection.lock();
         connection
@@ -233,7 +234,7 @@ impl SessionStore for SqliteStore {
         expected: Option<&[u8]>,
         blob: &[u8],
         ttl: Option<Duration>,
-    ) -> Result<bool, StoreError> {
+    ) -> StoreResult<bool> {
         let mut connection = self.connection.lock();
         let fail = |e: rusqlite::Error| self.fail("save", session_id, e);
         // IMMEDIATE: the write lock is taken before the read, so no other process can slip in.
@@ -265,7 +266,7 @@ impl SessionStore for SqliteStore {
         Ok(true)
     }
 
-    fn touch(&self, session_id: &str, ttl: Duration) -> Result<(), StoreError> {
+    fn touch(&self, session_id: &str, ttl: Duration) -> StoreResult<()> {
         let connection = self.connection.lock();
         connection
             .prepare_cached(
@@ -285,7 +286,7 @@ impl SessionStore for SqliteStore {
         session_id: &str,
         blob: &[u8],
         ttl: Option<Duration>,
-    ) -> Result<bool, StoreError> {
+    ) -> StoreResult<bool> {
         // One UPDATE: it changes a row only where one lives, atomically against any process.
         let now = now_f64();
         let changed = self
@@ -307,12 +308,7 @@ impl SessionStore for SqliteStore {
         Ok(changed == 1)
     }
 
-    fn load_touching(
-        &self,
-        session_id: &str,
-        ttl: Duration,
-        max_bytes: usize,
-    ) -> Result<Option<Vec<u8>>, StoreError> {
+    fn load_touching(&self, session_id: &str, ttl: Duration, max_bytes: usize) -> LoadResult {
         // One statement reads and extends, so a concurrent sweep never sees it half done.
         let connection = self.connection.lock();
         let row = connection
@@ -340,7 +336,7 @@ impl SessionStore for SqliteStore {
         self.within_limit(session_id, row, max_bytes)
     }
 
-    fn delete(&self, session_id: &str) -> Result<bool, StoreError> {
+    fn delete(&self, session_id: &str) -> StoreResult<bool> {
         let connection = self.connection.lock();
         // An expired row counts as gone, as it does for loads.
         connection
@@ -386,7 +382,7 @@ impl UserIndex for SqliteStore {
         user_key: &str,
         session_id: &str,
         _ttl: Option<Duration>,
-    ) -> Result<(), StoreError> {
+    ) -> StoreResult<()> {
         self.connection
             .lock()
             .prepare_cached("UPDATE tornsession_sessions SET user_key = ?2 WHERE id = ?1")
@@ -395,7 +391,7 @@ impl UserIndex for SqliteStore {
             .map_err(|e| self.fail("index", session_id, e))
     }
 
-    fn unindex_user(&self, user_key: &str, session_id: &str) -> Result<(), StoreError> {
+    fn unindex_user(&self, user_key: &str, session_id: &str) -> StoreResult<()> {
         self.connection
             .lock()
             .prepare_cached(
@@ -406,7 +402,7 @@ impl UserIndex for SqliteStore {
             .map_err(|e| self.fail("unindex", session_id, e))
     }
 
-    fn user_session_ids(&self, user_key: &str) -> Result<Vec<String>, StoreError> {
+    fn user_session_ids(&self, user_key: &str) -> StoreResult<Vec<String>> {
         self.connection
             .lock()
             .prepare_cached(

@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+use tornsession_core::stores::{LoadResult, StoreResult};
 
 use pyo3::prelude::*;
 
@@ -54,8 +55,8 @@ impl StoreHandle {
     fn run<T: Send>(
         &self,
         py: Python<'_>,
-        call: impl FnOnce(&dyn SessionStore) -> Result<T, StoreError> + Send,
-    ) -> Result<T, StoreError> {
+        call: impl FnOnce(&dyn SessionStore) -> StoreResult<T> + Send,
+    ) -> StoreResult<T> {
         match self {
             Self::Native(store) if store.blocks() => py.detach(|| call(store.as_ref())),
             store => call(store.store()),
@@ -67,8 +68,8 @@ impl StoreHandle {
         &self,
         py: Python<'_>,
         session_id: &str,
-        call: impl FnOnce(&dyn SessionStore) -> Result<T, StoreError> + Send,
-    ) -> Result<T, StoreError> {
+        call: impl FnOnce(&dyn SessionStore) -> StoreResult<T> + Send,
+    ) -> StoreResult<T> {
         self.run(py, call).map_err(|e| e.without_id(session_id))
     }
 
@@ -122,7 +123,7 @@ impl StoreHandle {
         session_id: &str,
         refresh: Option<Duration>,
         max_bytes: usize,
-    ) -> Result<Option<Vec<u8>>, StoreError> {
+    ) -> LoadResult {
         self.load_refreshing(py, session_id, refresh, &|_| None, max_bytes)
     }
 
@@ -135,7 +136,7 @@ impl StoreHandle {
         refresh: Option<Duration>,
         ttl_of: &(dyn Fn(&[u8]) -> Option<Duration> + Sync),
         max_bytes: usize,
-    ) -> Result<Option<Vec<u8>>, StoreError> {
+    ) -> LoadResult {
         self.run_for(py, session_id, |store| {
             store.load_refreshing(session_id, refresh, ttl_of, max_bytes)
         })
@@ -148,7 +149,7 @@ impl StoreHandle {
         session_id: &str,
         blob: &[u8],
         ttl: Option<Duration>,
-    ) -> Result<bool, StoreError> {
+    ) -> StoreResult<bool> {
         self.run_for(py, session_id, |store| {
             store.save_if_exists(session_id, blob, ttl)
         })
@@ -160,7 +161,7 @@ impl StoreHandle {
         session_id: &str,
         blob: &[u8],
         ttl: Option<Duration>,
-    ) -> Result<(), StoreError> {
+    ) -> StoreResult<()> {
         self.run_for(py, session_id, |store| store.save(session_id, blob, ttl))
     }
 
@@ -172,7 +173,7 @@ impl StoreHandle {
         expected: Option<&[u8]>,
         blob: &[u8],
         ttl: Option<Duration>,
-    ) -> Result<(), StoreError> {
+    ) -> StoreResult<()> {
         let written = self.run_for(py, session_id, |store| {
             store.save_if_unchanged(session_id, expected, blob, ttl)
         })?;
@@ -183,7 +184,7 @@ impl StoreHandle {
     }
 
     /// Removes a record; whether there was one.
-    pub fn delete(&self, py: Python<'_>, session_id: &str) -> Result<bool, StoreError> {
+    pub fn delete(&self, py: Python<'_>, session_id: &str) -> StoreResult<bool> {
         self.run_for(py, session_id, |store| store.delete(session_id))
     }
 
@@ -194,7 +195,7 @@ impl StoreHandle {
         user_key: &str,
         session_id: &str,
         ttl: Option<Duration>,
-    ) -> Result<(), StoreError> {
+    ) -> StoreResult<()> {
         self.run_for(py, session_id, |store| {
             store.index_user(user_key, session_id, ttl)
         })
@@ -206,7 +207,7 @@ impl StoreHandle {
         py: Python<'_>,
         user_key: &str,
         session_id: &str,
-    ) -> Result<(), StoreError> {
+    ) -> StoreResult<()> {
         self.run_for(py, session_id, |store| {
             store.unindex_user(user_key, session_id)
         })
@@ -219,32 +220,24 @@ impl StoreHandle {
         user_key: &str,
         session_id: &str,
         ttl: Duration,
-    ) -> Result<(), StoreError> {
+    ) -> StoreResult<()> {
         self.run_for(py, session_id, |store| {
             store.touch_user(user_key, session_id, ttl)
         })
     }
 
     /// The ids filed under the user key.
-    pub fn user_session_ids(
-        &self,
-        py: Python<'_>,
-        user_key: &str,
-    ) -> Result<Vec<String>, StoreError> {
+    pub fn user_session_ids(&self, py: Python<'_>, user_key: &str) -> StoreResult<Vec<String>> {
         self.run(py, |store| store.user_session_ids(user_key))
     }
 
     /// The user's generation (see `SessionStore::user_generation`).
-    pub fn user_generation(
-        &self,
-        py: Python<'_>,
-        user_key: &str,
-    ) -> Result<Option<u64>, StoreError> {
+    pub fn user_generation(&self, py: Python<'_>, user_key: &str) -> StoreResult<Option<u64>> {
         self.run(py, |store| store.user_generation(user_key))
     }
 
     /// Moves the user's generation on (see `SessionStore::bump_user_generation`).
-    pub fn bump_user_generation(&self, py: Python<'_>, user_key: &str) -> Result<Bump, StoreError> {
+    pub fn bump_user_generation(&self, py: Python<'_>, user_key: &str) -> StoreResult<Bump> {
         self.run(py, |store| store.bump_user_generation(user_key))
     }
 }

@@ -2,6 +2,7 @@
 //! exactly as it drives a native store.
 
 use std::time::Duration;
+use tornsession_core::stores::{LoadResult, StoreResult};
 
 use pyo3::intern;
 use pyo3::prelude::*;
@@ -55,7 +56,7 @@ impl PythonStore {
         py: Python<'py>,
         method: &Bound<'py, PyString>,
         args: impl pyo3::call::PyCallArgs<'py>,
-    ) -> Result<Bound<'py, PyAny>, StoreError> {
+    ) -> StoreResult<Bound<'py, PyAny>> {
         self.object
             .bind(py)
             .call_method1(method, args)
@@ -79,13 +80,7 @@ impl PythonStore {
     }
 
     /// The record under `key` (`get`), refused above `max_bytes`.
-    fn get(
-        &self,
-        py: Python<'_>,
-        session_id: &str,
-        key: &str,
-        max_bytes: usize,
-    ) -> Result<Option<Vec<u8>>, StoreError> {
+    fn get(&self, py: Python<'_>, session_id: &str, key: &str, max_bytes: usize) -> LoadResult {
         let get = intern!(py, "get");
         let found = self.call(py, get, (key,))?;
         if found.is_none() {
@@ -106,7 +101,7 @@ impl PythonStore {
     }
 
     /// `touch(key, seconds)` when the object has it; without it, expiry moves on save only.
-    fn touch_key(&self, py: Python<'_>, key: &str, ttl: Duration) -> Result<(), StoreError> {
+    fn touch_key(&self, py: Python<'_>, key: &str, ttl: Duration) -> StoreResult<()> {
         let touch = intern!(py, "touch");
         if self.has(py, touch) {
             self.call(py, touch, (key, whole_seconds(ttl)))?;
@@ -121,7 +116,7 @@ impl PythonStore {
         method: &Bound<'py, PyString>,
         what: &str,
         args: impl pyo3::call::PyCallArgs<'py>,
-    ) -> Result<Bound<'py, PyAny>, StoreError> {
+    ) -> StoreResult<Bound<'py, PyAny>> {
         if !self.has(py, method) {
             return Err(StoreError::unsupported(
                 self.describe_with(py),
@@ -137,7 +132,7 @@ fn python_key(session_id: &str) -> String {
 }
 
 impl SessionStore for PythonStore {
-    fn load(&self, session_id: &str, max_bytes: usize) -> Result<Option<Vec<u8>>, StoreError> {
+    fn load(&self, session_id: &str, max_bytes: usize) -> LoadResult {
         Python::attach(|py| self.get(py, session_id, &python_key(session_id), max_bytes))
     }
 
@@ -148,7 +143,7 @@ impl SessionStore for PythonStore {
         ttl: Option<Duration>,
         ttl_of: &dyn Fn(&[u8]) -> Option<Duration>,
         max_bytes: usize,
-    ) -> Result<Option<Vec<u8>>, StoreError> {
+    ) -> LoadResult {
         Python::attach(|py| {
             let key = python_key(session_id);
             let Some(blob) = self.get(py, session_id, &key, max_bytes)? else {
@@ -161,7 +156,7 @@ impl SessionStore for PythonStore {
         })
     }
 
-    fn save(&self, session_id: &str, blob: &[u8], ttl: Option<Duration>) -> Result<(), StoreError> {
+    fn save(&self, session_id: &str, blob: &[u8], ttl: Option<Duration>) -> StoreResult<()> {
         Python::attach(|py| {
             let args = (
                 python_key(session_id),
@@ -178,7 +173,7 @@ impl SessionStore for PythonStore {
         expected: Option<&[u8]>,
         blob: &[u8],
         ttl: Option<Duration>,
-    ) -> Result<bool, StoreError> {
+    ) -> StoreResult<bool> {
         Python::attach(|py| {
             let compare_and_set = intern!(py, "compare_and_set");
             let args = (
@@ -200,7 +195,7 @@ impl SessionStore for PythonStore {
         session_id: &str,
         blob: &[u8],
         ttl: Option<Duration>,
-    ) -> Result<bool, StoreError> {
+    ) -> StoreResult<bool> {
         Python::attach(|py| {
             let key = python_key(session_id);
             let args = (&key, PyBytes::new(py, blob), ttl.map(whole_seconds));
@@ -219,7 +214,7 @@ impl SessionStore for PythonStore {
     }
 
     /// A `get` before the `delete` says whether there was a record (not atomic).
-    fn delete(&self, session_id: &str) -> Result<bool, StoreError> {
+    fn delete(&self, session_id: &str) -> StoreResult<bool> {
         Python::attach(|py| {
             let key = python_key(session_id);
             let existed = !self.call(py, intern!(py, "get"), (&key,))?.is_none();
@@ -228,7 +223,7 @@ impl SessionStore for PythonStore {
         })
     }
 
-    fn touch(&self, session_id: &str, ttl: Duration) -> Result<(), StoreError> {
+    fn touch(&self, session_id: &str, ttl: Duration) -> StoreResult<()> {
         Python::attach(|py| self.touch_key(py, &python_key(session_id), ttl))
     }
 
@@ -256,7 +251,7 @@ impl UserIndex for PythonStore {
         user_key: &str,
         session_id: &str,
         ttl: Option<Duration>,
-    ) -> Result<(), StoreError> {
+    ) -> StoreResult<()> {
         Python::attach(|py| {
             let args = (user_key, python_key(session_id), ttl.map(whole_seconds));
             self.call_user_method(py, intern!(py, "add_to_user"), "set_user()", args)
@@ -265,7 +260,7 @@ impl UserIndex for PythonStore {
     }
 
     /// `remove_from_user(user_key, key)`.
-    fn unindex_user(&self, user_key: &str, session_id: &str) -> Result<(), StoreError> {
+    fn unindex_user(&self, user_key: &str, session_id: &str) -> StoreResult<()> {
         Python::attach(|py| {
             let args = (user_key, python_key(session_id));
             self.call_user_method(py, intern!(py, "remove_from_user"), "set_user()", args)
@@ -274,7 +269,7 @@ impl UserIndex for PythonStore {
     }
 
     /// `user_keys(user_key)`: a list of the keys given to `add_to_user`.
-    fn user_session_ids(&self, user_key: &str) -> Result<Vec<String>, StoreError> {
+    fn user_session_ids(&self, user_key: &str) -> StoreResult<Vec<String>> {
         Python::attach(|py| {
             let user_keys = intern!(py, "user_keys");
             let keys: Vec<String> = self

@@ -1,5 +1,6 @@
 //! Sweeping the folder: idle session files, and temporary files a crash left behind.
 
+use crate::stores::StoreResult;
 use std::fs;
 use std::io::ErrorKind;
 use std::time::Duration;
@@ -11,7 +12,7 @@ use crate::stores::StoreError;
 impl FileStore {
     /// Deletes session files unused for longer than `idle_timeout` (a file's modification time
     /// is its last use: saves write it, loads touch it) and temporary files a crash left behind.
-    pub fn cleanup(&self, idle_timeout: Duration) -> Result<CleanupReport, StoreError> {
+    pub fn cleanup(&self, idle_timeout: Duration) -> StoreResult<CleanupReport> {
         self.cleanup_with(idle_timeout, &|_| None)
     }
 
@@ -22,7 +23,7 @@ impl FileStore {
         &self,
         idle_timeout: Duration,
         ttl_of: &dyn Fn(&[u8]) -> Option<Duration>,
-    ) -> Result<CleanupReport, StoreError> {
+    ) -> StoreResult<CleanupReport> {
         let report = self.cleanup_records(idle_timeout, ttl_of)?;
         self.prune_indexes()?;
         Ok(report)
@@ -32,7 +33,7 @@ impl FileStore {
         &self,
         idle_timeout: Duration,
         ttl_of: &dyn Fn(&[u8]) -> Option<Duration>,
-    ) -> Result<CleanupReport, StoreError> {
+    ) -> StoreResult<CleanupReport> {
         let mut report = CleanupReport::default();
         let entries = fs::read_dir(&self.folder)
             .map_err(|e| StoreError::new(self, format!("cannot list the folder: {e}")))?;

@@ -1,5 +1,6 @@
 //! The folder's lock file: conditional saves (and index rewrites) of every process take it.
 
+use crate::stores::StoreResult;
 use std::fs;
 use std::io::ErrorKind;
 use std::os::unix::fs::OpenOptionsExt;
@@ -9,7 +10,7 @@ use crate::stores::StoreError;
 
 impl FileStore {
     /// Takes the folder's lock file, which serializes conditional saves across processes.
-    pub(super) fn lock_folder(&self) -> Result<fs::File, StoreError> {
+    pub(super) fn lock_folder(&self) -> StoreResult<fs::File> {
         fs::File::options()
             .create(true)
             .truncate(false)
@@ -28,7 +29,7 @@ impl FileStore {
         &self,
         session_id: &str,
         temporary: tempfile::NamedTempFile,
-    ) -> Result<bool, StoreError> {
+    ) -> StoreResult<bool> {
         let lock = self.lock_folder()?;
         match fs::symlink_metadata(self.path_of(session_id)) {
             Ok(_) => {}

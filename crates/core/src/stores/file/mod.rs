@@ -3,6 +3,7 @@
 //! (`records`), the per-user index files (`user_index`), the sweep of idle files (`cleanup`) and
 //! the folder lock that serializes conditional saves (`locking`) each have a file here.
 
+use crate::stores::StoreResult;
 use std::fs;
 use std::io;
 use std::os::unix::fs::DirBuilderExt;
@@ -67,7 +68,7 @@ impl FileStore {
     /// `durable`: every save and delete is on disk (fsync of the file, then of the folder)
     /// before it returns, at a few milliseconds each; otherwise a power cut may lose the last
     /// seconds of writes (a crashed process loses nothing either way).
-    pub fn open(folder: impl Into<PathBuf>, durable: bool) -> Result<Self, StoreError> {
+    pub fn open(folder: impl Into<PathBuf>, durable: bool) -> StoreResult<Self> {
         let store = Self {
             folder: folder.into(),
             durable,

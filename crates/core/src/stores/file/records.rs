@@ -1,6 +1,7 @@
 //! The session records: opened without following symlinks or waiting on FIFOs, read within a
 //! byte limit, written to a temporary file and renamed into place.
 
+use crate::stores::{LoadResult, StoreResult};
 use std::fs;
 use std::io::{self, ErrorKind, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
@@ -17,10 +18,7 @@ impl FileStore {
     /// Opens the record of `session_id` for reading, with its metadata; `None` when there is
     /// none. Never follows a symlink (one to /dev/zero or another user's file) and never waits
     /// on a FIFO; anything but a regular file is an unreadable record.
-    pub(super) fn open_record(
-        &self,
-        session_id: &str,
-    ) -> Result<Option<(fs::File, u64)>, StoreError> {
+    pub(super) fn open_record(&self, session_id: &str) -> StoreResult<Option<(fs::File, u64)>> {
         let file = match fs::File::options()
             .read(true)
             .custom_flags(NO_FOLLOW_NO_WAIT)
@@ -51,7 +49,7 @@ impl FileStore {
         &self,
         session_id: &str,
         ttl: Duration,
-    ) -> Result<Option<(fs::File, u64, SystemTime)>, StoreError> {
+    ) -> StoreResult<Option<(fs::File, u64, SystemTime)>> {
         self.remember_ttl(Some(ttl));
         let Some((file, size)) = self.open_record(session_id)? else {
             return Ok(None);
@@ -71,7 +69,7 @@ impl FileStore {
         file: fs::File,
         size: u64,
         max_bytes: usize,
-    ) -> Result<Vec<u8>, StoreError> {
+    ) -> StoreResult<Vec<u8>> {
         let limit = u64::try_from(max_bytes).unwrap_or(u64::MAX);
         if size > limit {
             return Err(StoreError::oversized(self, session_id, size, max_bytes));
@@ -97,7 +95,7 @@ impl FileStore {
         &self,
         session_id: &str,
         blob: &[u8],
-    ) -> Result<tempfile::NamedTempFile, StoreError> {
+    ) -> StoreResult<tempfile::NamedTempFile> {
         let fail = |e: io::Error| self.io_error(session_id, "write", e);
         // The temporary file lives in the same folder so the rename stays on one filesystem and
         // is atomic: readers see the old file or the new one, never a torn one.
@@ -114,7 +112,7 @@ impl FileStore {
 }
 
 impl SessionStore for FileStore {
-    fn load(&self, session_id: &str, max_bytes: usize) -> Result<Option<Vec<u8>>, StoreError> {
+    fn load(&self, session_id: &str, max_bytes: usize) -> LoadResult {
         let Some((file, size)) = self.open_record(session_id)? else {
             return Ok(None);
         };
@@ -122,12 +120,7 @@ impl SessionStore for FileStore {
             .map(Some)
     }
 
-    fn load_touching(
-        &self,
-        session_id: &str,
-        ttl: Duration,
-        max_bytes: usize,
-    ) -> Result<Option<Vec<u8>>, StoreError> {
+    fn load_touching(&self, session_id: &str, ttl: Duration, max_bytes: usize) -> LoadResult {
         let Some((file, size, modified)) = self.open_record_with_ttl(session_id, ttl)? else {
             return Ok(None);
         };
@@ -149,7 +142,7 @@ impl SessionStore for FileStore {
         expected: Option<&[u8]>,
         blob: &[u8],
         ttl: Option<Duration>,
-    ) -> Result<bool, StoreError> {
+    ) -> StoreResult<bool> {
         // One lock file for the folder: conditional saves (opt-in) are serialized across
         // processes; plain saves stay lock-free, atomic by rename.
         let lock = self.lock_folder()?;
@@ -173,7 +166,7 @@ impl SessionStore for FileStore {
         session_id: &str,
         blob: &[u8],
         _ttl: Option<Duration>,
-    ) -> Result<bool, StoreError> {
+    ) -> StoreResult<bool> {
         let path = self.path_of(session_id);
         match fs::symlink_metadata(&path) {
             Ok(metadata) if metadata.file_type().is_file() => {}
@@ -210,7 +203,7 @@ impl SessionStore for FileStore {
         Ok(true)
     }
 
-    fn touch(&self, session_id: &str, _ttl: Duration) -> Result<(), StoreError> {
+    fn touch(&self, session_id: &str, _ttl: Duration) -> StoreResult<()> {
         match self.open_record(session_id) {
             Ok(Some((file, _))) => {
                 let _ = file.set_modified(SystemTime::now());
@@ -223,12 +216,7 @@ impl SessionStore for FileStore {
         }
     }
 
-    fn save(
-        &self,
-        session_id: &str,
-        blob: &[u8],
-        _ttl: Option<Duration>,
-    ) -> Result<(), StoreError> {
+    fn save(&self, session_id: &str, blob: &[u8], _ttl: Option<Duration>) -> StoreResult<()> {
         let temporary = self.write_temporary(session_id, blob)?;
         temporary
             .persist(self.path_of(session_id))
@@ -237,7 +225,7 @@ impl SessionStore for FileStore {
             .map_err(|e| self.io_error(session_id, "sync", e))
     }
 
-    fn delete(&self, session_id: &str) -> Result<bool, StoreError> {
+    fn delete(&self, session_id: &str) -> StoreResult<bool> {
         // unlink never follows a symlink: a planted one is removed, not its target. (A file
         // idle past its ttl but not yet cleaned up counts as there: the store does not know
         // the ttl of a file it did not write in this process.)
@@ -263,7 +251,7 @@ impl SessionStore for FileStore {
         ttl: Option<Duration>,
         ttl_of: &dyn Fn(&[u8]) -> Option<Duration>,
         max_bytes: usize,
-    ) -> Result<Option<Vec<u8>>, StoreError> {
+    ) -> LoadResult {
         let Some(ttl) = ttl else {
             return self.load(session_id, max_bytes);
         };

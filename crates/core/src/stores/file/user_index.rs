@@ -1,6 +1,7 @@
 //! The per-user index: one file per user key, a line per session (its id and, when it expires,
 //! its idle timeout in seconds), rewritten whole under the folder lock.
 
+use crate::stores::StoreResult;
 use std::fs;
 use std::io::{self, ErrorKind, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
@@ -19,10 +20,7 @@ impl FileStore {
     }
 
     /// The entries of an index file (none when it is missing); with the folder lock held.
-    pub(super) fn read_index(
-        &self,
-        user_key: &str,
-    ) -> Result<Vec<(String, Option<u64>)>, StoreError> {
+    pub(super) fn read_index(&self, user_key: &str) -> StoreResult<Vec<(String, Option<u64>)>> {
         let path = self.index_path(user_key);
         let file = match fs::File::options()
             .read(true)
@@ -79,7 +77,7 @@ impl FileStore {
         &self,
         user_key: &str,
         members: &[(String, Option<u64>)],
-    ) -> Result<(), StoreError> {
+    ) -> StoreResult<()> {
         let fail = |e: io::Error| StoreError::new(self, format!("cannot write a user index: {e}"));
         let path = self.index_path(user_key);
         if members.is_empty() {
@@ -114,7 +112,7 @@ impl FileStore {
         &self,
         user_key: &str,
         change: impl FnOnce(&mut Vec<(String, Option<u64>)>),
-    ) -> Result<Vec<String>, StoreError> {
+    ) -> StoreResult<Vec<String>> {
         let lock = self.lock_folder()?;
         let before = self.read_index(user_key)?;
         let mut members = before.clone();
@@ -128,7 +126,7 @@ impl FileStore {
     }
 
     /// Drops index entries whose session file is gone, and empty index files.
-    pub(super) fn prune_indexes(&self) -> Result<(), StoreError> {
+    pub(super) fn prune_indexes(&self) -> StoreResult<()> {
         let entries = fs::read_dir(&self.folder)
             .map_err(|e| StoreError::new(self, format!("cannot list the folder: {e}")))?;
         for entry in entries.flatten() {
@@ -150,7 +148,7 @@ impl UserIndex for FileStore {
         user_key: &str,
         session_id: &str,
         ttl: Option<Duration>,
-    ) -> Result<(), StoreError> {
+    ) -> StoreResult<()> {
         let ttl = ttl.map(crate::time::whole_seconds);
         self.update_index(user_key, |members| {
             members.retain(|(id, _)| id != session_id);
@@ -159,14 +157,14 @@ impl UserIndex for FileStore {
         .map(drop)
     }
 
-    fn unindex_user(&self, user_key: &str, session_id: &str) -> Result<(), StoreError> {
+    fn unindex_user(&self, user_key: &str, session_id: &str) -> StoreResult<()> {
         self.update_index(user_key, |members| {
             members.retain(|(id, _)| id != session_id)
         })
         .map(drop)
     }
 
-    fn user_session_ids(&self, user_key: &str) -> Result<Vec<String>, StoreError> {
+    fn user_session_ids(&self, user_key: &str) -> StoreResult<Vec<String>> {
         self.update_index(user_key, |_| {})
     }
 }

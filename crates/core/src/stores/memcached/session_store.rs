@@ -1,6 +1,7 @@
 //! The blocking `SessionStore` methods: the pipelined requests, run one at a time, and the
 //! per-user generation counters.
 
+use crate::stores::{LoadResult, StoreResult};
 use std::time::Duration;
 
 use super::keys::exptime;
@@ -15,7 +16,7 @@ use crate::wire::Reply;
 impl SessionStore for MemcachedStore {
     // memcached has no command for a value's length, so the limit is checked on the reply's
     // size line: an oversized value is not read (its connection is dropped instead).
-    fn load(&self, session_id: &str, max_bytes: usize) -> Result<Option<Vec<u8>>, StoreError> {
+    fn load(&self, session_id: &str, max_bytes: usize) -> LoadResult {
         let replies = self.run(
             session_id,
             &WireStore::load(self, session_id, None),
@@ -24,12 +25,7 @@ impl SessionStore for MemcachedStore {
         self.load_reply(session_id, replies, max_bytes)
     }
 
-    fn load_touching(
-        &self,
-        session_id: &str,
-        ttl: Duration,
-        max_bytes: usize,
-    ) -> Result<Option<Vec<u8>>, StoreError> {
+    fn load_touching(&self, session_id: &str, ttl: Duration, max_bytes: usize) -> LoadResult {
         let request = WireStore::load(self, session_id, Some(ttl));
         let replies = self.run(session_id, &request, max_bytes)?;
         self.load_reply(session_id, replies, max_bytes)
@@ -40,13 +36,13 @@ impl SessionStore for MemcachedStore {
         session_id: &str,
         blob: &[u8],
         ttl: Option<Duration>,
-    ) -> Result<bool, StoreError> {
+    ) -> StoreResult<bool> {
         let request = WireStore::save(self, session_id, blob, ttl, SaveMode::IfExists);
         let replies = self.run(session_id, &request, 0)?;
         self.save_reply(session_id, replies)
     }
 
-    fn save(&self, session_id: &str, blob: &[u8], ttl: Option<Duration>) -> Result<(), StoreError> {
+    fn save(&self, session_id: &str, blob: &[u8], ttl: Option<Duration>) -> StoreResult<()> {
         let request = WireStore::save(self, session_id, blob, ttl, SaveMode::Always);
         let replies = self.run(session_id, &request, 0)?;
         match self.save_reply(session_id, replies)? {
@@ -55,7 +51,7 @@ impl SessionStore for MemcachedStore {
         }
     }
 
-    fn delete(&self, session_id: &str) -> Result<bool, StoreError> {
+    fn delete(&self, session_id: &str) -> StoreResult<bool> {
         let replies = self.run(session_id, &WireStore::delete(self, session_id), 0)?;
         self.delete_reply(session_id, replies)
     }
@@ -66,7 +62,7 @@ impl SessionStore for MemcachedStore {
         expected: Option<&[u8]>,
         blob: &[u8],
         ttl: Option<Duration>,
-    ) -> Result<bool, StoreError> {
+    ) -> StoreResult<bool> {
         let key = self.key(session_id);
         let exptime = exptime(ttl, crate::time::now());
         let Some(expected) = expected else {
@@ -104,7 +100,7 @@ impl SessionStore for MemcachedStore {
         self.stored(session_id, &reply)
     }
 
-    fn touch(&self, session_id: &str, ttl: Duration) -> Result<(), StoreError> {
+    fn touch(&self, session_id: &str, ttl: Duration) -> StoreResult<()> {
         let key = self.key(session_id);
         let request = meta::touch(&key, exptime(Some(ttl), crate::time::now()));
         match self.call(session_id, &key, &request, 0)? {
@@ -138,7 +134,7 @@ impl Revocation for MemcachedStore {
         "memcached cannot list keys"
     }
 
-    fn user_generation(&self, user_key: &str) -> Result<Option<u64>, StoreError> {
+    fn user_generation(&self, user_key: &str) -> StoreResult<Option<u64>> {
         let key = self.generation_key(user_key);
         let not_a_number =
             || StoreError::new(self, "a generation counter holds something not a number");
@@ -161,7 +157,7 @@ impl Revocation for MemcachedStore {
     // is nothing, so of two first bumps racing one add wins and both then ma: each bump moves
     // the counter past every generation handed out before it. The counter never expires (it
     // must outlive the user's sessions); if evicted, `users::first_generation` covers it.
-    fn bump_user_generation(&self, user_key: &str) -> Result<crate::users::Bump, StoreError> {
+    fn bump_user_generation(&self, user_key: &str) -> StoreResult<crate::users::Bump> {
         let key = self.generation_key(user_key);
         if let Some(after) = self.increment(&key)? {
             return Ok(crate::users::Bump {

@@ -1,5 +1,6 @@
 //! The store: its servers' pools, and one call (a request, its reply) on them.
 
+use crate::stores::StoreResult;
 use std::io;
 
 use super::connection::MetaConnection;
@@ -22,7 +23,7 @@ pub struct MemcachedStore {
 
 impl MemcachedStore {
     /// Checks the servers and options; connects only when first used.
-    pub fn new(servers: &[String], options: MemcachedOptions) -> Result<Self, StoreError> {
+    pub fn new(servers: &[String], options: MemcachedOptions) -> StoreResult<Self> {
         let describe = format!("MemcachedStore({})", quoted_list(servers));
         let fail = |cause: String| StoreError::not_made(&describe, cause);
         if servers.is_empty() {
@@ -75,11 +76,7 @@ impl MemcachedStore {
 
     /// A connection to `key`'s server that the server has not hung up on meanwhile: an idle
     /// one, else a new one made here.
-    pub(super) fn connection(
-        &self,
-        server: usize,
-        command: &str,
-    ) -> Result<MetaConnection, StoreError> {
+    pub(super) fn connection(&self, server: usize, command: &str) -> StoreResult<MetaConnection> {
         // Each idle connection the server closed (a restart) is dropped, not tried.
         while let Some(connection) = self.pools[server].take() {
             if !connection.unusable() {
@@ -113,7 +110,7 @@ impl MemcachedStore {
         key: &str,
         request: &[u8],
         max_value: usize,
-    ) -> Result<Reply, StoreError> {
+    ) -> StoreResult<Reply> {
         let command = std::str::from_utf8(&request[..2]).unwrap_or("request");
         let server = server_index(key, self.pools.len());
         let mut connection = self
@@ -157,7 +154,7 @@ impl MemcachedStore {
         session_id: &str,
         command: &str,
         replies: Vec<Reply>,
-    ) -> Result<Reply, StoreError> {
+    ) -> StoreResult<Reply> {
         let count = replies.len();
         let mut replies = replies.into_iter();
         match (replies.next(), count) {
@@ -171,7 +168,7 @@ impl MemcachedStore {
     }
 
     /// Adds 1 to a counter: its new value, `None` when there is no counter.
-    pub(super) fn increment(&self, key: &str) -> Result<Option<u64>, StoreError> {
+    pub(super) fn increment(&self, key: &str) -> StoreResult<Option<u64>> {
         match self.call("", key, &meta::increment(key), MAX_COUNTER_LEN)? {
             Reply::Meta {
                 code: [b'V', b'A'],
@@ -192,7 +189,7 @@ impl MemcachedStore {
 
     /// Whether a set answered "written" (`HD`) or "not written" (`NS`, `EX`, `NF`: the
     /// condition failed).
-    pub(super) fn stored(&self, session_id: &str, reply: &Reply) -> Result<bool, StoreError> {
+    pub(super) fn stored(&self, session_id: &str, reply: &Reply) -> StoreResult<bool> {
         match reply {
             Reply::Meta {
                 code: [b'H', b'D'], ..

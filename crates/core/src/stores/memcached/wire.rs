@@ -1,10 +1,11 @@
 //! The pipelined protocol (`WireStore`): each common operation as one meta request.
 
+use crate::stores::{LoadResult, StoreResult};
 use std::time::Duration;
 
 use super::keys::{exptime, server_index};
 use super::MemcachedStore;
-use crate::stores::{within_limit, Endpoint, Request, SaveMode, StoreError, WireStore};
+use crate::stores::{within_limit, Endpoint, Request, SaveMode, WireStore};
 use crate::wire::meta::{self, SetMode};
 use crate::wire::{Dialect, Reply};
 
@@ -23,7 +24,7 @@ impl WireStore for MemcachedStore {
         None
     }
 
-    fn handshake_reply(&self, _replies: Vec<Reply>) -> Result<(), StoreError> {
+    fn handshake_reply(&self, _replies: Vec<Reply>) -> StoreResult<()> {
         Ok(())
     }
 
@@ -33,12 +34,7 @@ impl WireStore for MemcachedStore {
         self.request(&key, meta::get(&key, touch))
     }
 
-    fn load_reply(
-        &self,
-        session_id: &str,
-        replies: Vec<Reply>,
-        max_bytes: usize,
-    ) -> Result<Option<Vec<u8>>, StoreError> {
+    fn load_reply(&self, session_id: &str, replies: Vec<Reply>, max_bytes: usize) -> LoadResult {
         match self.only_reply(session_id, "mg", replies)? {
             Reply::Meta {
                 code: [b'V', b'A'],
@@ -70,7 +66,7 @@ impl WireStore for MemcachedStore {
         )
     }
 
-    fn save_reply(&self, session_id: &str, replies: Vec<Reply>) -> Result<bool, StoreError> {
+    fn save_reply(&self, session_id: &str, replies: Vec<Reply>) -> StoreResult<bool> {
         let reply = self.only_reply(session_id, "ms", replies)?;
         self.stored(session_id, &reply)
     }
@@ -80,7 +76,7 @@ impl WireStore for MemcachedStore {
         self.request(&key, meta::delete(&key))
     }
 
-    fn delete_reply(&self, session_id: &str, replies: Vec<Reply>) -> Result<bool, StoreError> {
+    fn delete_reply(&self, session_id: &str, replies: Vec<Reply>) -> StoreResult<bool> {
         match self.only_reply(session_id, "md", replies)? {
             Reply::Meta { code, .. } if &code == b"HD" => Ok(true),
             Reply::Meta { code, .. } if &code == b"NF" => Ok(false),
@@ -100,7 +96,7 @@ impl MemcachedStore {
         session_id: &str,
         request: &Request,
         max_value: usize,
-    ) -> Result<Vec<Reply>, StoreError> {
+    ) -> StoreResult<Vec<Reply>> {
         let key = self.key(session_id);
         Ok(vec![self.call(
             session_id,

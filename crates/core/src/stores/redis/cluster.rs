@@ -1,5 +1,6 @@
 //! A Redis Cluster, through the redis crate's cluster client.
 
+use crate::stores::{LoadResult, StoreResult};
 use std::time::Duration;
 
 use redis::cluster::{ClusterClient, ClusterConnection};
@@ -23,7 +24,7 @@ pub struct RedisClusterStore {
 
 impl RedisClusterStore {
     /// Parses the URLs and checks the options; connects only when first used.
-    pub fn new(urls: &[String], options: RedisOptions) -> Result<Self, StoreError> {
+    pub fn new(urls: &[String], options: RedisOptions) -> StoreResult<Self> {
         let redacted: Vec<String> = urls.iter().map(|u| redact_url(u)).collect();
         let describe = format!("RedisClusterStore({})", quoted_list(&redacted));
         let fail = |cause: String| StoreError::not_made(&describe, cause);
@@ -76,7 +77,7 @@ impl RedisClusterStore {
     pub(super) fn run<T>(
         &self,
         command: impl Fn(&mut ClusterConnection) -> RedisResult<T>,
-    ) -> Result<T, StoreError> {
+    ) -> StoreResult<T> {
         self.pool
             .run(|| self.connect(), command)
             .map_err(|cause| StoreError::new(self, cause))

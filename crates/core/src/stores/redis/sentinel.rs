@@ -1,5 +1,6 @@
 //! The master Redis Sentinel names, followed across failovers.
 
+use crate::stores::{LoadResult, StoreResult};
 use std::time::Duration;
 
 use redis::{
@@ -64,7 +65,7 @@ impl RedisSentinelStore {
         service_name: &str,
         master: SentinelMasterOptions,
         options: RedisOptions,
-    ) -> Result<Self, StoreError> {
+    ) -> StoreResult<Self> {
         let describe = describe_sentinel(sentinels, service_name);
         let fail = |cause: String| StoreError::not_made(&describe, cause);
         check_options(&options).map_err(fail)?;
@@ -182,7 +183,7 @@ impl RedisSentinelStore {
     pub(super) fn run<T>(
         &self,
         command: impl Fn(&mut BlockingConnection) -> RedisResult<T>,
-    ) -> Result<T, StoreError> {
+    ) -> StoreResult<T> {
         self.pool.run(|| self.connect(), command).map_err(|cause| {
             // Whatever failed (a dead master, a demoted one answering READONLY), the next request
             // asks the sentinels again, on fresh connections.

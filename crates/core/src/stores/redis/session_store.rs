@@ -7,11 +7,7 @@ macro_rules! redis_session_store {
         impl SessionStore for $store {
             // Redis cannot be asked for the length and the value in one plain command, so the
             // limit is checked after the fetch; it still spares the decoding.
-            fn load(
-                &self,
-                session_id: &str,
-                max_bytes: usize,
-            ) -> Result<Option<Vec<u8>>, StoreError> {
+            fn load(&self, session_id: &str, max_bytes: usize) -> LoadResult {
                 let blob = self.run(|c| get(&self.options.prefix, session_id, c))?;
                 within_limit(self, session_id, blob, max_bytes)
             }
@@ -21,15 +17,15 @@ macro_rules! redis_session_store {
                 session_id: &str,
                 blob: &[u8],
                 ttl: Option<Duration>,
-            ) -> Result<(), StoreError> {
+            ) -> StoreResult<()> {
                 self.run(|c| set(&self.options.prefix, session_id, blob, ttl, c))
             }
 
-            fn delete(&self, session_id: &str) -> Result<bool, StoreError> {
+            fn delete(&self, session_id: &str) -> StoreResult<bool> {
                 self.run(|c| del(&self.options.prefix, session_id, c))
             }
 
-            fn touch(&self, session_id: &str, ttl: Duration) -> Result<(), StoreError> {
+            fn touch(&self, session_id: &str, ttl: Duration) -> StoreResult<()> {
                 self.run(|c| expire(&self.options.prefix, session_id, ttl, c))
             }
 
@@ -39,7 +35,7 @@ macro_rules! redis_session_store {
                 expected: Option<&[u8]>,
                 blob: &[u8],
                 ttl: Option<Duration>,
-            ) -> Result<bool, StoreError> {
+            ) -> StoreResult<bool> {
                 self.run(|c| {
                     set_if_unchanged(&self.options.prefix, session_id, expected, blob, ttl, c)
                 })
@@ -50,7 +46,7 @@ macro_rules! redis_session_store {
                 session_id: &str,
                 blob: &[u8],
                 ttl: Option<Duration>,
-            ) -> Result<bool, StoreError> {
+            ) -> StoreResult<bool> {
                 self.run(|c| set_if_exists(&self.options.prefix, session_id, blob, ttl, c))
             }
 
@@ -59,7 +55,7 @@ macro_rules! redis_session_store {
                 session_id: &str,
                 ttl: Duration,
                 max_bytes: usize,
-            ) -> Result<Option<Vec<u8>>, StoreError> {
+            ) -> LoadResult {
                 let blob = self.run(|c| get_touching(&self.options.prefix, session_id, ttl, c))?;
                 within_limit(self, session_id, blob, max_bytes)
             }
@@ -85,7 +81,7 @@ macro_rules! redis_session_store {
                 user_key: &str,
                 session_id: &str,
                 ttl: Option<Duration>,
-            ) -> Result<(), StoreError> {
+            ) -> StoreResult<()> {
                 let prefix = &self.options.prefix;
                 self.run(|c| index_user(prefix, user_key, session_id, ttl, false, c))
             }
@@ -95,12 +91,12 @@ macro_rules! redis_session_store {
                 user_key: &str,
                 session_id: &str,
                 ttl: Duration,
-            ) -> Result<(), StoreError> {
+            ) -> StoreResult<()> {
                 let prefix = &self.options.prefix;
                 self.run(|c| index_user(prefix, user_key, session_id, Some(ttl), true, c))
             }
 
-            fn unindex_user(&self, user_key: &str, session_id: &str) -> Result<(), StoreError> {
+            fn unindex_user(&self, user_key: &str, session_id: &str) -> StoreResult<()> {
                 let index = user_index_key(&self.options.prefix, user_key);
                 self.run(|c| {
                     redis::cmd("ZREM")
@@ -111,7 +107,7 @@ macro_rules! redis_session_store {
                 })
             }
 
-            fn user_session_ids(&self, user_key: &str) -> Result<Vec<String>, StoreError> {
+            fn user_session_ids(&self, user_key: &str) -> StoreResult<Vec<String>> {
                 let index = user_index_key(&self.options.prefix, user_key);
                 self.run(|c| {
                     redis::cmd("EVAL")

@@ -1,5 +1,6 @@
 //! One Redis server.
 
+use crate::stores::{LoadResult, StoreResult};
 use redis::{Client, RedisResult};
 
 use super::commands::*;
@@ -26,7 +27,7 @@ pub struct RedisStore {
 
 impl RedisStore {
     /// Parses the URL and checks the options; connects only when first used.
-    pub fn new(url: &str, options: RedisOptions) -> Result<Self, StoreError> {
+    pub fn new(url: &str, options: RedisOptions) -> StoreResult<Self> {
         let describe = format!("RedisStore('{}')", redact_url(url));
         let fail = |cause: String| StoreError::not_made(&describe, cause);
         check_options(&options).map_err(fail)?;
@@ -63,7 +64,7 @@ impl RedisStore {
     pub(super) fn run<T>(
         &self,
         command: impl Fn(&mut BlockingConnection) -> RedisResult<T>,
-    ) -> Result<T, StoreError> {
+    ) -> StoreResult<T> {
         self.pool
             .run(|| self.connect(), command)
             .map_err(|cause| StoreError::new(self, cause))

@@ -1,6 +1,7 @@
 //! The pipelined protocol of one Redis server (`WireStore`): the same commands as the blocking
 //! path, and replies read into the same results.
 
+use crate::stores::{LoadResult, StoreResult};
 use std::time::Duration;
 
 use redis::{ConnectionAddr, ConnectionInfo, ProtocolVersion, RedisConnectionInfo, RedisError};
@@ -120,7 +121,7 @@ impl crate::stores::WireStore for RedisStore {
         })
     }
 
-    fn handshake_reply(&self, replies: Vec<Reply>) -> Result<(), StoreError> {
+    fn handshake_reply(&self, replies: Vec<Reply>) -> StoreResult<()> {
         let expected = self.handshake().map_or(0, |request| request.replies);
         if replies.len() != expected {
             return Err(StoreError::new(
@@ -159,12 +160,7 @@ impl crate::stores::WireStore for RedisStore {
         one_command(&command)
     }
 
-    fn load_reply(
-        &self,
-        session_id: &str,
-        replies: Vec<Reply>,
-        max_bytes: usize,
-    ) -> Result<Option<Vec<u8>>, StoreError> {
+    fn load_reply(&self, session_id: &str, replies: Vec<Reply>, max_bytes: usize) -> LoadResult {
         match only_reply(replies) {
             Some(Reply::Bulk(blob)) => within_limit(self, session_id, blob, max_bytes),
             other => Err(self.unexpected(other, "GET")),
@@ -184,7 +180,7 @@ impl crate::stores::WireStore for RedisStore {
         one_command(&command)
     }
 
-    fn save_reply(&self, session_id: &str, replies: Vec<Reply>) -> Result<bool, StoreError> {
+    fn save_reply(&self, session_id: &str, replies: Vec<Reply>) -> StoreResult<bool> {
         match only_reply(replies) {
             Some(Reply::Status(ok)) if ok == "OK" => Ok(true),
             // `XX` found no key.
@@ -197,7 +193,7 @@ impl crate::stores::WireStore for RedisStore {
         one_command(&del_command(&self.options.prefix, session_id))
     }
 
-    fn delete_reply(&self, session_id: &str, replies: Vec<Reply>) -> Result<bool, StoreError> {
+    fn delete_reply(&self, session_id: &str, replies: Vec<Reply>) -> StoreResult<bool> {
         match only_reply(replies) {
             Some(Reply::Int(removed)) => Ok(removed > 0),
             other => Err(self.unexpected(other, "DEL").without_id(session_id)),
