@@ -10,6 +10,7 @@ mod memory;
 pub mod pipelined;
 mod pool;
 pub mod redis;
+pub mod reply_queue;
 mod redis_deadline;
 pub mod sqlite;
 
