@@ -5,8 +5,8 @@
 //!
 //! Loading and saving are split so the async API can run the store I/O on a worker thread while
 //! everything that touches the handler or Python objects stays on the IOLoop's thread:
-//! `check_request` (handler) -> `fetch` (store) -> `open` (Python objects), and `plan_save`
-//! (Python objects) -> `write` (store) -> `record_write` + `send_cookies` (handler).
+//! `check_request` (handler) -> `load` (store) -> `open` (Python objects), and `plan_save`
+//! (Python objects) -> `save` (store) -> `record_save` + `send_cookies` (handler).
 
 use crate::errors::store_error;
 use pyo3::exceptions::{PyOSError, PyValueError};
@@ -22,7 +22,7 @@ use crate::log::{log, Level};
 use crate::py_stores::StoreHandle;
 use crate::session::{Session, SessionMeta};
 use crate::tornado_cookies::{headers_written, text, CookieSettings, CookiesTooLate};
-use crate::wire_link::WireServer;
+use crate::wire_link::{SinkOf, WireServer};
 use tornsession_core::codec;
 use tornsession_core::digest::Secrets;
 use tornsession_core::ids;
@@ -95,7 +95,7 @@ pub struct Loaded {
 }
 
 /// A decided write of one session's record.
-pub struct PlannedWrite {
+pub struct PlannedSave {
     pub id: String,
     pub plan: SavePlan,
 }
@@ -204,7 +204,7 @@ impl Engine {
     /// The record for a verified id, refreshing its idle expiry as it is read. Only a store
     /// failing as a whole, or answering with a record bound to another id, is an error; a
     /// record it cannot use is a fresh session.
-    pub fn fetch(&self, py: Python<'_>, session_id: &str) -> Result<Fetched, StoreError> {
+    pub fn load(&self, py: Python<'_>, session_id: &str) -> Result<Fetched, StoreError> {
         let policy = &self.policy;
         // Runs inside the store's load: a record of another id gives nothing to go by.
         let own_idle = |blob: &[u8]| {
@@ -246,9 +246,9 @@ impl Engine {
 
     /// What a load that needed no more than reading the record of `session_id` (with the
     /// manager's idle timeout applied) found; `None` when the record asks for more, which only
-    /// `fetch` does: an owner (index, generation) or an idle timeout of its own (another
+    /// `load` does: an owner (index, generation) or an idle timeout of its own (another
     /// expiry). A record bound to another id is a `Crossed` error, whatever it holds.
-    pub fn fetched_without_follow_up(
+    pub fn loaded_without_follow_up(
         &self,
         session_id: &str,
         found: Result<Option<Vec<u8>>, StoreError>,
@@ -298,12 +298,12 @@ impl Engine {
     }
 
     /// The store's servers for the async API's connections, made once per engine.
-    pub fn wire_servers(&self, py: Python<'_>) -> PyResult<&Vec<Py<WireServer>>> {
+    pub fn wire_servers(&self, py: Python<'_>, sink_of: SinkOf) -> PyResult<&Vec<Py<WireServer>>> {
         self.wire_servers.get_or_try_init(py, || {
             let StoreHandle::Native(store) = &self.store else {
                 return Ok(Vec::new());
             };
-            WireServer::for_store(store, &self.store.describe(py), self.max_read_size)
+            WireServer::for_store(store, &self.store.describe(py), self.max_read_size, sink_of)
                 .into_iter()
                 .map(|server| Py::new(py, server))
                 .collect()
@@ -387,7 +387,7 @@ impl Engine {
                 })
             }
         };
-        let fetched = self.fetch(py, &verified.id).map_err(store_error)?;
+        let fetched = self.load(py, &verified.id).map_err(store_error)?;
         let loaded = self.open(py, &verified, fetched)?;
         if let Some(old) = &loaded.delete_old {
             self.delete(py, old, None).map_err(store_error)?;
@@ -396,7 +396,7 @@ impl Engine {
     }
 
     /// Serializes the session and decides what to write (`None`: nothing).
-    pub fn plan_save(&self, session: &Bound<'_, Session>) -> PyResult<Option<PlannedWrite>> {
+    pub fn plan_save(&self, session: &Bound<'_, Session>) -> PyResult<Option<PlannedSave>> {
         let id = session.get().id(session.py())?;
         let state = session.get().state();
         let data = dict_to_json(session.as_super())?;
@@ -409,7 +409,7 @@ impl Engine {
         );
         let plan = lifecycle::plan_save(&self.policy, &state, blob, data.is_empty(), now)
             .map_err(|e| PyValueError::new_err(e.to_string()))?;
-        Ok(plan.map(|plan| PlannedWrite { id, plan }))
+        Ok(plan.map(|plan| PlannedSave { id, plan }))
     }
 
     /// Writes a planned record as its mode says. A conditional write that finds no record is
@@ -418,10 +418,10 @@ impl Engine {
     /// On a store that revokes by generation, a record of a new owner is first given the
     /// owner's current generation: one `get` per login, none for saves of loaded sessions,
     /// which keep the generation they were loaded with (so one ended meanwhile stays ended).
-    pub fn write(
+    pub fn save(
         &self,
         py: Python<'_>,
-        write: &mut PlannedWrite,
+        write: &mut PlannedSave,
     ) -> Result<WriteOutcome, StoreError> {
         if let (Some(user), None) = (&write.plan.user, write.plan.generation) {
             if self.store.revokes_by_generation() {
@@ -435,8 +435,8 @@ impl Engine {
                 }
             }
         }
-        let outcome = self.write_record(py, write)?;
-        let PlannedWrite { id, plan } = write;
+        let outcome = self.save_record(py, write)?;
+        let PlannedSave { id, plan } = write;
         if outcome == WriteOutcome::Written {
             if let Some(user) = &plan.user {
                 self.store
@@ -449,12 +449,12 @@ impl Engine {
         Ok(outcome)
     }
 
-    fn write_record(
+    fn save_record(
         &self,
         py: Python<'_>,
-        write: &PlannedWrite,
+        write: &PlannedSave,
     ) -> Result<WriteOutcome, StoreError> {
-        let PlannedWrite { id, plan } = write;
+        let PlannedSave { id, plan } = write;
         match &plan.mode {
             WriteMode::Create => self
                 .store
@@ -490,11 +490,11 @@ impl Engine {
     }
 
     /// Records what came of a write in the session (and logs a new or a dropped session).
-    pub fn record_write(
+    pub fn record_save(
         &self,
         py: Python<'_>,
         session: &Bound<'_, Session>,
-        write: PlannedWrite,
+        write: PlannedSave,
         outcome: WriteOutcome,
     ) {
         let token = ids::log_token(&write.id);
@@ -520,8 +520,8 @@ impl Engine {
     /// Plans, writes and records, on this thread (the synchronous API).
     pub fn save_now(&self, py: Python<'_>, session: &Bound<'_, Session>) -> PyResult<()> {
         if let Some(mut write) = self.plan_save(session)? {
-            let outcome = self.write(py, &mut write).map_err(store_error)?;
-            self.record_write(py, session, write, outcome);
+            let outcome = self.save(py, &mut write).map_err(store_error)?;
+            self.record_save(py, session, write, outcome);
         }
         Ok(())
     }
@@ -536,8 +536,8 @@ impl Engine {
         let py = handler.py();
         if let Some(mut write) = self.plan_save(session)? {
             refuse_unsendable_cookies(handler, session)?;
-            let outcome = self.write(py, &mut write).map_err(store_error)?;
-            self.record_write(py, session, write, outcome);
+            let outcome = self.save(py, &mut write).map_err(store_error)?;
+            self.record_save(py, session, write, outcome);
         }
         self.send_cookies(handler, session)
     }

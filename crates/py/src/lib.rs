@@ -37,12 +37,14 @@ mod _core {
     };
     #[pymodule_export]
     use crate::session::Session;
+    // Internal classes under private names: the async glue in tornsession._session and
+    // tornsession._wire uses them, nobody else.
     #[pymodule_export]
     use crate::store_task::StoreTask;
     #[pymodule_export]
     use crate::tornado_cookies::_read_signed_cookie;
     #[pymodule_export]
-    use crate::tornado_session::{LoadBeforePrepare, TornadoSession};
+    use crate::tornado_session::TornadoSession;
     #[pymodule_export]
     use crate::wire_link::{WireConnection, WireServer};
 

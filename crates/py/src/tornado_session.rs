@@ -659,7 +659,7 @@ impl TornadoSession {
         };
         if let Some(task) = task {
             let (write, outcome) = task.get().take_saved()?;
-            engine.record_write(py, slf.as_super(), write, outcome.map_err(store_error)?);
+            engine.record_save(py, slf.as_super(), write, outcome.map_err(store_error)?);
         }
         engine.send_cookies(handler.bind(py), slf.as_super())
     }

@@ -13,7 +13,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use super::StoreErrorKind;
+use super::{Request, StoreErrorKind};
 use crate::wire::{self, Dialect, Reply, TagCheck};
 
 /// Why requests failed, and of what kind for their store error.
@@ -53,8 +53,11 @@ pub enum Delivery {
     Crossed,
 }
 
-/// The session operation a request was sent for: it reads the replies into its result.
+/// The session operation a request was sent for: it gives the request, and reads the replies
+/// into its result.
 pub trait ReplySink {
+    /// The request prepared for the connection, once.
+    fn take_request(&self) -> Option<Request>;
     /// Reads the replies (their tag already checked). `Err` when the sink has no request in
     /// flight, a misuse the caller reports.
     fn replied(&self, replies: Vec<Reply>) -> Result<Delivery, String>;
