@@ -168,9 +168,7 @@ impl<S: UserSessionStore + ?Sized> UserSessions<'_, S> {
     /// `keep`, when a live session of the user, is rewritten under the new one. How many ended
     /// is not known: the count is 0.
     fn end_by_generation(&self, user_id: &str, keep: Option<&str>) -> Result<Ended, StoreError> {
-        let bump = self
-            .store
-            .bump_user_generation(&users::user_key(user_id))?;
+        let bump = self.store.bump_user_generation(&users::user_key(user_id))?;
         let kept = match keep {
             Some(id) => self.carry_over(id, user_id, bump)?,
             None => None,
@@ -288,7 +286,12 @@ mod tests {
             Ok(self.records.borrow_mut().remove(session_id).is_some())
         }
         fn user_session_ids(&self, user_key: &str) -> Result<Vec<String>, StoreError> {
-            Ok(self.index.borrow().get(user_key).cloned().unwrap_or_default())
+            Ok(self
+                .index
+                .borrow()
+                .get(user_key)
+                .cloned()
+                .unwrap_or_default())
         }
         fn unindex_user(&self, user_key: &str, session_id: &str) -> Result<(), StoreError> {
             if let Some(ids) = self.index.borrow_mut().get_mut(user_key) {
@@ -502,7 +505,11 @@ mod tests {
         })
         .unwrap_err();
         assert_eq!(error.kind, StoreErrorKind::Unavailable);
-        assert!(!error.cause.contains(&keep), "no id in an error: {}", error.cause);
+        assert!(
+            !error.cause.contains(&keep),
+            "no id in an error: {}",
+            error.cause
+        );
     }
 
     #[test]
@@ -511,13 +518,21 @@ mod tests {
         store.put(&sid(1), Some("ann"), NOW, None);
         store.put(&sid(2), Some("ann"), NOW, None);
         let public = users::public_id(&secrets(), &users::user_key("ann"), &sid(1));
-        let ended = run(&store, Policy::default(), |users| users.end_public_id(&public)).unwrap();
+        let ended = run(&store, Policy::default(), |users| {
+            users.end_public_id(&public)
+        })
+        .unwrap();
         assert_eq!(ended, Some((sid(1), true)));
         assert!(!store.records.borrow().contains_key(&sid(1)));
         assert!(store.records.borrow().contains_key(&sid(2)));
-        let again = run(&store, Policy::default(), |users| users.end_public_id(&public)).unwrap();
+        let again = run(&store, Policy::default(), |users| {
+            users.end_public_id(&public)
+        })
+        .unwrap();
         assert_eq!(again, None);
-        let malformed = run(&store, Policy::default(), |users| users.end_public_id("nope"));
+        let malformed = run(&store, Policy::default(), |users| {
+            users.end_public_id("nope")
+        });
         assert_eq!(malformed.unwrap(), None);
     }
 }

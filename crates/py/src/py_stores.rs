@@ -552,6 +552,10 @@ impl StoreHandle {
         }
     }
 
+    #[allow(
+        dead_code,
+        reason = "unused; dead code pyo3's multiple-pymethods lets rustc see"
+    )]
     pub fn clone_ref(&self, py: Python<'_>) -> Self {
         match self {
             Self::Native(store) => Self::Native(store.clone()),

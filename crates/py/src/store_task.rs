@@ -74,7 +74,6 @@ impl StoreTask {
         };
     }
 
-
     fn take(&self) -> Job {
         std::mem::replace(&mut *self.job.lock(), Job::Taken)
     }

@@ -10,8 +10,8 @@ mod memory;
 pub mod pipelined;
 mod pool;
 pub mod redis;
-pub mod reply_queue;
 mod redis_deadline;
+pub mod reply_queue;
 pub mod sqlite;
 
 pub use file::FileStore;

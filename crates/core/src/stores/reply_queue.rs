@@ -266,7 +266,9 @@ impl<W> ReplyQueue<W> {
 
     /// The waiters still waiting, oldest first.
     pub fn waiters(&self) -> impl Iterator<Item = &W> {
-        self.pending.iter().filter_map(|pending| pending.waiter.as_ref())
+        self.pending
+            .iter()
+            .filter_map(|pending| pending.waiter.as_ref())
     }
 }
 
@@ -290,7 +292,7 @@ mod tests {
         crate::wire::resp::write_tag(tag, &mut request);
         let text = String::from_utf8(request).unwrap();
         let at = text.rfind('$').unwrap();
-        text[at..].as_bytes().to_vec()
+        text.as_bytes()[at..].to_vec()
     }
 
     fn answer(parts: &[&[u8]]) -> Vec<u8> {
