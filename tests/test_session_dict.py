@@ -292,3 +292,39 @@ def test_a_session_whose_handler_is_gone_says_so(manager: session.TornadoSession
     s["a"] = 1
     with pytest.raises(RuntimeError, match="handler no longer exists"):
         s.save()
+
+
+_REBIND_WITH_A_REENTERING_FINALIZER = """
+import tornsession
+
+class Handler:
+    pass
+
+class Manager:
+    def __del__(self):
+        # Reads the session while its bond to this manager is being replaced.
+        seen.append(session.session_manager)
+
+seen = []
+handler = Handler()
+session = tornsession.TornadoSession.__new__(tornsession.TornadoSession)
+session._bind(Manager(), handler)
+session._bind(object(), handler)
+assert len(seen) == 1, seen
+print("rebound")
+"""
+
+
+def test_a_finalizer_run_by_rebinding_a_session_can_read_it_without_a_deadlock() -> None:
+    # Its own interpreter: a deadlock holds the GIL, and would hang this test run with it.
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", _REBIND_WITH_A_REENTERING_FINALIZER],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "rebound"

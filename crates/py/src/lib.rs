@@ -2,8 +2,9 @@
 //!
 //! From the bottom up: `errors` (the one place Rust errors become Python exceptions), `log`,
 //! `convert`, `options`, `tornado_cookies`, `py_stores` (the store classes), then `session`
-//! (the dict class), `engine` (the lifecycle's steps on real objects), `store_task`,
-//! `wire_link` (asyncio connections), `manager`, `tornado_session`.
+//! (the dict class), `wire_link` (asyncio connections around core's reply queue), `engine` (the
+//! lifecycle's steps on real objects, and core's per-user operations on the manager's store),
+//! `store_task`, `manager`, `tornado_session`.
 
 mod convert;
 mod engine;
