@@ -5,18 +5,18 @@
 //! transport at once and written with the others of the same loop iteration; replies are parsed
 //! as they arrive in `data_received` and finish the waiting tasks (a
 //! [`ReplySink`](tornsession_core::stores::reply_queue::ReplySink) each) in the order they were
-//! sent, so no thread and no lock is involved, and many requests share a round trip. What no library
-//! does for us here: the asyncio protocol adapters for Rust (pyo3-async-runtimes) run Rust
-//! futures on a second runtime, which is the thread hop this exists to avoid.
+//! sent, so no thread and no lock is involved, and many requests share a round trip. What no
+//! library does for us here: the asyncio protocol adapters for Rust (pyo3-async-runtimes) run
+//! Rust futures on a second runtime, which is the thread hop this exists to avoid.
 //!
 //! Replies are never matched to a request by position alone: each request carries the
 //! connection's next sequence number as a tag the server echoes, and its replies are used only
-//! once their tag is its own (the connection's `tornsession_core::stores::reply_queue`). A wrong tag, or a loaded record bound to
-//! another session id (`StoreErrorKind::Crossed`), means the connection is out of step (a
-//! proxy lost, doubled or added a reply): every request waiting on it fails with the store's
-//! error, it is closed, and the next request connects again. A request whose caller gave up
-//! (cancelled, timed out around it) keeps its place in the queue, so its reply is read and
-//! dropped, never handed to the request behind it.
+//! once their tag is its own (the connection's `tornsession_core::stores::reply_queue`). A
+//! wrong tag, or a loaded record bound to another session id (`StoreErrorKind::Crossed`), means
+//! the connection is out of step (a proxy lost, doubled or added a reply): every request
+//! waiting on it fails with the store's error, it is closed, and the next request connects
+//! again. A request whose caller gave up (cancelled, timed out around it) keeps its place in
+//! the queue, so its reply is read and dropped, never handed to the request behind it.
 //!
 //! Each request has its own deadline, the store's `timeout` from its send. One that passes
 //! fails that request alone; its connection takes no new requests, answers those already sent
