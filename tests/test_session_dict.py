@@ -336,3 +336,36 @@ def test_an_attribute_whose_del_reads_the_session_is_replaced_without_a_deadlock
             ("id-init", "digest-init"),
         ]
     )
+
+
+_REBIND_WITH_A_REENTERING_FINALIZER = """
+import tornsession
+
+class Handler:
+    pass
+
+class Manager:
+    def __del__(self):
+        # Reads the session while its bond to this manager is being replaced.
+        seen.append(session.session_manager)
+
+seen = []
+handler = Handler()
+session = tornsession.TornadoSession.__new__(tornsession.TornadoSession)
+session._bind(Manager(), handler)
+session._bind(object(), handler)
+assert len(seen) == 1, seen
+print("rebound")
+"""
+
+
+def test_a_finalizer_run_by_rebinding_a_session_can_read_it_without_a_deadlock() -> None:
+    # Its own interpreter: a deadlock holds the GIL, and would hang this test run with it.
+    done = subprocess.run(
+        [sys.executable, "-c", _REBIND_WITH_A_REENTERING_FINALIZER],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "rebound"

@@ -12,7 +12,6 @@ from tornsession.protocols import RequestHandlerProtocol, SessionStoreProtocol
 __all__ = [
     "FileStore",
     "InvalidSessionException",
-    "LoadBeforePrepare",
     "MemcachedStore",
     "MemoryStore",
     "RedisClusterStore",
@@ -25,13 +24,13 @@ __all__ = [
     "SessionManager",
     "SessionStoreError",
     "SqliteStore",
-    "StoreTask",
     "TornadoSession",
     "TornadoSessionManager",
     "WeakSecretWarning",
-    "WireConnection",
-    "WireServer",
     "_Store",
+    "_StoreTask",
+    "_WireConnection",
+    "_WireServer",
     "__version__",
     "_read_signed_cookie",
     "_store_load",
@@ -474,19 +473,19 @@ class TornadoSession(Session):
 
     # Steps of the async API in tornsession.TornadoSession; not for direct use.
     def _bind(self, tornado_session_manager: Any, request_handler: Any) -> None: ...
-    def _begin_load(self) -> StoreTask | None: ...
-    def _end_load(self, task: StoreTask) -> StoreTask | None: ...
+    def _begin_load(self) -> _StoreTask | None: ...
+    def _end_load(self, task: _StoreTask) -> _StoreTask | None: ...
     def _abandon_load(self) -> None: ...
     def _ensure_loaded(self) -> None: ...
     def _is_loaded(self) -> bool: ...
     def _is_changed(self) -> bool: ...
-    def _begin_save(self) -> StoreTask | None: ...
-    def _end_save(self, task: StoreTask | None = None) -> None: ...
+    def _begin_save(self) -> _StoreTask | None: ...
+    def _end_save(self, task: _StoreTask | None = None) -> None: ...
     def _is_stored(self) -> bool: ...
     def _rotate_id(self) -> str | None: ...
-    def _forget_task(self, session_id: str) -> StoreTask: ...
+    def _forget_task(self, session_id: str) -> _StoreTask: ...
     def _ended_elsewhere(self, old_id: str) -> None: ...
-    def _begin_destroy(self) -> StoreTask | None: ...
+    def _begin_destroy(self) -> _StoreTask | None: ...
     def _end_destroy(self) -> None: ...
 
     # The dict methods, each loading the session first.
@@ -510,9 +509,9 @@ def _read_signed_cookie(
     """Internal, for tests: the Rust reader of Tornado signed cookies."""
 
 @final
-class StoreTask:
+class _StoreTask:
     """Internal: one store operation of a session, run inline, over the store's own protocol
-    (``WireConnection``) or on a worker thread by the async API."""
+    (``_WireConnection``) or on a worker thread by the async API."""
 
     def run(self) -> None:
         """Do the store I/O (releases the GIL around native stores' I/O)."""
@@ -529,16 +528,16 @@ class StoreTask:
         """Delete tasks: whether there was a record, or raise what the store raised."""
 
     @property
-    def wire_server(self) -> WireServer | None:
+    def wire_server(self) -> _WireServer | None:
         """The server of the store's own protocol this task's request goes to (prepared for
-        ``WireConnection.send``), or None when it runs on a worker thread."""
+        ``_WireConnection.send``), or None when it runs on a worker thread."""
 
     def wire_failed(self, cause: str) -> None:
         """The connection failed before the replies came: the task's result is the store's
         error with this cause."""
 
 @final
-class WireServer:
+class _WireServer:
     """Internal: one Redis or memcached server as the async API's connections reach it."""
 
     @property
@@ -553,18 +552,18 @@ class WireServer:
     def describe(self) -> str:
         """The store, as its errors name it."""
 
-    def link_for(self, event_loop: Any, busy_ok: bool = False) -> WireConnection | None:
+    def link_for(self, event_loop: Any, busy_ok: bool = False) -> _WireConnection | None:
         """The connection of this event loop a new request goes to; ``None`` when another
         should be made (or, with ``busy_ok``, when the loop has none at all)."""
 
-    def new_link(self, event_loop: Any) -> WireConnection:
+    def new_link(self, event_loop: Any) -> _WireConnection:
         """A protocol object for ``loop.create_connection``."""
 
-    def adopt(self, link: WireConnection) -> None:
+    def adopt(self, link: _WireConnection) -> None:
         """Adds a connected, greeted ``link`` to those requests on its loop use."""
 
 @final
-class WireConnection:
+class _WireConnection:
     """Internal: an ``asyncio.Protocol`` pipelining session requests to one server."""
 
     def connection_made(self, transport: Any) -> None: ...
@@ -579,7 +578,7 @@ class WireConnection:
     def greet(self) -> Awaitable[None] | None:
         """Sends the store's greeting (AUTH, SELECT), if it has one."""
 
-    def send(self, task: StoreTask) -> Awaitable[bool]:
+    def send(self, task: _StoreTask) -> Awaitable[bool]:
         """Sends the task's prepared request; resolves to whether the task is done."""
 
     def close(self) -> None:
@@ -593,9 +592,3 @@ class WireConnection:
     @property
     def in_flight(self) -> int:
         """How many requests wait for replies."""
-
-@final
-class LoadBeforePrepare:
-    """Internal: stands in for handler.prepare until the handler starts, loading the session."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any: ...

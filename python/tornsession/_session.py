@@ -5,7 +5,7 @@ The Rust core splits each operation into steps: the ones that touch the handler 
 objects run here on the IOLoop's thread. The store step runs inline for the local stores
 (memory, SQLite, file reads: microseconds); over the store's own protocol on the IOLoop for
 Redis and memcached (``tornsession._wire``: pipelined, no threads); and otherwise
-``StoreTask.run()`` (which releases the GIL around native store I/O) runs on a thread of a
+``_StoreTask.run()`` (which releases the GIL around native store I/O) runs on a thread of a
 small pool, so a slow store never stalls other requests.
 """
 
@@ -38,7 +38,7 @@ def _store_executor() -> ThreadPoolExecutor:
         return _executor
 
 
-async def _run(task: _core.StoreTask, server: _core.WireServer | None = None) -> None:
+async def _run(task: _core._StoreTask, server: _core._WireServer | None = None) -> None:
     if not task.blocks:
         task.run()  # local and quick: a thread hop would cost more than the work
         return
@@ -80,7 +80,7 @@ def _take(session: Any, handler: Any, turn: Any) -> None:
     _ordering.release_when_finished(handler, turn)
 
 
-async def _load(session: _core.TornadoSession, task: _core.StoreTask) -> None:
+async def _load(session: _core.TornadoSession, task: _core._StoreTask) -> None:
     """Waits for the session's turn (when ordered), then loads without blocking the IOLoop."""
     manager = session.session_manager
     # A coroutine runs on a loop: only the manager's setting decides (see _ordered).
@@ -101,8 +101,8 @@ async def _load(session: _core.TornadoSession, task: _core.StoreTask) -> None:
 
 async def _load_unordered(
     session: _core.TornadoSession,
-    task: _core.StoreTask,
-    server: _core.WireServer | None = None,
+    task: _core._StoreTask,
+    server: _core._WireServer | None = None,
 ) -> None:
     try:
         await _run(task, server)
@@ -147,7 +147,7 @@ def _load_then_prepare(session: _core.TornadoSession, handler: Any) -> Any:
 
 
 async def _load_and_prepare(
-    session: _core.TornadoSession, handler: Any, task: _core.StoreTask
+    session: _core.TornadoSession, handler: Any, task: _core._StoreTask
 ) -> None:
     try:
         await _load(session, task)
@@ -161,8 +161,8 @@ async def _load_and_prepare(
 async def _load_over_wire_and_prepare(
     session: _core.TornadoSession,
     handler: Any,
-    task: _core.StoreTask,
-    server: _core.WireServer,
+    task: _core._StoreTask,
+    server: _core._WireServer,
 ) -> None:
     await _load_unordered(session, task, server)
     result = handler.prepare()

@@ -1,9 +1,9 @@
 """The async API's connections to Redis and memcached, on the event loop itself.
 
-The protocol is Rust (``_core.WireConnection``, see ``src/wire_link.rs``): it tags and
+The protocol is Rust (``_core._WireConnection``, see ``crates/py/src/wire_link/``): it tags and
 pipelines each request, checks every reply's tag before its request uses it, and fails
 each request at its own deadline. This module only makes the connections: a few per server and
-event loop (``WireServer.link_for`` says when another is wanted), one attempt at a time per
+event loop (``_WireServer.link_for`` says when another is wanted), one attempt at a time per
 (server, loop) whichever thread the loop runs on (requests arriving meanwhile wait for it),
 greeted (AUTH, SELECT) before use, and made again after one fails.
 """
@@ -17,15 +17,15 @@ from typing import Any, cast
 
 from tornsession import _core
 
-_AttemptKey = tuple[_core.WireServer, asyncio.AbstractEventLoop]
+_AttemptKey = tuple[_core._WireServer, asyncio.AbstractEventLoop]
 
 #: Connection attempts in progress, per server and event loop.
-_attempts: dict[_AttemptKey, asyncio.Task[_core.WireConnection]] = {}
+_attempts: dict[_AttemptKey, asyncio.Task[_core._WireConnection]] = {}
 #: Loops in other threads start and end attempts too.
 _attempts_lock = threading.Lock()
 
 
-async def run(task: _core.StoreTask, server: _core.WireServer) -> bool:
+async def run(task: _core._StoreTask, server: _core._WireServer) -> bool:
     """Sends ``task``'s request to ``server``; whether the task is done (``False``: what the
     store answered needs more than its protocol's one request, and the task must still run).
     A failure to connect becomes the task's error, as a worker thread's would.
@@ -46,8 +46,8 @@ async def run(task: _core.StoreTask, server: _core.WireServer) -> bool:
 
 
 async def _connected(
-    server: _core.WireServer, loop: asyncio.AbstractEventLoop
-) -> _core.WireConnection:
+    server: _core._WireServer, loop: asyncio.AbstractEventLoop
+) -> _core._WireConnection:
     key = (server, loop)
     with _attempts_lock:
         attempt = _attempts.get(key)
@@ -75,8 +75,8 @@ def _forget(key: _AttemptKey, attempt: asyncio.Task[Any]) -> None:
 
 
 async def _connect(
-    server: _core.WireServer, loop: asyncio.AbstractEventLoop
-) -> _core.WireConnection:
+    server: _core._WireServer, loop: asyncio.AbstractEventLoop
+) -> _core._WireConnection:
     link = server.new_link(loop)
     try:
         await asyncio.wait_for(

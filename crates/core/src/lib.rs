@@ -3,7 +3,8 @@
 //!
 //! From the bottom up: `ids`, `digest`, `time`, `codec` (records as JSON bytes),
 //! `signed_cookie` (Tornado's format), `policy` (expiry settings both the lifecycle and the user
-//! index read), `lifecycle` (the session cycle as steps), `users` (per-user sessions), `wire`
+//! index read), `lifecycle` (the session cycle as steps), `users` (per-user sessions),
+//! `user_sessions` (listing and ending a user's sessions across a store), `wire`
 //! (the Redis and memcached codecs, sans I/O) and `stores` (one trait, every store, the
 //! pipelined request model).
 
@@ -15,5 +16,6 @@ pub mod policy;
 pub mod signed_cookie;
 pub mod stores;
 pub mod time;
+pub mod user_sessions;
 pub mod users;
 pub mod wire;

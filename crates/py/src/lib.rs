@@ -1,9 +1,10 @@
 //! The `tornsession._core` extension module: the PyO3 layer over `tornsession_core`.
 //!
 //! From the bottom up: `errors` (the one place Rust errors become Python exceptions), `log`,
-//! `convert`, `options`, `tornado_cookies`, `py_stores` (the store classes and the handle on a
-//! store), then `session` (the dict class), `engine` (the lifecycle's steps on real objects),
-//! `store_task`, `wire_link` (asyncio connections), `manager`, `tornado_session`.
+//! `convert`, `options`, `tornado_cookies`, `py_stores` (the store classes), then `session`
+//! (the dict class), `wire_link` (asyncio connections around core's reply queue), `engine` (the
+//! lifecycle's steps on real objects, and core's per-user operations on the manager's store),
+//! `store_task`, `manager`, `tornado_session`.
 
 mod convert;
 mod engine;
@@ -37,12 +38,14 @@ mod _core {
     };
     #[pymodule_export]
     use crate::session::Session;
+    // Internal classes under private names: the async glue in tornsession._session and
+    // tornsession._wire uses them, nobody else.
     #[pymodule_export]
     use crate::store_task::StoreTask;
     #[pymodule_export]
     use crate::tornado_cookies::_read_signed_cookie;
     #[pymodule_export]
-    use crate::tornado_session::{LoadBeforePrepare, TornadoSession};
+    use crate::tornado_session::TornadoSession;
     #[pymodule_export]
     use crate::wire_link::{WireConnection, WireServer};
 

@@ -8,30 +8,20 @@ use parking_lot::Mutex;
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 
-use crate::engine::{Engine, PlannedWrite};
+use crate::engine::{Engine, PlannedSave};
 use crate::wire_link::WireServer;
 use tornsession_core::lifecycle::{Fetched, Verified, WriteMode, WriteOutcome};
+use tornsession_core::stores::reply_queue::{Delivery, Failure, ReplySink};
 use tornsession_core::stores::{Request, SaveMode};
 use tornsession_core::stores::{StoreError, StoreErrorKind};
 use tornsession_core::wire::Reply;
-
-/// What the replies to a task's wire request came to.
-pub enum WireDone {
-    /// The task has its result.
-    Done,
-    /// The record needs more than the protocol's one request: the task is left to run.
-    NeedsThread,
-    /// The record is bound to another session id: the task's result is that error, and the
-    /// connection it came over is out of step.
-    Crossed,
-}
 
 /// What a [`StoreTask`] does, and then what came of it.
 pub enum Job {
     Load(Verified),
     Loaded(Verified, Result<Fetched, StoreError>),
-    Save(PlannedWrite),
-    Saved(PlannedWrite, Result<WriteOutcome, StoreError>),
+    Save(PlannedSave),
+    Saved(PlannedSave, Result<WriteOutcome, StoreError>),
     /// Delete a record, then its entry in its owner's index.
     Delete(String, Option<String>),
     Deleted(Result<bool, StoreError>),
@@ -42,7 +32,7 @@ pub enum Job {
 /// One store operation of a session, separated so it can run on a worker thread (the store
 /// releases the GIL around its I/O) while the handler's thread serves other requests, or be
 /// sent over the store's own protocol on the event loop (`crate::wire_link`).
-#[pyclass(module = "tornsession", frozen)]
+#[pyclass(module = "tornsession", name = "_StoreTask", frozen)]
 pub struct StoreTask {
     pub engine: Arc<Engine>,
     job: Mutex<Job>,
@@ -59,58 +49,17 @@ impl StoreTask {
         }
     }
 
-    /// The request `wire_server` prepared, once.
-    pub fn take_wire_request(&self) -> Option<Request> {
-        self.wire_request.lock().take()
-    }
-
-    /// Reads the replies to the task's wire request into its result, as `run()` would have
-    /// set it. `NeedsThread` when the record needs more than the protocol's one request (an
-    /// owned session, or one with its own idle timeout): the task is left as it was, to run.
-    /// Only replies whose tag was checked reach here (`crate::wire_link`).
-    pub fn wire_done(&self, replies: Vec<Reply>) -> PyResult<WireDone> {
-        let Some(store) = self.engine.store.wire() else {
-            return Err(PyRuntimeError::new_err("the store has no wire protocol"));
-        };
-        let mut job = self.job.lock();
-        let (done, finished) = match std::mem::replace(&mut *job, Job::Taken) {
-            Job::Load(verified) => {
-                let found = store.load_reply(&verified.id, replies, self.engine.max_read_size);
-                match self.engine.fetched_without_follow_up(&verified.id, found) {
-                    Some(Err(e)) if e.kind == StoreErrorKind::Crossed => {
-                        (WireDone::Crossed, Job::Loaded(verified, Err(e)))
-                    }
-                    Some(fetched) => (WireDone::Done, Job::Loaded(verified, fetched)),
-                    None => (WireDone::NeedsThread, Job::Load(verified)),
-                }
-            }
-            Job::Save(write) => {
-                let outcome = store.save_reply(&write.id, replies).map(|written| {
-                    if written {
-                        WriteOutcome::Written
-                    } else {
-                        WriteOutcome::Gone
-                    }
-                });
-                (WireDone::Done, Job::Saved(write, outcome))
-            }
-            Job::Delete(id, owner) => {
-                let deleted = store.delete_reply(&id, replies);
-                let _ = owner; // none: owned deletes unindex too, and run on a thread
-                (WireDone::Done, Job::Deleted(deleted))
-            }
-            other => {
-                *job = other;
-                return Err(PyRuntimeError::new_err("the task has no request in flight"));
-            }
-        };
-        *job = finished;
-        Ok(done)
+    /// Reads a task object as the sink of its wire request's replies (what `WireServer`s
+    /// are made with).
+    fn as_sink<'a>(task: &'a Bound<'_, PyAny>) -> Option<&'a dyn ReplySink> {
+        task.cast::<StoreTask>()
+            .ok()
+            .map(|task| task.get() as &dyn ReplySink)
     }
 
     /// The request failed before its replies could be used (see `wire_failed`), for a reason
     /// of `kind` (`Crossed`: the connection was out of step).
-    pub fn wire_failed_as(&self, py: Python<'_>, cause: String, kind: StoreErrorKind) {
+    fn wire_failed_as(&self, py: Python<'_>, cause: String, kind: StoreErrorKind) {
         let error = StoreError {
             store: self.engine.store.describe(py),
             cause,
@@ -136,7 +85,7 @@ impl StoreTask {
         }
     }
 
-    pub fn take_saved(&self) -> PyResult<(PlannedWrite, Result<WriteOutcome, StoreError>)> {
+    pub fn take_saved(&self) -> PyResult<(PlannedSave, Result<WriteOutcome, StoreError>)> {
         match self.take() {
             Job::Saved(write, outcome) => Ok((write, outcome)),
             _ => Err(PyRuntimeError::new_err("the save task has not run")),
@@ -149,6 +98,61 @@ impl StoreTask {
             Job::Deleted(result) => result.map_err(store_error),
             _ => Err(PyRuntimeError::new_err("the delete task has not run")),
         }
+    }
+}
+
+/// Reads the replies to the task's wire request into its result, as `run()` would have set it.
+/// Only replies whose tag was checked reach here (`crate::wire_link`).
+impl ReplySink for StoreTask {
+    fn take_request(&self) -> Option<Request> {
+        self.wire_request.lock().take()
+    }
+
+    /// `NeedsFollowUp` when the record needs more than the protocol's one request (an owned
+    /// session, or one with its own idle timeout): the task is left as it was, to run.
+    fn replied(&self, replies: Vec<Reply>) -> Result<Delivery, String> {
+        let Some(store) = self.engine.store.wire() else {
+            return Err("the store has no wire protocol".to_owned());
+        };
+        let mut job = self.job.lock();
+        let (done, finished) = match std::mem::replace(&mut *job, Job::Taken) {
+            Job::Load(verified) => {
+                let found = store.load_reply(&verified.id, replies, self.engine.max_read_size);
+                match self.engine.loaded_without_follow_up(&verified.id, found) {
+                    Some(Err(e)) if e.kind == StoreErrorKind::Crossed => {
+                        (Delivery::Crossed, Job::Loaded(verified, Err(e)))
+                    }
+                    Some(fetched) => (Delivery::Done, Job::Loaded(verified, fetched)),
+                    None => (Delivery::NeedsFollowUp, Job::Load(verified)),
+                }
+            }
+            Job::Save(write) => {
+                let outcome = store.save_reply(&write.id, replies).map(|written| {
+                    if written {
+                        WriteOutcome::Written
+                    } else {
+                        WriteOutcome::Gone
+                    }
+                });
+                (Delivery::Done, Job::Saved(write, outcome))
+            }
+            Job::Delete(id, owner) => {
+                let deleted = store.delete_reply(&id, replies);
+                let _ = owner; // none: owned deletes unindex too, and run on a thread
+                (Delivery::Done, Job::Deleted(deleted))
+            }
+            other => {
+                *job = other;
+                return Err("the task has no request in flight".to_owned());
+            }
+        };
+        *job = finished;
+        Ok(done)
+    }
+
+    fn failed(&self, failure: Failure) {
+        // Delivered on the event loop's thread, which holds the GIL.
+        Python::attach(|py| self.wire_failed_as(py, failure.cause, failure.kind));
     }
 }
 
@@ -165,11 +169,11 @@ impl StoreTask {
         let job = self.take();
         let done = match job {
             Job::Load(verified) => {
-                let fetched = self.engine.fetch(py, &verified.id);
+                let fetched = self.engine.load(py, &verified.id);
                 Job::Loaded(verified, fetched)
             }
             Job::Save(mut write) => {
-                let outcome = self.engine.write(py, &mut write);
+                let outcome = self.engine.save(py, &mut write);
                 Job::Saved(write, outcome)
             }
             Job::Delete(id, owner) => Job::Deleted(self.engine.delete(py, &id, owner.as_deref())),
@@ -201,7 +205,7 @@ impl StoreTask {
         };
         let request = match &*self.job.lock() {
             Job::Load(verified) => store.load(&verified.id, self.engine.policy.idle_timeout),
-            Job::Save(PlannedWrite { id, plan })
+            Job::Save(PlannedSave { id, plan })
                 if plan.user.is_none() && plan.unindex.is_none() =>
             {
                 let mode = match plan.mode {
@@ -214,7 +218,11 @@ impl StoreTask {
             Job::Delete(id, None) => store.delete(id),
             _ => return Ok(None),
         };
-        let Some(server) = self.engine.wire_servers(py)?.get(request.server) else {
+        let Some(server) = self
+            .engine
+            .wire_servers(py, Self::as_sink)?
+            .get(request.server)
+        else {
             return Ok(None);
         };
         let server = server.clone_ref(py);

@@ -12,6 +12,7 @@ mod memory;
 pub mod pipelined;
 mod pool;
 pub mod redis;
+pub mod reply_queue;
 pub mod sqlite;
 
 pub use capabilities::{Revocation, UserIndex};

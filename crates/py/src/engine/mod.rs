@@ -5,8 +5,8 @@
 //!
 //! Loading and saving are split so the async API can run the store I/O on a worker thread while
 //! everything that touches the handler or Python objects stays on the IOLoop's thread:
-//! `check_request` (handler) -> `fetch` (store) -> `open` (Python objects), and `plan_save`
-//! (Python objects) -> `write` (store) -> `record_write` + `send_cookies` (handler).
+//! `check_request` (handler) -> `load` (store) -> `open` (Python objects), and `plan_save`
+//! (Python objects) -> `save` (store) -> `record_save` + `send_cookies` (handler).
 
 use crate::errors::store_error;
 use pyo3::exceptions::{PyOSError, PyValueError};
@@ -22,7 +22,9 @@ use crate::log::{log, Level};
 use crate::py_stores::StoreHandle;
 use crate::session::{Session, SessionMeta};
 use crate::tornado_cookies::{headers_written, text, CookieSettings, CookiesTooLate};
-use crate::wire_link::WireServer;
+use crate::wire_link::{SinkOf, WireServer};
+
+mod user_sessions;
 use tornsession_core::codec;
 use tornsession_core::digest::Secrets;
 use tornsession_core::ids;
@@ -33,6 +35,7 @@ use tornsession_core::lifecycle::{
 use tornsession_core::policy::Policy;
 use tornsession_core::stores::{StoreError, StoreErrorKind};
 use tornsession_core::time;
+pub use tornsession_core::user_sessions::Listed;
 use tornsession_core::users::{self, ExpiryCaps};
 
 /// Everything a manager decides with: secrets, store, cookies, limits.
@@ -95,7 +98,7 @@ pub struct Loaded {
 }
 
 /// A decided write of one session's record.
-pub struct PlannedWrite {
+pub struct PlannedSave {
     pub id: String,
     pub plan: SavePlan,
 }
@@ -204,7 +207,7 @@ impl Engine {
     /// The record for a verified id, refreshing its idle expiry as it is read. Only a store
     /// failing as a whole, or answering with a record bound to another id, is an error; a
     /// record it cannot use is a fresh session.
-    pub fn fetch(&self, py: Python<'_>, session_id: &str) -> Result<Fetched, StoreError> {
+    pub fn load(&self, py: Python<'_>, session_id: &str) -> Result<Fetched, StoreError> {
         let policy = &self.policy;
         // Runs inside the store's load: a record of another id gives nothing to go by.
         let own_idle = |blob: &[u8]| {
@@ -246,9 +249,9 @@ impl Engine {
 
     /// What a load that needed no more than reading the record of `session_id` (with the
     /// manager's idle timeout applied) found; `None` when the record asks for more, which only
-    /// `fetch` does: an owner (index, generation) or an idle timeout of its own (another
+    /// `load` does: an owner (index, generation) or an idle timeout of its own (another
     /// expiry). A record bound to another id is a `Crossed` error, whatever it holds.
-    pub fn fetched_without_follow_up(
+    pub fn loaded_without_follow_up(
         &self,
         session_id: &str,
         found: Result<Option<Vec<u8>>, StoreError>,
@@ -275,12 +278,6 @@ impl Engine {
         lifecycle::check_loaded(session_id, found, || self.store.describe(py))
     }
 
-    /// `store.load` of a record by id, its binding checked.
-    fn load_record(&self, py: Python<'_>, session_id: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let found = self.store.load(py, session_id, None, self.max_read_size);
-        self.check_loaded(py, session_id, found)
-    }
-
     /// A store's answer to a load as the lifecycle reads it: a record, none, or one that is
     /// lost (unreadable, oversized); any other error fails the request.
     fn fetched(found: Result<Option<Vec<u8>>, StoreError>) -> Result<Fetched, StoreError> {
@@ -298,12 +295,12 @@ impl Engine {
     }
 
     /// The store's servers for the async API's connections, made once per engine.
-    pub fn wire_servers(&self, py: Python<'_>) -> PyResult<&Vec<Py<WireServer>>> {
+    pub fn wire_servers(&self, py: Python<'_>, sink_of: SinkOf) -> PyResult<&Vec<Py<WireServer>>> {
         self.wire_servers.get_or_try_init(py, || {
             let StoreHandle::Native(store) = &self.store else {
                 return Ok(Vec::new());
             };
-            WireServer::for_store(store, &self.store.describe(py), self.max_read_size)
+            WireServer::for_store(store, &self.store.describe(py), self.max_read_size, sink_of)
                 .into_iter()
                 .map(|server| Py::new(py, server))
                 .collect()
@@ -387,7 +384,7 @@ impl Engine {
                 })
             }
         };
-        let fetched = self.fetch(py, &verified.id).map_err(store_error)?;
+        let fetched = self.load(py, &verified.id).map_err(store_error)?;
         let loaded = self.open(py, &verified, fetched)?;
         if let Some(old) = &loaded.delete_old {
             self.delete(py, old, None).map_err(store_error)?;
@@ -396,7 +393,7 @@ impl Engine {
     }
 
     /// Serializes the session and decides what to write (`None`: nothing).
-    pub fn plan_save(&self, session: &Bound<'_, Session>) -> PyResult<Option<PlannedWrite>> {
+    pub fn plan_save(&self, session: &Bound<'_, Session>) -> PyResult<Option<PlannedSave>> {
         let id = session.get().id(session.py())?;
         let state = session.get().state();
         let data = dict_to_json(session.as_super())?;
@@ -409,7 +406,7 @@ impl Engine {
         );
         let plan = lifecycle::plan_save(&self.policy, &state, blob, data.is_empty(), now)
             .map_err(|e| PyValueError::new_err(e.to_string()))?;
-        Ok(plan.map(|plan| PlannedWrite { id, plan }))
+        Ok(plan.map(|plan| PlannedSave { id, plan }))
     }
 
     /// Writes a planned record as its mode says. A conditional write that finds no record is
@@ -418,10 +415,10 @@ impl Engine {
     /// On a store that revokes by generation, a record of a new owner is first given the
     /// owner's current generation: one `get` per login, none for saves of loaded sessions,
     /// which keep the generation they were loaded with (so one ended meanwhile stays ended).
-    pub fn write(
+    pub fn save(
         &self,
         py: Python<'_>,
-        write: &mut PlannedWrite,
+        write: &mut PlannedSave,
     ) -> Result<WriteOutcome, StoreError> {
         if let (Some(user), None) = (&write.plan.user, write.plan.generation) {
             if self.store.revokes_by_generation() {
@@ -435,8 +432,8 @@ impl Engine {
                 }
             }
         }
-        let outcome = self.write_record(py, write)?;
-        let PlannedWrite { id, plan } = write;
+        let outcome = self.save_record(py, write)?;
+        let PlannedSave { id, plan } = write;
         if outcome == WriteOutcome::Written {
             if let Some(user) = &plan.user {
                 self.store
@@ -449,12 +446,8 @@ impl Engine {
         Ok(outcome)
     }
 
-    fn write_record(
-        &self,
-        py: Python<'_>,
-        write: &PlannedWrite,
-    ) -> Result<WriteOutcome, StoreError> {
-        let PlannedWrite { id, plan } = write;
+    fn save_record(&self, py: Python<'_>, write: &PlannedSave) -> Result<WriteOutcome, StoreError> {
+        let PlannedSave { id, plan } = write;
         match &plan.mode {
             WriteMode::Create => self
                 .store
@@ -490,11 +483,11 @@ impl Engine {
     }
 
     /// Records what came of a write in the session (and logs a new or a dropped session).
-    pub fn record_write(
+    pub fn record_save(
         &self,
         py: Python<'_>,
         session: &Bound<'_, Session>,
-        write: PlannedWrite,
+        write: PlannedSave,
         outcome: WriteOutcome,
     ) {
         let token = ids::log_token(&write.id);
@@ -520,8 +513,8 @@ impl Engine {
     /// Plans, writes and records, on this thread (the synchronous API).
     pub fn save_now(&self, py: Python<'_>, session: &Bound<'_, Session>) -> PyResult<()> {
         if let Some(mut write) = self.plan_save(session)? {
-            let outcome = self.write(py, &mut write).map_err(store_error)?;
-            self.record_write(py, session, write, outcome);
+            let outcome = self.save(py, &mut write).map_err(store_error)?;
+            self.record_save(py, session, write, outcome);
         }
         Ok(())
     }
@@ -536,8 +529,8 @@ impl Engine {
         let py = handler.py();
         if let Some(mut write) = self.plan_save(session)? {
             refuse_unsendable_cookies(handler, session)?;
-            let outcome = self.write(py, &mut write).map_err(store_error)?;
-            self.record_write(py, session, write, outcome);
+            let outcome = self.save(py, &mut write).map_err(store_error)?;
+            self.record_save(py, session, write, outcome);
         }
         self.send_cookies(handler, session)
     }
@@ -617,238 +610,9 @@ impl Engine {
         log(py, Level::Info, &format!("session {token} regenerated"));
         Ok(old.filter(|_| delete))
     }
-
-    /// Removes a record, then its entry in its owner's index; whether there was a record.
-    pub fn delete(
-        &self,
-        py: Python<'_>,
-        session_id: &str,
-        owner: Option<&str>,
-    ) -> Result<bool, StoreError> {
-        let existed = self.store.delete(py, session_id)?;
-        if let Some(owner) = owner {
-            self.store
-                .unindex_user(py, &users::user_key(owner), session_id)?;
-        }
-        Ok(existed)
-    }
-}
-
-/// How often `destroy_user_sessions` tries to carry `keep` over while other saves of it keep
-/// getting in first.
-const CARRY_OVER_ATTEMPTS: usize = 3;
-
-/// What `destroy_user_sessions` did.
-pub struct Ended {
-    /// How many sessions ended, as far as the store can tell (0 on memcached: unknown).
-    pub count: usize,
-    /// `keep`'s record as rewritten under the owner's new generation, and that generation.
-    pub kept: Option<(Vec<u8>, u64)>,
-}
-
-/// One session of a user, as `user_sessions` lists it.
-pub struct Listed {
-    pub id: String,
-    pub public_id: String,
-    pub created: u64,
-    pub last_seen: Option<u64>,
-    pub info: Map<String, Value>,
 }
 
 impl Engine {
-    /// The live sessions `user_id` owns, oldest first. Entries whose record is gone (expired,
-    /// destroyed) or now belongs to someone else leave the index as they are found.
-    pub fn user_sessions(&self, py: Python<'_>, user_id: &str) -> Result<Vec<Listed>, StoreError> {
-        let key = users::user_key(user_id);
-        let now = time::now();
-        let mut listed = Vec::new();
-        for id in self.store.user_session_ids(py, &key)? {
-            let blob = match self.load_record(py, &id) {
-                Ok(Some(blob)) => blob,
-                Ok(None) => {
-                    self.store.unindex_user(py, &key, &id)?;
-                    continue;
-                }
-                // One bad record hides that session, not the others; a crossed answer fails
-                // the listing as the store being down does.
-                Err(e)
-                    if !matches!(
-                        e.kind,
-                        StoreErrorKind::Unavailable | StoreErrorKind::Crossed
-                    ) =>
-                {
-                    continue
-                }
-                Err(e) => return Err(e),
-            };
-            let Ok(record) = codec::decode(&blob) else {
-                continue;
-            };
-            if record.extras.user.as_deref() != Some(user_id) {
-                self.store.unindex_user(py, &key, &id)?;
-                continue;
-            }
-            if self
-                .policy
-                .for_session(&record.extras.expiry)
-                .lifetime_over(record.created, now)
-            {
-                continue;
-            }
-            listed.push(Listed {
-                public_id: users::public_id(&self.secrets, &key, &id),
-                id,
-                created: record.created,
-                last_seen: record.extras.seen,
-                info: record.extras.info,
-            });
-        }
-        listed.sort_by(|a, b| (a.created, &a.public_id).cmp(&(b.created, &b.public_id)));
-        Ok(listed)
-    }
-
-    /// Ends every session of `user_id` but `keep` (a session id); returns how many, and the
-    /// record `keep` was carried over with (stores that revoke by generation).
-    pub fn destroy_user_sessions(
-        &self,
-        py: Python<'_>,
-        user_id: &str,
-        keep: Option<&str>,
-    ) -> Result<Ended, StoreError> {
-        if self.store.revokes_by_generation() {
-            return self.destroy_user_generation(py, user_id, keep);
-        }
-        let mut ended = 0;
-        for session in self.user_sessions(py, user_id)? {
-            if Some(session.id.as_str()) != keep {
-                self.delete(py, &session.id, Some(user_id))?;
-                ended += 1;
-            }
-        }
-        if ended > 0 {
-            let token = ids::log_token(&users::user_key(user_id));
-            log(
-                py,
-                Level::Info,
-                &format!("{ended} sessions of user {token} destroyed"),
-            );
-        }
-        Ok(Ended {
-            count: ended,
-            kept: None,
-        })
-    }
-
-    /// `destroy_user_sessions` where no index lists the sessions (memcached): the owner's
-    /// generation moves on, which ends every record written under an older one as it is next
-    /// loaded; `keep`, when a live session of the user, is rewritten under the new one. How
-    /// many ended is not known: the count is 0.
-    fn destroy_user_generation(
-        &self,
-        py: Python<'_>,
-        user_id: &str,
-        keep: Option<&str>,
-    ) -> Result<Ended, StoreError> {
-        let key = users::user_key(user_id);
-        let bump = self.store.bump_user_generation(py, &key)?;
-        let kept = match keep {
-            Some(id) => self.carry_over(py, id, user_id, bump)?,
-            None => None,
-        };
-        log(
-            py,
-            Level::Info,
-            &format!(
-                "sessions of user {} ended by generation {}{}",
-                ids::log_token(&key),
-                bump.after,
-                if kept.is_some() { ", but one" } else { "" }
-            ),
-        );
-        Ok(Ended { count: 0, kept })
-    }
-
-    /// Rewrites `keep`'s record under the new generation when it is a live session of the
-    /// user; the record written, or `None`. A compare-and-set, so a save of it racing this is
-    /// not undone (and one that gets in first is read again).
-    fn carry_over(
-        &self,
-        py: Python<'_>,
-        keep: &str,
-        user_id: &str,
-        bump: users::Bump,
-    ) -> Result<Option<(Vec<u8>, u64)>, StoreError> {
-        for _ in 0..CARRY_OVER_ATTEMPTS {
-            let Some(blob) = self.load_record(py, keep)? else {
-                return Ok(None);
-            };
-            let Ok(record) = codec::decode(&blob) else {
-                return Ok(None);
-            };
-            if !users::survives_bump(&record.extras, user_id, bump) {
-                return Ok(None);
-            }
-            let ttl = self
-                .policy
-                .for_session(&record.extras.expiry)
-                .ttl(record.created, time::now());
-            let extras = codec::Extras {
-                generation: Some(bump.after),
-                ..record.extras
-            };
-            let rewritten = codec::encode_with(keep, record.created, &record.data, &extras);
-            match self
-                .store
-                .save_if_unchanged(py, keep, Some(&blob), &rewritten, ttl)
-            {
-                Ok(()) => return Ok(Some((rewritten, bump.after))),
-                Err(e) if e.kind == StoreErrorKind::Conflict => continue,
-                Err(e) => return Err(e),
-            }
-        }
-        Err(StoreError {
-            store: self.store.describe(py),
-            cause: format!(
-                "the record of session {} kept changing while it was carried over to its \
-                 owner's new generation",
-                ids::log_token(keep)
-            ),
-            kind: StoreErrorKind::Unavailable,
-        })
-    }
-
-    /// The session id a public id names, if it is a live session of the user it names.
-    pub fn find_public_id(
-        &self,
-        py: Python<'_>,
-        public_id: &str,
-    ) -> Result<Option<String>, StoreError> {
-        let Some(key) = users::owner_of_public_id(public_id) else {
-            return Ok(None);
-        };
-        Ok(self
-            .store
-            .user_session_ids(py, key)?
-            .into_iter()
-            .find(|id| users::is_public_id_of(&self.secrets, public_id, id)))
-    }
-
-    /// Ends the session a public id names; returns 1, or 0 when it names none.
-    pub fn destroy_session(&self, py: Python<'_>, public_id: &str) -> Result<usize, StoreError> {
-        let Some(id) = self.find_public_id(py, public_id)? else {
-            return Ok(0);
-        };
-        let key = users::owner_of_public_id(public_id).unwrap_or_default();
-        let existed = self.store.delete(py, &id)?;
-        self.store.unindex_user(py, key, &id)?;
-        log(
-            py,
-            Level::Info,
-            &format!("session {} destroyed by its hashed id", ids::log_token(&id)),
-        );
-        Ok(usize::from(existed))
-    }
-
     /// A regeneration deleted the old record and found none: another request ended the session
     /// first, so its data is not written under the new id and no cookie is sent.
     pub fn ended_elsewhere(&self, session: &Bound<'_, Session>, old_id: &str) {

@@ -8,28 +8,25 @@
 //! saves without another request of the same session in between. The store work itself is a
 //! `StoreTask` (`store_task`), which may run on a worker thread.
 
+mod dict_proxy;
+mod steps;
+
 use crate::errors::store_error;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use pyo3::exceptions::{PyKeyError, PyRuntimeError, PyTypeError};
+use pyo3::exceptions::{PyRuntimeError, PyTypeError};
 use pyo3::gc::PyVisit;
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::pyclass::CompareOp;
-use pyo3::types::{PyDict, PyList, PyString, PyTuple, PyType, PyWeakrefReference};
+use pyo3::types::{PyDict, PyList, PyString, PyTuple, PyWeakrefReference};
 use pyo3::PyTraverseError;
 
-use crate::convert::{dict_to_json, json_into_dict};
-use crate::engine::{refuse_unsendable_cookies, Engine};
-use crate::errors::InvalidSessionException;
-use crate::log::{log, Level};
+use crate::engine::Engine;
 use crate::manager::{SessionManager, TornadoSessionManager};
 use crate::session::Session;
-use crate::store_task::{Job, StoreTask};
-use crate::tornado_cookies::CookiesTooLate;
 use tornsession_core::codec;
-use tornsession_core::lifecycle::{self, CookieCheck, SessionState};
+use tornsession_core::lifecycle::{self, SessionState};
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum LoadState {
@@ -77,30 +74,7 @@ pub struct TornadoSession {
     state: Mutex<TornadoState>,
 }
 
-/// `dict.<name>`, looked up once: calls on the dict's own storage, bypassing our overrides.
-fn dict_method<'py>(py: Python<'py>, name: &Bound<'py, PyString>) -> PyResult<Bound<'py, PyAny>> {
-    py.get_type::<PyDict>().getattr(name)
-}
-
 impl TornadoSession {
-    /// The session's own dict storage.
-    fn storage<'a, 'py>(slf: &'a Bound<'py, Self>) -> &'a Bound<'py, PyDict> {
-        slf.as_super().as_super()
-    }
-
-    /// Loads the session from the store unless it already has been (on this thread).
-    pub fn ensure_loaded(slf: &Bound<'_, Self>) -> PyResult<()> {
-        let py = slf.py();
-        if let Some(task) = Self::begin_load(slf)? {
-            task.get().run(py);
-            if let Some(delete) = Self::end_load(slf, &task)? {
-                delete.get().run(py);
-                delete.get().take_deleted()?;
-            }
-        }
-        Ok(())
-    }
-
     /// The manager and handler this session was built with.
     fn bound_pair(&self, py: Python<'_>) -> PyResult<(Py<PyAny>, Py<PyAny>)> {
         let state = self.state.lock();
@@ -129,124 +103,6 @@ impl TornadoSession {
 
     fn set_load_state(&self, load: LoadState) {
         self.state.lock().load = load;
-    }
-
-    /// First load step, on the handler's thread: reads the cookies. Returns the store work
-    /// still to do, or `None` when the session is already complete (loaded, or fresh).
-    fn begin_load<'py>(slf: &Bound<'py, Self>) -> PyResult<Option<Bound<'py, StoreTask>>> {
-        let py = slf.py();
-        {
-            let mut state = slf.get().state.lock();
-            match state.load {
-                LoadState::Loaded => return Ok(None),
-                LoadState::Loading => {
-                    return Err(PyRuntimeError::new_err(
-                        "the session was used while it was being loaded",
-                    ))
-                }
-                LoadState::Unloaded => state.load = LoadState::Loading,
-            }
-        }
-        let started = (|| {
-            let (manager, handler) = slf.get().bound_pair(py)?;
-            let (manager, handler) = (manager.bind(py), handler.bind(py));
-            let Some(engine) = native_engine(manager, intern!(py, "get"))? else {
-                Self::load_through_python(slf, manager, handler)?;
-                return Ok(None);
-            };
-            let check = engine.check_request(handler)?;
-            let verified = match check {
-                CookieCheck::Verified(verified) => verified,
-                CookieCheck::Absent | CookieCheck::Invalid => {
-                    if check == CookieCheck::Invalid {
-                        log(
-                            py,
-                            Level::Warning,
-                            "invalid session cookie, starting a new session",
-                        );
-                    }
-                    slf.as_super().get().replace_meta(engine.fresh_meta(py)?);
-                    return Ok(None);
-                }
-            };
-            let task = StoreTask::new(engine, Job::Load(verified));
-            Ok(Some(Bound::new(py, task)?))
-        })();
-        match &started {
-            Ok(None) => slf.get().set_load_state(LoadState::Loaded),
-            Ok(Some(_)) => {}
-            Err(_) => slf.get().set_load_state(LoadState::Unloaded),
-        }
-        started
-    }
-
-    /// Last load step, on the handler's thread: turns the store's answer into the session.
-    /// Returns the deletion of a record past its lifetime, still to run.
-    fn end_load<'py>(
-        slf: &Bound<'py, Self>,
-        task: &Bound<'py, StoreTask>,
-    ) -> PyResult<Option<Bound<'py, StoreTask>>> {
-        let py = slf.py();
-        let finished = (|| {
-            let (verified, fetched) = task.get().take_loaded()?;
-            let engine = task.get().engine.clone();
-            let loaded = engine.open(py, &verified, fetched.map_err(store_error)?)?;
-            slf.as_super().get().replace_meta(loaded.meta);
-            if let Some(data) = loaded.data {
-                json_into_dict(&data, Self::storage(slf))?;
-            }
-            loaded
-                .delete_old
-                .map(|old| Bound::new(py, StoreTask::new(engine, Job::Delete(old, None))))
-                .transpose()
-        })();
-        slf.get().set_load_state(if finished.is_ok() {
-            LoadState::Loaded
-        } else {
-            LoadState::Unloaded
-        });
-        finished
-    }
-
-    /// A manager whose get() is overridden (or another manager type): go through its API,
-    /// exactly as the original TornadoSession did.
-    fn load_through_python(
-        slf: &Bound<'_, Self>,
-        manager: &Bound<'_, PyAny>,
-        handler: &Bound<'_, PyAny>,
-    ) -> PyResult<()> {
-        let py = slf.py();
-        let plain = match manager.call_method1(intern!(py, "get"), (handler,)) {
-            Ok(plain) => plain,
-            Err(e) if e.is_instance_of::<InvalidSessionException>(py) => {
-                manager.call_method0(intern!(py, "get"))?
-            }
-            Err(e) => return Err(e),
-        };
-        dict_method(py, intern!(py, "update"))?.call1((Self::storage(slf), &plain))?;
-        let meta = match plain.cast::<Session>() {
-            Ok(session) => session.get().copy_meta(py),
-            Err(_) => Session::foreign_meta(
-                py,
-                plain.getattr(intern!(py, "session_id"))?.unbind(),
-                plain.getattr(intern!(py, "hmac_digest"))?.unbind(),
-            ),
-        };
-        slf.as_super().get().replace_meta(meta);
-        Ok(())
-    }
-
-    /// Loads, then calls `dict.<name>(self, *args)` on the storage.
-    fn call_dict<'py>(
-        slf: &Bound<'py, Self>,
-        name: &Bound<'py, PyString>,
-        args: &[&Bound<'py, PyAny>],
-    ) -> PyResult<Bound<'py, PyAny>> {
-        Self::ensure_loaded(slf)?;
-        let py = slf.py();
-        let mut all = vec![Self::storage(slf).as_any()];
-        all.extend_from_slice(args);
-        dict_method(py, name)?.call1(PyTuple::new(py, all)?)
     }
 }
 
@@ -363,10 +219,18 @@ impl TornadoSession {
         tornado_session_manager: &Bound<'_, PyAny>,
         request_handler: &Bound<'_, PyAny>,
     ) {
-        let mut state = slf.get().state.lock();
-        state.manager = Some(tornado_session_manager.clone().unbind());
-        state.handler = Some(HandlerRef::new(request_handler));
-        state.load = LoadState::Unloaded;
+        let handler = HandlerRef::new(request_handler);
+        let replaced = {
+            let mut state = slf.get().state.lock();
+            state.load = LoadState::Unloaded;
+            (
+                state
+                    .manager
+                    .replace(tornado_session_manager.clone().unbind()),
+                state.handler.replace(handler),
+            )
+        };
+        drop(replaced); // after the lock: a finalizer may call back into the session
     }
 
     #[getter]
@@ -565,339 +429,6 @@ impl TornadoSession {
             .collect()
     }
 
-    // Steps of the async API (tornsession.TornadoSession.aload/asave/aregenerate/adestroy)
-    // and the drop-in path's load: the StoreTask's run() is what may go to a worker thread.
-
-    /// Loads on this thread unless already loaded (what any use of the dict does).
-    fn _ensure_loaded(slf: &Bound<'_, Self>) -> PyResult<()> {
-        Self::ensure_loaded(slf)
-    }
-
-    /// Gives up a load begun with `_begin_load` (its wait or its store call failed), so the
-    /// session can be loaded again.
-    fn _abandon_load(&self) {
-        let mut state = self.state.lock();
-        if state.load == LoadState::Loading {
-            state.load = LoadState::Unloaded;
-        }
-    }
-
-    /// Whether this request changed the session since it loaded or last saved it; a load
-    /// still running counts as a change, and so does a manager with its own `set()` (which
-    /// this cannot look into). For the lease of a request's turn (`tornsession._ordering`).
-    fn _is_changed(slf: &Bound<'_, Self>) -> PyResult<bool> {
-        let py = slf.py();
-        match slf.get().state.lock().load {
-            LoadState::Unloaded => return Ok(false),
-            LoadState::Loading => return Ok(true),
-            LoadState::Loaded => {}
-        }
-        let (manager, _) = slf.get().bound_pair(py)?;
-        if native_engine(manager.bind(py), intern!(py, "set"))?.is_none() {
-            return Ok(true);
-        }
-        // A value JSON cannot hold is a change: its save will fail and say why.
-        let Ok(data) = dict_to_json(Self::storage(slf)) else {
-            return Ok(true);
-        };
-        let session = slf.as_super().get();
-        Ok(differs_from_stored(
-            &session.id(py)?,
-            &session.state(),
-            &data,
-        ))
-    }
-
-    /// Whether the session is loaded (or fresh) already.
-    fn _is_loaded(&self) -> bool {
-        self.state.lock().load == LoadState::Loaded
-    }
-
-    /// Starts loading; returns the store work to run, or None when nothing is left to do.
-    fn _begin_load<'py>(slf: &Bound<'py, Self>) -> PyResult<Option<Bound<'py, StoreTask>>> {
-        Self::begin_load(slf)
-    }
-
-    /// Finishes loading with the result of the task's run(); returns the deletion of a record
-    /// past its lifetime, still to run, if there is one.
-    fn _end_load<'py>(
-        slf: &Bound<'py, Self>,
-        task: &Bound<'py, StoreTask>,
-    ) -> PyResult<Option<Bound<'py, StoreTask>>> {
-        Self::end_load(slf, task)
-    }
-
-    /// Starts saving: serializes now and returns the write to run, or None when there is none
-    /// (unchanged, or a manager with its own set(), which this has then called).
-    fn _begin_save<'py>(slf: &Bound<'py, Self>) -> PyResult<Option<Bound<'py, StoreTask>>> {
-        let py = slf.py();
-        Self::ensure_loaded(slf)?;
-        let (manager, handler) = slf.get().bound_pair(py)?;
-        let Some(engine) = native_engine(manager.bind(py), intern!(py, "set"))? else {
-            Self::save(slf)?;
-            return Ok(None);
-        };
-        match engine.plan_save(slf.as_super())? {
-            None => Ok(None),
-            Some(write) => {
-                refuse_unsendable_cookies(handler.bind(py), slf.as_super())?;
-                Ok(Some(Bound::new(
-                    py,
-                    StoreTask::new(engine, Job::Save(write)),
-                )?))
-            }
-        }
-    }
-
-    /// Finishes saving: records the write and sets the cookies if they are due.
-    #[pyo3(signature = (task = None))]
-    fn _end_save(slf: &Bound<'_, Self>, task: Option<&Bound<'_, StoreTask>>) -> PyResult<()> {
-        let py = slf.py();
-        let (manager, handler) = slf.get().bound_pair(py)?;
-        let Some(engine) = native_engine(manager.bind(py), intern!(py, "set"))? else {
-            return Ok(());
-        };
-        if let Some(task) = task {
-            let (write, outcome) = task.get().take_saved()?;
-            engine.record_write(py, slf.as_super(), write, outcome.map_err(store_error)?);
-        }
-        engine.send_cookies(handler.bind(py), slf.as_super())
-    }
-
-    /// Whether the store holds a record of this session (it was loaded from one, or saved).
-    fn _is_stored(slf: &Bound<'_, Self>) -> PyResult<bool> {
-        Self::ensure_loaded(slf)?;
-        Ok(slf.as_super().get().state().is_stored())
-    }
-
-    /// Gives the session a new id and digest; returns the old id when its record must be
-    /// deleted (before the session is saved under the new one).
-    fn _rotate_id(slf: &Bound<'_, Self>) -> PyResult<Option<String>> {
-        let (_, handler) = slf.get().bound_pair(slf.py())?;
-        // Before anything changes: the old record and cookie stay good.
-        CookiesTooLate::Regenerate.unless_sendable(handler.bind(slf.py()))?;
-        Self::ensure_loaded(slf)?;
-        slf.get().engine(slf.py())?.regenerate(slf.as_super())
-    }
-
-    /// After `_rotate_id` and the deletion of the old record found nothing: the session was ended
-    /// by another request, and nothing of it is saved.
-    fn _ended_elsewhere(slf: &Bound<'_, Self>, old_id: &str) -> PyResult<()> {
-        slf.get()
-            .engine(slf.py())?
-            .ended_elsewhere(slf.as_super(), old_id);
-        Ok(())
-    }
-
-    /// The deletion of a record by id (the one a regeneration left behind, filed under this
-    /// session's owner), to run off the handler's thread.
-    fn _forget_task<'py>(
-        slf: &Bound<'py, Self>,
-        session_id: String,
-    ) -> PyResult<Bound<'py, StoreTask>> {
-        let engine = slf.get().engine(slf.py())?;
-        let owner = slf.as_super().get().state().extras.user;
-        Bound::new(
-            slf.py(),
-            StoreTask::new(engine, Job::Delete(session_id, owner)),
-        )
-    }
-
-    /// Starts a logout: the deletion of the stored record, if there is one. Nothing changes
-    /// until it is done, so a failed deletion leaves the session as it was.
-    fn _begin_destroy<'py>(slf: &Bound<'py, Self>) -> PyResult<Option<Bound<'py, StoreTask>>> {
-        Self::ensure_loaded(slf)?;
-        let engine = slf.get().engine(slf.py())?;
-        match engine.stored_id(slf.as_super()) {
-            Some((id, owner)) => {
-                Bound::new(slf.py(), StoreTask::new(engine, Job::Delete(id, owner))).map(Some)
-            }
-            None => Ok(None),
-        }
-    }
-
-    /// Finishes a logout: clears both cookies and the data; the session is new again (a later
-    /// write stores it under a new id and sends its cookies).
-    fn _end_destroy(slf: &Bound<'_, Self>) -> PyResult<()> {
-        let py = slf.py();
-        let (_, handler) = slf.get().bound_pair(py)?;
-        slf.get()
-            .engine(py)?
-            .destroy(Some(handler.bind(py)), slf.as_super())
-    }
-
-    // The dict protocol, each loading first. Overriding __iter__ and keys also routes dict(s),
-    // {**s} and json.dumps(s) through here instead of the (possibly not yet loaded) storage.
-
-    fn __getitem__<'py>(
-        slf: &Bound<'py, Self>,
-        key: &Bound<'py, PyAny>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        Self::ensure_loaded(slf)?;
-        Self::storage(slf)
-            .get_item(key)?
-            .ok_or_else(|| PyKeyError::new_err(key.clone().unbind()))
-    }
-
-    fn __setitem__(
-        slf: &Bound<'_, Self>,
-        key: &Bound<'_, PyAny>,
-        value: &Bound<'_, PyAny>,
-    ) -> PyResult<()> {
-        Self::ensure_loaded(slf)?;
-        Self::storage(slf).set_item(key, value)
-    }
-
-    fn __delitem__(slf: &Bound<'_, Self>, key: &Bound<'_, PyAny>) -> PyResult<()> {
-        Self::ensure_loaded(slf)?;
-        let storage = Self::storage(slf);
-        if !storage.contains(key)? {
-            return Err(PyKeyError::new_err(key.clone().unbind()));
-        }
-        storage.del_item(key)
-    }
-
-    fn __contains__(slf: &Bound<'_, Self>, key: &Bound<'_, PyAny>) -> PyResult<bool> {
-        Self::ensure_loaded(slf)?;
-        Self::storage(slf).contains(key)
-    }
-
-    fn __len__(slf: &Bound<'_, Self>) -> PyResult<usize> {
-        Self::ensure_loaded(slf)?;
-        Ok(Self::storage(slf).len())
-    }
-
-    fn __iter__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
-        Self::call_dict(slf, intern!(slf.py(), "__iter__"), &[])
-    }
-
-    fn __reversed__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
-        Self::call_dict(slf, intern!(slf.py(), "__reversed__"), &[])
-    }
-
-    fn __repr__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
-        Self::call_dict(slf, intern!(slf.py(), "__repr__"), &[])
-    }
-
-    fn __richcmp__<'py>(
-        slf: &Bound<'py, Self>,
-        other: &Bound<'py, PyAny>,
-        op: CompareOp,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let py = slf.py();
-        if let Ok(other) = other.cast::<TornadoSession>() {
-            Self::ensure_loaded(other)?;
-        }
-        match op {
-            CompareOp::Eq => Self::call_dict(slf, intern!(py, "__eq__"), &[other]),
-            CompareOp::Ne => Self::call_dict(slf, intern!(py, "__ne__"), &[other]),
-            _ => Ok(py.NotImplemented().into_bound(py)),
-        }
-    }
-
-    fn __or__<'py>(
-        slf: &Bound<'py, Self>,
-        other: &Bound<'py, PyAny>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        Self::call_dict(slf, intern!(slf.py(), "__or__"), &[other])
-    }
-
-    fn __ror__<'py>(
-        slf: &Bound<'py, Self>,
-        other: &Bound<'py, PyAny>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        Self::call_dict(slf, intern!(slf.py(), "__ror__"), &[other])
-    }
-
-    fn __ior__(slf: &Bound<'_, Self>, other: &Bound<'_, PyAny>) -> PyResult<()> {
-        Self::call_dict(slf, intern!(slf.py(), "__ior__"), &[other]).map(drop)
-    }
-
-    #[pyo3(signature = (key, default = None, /))]
-    fn get<'py>(
-        slf: &Bound<'py, Self>,
-        key: &Bound<'py, PyAny>,
-        default: Option<Bound<'py, PyAny>>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        Self::ensure_loaded(slf)?;
-        match Self::storage(slf).get_item(key)? {
-            Some(value) => Ok(value),
-            None => Ok(default.unwrap_or_else(|| slf.py().None().into_bound(slf.py()))),
-        }
-    }
-
-    fn keys<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
-        Self::call_dict(slf, intern!(slf.py(), "keys"), &[])
-    }
-
-    fn values<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
-        Self::call_dict(slf, intern!(slf.py(), "values"), &[])
-    }
-
-    fn items<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
-        Self::call_dict(slf, intern!(slf.py(), "items"), &[])
-    }
-
-    #[pyo3(signature = (key, /, *default))]
-    fn pop<'py>(
-        slf: &Bound<'py, Self>,
-        key: &Bound<'py, PyAny>,
-        default: &Bound<'py, PyTuple>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let default: Vec<_> = default.iter().collect();
-        let mut args = vec![key];
-        args.extend(default.iter());
-        Self::call_dict(slf, intern!(slf.py(), "pop"), &args)
-    }
-
-    fn popitem<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
-        Self::call_dict(slf, intern!(slf.py(), "popitem"), &[])
-    }
-
-    #[pyo3(signature = (key, default = None, /))]
-    fn setdefault<'py>(
-        slf: &Bound<'py, Self>,
-        key: &Bound<'py, PyAny>,
-        default: Option<Bound<'py, PyAny>>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let default = default.unwrap_or_else(|| slf.py().None().into_bound(slf.py()));
-        Self::call_dict(slf, intern!(slf.py(), "setdefault"), &[key, &default])
-    }
-
-    #[pyo3(signature = (*args, **kwargs))]
-    fn update(
-        slf: &Bound<'_, Self>,
-        args: &Bound<'_, PyTuple>,
-        kwargs: Option<&Bound<'_, PyDict>>,
-    ) -> PyResult<()> {
-        Self::ensure_loaded(slf)?;
-        let py = slf.py();
-        let mut all = vec![Self::storage(slf).clone().into_any()];
-        all.extend(args.iter());
-        dict_method(py, intern!(py, "update"))?.call(PyTuple::new(py, all)?, kwargs)?;
-        Ok(())
-    }
-
-    fn clear(slf: &Bound<'_, Self>) -> PyResult<()> {
-        Self::call_dict(slf, intern!(slf.py(), "clear"), &[]).map(drop)
-    }
-
-    /// A plain `dict` copy of the items.
-    fn copy<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
-        Self::call_dict(slf, intern!(slf.py(), "copy"), &[])
-    }
-
-    /// Copies and pickles hold the items; the bond to a handler does not travel with them.
-    fn __reduce__<'py>(
-        slf: &Bound<'py, Self>,
-    ) -> PyResult<(Bound<'py, PyType>, (Bound<'py, PyAny>,))> {
-        let py = slf.py();
-        Ok((
-            py.get_type::<PyDict>(),
-            (Self::call_dict(slf, intern!(py, "copy"), &[])?,),
-        ))
-    }
-
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
         if let Some(state) = self.state.try_lock() {
             visit.call(&state.manager)?;
@@ -909,9 +440,11 @@ impl TornadoSession {
     }
 
     fn __clear__(&self) {
-        let mut state = self.state.lock();
-        state.manager = None;
-        state.handler = None;
+        let cleared = {
+            let mut state = self.state.lock();
+            (state.manager.take(), state.handler.take())
+        };
+        drop(cleared); // after the lock: a finalizer may call back into the session
     }
 }
 
@@ -955,7 +488,8 @@ impl LoadBeforePrepare {
     }
 
     fn __clear__(&self) {
-        self.inner.lock().take();
+        let cleared = self.inner.lock().take();
+        drop(cleared); // after the lock: a finalizer may call back into the hook
     }
 }
 
