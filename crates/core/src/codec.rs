@@ -250,10 +250,7 @@ pub fn encode(session_id: &str, created: u64, data: &Map<String, Value>) -> Vec<
 /// Serializes a session's items, creation time and extras into the stored form, bound to
 /// `session_id`.
 pub fn encode_with(
-    session_id: &str,
-    created: u64,
-    data: &Map<String, Value>,
-    extras: &Extras,
+    session_id: &str, created: u64, data: &Map<String, Value>, extras: &Extras,
 ) -> Vec<u8> {
     let envelope = EnvelopeRef {
         k: binding(session_id),
@@ -278,9 +275,7 @@ pub fn same_but_unbound(bound: &[u8], stored: &[u8]) -> bool {
 
 /// `blob` (a record of ours for `session_id`) with its owner's generation set to `generation`.
 pub fn with_generation(
-    session_id: &str,
-    blob: &[u8],
-    generation: u64,
+    session_id: &str, blob: &[u8], generation: u64,
 ) -> Result<Vec<u8>, CodecError> {
     let record = decode(blob)?;
     let extras = Extras {

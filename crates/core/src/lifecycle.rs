@@ -48,11 +48,7 @@ pub struct Verified {
 /// Checks an id and digest as read from the request. `id_signed_at` is when the signed id
 /// cookie was made (when known): one rule, for every API path, decides when it is re-sent.
 pub fn verify(
-    secrets: &Secrets,
-    id: Option<&str>,
-    digest: Option<&str>,
-    id_signed_at: Option<u64>,
-    now: u64,
+    secrets: &Secrets, id: Option<&str>, digest: Option<&str>, id_signed_at: Option<u64>, now: u64,
 ) -> CookieCheck {
     let Some(id) = id else {
         return CookieCheck::Absent;
@@ -269,9 +265,7 @@ pub enum Fetched {
 /// `Crossed` error, so it is never served, nor deleted as unreadable. Every load of a record by
 /// id goes through this before anything in the record is looked at; `store` names the store.
 pub fn check_loaded(
-    session_id: &str,
-    found: Result<Option<Vec<u8>>, StoreError>,
-    store: impl FnOnce() -> String,
+    session_id: &str, found: Result<Option<Vec<u8>>, StoreError>, store: impl FnOnce() -> String,
 ) -> Result<Option<Vec<u8>>, StoreError> {
     if let Ok(Some(blob)) = &found {
         if let Err(crossed) = codec::check_binding(blob, session_id) {
@@ -388,11 +382,7 @@ pub fn created_for_save(state: &SessionState, now: u64) -> u64 {
 /// Decides what to write for a session whose serialized form is `blob` (encoded with
 /// [`created_for_save`]); `None` when nothing must be written.
 pub fn plan_save(
-    policy: &Policy,
-    state: &SessionState,
-    blob: Vec<u8>,
-    data_is_empty: bool,
-    now: u64,
+    policy: &Policy, state: &SessionState, blob: Vec<u8>, data_is_empty: bool, now: u64,
 ) -> Result<Option<SavePlan>, SaveError> {
     if state.gone || state.stored.as_deref() == Some(blob.as_slice()) {
         return Ok(None);
@@ -598,9 +588,7 @@ mod tests {
 
     /// `plan`, with the extras a save encodes.
     fn plan_owned(
-        policy: &Policy,
-        state: &SessionState,
-        d: &Map<String, Value>,
+        policy: &Policy, state: &SessionState, d: &Map<String, Value>,
     ) -> Option<SavePlan> {
         let blob = codec::encode_with(
             SID,

@@ -73,11 +73,7 @@ fn is_python_space(c: char) -> bool {
 
 /// Checks a signed value as `decode_signed_value(secret, name, value, max_age_days)` does.
 pub fn decode(
-    secret: &CookieSecret,
-    name: &str,
-    value: &str,
-    now: f64,
-    max_age_days: f64,
+    secret: &CookieSecret, name: &str, value: &str, now: f64, max_age_days: f64,
 ) -> Decoded {
     let Some(rest) = value.strip_prefix("2|") else {
         // Version 1 (or garbage): Tornado's rules, Tornado's code.

@@ -36,11 +36,7 @@ pub trait UserSessionStore {
     /// Writes only if the record still is `expected`: whether it was written (`false`: another
     /// writer got there first).
     fn save_if_unchanged(
-        &self,
-        session_id: &str,
-        expected: Option<&[u8]>,
-        blob: &[u8],
-        ttl: Option<Duration>,
+        &self, session_id: &str, expected: Option<&[u8]>, blob: &[u8], ttl: Option<Duration>,
     ) -> Result<bool, StoreError>;
 }
 
@@ -184,10 +180,7 @@ impl<S: UserSessionStore + ?Sized> UserSessions<'_, S> {
     /// user; the record written, or `None`. A compare-and-set, so a save of it racing this is
     /// not undone (and one that gets in first is read again).
     fn carry_over(
-        &self,
-        keep: &str,
-        user_id: &str,
-        bump: Bump,
+        &self, keep: &str, user_id: &str, bump: Bump,
     ) -> Result<Option<(Vec<u8>, u64)>, StoreError> {
         for _ in 0..CARRY_OVER_ATTEMPTS {
             let Some(blob) = self.load_checked(keep)? else {
@@ -312,11 +305,7 @@ mod tests {
             })
         }
         fn save_if_unchanged(
-            &self,
-            session_id: &str,
-            expected: Option<&[u8]>,
-            blob: &[u8],
-            _ttl: Option<Duration>,
+            &self, session_id: &str, expected: Option<&[u8]>, blob: &[u8], _ttl: Option<Duration>,
         ) -> Result<bool, StoreError> {
             if self.racing_saves.get() > 0 {
                 self.racing_saves.set(self.racing_saves.get() - 1);

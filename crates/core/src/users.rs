@@ -146,12 +146,8 @@ pub enum ExpiryError {
 /// The expiry a session gets from `set_expiry`: each given value replaces the current one,
 /// within the caps (`max_*` when set, else the manager's own value).
 pub fn change_expiry(
-    policy: &Policy,
-    caps: &ExpiryCaps,
-    current: Expiry,
-    idle_timeout: Option<Duration>,
-    lifetime: Option<Duration>,
-    persistent: Option<bool>,
+    policy: &Policy, caps: &ExpiryCaps, current: Expiry, idle_timeout: Option<Duration>,
+    lifetime: Option<Duration>, persistent: Option<bool>,
 ) -> Result<Expiry, ExpiryError> {
     let check = |name: &'static str,
                  asked: Option<Duration>,

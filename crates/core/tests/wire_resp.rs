@@ -111,22 +111,14 @@ impl Connection {
     }
 
     fn load(
-        &mut self,
-        store: &WireStore<'_>,
-        id: &str,
-        ttl: Option<Duration>,
-        max_bytes: usize,
+        &mut self, store: &WireStore<'_>, id: &str, ttl: Option<Duration>, max_bytes: usize,
     ) -> Result<Option<Vec<u8>>, StoreError> {
         let replies = self.one(store.load(id, ttl));
         store.load_reply(id, replies, max_bytes)
     }
 
     fn save(
-        &mut self,
-        store: &WireStore<'_>,
-        id: &str,
-        blob: &[u8],
-        ttl: Option<Duration>,
+        &mut self, store: &WireStore<'_>, id: &str, blob: &[u8], ttl: Option<Duration>,
         mode: SaveMode,
     ) -> Result<bool, StoreError> {
         let replies = self.one(store.save(id, blob, ttl, mode));

@@ -81,27 +81,15 @@ impl SessionManager {
         detect_conflicts = false, order_requests = true, order_timeout = None,
     ))]
     fn new(
-        py: Python<'_>,
-        secret: &Bound<'_, PyAny>,
-        session_dir: Option<PathBuf>,
-        store: Option<&Bound<'_, PyAny>>,
-        cookie_name: &str,
-        digest_cookie_name: &str,
-        cookie_httponly: bool,
-        cookie_samesite: Option<&str>,
-        cookie_secure: Option<&Bound<'_, PyAny>>,
-        cookie_domain: Option<&str>,
-        cookie_path: &str,
-        cookie_expires_days: Option<f64>,
-        idle_timeout: Option<&Bound<'_, PyAny>>,
-        lifetime: Option<&Bound<'_, PyAny>>,
-        max_idle_timeout: Option<&Bound<'_, PyAny>>,
-        max_lifetime: Option<&Bound<'_, PyAny>>,
-        max_size: Option<options::SaturatingInt>,
-        max_read_size: Option<options::SaturatingInt>,
-        detect_conflicts: bool,
-        order_requests: bool,
-        order_timeout: Option<&Bound<'_, PyAny>>,
+        py: Python<'_>, secret: &Bound<'_, PyAny>, session_dir: Option<PathBuf>,
+        store: Option<&Bound<'_, PyAny>>, cookie_name: &str, digest_cookie_name: &str,
+        cookie_httponly: bool, cookie_samesite: Option<&str>,
+        cookie_secure: Option<&Bound<'_, PyAny>>, cookie_domain: Option<&str>, cookie_path: &str,
+        cookie_expires_days: Option<f64>, idle_timeout: Option<&Bound<'_, PyAny>>,
+        lifetime: Option<&Bound<'_, PyAny>>, max_idle_timeout: Option<&Bound<'_, PyAny>>,
+        max_lifetime: Option<&Bound<'_, PyAny>>, max_size: Option<options::SaturatingInt>,
+        max_read_size: Option<options::SaturatingInt>, detect_conflicts: bool,
+        order_requests: bool, order_timeout: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
         let keys = options::secret_keys(secret)?;
         let secrets = Secrets::new(keys.clone()).map_err(secret_error)?;
@@ -213,9 +201,7 @@ impl SessionManager {
     /// A new session when `session_id` is None; else the stored one, after checking the digest.
     #[pyo3(signature = (session_id = None, hmac_digest = None))]
     fn get(
-        &self,
-        py: Python<'_>,
-        session_id: Option<&Bound<'_, PyAny>>,
+        &self, py: Python<'_>, session_id: Option<&Bound<'_, PyAny>>,
         hmac_digest: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Py<Session>> {
         match self.engine.check_pair(session_id, hmac_digest) {
@@ -246,9 +232,7 @@ impl SessionManager {
     /// The sessions `user_id` owns (see `Session.set_user`), oldest first, as `SessionInfo`;
     /// an empty list for a user with none. Stores that cannot list raise NotImplementedError.
     fn user_sessions(
-        &self,
-        py: Python<'_>,
-        user_id: &Bound<'_, PyAny>,
+        &self, py: Python<'_>, user_id: &Bound<'_, PyAny>,
     ) -> PyResult<Vec<SessionInfo>> {
         let user_id = user_id_arg(user_id)?;
         Ok(self
@@ -265,10 +249,7 @@ impl SessionManager {
     /// cannot count them).
     #[pyo3(signature = (user_id, keep = None))]
     fn destroy_user_sessions(
-        &self,
-        py: Python<'_>,
-        user_id: &Bound<'_, PyAny>,
-        keep: Option<&Bound<'_, PyAny>>,
+        &self, py: Python<'_>, user_id: &Bound<'_, PyAny>, keep: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<usize> {
         let user_id = user_id_arg(user_id)?;
         let keep = keep.filter(|k| !k.is_none());
@@ -319,8 +300,7 @@ impl SessionManager {
 
     /// `user_sessions` without blocking the IOLoop.
     fn auser_sessions<'py>(
-        slf: &Bound<'py, Self>,
-        user_id: &Bound<'py, PyAny>,
+        slf: &Bound<'py, Self>, user_id: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyAny>> {
         user_id_arg(user_id)?;
         store_call(slf, "user_sessions", vec![user_id.clone()])
@@ -329,9 +309,7 @@ impl SessionManager {
     /// `destroy_user_sessions` without blocking the IOLoop.
     #[pyo3(signature = (user_id, keep = None))]
     fn adestroy_user_sessions<'py>(
-        slf: &Bound<'py, Self>,
-        user_id: &Bound<'py, PyAny>,
-        keep: Option<&Bound<'py, PyAny>>,
+        slf: &Bound<'py, Self>, user_id: &Bound<'py, PyAny>, keep: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         user_id_arg(user_id)?;
         let py = slf.py();
@@ -350,8 +328,7 @@ impl SessionManager {
 
     /// `destroy_session` without blocking the IOLoop.
     fn adestroy_session<'py>(
-        slf: &Bound<'py, Self>,
-        hashed_id: &Bound<'py, PyAny>,
+        slf: &Bound<'py, Self>, hashed_id: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyAny>> {
         store_call(slf, "destroy_session", vec![hashed_id.clone()])
     }
@@ -384,9 +361,7 @@ impl SessionManager {
 /// A coroutine running `manager.<method>(*args)` on a store thread (inline for a store that
 /// never blocks).
 fn store_call<'py>(
-    slf: &Bound<'py, SessionManager>,
-    method: &str,
-    args: Vec<Bound<'py, PyAny>>,
+    slf: &Bound<'py, SessionManager>, method: &str, args: Vec<Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let py = slf.py();
     let blocks = slf.get().engine.store.blocks();
@@ -462,9 +437,7 @@ impl TornadoSessionManager {
     )]
     #[pyo3(signature = (secret, session_dir = None, **options))]
     fn new(
-        py: Python<'_>,
-        secret: &Bound<'_, PyAny>,
-        session_dir: Option<&Bound<'_, PyAny>>,
+        py: Python<'_>, secret: &Bound<'_, PyAny>, session_dir: Option<&Bound<'_, PyAny>>,
         options: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<PyClassInitializer<Self>> {
         // Build the base through its own constructor, so both take exactly the same options.
@@ -485,8 +458,7 @@ impl TornadoSessionManager {
     #[pyo3(signature = (requestHandler = None))]
     #[allow(non_snake_case)]
     fn get(
-        slf: &Bound<'_, Self>,
-        requestHandler: Option<&Bound<'_, PyAny>>,
+        slf: &Bound<'_, Self>, requestHandler: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Py<Session>> {
         let py = slf.py();
         let manager = slf.as_super().get();
@@ -506,9 +478,7 @@ impl TornadoSessionManager {
     /// regenerated, re-signed or a day old).
     #[allow(non_snake_case)]
     fn set(
-        slf: &Bound<'_, Self>,
-        requestHandler: &Bound<'_, PyAny>,
-        session: &Bound<'_, PyAny>,
+        slf: &Bound<'_, Self>, requestHandler: &Bound<'_, PyAny>, session: &Bound<'_, PyAny>,
     ) -> PyResult<()> {
         let engine = slf.as_super().get().engine();
         engine.save_for_handler(requestHandler, as_session(session)?)

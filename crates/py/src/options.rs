@@ -87,10 +87,7 @@ pub fn read_limit(max_size: Option<usize>, max_read_size: Option<usize>) -> PyRe
 /// what the store takes (`store_limit`, memcached's item size), which a larger `max_size`
 /// given by hand is refused for.
 pub fn save_limit(
-    max_size: Option<usize>,
-    read_limit: usize,
-    store_limit: Option<usize>,
-    store: &str,
+    max_size: Option<usize>, read_limit: usize, store_limit: Option<usize>, store: &str,
 ) -> PyResult<usize> {
     match (max_size, store_limit) {
         (Some(size), Some(limit)) if size > limit => Err(value_error(format!(

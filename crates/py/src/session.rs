@@ -158,9 +158,7 @@ impl Session {
 
     /// An identity read from any object with `session_id` and `hmac_digest` attributes.
     pub fn foreign_meta(
-        py: Python<'_>,
-        session_id: Py<PyAny>,
-        hmac_digest: Py<PyAny>,
+        py: Python<'_>, session_id: Py<PyAny>, hmac_digest: Py<PyAny>,
     ) -> SessionMeta {
         SessionMeta {
             session_id,
@@ -175,19 +173,14 @@ impl Session {
     #[new]
     #[pyo3(signature = (*_args, **_kwargs))]
     fn new(
-        py: Python<'_>,
-        _args: &Bound<'_, PyTuple>,
-        _kwargs: Option<&Bound<'_, PyDict>>,
+        py: Python<'_>, _args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, PyDict>>,
     ) -> Self {
         Self::blank(py)
     }
 
     #[pyo3(signature = (session_id = None, hmac_digest = None))]
     fn __init__(
-        &self,
-        py: Python<'_>,
-        session_id: Option<Py<PyAny>>,
-        hmac_digest: Option<Py<PyAny>>,
+        &self, py: Python<'_>, session_id: Option<Py<PyAny>>, hmac_digest: Option<Py<PyAny>>,
     ) {
         let session_id = session_id.unwrap_or_else(|| py.None());
         let hmac_digest = hmac_digest.unwrap_or_else(|| py.None());

@@ -114,11 +114,7 @@ impl CookieSettings {
     /// (no expiry: gone when the browser closes), `Some(true)` gives them the configured
     /// expiry (30 days when the manager has none).
     pub fn send(
-        &self,
-        handler: &Bound<'_, PyAny>,
-        id: &str,
-        digest: &str,
-        persistent: Option<bool>,
+        &self, handler: &Bound<'_, PyAny>, id: &str, digest: &str, persistent: Option<bool>,
     ) -> PyResult<()> {
         let py = handler.py();
         let shared = self.set_kwargs[usize::from(self.secure_for(handler)?)].bind(py);
@@ -200,8 +196,7 @@ impl CookieSettings {
     /// accepts: `tests/test_signed_cookies.py`); `None` when Tornado must answer itself (an
     /// overridden cookie method, a version-1 or unusual value, no usable cookie_secret).
     fn read_cookies_natively(
-        &self,
-        handler: &Bound<'_, PyAny>,
+        &self, handler: &Bound<'_, PyAny>,
     ) -> PyResult<Option<RequestCookies>> {
         let py = handler.py();
         if !self.native_names || !uses_tornado_cookie_methods(handler)? {
@@ -411,11 +406,7 @@ pub fn text(value: &Bound<'_, PyAny>) -> Option<String> {
 #[pyfunction]
 #[pyo3(signature = (cookie_secret, name, cookie_header, now, max_age_days = 31.0))]
 pub fn _read_signed_cookie<'py>(
-    py: Python<'py>,
-    cookie_secret: &Bound<'py, PyAny>,
-    name: &str,
-    cookie_header: &str,
-    now: f64,
+    py: Python<'py>, cookie_secret: &Bound<'py, PyAny>, name: &str, cookie_header: &str, now: f64,
     max_age_days: f64,
 ) -> PyResult<(bool, Option<Bound<'py, PyBytes>>)> {
     let settings = PyDict::new(py);

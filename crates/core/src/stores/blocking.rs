@@ -48,9 +48,7 @@ impl Stream for UnixStream {
 
 /// A TCP connection to `host:port`, trying each of its addresses within `connect_timeout`.
 pub(crate) fn connect_tcp(
-    host: &str,
-    port: u16,
-    connect_timeout: Duration,
+    host: &str, port: u16, connect_timeout: Duration,
 ) -> io::Result<TcpStream> {
     let mut last = io::Error::new(io::ErrorKind::NotFound, "the host has no address");
     for address in (host, port).to_socket_addrs()? {
@@ -136,10 +134,7 @@ impl<S: Stream> Connection<S> {
     /// which must carry the tag: replies left on a pooled connection by an earlier request can
     /// never be taken for this one's. A value larger than `max_value` is not read.
     pub(crate) fn call(
-        &mut self,
-        bytes: &[u8],
-        replies: usize,
-        max_value: usize,
+        &mut self, bytes: &[u8], replies: usize, max_value: usize,
     ) -> Result<Vec<Reply>, CallError> {
         let tag = self.next_tag;
         self.next_tag = self.next_tag.wrapping_add(1);
@@ -179,19 +174,13 @@ impl<S: Stream> Connection<S> {
     /// Sends `bytes` as they are and reads `replies` replies: for what has no tag to echo (a
     /// Redis login before it is let in, a Sentinel).
     pub(crate) fn call_untagged(
-        &mut self,
-        bytes: &[u8],
-        replies: usize,
+        &mut self, bytes: &[u8], replies: usize,
     ) -> Result<Vec<Reply>, CallError> {
         self.exchange(bytes, replies, None, usize::MAX)
     }
 
     fn exchange(
-        &mut self,
-        bytes: &[u8],
-        count: usize,
-        tag: Option<u64>,
-        max_value: usize,
+        &mut self, bytes: &[u8], count: usize, tag: Option<u64>, max_value: usize,
     ) -> Result<Vec<Reply>, CallError> {
         if self.broken {
             return Err(CallError::Io(io::Error::new(
@@ -207,11 +196,7 @@ impl<S: Stream> Connection<S> {
     }
 
     fn exchange_by(
-        &mut self,
-        deadline: Instant,
-        bytes: &[u8],
-        count: usize,
-        tag: Option<u64>,
+        &mut self, deadline: Instant, bytes: &[u8], count: usize, tag: Option<u64>,
         max_value: usize,
     ) -> Result<Vec<Reply>, CallError> {
         if !self.buf.is_empty() {

@@ -19,10 +19,7 @@ use super::{SessionStore, StoreError};
 pub trait UserIndex: Send + Sync {
     /// Files `session_id` under `user_key` for as long as its record lives (`ttl` from now).
     fn index_user(
-        &self,
-        user_key: &str,
-        session_id: &str,
-        ttl: Option<Duration>,
+        &self, user_key: &str, session_id: &str, ttl: Option<Duration>,
     ) -> StoreResult<()>;
     /// Takes `session_id` out of `user_key`'s index (a missing entry is not an error).
     fn unindex_user(&self, user_key: &str, session_id: &str) -> StoreResult<()>;
@@ -53,10 +50,7 @@ impl dyn SessionStore + '_ {
     /// Files `session_id` under `user_key` (see [`UserIndex::index_user`]); nothing to do where
     /// the generation in each owned record does the index's work.
     pub fn index_user(
-        &self,
-        user_key: &str,
-        session_id: &str,
-        ttl: Option<Duration>,
+        &self, user_key: &str, session_id: &str, ttl: Option<Duration>,
     ) -> StoreResult<()> {
         match self.user_index() {
             Some(index) => index.index_user(user_key, session_id, ttl),

@@ -266,10 +266,7 @@ impl MemoryStore {
     /// Stores `blob` if `condition` holds for what is there now (an unexpired entry or none),
     /// checked under the same lock as the write.
     fn store_if(
-        &self,
-        session_id: &str,
-        blob: &[u8],
-        ttl: Option<Duration>,
+        &self, session_id: &str, blob: &[u8], ttl: Option<Duration>,
         condition: impl FnOnce(Option<&[u8]>) -> bool,
     ) -> StoreResult<bool> {
         let key = self.key(session_id)?;
@@ -351,20 +348,13 @@ impl SessionStore for MemoryStore {
     }
 
     fn save_if_unchanged(
-        &self,
-        session_id: &str,
-        expected: Option<&[u8]>,
-        blob: &[u8],
-        ttl: Option<Duration>,
+        &self, session_id: &str, expected: Option<&[u8]>, blob: &[u8], ttl: Option<Duration>,
     ) -> StoreResult<bool> {
         self.store_if(session_id, blob, ttl, |current| current == expected)
     }
 
     fn save_if_exists(
-        &self,
-        session_id: &str,
-        blob: &[u8],
-        ttl: Option<Duration>,
+        &self, session_id: &str, blob: &[u8], ttl: Option<Duration>,
     ) -> StoreResult<bool> {
         self.store_if(session_id, blob, ttl, |current| current.is_some())
     }
@@ -395,10 +385,7 @@ impl SessionStore for MemoryStore {
 
 impl UserIndex for MemoryStore {
     fn index_user(
-        &self,
-        user_key: &str,
-        session_id: &str,
-        _ttl: Option<Duration>,
+        &self, user_key: &str, session_id: &str, _ttl: Option<Duration>,
     ) -> StoreResult<()> {
         let (owner, key) = (self.key(user_key)?, self.key(session_id)?);
         let mut segments = self.segments.lock();

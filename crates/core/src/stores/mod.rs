@@ -166,20 +166,13 @@ pub trait SessionStore: Send + Sync {
     /// Replaces the record only if it still is `expected` (`None`: only if there is none), all
     /// or nothing; `Ok(false)`, writing nothing, when another writer got there first.
     fn save_if_unchanged(
-        &self,
-        session_id: &str,
-        expected: Option<&[u8]>,
-        blob: &[u8],
-        ttl: Option<Duration>,
+        &self, session_id: &str, expected: Option<&[u8]>, blob: &[u8], ttl: Option<Duration>,
     ) -> StoreResult<bool>;
     /// Replaces the record only if one exists for `session_id`, all or nothing; `Ok(false)`,
     /// writing nothing, when there is none. A save of a session loaded from the store uses it, so
     /// it never resurrects a record another request destroyed or regenerated meanwhile.
     fn save_if_exists(
-        &self,
-        session_id: &str,
-        blob: &[u8],
-        ttl: Option<Duration>,
+        &self, session_id: &str, blob: &[u8], ttl: Option<Duration>,
     ) -> StoreResult<bool>;
     /// Removes the record; removing a missing record is not an error. Returns whether there was
     /// a live record to remove, decided atomically with the removal where the store can: what
@@ -202,10 +195,7 @@ pub trait SessionStore: Send + Sync {
     /// when the session has its own idle timeout, else `ttl` (the manager's). Stores that check
     /// idleness as they read (FileStore) override it to check against the record's own.
     fn load_refreshing(
-        &self,
-        session_id: &str,
-        ttl: Option<Duration>,
-        ttl_of: &dyn Fn(&[u8]) -> Option<Duration>,
+        &self, session_id: &str, ttl: Option<Duration>, ttl_of: &dyn Fn(&[u8]) -> Option<Duration>,
         max_bytes: usize,
     ) -> LoadResult {
         let blob = match ttl {
@@ -271,10 +261,7 @@ fn quoted_list(items: &[String]) -> String {
 
 /// `blob` unless it holds more than `max_bytes`: for stores that cannot ask the size first.
 fn within_limit(
-    store: &dyn SessionStore,
-    session_id: &str,
-    blob: Option<Vec<u8>>,
-    max_bytes: usize,
+    store: &dyn SessionStore, session_id: &str, blob: Option<Vec<u8>>, max_bytes: usize,
 ) -> LoadResult {
     match blob {
         Some(blob) if blob.len() > max_bytes => Err(StoreError::oversized(

@@ -57,9 +57,7 @@ impl SqliteStore {
     /// Opens (creating when missing) the database at `path` and its table.
     /// `durable`: `synchronous=FULL`, every commit on disk before it returns.
     pub fn open(
-        path: impl Into<PathBuf>,
-        busy_timeout: Duration,
-        durable: bool,
+        path: impl Into<PathBuf>, busy_timeout: Duration, durable: bool,
     ) -> StoreResult<Self> {
         let path = path.into();
         let describe = || format!("SqliteStore({:?})", path.display().to_string());
@@ -148,10 +146,7 @@ impl SqliteStore {
     /// A row read as `(length(blob), blob if within max_bytes)`, so an oversized record is
     /// measured by SQLite and never copied out.
     fn within_limit(
-        &self,
-        session_id: &str,
-        row: Option<(i64, Option<Vec<u8>>)>,
-        max_bytes: usize,
+        &self, session_id: &str, row: Option<(i64, Option<Vec<u8>>)>, max_bytes: usize,
     ) -> LoadResult {
         match row {
             None => Ok(None),
@@ -229,11 +224,7 @@ impl SessionStore for SqliteStore {
     }
 
     fn save_if_unchanged(
-        &self,
-        session_id: &str,
-        expected: Option<&[u8]>,
-        blob: &[u8],
-        ttl: Option<Duration>,
+        &self, session_id: &str, expected: Option<&[u8]>, blob: &[u8], ttl: Option<Duration>,
     ) -> StoreResult<bool> {
         let mut connection = self.connection.lock();
         let fail = |e: rusqlite::Error| self.fail("save", session_id, e);
@@ -282,10 +273,7 @@ impl SessionStore for SqliteStore {
     }
 
     fn save_if_exists(
-        &self,
-        session_id: &str,
-        blob: &[u8],
-        ttl: Option<Duration>,
+        &self, session_id: &str, blob: &[u8], ttl: Option<Duration>,
     ) -> StoreResult<bool> {
         // One UPDATE: it changes a row only where one lives, atomically against any process.
         let now = now_f64();
@@ -378,10 +366,7 @@ impl SessionStore for SqliteStore {
 
 impl UserIndex for SqliteStore {
     fn index_user(
-        &self,
-        user_key: &str,
-        session_id: &str,
-        _ttl: Option<Duration>,
+        &self, user_key: &str, session_id: &str, _ttl: Option<Duration>,
     ) -> StoreResult<()> {
         self.connection
             .lock()

@@ -58,9 +58,7 @@ pub enum Dialect {
 /// complete reply yet (nothing is consumed then), `Ok(Some(reply))` with that reply's bytes
 /// drained from `buf`, `Err` when the bytes can never become a reply.
 pub fn decode(
-    dialect: Dialect,
-    buf: &mut Vec<u8>,
-    max_value: usize,
+    dialect: Dialect, buf: &mut Vec<u8>, max_value: usize,
 ) -> Result<Option<Reply>, ProtocolError> {
     match dialect {
         Dialect::Resp => resp::decode(buf, max_value),

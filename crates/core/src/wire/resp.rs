@@ -236,8 +236,7 @@ fn length(line: &[u8], what: &str, max_value: usize) -> Result<Option<usize>, Pr
 }
 
 fn to_reply(
-    frame: OwnedFrame,
-    nulls: &mut impl Iterator<Item = NullKind>,
+    frame: OwnedFrame, nulls: &mut impl Iterator<Item = NullKind>,
 ) -> Result<Reply, ProtocolError> {
     Ok(match frame {
         OwnedFrame::SimpleString(text) => Reply::Status(

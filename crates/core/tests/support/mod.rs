@@ -70,10 +70,7 @@ fn skip_missing(binary: &str, error: &std::io::Error) {
 /// `pid_at` asks it) is the one started: `Ok(None)` when it exited first (the port was taken),
 /// `Err` when the binary is not installed.
 fn spawn_on(
-    binary: &str,
-    port: u16,
-    args: &dyn Fn(u16) -> Vec<String>,
-    pid_at: &dyn Fn(u16) -> Option<u32>,
+    binary: &str, port: u16, args: &dyn Fn(u16) -> Vec<String>, pid_at: &dyn Fn(u16) -> Option<u32>,
 ) -> std::io::Result<Option<Server>> {
     let child = Command::new(binary)
         .args(args(port))
@@ -97,9 +94,7 @@ fn spawn_on(
 
 /// `binary` started on a free port; `None` when it is not installed.
 fn start(
-    binary: &str,
-    args: &dyn Fn(u16) -> Vec<String>,
-    pid_at: &dyn Fn(u16) -> Option<u32>,
+    binary: &str, args: &dyn Fn(u16) -> Vec<String>, pid_at: &dyn Fn(u16) -> Option<u32>,
 ) -> Option<Server> {
     for _ in 0..PORT_ATTEMPTS {
         match spawn_on(binary, free_port(), args, pid_at) {

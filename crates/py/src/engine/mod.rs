@@ -184,9 +184,7 @@ impl Engine {
 
     /// What an id and digest given by hand (str or bytes) name.
     pub fn check_pair(
-        &self,
-        session_id: Option<&Bound<'_, PyAny>>,
-        hmac_digest: Option<&Bound<'_, PyAny>>,
+        &self, session_id: Option<&Bound<'_, PyAny>>, hmac_digest: Option<&Bound<'_, PyAny>>,
     ) -> CookieCheck {
         let Some(id) = session_id.map(text) else {
             return CookieCheck::Absent;
@@ -252,9 +250,7 @@ impl Engine {
     /// `load` does: an owner (index, generation) or an idle timeout of its own (another
     /// expiry). A record bound to another id is a `Crossed` error, whatever it holds.
     pub fn loaded_without_follow_up(
-        &self,
-        session_id: &str,
-        found: Result<Option<Vec<u8>>, StoreError>,
+        &self, session_id: &str, found: Result<Option<Vec<u8>>, StoreError>,
     ) -> Option<Result<Fetched, StoreError>> {
         let found = Python::attach(|py| self.check_loaded(py, session_id, found));
         if let Ok(Some(blob)) = &found {
@@ -270,10 +266,7 @@ impl Engine {
     /// A store's answer to a load of `session_id`, refused when the record is bound to another
     /// id (see `lifecycle::check_loaded`): every read of a record by id goes through this first.
     fn check_loaded(
-        &self,
-        py: Python<'_>,
-        session_id: &str,
-        found: Result<Option<Vec<u8>>, StoreError>,
+        &self, py: Python<'_>, session_id: &str, found: Result<Option<Vec<u8>>, StoreError>,
     ) -> Result<Option<Vec<u8>>, StoreError> {
         lifecycle::check_loaded(session_id, found, || self.store.describe(py))
     }
@@ -416,9 +409,7 @@ impl Engine {
     /// owner's current generation: one `get` per login, none for saves of loaded sessions,
     /// which keep the generation they were loaded with (so one ended meanwhile stays ended).
     pub fn save(
-        &self,
-        py: Python<'_>,
-        write: &mut PlannedSave,
+        &self, py: Python<'_>, write: &mut PlannedSave,
     ) -> Result<WriteOutcome, StoreError> {
         if let (Some(user), None) = (&write.plan.user, write.plan.generation) {
             if self.store.revokes_by_generation() {
@@ -484,10 +475,7 @@ impl Engine {
 
     /// Records what came of a write in the session (and logs a new or a dropped session).
     pub fn record_save(
-        &self,
-        py: Python<'_>,
-        session: &Bound<'_, Session>,
-        write: PlannedSave,
+        &self, py: Python<'_>, session: &Bound<'_, Session>, write: PlannedSave,
         outcome: WriteOutcome,
     ) {
         let token = ids::log_token(&write.id);
@@ -522,9 +510,7 @@ impl Engine {
     /// `save_now` for a request: refuses a write whose cookies could no longer be sent (see
     /// `refuse_unsendable_cookies`), then sets the cookies when they are due.
     pub fn save_for_handler(
-        &self,
-        handler: &Bound<'_, PyAny>,
-        session: &Bound<'_, Session>,
+        &self, handler: &Bound<'_, PyAny>, session: &Bound<'_, Session>,
     ) -> PyResult<()> {
         let py = handler.py();
         if let Some(mut write) = self.plan_save(session)? {
@@ -539,9 +525,7 @@ impl Engine {
     /// are out only a refresh can be due (a write that needed them was refused before it was
     /// made): the browser's cookie still names the session, and a later response sends it.
     pub fn send_cookies(
-        &self,
-        handler: &Bound<'_, PyAny>,
-        session: &Bound<'_, Session>,
+        &self, handler: &Bound<'_, PyAny>, session: &Bound<'_, Session>,
     ) -> PyResult<()> {
         let py = handler.py();
         if !session.get().update_state(|state| state.cookies_to_send()) || headers_written(handler)
@@ -573,9 +557,7 @@ impl Engine {
     /// Logout, once the record is deleted: a new id, no data, both cookies cleared (while the
     /// headers are not out yet). A write after this stores a new session and sends its cookies.
     pub fn destroy(
-        &self,
-        handler: Option<&Bound<'_, PyAny>>,
-        session: &Bound<'_, Session>,
+        &self, handler: Option<&Bound<'_, PyAny>>, session: &Bound<'_, Session>,
     ) -> PyResult<()> {
         let py = session.py();
         let old = session.get().id(py).ok();
@@ -633,8 +615,7 @@ impl Engine {
 /// cookie for (new, regenerated, or written again after a logout) once the response's headers
 /// are out: its record would be an orphan no request can name, and the visitor would lose it.
 pub fn refuse_unsendable_cookies(
-    handler: &Bound<'_, PyAny>,
-    session: &Bound<'_, Session>,
+    handler: &Bound<'_, PyAny>, session: &Bound<'_, Session>,
 ) -> Result<(), CookiesTooLate> {
     if session.get().update_state(|state| state.is_stored()) {
         return Ok(());

@@ -53,11 +53,7 @@ impl UserSessionStore for StoreAt<'_, '_> {
     }
 
     fn save_if_unchanged(
-        &self,
-        session_id: &str,
-        expected: Option<&[u8]>,
-        blob: &[u8],
-        ttl: Option<Duration>,
+        &self, session_id: &str, expected: Option<&[u8]>, blob: &[u8], ttl: Option<Duration>,
     ) -> Result<bool, StoreError> {
         match self
             .store
@@ -91,9 +87,7 @@ impl Engine {
 
     /// `store.load` of a record by id, its binding checked.
     pub(super) fn load_record(
-        &self,
-        py: Python<'_>,
-        session_id: &str,
+        &self, py: Python<'_>, session_id: &str,
     ) -> Result<Option<Vec<u8>>, StoreError> {
         let store = self.store_at(py);
         self.users(&store).load_checked(session_id)
@@ -101,10 +95,7 @@ impl Engine {
 
     /// Removes a record, then its entry in its owner's index; whether there was a record.
     pub fn delete(
-        &self,
-        py: Python<'_>,
-        session_id: &str,
-        owner: Option<&str>,
+        &self, py: Python<'_>, session_id: &str, owner: Option<&str>,
     ) -> Result<bool, StoreError> {
         let store = self.store_at(py);
         self.users(&store).delete(session_id, owner)
@@ -119,10 +110,7 @@ impl Engine {
     /// Ends every session of `user_id` but `keep` (a session id); returns how many, and the
     /// record `keep` was carried over with (stores that revoke by generation).
     pub fn destroy_user_sessions(
-        &self,
-        py: Python<'_>,
-        user_id: &str,
-        keep: Option<&str>,
+        &self, py: Python<'_>, user_id: &str, keep: Option<&str>,
     ) -> Result<Ended, StoreError> {
         let store = self.store_at(py);
         let ended = self.users(&store).end_all_but(user_id, keep)?;
@@ -152,9 +140,7 @@ impl Engine {
 
     /// The session id a public id names, if it is a live session of the user it names.
     pub fn find_public_id(
-        &self,
-        py: Python<'_>,
-        public_id: &str,
+        &self, py: Python<'_>, public_id: &str,
     ) -> Result<Option<String>, StoreError> {
         let store = self.store_at(py);
         self.users(&store).find_public_id(public_id)

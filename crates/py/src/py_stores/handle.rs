@@ -53,9 +53,7 @@ impl StoreHandle {
     /// Runs `call` on the store: without the GIL for a native store that may block; with it
     /// for a Python store, which needs it anyway.
     fn run<T: Send>(
-        &self,
-        py: Python<'_>,
-        call: impl FnOnce(&dyn SessionStore) -> StoreResult<T> + Send,
+        &self, py: Python<'_>, call: impl FnOnce(&dyn SessionStore) -> StoreResult<T> + Send,
     ) -> StoreResult<T> {
         match self {
             Self::Native(store) if store.blocks() => py.detach(|| call(store.as_ref())),
@@ -65,9 +63,7 @@ impl StoreHandle {
 
     /// `run`, with the session id scrubbed from any error (see `StoreError::without_id`).
     fn run_for<T: Send>(
-        &self,
-        py: Python<'_>,
-        session_id: &str,
+        &self, py: Python<'_>, session_id: &str,
         call: impl FnOnce(&dyn SessionStore) -> StoreResult<T> + Send,
     ) -> StoreResult<T> {
         self.run(py, call).map_err(|e| e.without_id(session_id))
@@ -118,11 +114,7 @@ impl StoreHandle {
     /// Loads a record; with `refresh`, also moves its expiry that far ahead (and never returns
     /// a record idle for longer). A record above `max_bytes` is an `OversizedRecord` error.
     pub fn load(
-        &self,
-        py: Python<'_>,
-        session_id: &str,
-        refresh: Option<Duration>,
-        max_bytes: usize,
+        &self, py: Python<'_>, session_id: &str, refresh: Option<Duration>, max_bytes: usize,
     ) -> LoadResult {
         self.load_refreshing(py, session_id, refresh, &|_| None, max_bytes)
     }
@@ -130,12 +122,8 @@ impl StoreHandle {
     /// `load`, moving the expiry to the record's own idle timeout (`ttl_of(blob)`) when it
     /// has one.
     pub fn load_refreshing(
-        &self,
-        py: Python<'_>,
-        session_id: &str,
-        refresh: Option<Duration>,
-        ttl_of: &(dyn Fn(&[u8]) -> Option<Duration> + Sync),
-        max_bytes: usize,
+        &self, py: Python<'_>, session_id: &str, refresh: Option<Duration>,
+        ttl_of: &(dyn Fn(&[u8]) -> Option<Duration> + Sync), max_bytes: usize,
     ) -> LoadResult {
         self.run_for(py, session_id, |store| {
             store.load_refreshing(session_id, refresh, ttl_of, max_bytes)
@@ -144,11 +132,7 @@ impl StoreHandle {
 
     /// Saves only over an existing record: `Ok(false)`, writing nothing, when there is none.
     pub fn save_if_exists(
-        &self,
-        py: Python<'_>,
-        session_id: &str,
-        blob: &[u8],
-        ttl: Option<Duration>,
+        &self, py: Python<'_>, session_id: &str, blob: &[u8], ttl: Option<Duration>,
     ) -> StoreResult<bool> {
         self.run_for(py, session_id, |store| {
             store.save_if_exists(session_id, blob, ttl)
@@ -156,22 +140,14 @@ impl StoreHandle {
     }
 
     pub fn save(
-        &self,
-        py: Python<'_>,
-        session_id: &str,
-        blob: &[u8],
-        ttl: Option<Duration>,
+        &self, py: Python<'_>, session_id: &str, blob: &[u8], ttl: Option<Duration>,
     ) -> StoreResult<()> {
         self.run_for(py, session_id, |store| store.save(session_id, blob, ttl))
     }
 
     /// Saves only if the record still is `expected`; a conflict error when it is not.
     pub fn save_if_unchanged(
-        &self,
-        py: Python<'_>,
-        session_id: &str,
-        expected: Option<&[u8]>,
-        blob: &[u8],
+        &self, py: Python<'_>, session_id: &str, expected: Option<&[u8]>, blob: &[u8],
         ttl: Option<Duration>,
     ) -> StoreResult<()> {
         let written = self.run_for(py, session_id, |store| {
@@ -190,11 +166,7 @@ impl StoreHandle {
 
     /// Files `session_id` under the user key (see `SessionStore::index_user`).
     pub fn index_user(
-        &self,
-        py: Python<'_>,
-        user_key: &str,
-        session_id: &str,
-        ttl: Option<Duration>,
+        &self, py: Python<'_>, user_key: &str, session_id: &str, ttl: Option<Duration>,
     ) -> StoreResult<()> {
         self.run_for(py, session_id, |store| {
             store.index_user(user_key, session_id, ttl)
@@ -203,10 +175,7 @@ impl StoreHandle {
 
     /// Takes `session_id` out of the user key's index.
     pub fn unindex_user(
-        &self,
-        py: Python<'_>,
-        user_key: &str,
-        session_id: &str,
+        &self, py: Python<'_>, user_key: &str, session_id: &str,
     ) -> StoreResult<()> {
         self.run_for(py, session_id, |store| {
             store.unindex_user(user_key, session_id)
@@ -215,11 +184,7 @@ impl StoreHandle {
 
     /// Moves an index entry's expiry with its record's (Redis); nothing elsewhere.
     pub fn touch_user(
-        &self,
-        py: Python<'_>,
-        user_key: &str,
-        session_id: &str,
-        ttl: Duration,
+        &self, py: Python<'_>, user_key: &str, session_id: &str, ttl: Duration,
     ) -> StoreResult<()> {
         self.run_for(py, session_id, |store| {
             store.touch_user(user_key, session_id, ttl)

@@ -43,8 +43,7 @@ impl PyMemoryStore {
         text_signature = "(max_sessions=100000, *, max_bytes=268435456)"
     )]
     fn new(
-        max_sessions: SaturatingInt,
-        max_bytes: SaturatingInt,
+        max_sessions: SaturatingInt, max_bytes: SaturatingInt,
     ) -> PyResult<PyClassInitializer<Self>> {
         // 2**48 sessions or bytes is past any machine's memory, and far from overflows.
         let non_zero = |name: &str, value: SaturatingInt| {
@@ -150,10 +149,7 @@ impl PySqliteStore {
         text_signature = "(path, *, timeout=5.0, durable=False)"
     )]
     fn new(
-        py: Python<'_>,
-        path: PathBuf,
-        timeout: f64,
-        durable: bool,
+        py: Python<'_>, path: PathBuf, timeout: f64, durable: bool,
     ) -> PyResult<PyClassInitializer<Self>> {
         let busy_timeout = positive_seconds("timeout", timeout)?;
         let store = py

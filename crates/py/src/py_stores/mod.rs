@@ -60,11 +60,7 @@ impl PyStore {
 #[pyfunction]
 #[pyo3(signature = (store, session_id, blob, ttl = None))]
 pub fn _store_save_if_exists(
-    py: Python<'_>,
-    store: &Bound<'_, PyAny>,
-    session_id: &str,
-    blob: &[u8],
-    ttl: Option<u64>,
+    py: Python<'_>, store: &Bound<'_, PyAny>, session_id: &str, blob: &[u8], ttl: Option<u64>,
 ) -> PyResult<bool> {
     let session_id = checked_id(session_id)?;
     let handle = StoreHandle::from_object(store)?;
@@ -76,10 +72,7 @@ pub fn _store_save_if_exists(
 /// `StoreHandle::load` with a byte limit on any store a manager takes, for the test suite.
 #[pyfunction]
 pub fn _store_load<'py>(
-    py: Python<'py>,
-    store: &Bound<'py, PyAny>,
-    session_id: &str,
-    max_bytes: usize,
+    py: Python<'py>, store: &Bound<'py, PyAny>, session_id: &str, max_bytes: usize,
 ) -> PyResult<Option<Bound<'py, PyBytes>>> {
     let session_id = checked_id(session_id)?;
     let handle = StoreHandle::from_object(store)?;

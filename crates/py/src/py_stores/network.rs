@@ -136,10 +136,7 @@ impl PyMemcachedStore {
         text_signature = "(servers, *, prefix='tornsession:', connect_timeout=1.0, timeout=1.0, pool_size=8)"
     )]
     fn new(
-        servers: Vec<String>,
-        prefix: String,
-        connect_timeout: f64,
-        timeout: f64,
+        servers: Vec<String>, prefix: String, connect_timeout: f64, timeout: f64,
         pool_size: SaturatingInt,
     ) -> PyResult<PyClassInitializer<Self>> {
         let pool_size = count("pool_size", pool_size.0, 1, MAX_POOL_SIZE)?;

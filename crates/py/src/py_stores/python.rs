@@ -52,9 +52,7 @@ impl PythonStore {
     /// `object.method(*args)`, its exception as a store error. Its message may well quote the
     /// key (a `KeyError('tornsession:<id>')`); `StoreHandle` scrubs the id from what it returns.
     fn call<'py>(
-        &self,
-        py: Python<'py>,
-        method: &Bound<'py, PyString>,
+        &self, py: Python<'py>, method: &Bound<'py, PyString>,
         args: impl pyo3::call::PyCallArgs<'py>,
     ) -> StoreResult<Bound<'py, PyAny>> {
         self.object
@@ -111,10 +109,7 @@ impl PythonStore {
 
     /// An optional per-user method; `Unsupported` when the object has none.
     fn call_user_method<'py>(
-        &self,
-        py: Python<'py>,
-        method: &Bound<'py, PyString>,
-        what: &str,
+        &self, py: Python<'py>, method: &Bound<'py, PyString>, what: &str,
         args: impl pyo3::call::PyCallArgs<'py>,
     ) -> StoreResult<Bound<'py, PyAny>> {
         if !self.has(py, method) {
@@ -138,10 +133,7 @@ impl SessionStore for PythonStore {
 
     /// One `get`, then one `touch` to the record's own idle timeout or else `ttl`.
     fn load_refreshing(
-        &self,
-        session_id: &str,
-        ttl: Option<Duration>,
-        ttl_of: &dyn Fn(&[u8]) -> Option<Duration>,
+        &self, session_id: &str, ttl: Option<Duration>, ttl_of: &dyn Fn(&[u8]) -> Option<Duration>,
         max_bytes: usize,
     ) -> LoadResult {
         Python::attach(|py| {
@@ -168,11 +160,7 @@ impl SessionStore for PythonStore {
     }
 
     fn save_if_unchanged(
-        &self,
-        session_id: &str,
-        expected: Option<&[u8]>,
-        blob: &[u8],
-        ttl: Option<Duration>,
+        &self, session_id: &str, expected: Option<&[u8]>, blob: &[u8], ttl: Option<Duration>,
     ) -> StoreResult<bool> {
         Python::attach(|py| {
             let compare_and_set = intern!(py, "compare_and_set");
@@ -191,10 +179,7 @@ impl SessionStore for PythonStore {
     /// `set_if_exists(key, value, ttl)` when the object has one (atomic if theirs is);
     /// otherwise `get` then `set`, which a delete between the two can slip past.
     fn save_if_exists(
-        &self,
-        session_id: &str,
-        blob: &[u8],
-        ttl: Option<Duration>,
+        &self, session_id: &str, blob: &[u8], ttl: Option<Duration>,
     ) -> StoreResult<bool> {
         Python::attach(|py| {
             let key = python_key(session_id);
@@ -247,10 +232,7 @@ impl SessionStore for PythonStore {
 impl UserIndex for PythonStore {
     /// `add_to_user(user_key, key, ttl)`.
     fn index_user(
-        &self,
-        user_key: &str,
-        session_id: &str,
-        ttl: Option<Duration>,
+        &self, user_key: &str, session_id: &str, ttl: Option<Duration>,
     ) -> StoreResult<()> {
         Python::attach(|py| {
             let args = (user_key, python_key(session_id), ttl.map(whole_seconds));

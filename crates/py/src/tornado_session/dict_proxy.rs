@@ -12,8 +12,7 @@ use super::TornadoSession;
 
 /// `dict.<name>`, looked up once: calls on the dict's own storage, bypassing our overrides.
 pub(super) fn dict_method<'py>(
-    py: Python<'py>,
-    name: &Bound<'py, PyString>,
+    py: Python<'py>, name: &Bound<'py, PyString>,
 ) -> PyResult<Bound<'py, PyAny>> {
     py.get_type::<PyDict>().getattr(name)
 }
@@ -26,9 +25,7 @@ impl TornadoSession {
 
     /// Loads, then calls `dict.<name>(self, *args)` on the storage.
     fn call_dict<'py>(
-        slf: &Bound<'py, Self>,
-        name: &Bound<'py, PyString>,
-        args: &[&Bound<'py, PyAny>],
+        slf: &Bound<'py, Self>, name: &Bound<'py, PyString>, args: &[&Bound<'py, PyAny>],
     ) -> PyResult<Bound<'py, PyAny>> {
         Self::ensure_loaded(slf)?;
         let py = slf.py();
@@ -44,8 +41,7 @@ impl TornadoSession {
     // {**s} and json.dumps(s) through here instead of the (possibly not yet loaded) storage.
 
     fn __getitem__<'py>(
-        slf: &Bound<'py, Self>,
-        key: &Bound<'py, PyAny>,
+        slf: &Bound<'py, Self>, key: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyAny>> {
         Self::ensure_loaded(slf)?;
         Self::storage(slf)
@@ -54,9 +50,7 @@ impl TornadoSession {
     }
 
     fn __setitem__(
-        slf: &Bound<'_, Self>,
-        key: &Bound<'_, PyAny>,
-        value: &Bound<'_, PyAny>,
+        slf: &Bound<'_, Self>, key: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>,
     ) -> PyResult<()> {
         Self::ensure_loaded(slf)?;
         Self::storage(slf).set_item(key, value)
@@ -94,9 +88,7 @@ impl TornadoSession {
     }
 
     fn __richcmp__<'py>(
-        slf: &Bound<'py, Self>,
-        other: &Bound<'py, PyAny>,
-        op: CompareOp,
+        slf: &Bound<'py, Self>, other: &Bound<'py, PyAny>, op: CompareOp,
     ) -> PyResult<Bound<'py, PyAny>> {
         let py = slf.py();
         if let Ok(other) = other.cast::<TornadoSession>() {
@@ -110,15 +102,13 @@ impl TornadoSession {
     }
 
     fn __or__<'py>(
-        slf: &Bound<'py, Self>,
-        other: &Bound<'py, PyAny>,
+        slf: &Bound<'py, Self>, other: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyAny>> {
         Self::call_dict(slf, intern!(slf.py(), "__or__"), &[other])
     }
 
     fn __ror__<'py>(
-        slf: &Bound<'py, Self>,
-        other: &Bound<'py, PyAny>,
+        slf: &Bound<'py, Self>, other: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyAny>> {
         Self::call_dict(slf, intern!(slf.py(), "__ror__"), &[other])
     }
@@ -129,9 +119,7 @@ impl TornadoSession {
 
     #[pyo3(signature = (key, default = None, /))]
     fn get<'py>(
-        slf: &Bound<'py, Self>,
-        key: &Bound<'py, PyAny>,
-        default: Option<Bound<'py, PyAny>>,
+        slf: &Bound<'py, Self>, key: &Bound<'py, PyAny>, default: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         Self::ensure_loaded(slf)?;
         match Self::storage(slf).get_item(key)? {
@@ -154,9 +142,7 @@ impl TornadoSession {
 
     #[pyo3(signature = (key, /, *default))]
     fn pop<'py>(
-        slf: &Bound<'py, Self>,
-        key: &Bound<'py, PyAny>,
-        default: &Bound<'py, PyTuple>,
+        slf: &Bound<'py, Self>, key: &Bound<'py, PyAny>, default: &Bound<'py, PyTuple>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let default: Vec<_> = default.iter().collect();
         let mut args = vec![key];
@@ -170,9 +156,7 @@ impl TornadoSession {
 
     #[pyo3(signature = (key, default = None, /))]
     fn setdefault<'py>(
-        slf: &Bound<'py, Self>,
-        key: &Bound<'py, PyAny>,
-        default: Option<Bound<'py, PyAny>>,
+        slf: &Bound<'py, Self>, key: &Bound<'py, PyAny>, default: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let default = default.unwrap_or_else(|| slf.py().None().into_bound(slf.py()));
         Self::call_dict(slf, intern!(slf.py(), "setdefault"), &[key, &default])
@@ -180,9 +164,7 @@ impl TornadoSession {
 
     #[pyo3(signature = (*args, **kwargs))]
     fn update(
-        slf: &Bound<'_, Self>,
-        args: &Bound<'_, PyTuple>,
-        kwargs: Option<&Bound<'_, PyDict>>,
+        slf: &Bound<'_, Self>, args: &Bound<'_, PyTuple>, kwargs: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<()> {
         Self::ensure_loaded(slf)?;
         let py = slf.py();

@@ -110,8 +110,7 @@ impl TornadoSession {
 /// can skip the Python-level call (and the intermediate `Session` that `get()` builds). A
 /// subclass that overrides the method is called through Python instead.
 fn native_engine(
-    manager: &Bound<'_, PyAny>,
-    method: &Bound<'_, PyString>,
+    manager: &Bound<'_, PyAny>, method: &Bound<'_, PyString>,
 ) -> PyResult<Option<Arc<Engine>>> {
     let Ok(tornado_manager) = manager.cast::<TornadoSessionManager>() else {
         return Ok(None);
@@ -129,9 +128,7 @@ fn native_engine(
 /// not). A session that has no record and no data has not changed; one whose record another
 /// request removed will write nothing, so has not either.
 fn differs_from_stored(
-    session_id: &str,
-    state: &SessionState,
-    data: &serde_json::Map<String, serde_json::Value>,
+    session_id: &str, state: &SessionState, data: &serde_json::Map<String, serde_json::Value>,
 ) -> bool {
     if state.gone {
         return false;
@@ -172,9 +169,7 @@ impl TornadoSession {
     #[new]
     #[pyo3(signature = (*_args, **_kwargs))]
     fn new(
-        py: Python<'_>,
-        _args: &Bound<'_, PyTuple>,
-        _kwargs: Option<&Bound<'_, PyDict>>,
+        py: Python<'_>, _args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, PyDict>>,
     ) -> PyClassInitializer<Self> {
         PyClassInitializer::from(Session::blank(py)).add_subclass(TornadoSession {
             state: Mutex::new(TornadoState {
@@ -186,8 +181,7 @@ impl TornadoSession {
     }
 
     fn __init__(
-        slf: &Bound<'_, Self>,
-        tornado_session_manager: &Bound<'_, PyAny>,
+        slf: &Bound<'_, Self>, tornado_session_manager: &Bound<'_, PyAny>,
         request_handler: &Bound<'_, PyAny>,
     ) -> PyResult<()> {
         Self::_bind(slf, tornado_session_manager, request_handler);
@@ -215,8 +209,7 @@ impl TornadoSession {
 
     /// Binds the session to a manager and handler without loading it (for `aload`).
     fn _bind(
-        slf: &Bound<'_, Self>,
-        tornado_session_manager: &Bound<'_, PyAny>,
+        slf: &Bound<'_, Self>, tornado_session_manager: &Bound<'_, PyAny>,
         request_handler: &Bound<'_, PyAny>,
     ) {
         let handler = HandlerRef::new(request_handler);
@@ -349,10 +342,8 @@ impl TornadoSession {
     /// leaves a value as it is.
     #[pyo3(signature = (idle_timeout = None, lifetime = None, persistent = None))]
     fn set_expiry(
-        slf: &Bound<'_, Self>,
-        idle_timeout: Option<&Bound<'_, PyAny>>,
-        lifetime: Option<&Bound<'_, PyAny>>,
-        persistent: Option<bool>,
+        slf: &Bound<'_, Self>, idle_timeout: Option<&Bound<'_, PyAny>>,
+        lifetime: Option<&Bound<'_, PyAny>>, persistent: Option<bool>,
     ) -> PyResult<()> {
         Self::ensure_loaded(slf)?;
         let engine = slf.get().engine(slf.py())?;

@@ -85,8 +85,7 @@ impl TornadoSession {
     /// Last load step, on the handler's thread: turns the store's answer into the session.
     /// Returns the deletion of a record past its lifetime, still to run.
     pub(super) fn end_load<'py>(
-        slf: &Bound<'py, Self>,
-        task: &Bound<'py, StoreTask>,
+        slf: &Bound<'py, Self>, task: &Bound<'py, StoreTask>,
     ) -> PyResult<Option<Bound<'py, StoreTask>>> {
         let py = slf.py();
         let finished = (|| {
@@ -113,9 +112,7 @@ impl TornadoSession {
     /// A manager whose get() is overridden (or another manager type): go through its API,
     /// exactly as the original TornadoSession did.
     pub(super) fn load_through_python(
-        slf: &Bound<'_, Self>,
-        manager: &Bound<'_, PyAny>,
-        handler: &Bound<'_, PyAny>,
+        slf: &Bound<'_, Self>, manager: &Bound<'_, PyAny>, handler: &Bound<'_, PyAny>,
     ) -> PyResult<()> {
         let py = slf.py();
         let plain = match manager.call_method1(intern!(py, "get"), (handler,)) {
@@ -199,8 +196,7 @@ impl TornadoSession {
     /// Finishes loading with the result of the task's run(); returns the deletion of a record
     /// past its lifetime, still to run, if there is one.
     pub(super) fn _end_load<'py>(
-        slf: &Bound<'py, Self>,
-        task: &Bound<'py, StoreTask>,
+        slf: &Bound<'py, Self>, task: &Bound<'py, StoreTask>,
     ) -> PyResult<Option<Bound<'py, StoreTask>>> {
         Self::end_load(slf, task)
     }
@@ -232,8 +228,7 @@ impl TornadoSession {
     /// Finishes saving: records the write and sets the cookies if they are due.
     #[pyo3(signature = (task = None))]
     pub(super) fn _end_save(
-        slf: &Bound<'_, Self>,
-        task: Option<&Bound<'_, StoreTask>>,
+        slf: &Bound<'_, Self>, task: Option<&Bound<'_, StoreTask>>,
     ) -> PyResult<()> {
         let py = slf.py();
         let (manager, handler) = slf.get().bound_pair(py)?;
@@ -275,8 +270,7 @@ impl TornadoSession {
     /// The deletion of a record by id (the one a regeneration left behind, filed under this
     /// session's owner), to run off the handler's thread.
     pub(super) fn _forget_task<'py>(
-        slf: &Bound<'py, Self>,
-        session_id: String,
+        slf: &Bound<'py, Self>, session_id: String,
     ) -> PyResult<Bound<'py, StoreTask>> {
         let engine = slf.get().engine(slf.py())?;
         let owner = slf.as_super().get().state().extras.user;

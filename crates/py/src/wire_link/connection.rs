@@ -136,10 +136,7 @@ impl WireConnection {
     /// Queues `bytes`, tagged, and what waits for their replies; the future it returns
     /// resolves when they are read.
     fn send_request(
-        slf: &Bound<'_, Self>,
-        waiter: Waiter,
-        bytes: &[u8],
-        replies: usize,
+        slf: &Bound<'_, Self>, waiter: Waiter, bytes: &[u8], replies: usize,
     ) -> PyResult<Py<PyAny>> {
         let py = slf.py();
         let this = slf.get();

@@ -115,10 +115,7 @@ pub struct WireServer {
 impl WireServer {
     /// One per server of `store`; none when it has no wire protocol.
     pub fn for_store(
-        store: &Arc<dyn SessionStore>,
-        describe: &str,
-        max_read_size: usize,
-        sink_of: SinkOf,
+        store: &Arc<dyn SessionStore>, describe: &str, max_read_size: usize, sink_of: SinkOf,
     ) -> Vec<Self> {
         let Some(wire) = store.wire() else {
             return Vec::new();
@@ -205,10 +202,7 @@ impl WireServer {
     /// socket is shared, never to be used or closed by the child.
     #[pyo3(signature = (event_loop, busy_ok=false))]
     fn link_for(
-        &self,
-        py: Python<'_>,
-        event_loop: &Bound<'_, PyAny>,
-        busy_ok: bool,
+        &self, py: Python<'_>, event_loop: &Bound<'_, PyAny>, busy_ok: bool,
     ) -> Option<Py<WireConnection>> {
         let links: Vec<Py<WireConnection>> =
             self.links.lock().iter().map(|l| l.clone_ref(py)).collect();

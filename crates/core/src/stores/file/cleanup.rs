@@ -20,9 +20,7 @@ impl FileStore {
     /// own (`ttl_of(record)`: a "remember me" session); then drops index entries of sessions
     /// that are gone, and index files left empty.
     pub fn cleanup_with(
-        &self,
-        idle_timeout: Duration,
-        ttl_of: &dyn Fn(&[u8]) -> Option<Duration>,
+        &self, idle_timeout: Duration, ttl_of: &dyn Fn(&[u8]) -> Option<Duration>,
     ) -> StoreResult<CleanupReport> {
         let report = self.cleanup_records(idle_timeout, ttl_of)?;
         self.prune_indexes()?;
@@ -30,9 +28,7 @@ impl FileStore {
     }
 
     pub(super) fn cleanup_records(
-        &self,
-        idle_timeout: Duration,
-        ttl_of: &dyn Fn(&[u8]) -> Option<Duration>,
+        &self, idle_timeout: Duration, ttl_of: &dyn Fn(&[u8]) -> Option<Duration>,
     ) -> StoreResult<CleanupReport> {
         let mut report = CleanupReport::default();
         let entries = fs::read_dir(&self.folder)
@@ -79,10 +75,7 @@ impl FileStore {
     /// Whether the session file `name` asks for a longer idle timeout of its own and is
     /// within it.
     pub(super) fn within_own_ttl(
-        &self,
-        name: &str,
-        metadata: &fs::Metadata,
-        ttl_of: &dyn Fn(&[u8]) -> Option<Duration>,
+        &self, name: &str, metadata: &fs::Metadata, ttl_of: &dyn Fn(&[u8]) -> Option<Duration>,
     ) -> bool {
         let id = &name[FILE_PREFIX.len()..];
         if !ids::is_valid_session_id(id) {

@@ -26,9 +26,7 @@ impl FileStore {
     /// deletes do not take it, so a delete (of another process) landing between the check and
     /// the rename is undone: a window of one rename, on filesystems without RENAME_EXCHANGE.
     pub(super) fn replace_if_exists_locked(
-        &self,
-        session_id: &str,
-        temporary: tempfile::NamedTempFile,
+        &self, session_id: &str, temporary: tempfile::NamedTempFile,
     ) -> StoreResult<bool> {
         let lock = self.lock_folder()?;
         match fs::symlink_metadata(self.path_of(session_id)) {

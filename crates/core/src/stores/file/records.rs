@@ -46,9 +46,7 @@ impl FileStore {
     /// `open_record` for a load under the idle timeout `ttl` (remembered for `cleanup`), with
     /// the record's last modification: its last use.
     pub(super) fn open_record_with_ttl(
-        &self,
-        session_id: &str,
-        ttl: Duration,
+        &self, session_id: &str, ttl: Duration,
     ) -> StoreResult<Option<(fs::File, u64, SystemTime)>> {
         self.remember_ttl(Some(ttl));
         let Some((file, size)) = self.open_record(session_id)? else {
@@ -64,11 +62,7 @@ impl FileStore {
     /// Reads an open record of `size` bytes (as fstat said), refusing more than `max_bytes`
     /// before reading and while reading (a file grown meanwhile).
     pub(super) fn read_record(
-        &self,
-        session_id: &str,
-        file: fs::File,
-        size: u64,
-        max_bytes: usize,
+        &self, session_id: &str, file: fs::File, size: u64, max_bytes: usize,
     ) -> StoreResult<Vec<u8>> {
         let limit = u64::try_from(max_bytes).unwrap_or(u64::MAX);
         if size > limit {
@@ -92,9 +86,7 @@ impl FileStore {
     /// Writes `blob` to a new temporary file in the folder (flushed to disk if durable), ready
     /// to be renamed into place.
     pub(super) fn write_temporary(
-        &self,
-        session_id: &str,
-        blob: &[u8],
+        &self, session_id: &str, blob: &[u8],
     ) -> StoreResult<tempfile::NamedTempFile> {
         let fail = |e: io::Error| self.io_error(session_id, "write", e);
         // The temporary file lives in the same folder so the rename stays on one filesystem and
@@ -137,11 +129,7 @@ impl SessionStore for FileStore {
     }
 
     fn save_if_unchanged(
-        &self,
-        session_id: &str,
-        expected: Option<&[u8]>,
-        blob: &[u8],
-        ttl: Option<Duration>,
+        &self, session_id: &str, expected: Option<&[u8]>, blob: &[u8], ttl: Option<Duration>,
     ) -> StoreResult<bool> {
         // One lock file for the folder: conditional saves (opt-in) are serialized across
         // processes; plain saves stay lock-free, atomic by rename.
@@ -162,10 +150,7 @@ impl SessionStore for FileStore {
     }
 
     fn save_if_exists(
-        &self,
-        session_id: &str,
-        blob: &[u8],
-        _ttl: Option<Duration>,
+        &self, session_id: &str, blob: &[u8], _ttl: Option<Duration>,
     ) -> StoreResult<bool> {
         let path = self.path_of(session_id);
         match fs::symlink_metadata(&path) {
@@ -246,10 +231,7 @@ impl SessionStore for FileStore {
     }
 
     fn load_refreshing(
-        &self,
-        session_id: &str,
-        ttl: Option<Duration>,
-        ttl_of: &dyn Fn(&[u8]) -> Option<Duration>,
+        &self, session_id: &str, ttl: Option<Duration>, ttl_of: &dyn Fn(&[u8]) -> Option<Duration>,
         max_bytes: usize,
     ) -> LoadResult {
         let Some(ttl) = ttl else {

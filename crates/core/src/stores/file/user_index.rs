@@ -74,9 +74,7 @@ impl FileStore {
 
     /// Replaces an index file atomically (removes it when empty); with the folder lock held.
     pub(super) fn write_index(
-        &self,
-        user_key: &str,
-        members: &[(String, Option<u64>)],
+        &self, user_key: &str, members: &[(String, Option<u64>)],
     ) -> StoreResult<()> {
         let fail = |e: io::Error| StoreError::new(self, format!("cannot write a user index: {e}"));
         let path = self.index_path(user_key);
@@ -109,9 +107,7 @@ impl FileStore {
     /// Changes a user's index under the folder lock, keeping only members whose record
     /// still exists.
     pub(super) fn update_index(
-        &self,
-        user_key: &str,
-        change: impl FnOnce(&mut Vec<(String, Option<u64>)>),
+        &self, user_key: &str, change: impl FnOnce(&mut Vec<(String, Option<u64>)>),
     ) -> StoreResult<Vec<String>> {
         let lock = self.lock_folder()?;
         let before = self.read_index(user_key)?;
@@ -144,10 +140,7 @@ impl FileStore {
 
 impl UserIndex for FileStore {
     fn index_user(
-        &self,
-        user_key: &str,
-        session_id: &str,
-        ttl: Option<Duration>,
+        &self, user_key: &str, session_id: &str, ttl: Option<Duration>,
     ) -> StoreResult<()> {
         let ttl = ttl.map(crate::time::whole_seconds);
         self.update_index(user_key, |members| {

@@ -14,9 +14,7 @@ pub(super) struct MetaConnection(Connection<TcpStream>);
 
 impl MetaConnection {
     pub(super) fn connect(
-        endpoint: &Endpoint,
-        connect_timeout: Duration,
-        timeout: Duration,
+        endpoint: &Endpoint, connect_timeout: Duration, timeout: Duration,
     ) -> io::Result<Self> {
         let stream = blocking::connect_tcp(&endpoint.host, endpoint.port, connect_timeout)?;
         Ok(Self(Connection::new(stream, Dialect::Meta, timeout)))

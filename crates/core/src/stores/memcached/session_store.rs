@@ -32,10 +32,7 @@ impl SessionStore for MemcachedStore {
     }
 
     fn save_if_exists(
-        &self,
-        session_id: &str,
-        blob: &[u8],
-        ttl: Option<Duration>,
+        &self, session_id: &str, blob: &[u8], ttl: Option<Duration>,
     ) -> StoreResult<bool> {
         let request = WireStore::save(self, session_id, blob, ttl, SaveMode::IfExists);
         let replies = self.run(session_id, &request, 0)?;
@@ -57,11 +54,7 @@ impl SessionStore for MemcachedStore {
     }
 
     fn save_if_unchanged(
-        &self,
-        session_id: &str,
-        expected: Option<&[u8]>,
-        blob: &[u8],
-        ttl: Option<Duration>,
+        &self, session_id: &str, expected: Option<&[u8]>, blob: &[u8], ttl: Option<Duration>,
     ) -> StoreResult<bool> {
         let key = self.key(session_id);
         let exptime = exptime(ttl, crate::time::now());

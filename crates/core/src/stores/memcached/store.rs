@@ -105,11 +105,7 @@ impl MemcachedStore {
     /// Sends one request for `key` (about `session_id`, whose id no error names) and reads its
     /// reply, taking a value of at most `max_value` bytes.
     pub(super) fn call(
-        &self,
-        session_id: &str,
-        key: &str,
-        request: &[u8],
-        max_value: usize,
+        &self, session_id: &str, key: &str, request: &[u8], max_value: usize,
     ) -> StoreResult<Reply> {
         let command = std::str::from_utf8(&request[..2]).unwrap_or("request");
         let server = server_index(key, self.pools.len());
@@ -150,10 +146,7 @@ impl MemcachedStore {
 
     /// The one reply of a request, or an error when there is not exactly one.
     pub(super) fn only_reply(
-        &self,
-        session_id: &str,
-        command: &str,
-        replies: Vec<Reply>,
+        &self, session_id: &str, command: &str, replies: Vec<Reply>,
     ) -> StoreResult<Reply> {
         let count = replies.len();
         let mut replies = replies.into_iter();

@@ -49,11 +49,7 @@ impl WireStore for MemcachedStore {
     }
 
     fn save(
-        &self,
-        session_id: &str,
-        blob: &[u8],
-        ttl: Option<Duration>,
-        mode: SaveMode,
+        &self, session_id: &str, blob: &[u8], ttl: Option<Duration>, mode: SaveMode,
     ) -> Request {
         let key = self.key(session_id);
         let mode = match mode {
@@ -92,10 +88,7 @@ impl WireStore for MemcachedStore {
 impl MemcachedStore {
     /// Runs a pipelined request the blocking way: the same bytes, one reply.
     pub(super) fn run(
-        &self,
-        session_id: &str,
-        request: &Request,
-        max_value: usize,
+        &self, session_id: &str, request: &Request, max_value: usize,
     ) -> StoreResult<Vec<Reply>> {
         let key = self.key(session_id);
         Ok(vec![self.call(

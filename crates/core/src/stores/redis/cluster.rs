@@ -75,8 +75,7 @@ impl RedisClusterStore {
     }
 
     pub(super) fn run<T>(
-        &self,
-        command: impl Fn(&mut ClusterConnection) -> RedisResult<T>,
+        &self, command: impl Fn(&mut ClusterConnection) -> RedisResult<T>,
     ) -> StoreResult<T> {
         self.pool
             .run(|| self.connect(), command)

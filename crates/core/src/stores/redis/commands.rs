@@ -58,11 +58,7 @@ pub(super) fn deadline_score(ttl: Option<Duration>) -> String {
 }
 
 pub(super) fn index_user(
-    prefix: &str,
-    user_key: &str,
-    session_id: &str,
-    ttl: Option<Duration>,
-    only_existing: bool,
+    prefix: &str, user_key: &str, session_id: &str, ttl: Option<Duration>, only_existing: bool,
     c: &mut impl ConnectionLike,
 ) -> RedisResult<()> {
     redis::cmd("EVAL")
@@ -103,11 +99,7 @@ pub(super) fn get_touching_command(prefix: &str, session_id: &str, ttl: Duration
 /// `SET key blob [XX] [EX ttl]`; with `XX` (`only_existing`) written only over an existing
 /// key, atomically on the server, and answered with nil when there was none.
 pub(super) fn set_command(
-    prefix: &str,
-    session_id: &str,
-    blob: &[u8],
-    ttl: Option<Duration>,
-    only_existing: bool,
+    prefix: &str, session_id: &str, blob: &[u8], ttl: Option<Duration>, only_existing: bool,
 ) -> Cmd {
     let mut command = redis::cmd("SET");
     command.arg(key(prefix, session_id)).arg(blob);
@@ -127,29 +119,19 @@ pub(super) fn del_command(prefix: &str, session_id: &str) -> Cmd {
 }
 
 pub(super) fn get(
-    prefix: &str,
-    session_id: &str,
-    c: &mut impl ConnectionLike,
+    prefix: &str, session_id: &str, c: &mut impl ConnectionLike,
 ) -> RedisResult<Option<Vec<u8>>> {
     get_command(prefix, session_id).query(c)
 }
 
 pub(super) fn set(
-    prefix: &str,
-    session_id: &str,
-    blob: &[u8],
-    ttl: Option<Duration>,
-    c: &mut impl ConnectionLike,
+    prefix: &str, session_id: &str, blob: &[u8], ttl: Option<Duration>, c: &mut impl ConnectionLike,
 ) -> RedisResult<()> {
     set_command(prefix, session_id, blob, ttl, false).query(c)
 }
 
 pub(super) fn set_if_exists(
-    prefix: &str,
-    session_id: &str,
-    blob: &[u8],
-    ttl: Option<Duration>,
-    c: &mut impl ConnectionLike,
+    prefix: &str, session_id: &str, blob: &[u8], ttl: Option<Duration>, c: &mut impl ConnectionLike,
 ) -> RedisResult<bool> {
     // OK when written, nil when there was no key.
     set_command(prefix, session_id, blob, ttl, true)
@@ -158,9 +140,7 @@ pub(super) fn set_if_exists(
 }
 
 pub(super) fn del(
-    prefix: &str,
-    session_id: &str,
-    c: &mut impl ConnectionLike,
+    prefix: &str, session_id: &str, c: &mut impl ConnectionLike,
 ) -> RedisResult<bool> {
     del_command(prefix, session_id)
         .query::<i64>(c)
@@ -184,11 +164,7 @@ return 1
 ";
 
 pub(super) fn set_if_unchanged(
-    prefix: &str,
-    session_id: &str,
-    expected: Option<&[u8]>,
-    blob: &[u8],
-    ttl: Option<Duration>,
+    prefix: &str, session_id: &str, expected: Option<&[u8]>, blob: &[u8], ttl: Option<Duration>,
     c: &mut impl ConnectionLike,
 ) -> RedisResult<bool> {
     let written: i64 = redis::cmd("EVAL")
@@ -204,19 +180,13 @@ pub(super) fn set_if_unchanged(
 }
 
 pub(super) fn get_touching(
-    prefix: &str,
-    session_id: &str,
-    ttl: Duration,
-    c: &mut impl ConnectionLike,
+    prefix: &str, session_id: &str, ttl: Duration, c: &mut impl ConnectionLike,
 ) -> RedisResult<Option<Vec<u8>>> {
     get_touching_command(prefix, session_id, ttl).query(c)
 }
 
 pub(super) fn expire(
-    prefix: &str,
-    session_id: &str,
-    ttl: Duration,
-    c: &mut impl ConnectionLike,
+    prefix: &str, session_id: &str, ttl: Duration, c: &mut impl ConnectionLike,
 ) -> RedisResult<()> {
     redis::cmd("EXPIRE")
         .arg(key(prefix, session_id))

@@ -127,10 +127,7 @@ impl ConnectionLike for BlockingConnection {
     }
 
     fn req_packed_commands(
-        &mut self,
-        cmd: &[u8],
-        offset: usize,
-        count: usize,
+        &mut self, cmd: &[u8], offset: usize, count: usize,
     ) -> RedisResult<Vec<Value>> {
         self.exchange(cmd, offset, count)
     }

@@ -27,9 +27,7 @@ impl<C: ConnectionLike> Pool<C> {
     /// fails is dropped; when a reused one fails as if stale (the server restarted since), the
     /// other idle ones are dropped too and the command is tried once more on a new connection.
     pub(super) fn run<T>(
-        &self,
-        connect: impl Fn() -> RedisResult<C>,
-        command: impl Fn(&mut C) -> RedisResult<T>,
+        &self, connect: impl Fn() -> RedisResult<C>, command: impl Fn(&mut C) -> RedisResult<T>,
     ) -> Result<T, String> {
         let pooled = self.idle.take();
         let reused = pooled.is_some();

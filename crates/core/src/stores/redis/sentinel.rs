@@ -61,9 +61,7 @@ pub struct RedisSentinelStore {
 impl RedisSentinelStore {
     /// Checks the addresses and options; asks the sentinels only when first used.
     pub fn new(
-        sentinels: &[String],
-        service_name: &str,
-        master: SentinelMasterOptions,
+        sentinels: &[String], service_name: &str, master: SentinelMasterOptions,
         options: RedisOptions,
     ) -> StoreResult<Self> {
         let describe = describe_sentinel(sentinels, service_name);
@@ -181,8 +179,7 @@ impl RedisSentinelStore {
     }
 
     pub(super) fn run<T>(
-        &self,
-        command: impl Fn(&mut BlockingConnection) -> RedisResult<T>,
+        &self, command: impl Fn(&mut BlockingConnection) -> RedisResult<T>,
     ) -> StoreResult<T> {
         self.pool.run(|| self.connect(), command).map_err(|cause| {
             // Whatever failed (a dead master, a demoted one answering READONLY), the next request

@@ -13,10 +13,7 @@ macro_rules! redis_session_store {
             }
 
             fn save(
-                &self,
-                session_id: &str,
-                blob: &[u8],
-                ttl: Option<Duration>,
+                &self, session_id: &str, blob: &[u8], ttl: Option<Duration>,
             ) -> StoreResult<()> {
                 self.run(|c| set(&self.options.prefix, session_id, blob, ttl, c))
             }
@@ -30,10 +27,7 @@ macro_rules! redis_session_store {
             }
 
             fn save_if_unchanged(
-                &self,
-                session_id: &str,
-                expected: Option<&[u8]>,
-                blob: &[u8],
+                &self, session_id: &str, expected: Option<&[u8]>, blob: &[u8],
                 ttl: Option<Duration>,
             ) -> StoreResult<bool> {
                 self.run(|c| {
@@ -42,19 +36,13 @@ macro_rules! redis_session_store {
             }
 
             fn save_if_exists(
-                &self,
-                session_id: &str,
-                blob: &[u8],
-                ttl: Option<Duration>,
+                &self, session_id: &str, blob: &[u8], ttl: Option<Duration>,
             ) -> StoreResult<bool> {
                 self.run(|c| set_if_exists(&self.options.prefix, session_id, blob, ttl, c))
             }
 
             fn load_touching(
-                &self,
-                session_id: &str,
-                ttl: Duration,
-                max_bytes: usize,
+                &self, session_id: &str, ttl: Duration, max_bytes: usize,
             ) -> LoadResult {
                 let blob = self.run(|c| get_touching(&self.options.prefix, session_id, ttl, c))?;
                 within_limit(self, session_id, blob, max_bytes)
@@ -77,20 +65,14 @@ macro_rules! redis_session_store {
 
         impl $crate::stores::UserIndex for $store {
             fn index_user(
-                &self,
-                user_key: &str,
-                session_id: &str,
-                ttl: Option<Duration>,
+                &self, user_key: &str, session_id: &str, ttl: Option<Duration>,
             ) -> StoreResult<()> {
                 let prefix = &self.options.prefix;
                 self.run(|c| index_user(prefix, user_key, session_id, ttl, false, c))
             }
 
             fn touch_user(
-                &self,
-                user_key: &str,
-                session_id: &str,
-                ttl: Duration,
+                &self, user_key: &str, session_id: &str, ttl: Duration,
             ) -> StoreResult<()> {
                 let prefix = &self.options.prefix;
                 self.run(|c| index_user(prefix, user_key, session_id, Some(ttl), true, c))

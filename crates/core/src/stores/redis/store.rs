@@ -62,8 +62,7 @@ impl RedisStore {
     }
 
     pub(super) fn run<T>(
-        &self,
-        command: impl Fn(&mut BlockingConnection) -> RedisResult<T>,
+        &self, command: impl Fn(&mut BlockingConnection) -> RedisResult<T>,
     ) -> StoreResult<T> {
         self.pool
             .run(|| self.connect(), command)

@@ -169,11 +169,7 @@ impl crate::stores::WireStore for RedisStore {
     }
 
     fn save(
-        &self,
-        session_id: &str,
-        blob: &[u8],
-        ttl: Option<Duration>,
-        mode: SaveMode,
+        &self, session_id: &str, blob: &[u8], ttl: Option<Duration>, mode: SaveMode,
     ) -> Request {
         let only_existing = mode == SaveMode::IfExists;
         let command = set_command(&self.options.prefix, session_id, blob, ttl, only_existing);
