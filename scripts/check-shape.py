@@ -75,8 +75,10 @@ def python_edges(package: Path) -> dict[str, set[str]]:
         found |= set(re.findall(r"^\s*from \.(\w+) import", text, re.M))
         # `from tornsession import (a, b)`: the names that are modules; `import tornsession`:
         # the package itself, that is `__init__`.
-        for group in re.findall(rf"^\s*from {name} import \(?([\w\s,]*)\)?", text, re.M):
-            names = {part.strip() for part in group.split(",")} - {""}
+        for group in re.findall(
+            rf"^\s*from {name} import (?:\(([\w\s,]*)\)|([\w ,]*)$)", text, re.M
+        ):
+            names = {part.strip() for part in "".join(group).split(",")} - {""}
             found |= names & modules
             if names - modules:
                 found.add("__init__")
