@@ -1,5 +1,6 @@
 """The async API's own Redis and memcached connections (``tornsession._wire``,
-``src/wire_link.rs``) over real HTTP, against real servers and hostile fake ones.
+``crates/py/src/wire_link/`` around ``crates/core/src/stores/reply_queue.rs``) over real HTTP,
+against real servers and hostile fake ones.
 
 - Requests of many sessions load and save without a worker thread, pipelined on a few
   connections per server and event loop; the drop-in path's load does not block the IOLoop.
