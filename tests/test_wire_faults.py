@@ -1,5 +1,6 @@
 """The async API's Redis and memcached connections (``crates/py/src/wire_link/`` around
-``crates/core/src/stores/reply_queue.rs``) behind a faulty proxy, over real HTTP against real servers: replies are never given to the wrong request.
+``crates/core/src/stores/reply_queue.rs``) behind a faulty proxy, over real HTTP against real
+servers: replies are never given to the wrong request.
 
 - A proxy that drops one value reply, or duplicates one: no response carries another
   visitor's session, the connection that fell out of step is replaced at once, and the requests

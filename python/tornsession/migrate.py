@@ -224,7 +224,8 @@ def convert_data(
 
 def record_binding(session_id: str) -> str:
     """The ``"k"`` of a record saved under ``session_id``: 12 base64url characters of a
-    domain-separated SHA-256 of the id, as the Rust core computes it (``crates/core/src/codec.rs``)."""
+    domain-separated SHA-256 of the id, as the Rust core computes it
+    (``crates/core/src/codec.rs``)."""
     digest = hashlib.sha256(b"tornsession record binding v1\0" + session_id.encode()).digest()
     return base64.urlsafe_b64encode(digest[:9]).decode()
 
