@@ -1,6 +1,6 @@
 # Everyday commands.
 #   make check  the edit loop: cargo fmt/clippy/test, ruff, mypy, stubtest and the fast Python tests
-#               (CHECK_SLOW's files left out) in parallel against an editable debug build
+#               (-m "not slow": tests/conftest.py) in parallel against an editable debug build
 #               (maturin develop). About 1 min warm on this 2-core machine.
 #   make test   every check; .ci/run calls exactly that. About 13 min on a fresh clone here.
 #
@@ -23,7 +23,7 @@ DIST := dist
 # The CPython versions wheels are built and tested for: pyproject.toml's requires-python and
 # classifiers say the same.
 PYTHON_VERSIONS := 3.10 3.11 3.12 3.13
-VENV_PYTHON_VERSION = $(shell $(PY) -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+VENV_PYTHON_VERSION = $(shell $(PY) -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)
 # The wheel in dist/ for CPython $(1), found by the shell as the recipe runs: make's $(wildcard)
 # caches the folder and would miss a wheel built earlier in the same run.
 wheel_for = $$(ls $(DIST)/tornsession-*-cp$(subst .,,$(1))-cp$(subst .,,$(1))-*.whl | head -n 1)
@@ -44,9 +44,6 @@ PY_SOURCES := python tests bench scripts examples
 # and memcached servers on free ports (tests/servers.py), so the tests share nothing.
 PYTEST_WORKERS ?= auto
 PYTEST_PARALLEL := -n $(PYTEST_WORKERS) --dist worksteal
-# What `make check` leaves out: the soak and crash runs, the browser, the suites that start
-# sentinels, clusters or many app processes (`make test` runs them all).
-CHECK_SLOW := tests/test_kill_soak_short.py tests/test_browser.py
 # Type-checked as a user would: against the installed wheel, mypy --strict, no project config.
 TYPED_EXAMPLES := examples/typed_app.py examples/multiprocess/app.py \
 	examples/multiprocess/run.py scripts/pytest_tornado_compat.py scripts/check-sdist.py
@@ -63,12 +60,13 @@ PYTHON_STAGES := $(addprefix test-wheel-py,$(PYTHON_VERSIONS))
 test: deps venv
 	$(MAKE) --no-print-directory -j3 --output-sync=target PIPELINE=1 pipeline
 
-# The stages in the order make starts them; the order between them is below, under PIPELINE.
+# Only in `make test`'s own make, where .venv (read for its Python version) exists.
+ifdef PIPELINE
+# The stages in the order make starts them (three at a time).
 pipeline: wheel-$(VENV_PYTHON_VERSION) lint-rust sdist install-wheel lint-python test-wheel-clean \
 	test-rust test-tornado-oldest test-browser test-wheel-pythons
 	@echo "make test: every stage passed"
 
-ifdef PIPELINE
 # Two cargo commands on one profile's folder wait for each other's lock: chain them rather than
 # hold a job slot waiting. .venv's wheel is built first: most tests wait for it.
 test-rust: | lint-rust
@@ -88,7 +86,7 @@ check:
 	cargo test --quiet
 	VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin develop --quiet
 	$(MAKE) --no-print-directory lint-python
-	$(VENV)/bin/pytest -q $(PYTEST_PARALLEL) $(addprefix --ignore=,$(CHECK_SLOW))
+	$(VENV)/bin/pytest -q $(PYTEST_PARALLEL) -m "not slow"
 
 # Debian packages the tests need (Redis, Memcached, Chromium + chromedriver); only when missing.
 deps:
