@@ -1,8 +1,8 @@
 # Everyday commands.
 #   make check  the edit loop: cargo fmt/clippy/test, ruff, mypy, stubtest and the fast Python tests
 #               (-m "not slow": tests/conftest.py) in parallel against an editable debug build
-#               (maturin develop). About 1 min warm on this 2-core machine.
-#   make test   every check; .ci/run calls exactly that. About 13 min on a fresh clone here.
+#               (maturin develop).
+#   make test   every check; .ci/run calls exactly that.
 #
 # `make test` runs its stages as three lanes at once (make -j3, each stage's output printed when it
 # ends; PIPELINE below holds the order): the release wheels (.venv's CPython first, then the
