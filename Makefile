@@ -117,10 +117,12 @@ build-dev:
 
 lint-rust:
 	cargo fmt --all -- --check
-	cargo clippy --all-targets --quiet -- -D warnings
+	cargo clippy --workspace --all-targets --quiet -- -D warnings
 
+# The core crate's tests with no Python on PATH (it has none in it), then the binding crate's.
 test-rust:
-	cargo test --quiet
+	bash scripts/test-core-no-python.sh --quiet
+	cargo test -p tornsession --quiet
 
 lint-python:
 	$(VENV)/bin/ruff check $(PY_SOURCES)
@@ -189,7 +191,7 @@ clean:
 # Long fuzz and soak runs (docs/soak-and-fuzz.md); minutes, not seconds.
 .PHONY: fuzz-long soak-long soak
 fuzz-long:
-	PROPTEST_CASES=100000 cargo test --release --quiet --test proptest_parsing
+	PROPTEST_CASES=100000 cargo test -p tornsession-core --release --quiet --test proptest_parsing
 	HYPOTHESIS_PROFILE=long $(VENV)/bin/pytest -q tests/test_fuzz_api.py
 
 soak-long:

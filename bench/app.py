@@ -201,9 +201,8 @@ def tornsession_manager(store: str, args: argparse.Namespace) -> Any:
 # --- peers: their mixins ---------------------------------------------------------------------
 
 
-def torndsession_handlers() -> tuple[type[tornado.web.RequestHandler], ...]:
-    """torndsession's SessionBaseHandler: SessionMixin, and a flush() of dirty data in on_finish."""
-    base: Any = importlib.import_module("torndsession.sessionhandler").SessionBaseHandler
+def counter_handlers(name: str, *bases: type) -> tuple[type[tornado.web.RequestHandler], ...]:
+    """The benchmark's write and read handlers on a peer's session classes."""
 
     def write(self: Any) -> None:
         self.session["n"] = self.session.get("n", 0) + 1
@@ -212,27 +211,19 @@ def torndsession_handlers() -> tuple[type[tornado.web.RequestHandler], ...]:
     def read(self: Any) -> None:
         self.write(str(self.session.get("n", 0)))
 
-    return (
-        type("TorndsessionWrite", (base,), {"get": write}),
-        type("TorndsessionRead", (base,), {"get": read}),
-    )
+    return (type(f"{name}Write", bases, {"get": write}), type(f"{name}Read", bases, {"get": read}))
+
+
+def torndsession_handlers() -> tuple[type[tornado.web.RequestHandler], ...]:
+    """torndsession's SessionBaseHandler: SessionMixin, and a flush() of dirty data in on_finish."""
+    base: Any = importlib.import_module("torndsession.sessionhandler").SessionBaseHandler
+    return counter_handlers("Torndsession", base)
 
 
 def pycket_handlers() -> tuple[type[tornado.web.RequestHandler], ...]:
     """pycket's SessionMixin: every get reads the store, every set reads and writes it."""
     mixin: Any = importlib.import_module("pycket.session").SessionMixin
-
-    def write(self: Any) -> None:
-        self.session["n"] = self.session.get("n", 0) + 1
-        self.write(str(self.session.get("n")))
-
-    def read(self: Any) -> None:
-        self.write(str(self.session.get("n", 0)))
-
-    return (
-        type("PycketWrite", (tornado.web.RequestHandler, mixin), {"get": write}),
-        type("PycketRead", (tornado.web.RequestHandler, mixin), {"get": read}),
-    )
+    return counter_handlers("Pycket", tornado.web.RequestHandler, mixin)
 
 
 # --- the application -------------------------------------------------------------------------

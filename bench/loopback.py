@@ -7,8 +7,8 @@ process it started is alive and is the one answering: Redis names its pid in ``I
 (``process_id``), memcached in ``stats`` (``pid``). On an early exit or a stranger answering, the
 server is started again on a new port, a few times.
 
-Standard library only; used by ``bench/servers.py`` and by the tests (``tests/servers.py``,
-``tests/conftest.py``).
+Standard library only; used by ``bench/servers.py`` and by the tests (``tests/support/servers.py``,
+``tests/support/processes.py``).
 """
 
 from __future__ import annotations

@@ -347,40 +347,38 @@ def summarize(rounds: list[dict[str, Any]], variants: list[str]) -> dict[str, An
     return out
 
 
+def json_of(module: str, *args: str, python: str = sys.executable, timeout: float) -> Any:
+    """Runs ``python -m module --json ARGS`` here; what its last output line says (JSON)."""
+    argv = [python, "-m", module, "--json", *args]
+    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    if done.returncode != 0:
+        raise RuntimeError(f"{module} failed:\n{done.stderr}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def in_process(args: argparse.Namespace, peers: str, redis: Process, mc: Process) -> Any:
     results: dict[str, Any] = {}
     for python, impls in (
         (sys.executable, [i for i in IMPLS if i not in PEER_VARIANTS]),
         (peers, [i for i in IMPLS if i in PEER_VARIANTS]),
     ):
-        argv = [python, "-m", "bench.inprocess", "--json", "--seconds", str(args.timeit_seconds)]
+        argv = ["--seconds", str(args.timeit_seconds)]
         argv += ["--redis-port", str(redis.port), "--memcached-port", str(mc.port)]
         for impl in impls:
             argv += ["--impl", impl]
         log(f"in process: {' '.join(impls)}")
-        done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=900)
-        if done.returncode != 0:
-            raise RuntimeError(f"bench.inprocess failed:\n{done.stderr}")
-        results.update(json.loads(done.stdout.strip().splitlines()[-1]))
+        results.update(json_of("bench.inprocess", *argv, python=python, timeout=900))
     return results
 
 
 def scale(redis: Process) -> Any:
     log("scale: 1,000,000 sessions in MemoryStore and Redis, 100,000 in a FileStore")
-    argv = [sys.executable, "-m", "bench.scale", "--json", "--redis-port", str(redis.port)]
-    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=3600)
-    if done.returncode != 0:
-        raise RuntimeError(f"bench.scale failed:\n{done.stderr}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return json_of("bench.scale", "--redis-port", str(redis.port), timeout=3600)
 
 
 def profile(args: argparse.Namespace) -> Any:
     log("profiling tornsession-memory with cProfile")
-    argv = [sys.executable, "-m", "bench.profile", "--json", "--seconds", str(args.seconds)]
-    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=600)
-    if done.returncode != 0:
-        raise RuntimeError(f"bench.profile failed:\n{done.stderr}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return json_of("bench.profile", "--seconds", str(args.seconds), timeout=600)
 
 
 def old_tornsession(python: str) -> dict[str, str]:

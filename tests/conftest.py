@@ -1,152 +1,30 @@
-"""Shared fixtures: app servers in their own processes, spoken to over real HTTP on loopback."""
+"""Shared fixtures. The helpers themselves live in tests/support: servers, app processes, the
+browser, test stores and ``any_store``."""
 
 from __future__ import annotations
 
-import http.client
 import os
-import subprocess
-import sys
-import threading
-import time
 from collections.abc import Iterator
-from http.cookies import SimpleCookie
 from pathlib import Path
 
 import pytest
 
-from bench.loopback import free_port as free_port  # for the tests that import it from here
-from bench.loopback import listening_port
+# Fixtures from tests/support: Redis and memcached servers, app processes, stores of every kind,
+# the engine tests' in-process app (serve).
+pytest_plugins = [
+    "support.servers",
+    "support.processes",
+    "support.any_store",
+    "support.engine_app",
+]
+pytest.register_assert_rewrite("support")  # before the imports below
 
-REPO = Path(__file__).resolve().parent.parent
-
-# Real Redis and Memcached servers for the store tests (tests/servers.py).
-pytest_plugins = ["servers"]
+from support.browser import Browser  # noqa: E402
+from support.processes import AppProcess  # noqa: E402
 
 # The apps the tests start use short throwaway secrets on purpose (the seed app keeps its own);
 # the warning they give is checked in tests/test_options.py.
 os.environ["PYTHONWARNINGS"] = "ignore:a session secret is shorter than 32 bytes"
-
-
-class AppProcess:
-    """A Python app module run as `python -m MODULE --port 0 ...` until stopped: the app binds
-    a port the system picks and prints it ("listening on PORT"), so no other server can answer
-    in its place."""
-
-    def __init__(self, module: str, *args: str) -> None:
-        self.module = module
-        self.args = args
-        self.port = 0
-        self.process: subprocess.Popen[str] | None = None
-
-    def start(self) -> AppProcess:
-        env = dict(os.environ, PYTHONPATH=str(REPO))
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", self.module, "--port", "0", *self.args],
-            cwd=REPO,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        self.port = listening_port(self.process)
-        return self
-
-    def stop(self) -> None:
-        if self.process is not None:
-            if self.process.poll() is None:
-                self.process.terminate()
-                self.process.wait(timeout=10)
-            assert self.process.stdout is not None
-            self.process.stdout.close()
-        self.process = None
-
-    def connection(self) -> http.client.HTTPConnection:
-        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS")
-
-
-class RunningApp:
-    """tests/apps/outage_app.py in its own process, its output read continuously (a full pipe
-    would block the app) into ``lines``."""
-
-    def __init__(self, *args: str) -> None:
-        self.app = AppProcess("tests.apps.outage_app", *args).start()
-        assert self.app.process is not None and self.app.process.stdout is not None
-        self.port = self.app.port
-        self.pid = self.app.process.pid
-        self.lines: list[str] = []
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-
-    def _read(self) -> None:
-        stdout = self.app.process.stdout if self.app.process is not None else None
-        assert stdout is not None
-        try:
-            for line in stdout:
-                self.lines.append(line.rstrip("\n"))
-        except (OSError, ValueError):
-            pass
-
-    def kill(self) -> None:
-        """SIGKILL, as a crash would end it."""
-        if self.app.process is not None:
-            self.app.process.kill()
-            self.app.process.wait(timeout=10)
-        self.stop()
-
-    def stop(self) -> None:
-        process = self.app.process
-        if process is not None and process.poll() is None:
-            process.terminate()
-            process.wait(timeout=10)
-        self.reader.join(10)
-        self.app.stop()
-
-
-class Browser:
-    """One visitor: a keep-alive connection and a cookie jar, as a browser keeps them."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.cookies: dict[str, str] = {}
-        self.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-        self.last_set_cookie: list[str] = []
-
-    def __enter__(self) -> Browser:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def request(self, method: str, path: str, body: str | None = None) -> tuple[int, str]:
-        headers = {}
-        if self.cookies:
-            headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
-        if body is not None:
-            headers["Content-Type"] = "application/x-www-form-urlencoded"
-        self.connection.request(method, path, body=body, headers=headers)
-        response = self.connection.getresponse()
-        text = response.read().decode()
-        self.last_set_cookie = response.headers.get_all("Set-Cookie") or []
-        for header in self.last_set_cookie:
-            for name, morsel in SimpleCookie(header).items():
-                if (morsel["expires"] and "1970" in morsel["expires"]) or morsel.value == "":
-                    self.cookies.pop(name, None)
-                else:
-                    self.cookies[name] = morsel.coded_value
-        return response.status, text
-
-    def get(self, path: str) -> tuple[int, str]:
-        return self.request("GET", path)
-
-    def close(self) -> None:
-        self.connection.close()
 
 
 @pytest.fixture
@@ -170,14 +48,6 @@ def seed_app(session_dir: Path) -> Iterator[AppProcess]:
     app = AppProcess("tests.apps.seed_app", "--session-dir", str(session_dir)).start()
     yield app
     app.stop()
-
-
-def wait_for(predicate, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not met in time")
-        time.sleep(0.05)
 
 
 # What `make check` leaves out (`-m "not slow"`): soaks, crash and kill runs, the browser, long

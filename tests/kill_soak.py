@@ -52,8 +52,8 @@ from typing import Any
 sys.path.insert(1, str(Path(__file__).resolve().parent.parent))  # bench.loopback, run as a script
 
 import redis
-from conftest import RunningApp, rss_mb
-from servers import HOST, ServerProcess, launch, memcached_argv, redis_maker
+from support.processes import RunningApp, rss_mb
+from support.servers import HOST, ServerProcess, launch, memcached_argv, redis_maker
 
 from bench.loopback import memcached_pid
 

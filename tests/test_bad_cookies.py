@@ -7,50 +7,32 @@ import hashlib
 import hmac
 import json
 import logging
-from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
-import tornado.web
 import tornsession as session
-from tornado.testing import AsyncHTTPTestCase
+from support.handlers import FileSessionsTestCase
 from tornado.web import create_signed_value
 
 COOKIE_SECRET = "cookie-secret-for-tests"
 SESSION_SECRET = "session-secret-for-tests"
 
 
-class CounterHandler(tornado.web.RequestHandler):
-    def initialize(self) -> None:
-        self.session = session.TornadoSession(self.application.session_manager, self)  # type: ignore[attr-defined]
-
-    def get(self) -> None:
-        self.session["n"] = self.session.get("n", 0) + 1
-        self.session.save()
-        self.write(json.dumps({"n": self.session["n"], "id": self.session.session_id}))
-
-
 def signed(name: str, value: str, secret: str = COOKIE_SECRET) -> str:
     return create_signed_value(secret, name, value).decode()
 
 
-class BadCookieTest(AsyncHTTPTestCase):
-    session_dir: Path
+def signed_pair(session_id: str, digest: str, secret: str = COOKIE_SECRET) -> str:
+    """A ``Cookie:`` value with both session cookies, signed with ``secret``."""
+    return (
+        f"session_id={signed('session_id', session_id, secret)}; "
+        f"hmac_digest={signed('hmac_digest', digest, secret)}"
+    )
 
-    def get_app(self) -> tornado.web.Application:
-        import tempfile
 
-        self._tmp = tempfile.TemporaryDirectory()
-        self.session_dir = Path(self._tmp.name)
-        app = tornado.web.Application([(r"/", CounterHandler)], cookie_secret=COOKIE_SECRET)
-        app.session_manager = session.TornadoSessionManager(  # type: ignore[attr-defined]
-            SESSION_SECRET, str(self.session_dir)
-        )
-        return app
-
-    def tearDown(self) -> None:
-        super().tearDown()
-        self._tmp.cleanup()
+class BadCookieTest(FileSessionsTestCase):
+    cookie_secret = COOKIE_SECRET
+    session_secret = SESSION_SECRET
 
     def visit(self, cookie: str | None = None) -> tuple[int, dict[str, Any], list[str]]:
         headers = {"Cookie": cookie} if cookie else {}
@@ -89,19 +71,13 @@ class BadCookieTest(AsyncHTTPTestCase):
     def test_cookie_signed_with_another_cookie_secret_gets_a_fresh_session(self) -> None:
         _, victim_id, stored = self.victim()
         digest = hmac.new(SESSION_SECRET.encode(), victim_id.encode(), hashlib.sha256).hexdigest()
-        forged = (
-            f"session_id={signed('session_id', victim_id, 'another-cookie-secret')}; "
-            f"hmac_digest={signed('hmac_digest', digest, 'another-cookie-secret')}"
-        )
+        forged = signed_pair(victim_id, digest, "another-cookie-secret")
         self.assert_fresh_and_victim_untouched(forged, victim_id, stored)
 
     def test_digest_from_another_session_secret_gets_a_fresh_session(self) -> None:
         _, victim_id, stored = self.victim()
         digest = hmac.new(b"another-session-secret", victim_id.encode(), hashlib.sha256).hexdigest()
-        forged = (
-            f"session_id={signed('session_id', victim_id)}; "
-            f"hmac_digest={signed('hmac_digest', digest)}"
-        )
+        forged = signed_pair(victim_id, digest)
         self.assert_fresh_and_victim_untouched(forged, victim_id, stored)
 
     def test_missing_digest_cookie_gets_a_fresh_session(self) -> None:
@@ -114,10 +90,7 @@ class BadCookieTest(AsyncHTTPTestCase):
         outside = self.session_dir.parent / "SESSIONx"
         for evil in ["../../etc/passwd", "../" + "a" * 29, "a" * 31 + "\x00", "A" * 32]:
             digest = hmac.new(SESSION_SECRET.encode(), evil.encode(), hashlib.sha256).hexdigest()
-            cookie = (
-                f"session_id={signed('session_id', evil)}; "
-                f"hmac_digest={signed('hmac_digest', digest)}"
-            )
+            cookie = signed_pair(evil, digest)
             code, body, _ = self.visit(cookie)
             assert code == 200 and body["n"] == 1 and body["id"] != evil
         assert not outside.exists()

@@ -10,13 +10,11 @@ from pathlib import Path
 
 import pytest
 import tornsession
+from support.stores import saved_session
 
 
 def saved(manager: tornsession.SessionManager) -> tornsession.Session:
-    s = manager.get()
-    s["a"] = 1
-    manager.set(s)
-    return s
+    return saved_session(manager, a=1)
 
 
 def age(path: Path, seconds: float) -> None:

@@ -7,39 +7,18 @@ when the handler starts), so a sync handler in one process loses none.
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
-from conftest import AppProcess, Browser
+from support.browser import Browser, hammer_one_session
+from support.processes import AppProcess
 
 CONNECTIONS = 8
 REQUESTS_PER_CONNECTION = 150
 
 
-def hammer_one_session(port: int) -> tuple[int, int]:
+def hammer_the_counter(port: int) -> tuple[int, int]:
     """Returns (requests that incremented, final counter)."""
-    with Browser(port) as first:
-        status, _ = first.get("/")
-        assert status == 200
-        cookies = dict(first.cookies)
-    errors: list[BaseException] = []
-
-    def worker() -> None:
-        try:
-            with Browser(port) as browser:
-                browser.cookies = dict(cookies)
-                for _ in range(REQUESTS_PER_CONNECTION):
-                    status, _ = browser.get("/")
-                    assert status == 200
-        except BaseException as e:  # reported below, from the main thread
-            errors.append(e)
-
-    threads = [threading.Thread(target=worker) for _ in range(CONNECTIONS)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors, errors
+    cookies = hammer_one_session(port, "/", CONNECTIONS, REQUESTS_PER_CONNECTION)
     with Browser(port) as last:
         last.cookies = cookies
         final = int(last.get("/peek")[1])
@@ -49,7 +28,7 @@ def hammer_one_session(port: int) -> tuple[int, int]:
 def test_tornsession_loses_no_increments_under_concurrent_keepalive_requests(
     seed_app: AppProcess,
 ) -> None:
-    requests, final = hammer_one_session(seed_app.port)
+    requests, final = hammer_the_counter(seed_app.port)
     print(f"tornsession: {requests} requests, final counter {final}")
     assert final == requests
 
@@ -64,7 +43,7 @@ def test_the_original_module_loses_increments_in_the_same_test(session_dir: Path
         "bench.reference_session",
     ).start()
     try:
-        requests, final = hammer_one_session(app.port)
+        requests, final = hammer_the_counter(app.port)
     finally:
         app.stop()
     lost = requests - final

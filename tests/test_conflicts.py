@@ -6,66 +6,20 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
-import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 import tornsession
-from servers import RedisServer, ServerProcess
+from support.any_store import STORE_KINDS
+from support.stores import CasDictStore
+
+pytestmark = pytest.mark.store_kinds(*STORE_KINDS, "cluster", python=CasDictStore)
 
 
-class CasDictStore:
-    """A Python store with compare_and_set."""
-
-    def __init__(self) -> None:
-        self.data: dict[str, bytes] = {}
-        self.lock = threading.Lock()
-
-    def get(self, key: str) -> bytes | None:
-        return self.data.get(key)
-
-    def set(self, key: str, value: bytes, ttl: int | None) -> None:
-        self.data[key] = value
-
-    def delete(self, key: str) -> None:
-        self.data.pop(key, None)
-
-    def compare_and_set(
-        self, key: str, expected: bytes | None, value: bytes, ttl: int | None
-    ) -> bool:
-        with self.lock:
-            if self.data.get(key) != expected:
-                return False
-            self.data[key] = value
-            return True
-
-
-@pytest.fixture(params=["memory", "file", "sqlite", "redis", "cluster", "memcached", "python"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
-    kind: str = request.param
-    if kind == "memory":
-        return tornsession.MemoryStore()
-    if kind == "file":
-        return tornsession.FileStore(tmp_path / "sessions")
-    if kind == "sqlite":
-        return tornsession.SqliteStore(str(tmp_path / "sessions.db"))
-    if kind == "redis":
-        server: RedisServer = request.getfixturevalue("redis_server")
-        redis.Redis(host="127.0.0.1", port=server.port).flushall()
-        return tornsession.RedisStore(server.url)
-    if kind == "cluster":
-        nodes: list[RedisServer] = request.getfixturevalue("redis_cluster")
-        return tornsession.RedisClusterStore([n.url for n in nodes])
-    if kind == "memcached":
-        servers: list[ServerProcess] = request.getfixturevalue("memcached_servers")
-        return tornsession.MemcachedStore([s.address for s in servers])
-    return CasDictStore()
-
-
-def test_the_second_of_two_overlapping_saves_raises_and_writes_nothing(store: Any) -> None:
-    manager = tornsession.SessionManager("s", store=store, detect_conflicts=True)
+def overlapping_saves(manager: tornsession.SessionManager) -> tuple[tornsession.Session, ...]:
+    """A saved session ``{"n": 0}`` loaded twice; the first copy saved with ``n = 1``, the second
+    changed to ``n = 2`` and not saved yet: (the session, the second copy)."""
     s = manager.get()
     s["n"] = 0
     manager.set(s)
@@ -74,6 +28,12 @@ def test_the_second_of_two_overlapping_saves_raises_and_writes_nothing(store: An
     first["n"] = 1
     manager.set(first)
     second["n"] = 2
+    return s, second
+
+
+def test_the_second_of_two_overlapping_saves_raises_and_writes_nothing(any_store: Any) -> None:
+    manager = tornsession.SessionManager("s", store=any_store, detect_conflicts=True)
+    s, second = overlapping_saves(manager)
     with pytest.raises(tornsession.SessionConflict, match="another request"):
         manager.set(second)
     assert dict(manager.get(s.session_id, s.hmac_digest)) == {"n": 1}
@@ -84,16 +44,9 @@ def test_the_second_of_two_overlapping_saves_raises_and_writes_nothing(store: An
     assert dict(manager.get(s.session_id, s.hmac_digest)) == {"n": 2}
 
 
-def test_without_detect_conflicts_the_last_writer_wins(store: Any) -> None:
-    manager = tornsession.SessionManager("s", store=store)
-    s = manager.get()
-    s["n"] = 0
-    manager.set(s)
-    first = manager.get(s.session_id, s.hmac_digest)
-    second = manager.get(s.session_id, s.hmac_digest)
-    first["n"] = 1
-    manager.set(first)
-    second["n"] = 2
+def test_without_detect_conflicts_the_last_writer_wins(any_store: Any) -> None:
+    manager = tornsession.SessionManager("s", store=any_store)
+    s, second = overlapping_saves(manager)
     manager.set(second)
     assert dict(manager.get(s.session_id, s.hmac_digest)) == {"n": 2}
 

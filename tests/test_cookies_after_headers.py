@@ -9,7 +9,6 @@ A session the browser already has keeps saving. Over real HTTP, on the drop-in
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -21,18 +20,19 @@ import tornado.httpclient
 import tornado.web
 import tornado.websocket
 import tornsession
-from conftest import Browser
-from test_engine_http import (  # noqa: F401 (fixtures: serve(style, kind, store=...), make_store)
+from support.browser import Browser
+from support.engine_app import (
     COOKIE_SECRET,
     STYLES,
     Server,
+    connect,
     digest_of,
-    make_store,
+    every_store_and_style,
+    on_loop,
     peek,
     record_exists,
-    serve,
+    start_session,
 )
-from tornado.httpclient import HTTPRequest
 from tornado.web import create_signed_value
 
 KINDS = ["memory", "file", "redis"]
@@ -96,8 +96,7 @@ def start(serve: Callable[..., Server], style: str, kind: str) -> Server:
     return server
 
 
-@pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("style", STYLES)
+@every_store_and_style(KINDS)
 def test_after_flush_a_new_session_is_refused_and_an_existing_one_saved(
     serve: Callable[..., Server], style: str, kind: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -125,8 +124,7 @@ def test_after_flush_a_new_session_is_refused_and_an_existing_one_saved(
     assert refusals(caplog) == []
 
 
-@pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("style", STYLES)
+@every_store_and_style(KINDS)
 def test_regenerate_after_flush_raises_and_the_old_session_stays(
     serve: Callable[..., Server], style: str, kind: str
 ) -> None:
@@ -215,26 +213,6 @@ def start_sockets(serve: Callable[..., Server], style: str, kind: str) -> Server
     return server
 
 
-def connect(server: Server, path: str, cookies: dict[str, str]) -> Any:
-    async def open_socket() -> Any:
-        headers = {"Cookie": "; ".join(f"{k}={v}" for k, v in cookies.items())} if cookies else {}
-        request = HTTPRequest(
-            f"ws://127.0.0.1:{server.port}{path}", headers=headers, request_timeout=5
-        )
-        return await tornado.websocket.websocket_connect(request)
-
-    return asyncio.run_coroutine_threadsafe(open_socket(), server.loop).result(10)
-
-
-def on_loop(server: Server, start: Callable[[], Any]) -> Any:
-    """What the awaitable `start()` makes on the server's loop gives."""
-
-    async def wait() -> Any:
-        return await start()
-
-    return asyncio.run_coroutine_threadsafe(wait(), server.loop).result(10)
-
-
 def aged(cookies: dict[str, str], port: int) -> dict[str, str]:
     """The same session's cookies as signed three days ago: due to be sent again."""
     session_id = peek(port, cookies)["id"]
@@ -246,15 +224,12 @@ def aged(cookies: dict[str, str], port: int) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("cookie", ["current", "aged"])
-@pytest.mark.parametrize("kind", ["memory", "redis"])
-@pytest.mark.parametrize("style", STYLES)
+@every_store_and_style(["memory", "redis"])
 def test_a_websocket_saves_an_existing_session_in_open_and_on_message(
     serve: Callable[..., Server], style: str, kind: str, cookie: str
 ) -> None:
     server = start_sockets(serve, style, kind)
-    with Browser(server.port) as visitor:
-        assert visitor.get("/inc") == (200, "1")
-        cookies = dict(visitor.cookies)
+    cookies = start_session(server.port)
     if cookie == "aged":
         # Due to be sent again, which no response can do after the handshake: the saves
         # still happen, and the old cookie stays good.
@@ -272,8 +247,7 @@ def test_a_websocket_saves_an_existing_session_in_open_and_on_message(
 
 
 @pytest.mark.parametrize("where", ["prepare", "get"])
-@pytest.mark.parametrize("kind", ["memory", "redis"])
-@pytest.mark.parametrize("style", STYLES)
+@every_store_and_style(["memory", "redis"])
 def test_a_new_visitors_session_written_before_the_handshake_gets_its_cookie_on_the_101(
     serve: Callable[..., Server], style: str, kind: str, where: str
 ) -> None:
@@ -291,8 +265,7 @@ def test_a_new_visitors_session_written_before_the_handshake_gets_its_cookie_on_
     assert stored_records(server.app.store) == 1  # type: ignore[attr-defined]
 
 
-@pytest.mark.parametrize("kind", ["memory", "redis"])
-@pytest.mark.parametrize("style", STYLES)
+@every_store_and_style(["memory", "redis"])
 def test_a_new_visitors_session_written_after_the_handshake_is_refused_without_a_record(
     serve: Callable[..., Server], style: str, kind: str
 ) -> None:
@@ -307,15 +280,12 @@ def test_a_new_visitors_session_written_after_the_handshake_is_refused_without_a
     assert stored_records(server.app.store) == 0, "a record no browser can name"  # type: ignore[attr-defined]
 
 
-@pytest.mark.parametrize("kind", ["memory", "redis"])
-@pytest.mark.parametrize("style", STYLES)
+@every_store_and_style(["memory", "redis"])
 def test_a_logout_over_a_websocket_ends_the_session_without_an_error(
     serve: Callable[..., Server], style: str, kind: str
 ) -> None:
     server = start_sockets(serve, style, kind)
-    with Browser(server.port) as visitor:
-        assert visitor.get("/inc") == (200, "1")
-        cookies = dict(visitor.cookies)
+    cookies = start_session(server.port)
     old_id = peek(server.port, cookies)["id"]
     connection = connect(server, "/ws", cookies)
     try:

@@ -15,7 +15,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import REPO, Browser
+from support.browser import Browser
+from support.processes import REPO, stopped_after
 
 SESSION_COOKIES = frozenset({"session_id", "hmac_digest"})
 STRONG = "a" * 64
@@ -63,16 +64,7 @@ def demo_env(extra: dict[str, str] | None = None) -> dict[str, str]:
 @pytest.fixture
 def start_demo() -> Iterator[Callable[..., Demo]]:
     """Starts demo processes; stops them after the test."""
-    demos: list[Demo] = []
-
-    def start(session_dir: Path, env: dict[str, str] | None = None) -> Demo:
-        demo = Demo(session_dir, env)
-        demos.append(demo)
-        return demo
-
-    yield start
-    for demo in demos:
-        demo.stop()
+    yield from stopped_after(Demo)
 
 
 @pytest.fixture

@@ -11,263 +11,45 @@ A real Tornado server runs on its own IOLoop in a thread; clients are keep-alive
 from __future__ import annotations
 
 import asyncio
-import hmac
-import json
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable
 
 import pytest
 import tornado.httpserver
 import tornado.netutil
 import tornado.web
 import tornsession
-from conftest import Browser
-from servers import RedisServer, ServerProcess
+from support.browser import Browser, hammer_one_session
+from support.engine_app import (
+    COOKIE_SECRET,
+    STYLES,
+    DropIn,
+    Mixin,
+    Server,
+    connect,
+    digest_of,
+    every_store_and_style,
+    on_loop,
+    peek,
+    record_exists,
+    start_session,
+)
 from tornado.web import create_signed_value
 from tornsession import _ordering
 
-COOKIE_SECRET = "engine-test-cookie-secret-of-32-bytes-or-more"
-SESSION_SECRET = "engine-test-session-secret-of-32-bytes-or-more"
 CONNECTIONS = 8
 INCREMENTS = 40
 
 
-class DropIn(tornado.web.RequestHandler):
-    """The original module's style: the session made in initialize(), saved by hand."""
-
-    def initialize(self) -> None:
-        self.session = tornsession.TornadoSession(self.application.session_manager, self)  # type: ignore[attr-defined]
-
-    def commit(self) -> Any:
-        self.session.save()
-
-    async def logout(self) -> None:
-        self.session.destroy()
-
-    async def regenerate(self) -> None:
-        self.session.regenerate()
-
-
-class Mixin(tornsession.SessionMixin, tornado.web.RequestHandler):
-    """The README's style: loaded in prepare(), saved before the response."""
-
-    def commit(self) -> Any:
-        return None
-
-    async def logout(self) -> None:
-        await self.session.adestroy()
-
-    async def regenerate(self) -> None:
-        await self.session.aregenerate()
-
-
-def routes(base: type) -> list[tuple[str, type]]:
-    class Increment(base):  # type: ignore[misc]
-        def get(self) -> None:  # no await between read and write
-            n = self.session.get("n", 0) + 1
-            self.session["n"] = n
-            self.commit()
-            self.write(str(n))
-
-    class IncrementAwaiting(base):  # type: ignore[misc]
-        async def get(self) -> None:
-            n = self.session.get("n", 0)
-            await asyncio.sleep(0.001)  # other requests run here
-            self.session["n"] = n + 1
-            self.commit()
-            self.write(str(n + 1))
-
-    class SlowWrite(base):  # type: ignore[misc]
-        async def get(self) -> None:
-            self.session.get("n")
-            if self.get_argument("early", None):  # changed before it waits: keeps its turn
-                self.session["n"] = 100
-            await asyncio.sleep(float(self.get_argument("sleep", "0.6")))
-            self.session["n"] = 100
-            self.session["slow"] = True
-            self.commit()
-
-    class Peek(base):  # type: ignore[misc]
-        def get(self) -> None:
-            self.write(
-                {"id": self.session.session_id, "n": self.session.get("n"), **dict(self.session)}
-            )
-
-    class Logout(base):  # type: ignore[misc]
-        async def post(self) -> None:
-            await self.logout()
-            if self.get_argument("flash", None):
-                self.session["flash"] = "you are logged out"
-                self.commit()
-
-    class Regenerate(base):  # type: ignore[misc]
-        async def post(self) -> None:
-            self.session.get("n")  # loaded now
-            await asyncio.sleep(float(self.get_argument("sleep", "0")))
-            await self.regenerate()
-
-    class Big(base):  # type: ignore[misc]
-        def get(self) -> None:
-            self.session["note"] = "x" * 5000
-            self.commit()
-            self.write("saved")
-
-    class Raise(base):  # type: ignore[misc]
-        def get(self) -> None:
-            self.session["half_done"] = True
-            raise RuntimeError("the handler failed after changing the session")
-
-    return [
-        (r"/inc", Increment),
-        (r"/inc-await", IncrementAwaiting),
-        (r"/slow", SlowWrite),
-        (r"/peek", Peek),
-        (r"/logout", Logout),
-        (r"/regenerate", Regenerate),
-        (r"/big", Big),
-        (r"/raise", Raise),
-    ]
-
-
-class InFlight(tornado.web.RequestHandler):
-    def get(self) -> None:
-        self.write(str(_ordering.sessions_in_flight()))
-
-
-class Server:
-    """A Tornado app on its own IOLoop in a thread, on a port the OS picked."""
-
-    def __init__(self, app: tornado.web.Application) -> None:
-        self.app = app
-        self.loop = asyncio.new_event_loop()
-        sockets = tornado.netutil.bind_sockets(0, "127.0.0.1", family=socket.AF_INET)
-        self.port: int = sockets[0].getsockname()[1]
-        started = threading.Event()
-
-        def run() -> None:
-            asyncio.set_event_loop(self.loop)
-
-            async def serve() -> None:
-                self.server = tornado.httpserver.HTTPServer(app)
-                self.server.add_sockets(sockets)
-                started.set()
-
-            self.loop.run_until_complete(serve())
-            self.loop.run_forever()
-
-        self.thread = threading.Thread(target=run, daemon=True)
-        self.thread.start()
-        assert started.wait(10)
-
-    def stop(self) -> None:
-        async def close() -> None:
-            self.server.stop()
-            await self.server.close_all_connections()
-
-        asyncio.run_coroutine_threadsafe(close(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-        self.loop.close()
-
-
-STORES = ["memory", "file", "sqlite", "redis", "memcached"]
-STYLES = {"dropin": DropIn, "mixin": Mixin}
-
-
-@pytest.fixture
-def make_store(tmp_path: Path, request: pytest.FixtureRequest) -> Callable[[str], Any]:
-    def make(kind: str) -> Any:
-        if kind == "memory":
-            return tornsession.MemoryStore()
-        if kind == "file":
-            return tornsession.FileStore(tmp_path / "sessions")
-        if kind == "sqlite":
-            return tornsession.SqliteStore(tmp_path / "sessions.db")
-        prefix = f"engine-{time.monotonic_ns()}:"
-        if kind == "memcached":
-            servers: list[ServerProcess] = request.getfixturevalue("memcached_servers")
-            return tornsession.MemcachedStore([s.address for s in servers], prefix=prefix)
-        redis: RedisServer = request.getfixturevalue("redis_server")
-        return tornsession.RedisStore(redis.url, prefix=prefix)
-
-    return make
-
-
-@pytest.fixture
-def serve(make_store: Callable[[str], Any]) -> Iterator[Callable[..., Server]]:
-    servers: list[Server] = []
-
-    def start(style: str, kind: str, store: Any = None, **options: Any) -> Server:
-        store = make_store(kind) if store is None else store
-        manager = tornsession.TornadoSessionManager(SESSION_SECRET, store=store, **options)
-        app = tornado.web.Application(
-            [*routes(STYLES[style]), (r"/in-flight", InFlight)], cookie_secret=COOKIE_SECRET
-        )
-        app.session_manager = manager  # type: ignore[attr-defined]
-        app.store = store  # type: ignore[attr-defined]
-        server = Server(app)
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.stop()
-
-
-def peek(port: int, cookies: dict[str, str]) -> dict[str, Any]:
-    with Browser(port) as browser:
-        browser.cookies = dict(cookies)
-        status, body = browser.get("/peek")
-        assert status == 200, body
-        result: dict[str, Any] = json.loads(body)
-        return result
-
-
-def digest_of(session_id: str) -> str:
-    """The digest tornsession signs an id with (HMAC-SHA256 under the session secret)."""
-    return hmac.new(SESSION_SECRET.encode(), session_id.encode(), "sha256").hexdigest()
-
-
-def record_exists(server: Server, session_id: str) -> bool:
-    """Whether the store still holds a record under `session_id` (asked through a manager of
-    the same secret: a missing record gives a fresh session with another id)."""
-    manager = tornsession.SessionManager(SESSION_SECRET, store=server.app.store)  # type: ignore[attr-defined]
-    return bool(manager.get(session_id, digest_of(session_id)).session_id == session_id)
-
-
 def increment_concurrently(port: int, path: str) -> int:
-    with Browser(port) as first:
-        status, _ = first.get(path)
-        assert status == 200
-        cookies = dict(first.cookies)
-    errors: list[BaseException] = []
-
-    def client() -> None:
-        try:
-            with Browser(port) as browser:
-                browser.cookies = dict(cookies)
-                for _ in range(INCREMENTS):
-                    status, body = browser.get(path)
-                    assert status == 200, body
-        except BaseException as error:  # reported from the main thread
-            errors.append(error)
-
-    threads = [threading.Thread(target=client) for _ in range(CONNECTIONS)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert not errors, errors
+    cookies = hammer_one_session(port, path, CONNECTIONS, INCREMENTS)
     final: int = peek(port, cookies)["n"]
     return final
 
 
-@pytest.mark.parametrize("kind", STORES)
-@pytest.mark.parametrize("style", STYLES)
+@every_store_and_style()
 @pytest.mark.parametrize("path", ["/inc", "/inc-await"])
 def test_concurrent_increments_of_one_session_are_all_kept(
     serve: Callable[..., Server], style: str, kind: str, path: str
@@ -290,8 +72,7 @@ def test_without_ordering_an_awaiting_handler_loses_updates(
 
 @pytest.mark.parametrize("ordered", [True, False], ids=["ordered", "unordered"])
 @pytest.mark.parametrize("action", ["/logout", "/regenerate"])
-@pytest.mark.parametrize("kind", STORES)
-@pytest.mark.parametrize("style", STYLES)
+@every_store_and_style()
 def test_logout_or_regenerate_during_a_slow_write_is_not_undone(
     serve: Callable[..., Server], style: str, kind: str, action: str, ordered: bool
 ) -> None:
@@ -331,8 +112,7 @@ def test_logout_or_regenerate_during_a_slow_write_is_not_undone(
         assert kept["n"] == 1
 
 
-@pytest.mark.parametrize("kind", STORES)
-@pytest.mark.parametrize("style", STYLES)
+@every_store_and_style()
 def test_a_save_over_max_size_answers_500_at_once(
     serve: Callable[..., Server], style: str, kind: str
 ) -> None:
@@ -347,8 +127,7 @@ def test_a_save_over_max_size_answers_500_at_once(
         assert browser.get("/inc") == (200, "2"), "the session still works"
 
 
-@pytest.mark.parametrize("kind", STORES)
-@pytest.mark.parametrize("style", STYLES)
+@every_store_and_style()
 def test_a_handler_that_raises_after_a_change_saves_nothing(
     serve: Callable[..., Server], style: str, kind: str
 ) -> None:
@@ -359,8 +138,7 @@ def test_a_handler_that_raises_after_a_change_saves_nothing(
         assert "half_done" not in peek(server.port, browser.cookies)
 
 
-@pytest.mark.parametrize("kind", ["memory", "redis"])
-@pytest.mark.parametrize("style", STYLES)
+@every_store_and_style(["memory", "redis"])
 def test_a_write_after_logout_is_a_new_session_with_its_cookies(
     serve: Callable[..., Server], style: str, kind: str
 ) -> None:
@@ -497,7 +275,6 @@ def test_a_websocket_does_not_hold_its_session_for_the_connection(
     serve: Callable[..., Server],
 ) -> None:
     import tornado.websocket
-    from tornado.httpclient import HTTPRequest
 
     class Socket(tornsession.SessionMixin, tornado.websocket.WebSocketHandler):
         def open(self) -> None:
@@ -505,19 +282,10 @@ def test_a_websocket_does_not_hold_its_session_for_the_connection(
 
     server = serve("mixin", "memory", order_timeout=0.5)
     server.app.wildcard_router.add_rules([(r"/ws", Socket)])
-    with Browser(server.port) as browser:
-        assert browser.get("/inc") == (200, "1")
-        cookies = dict(browser.cookies)
-
-    async def open_socket() -> Any:
-        header = "; ".join(f"{k}={v}" for k, v in cookies.items())
-        request = HTTPRequest(f"ws://127.0.0.1:{server.port}/ws", headers={"Cookie": header})
-        connection = await tornado.websocket.websocket_connect(request)
-        assert await connection.read_message() == "1"
-        return connection
-
-    connection = asyncio.run_coroutine_threadsafe(open_socket(), server.loop).result(10)
+    cookies = start_session(server.port)
+    connection = connect(server, "/ws", cookies)
     try:
+        assert on_loop(server, connection.read_message) == "1"
         with Browser(server.port) as browser:
             browser.cookies = dict(cookies)
             assert browser.get("/inc") == (200, "2"), "the open WebSocket held the session"
@@ -525,8 +293,7 @@ def test_a_websocket_does_not_hold_its_session_for_the_connection(
         server.loop.call_soon_threadsafe(connection.close)
 
 
-@pytest.mark.parametrize("kind", STORES)
-@pytest.mark.parametrize("style", STYLES)
+@every_store_and_style()
 def test_a_regeneration_after_a_logout_elsewhere_does_not_revive_the_session(
     serve: Callable[..., Server], style: str, kind: str
 ) -> None:
@@ -536,9 +303,7 @@ def test_a_regeneration_after_a_logout_elsewhere_does_not_revive_the_session(
     # login flow that was mid-way).
     first = serve(style, kind)
     second = serve(style, kind, store=first.app.store)  # type: ignore[attr-defined]
-    with Browser(first.port) as browser:
-        assert browser.get("/inc") == (200, "1")
-        cookies = dict(browser.cookies)
+    cookies = start_session(first.port)
     old_id = peek(first.port, cookies)["id"]
     after: dict[str, str] = {}
 
@@ -569,7 +334,6 @@ def test_a_websocket_handshake_with_a_blocking_store_completes_and_saves(
     serve: Callable[..., Server],
 ) -> None:
     import tornado.websocket
-    from tornado.httpclient import HTTPRequest
 
     class Socket(tornsession.SessionMixin, tornado.websocket.WebSocketHandler):
         async def prepare(self) -> None:
@@ -581,21 +345,10 @@ def test_a_websocket_handshake_with_a_blocking_store_completes_and_saves(
 
     server = serve("mixin", "file")
     server.app.wildcard_router.add_rules([(r"/ws", Socket)])
-    with Browser(server.port) as browser:
-        assert browser.get("/inc") == (200, "1")
-        cookies = dict(browser.cookies)
-
-    async def open_socket() -> Any:
-        header = "; ".join(f"{k}={v}" for k, v in cookies.items())
-        request = HTTPRequest(
-            f"ws://127.0.0.1:{server.port}/ws", headers={"Cookie": header}, request_timeout=5
-        )
-        connection = await tornado.websocket.websocket_connect(request)
-        assert await connection.read_message() == "1"
-        return connection
-
-    connection = asyncio.run_coroutine_threadsafe(open_socket(), server.loop).result(10)
+    cookies = start_session(server.port)
+    connection = connect(server, "/ws", cookies)
     try:
+        assert on_loop(server, connection.read_message) == "1"
         assert peek(server.port, cookies)["sockets"] == 1, "the handshake's change was saved"
         with Browser(server.port) as browser:
             assert browser.get("/in-flight") == (200, "0")

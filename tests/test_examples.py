@@ -10,8 +10,9 @@ import subprocess
 import sys
 
 import tornsession
-from conftest import REPO, Browser, free_port
-from servers import require_binary
+from support.browser import Browser
+from support.processes import REPO
+from support.servers import free_port, require_binary
 
 EXAMPLES = REPO / "examples"
 

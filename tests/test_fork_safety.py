@@ -17,25 +17,41 @@ from typing import Any
 
 import pytest
 import tornsession
-from servers import HOST, RedisServer, ServerProcess, free_port
+from support.servers import HOST, RedisServer, ServerProcess, free_port
 from tornsession._core import _store_load
 
 SECRET = "fork-safety-secret-of-32-bytes-or-more"
 
+# What every script starts with: the store its arguments name (the kind, then its servers as
+# JSON), its keys under a prefix of the process's own, and a manager on it.
+STORE_FROM_ARGV = """
+import json, os, sys
+import tornsession
+
+kind, servers = sys.argv[1], json.loads(sys.argv[2])
+prefix = f"PREFIX{os.getpid()}:"
+if kind == "redis":
+    store = tornsession.RedisStore(servers[0], prefix=prefix)
+else:
+    store = tornsession.MemcachedStore(servers, prefix=prefix)
+manager = tornsession.SessionManager(SECRET, store=store)
+"""
+
+
+def script(prefix: str, body: str) -> str:
+    """A script: the store from its arguments, keys under ``prefix`` and the pid, then ``body``."""
+    source = STORE_FROM_ARGV.replace("PREFIX", prefix) + textwrap.dedent(body)
+    return source.replace("SECRET", repr(SECRET))
+
+
 # Run in a fresh interpreter: a fork from pytest's own process would copy its threads and plugins.
 # Prints {"parent": report, "child": report}; each report counts what that process's loads saw.
-FORKED = textwrap.dedent(
+FORKED = script(
+    "fork",
     """
-    import json, os, sys, threading, time
-    import tornsession
+    import threading, time
 
-    kind, servers, used_before_fork = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3] == "used"
-    prefix = f"fork{os.getpid()}:"
-    if kind == "redis":
-        store = tornsession.RedisStore(servers[0], prefix=prefix)
-    else:
-        store = tornsession.MemcachedStore(servers, prefix=prefix)
-    manager = tornsession.SessionManager(SECRET, store=store)
+    used_before_fork = sys.argv[3] == "used"
 
     def save(owner):
         session = manager.get()
@@ -98,29 +114,24 @@ FORKED = textwrap.dedent(
         child = json.loads(pipe.read() or b'{"failed": "no report"}')
     os.waitpid(pid, 0)
     print(json.dumps({"parent": parent, "child": child}))
-    """
-).replace("SECRET", repr(SECRET))
+    """,
+)
 
 
 # Counts the connections the server accepted (the counting connection among them) while a child
 # loaded its session on the parent's pool, and while the parent loaded on it again afterwards.
 # Prints {"child_new": n, "parent_new": n, "errors": [...]}.
-RECONNECTS = textwrap.dedent(
+RECONNECTS = script(
+    "fork",
     """
-    import json, os, socket, sys, threading
-    import tornsession
+    import socket, threading
 
-    kind, servers = sys.argv[1], json.loads(sys.argv[2])
-    prefix = f"fork{os.getpid()}:"
     if kind == "redis":
-        store = tornsession.RedisStore(servers[0], prefix=prefix)
         addresses = [servers[0].split("//")[1].split("/")[0]]
         ask, field = b"INFO stats\\r\\n", "total_connections_received:"
     else:
-        store = tornsession.MemcachedStore(servers, prefix=prefix)
         addresses = servers
         ask, field = b"stats\\r\\n", "STAT total_connections "
-    manager = tornsession.SessionManager(SECRET, store=store)
 
     def accepted():
         total = 0
@@ -168,25 +179,17 @@ RECONNECTS = textwrap.dedent(
         "parent_new": after_parent - after_child - len(addresses),
         "errors": errors,
     }))
-    """
-).replace("SECRET", repr(SECRET))
+    """,
+)
 
 
 # Eight threads load and save without pause while the main thread forks 150 times; each child
 # loads and saves once. A child that has not finished within 5 s is a hang (killed and counted).
 # Prints {"hung": n, "failed": n, "forks": n}.
-FORK_WHILE_BUSY = textwrap.dedent(
+FORK_WHILE_BUSY = script(
+    "busy",
     """
-    import json, os, signal, sys, threading, time
-    import tornsession
-
-    kind, servers = sys.argv[1], json.loads(sys.argv[2])
-    prefix = f"busy{os.getpid()}:"
-    if kind == "redis":
-        store = tornsession.RedisStore(servers[0], prefix=prefix)
-    else:
-        store = tornsession.MemcachedStore(servers, prefix=prefix)
-    manager = tornsession.SessionManager(SECRET, store=store)
+    import signal, threading, time
     session = manager.get()
     session["n"] = 0
     manager.set(session)
@@ -229,8 +232,8 @@ FORK_WHILE_BUSY = textwrap.dedent(
     for thread in threads:
         thread.join()
     print(json.dumps({"hung": hung, "failed": failed, "forks": 150}))
-    """
-).replace("SECRET", repr(SECRET))
+    """,
+)
 
 
 def run(script: str, *args: str) -> dict[str, Any]:

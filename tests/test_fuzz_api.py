@@ -6,11 +6,9 @@ store, loading gives the stored session or a clean fresh one, never another exce
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import socket
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,21 +19,20 @@ import tornado.web
 import tornsession as session
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.engine_app import Server
+from support.stores import DictStore, saved_session
 
-settings.register_profile(
-    "default",
-    max_examples=200,
-    deadline=None,
-    database=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
-settings.register_profile(
-    "long",
-    max_examples=20_000,
-    deadline=None,
-    database=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+for profile, examples in (("default", 200), ("long", 20_000)):
+    settings.register_profile(
+        profile,
+        max_examples=examples,
+        deadline=None,
+        database=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    )
+# The values round trip (the ``manager`` fixture) runs on these stores.
+pytestmark = pytest.mark.store_kinds("memory", "file", "python")
+
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 COOKIE_SECRET = "fuzz-cookie-secret"
@@ -87,22 +84,6 @@ def normalized(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: normalized(v) for k, v in value.items()}
     return value
-
-
-class DictStore:
-    """The smallest Python store: a dict behind get/set/delete."""
-
-    def __init__(self) -> None:
-        self.data: dict[str, bytes] = {}
-
-    def get(self, key: str) -> bytes | None:
-        return self.data.get(key)
-
-    def set(self, key: str, value: bytes, ttl: int | None) -> None:
-        self.data[key] = value
-
-    def delete(self, key: str) -> None:
-        self.data.pop(key, None)
 
 
 class FakeHandler:
@@ -178,22 +159,16 @@ def test_session_manager_get_with_arbitrary_ids_never_touches_the_store(
 # --- values round trip --------------------------------------------------------------------------
 
 
-@pytest.fixture(params=["memory", "file", "python"])
-def manager(request: pytest.FixtureRequest, tmp_path: Path) -> session.SessionManager:
-    if request.param == "memory":
-        return session.SessionManager(SESSION_SECRET, store=session.MemoryStore())
-    if request.param == "file":
-        return session.SessionManager(SESSION_SECRET, str(tmp_path / "sessions"))
-    return session.SessionManager(SESSION_SECRET, store=DictStore())
+@pytest.fixture
+def manager(any_store: Any) -> session.SessionManager:
+    return session.SessionManager(SESSION_SECRET, store=any_store)
 
 
 @given(items=st.dictionaries(st.text(), json_values(floats=short_floats()), max_size=6))
 def test_saved_json_values_load_back_equal(
     manager: session.SessionManager, items: dict[str, Any]
 ) -> None:
-    s = manager.get()
-    s.update(items)
-    manager.set(s)
+    s = saved_session(manager, **items)
     loaded = manager.get(s.session_id, s.hmac_digest)
     assert dict(loaded) == normalized(items)
     assert loaded.session_id == s.session_id
@@ -207,9 +182,7 @@ def test_saved_values_including_any_float_load_back_with_the_same_shape(
     manager: session.SessionManager, items: dict[str, Any]
 ) -> None:
     """Arbitrary finite floats come back bit for bit, with the same shape and types."""
-    s = manager.get()
-    s.update(items)
-    manager.set(s)
+    s = saved_session(manager, **items)
     loaded = dict(manager.get(s.session_id, s.hmac_digest))
     assert_close(loaded, normalized(items))
     assert loaded == normalized(items)
@@ -331,51 +304,15 @@ class CounterHandler(tornado.web.RequestHandler):
         self.write({"n": self.session["n"]})
 
 
-class ServerThread:
-    """A Tornado app on a loopback port, its IOLoop in a thread of this process."""
-
-    def __init__(self) -> None:
-        self.port = 0
-        self.ready = threading.Event()
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self.stop_event: asyncio.Event | None = None
-        self.thread = threading.Thread(target=lambda: asyncio.run(self.serve()), daemon=True)
-
-    async def serve(self) -> None:
-        manager = session.TornadoSessionManager(SESSION_SECRET)
-        app = tornado.web.Application(
-            [(r"/", CounterHandler, {"manager": manager})], cookie_secret=COOKIE_SECRET
-        )
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        sock.listen(128)
-        sock.setblocking(False)
-        self.port = sock.getsockname()[1]
-        server = tornado.httpserver.HTTPServer(app)
-        server.add_sockets([sock])
-        self.loop = asyncio.get_running_loop()
-        self.stop_event = asyncio.Event()
-        self.ready.set()
-        await self.stop_event.wait()
-        server.stop()
-        await server.close_all_connections()
-
-    def start(self) -> ServerThread:
-        self.thread.start()
-        assert self.ready.wait(10)
-        return self
-
-    def stop(self) -> None:
-        assert self.loop is not None and self.stop_event is not None
-        self.loop.call_soon_threadsafe(self.stop_event.set)
-        self.thread.join(10)
-
-
 @pytest.fixture(scope="module")
-def server() -> Iterator[ServerThread]:
-    thread = ServerThread().start()
-    yield thread
-    thread.stop()
+def server() -> Iterator[Server]:
+    manager = session.TornadoSessionManager(SESSION_SECRET)
+    app = tornado.web.Application(
+        [(r"/", CounterHandler, {"manager": manager})], cookie_secret=COOKIE_SECRET
+    )
+    running = Server(app)
+    yield running
+    running.stop()
 
 
 def raw_get(port: int, cookie: bytes | None) -> tuple[int, bytes, list[bytes]]:
@@ -405,7 +342,7 @@ header_bytes = st.binary(max_size=400).map(lambda b: b.replace(b"\r", b"").repla
 
 @given(cookie=header_bytes)
 def test_arbitrary_cookie_header_bytes_over_http_never_fail_the_request(
-    server: ServerThread, cookie: bytes
+    server: Server, cookie: bytes
 ) -> None:
     status, body, _ = raw_get(server.port, cookie)
     # Tornado may refuse a malformed header line itself (400); a session problem is never a 500.
@@ -427,7 +364,7 @@ cookie_junk = st.binary(max_size=60).map(
     after=st.lists(st.tuples(cookie_names, cookie_junk), max_size=5),
 )
 def test_genuine_cookies_among_arbitrary_others_keep_the_session(
-    server: ServerThread,
+    server: Server,
     before: list[tuple[str, bytes]],
     after: list[tuple[str, bytes]],
 ) -> None:

@@ -7,15 +7,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
-import tornado.web
 import tornsession as session
-from tornado.testing import AsyncHTTPTestCase
+from support.handlers import FileSessionsTestCase
 from tornado.web import create_signed_value
 
 COOKIE_SECRET = "hostile-cookie-secret"
@@ -31,29 +28,9 @@ def digest_of(session_id: str | bytes) -> str:
     return hmac.new(SESSION_SECRET.encode(), raw, hashlib.sha256).hexdigest()
 
 
-class CounterHandler(tornado.web.RequestHandler):
-    def initialize(self) -> None:
-        self.session = session.TornadoSession(self.application.session_manager, self)  # type: ignore[attr-defined]
-
-    def get(self) -> None:
-        self.session["n"] = self.session.get("n", 0) + 1
-        self.session.save()
-        self.write({"n": self.session["n"], "id": self.session.session_id})
-
-
-class HostileHTTPTest(AsyncHTTPTestCase):
-    def get_app(self) -> tornado.web.Application:
-        self._tmp = tempfile.TemporaryDirectory()
-        self.folder = Path(self._tmp.name) / "sessions"
-        app = tornado.web.Application([(r"/", CounterHandler)], cookie_secret=COOKIE_SECRET)
-        app.session_manager = session.TornadoSessionManager(  # type: ignore[attr-defined]
-            SESSION_SECRET, str(self.folder)
-        )
-        return app
-
-    def tearDown(self) -> None:
-        super().tearDown()
-        self._tmp.cleanup()
+class HostileHTTPTest(FileSessionsTestCase):
+    cookie_secret = COOKIE_SECRET
+    session_secret = SESSION_SECRET
 
     def get_http_client(self) -> Any:
         from tornado.simple_httpclient import SimpleAsyncHTTPClient
@@ -142,15 +119,15 @@ class HostileHTTPTest(AsyncHTTPTestCase):
                 f"hmac_digest={signed('hmac_digest', digest_of(evil))}",
                 not_id=evil,
             )
-        outside = self.folder.parent
+        outside = self.session_dir.parent
         assert sorted(p.name for p in outside.iterdir()) == ["sessions"]
-        assert all(p.name.startswith("SESSION") for p in self.folder.iterdir())
+        assert all(p.name.startswith("SESSION") for p in self.session_dir.iterdir())
 
     # --- stored records -----------------------------------------------------------------------
 
     def plant(self, blob: bytes) -> tuple[str, str]:
         cookie, sid = self.genuine()
-        (self.folder / f"SESSION{sid}").write_bytes(blob)
+        (self.session_dir / f"SESSION{sid}").write_bytes(blob)
         return cookie, sid
 
     def test_a_record_nested_100000_deep_is_a_fresh_session_not_a_stack_overflow(self) -> None:
@@ -178,7 +155,7 @@ class HostileHTTPTest(AsyncHTTPTestCase):
             print(f"\n100 MB {kind} record: {elapsed:.2f} s")
             assert body["n"] == 1 and body["id"] != sid, kind
             assert elapsed < 30, f"{kind}: {elapsed:.1f} s"
-            (self.folder / f"SESSION{sid}").unlink()
+            (self.session_dir / f"SESSION{sid}").unlink()
         del blobs
 
 

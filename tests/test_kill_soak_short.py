@@ -19,7 +19,7 @@ from typing import cast
 
 import pytest
 from kill_soak import APP_KILLED, STORES, VOLATILE, Client, Config, Report, Run, Visitor, run_store
-from servers import require_binary
+from support.servers import require_binary
 
 CONFIG = Config(
     requests=int(os.environ.get("KILL_SOAK_SHORT_REQUESTS", "20000")),

@@ -5,98 +5,37 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 import tornado.web
 import tornsession
-from servers import RedisServer, ServerProcess
+from support.any_store import NATIVE_STORE_KINDS, StoreOpener
+from support.handlers import CookieJarHandler
+from support.stores import DictStore, saved_session
 from tornado.testing import AsyncHTTPTestCase, gen_test
 
 COOKIE_SECRET = "lifecycle-cookie-secret"
 
 
-class DictStore:
-    """A Python store over a dict that counts calls; optionally slow."""
-
-    def __init__(self, delay: float = 0.0) -> None:
-        self.data: dict[str, bytes] = {}
-        self.delay = delay
-        self.calls: list[str] = []
-        self.lock = threading.Lock()
-
-    def get(self, key: str) -> bytes | None:
-        time.sleep(self.delay)
-        with self.lock:
-            self.calls.append("get")
-            return self.data.get(key)
-
-    def set(self, key: str, value: bytes, ttl: int | None) -> None:
-        time.sleep(self.delay)
-        with self.lock:
-            self.calls.append("set")
-            self.data[key] = value
-
-    def delete(self, key: str) -> None:
-        time.sleep(self.delay)
-        with self.lock:
-            self.calls.append("delete")
-            self.data.pop(key, None)
-
-    def writes(self) -> int:
-        return sum(call != "get" for call in self.calls)
-
-
 # --- expiry on every store -------------------------------------------------------------------
-
-StoreFactory = Callable[[], Any]
-
-
-@pytest.fixture(params=["memory", "file", "sqlite", "redis", "memcached"])
-def store_factory(
-    request: pytest.FixtureRequest, tmp_path: Path
-) -> Iterator[tuple[str, StoreFactory]]:
-    kind: str = request.param
-    if kind == "memory":
-        yield kind, tornsession.MemoryStore
-    elif kind == "file":
-        yield kind, lambda: tornsession.FileStore(tmp_path / "sessions")
-    elif kind == "sqlite":
-        yield kind, lambda: tornsession.SqliteStore(str(tmp_path / "sessions.db"))
-    elif kind == "redis":
-        server: RedisServer = request.getfixturevalue("redis_server")
-        redis.Redis(host="127.0.0.1", port=server.port).flushall()
-        yield kind, lambda: tornsession.RedisStore(server.url)
-    else:
-        servers: list[ServerProcess] = request.getfixturevalue("memcached_servers")
-        yield kind, lambda: tornsession.MemcachedStore([servers[0].address])
-
-
-def new_saved(manager: tornsession.SessionManager, **data: Any) -> tornsession.Session:
-    s = manager.get()
-    s.update(data)
-    manager.set(s)
-    return s
 
 
 def reload(manager: tornsession.SessionManager, s: tornsession.Session) -> tornsession.Session:
     return manager.get(s.session_id, s.hmac_digest)
 
 
+@pytest.mark.store_kinds(*NATIVE_STORE_KINDS)
 def test_idle_expiry_refresh_by_activity_and_absolute_lifetime(
-    store_factory: tuple[str, StoreFactory],
+    any_store_opener: StoreOpener,
 ) -> None:
-    kind, make_store = store_factory
+    kind, make_store = any_store_opener.kind, any_store_opener
     idle = tornsession.SessionManager("s", store=make_store(), idle_timeout=2)
     capped = tornsession.SessionManager("s", store=make_store(), idle_timeout=2, lifetime=3)
-    active = new_saved(idle, who="active")
-    idle_one = new_saved(idle, who="idle")
-    capped_one = new_saved(capped, who="capped")
+    active = saved_session(idle, who="active")
+    idle_one = saved_session(idle, who="idle")
+    capped_one = saved_session(capped, who="capped")
     # Activity every 0.7 s for 3.5 s: reading alone keeps a session alive (no write needed).
     for _ in range(5):
         time.sleep(0.7)
@@ -115,7 +54,7 @@ def test_idle_expiry_refresh_by_activity_and_absolute_lifetime(
 def test_keeping_a_session_alive_does_not_rewrite_it() -> None:
     store = DictStore()
     manager = tornsession.SessionManager("s", store=store, idle_timeout=60)
-    s = new_saved(manager, a=1)
+    s = saved_session(manager, a=1)
     store.calls.clear()
     for _ in range(3):
         again = reload(manager, s)
@@ -350,21 +289,8 @@ class SlowStoreAsyncTest(AsyncHTTPTestCase):
 
 
 def test_logs_name_lifecycle_events_without_session_ids(caplog: pytest.LogCaptureFixture) -> None:
-    class Handler:
-        def __init__(self) -> None:
-            self.cookies: dict[str, bytes] = {}
-
-        def get_secure_cookie(self, name: str) -> bytes | None:
-            return self.cookies.get(name)
-
-        def set_secure_cookie(self, name: str, value: str, **kwargs: Any) -> None:
-            self.cookies[name] = value.encode()
-
-        def clear_cookie(self, name: str, **kwargs: Any) -> None:
-            self.cookies.pop(name, None)
-
     manager = tornsession.TornadoSessionManager("s")
-    handler = Handler()
+    handler = CookieJarHandler()
     ids = []
     with caplog.at_level(logging.INFO, logger="tornsession"):
         s = tornsession.TornadoSession(manager, handler)

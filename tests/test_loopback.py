@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from servers import RedisServer, memcached_argv, redis_maker, require_binary
+from support.servers import RedisServer, memcached_argv, redis_maker, require_binary
 
 from bench.loopback import (
     ServerGone,

@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 import pytest
 import tornado.web
 import tornsession as session
+from support.handlers import CookieJarHandler
 from tornado.testing import AsyncHTTPTestCase
 from tornado.web import create_signed_value, decode_signed_value
 
@@ -314,18 +315,8 @@ def test_a_manager_subclass_overriding_get_and_set_is_used_by_tornado_session() 
             calls.append("set")
             super().set(requestHandler, s)
 
-    class Handler:
-        def __init__(self) -> None:
-            self.cookies: dict[str, bytes] = {}
-
-        def get_secure_cookie(self, name: str) -> bytes | None:
-            return self.cookies.get(name)
-
-        def set_secure_cookie(self, name: str, value: str, **kwargs: Any) -> None:
-            self.cookies[name] = value.encode()
-
     manager = AuditingManager("secret")
-    handler = Handler()
+    handler = CookieJarHandler()
     first = session.TornadoSession(manager, handler)
     first["a"] = 1
     first.save()

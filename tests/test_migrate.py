@@ -280,20 +280,22 @@ def test_shared_references_that_would_explode_in_json_are_refused(session_dir: P
     assert "key 'bomb': holds more than 1000000 values once expanded" in result.stdout
 
 
-def test_a_list_holding_itself_is_refused_not_a_crash(session_dir: Path) -> None:
+@pytest.mark.parametrize(
+    ("pickled", "refusal"),
+    [
+        (b"(dp0\nS'loop'\n(lp1\ng1\nas.", "key 'loop': holds values nested deeper than 120 levels"),
+        (b"(dp0\nS'x'\nVa\\ud800b\ns.", "key 'x': holds a string with a lone surrogate"),
+    ],
+    ids=["a list holding itself", "a lone surrogate"],
+)
+def test_a_session_the_migration_cannot_represent_is_refused_not_a_crash(
+    session_dir: Path, pickled: bytes, refusal: str
+) -> None:
     path = session_dir / f"SESSION{original_id()}"
-    path.write_bytes(b"(dp0\nS'loop'\n(lp1\ng1\nas.")
+    path.write_bytes(pickled)
     result = run_cli(str(session_dir))
     assert result.returncode == 1
-    assert "key 'loop': holds values nested deeper than 120 levels" in result.stdout
-
-
-def test_a_lone_surrogate_is_refused(session_dir: Path) -> None:
-    path = session_dir / f"SESSION{original_id()}"
-    path.write_bytes(b"(dp0\nS'x'\nVa\\ud800b\ns.")
-    result = run_cli(str(session_dir))
-    assert result.returncode == 1
-    assert "key 'x': holds a string with a lone surrogate" in result.stdout
+    assert refusal in result.stdout
 
 
 def test_the_sample_output_in_the_docs_is_what_the_command_prints(session_dir: Path) -> None:

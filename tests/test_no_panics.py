@@ -25,7 +25,7 @@ import tornado.web
 import tornsession
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from servers import RedisServer, ServerProcess
+from support.servers import RedisServer, ServerProcess
 from tornsession import _core
 
 SECRET = "no-panics-secret-" + "s" * 32

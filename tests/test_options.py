@@ -4,11 +4,8 @@ they clear). The cookie checks run over real HTTP against a small Tornado app in
 
 from __future__ import annotations
 
-import asyncio
 import http.client
 import math
-import socket
-import threading
 import warnings
 from collections.abc import Iterator
 from datetime import timedelta
@@ -18,6 +15,7 @@ import pytest
 import tornado.httpserver
 import tornado.web
 import tornsession
+from support.engine_app import Server
 
 SECRET = "options-test-secret-" + "s" * 32
 COOKIE_SECRET = "options-test-cookie-secret-" + "c" * 32
@@ -187,39 +185,16 @@ class App:
     """A Tornado app behind ``xheaders=True`` (so X-Forwarded-Proto counts), in a thread."""
 
     def __init__(self, manager: tornsession.TornadoSessionManager) -> None:
-        self.manager = manager
-        self.port = 0
-        self.ready = threading.Event()
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self.stop_event: asyncio.Event | None = None
-        self.thread = threading.Thread(target=lambda: asyncio.run(self.serve()), daemon=True)
-        self.thread.start()
-        assert self.ready.wait(10)
-
-    async def serve(self) -> None:
         app = tornado.web.Application(
             [(r"/app/(set|destroy)", SessionHandler)],
             cookie_secret=COOKIE_SECRET,
-            session_manager=self.manager,
+            session_manager=manager,
         )
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        sock.listen(16)
-        sock.setblocking(False)
-        self.port = sock.getsockname()[1]
-        server = tornado.httpserver.HTTPServer(app, xheaders=True)
-        server.add_sockets([sock])
-        self.loop = asyncio.get_running_loop()
-        self.stop_event = asyncio.Event()
-        self.ready.set()
-        await self.stop_event.wait()
-        server.stop()
-        await server.close_all_connections()
+        self.server = Server(app, xheaders=True)
+        self.port = self.server.port
 
     def stop(self) -> None:
-        assert self.loop is not None and self.stop_event is not None
-        self.loop.call_soon_threadsafe(self.stop_event.set)
-        self.thread.join(10)
+        self.server.stop()
 
     def get(self, path: str, https: bool, cookie: str = "") -> list[str]:
         """The Set-Cookie headers of GET ``path``."""

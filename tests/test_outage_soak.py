@@ -39,8 +39,8 @@ from pathlib import Path
 
 import pytest
 import redis
-from conftest import RunningApp, rss_mb
-from servers import HOST, RedisServer, ServerProcess, launch, redis_maker, require_binary
+from support.processes import RunningApp, rss_mb
+from support.servers import HOST, RedisServer, ServerProcess, launch, redis_maker, require_binary
 
 CLIENTS = int(os.environ.get("OUTAGE_CLIENTS", "6"))
 ROUNDS = int(os.environ.get("OUTAGE_ROUNDS", "1"))
@@ -59,20 +59,6 @@ MAX_REQUESTS_PER_CLIENT = 50 * ACKS * (ROUNDS + 1) + 1000
 PHASE_SECONDS = 30.0 + ACKS * 0.2
 WARMUP = 30
 MAX_GROWTH_MB = 50
-
-
-@pytest.fixture
-def start_outage_app() -> Iterator[Callable[..., RunningApp]]:
-    apps: list[RunningApp] = []
-
-    def start(*args: str) -> RunningApp:
-        app = RunningApp(*args)
-        apps.append(app)
-        return app
-
-    yield start
-    for app in apps:
-        app.stop()
 
 
 @dataclass

@@ -19,22 +19,9 @@ from typing import Any
 
 import tornado.web
 import tornsession
+from support.handlers import CookieJarHandler
 
 README = Path(__file__).resolve().parent.parent / "README.md"
-
-
-class Handler:
-    def __init__(self) -> None:
-        self.cookies: dict[str, bytes] = {}
-
-    def get_secure_cookie(self, name: str) -> bytes | None:
-        return self.cookies.get(name)
-
-    def set_secure_cookie(self, name: str, value: str, **kwargs: Any) -> None:
-        self.cookies[name] = value.encode()
-
-    def clear_cookie(self, name: str, **kwargs: Any) -> None:
-        self.cookies.pop(name, None)
 
 
 def python_blocks() -> list[str]:
@@ -54,7 +41,7 @@ def test_every_python_block_in_the_readme_runs(tmp_path: Path) -> None:
         "secret": "readme-secret",
         "store": tornsession.MemoryStore(),
         "session_dir": str(tmp_path / "sessions"),
-        "handler": Handler(),
+        "handler": CookieJarHandler(),
         "handlers": [],
         "check_password": lambda *args: True,
         "name": "ann",

@@ -9,22 +9,13 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-import tornado.web
 import tornsession
-from conftest import Browser
-from test_engine_http import (  # noqa: F401  (make_store is a fixture)
-    COOKIE_SECRET,
-    SESSION_SECRET,
-    STORES,
-    STYLES,
-    Server,
-    make_store,
-)
-from test_lifecycle import DictStore
+from support.browser import Browser
+from support.engine_app import SESSION_SECRET, STORES, Server, every_store_and_style
 from tornsession._core import _store_load, _store_save_if_exists
 from tornsession.migrate import encode_record
 
@@ -47,23 +38,14 @@ def app_routes(base: type) -> list[tuple[str, type]]:
 
 
 @pytest.fixture
-def serve(
-    make_store: Callable[[str], Any],  # noqa: F811  (the fixture imported above)
-) -> Iterator[Callable[..., tuple[Server, Any]]]:
-    servers: list[Server] = []
+def serve_records(serve: Callable[..., Server]) -> Callable[[str, str], tuple[Server, Any]]:
+    """``serve_records(style, kind)``: the engine tests' server with these routes, and its store."""
 
-    def start(style: str, kind: str, **options: Any) -> tuple[Server, Any]:
-        store = DictStore() if kind == "python" else make_store(kind)
-        manager = tornsession.TornadoSessionManager(SESSION_SECRET, store=store, **options)
-        app = tornado.web.Application(app_routes(STYLES[style]), cookie_secret=COOKIE_SECRET)
-        app.session_manager = manager  # type: ignore[attr-defined]
-        server = Server(app)
-        servers.append(server)
-        return server, store
+    def start(style: str, kind: str) -> tuple[Server, Any]:
+        server = serve(style, kind, app_routes=app_routes)
+        return server, server.app.store  # type: ignore[attr-defined]
 
-    yield start
-    for server in servers:
-        server.stop()
+    return start
 
 
 def visit(browser: Browser, owner: str, size: int = 10) -> str:
@@ -75,12 +57,11 @@ def visit(browser: Browser, owner: str, size: int = 10) -> str:
     return session_id
 
 
-@pytest.mark.parametrize("kind", [*STORES, "python"])
-@pytest.mark.parametrize("style", STYLES)
+@every_store_and_style([*STORES, "python"])
 def test_a_record_copied_under_another_visitors_key_is_never_served(
-    serve: Callable[..., tuple[Server, Any]], style: str, kind: str
+    serve_records: Callable[[str, str], tuple[Server, Any]], style: str, kind: str
 ) -> None:
-    server, store = serve(style, kind)
+    server, store = serve_records(style, kind)
     with Browser(server.port) as ann, Browser(server.port) as bob:
         ann_id = visit(ann, "ann")
         bob_id = visit(bob, "bob")
@@ -98,12 +79,11 @@ def test_a_record_copied_under_another_visitors_key_is_never_served(
         assert (status, json.loads(body)["owner"]) == (200, "bob")
 
 
-@pytest.mark.parametrize("kind", [*STORES, "python"])
-@pytest.mark.parametrize("style", STYLES)
+@every_store_and_style([*STORES, "python"])
 def test_a_record_of_0_1_0_loads_and_is_bound_at_its_next_save(
-    serve: Callable[..., tuple[Server, Any]], style: str, kind: str
+    serve_records: Callable[[str, str], tuple[Server, Any]], style: str, kind: str
 ) -> None:
-    server, store = serve(style, kind)
+    server, store = serve_records(style, kind)
     with Browser(server.port) as ann:
         ann_id = visit(ann, "ann")
         unbound = encode_record(int(time.time()), {"owner": "ann before the upgrade"})
@@ -119,13 +99,12 @@ def test_a_record_of_0_1_0_loads_and_is_bound_at_its_next_save(
         )
 
 
-@pytest.mark.parametrize("kind", STORES)
-@pytest.mark.parametrize("style", STYLES)
+@every_store_and_style()
 def test_a_session_grown_past_the_read_limit_fails_at_once_and_keeps_the_stored_one(
-    serve: Callable[..., tuple[Server, Any]], style: str, kind: str
+    serve_records: Callable[[str, str], tuple[Server, Any]], style: str, kind: str
 ) -> None:
     # The defaults: no max_size given; loads read up to 1 MiB.
-    server, store = serve(style, kind)
+    server, store = serve_records(style, kind)
     with Browser(server.port) as ann:
         ann_id = visit(ann, "ann", size=1000)
         before = _store_load(store, ann_id, READ_ALL)

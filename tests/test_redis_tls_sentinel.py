@@ -15,16 +15,10 @@ from pathlib import Path
 import pytest
 import redis
 import tornsession
-from servers import HOST, ServerProcess, free_port, redis_argv, require_binary
+from support.servers import HOST, ServerProcess, free_port, redis_argv, require_binary
+from support.stores import saved_session
 
 SECRET = "tls-sentinel-test-secret"
-
-
-def saved_session(m: tornsession.SessionManager, **items: object) -> tornsession.Session:
-    s = m.get()
-    s.update(items)
-    m.set(s)
-    return s
 
 
 # TLS

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from conftest import AppProcess, Browser
+from support.browser import Browser
+from support.processes import AppProcess
 
 
 def test_seed_app_keeps_data_across_requests(seed_app: AppProcess) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import copy
 import gc
 import json
+import subprocess
+import sys
 import weakref
 from typing import Any
 
@@ -292,3 +294,45 @@ def test_a_session_whose_handler_is_gone_says_so(manager: session.TornadoSession
     s["a"] = 1
     with pytest.raises(RuntimeError, match="handler no longer exists"):
         s.save()
+
+
+_DEL_READS_THE_SESSION = """
+import tornsession
+
+seen = []
+
+class Reader:
+    def __init__(self, session):
+        self.session = session
+
+    def __del__(self):
+        seen.append((self.session.session_id, self.session.hmac_digest))
+
+s = tornsession.Session()
+s.session_id = Reader(s)
+s.session_id = "id-set"
+s.hmac_digest = Reader(s)
+s.hmac_digest = "digest-set"
+s.__init__(Reader(s), Reader(s))
+s.__init__("id-init", "digest-init")
+print(seen)
+"""
+
+
+def test_an_attribute_whose_del_reads_the_session_is_replaced_without_a_deadlock() -> None:
+    # Run apart: on a deadlock the interpreter hangs with its GIL held.
+    done = subprocess.run(
+        [sys.executable, "-c", _DEL_READS_THE_SESSION],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert done.stdout.strip() == str(
+        [
+            ("id-set", None),
+            ("id-set", "digest-set"),
+            ("id-init", "digest-init"),
+            ("id-init", "digest-init"),
+        ]
+    )

@@ -15,14 +15,12 @@ from typing import Any
 import tornado.testing
 import tornado.web
 import tornsession as session
+from support.handlers import DropInSession
 
 SECRET = "blog-session-secret-of-at-least-32-bytes"
 
 
-class PostHandler(tornado.web.RequestHandler):
-    def initialize(self) -> None:
-        self.session = session.TornadoSession(self.application.session_manager, self)  # type: ignore[attr-defined]
-
+class PostHandler(DropInSession):
     def get(self) -> None:
         self.session["views"] = self.session.get("views", 0) + 1
         self.session.save()

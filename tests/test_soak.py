@@ -8,17 +8,18 @@ check, not a speed claim).
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from http.cookies import SimpleCookie
 from pathlib import Path
 
 import pytest
-from conftest import AppProcess, rss_mb
-from servers import RedisServer, ServerProcess
+from support.processes import AppProcess, rss_mb
+from support.servers import RedisServer, ServerProcess
 
 CLIENTS = int(os.environ.get("SOAK_CLIENTS", "8"))
 REQUESTS = int(os.environ.get("SOAK_REQUESTS", "150"))
@@ -103,17 +104,8 @@ def soak(app: AppProcess, label: str) -> None:
 
 
 @pytest.fixture
-def start_soak_app() -> Iterator[Callable[..., AppProcess]]:
-    apps: list[AppProcess] = []
-
-    def start(*args: str) -> AppProcess:
-        app = AppProcess("tests.apps.soak_app", *args).start()
-        apps.append(app)
-        return app
-
-    yield start
-    for app in apps:
-        app.stop()
+def start_soak_app(start_app_process: Callable[..., AppProcess]) -> Callable[..., AppProcess]:
+    return functools.partial(start_app_process, "tests.apps.soak_app")
 
 
 @pytest.mark.parametrize("store", ["memory", "file", "sqlite"])

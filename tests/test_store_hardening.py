@@ -18,7 +18,9 @@ from typing import Any
 
 import pytest
 import tornsession
-from servers import RedisServer, ServerProcess
+from support.any_store import StoreOpener
+from support.servers import RedisServer, ServerProcess
+from support.stores import AtomicDictStore, DictStore, saved_session
 from tornsession._core import _store_load, _store_save_if_exists
 
 SECRET = "store-hardening-secret"
@@ -33,41 +35,7 @@ def record(**data: Any) -> bytes:
 
 
 def saved(manager: tornsession.SessionManager, **items: Any) -> tornsession.Session:
-    s = manager.get()
-    s.update(items or {"n": 1})
-    manager.set(s)
-    return s
-
-
-class DictStore:
-    """A Python store object: get/set/delete over a dict."""
-
-    def __init__(self) -> None:
-        self.data: dict[str, bytes] = {}
-        self.calls: list[str] = []
-
-    def get(self, key: str) -> bytes | None:
-        self.calls.append("get")
-        return self.data.get(key)
-
-    def set(self, key: str, value: bytes, ttl: int | None) -> None:
-        self.calls.append("set")
-        self.data[key] = value
-
-    def delete(self, key: str) -> None:
-        self.calls.append("delete")
-        self.data.pop(key, None)
-
-
-class AtomicDictStore(DictStore):
-    """A Python store object with the optional set_if_exists."""
-
-    def set_if_exists(self, key: str, value: bytes, ttl: int | None) -> bool:
-        self.calls.append("set_if_exists")
-        if key not in self.data:
-            return False
-        self.data[key] = value
-        return True
+    return saved_session(manager, **(items or {"n": 1}))
 
 
 @pytest.fixture(
@@ -83,35 +51,13 @@ class AtomicDictStore(DictStore):
         "atomic",
     ]
 )
-def store(
-    request: pytest.FixtureRequest,
-    tmp_path: Path,
-) -> Any:
-    kind = request.param
-    if kind == "memory":
-        return tornsession.MemoryStore()
-    if kind == "file":
-        return tornsession.FileStore(tmp_path / "sessions")
+def store(request: pytest.FixtureRequest) -> Any:
+    kind: str = request.param
     if kind == "file-durable":
-        return tornsession.FileStore(tmp_path / "sessions", durable=True)
-    if kind == "sqlite":
-        return tornsession.SqliteStore(tmp_path / "sessions.db")
-    if kind == "redis":
-        server: RedisServer = request.getfixturevalue("redis_server")
-        return tornsession.RedisStore(server.url, prefix=f"hardening-{time.monotonic_ns()}:")
-    if kind == "redis-cluster":
-        nodes: list[RedisServer] = request.getfixturevalue("redis_cluster")
-        return tornsession.RedisClusterStore(
-            [nodes[0].url.removesuffix("/0")], prefix=f"hardening-{time.monotonic_ns()}:"
-        )
-    if kind == "memcached":
-        servers: list[ServerProcess] = request.getfixturevalue("memcached_servers")
-        return tornsession.MemcachedStore(
-            [s.address for s in servers], prefix=f"hardening-{time.monotonic_ns()}:"
-        )
-    if kind == "python":
-        return DictStore()
-    return AtomicDictStore()
+        return StoreOpener("file", request)(durable=True)
+    if kind == "atomic":
+        return AtomicDictStore()
+    return StoreOpener(kind.removeprefix("redis-"), request)()
 
 
 # --- 1. save_if_exists ---------------------------------------------------------------------------
@@ -423,16 +369,9 @@ def test_memory_store_max_bytes_cannot_be_none() -> None:
 # --- 7. key order --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kind", ["memory", "file", "sqlite"])
-def test_keys_keep_their_order_through_save_and_load(tmp_path: Path, kind: str) -> None:
-    store: tornsession.MemoryStore | tornsession.FileStore | tornsession.SqliteStore
-    if kind == "memory":
-        store = tornsession.MemoryStore()
-    elif kind == "file":
-        store = tornsession.FileStore(tmp_path)
-    else:
-        store = tornsession.SqliteStore(tmp_path / "s.db")
-    manager = tornsession.SessionManager(SECRET, store=store)
+@pytest.mark.store_kinds("memory", "file", "sqlite")
+def test_keys_keep_their_order_through_save_and_load(any_store: Any) -> None:
+    manager = tornsession.SessionManager(SECRET, store=any_store)
     s = manager.get()
     s["b"] = 1
     s["a"] = 2

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import time
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 import redis
 import tornsession
-from servers import HOST, AppProcess, Browser, RedisServer, ServerProcess
+from support.any_store import StoreOpener
+from support.browser import Browser
+from support.processes import AppProcess
+from support.servers import HOST, RedisServer, ServerProcess, memcached_command, memcached_stats
+from support.stores import saved_session
 
 SECRET = "network-test-secret"
 TIMEOUT = 1.0
@@ -19,31 +23,8 @@ TIMEOUT = 1.0
 MARGIN = 3.0
 
 
-def saved_session(m: tornsession.SessionManager, **items: object) -> tornsession.Session:
-    s = m.get()
-    s.update(items)
-    m.set(s)
-    return s
-
-
-def memcached_command(server: ServerProcess, command: str) -> bytes:
-    """One raw ASCII command straight to one memcached server."""
-    with socket.create_connection((HOST, server.port), timeout=5) as sock:
-        sock.sendall(command.encode() + b"\r\n")
-        answer = b""
-        while not answer.endswith((b"END\r\n", b"ERROR\r\n")):
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            answer += chunk
-        return answer
-
-
 def memcached_items(server: ServerProcess) -> int:
-    for line in memcached_command(server, "stats").decode().splitlines():
-        if line.startswith("STAT curr_items "):
-            return int(line.split()[2])
-    raise AssertionError("no curr_items in stats")
+    return int(memcached_stats(server)["curr_items"])
 
 
 def memcached_has(server: ServerProcess, key: str) -> bool:
@@ -99,11 +80,19 @@ def timed(call: Callable[[], object]) -> float:
     return time.monotonic() - started
 
 
-def test_redis_killed_server_fails_fast_and_store_recovers_when_back(
+@pytest.mark.parametrize("kind", ["redis", "memcached"])
+def test_a_killed_server_fails_fast_and_the_store_recovers_when_back(
+    kind: str,
     redis_factory: Callable[[], RedisServer],
+    memcached_factory: Callable[[], ServerProcess],
 ) -> None:
-    server = redis_factory()
-    store = tornsession.RedisStore(server.url, connect_timeout=TIMEOUT, timeout=TIMEOUT)
+    timeouts: dict[str, Any] = {"connect_timeout": TIMEOUT, "timeout": TIMEOUT}
+    if kind == "redis":
+        server: ServerProcess = redis_factory()
+        store: Any = tornsession.RedisStore(f"redis://{HOST}:{server.port}/0", **timeouts)
+    else:
+        server = memcached_factory()
+        store = tornsession.MemcachedStore([server.address], **timeouts)
     m = tornsession.SessionManager(SECRET, store=store)
     s = saved_session(m, k=1)
     server.kill()
@@ -112,8 +101,13 @@ def test_redis_killed_server_fails_fast_and_store_recovers_when_back(
         timed(lambda: m.get(s.session_id, s.hmac_digest)),
         timed(lambda: m.set(s)),
     ]
-    print(f"RedisStore, server killed: calls failed after {waited} s")
+    print(f"{type(store).__name__}, server killed: calls failed after {waited} s")
     assert max(waited) < 2 * TIMEOUT + MARGIN
+    if kind == "memcached":
+        with pytest.raises(
+            tornsession.SessionStoreError, match=r"MemcachedStore\(\['127\.0\.0\.1:"
+        ):
+            m.get(s.session_id, s.hmac_digest)
     server.start()  # same port, empty (no persistence)
     fresh = saved_session(m, k=2)
     assert dict(m.get(fresh.session_id, fresh.hmac_digest)) == {"k": 2}
@@ -137,26 +131,33 @@ def test_redis_frozen_server_times_out_instead_of_hanging(
     assert dict(m.get(s.session_id, s.hmac_digest)) == {"k": 1}
 
 
-def test_two_tornado_processes_share_a_redis_store(
-    redis_server: RedisServer, start_app: Callable[[list[str]], AppProcess]
-) -> None:
-    args = ["--store", "redis", "--url", redis_server.url]
-    first, second = start_app(args), start_app(args)
-    browser = Browser()
-    for n in range(1, 7):
+SHARED_APP = "tests.apps.shared_store_app"
+
+
+def alternate(browser: Browser, first: AppProcess, second: AppProcess, rounds: int = 6) -> None:
+    """Visits the two apps in turn with one cookie jar: each counts on from the other's count."""
+    for n in range(1, rounds + 1):
         app = first if n % 2 else second
-        assert browser.get_json(app.url) == {"count": n, "port": app.port}
+        assert browser.get_json(app.url("/count")) == {"count": n, "port": app.port}
+
+
+@pytest.mark.parametrize("kind", ["redis", "memcached", "sqlite", "file"])
+def test_two_tornado_processes_share_a_store(
+    kind: str, request: pytest.FixtureRequest, start_app_process: Callable[..., AppProcess]
+) -> None:
+    args = StoreOpener(kind, request).args()
+    first, second = start_app_process(SHARED_APP, *args), start_app_process(SHARED_APP, *args)
+    with Browser(timeout=30) as browser:
+        alternate(browser, first, second)
 
 
 def test_redis_py_client_wrapped_as_store_works_over_http(
-    redis_server: RedisServer, start_app: Callable[[list[str]], AppProcess]
+    redis_server: RedisServer, start_app_process: Callable[..., AppProcess]
 ) -> None:
     args = ["--store", "redis-py", "--url", redis_server.url]
-    first, second = start_app(args), start_app(args)
-    browser = Browser()
-    for n in range(1, 5):
-        app = first if n % 2 else second
-        assert browser.get_json(app.url) == {"count": n, "port": app.port}
+    first, second = start_app_process(SHARED_APP, *args), start_app_process(SHARED_APP, *args)
+    with Browser(timeout=30) as browser:
+        alternate(browser, first, second, rounds=4)
     direct = redis.Redis(host=HOST, port=redis_server.port)
     keys = [k for k in direct.keys("tornsession:*") if 0 < direct.ttl(k) <= 3600]
     assert keys, "the wrapper stored no key with the app's idle_timeout as TTL"
@@ -167,7 +168,7 @@ def test_handler_answers_500_while_store_is_down_and_200_once_back(
     kind: str,
     redis_factory: Callable[[], RedisServer],
     memcached_factory: Callable[[], ServerProcess],
-    start_app: Callable[[list[str]], AppProcess],
+    start_app_process: Callable[..., AppProcess],
 ) -> None:
     if kind == "redis":
         server: ServerProcess = redis_factory()
@@ -175,17 +176,17 @@ def test_handler_answers_500_while_store_is_down_and_200_once_back(
     else:
         server = memcached_factory()
         args = ["--store", "memcached", "--servers", server.address]
-    app = start_app([*args, "--timeout", str(TIMEOUT)])
-    browser = Browser()
-    assert browser.status(app.url) == 200
-    server.kill()
-    started = time.monotonic()
-    assert browser.status(app.url) == 500
-    waited = time.monotonic() - started
-    print(f"{kind}: HTTP request with the store down answered 500 after {waited:.2f} s")
-    assert waited < 2 * TIMEOUT + MARGIN
-    server.start()
-    assert browser.status(app.url) == 200
+    app = start_app_process(SHARED_APP, *args, "--timeout", str(TIMEOUT))
+    with Browser(app.port, timeout=30) as browser:
+        assert browser.status("/count") == 200
+        server.kill()
+        started = time.monotonic()
+        assert browser.status("/count") == 500
+        waited = time.monotonic() - started
+        print(f"{kind}: HTTP request with the store down answered 500 after {waited:.2f} s")
+        assert waited < 2 * TIMEOUT + MARGIN
+        server.start()
+        assert browser.status("/count") == 200
 
 
 # Redis Cluster
@@ -254,36 +255,3 @@ def test_memcached_idle_timeout_expires_the_value_on_the_server(
     time.sleep(2.5)  # memcached's clock ticks in whole seconds
     assert not memcached_has(server, key)
     assert "k" not in m.get(s.session_id, s.hmac_digest)
-
-
-def test_memcached_killed_server_fails_fast_and_store_recovers_when_back(
-    memcached_factory: Callable[[], ServerProcess],
-) -> None:
-    server = memcached_factory()
-    store = tornsession.MemcachedStore([server.address], connect_timeout=TIMEOUT, timeout=TIMEOUT)
-    m = tornsession.SessionManager(SECRET, store=store)
-    s = saved_session(m, k=1)
-    server.kill()
-    s["k"] = 2  # a change, so set() has something to write
-    waited = [
-        timed(lambda: m.get(s.session_id, s.hmac_digest)),
-        timed(lambda: m.set(s)),
-    ]
-    print(f"MemcachedStore, server killed: calls failed after {waited} s")
-    assert max(waited) < 2 * TIMEOUT + MARGIN
-    with pytest.raises(tornsession.SessionStoreError, match=r"MemcachedStore\(\['127\.0\.0\.1:"):
-        m.get(s.session_id, s.hmac_digest)
-    server.start()
-    fresh = saved_session(m, k=2)
-    assert dict(m.get(fresh.session_id, fresh.hmac_digest)) == {"k": 2}
-
-
-def test_two_tornado_processes_share_a_memcached_store(
-    memcached_servers: list[ServerProcess], start_app: Callable[[list[str]], AppProcess]
-) -> None:
-    args = ["--store", "memcached", "--servers", *(s.address for s in memcached_servers)]
-    first, second = start_app(args), start_app(args)
-    browser = Browser()
-    for n in range(1, 7):
-        app = first if n % 2 else second
-        assert browser.get_json(app.url) == {"count": n, "port": app.port}

@@ -9,12 +9,10 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
 
 import tornsession
-from servers import AppProcess, Browser
 
 SECRET = "sqlite-test-secret"
 
@@ -170,26 +168,3 @@ def test_sqlite_sigkill_mid_save_keeps_database_readable_and_acknowledged_saves(
     s["after"] = True
     m.set(s)  # still writable
     assert m.get(s.session_id, s.hmac_digest)["after"] is True
-
-
-def alternate(browser: Browser, first: AppProcess, second: AppProcess, rounds: int = 6) -> None:
-    for n in range(1, rounds + 1):
-        app = first if n % 2 else second
-        answer = browser.get_json(app.url)
-        assert answer == {"count": n, "port": app.port}
-
-
-def test_two_tornado_processes_share_a_sqlite_store(
-    tmp_path: Path, start_app: Callable[[list[str]], AppProcess]
-) -> None:
-    args = ["--store", "sqlite", "--path", str(tmp_path / "shared.db")]
-    first, second = start_app(args), start_app(args)
-    alternate(Browser(), first, second)
-
-
-def test_two_tornado_processes_share_a_file_store(
-    tmp_path: Path, start_app: Callable[[list[str]], AppProcess]
-) -> None:
-    args = ["--store", "file", "--path", str(tmp_path / "sessions")]
-    first, second = start_app(args), start_app(args)
-    alternate(Browser(), first, second)

@@ -286,8 +286,16 @@ def test_tornsession_testing_imports_without_pytest() -> None:
 def test_the_plugin_is_registered_as_a_pytest11_entry_point() -> None:
     entry_points = importlib.metadata.entry_points(group="pytest11")
     assert [(e.name, e.value) for e in entry_points if e.name == "tornsession"] == [
-        ("tornsession", "tornsession.testing")
+        ("tornsession", "tornsession._pytest_plugin")
     ]
+
+
+@pytest.fixture
+def users_pytester(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
+    """A pytester run as a user's own suite runs: plugins autoload, no options from ours."""
+    monkeypatch.delenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", raising=False)
+    monkeypatch.delenv("PYTEST_ADDOPTS", raising=False)
+    return pytester
 
 
 USER_SUITE = '''
@@ -352,14 +360,12 @@ USER_SUITE = '''
 
 
 def test_a_users_suite_gets_the_fixtures_without_any_conftest(
-    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+    users_pytester: pytest.Pytester,
 ) -> None:
-    monkeypatch.delenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", raising=False)
-    monkeypatch.delenv("PYTEST_ADDOPTS", raising=False)
-    pytester.makepyfile(test_user_app=textwrap.dedent(USER_SUITE))
-    assert not list(pytester.path.glob("conftest.py"))
+    users_pytester.makepyfile(test_user_app=textwrap.dedent(USER_SUITE))
+    assert not list(users_pytester.path.glob("conftest.py"))
 
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-v")
+    result = users_pytester.runpytest_subprocess("-p", "no:cacheprovider", "-v")
 
     result.assert_outcomes(passed=3)
     result.stdout.fnmatch_lines(["*plugins:*tornsession*"])
@@ -409,13 +415,11 @@ CLIENT_SUITE = '''
 
 
 def test_a_users_suite_gets_a_client_for_its_app_fixture(
-    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+    users_pytester: pytest.Pytester,
 ) -> None:
-    monkeypatch.delenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", raising=False)
-    monkeypatch.delenv("PYTEST_ADDOPTS", raising=False)
-    pytester.makepyfile(test_user_client=textwrap.dedent(CLIENT_SUITE))
+    users_pytester.makepyfile(test_user_client=textwrap.dedent(CLIENT_SUITE))
 
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-v")
+    result = users_pytester.runpytest_subprocess("-p", "no:cacheprovider", "-v")
 
     result.assert_outcomes(passed=2)
 
@@ -427,15 +431,13 @@ def doc_blocks(language: str) -> list[str]:
 
 
 def test_every_python_example_in_the_docs_runs(
-    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+    users_pytester: pytest.Pytester,
 ) -> None:
-    monkeypatch.delenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", raising=False)
-    monkeypatch.delenv("PYTEST_ADDOPTS", raising=False)
     blocks = doc_blocks("python")
     assert len(blocks) == 3
     for number, block in enumerate(blocks):
-        pytester.makepyfile(**{f"test_doc_{number}": block})
+        users_pytester.makepyfile(**{f"test_doc_{number}": block})
 
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result = users_pytester.runpytest_subprocess("-p", "no:cacheprovider")
 
     result.assert_outcomes(passed=4)

@@ -3,7 +3,7 @@ API styles: turns hold across event loops in threads, a client that leaves passe
 at once, a request that stays open (a long poll) never blocks its visitor's other requests, a
 late write after the turn was passed on is fenced, and ``session.release()`` ends a claim.
 
-The apps are the engine tests' (``test_engine_http``: the ``serve`` fixture, ``Server``, the
+The apps are the engine tests' (``support/engine_app.py``: the ``serve`` fixture, ``Server``, the
 ``DropIn`` and ``Mixin`` styles, ``/inc``, ``/inc-await`` and ``/peek``).
 """
 
@@ -21,28 +21,21 @@ import pytest
 import tornado.locks
 import tornado.web
 import tornsession
-from conftest import Browser
-from test_engine_http import (  # noqa: F401 (fixtures: serve(style, kind, ...), make_store)
+from support.browser import Browser
+from support.engine_app import (
     COOKIE_SECRET,
     SESSION_SECRET,
-    STORES,
     STYLES,
     InFlight,
     Server,
-    make_store,
+    every_store_and_style,
     peek,
     routes,
-    serve,
+    start_session,
 )
 
 # Generous: the old code answered these after 3 to 10 s (or 503).
 AT_ONCE = 1.0
-
-
-def start_session(port: int) -> dict[str, str]:
-    with Browser(port) as browser:
-        assert browser.get("/inc") == (200, "1")
-        return dict(browser.cookies)
 
 
 def timed_get(port: int, cookies: dict[str, str], path: str) -> tuple[int, str, float]:
@@ -56,8 +49,7 @@ def timed_get(port: int, cookies: dict[str, str], path: str) -> tuple[int, str, 
 # Item 4: one manager, two event loops in two threads.
 
 
-@pytest.mark.parametrize("kind", ["memory", "redis"])
-@pytest.mark.parametrize("style", STYLES)
+@every_store_and_style(["memory", "redis"])
 def test_turns_hold_across_event_loops_in_threads(
     make_store: Callable[[str], Any], style: str, kind: str
 ) -> None:
@@ -104,6 +96,13 @@ def test_turns_hold_across_event_loops_in_threads(
 # on ("gate", set from the test's thread with call_soon_threadsafe).
 
 
+def commit_or_409(handler: Any) -> None:
+    try:
+        handler.commit()
+    except tornsession.SessionConflict as conflict:  # the drop-in save() raises it
+        raise tornado.web.HTTPError(409) from conflict
+
+
 def holding_routes(base: type) -> list[tuple[str, type]]:
     class Hold(base):  # type: ignore[misc]
         """Changes its session (so the lease keeps its turn), then waits at the gate."""
@@ -114,10 +113,7 @@ def holding_routes(base: type) -> list[tuple[str, type]]:
                 self.session.release()
             self.settings["reached"].set()
             await self.settings["gate"].wait()
-            try:
-                self.commit()
-            except tornsession.SessionConflict as conflict:  # the drop-in save() raises it
-                raise tornado.web.HTTPError(409) from conflict
+            commit_or_409(self)
 
     class SlowIncrement(base):  # type: ignore[misc]
         """Reads, waits past the lease without a change, then writes."""
@@ -127,19 +123,21 @@ def holding_routes(base: type) -> list[tuple[str, type]]:
             self.settings["reached"].set()
             await asyncio.sleep(float(self.get_argument("sleep")))
             self.session["n"] = n + 100
-            try:
-                self.commit()
-            except tornsession.SessionConflict as conflict:  # the drop-in save() raises it
-                raise tornado.web.HTTPError(409) from conflict
+            commit_or_409(self)
 
     return [(r"/hold", Hold), (r"/slow-inc", SlowIncrement)]
 
 
-def add_routes(server: Server, style: str) -> tuple[threading.Event, asyncio.Event]:
+def holding_app(
+    serve: Callable[..., Server], style: str, **options: Any
+) -> tuple[Server, threading.Event, asyncio.Event, dict[str, str]]:
+    """A memory-store app of ``style`` with the holding routes, and a session started on it:
+    (the server, its "reached" and "gate" events, the session's cookies)."""
+    server = serve(style, "memory", **options)
     reached, gate = threading.Event(), asyncio.Event()
     server.app.settings.update(reached=reached, gate=gate)
     server.app.wildcard_router.add_rules(holding_routes(STYLES[style]))
-    return reached, gate
+    return server, reached, gate, start_session(server.port)
 
 
 # Item 5: a client that disconnects releases its session's turn at once.
@@ -149,9 +147,7 @@ def add_routes(server: Server, style: str) -> tuple[threading.Event, asyncio.Eve
 def test_a_client_that_disconnects_passes_its_sessions_turn_on_at_once(
     serve: Callable[..., Server], style: str
 ) -> None:
-    server = serve(style, "memory", order_timeout=3)
-    reached, gate = add_routes(server, style)
-    cookies = start_session(server.port)
+    server, reached, gate, cookies = holding_app(serve, style, order_timeout=3)
     header = "; ".join(f"{k}={v}" for k, v in cookies.items())
     try:
         with socket.create_connection(("127.0.0.1", server.port)) as leaving:
@@ -259,8 +255,7 @@ def run_long_poll(server: Server, style: str, hold: float, pause: float) -> list
     return latencies
 
 
-@pytest.mark.parametrize("kind", STORES)
-@pytest.mark.parametrize("style", STYLES)
+@every_store_and_style()
 def test_a_long_poll_never_blocks_its_visitors_posts(
     serve: Callable[..., Server], style: str, kind: str
 ) -> None:
@@ -289,9 +284,7 @@ def test_a_long_poll_held_for_30_s_never_blocks_its_visitors_posts(
 def test_a_slow_writer_after_its_lease_gets_409_and_the_other_write_is_kept(
     serve: Callable[..., Server], style: str
 ) -> None:
-    server = serve(style, "memory")
-    reached, _ = add_routes(server, style)
-    cookies = start_session(server.port)
+    server, reached, _, cookies = holding_app(serve, style)
     slow: list[tuple[int, str, float]] = []
     writer = threading.Thread(
         target=lambda: slow.append(timed_get(server.port, cookies, "/slow-inc?sleep=2"))
@@ -310,9 +303,7 @@ def test_a_slow_writer_after_its_lease_gets_409_and_the_other_write_is_kept(
 def test_release_lets_the_sessions_next_request_in_at_once(
     serve: Callable[..., Server], style: str
 ) -> None:
-    server = serve(style, "memory", order_timeout=3)
-    reached, gate = add_routes(server, style)
-    cookies = start_session(server.port)
+    server, reached, gate, cookies = holding_app(serve, style, order_timeout=3)
     held: list[tuple[int, str, float]] = []
     holder = threading.Thread(
         target=lambda: held.append(timed_get(server.port, cookies, "/hold?release=1"))

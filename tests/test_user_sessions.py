@@ -6,54 +6,34 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import tornsession
-from conftest import AppProcess, Browser
-from servers import HOST
+from support.any_store import StoreOpener
+from support.browser import Browser
+from support.processes import AppProcess
+from support.servers import memcached_stats
+from support.stores import DictStore
 
 STORES = ["memory", "file", "sqlite", "redis", "cluster", "python"]
 
 
 @pytest.fixture
-def store_args(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[str], list[str]]:
-    def args(store: str) -> list[str]:
-        if store == "file":
-            return ["--store", "file", "--path", str(tmp_path / "sessions")]
-        if store == "sqlite":
-            return ["--store", "sqlite", "--path", str(tmp_path / "sessions.sqlite3")]
-        if store == "redis":
-            server = request.getfixturevalue("redis_server")
-            return ["--store", "redis", "--url", server.url]
-        if store == "cluster":
-            nodes = request.getfixturevalue("redis_cluster")
-            return ["--store", "cluster", "--url", nodes[0].url.removesuffix("/0")]
-        if store == "memcached":
-            servers = request.getfixturevalue("memcached_servers")
-            return ["--store", "memcached", "--url", ",".join(s.address for s in servers)]
-        return ["--store", store]
+def users_app(
+    request: pytest.FixtureRequest, start_app_process: Callable[..., AppProcess]
+) -> Callable[..., AppProcess]:
+    """``users_app(kind, *options)``: tests/apps/users_app.py on this test's store of ``kind``."""
 
-    return args
+    def start(kind: str, *options: str) -> AppProcess:
+        store = StoreOpener(kind, request).args()
+        return start_app_process("tests.apps.users_app", *store, *options)
 
-
-@pytest.fixture
-def apps() -> Iterator[Callable[..., AppProcess]]:
-    started: list[AppProcess] = []
-
-    def start(*args: str) -> AppProcess:
-        app = AppProcess("tests.apps.users_app", *args).start()
-        started.append(app)
-        return app
-
-    yield start
-    for app in started:
-        app.stop()
+    return start
 
 
 def user() -> str:
@@ -78,6 +58,29 @@ def sessions(browser: Browser) -> list[dict[str, Any]]:
     return listed
 
 
+def me_with(app: AppProcess, cookies: dict[str, str]) -> Any:
+    """Who a new browser holding ``cookies`` is logged in as."""
+    with Browser(app.port) as replay:
+        replay.cookies = dict(cookies)
+        return me(replay)
+
+
+@pytest.fixture
+def visitors(browsers: list[Browser]) -> Callable[..., list[Browser]]:
+    """``visitors(app, count, name=None)``: ``count`` browsers on ``app``, each logged in as
+    ``name`` when one is given; closed after the test."""
+
+    def make(app: AppProcess, count: int, name: str | None = None) -> list[Browser]:
+        made = [Browser(app.port) for _ in range(count)]
+        browsers.extend(made)
+        for browser in made:
+            if name is not None:
+                login(browser, name)
+        return made
+
+    return make
+
+
 def post(browser: Browser, path: str) -> Any:
     status, text = browser.request("POST", path, "")
     assert status == 200, text
@@ -86,118 +89,96 @@ def post(browser: Browser, path: str) -> Any:
 
 @pytest.mark.parametrize("store", STORES)
 def test_three_clients_listed_one_ended_then_all_but_the_current(
-    store: str, store_args: Callable[[str], list[str]], apps: Callable[..., AppProcess]
+    store: str, users_app: Callable[..., AppProcess], visitors: Callable[..., list[Browser]]
 ) -> None:
-    app = apps(*store_args(store))
+    app = users_app(store)
     name = user()
-    clients = [Browser(app.port) for _ in range(3)]
-    stranger = Browser(app.port)
-    try:
-        for client in clients:
-            login(client, name)
-        login(stranger, user())
-        listed = sessions(clients[0])
-        assert len(listed) == 3
-        assert [s["current"] for s in listed].count(True) == 1
-        assert all(set(s["info"]) == {"agent"} for s in listed)
-        # The ids shown are not the session cookies.
-        for s in listed:
-            assert s["id"] not in json.dumps(clients[0].cookies)
-        # "End this session": client 1's session, from client 0's list.
-        mine = {s["id"] for s in listed if s["current"]}
-        target = next(s for s in listed if not s["current"])["id"]
-        ended_before = {me(c) for c in clients}
-        assert ended_before == {name}
-        assert post(clients[0], f"/end?id={target}") == {"ended": 1}
-        assert post(clients[0], f"/end?id={target}") == {"ended": 0}
-        assert sorted(me(c) is None for c in clients) == [False, False, True]
-        left = sessions(clients[0])
-        assert len(left) == 2 and mine <= {s["id"] for s in left}
-        # "Log out everywhere else".
-        assert post(clients[0], "/others") == {"ended": 1}
-        assert [me(c) for c in clients] == [name, None, None]
-        assert [s["id"] for s in sessions(clients[0])] == list(mine)
-        # Another user's sessions were never touched; unknown ids are a no-op.
-        assert me(stranger) is not None
-        assert post(clients[0], "/end?id=" + "0" * 64) == {"ended": 0}
-        assert post(clients[0], "/end?id=nonsense") == {"ended": 0}
-        # Logging out leaves the list empty.
-        assert clients[0].request("POST", "/logout", "")[0] == 200
-        login(clients[1], name)
-        assert len(sessions(clients[1])) == 1
-    finally:
-        for client in [*clients, stranger]:
-            client.close()
+    clients = visitors(app, 3, name)
+    [stranger] = visitors(app, 1, user())
+    listed = sessions(clients[0])
+    assert len(listed) == 3
+    assert [s["current"] for s in listed].count(True) == 1
+    assert all(set(s["info"]) == {"agent"} for s in listed)
+    # The ids shown are not the session cookies.
+    for s in listed:
+        assert s["id"] not in json.dumps(clients[0].cookies)
+    # "End this session": client 1's session, from client 0's list.
+    mine = {s["id"] for s in listed if s["current"]}
+    target = next(s for s in listed if not s["current"])["id"]
+    ended_before = {me(c) for c in clients}
+    assert ended_before == {name}
+    assert post(clients[0], f"/end?id={target}") == {"ended": 1}
+    assert post(clients[0], f"/end?id={target}") == {"ended": 0}
+    assert sorted(me(c) is None for c in clients) == [False, False, True]
+    left = sessions(clients[0])
+    assert len(left) == 2 and mine <= {s["id"] for s in left}
+    # "Log out everywhere else".
+    assert post(clients[0], "/others") == {"ended": 1}
+    assert [me(c) for c in clients] == [name, None, None]
+    assert [s["id"] for s in sessions(clients[0])] == list(mine)
+    # Another user's sessions were never touched; unknown ids are a no-op.
+    assert me(stranger) is not None
+    assert post(clients[0], "/end?id=" + "0" * 64) == {"ended": 0}
+    assert post(clients[0], "/end?id=nonsense") == {"ended": 0}
+    # Logging out leaves the list empty.
+    assert clients[0].request("POST", "/logout", "")[0] == 200
+    login(clients[1], name)
+    assert len(sessions(clients[1])) == 1
 
 
-@pytest.mark.parametrize("store", STORES)
+@pytest.mark.parametrize("store", [*STORES, "memcached"])
 def test_a_password_change_ends_the_other_sessions(
-    store: str, store_args: Callable[[str], list[str]], apps: Callable[..., AppProcess]
+    store: str, users_app: Callable[..., AppProcess], visitors: Callable[..., list[Browser]]
 ) -> None:
-    app = apps(*store_args(store))
+    app = users_app(store)
     name = user()
-    clients = [Browser(app.port) for _ in range(3)]
-    try:
-        for client in clients:
-            login(client, name)
-        old_cookies = dict(clients[2].cookies)
-        assert post(clients[2], "/password") == {"ended": 2}
-        assert [me(c) for c in clients] == [None, None, name]
-        # The survivor was regenerated: its old cookie opens nothing either.
-        assert clients[2].cookies != old_cookies
-        replay = Browser(app.port)
-        replay.cookies = old_cookies
-        try:
-            assert me(replay) is None
-        finally:
-            replay.close()
+    clients = visitors(app, 3, name)
+    old_cookies = dict(clients[2].cookies)
+    # memcached cannot count what a generation ends: 0, documented.
+    assert post(clients[2], "/password") == {"ended": 0 if store == "memcached" else 2}
+    assert [me(c) for c in clients] == [None, None, name]
+    # The survivor was regenerated (memcached: under the new generation): its old cookie opens
+    # nothing either.
+    assert clients[2].cookies != old_cookies
+    assert me_with(app, old_cookies) is None
+    if store == "memcached":  # which cannot list
+        assert me(clients[2]) == name
+    else:
         assert len(sessions(clients[2])) == 1
-    finally:
-        for client in clients:
-            client.close()
 
 
 def test_two_processes_sharing_redis_see_each_others_sessions(
-    redis_server: Any, apps: Callable[..., AppProcess]
+    users_app: Callable[..., AppProcess], visitors: Callable[..., list[Browser]]
 ) -> None:
-    one = apps("--store", "redis", "--url", redis_server.url)
-    two = apps("--store", "redis", "--url", redis_server.url)
+    one, two = users_app("redis"), users_app("redis")
     name = user()
-    a, b = Browser(one.port), Browser(two.port)
-    try:
-        login(a, name)
-        login(b, name)
-        assert len(sessions(a)) == 2
-        assert len(sessions(b)) == 2
-        # Ended from one process, gone in the other.
-        assert post(a, "/others") == {"ended": 1}
-        assert me(b) is None
-        assert len(sessions(a)) == 1
-    finally:
-        a.close()
-        b.close()
+    a, b = visitors(one, 1)[0], visitors(two, 1)[0]
+    login(a, name)
+    login(b, name)
+    assert len(sessions(a)) == 2
+    assert len(sessions(b)) == 2
+    # Ended from one process, gone in the other.
+    assert post(a, "/others") == {"ended": 1}
+    assert me(b) is None
+    assert len(sessions(a)) == 1
 
 
 @pytest.mark.parametrize("store", ["memory", "file", "sqlite", "redis", "cluster", "memcached"])
 def test_a_remember_me_session_outlives_a_normal_one(
-    store: str, store_args: Callable[[str], list[str]], apps: Callable[..., AppProcess]
+    store: str, users_app: Callable[..., AppProcess], visitors: Callable[..., list[Browser]]
 ) -> None:
-    app = apps(*store_args(store), "--idle-timeout", "1")
+    app = users_app(store, "--idle-timeout", "1")
     name = user()
-    normal, remembered = Browser(app.port), Browser(app.port)
-    try:
-        login(normal, name)
-        assert not any("expires" in c.lower() for c in normal.last_set_cookie)
-        login(remembered, name, remember=True)
-        assert all("expires" in c.lower() for c in remembered.last_set_cookie)
-        time.sleep(2.5)
-        assert me(normal) is None
-        assert me(remembered) == name
-        if store != "memcached":  # which cannot list
-            assert len(sessions(remembered)) == 1
-    finally:
-        normal.close()
-        remembered.close()
+    normal, remembered = visitors(app, 2)
+    login(normal, name)
+    assert not any("expires" in c.lower() for c in normal.last_set_cookie)
+    login(remembered, name, remember=True)
+    assert all("expires" in c.lower() for c in remembered.last_set_cookie)
+    time.sleep(2.5)
+    assert me(normal) is None
+    assert me(remembered) == name
+    if store != "memcached":  # which cannot list
+        assert len(sessions(remembered)) == 1
 
 
 class FakeHandler:
@@ -293,9 +274,7 @@ def test_bad_input_and_stores_that_cannot_list() -> None:
     for hashed in ("", "0" * 64, "zz", "A" * 64, "0" * 65):
         assert manager.destroy_session(hashed) == 0
     # Stores without an index say which ones have one.
-    other = tornsession.SessionManager(
-        "api-test-secret-of-32-bytes-or-more!", store=_PlainPythonStore()
-    )
+    other = tornsession.SessionManager("api-test-secret-of-32-bytes-or-more!", store=DictStore())
     owned = other.get()
     owned.set_user("ann")
     with pytest.raises(NotImplementedError, match="RedisStore"):
@@ -342,126 +321,58 @@ def _owned(manager: tornsession.SessionManager) -> tornsession.Session:
     return session
 
 
-class _PlainPythonStore:
-    def __init__(self) -> None:
-        self.data: dict[str, bytes] = {}
-
-    def get(self, key: str) -> bytes | None:
-        return self.data.get(key)
-
-    def set(self, key: str, value: bytes, ttl: int | None) -> None:
-        self.data[key] = value
-
-    def delete(self, key: str) -> None:
-        self.data.pop(key, None)
-
-
 # memcached: no listing, a per-user generation counter instead.
 
 
-@pytest.fixture
-def memcached_app(
-    memcached_servers: list[Any], apps: Callable[..., AppProcess]
-) -> Callable[..., AppProcess]:
-    def start(*extra: str) -> AppProcess:
-        servers = ",".join(s.address for s in memcached_servers)
-        return apps("--store", "memcached", "--url", servers, *extra)
-
-    return start
-
-
 def test_memcached_log_out_everywhere_ends_every_client(
-    memcached_app: Callable[..., AppProcess],
+    users_app: Callable[..., AppProcess], visitors: Callable[..., list[Browser]]
 ) -> None:
-    app = memcached_app()
+    app = users_app("memcached")
     name = user()
-    clients = [Browser(app.port) for _ in range(3)]
-    stranger = Browser(app.port)
-    try:
-        for client in clients:
-            login(client, name)
-        login(stranger, user())
-        assert [me(c) for c in clients] == [name] * 3
-        # memcached cannot count what a generation ends: 0, documented.
-        assert post(clients[0], "/everywhere") == {"ended": 0}
-        assert [me(c) for c in clients] == [None] * 3
-        assert me(stranger) is not None
-        # Logins after it carry the new generation and live; the next bump ends them too.
-        login(clients[1], name)
-        login(clients[2], name)
-        assert [me(c) for c in clients] == [None, name, name]
-        assert post(clients[1], "/everywhere") == {"ended": 0}
-        assert [me(c) for c in clients] == [None, None, None]
-        assert me(stranger) is not None
-    finally:
-        for client in [*clients, stranger]:
-            client.close()
+    clients = visitors(app, 3, name)
+    [stranger] = visitors(app, 1, user())
+    assert [me(c) for c in clients] == [name] * 3
+    # memcached cannot count what a generation ends: 0, documented.
+    assert post(clients[0], "/everywhere") == {"ended": 0}
+    assert [me(c) for c in clients] == [None] * 3
+    assert me(stranger) is not None
+    # Logins after it carry the new generation and live; the next bump ends them too.
+    login(clients[1], name)
+    login(clients[2], name)
+    assert [me(c) for c in clients] == [None, name, name]
+    assert post(clients[1], "/everywhere") == {"ended": 0}
+    assert [me(c) for c in clients] == [None, None, None]
+    assert me(stranger) is not None
 
 
 def test_memcached_log_out_everywhere_else_keeps_the_current_session(
-    memcached_app: Callable[..., AppProcess],
+    users_app: Callable[..., AppProcess], visitors: Callable[..., list[Browser]]
 ) -> None:
-    app = memcached_app()
+    app = users_app("memcached")
     name = user()
-    clients = [Browser(app.port) for _ in range(3)]
-    try:
-        for client in clients:
-            login(client, name)
-        assert post(clients[0], "/others") == {"ended": 0}
-        assert [me(c) for c in clients] == [name, None, None]
-        # The kept session goes on saving under the new generation.
-        for _ in range(3):
-            assert me(clients[0]) == name
-        login(clients[1], name)
-        assert post(clients[1], "/others") == {"ended": 0}
-        assert [me(c) for c in clients] == [None, name, None]
-    finally:
-        for client in clients:
-            client.close()
-
-
-def test_memcached_a_password_change_ends_the_other_sessions(
-    memcached_app: Callable[..., AppProcess],
-) -> None:
-    app = memcached_app()
-    name = user()
-    clients = [Browser(app.port) for _ in range(3)]
-    try:
-        for client in clients:
-            login(client, name)
-        old_cookies = dict(clients[2].cookies)
-        assert post(clients[2], "/password") == {"ended": 0}
-        assert [me(c) for c in clients] == [None, None, name]
-        # The survivor was regenerated under the new generation; its old cookie opens nothing.
-        assert clients[2].cookies != old_cookies
-        replay = Browser(app.port)
-        replay.cookies = old_cookies
-        try:
-            assert me(replay) is None
-        finally:
-            replay.close()
-        assert me(clients[2]) == name
-    finally:
-        for client in clients:
-            client.close()
+    clients = visitors(app, 3, name)
+    assert post(clients[0], "/others") == {"ended": 0}
+    assert [me(c) for c in clients] == [name, None, None]
+    # The kept session goes on saving under the new generation.
+    for _ in range(3):
+        assert me(clients[0]) == name
+    login(clients[1], name)
+    assert post(clients[1], "/others") == {"ended": 0}
+    assert [me(c) for c in clients] == [None, name, None]
 
 
 def test_memcached_a_kept_remember_me_session_keeps_its_own_expiry(
-    memcached_app: Callable[..., AppProcess],
+    users_app: Callable[..., AppProcess], visitors: Callable[..., list[Browser]]
 ) -> None:
-    app = memcached_app("--idle-timeout", "1")
+    app = users_app("memcached", "--idle-timeout", "1")
     name = user()
-    normal, remembered = Browser(app.port), Browser(app.port)
-    try:
-        login(normal, name)
-        login(remembered, name, remember=True)
-        assert post(remembered, "/others") == {"ended": 0}
-        assert me(normal) is None  # ended by the generation, not by its idle timeout
-        time.sleep(2.5)  # past the manager's idle timeout, not the session's own
-        assert me(remembered) == name
-    finally:
-        normal.close()
-        remembered.close()
+    normal, remembered = visitors(app, 2)
+    login(normal, name)
+    login(remembered, name, remember=True)
+    assert post(remembered, "/others") == {"ended": 0}
+    assert me(normal) is None  # ended by the generation, not by its idle timeout
+    time.sleep(2.5)  # past the manager's idle timeout, not the session's own
+    assert me(remembered) == name
 
 
 def test_memcached_listing_raises_naming_the_stores_that_list(memcached_servers: Any) -> None:
@@ -490,18 +401,9 @@ def memcached_counts(servers: list[Any]) -> dict[str, int]:
     """The command counters of every server, summed."""
     totals = dict.fromkeys(MEMCACHED_COUNTERS, 0)
     for server in servers:
-        with socket.create_connection((HOST, server.port), timeout=5) as sock:
-            sock.sendall(b"stats\r\n")
-            answer = b""
-            while not answer.endswith(b"END\r\n"):
-                chunk = sock.recv(65536)
-                if not chunk:
-                    break
-                answer += chunk
-        for line in answer.decode().splitlines():
-            parts = line.split()
-            if len(parts) == 3 and parts[1] in totals:
-                totals[parts[1]] += int(parts[2])
+        stats = memcached_stats(server)
+        for name in totals:
+            totals[name] += int(stats.get(name, 0))
     return totals
 
 

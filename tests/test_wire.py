@@ -26,19 +26,26 @@ import pytest
 import redis as redis_py
 import tornado.web
 import tornsession
-from conftest import Browser
-from servers import RedisServer, ServerProcess, launch, redis_argv, require_binary
-from test_engine_http import (  # noqa: F401 (fixtures: serve(style, kind, store=...), make_store)
+from support.any_store import StoreOpener
+from support.browser import Browser
+from support.engine_app import (
     COOKIE_SECRET,
     SESSION_SECRET,
     DropIn,
     Mixin,
     Server,
     digest_of,
-    make_store,
     routes,
-    serve,
 )
+from support.servers import (
+    RedisServer,
+    ServerProcess,
+    client_connections,
+    launch,
+    redis_argv,
+    require_binary,
+)
+from support.threads import LoopbackListener, run_concurrently
 from tornado.web import create_signed_value
 from tornsession import _session
 
@@ -60,12 +67,7 @@ def no_store_threads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 
 def network_store(kind: str, request: pytest.FixtureRequest, **options: Any) -> Any:
-    prefix = f"wire-{time.monotonic_ns()}:"
-    if kind == "redis":
-        redis: RedisServer = request.getfixturevalue("redis_server")
-        return tornsession.RedisStore(redis.url, prefix=prefix, **options)
-    servers: list[ServerProcess] = request.getfixturevalue("memcached_servers")
-    return tornsession.MemcachedStore([s.address for s in servers], prefix=prefix, **options)
+    return StoreOpener(kind, request)(**options)
 
 
 def signed_cookies(session_id: str) -> dict[str, str]:
@@ -80,48 +82,16 @@ def visit_concurrently(port: int, clients: int, requests: int) -> list[int]:
     """`clients` visitors, each its own session, `requests` increments each, all at once; the
     count each ends with."""
     finals: list[int] = [0] * clients
-    errors: list[BaseException] = []
 
     def visitor(index: int) -> None:
-        try:
-            with Browser(port) as browser:
-                for _ in range(requests):
-                    status, body = browser.get("/inc")
-                    assert status == 200, body
-                finals[index] = int(body)
-        except BaseException as error:  # reported from the main thread
-            errors.append(error)
+        with Browser(port) as browser:
+            for _ in range(requests):
+                status, body = browser.get("/inc")
+                assert status == 200, body
+            finals[index] = int(body)
 
-    threads = [threading.Thread(target=visitor, args=(i,)) for i in range(clients)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert not errors, errors
+    run_concurrently(visitor, clients)
     return finals
-
-
-def client_connections(processes: list[ServerProcess]) -> list[int]:
-    """The client connections each server holds now, not counting the one asking."""
-    counts = []
-    for process in processes:
-        if isinstance(process, RedisServer):
-            client = redis_py.Redis.from_url(process.url)
-            try:
-                counts.append(int(client.info("clients")["connected_clients"]) - 1)
-            finally:
-                client.close()
-            continue
-        with socket.create_connection(("127.0.0.1", process.port), timeout=5) as conn:
-            conn.sendall(b"stats\r\n")
-            data = b""
-            while not data.endswith(b"END\r\n"):
-                data += conn.recv(65536)
-        stats = dict(
-            line.split()[1:3] for line in data.decode().splitlines() if line.startswith("STAT")
-        )
-        counts.append(int(stats["curr_connections"]) - 1)
-    return counts
 
 
 def own_servers(kind: str, request: pytest.FixtureRequest) -> tuple[list[ServerProcess], Any]:
@@ -234,7 +204,7 @@ def test_the_drop_in_load_does_not_block_the_ioloop(serve: Callable[..., Server]
         assert finished["plain"] < finished["session"]
 
 
-class SilentServer:
+class SilentServer(LoopbackListener):
     """A fake store server on loopback: answers every command after `delay` with `reply`
     (None: never), or closes after sending part of it (`close_after`)."""
 
@@ -244,22 +214,11 @@ class SilentServer:
         self.delay = delay
         self.reply = reply
         self.close_after = close_after
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port: int = self.listener.getsockname()[1]
         self.received = threading.Event()
-        self.connections = 0
-        self.stopped = False
-        self.thread = threading.Thread(target=self.serve, daemon=True)
-        self.thread.start()
+        super().__init__()
 
-    def serve(self) -> None:
-        while not self.stopped:
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                return
-            self.connections += 1
-            threading.Thread(target=self.answer, args=(conn,), daemon=True).start()
+    def handle(self, conn: socket.socket) -> None:
+        threading.Thread(target=self.answer, args=(conn,), daemon=True).start()
 
     def answer(self, conn: socket.socket) -> None:
         with conn:
@@ -289,8 +248,7 @@ class SilentServer:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.stopped = True
-        self.listener.close()
+        self.close()
 
 
 @pytest.mark.parametrize(

@@ -25,10 +25,10 @@ from typing import Any
 import pytest
 import tornado.web
 import tornsession
-from conftest import Browser
-from servers import RedisServer, ServerProcess
-from test_engine_http import COOKIE_SECRET, SESSION_SECRET, DropIn, Mixin, Server
-from test_wire import client_connections
+from support.browser import Browser
+from support.engine_app import COOKIE_SECRET, SESSION_SECRET, DropIn, Mixin, Server
+from support.servers import RedisServer, ServerProcess, client_connections
+from support.threads import LoopbackListener, run_concurrently
 
 KINDS = ["redis", "memcached"]
 STYLES = {"dropin": DropIn, "mixin": Mixin}
@@ -99,7 +99,7 @@ def is_value(reply: bytes) -> bool:
     return reply.startswith(b"VA ") or (reply.startswith(b"$") and b"\r\n{" in reply)
 
 
-class FaultyProxy:
+class FaultyProxy(LoopbackListener):
     """Forwards one server's traffic on loopback, reply by reply, doing to each what `rule`
     says (given the command it answers, that command's key and the reply)."""
 
@@ -107,7 +107,6 @@ class FaultyProxy:
         self.port_to = port
         self.dialect = dialect
         self.rule: Rule = lambda command, key, reply: "pass"
-        self.connections = 0
         #: Whether the rule of the latency test holds replies now.
         self.armed = False
         #: How many commands on the connection still wait for replies after the one a rule
@@ -115,60 +114,35 @@ class FaultyProxy:
         self.behind = 0
         self.keys_seen: list[bytes] = []
         self.seen = threading.Condition()
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port: int = self.listener.getsockname()[1]
-        self.stopped = False
-        threading.Thread(target=self.accept, daemon=True).start()
+        super().__init__()
 
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def accept(self) -> None:
-        while not self.stopped:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            self.connections += 1
-            server = socket.create_connection(("127.0.0.1", self.port_to))
-            answers: deque[tuple[bytes, bytes]] = deque()
-            threading.Thread(
-                target=self.upstream, args=(client, server, answers), daemon=True
-            ).start()
-            threading.Thread(
-                target=self.downstream, args=(client, server, answers), daemon=True
-            ).start()
+    def handle(self, client: socket.socket) -> None:
+        server = socket.create_connection(("127.0.0.1", self.port_to))
+        answers: deque[tuple[bytes, bytes]] = deque()
+        threading.Thread(target=self.upstream, args=(client, server, answers), daemon=True).start()
+        threading.Thread(
+            target=self.downstream, args=(client, server, answers), daemon=True
+        ).start()
 
     def upstream(self, client: socket.socket, server: socket.socket, answers: deque[Any]) -> None:
         buf = bytearray()
-        while True:
-            try:
-                data = client.recv(65536)
-            except OSError:
-                data = b""
-            if not data:
-                server.close()
-                return
-            buf += data
+
+        def forward(data: bytes) -> bytes:
+            buf.extend(data)
             commands = split_commands(buf, self.dialect)
             answers.extend(commands)  # before the server can answer them
             with self.seen:
                 self.keys_seen.extend(key for _, key in commands)
                 self.seen.notify_all()
-            server.sendall(data)
+            return data
+
+        relay(client, server, forward)
 
     def downstream(self, client: socket.socket, server: socket.socket, answers: deque[Any]) -> None:
         buf = bytearray()
-        while True:
-            try:
-                data = server.recv(65536)
-            except OSError:
-                data = b""
-            if not data:
-                client.close()
-                return
-            buf += data
+
+        def forward(data: bytes) -> bytes:
+            buf.extend(data)
             out = b""
             for reply in split_replies(buf, self.dialect):
                 command, key = answers.popleft()
@@ -185,10 +159,9 @@ class FaultyProxy:
                     out += reply + reply
                 elif action == "pass":
                     out += reply
-            try:
-                client.sendall(out)
-            except OSError:
-                return
+            return out
+
+        relay(server, client, forward)
 
     def wait_for_key(self, key: str, timeout: float = 5.0) -> None:
         with self.seen:
@@ -196,9 +169,23 @@ class FaultyProxy:
                 lambda: any(key.encode() in seen for seen in self.keys_seen), timeout
             ), key
 
-    def close(self) -> None:
-        self.stopped = True
-        self.listener.close()
+
+def relay(source: socket.socket, sink: socket.socket, forward: Callable[[bytes], bytes]) -> None:
+    """Reads `source` until it closes (then closes `sink`); what `forward` makes of each read
+    goes on to `sink`."""
+    while True:
+        try:
+            data = source.recv(65536)
+        except OSError:
+            data = b""
+        if not data:
+            sink.close()
+            return
+        out = forward(data)
+        try:
+            sink.sendall(out)
+        except OSError:
+            return
 
 
 def once(action: Action, when: Callable[[bytes, bytes, bytes], bool]) -> Rule:
@@ -286,21 +273,12 @@ def marked_visitors(port: int, count: int) -> list[Browser]:
 def visit_all(visitors: list[Browser], rounds: int) -> list[list[tuple[int, str]]]:
     """Every visitor loads its session `rounds` times, all at once: what each got back."""
     seen: list[list[tuple[int, str]]] = [[] for _ in visitors]
-    errors: list[BaseException] = []
 
     def visit(index: int) -> None:
-        try:
-            for _ in range(rounds):
-                seen[index].append(visitors[index].get("/echo"))
-        except BaseException as error:
-            errors.append(error)
+        for _ in range(rounds):
+            seen[index].append(visitors[index].get("/echo"))
 
-    threads = [threading.Thread(target=visit, args=(i,)) for i in range(len(visitors))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert not errors, errors
+    run_concurrently(visit, len(visitors))
     return seen
 
 

@@ -31,6 +31,7 @@ __all__ = [
     "WeakSecretWarning",
     "WireConnection",
     "WireServer",
+    "_Store",
     "__version__",
     "_read_signed_cookie",
     "_store_load",
@@ -57,8 +58,12 @@ class SessionBusy(SessionStoreError):
 class WeakSecretWarning(UserWarning):
     """A session secret is short enough to be guessed offline from one digest cookie."""
 
+@disjoint_base
+class _Store:
+    """What every tornsession store class is: a store a manager drives (not made itself)."""
+
 @final
-class MemoryStore:
+class MemoryStore(_Store):
     """Sessions in this process's memory: thread-safe, bounded in count and bytes.
 
     Eviction is a segmented LRU: sessions used on more than one request outlive a flood of
@@ -82,7 +87,7 @@ class MemoryStore:
         """How many sessions are held now."""
 
 @final
-class FileStore:
+class FileStore(_Store):
     """One file per session, ``SESSION<id>``, in one folder (created 0700); writes are atomic."""
 
     def __new__(cls, path: str | os.PathLike[str], *, durable: bool = False) -> Self:
@@ -107,7 +112,7 @@ class FileStore:
         finite number."""
 
 @final
-class SqliteStore:
+class SqliteStore(_Store):
     """Sessions in one SQLite database file, shared safely by several processes of one machine.
 
     WAL journal, ``synchronous=NORMAL`` (``FULL`` with ``durable=True``), rows expire at
@@ -137,7 +142,7 @@ class SqliteStore:
         """SQLite's ``synchronous`` setting in force: 1 (NORMAL) or 2 (FULL)."""
 
 @final
-class RedisStore:
+class RedisStore(_Store):
     """Sessions in one Redis server, keys ``prefix + session_id``, expiring after idle_timeout.
 
     Any failure (refused, unreachable, timed out) raises SessionStoreError; a broken connection
@@ -177,7 +182,7 @@ class RedisStore:
         """What every key starts with."""
 
 @final
-class RedisClusterStore:
+class RedisClusterStore(_Store):
     """Sessions in a Redis Cluster, each key on the node owning its slot."""
 
     def __new__(
@@ -204,7 +209,7 @@ class RedisClusterStore:
         """What every key starts with."""
 
 @final
-class RedisSentinelStore:
+class RedisSentinelStore(_Store):
     """Sessions in the master of a Redis replica set watched by Redis Sentinel.
 
     The master's address comes from the sentinels and is kept until a connection to it fails;
@@ -247,7 +252,7 @@ class RedisSentinelStore:
         """What every key starts with."""
 
 @final
-class MemcachedStore:
+class MemcachedStore(_Store):
     """Sessions in one or several memcached servers, keys spread across them by hash."""
 
     def __new__(

@@ -21,8 +21,9 @@ The helpers for ``AsyncHTTPTestCase`` (the app served by the test case itself):
 - :func:`read_session`: the stored data of the session a response's (or a header's) cookies name.
 - :func:`session_manager_of`: an application's manager, typed (``mypy --strict``).
 
-Installed as a pytest plugin (entry point ``pytest11``), so after ``pip install tornsession``
-every test suite has these fixtures, with no ``conftest.py`` line:
+Installed as a pytest plugin (entry point ``pytest11``, ``tornsession._pytest_plugin``, which
+registers the fixtures defined here), so after ``pip install tornsession`` every test suite has
+these fixtures, with no ``conftest.py`` line:
 
 - ``tornsession_secret``: a random session secret, new for every test.
 - ``tornsession_manager``: a ``TornadoSessionManager`` on a fresh ``MemoryStore`` with that secret.
@@ -41,8 +42,8 @@ import threading
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from email.message import Message
 from http.cookies import CookieError, SimpleCookie
@@ -632,14 +633,37 @@ def _cookie(host: str, name: str, value: str) -> http.cookiejar.Cookie:
     )
 
 
-# The fixtures need pytest; everything above does not.
+# The fixtures need pytest; everything above does not. The pytest11 entry point is
+# tornsession._pytest_plugin, which registers these (this module never imports it).
 try:
-    from tornsession._pytest_plugin import (
-        tornsession_client,
-        tornsession_manager,
-        tornsession_secret,
-        tornsession_serve,
-    )
+    import pytest
 except ModuleNotFoundError as missing:  # pragma: no cover - exercised without pytest
     if missing.name != "pytest":
         raise
+else:
+
+    @pytest.fixture
+    def tornsession_secret() -> str:
+        """A random session secret, new for every test."""
+        return new_secret()
+
+    @pytest.fixture
+    def tornsession_manager(tornsession_secret: str) -> TornadoSessionManager:
+        """A ``TornadoSessionManager`` on a fresh ``MemoryStore``, keyed with
+        ``tornsession_secret``."""
+        return make_manager(tornsession_secret)
+
+    @pytest.fixture
+    def tornsession_serve() -> Iterator[Callable[..., SessionTestClient]]:
+        """``tornsession_serve(app, **client_options)``: serves ``app`` on 127.0.0.1 for this
+        test and returns a ``SessionTestClient`` for it; every server stops when the test ends."""
+        with ExitStack() as clients:  # closes every client the test made, in the end
+            yield lambda app, **options: clients.enter_context(SessionTestClient(app, **options))
+
+    @pytest.fixture
+    def tornsession_client(
+        app: tornado.web.Application,
+        tornsession_serve: Callable[..., SessionTestClient],
+    ) -> SessionTestClient:
+        """A ``SessionTestClient`` serving the ``app`` fixture your test suite defines."""
+        return tornsession_serve(app)

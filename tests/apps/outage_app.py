@@ -17,17 +17,14 @@ a store is down). Prints "listening on PORT" once it accepts connections
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import logging
 import sys
 from types import TracebackType
 from typing import Any
 
-import tornado.httpserver
-import tornado.netutil
 import tornado.web
 import tornsession
+from support.apps import serve_forever, store_from_args, store_parser
 
 SECRET = "outage-test-secret"
 log = logging.getLogger("outage_app")
@@ -72,49 +69,21 @@ class VisitHandler(IncHandler):
         )
 
 
-def make_store(args: argparse.Namespace) -> Any:
-    timeouts = {"connect_timeout": args.timeout, "timeout": args.timeout}
-    if args.store == "redis":
-        return tornsession.RedisStore(args.url, **timeouts)
-    if args.store == "memcached":
-        return tornsession.MemcachedStore(args.servers, **timeouts)
-    if args.store == "memory":
-        return tornsession.MemoryStore()
-    if args.store == "file":
-        return tornsession.FileStore(args.path, durable=args.durable)
-    return tornsession.SqliteStore(args.path, durable=args.durable)
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument(
-        "--store", required=True, choices=["redis", "memcached", "memory", "file", "sqlite"]
-    )
-    parser.add_argument("--url", help="redis URL")
-    parser.add_argument("--servers", nargs="*", default=[], help="memcached servers")
-    parser.add_argument("--path", help="file store folder or SQLite database")
-    parser.add_argument("--durable", action="store_true", help="file and SQLite: fsync each save")
-    parser.add_argument("--timeout", type=float, default=0.5)
-    args = parser.parse_args()
+    kinds = ["redis", "memcached", "memory", "file", "sqlite"]
+    args = store_parser(kinds, timeout=0.5).parse_args()
     logging.basicConfig(stream=sys.stdout, level=logging.WARNING, format="%(name)s %(message)s")
-    manager = tornsession.TornadoSessionManager(SECRET, store=make_store(args))
-    # --port 0: the system picks a free port, printed for the test that started this process.
-    sockets = tornado.netutil.bind_sockets(args.port, address="127.0.0.1")
-    port = sockets[0].getsockname()[1]
-    app = tornado.web.Application(
-        [(r"/inc", IncHandler, {"port": port}), (r"/visit", VisitHandler, {"port": port})],
-        cookie_secret=SECRET,
-        session_manager=manager,
-        log_function=lambda handler: None,  # no access log: only failures are logged
+    store = store_from_args(args, connect_timeout=args.timeout, timeout=args.timeout)
+    manager = tornsession.TornadoSessionManager(SECRET, store=store)
+    serve_forever(
+        args.port,
+        lambda port: tornado.web.Application(
+            [(r"/inc", IncHandler, {"port": port}), (r"/visit", VisitHandler, {"port": port})],
+            cookie_secret=SECRET,
+            session_manager=manager,
+            log_function=lambda handler: None,  # no access log: only failures are logged
+        ),
     )
-
-    async def serve() -> None:
-        tornado.httpserver.HTTPServer(app).add_sockets(sockets)
-        print(f"listening on {port}", flush=True)
-        await asyncio.Event().wait()
-
-    asyncio.run(serve())
 
 
 if __name__ == "__main__":

@@ -9,14 +9,11 @@ Prints "listening on PORT" once it accepts connections
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 from typing import Any
 
-import tornado.httpserver
-import tornado.netutil
 import tornado.web
 import tornsession
+from support.apps import serve_forever, store_from_args, store_parser
 
 SECRET = "soak-test-secret"
 
@@ -32,46 +29,19 @@ class IncHandler(tornado.web.RequestHandler):
         self.write({"count": self.session["count"]})
 
 
-def make_store(args: argparse.Namespace) -> Any:
-    if args.store == "memory":
-        return tornsession.MemoryStore()
-    if args.store == "sqlite":
-        return tornsession.SqliteStore(args.path)
-    if args.store == "redis":
-        return tornsession.RedisStore(args.url)
-    if args.store == "memcached":
-        return tornsession.MemcachedStore(args.servers)
-    return None  # file: session_dir
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument(
-        "--store", required=True, choices=["memory", "file", "sqlite", "redis", "memcached"]
-    )
-    parser.add_argument("--path")
-    parser.add_argument("--url")
-    parser.add_argument("--servers", nargs="*", default=[])
-    args = parser.parse_args()
-    store = make_store(args)
-    if store is None:
-        manager = tornsession.TornadoSessionManager(SECRET, args.path)
+    args = store_parser(["memory", "file", "sqlite", "redis", "memcached"]).parse_args()
+    if args.store == "file":
+        options: dict[str, Any] = {"session_dir": args.path}
     else:
-        manager = tornsession.TornadoSessionManager(SECRET, store=store)
-    app = tornado.web.Application(
-        [(r"/inc", IncHandler, {"manager": manager})], cookie_secret=SECRET
+        options = {"store": store_from_args(args)}
+    manager = tornsession.TornadoSessionManager(SECRET, **options)
+    serve_forever(
+        args.port,
+        lambda port: tornado.web.Application(
+            [(r"/inc", IncHandler, {"manager": manager})], cookie_secret=SECRET
+        ),
     )
-
-    # --port 0: the system picks a free port, printed for the test that started this process.
-    sockets = tornado.netutil.bind_sockets(args.port, address="127.0.0.1")
-
-    async def serve() -> None:
-        tornado.httpserver.HTTPServer(app).add_sockets(sockets)
-        print(f"listening on {sockets[0].getsockname()[1]}", flush=True)
-        await asyncio.Event().wait()
-
-    asyncio.run(serve())
 
 
 if __name__ == "__main__":

@@ -16,60 +16,12 @@ Every handler uses SessionMixin (async load and save) and the async manager meth
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-from typing import Any
-
-import tornado.httpserver
-import tornado.netutil
 import tornado.web
 import tornsession
+from support.apps import serve_forever, store_from_args, store_parser
+from support.stores import UserDictStore
 
 SECRET = "users-app-test-secret-of-32-bytes-or-more"
-
-
-class DictStore:
-    """A Python store with the optional per-user methods of SessionStoreProtocol."""
-
-    def __init__(self) -> None:
-        self.data: dict[str, bytes] = {}
-        self.users: dict[str, set[str]] = {}
-
-    def get(self, key: str) -> bytes | None:
-        return self.data.get(key)
-
-    def set(self, key: str, value: bytes, ttl: int | None) -> None:
-        self.data[key] = value
-
-    def delete(self, key: str) -> None:
-        self.data.pop(key, None)
-
-    def add_to_user(self, user_key: str, key: str, ttl: int | None) -> None:
-        self.users.setdefault(user_key, set()).add(key)
-
-    def remove_from_user(self, user_key: str, key: str) -> None:
-        self.users.get(user_key, set()).discard(key)
-
-    def user_keys(self, user_key: str) -> list[str]:
-        return sorted(self.users.get(user_key, set()))
-
-
-def make_store(args: argparse.Namespace) -> Any:
-    if args.store == "memory":
-        return tornsession.MemoryStore()
-    if args.store == "file":
-        return tornsession.FileStore(args.path)
-    if args.store == "sqlite":
-        return tornsession.SqliteStore(args.path)
-    if args.store == "redis":
-        return tornsession.RedisStore(args.url)
-    if args.store == "cluster":
-        return tornsession.RedisClusterStore(args.url.split(","))
-    if args.store == "memcached":
-        return tornsession.MemcachedStore(args.url.split(","))
-    if args.store == "python":
-        return DictStore()
-    raise SystemExit(f"unknown store {args.store!r}")
 
 
 class Base(tornsession.SessionMixin, tornado.web.RequestHandler):
@@ -156,43 +108,34 @@ class Logout(Base):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--store", required=True)
-    parser.add_argument("--path")
-    parser.add_argument("--url")
+    kinds = ["memory", "file", "sqlite", "redis", "cluster", "memcached", "python"]
+    parser = store_parser(kinds)
     parser.add_argument("--idle-timeout", type=float, default=3600)
     args = parser.parse_args()
     manager = tornsession.TornadoSessionManager(
         SECRET,
-        store=make_store(args),
+        store=store_from_args(args, python=UserDictStore),
         idle_timeout=args.idle_timeout,
         max_idle_timeout=30 * 86400,
     )
-    sockets = tornado.netutil.bind_sockets(args.port, address="127.0.0.1")
-    port = sockets[0].getsockname()[1]
-    app = tornado.web.Application(
-        [
-            (r"/login", Login),
-            (r"/me", Me),
-            (r"/sessions", Sessions),
-            (r"/end", End),
-            (r"/others", Others),
-            (r"/everywhere", Everywhere),
-            (r"/password", Password),
-            (r"/logout", Logout),
-        ],
-        cookie_secret=SECRET,
-        session_manager=manager,
-        port=port,
+    serve_forever(
+        args.port,
+        lambda port: tornado.web.Application(
+            [
+                (r"/login", Login),
+                (r"/me", Me),
+                (r"/sessions", Sessions),
+                (r"/end", End),
+                (r"/others", Others),
+                (r"/everywhere", Everywhere),
+                (r"/password", Password),
+                (r"/logout", Logout),
+            ],
+            cookie_secret=SECRET,
+            session_manager=manager,
+            port=port,
+        ),
     )
-
-    async def serve() -> None:
-        tornado.httpserver.HTTPServer(app).add_sockets(sockets)
-        print(f"listening on {port}", flush=True)
-        await asyncio.Event().wait()
-
-    asyncio.run(serve())
 
 
 if __name__ == "__main__":

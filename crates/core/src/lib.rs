@@ -1,0 +1,19 @@
+//! tornsession's core: every decision of a session's life and every store, with no Python in
+//! it (the `tornsession` crate in crates/py wraps it as the `tornsession._core` module).
+//!
+//! From the bottom up: `ids`, `digest`, `time`, `codec` (records as JSON bytes),
+//! `signed_cookie` (Tornado's format), `policy` (expiry settings both the lifecycle and the user
+//! index read), `lifecycle` (the session cycle as steps), `users` (per-user sessions), `wire`
+//! (the Redis and memcached codecs, sans I/O) and `stores` (one trait, every store, the
+//! pipelined request model).
+
+pub mod codec;
+pub mod digest;
+pub mod ids;
+pub mod lifecycle;
+pub mod policy;
+pub mod signed_cookie;
+pub mod stores;
+pub mod time;
+pub mod users;
+pub mod wire;

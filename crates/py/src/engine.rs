@@ -1,0 +1,879 @@
+//! The lifecycle's steps on real objects: the store, the request handler's cookies, and the
+//! `Session` whose state they change. Every API path (drop-in `TornadoSession`,
+//! `manager.get/set`, the mixin, the async methods) goes through these, and the decisions are
+//! `lifecycle`'s.
+//!
+//! Loading and saving are split so the async API can run the store I/O on a worker thread while
+//! everything that touches the handler or Python objects stays on the IOLoop's thread:
+//! `check_request` (handler) -> `fetch` (store) -> `open` (Python objects), and `plan_save`
+//! (Python objects) -> `write` (store) -> `record_write` + `send_cookies` (handler).
+
+use crate::errors::store_error;
+use pyo3::exceptions::{PyOSError, PyValueError};
+use pyo3::prelude::*;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use pyo3::sync::PyOnceLock;
+use pyo3::types::PyDict;
+use serde_json::{Map, Value};
+
+use crate::convert::dict_to_json;
+use crate::log::{log, Level};
+use crate::py_stores::StoreHandle;
+use crate::session::{Session, SessionMeta};
+use crate::tornado_cookies::{headers_written, text, CookieSettings, CookiesTooLate};
+use crate::wire_link::WireServer;
+use tornsession_core::codec;
+use tornsession_core::digest::Secrets;
+use tornsession_core::ids;
+use tornsession_core::lifecycle::{
+    self, CookieCheck, Fetched, FreshReason, Opened, SavePlan, SessionState, Verified, WriteMode,
+    WriteOutcome,
+};
+use tornsession_core::policy::Policy;
+use tornsession_core::stores::{StoreError, StoreErrorKind};
+use tornsession_core::time;
+use tornsession_core::users::{self, ExpiryCaps};
+
+/// Everything a manager decides with: secrets, store, cookies, limits.
+pub struct Engine {
+    pub secrets: Secrets,
+    pub store: StoreHandle,
+    pub cookies: CookieSettings,
+    pub policy: Policy,
+    /// The largest record a load reads; larger ones give a fresh session.
+    pub max_read_size: usize,
+    /// How far `set_expiry` may go.
+    pub caps: ExpiryCaps,
+    /// Where the store came from, to tell an app migrating from a `session.py` that kept
+    /// sessions elsewhere that its sessions now live in files or memory.
+    pub store_origin: StoreOrigin,
+    /// Whether an app's settings were looked at (once, at the first request with a handler).
+    pub settings_checked: AtomicBool,
+    /// The store's servers as the async API's connections reach them (made at first use).
+    pub wire_servers: PyOnceLock<Vec<Py<WireServer>>>,
+}
+
+/// How the manager got its store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreOrigin {
+    /// `store=`: the app chose.
+    Given,
+    /// `session_dir`: a FileStore, as the original module.
+    SessionDir,
+    /// Neither: the MemoryStore.
+    Default,
+}
+
+/// Application settings that a `session.py` of some app used to pick another store.
+fn suggests_another_store(setting: &str) -> Option<&'static str> {
+    let name = setting.to_ascii_lowercase();
+    if name.contains("memcache") {
+        Some("memcached (tornsession.MemcachedStore)")
+    } else if name.contains("redis") {
+        Some("Redis (tornsession.RedisStore)")
+    } else if [
+        "session_storage",
+        "session_store",
+        "session_engine",
+        "session_backend",
+    ]
+    .contains(&name.as_str())
+    {
+        Some("another store")
+    } else {
+        None
+    }
+}
+
+/// A finished load: the session's identity and state, its data, and the record to delete (a
+/// session past its lifetime) before the session is used.
+pub struct Loaded {
+    pub meta: SessionMeta,
+    pub data: Option<Map<String, Value>>,
+    pub delete_old: Option<String>,
+}
+
+/// A decided write of one session's record.
+pub struct PlannedWrite {
+    pub id: String,
+    pub plan: SavePlan,
+}
+
+impl Engine {
+    /// A new id and its digest.
+    pub fn new_identity(&self) -> PyResult<(String, String)> {
+        let id = ids::new_session_id()
+            .map_err(|e| PyOSError::new_err(format!("the OS random source failed: {e}")))?;
+        let digest = self.secrets.sign(&id);
+        Ok((id, digest))
+    }
+
+    /// A new session: a new id, nothing stored until saved.
+    pub fn fresh_meta(&self, py: Python<'_>) -> PyResult<SessionMeta> {
+        let (id, digest) = self.new_identity()?;
+        Ok(SessionMeta::new(
+            py,
+            &id,
+            &digest,
+            SessionState::fresh(time::now()),
+        ))
+    }
+
+    /// What the handler's cookies name.
+    pub fn check_request(&self, handler: &Bound<'_, PyAny>) -> PyResult<CookieCheck> {
+        if !self.settings_checked.swap(true, Ordering::Relaxed) {
+            self.warn_about_ignored_settings(handler);
+        }
+        let cookies = self.cookies.request_cookies(handler)?;
+        Ok(lifecycle::verify(
+            &self.secrets,
+            cookies.id.as_deref(),
+            cookies.digest.as_deref(),
+            cookies.id_signed_at,
+            time::now(),
+        ))
+    }
+
+    /// Says once, in the log, when the app's settings name a store (memcached, Redis ...) that
+    /// this manager does not use because it was given `session_dir` or nothing: an app that
+    /// swapped its `session.py` for tornsession would otherwise move its sessions silently.
+    fn warn_about_ignored_settings(&self, handler: &Bound<'_, PyAny>) {
+        if self.store_origin == StoreOrigin::Given {
+            return;
+        }
+        let py = handler.py();
+        let Some(settings) = handler
+            .getattr_opt("application")
+            .ok()
+            .flatten()
+            .and_then(|app| app.getattr_opt("settings").ok().flatten())
+        else {
+            return;
+        };
+        let Ok(settings) = settings.cast_into::<PyDict>() else {
+            return;
+        };
+        for key in settings.keys() {
+            let Ok(key) = key.extract::<String>() else {
+                continue;
+            };
+            let Some(suggested) = suggests_another_store(&key) else {
+                continue;
+            };
+            let origin = match self.store_origin {
+                StoreOrigin::SessionDir => "from session_dir",
+                _ => "the default, as no store= was given",
+            };
+            log(
+                py,
+                Level::Warning,
+                &format!(
+                    "the application setting {key:?} suggests sessions in {suggested}, but this \
+                     TornadoSessionManager keeps them in {} ({origin}); pass store= to use \
+                     that store",
+                    self.store.describe(py)
+                ),
+            );
+            return;
+        }
+    }
+
+    /// What an id and digest given by hand (str or bytes) name.
+    pub fn check_pair(
+        &self,
+        session_id: Option<&Bound<'_, PyAny>>,
+        hmac_digest: Option<&Bound<'_, PyAny>>,
+    ) -> CookieCheck {
+        let Some(id) = session_id.map(text) else {
+            return CookieCheck::Absent;
+        };
+        let digest = hmac_digest.and_then(text);
+        match id {
+            Some(id) => lifecycle::verify(
+                &self.secrets,
+                Some(&id),
+                digest.as_deref(),
+                None,
+                time::now(),
+            ),
+            None => CookieCheck::Invalid,
+        }
+    }
+
+    /// The record for a verified id, refreshing its idle expiry as it is read. Only a store
+    /// failing as a whole, or answering with a record bound to another id, is an error; a
+    /// record it cannot use is a fresh session.
+    pub fn fetch(&self, py: Python<'_>, session_id: &str) -> Result<Fetched, StoreError> {
+        let policy = &self.policy;
+        // Runs inside the store's load: a record of another id gives nothing to go by.
+        let own_idle = |blob: &[u8]| {
+            codec::check_binding(blob, session_id).ok()?;
+            codec::peek_extras(blob)
+                .filter(|extras| extras.expiry.idle_timeout.is_some())
+                .and_then(|extras| policy.for_session(&extras.expiry).idle_timeout)
+        };
+        let found = self.store.load_refreshing(
+            py,
+            session_id,
+            self.policy.idle_timeout,
+            &own_idle,
+            self.max_read_size,
+        );
+        let found = self.check_loaded(py, session_id, found);
+        if let Ok(Some(blob)) = &found {
+            // An owned session's index entry lives as long as its record (Redis).
+            if let Some(extras) = codec::peek_extras(blob) {
+                let ttl = self.policy.for_session(&extras.expiry).idle_timeout;
+                if let (Some(user), Some(ttl)) = (&extras.user, ttl) {
+                    self.store
+                        .touch_user(py, &users::user_key(user), session_id, ttl)?;
+                }
+                // Where no index can end it, its owner's counter may have (memcached): the
+                // one extra round trip of an owned load there.
+                if let Some(user) = extras.user.as_deref() {
+                    if self.store.revokes_by_generation() {
+                        let counter = self.store.user_generation(py, &users::user_key(user))?;
+                        if users::is_revoked(extras.generation, counter) {
+                            return Ok(Fetched::Revoked);
+                        }
+                    }
+                }
+            }
+        }
+        Self::fetched(found)
+    }
+
+    /// What a load that needed no more than reading the record of `session_id` (with the
+    /// manager's idle timeout applied) found; `None` when the record asks for more, which only
+    /// `fetch` does: an owner (index, generation) or an idle timeout of its own (another
+    /// expiry). A record bound to another id is a `Crossed` error, whatever it holds.
+    pub fn fetched_without_follow_up(
+        &self,
+        session_id: &str,
+        found: Result<Option<Vec<u8>>, StoreError>,
+    ) -> Option<Result<Fetched, StoreError>> {
+        let found = Python::attach(|py| self.check_loaded(py, session_id, found));
+        if let Ok(Some(blob)) = &found {
+            if codec::peek_extras(blob)
+                .is_some_and(|extras| extras.user.is_some() || extras.expiry.idle_timeout.is_some())
+            {
+                return None;
+            }
+        }
+        Some(Self::fetched(found))
+    }
+
+    /// A store's answer to a load of `session_id`, refused when the record is bound to another
+    /// id (see `lifecycle::check_loaded`): every read of a record by id goes through this first.
+    fn check_loaded(
+        &self,
+        py: Python<'_>,
+        session_id: &str,
+        found: Result<Option<Vec<u8>>, StoreError>,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        lifecycle::check_loaded(session_id, found, || self.store.describe(py))
+    }
+
+    /// `store.load` of a record by id, its binding checked.
+    fn load_record(&self, py: Python<'_>, session_id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let found = self.store.load(py, session_id, None, self.max_read_size);
+        self.check_loaded(py, session_id, found)
+    }
+
+    /// A store's answer to a load as the lifecycle reads it: a record, none, or one that is
+    /// lost (unreadable, oversized); any other error fails the request.
+    fn fetched(found: Result<Option<Vec<u8>>, StoreError>) -> Result<Fetched, StoreError> {
+        match found {
+            Ok(Some(blob)) => Ok(Fetched::Record(blob)),
+            Ok(None) => Ok(Fetched::Missing),
+            Err(e) if e.kind == StoreErrorKind::UnreadableRecord => {
+                Ok(Fetched::Unreadable(e.to_string()))
+            }
+            Err(e) if e.kind == StoreErrorKind::OversizedRecord => {
+                Ok(Fetched::Oversized(e.to_string()))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The store's servers for the async API's connections, made once per engine.
+    pub fn wire_servers(&self, py: Python<'_>) -> PyResult<&Vec<Py<WireServer>>> {
+        self.wire_servers.get_or_try_init(py, || {
+            let StoreHandle::Native(store) = &self.store else {
+                return Ok(Vec::new());
+            };
+            WireServer::for_store(store, &self.store.describe(py), self.max_read_size)
+                .into_iter()
+                .map(|server| Py::new(py, server))
+                .collect()
+        })
+    }
+
+    pub fn open(&self, py: Python<'_>, verified: &Verified, fetched: Fetched) -> PyResult<Loaded> {
+        let now = time::now();
+        match lifecycle::open(&self.policy, verified, fetched, now) {
+            Opened::Existing { mut state, data } => {
+                // A record without a generation was live as generation 0: saved as that, not
+                // as whatever the counter says by then (which would revive it after a bump).
+                if self.store.revokes_by_generation() && state.extras.user.is_some() {
+                    state.extras.generation.get_or_insert(0);
+                }
+                let digest = self.secrets.sign(&verified.id);
+                Ok(Loaded {
+                    meta: SessionMeta::new(py, &verified.id, &digest, state),
+                    data: Some(data),
+                    delete_old: None,
+                })
+            }
+            Opened::Fresh {
+                state,
+                why,
+                delete_old,
+            } => {
+                let token = ids::log_token(&verified.id);
+                let (level, message) = match why {
+                    FreshReason::Missing => (
+                        Level::Info,
+                        format!("session {token} expired or unknown, starting a new session"),
+                    ),
+                    FreshReason::LifetimeOver => (
+                        Level::Info,
+                        format!("session {token} reached its lifetime, starting a new session"),
+                    ),
+                    FreshReason::Revoked => (
+                        Level::Info,
+                        format!(
+                            "session {token} was ended with all its owner's sessions, starting a \
+                             new session"
+                        ),
+                    ),
+                    FreshReason::Unreadable(why) => (
+                        Level::Warning,
+                        format!("unreadable record for session {token}, starting a new session: {why}"),
+                    ),
+                    FreshReason::Oversized(why) => (
+                        Level::Warning,
+                        format!("record of session {token} over the read limit, starting a new session: {why}"),
+                    ),
+                    FreshReason::Corrupt(why) => (
+                        Level::Warning,
+                        format!(
+                            "corrupt record for session {token} in {}, starting a new session: {why}",
+                            self.store.describe(py)
+                        ),
+                    ),
+                };
+                log(py, level, &message);
+                let (id, digest) = self.new_identity()?;
+                Ok(Loaded {
+                    meta: SessionMeta::new(py, &id, &digest, state),
+                    data: None,
+                    delete_old: delete_old.then(|| verified.id.clone()),
+                })
+            }
+        }
+    }
+
+    /// All load steps in a row, on this thread (the synchronous API).
+    pub fn load_now(&self, py: Python<'_>, check: CookieCheck) -> PyResult<Loaded> {
+        let verified = match check {
+            CookieCheck::Verified(verified) => verified,
+            CookieCheck::Absent | CookieCheck::Invalid => {
+                return Ok(Loaded {
+                    meta: self.fresh_meta(py)?,
+                    data: None,
+                    delete_old: None,
+                })
+            }
+        };
+        let fetched = self.fetch(py, &verified.id).map_err(store_error)?;
+        let loaded = self.open(py, &verified, fetched)?;
+        if let Some(old) = &loaded.delete_old {
+            self.delete(py, old, None).map_err(store_error)?;
+        }
+        Ok(loaded)
+    }
+
+    /// Serializes the session and decides what to write (`None`: nothing).
+    pub fn plan_save(&self, session: &Bound<'_, Session>) -> PyResult<Option<PlannedWrite>> {
+        let id = session.get().id(session.py())?;
+        let state = session.get().state();
+        let data = dict_to_json(session.as_super())?;
+        let now = time::now();
+        let blob = codec::encode_with(
+            &id,
+            lifecycle::created_for_save(&state, now),
+            &data,
+            &state.extras_for_save(now),
+        );
+        let plan = lifecycle::plan_save(&self.policy, &state, blob, data.is_empty(), now)
+            .map_err(|e| PyValueError::new_err(e.to_string()))?;
+        Ok(plan.map(|plan| PlannedWrite { id, plan }))
+    }
+
+    /// Writes a planned record as its mode says. A conditional write that finds no record is
+    /// `Gone`; one that finds another writer's record is a conflict error.
+    ///
+    /// On a store that revokes by generation, a record of a new owner is first given the
+    /// owner's current generation: one `get` per login, none for saves of loaded sessions,
+    /// which keep the generation they were loaded with (so one ended meanwhile stays ended).
+    pub fn write(
+        &self,
+        py: Python<'_>,
+        write: &mut PlannedWrite,
+    ) -> Result<WriteOutcome, StoreError> {
+        if let (Some(user), None) = (&write.plan.user, write.plan.generation) {
+            if self.store.revokes_by_generation() {
+                let generation = self
+                    .store
+                    .user_generation(py, &users::user_key(user))?
+                    .unwrap_or(0);
+                if let Ok(blob) = codec::with_generation(&write.id, &write.plan.blob, generation) {
+                    write.plan.blob = blob;
+                    write.plan.generation = Some(generation);
+                }
+            }
+        }
+        let outcome = self.write_record(py, write)?;
+        let PlannedWrite { id, plan } = write;
+        if outcome == WriteOutcome::Written {
+            if let Some(user) = &plan.user {
+                self.store
+                    .index_user(py, &users::user_key(user), id, plan.ttl)?;
+            }
+            if let Some(old) = &plan.unindex {
+                self.store.unindex_user(py, &users::user_key(old), id)?;
+            }
+        }
+        Ok(outcome)
+    }
+
+    fn write_record(
+        &self,
+        py: Python<'_>,
+        write: &PlannedWrite,
+    ) -> Result<WriteOutcome, StoreError> {
+        let PlannedWrite { id, plan } = write;
+        match &plan.mode {
+            WriteMode::Create => self
+                .store
+                .save(py, id, &plan.blob, plan.ttl)
+                .map(|()| WriteOutcome::Written),
+            WriteMode::IfExists => Ok(
+                if self.store.save_if_exists(py, id, &plan.blob, plan.ttl)? {
+                    WriteOutcome::Written
+                } else {
+                    WriteOutcome::Gone
+                },
+            ),
+            WriteMode::IfUnchanged(expected) => {
+                match self.store.save_if_unchanged(
+                    py,
+                    id,
+                    expected.as_deref(),
+                    &plan.blob,
+                    plan.ttl,
+                ) {
+                    Ok(()) => Ok(WriteOutcome::Written),
+                    // The record it loaded is gone rather than changed: ended by another request.
+                    Err(e) if e.kind == StoreErrorKind::Conflict && expected.is_some() => {
+                        match self.load_record(py, id) {
+                            Ok(None) => Ok(WriteOutcome::Gone),
+                            _ => Err(e),
+                        }
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+        }
+    }
+
+    /// Records what came of a write in the session (and logs a new or a dropped session).
+    pub fn record_write(
+        &self,
+        py: Python<'_>,
+        session: &Bound<'_, Session>,
+        write: PlannedWrite,
+        outcome: WriteOutcome,
+    ) {
+        let token = ids::log_token(&write.id);
+        let first = session
+            .get()
+            .update_state(|state| state.record_write(write.plan, outcome));
+        match outcome {
+            WriteOutcome::Written if first => {
+                log(py, Level::Info, &format!("session {token} created"))
+            }
+            WriteOutcome::Written => {}
+            WriteOutcome::Gone => log(
+                py,
+                Level::Warning,
+                &format!(
+                    "session {token} was ended or regenerated by another request since this one \
+                     loaded it; this request's changes were dropped"
+                ),
+            ),
+        }
+    }
+
+    /// Plans, writes and records, on this thread (the synchronous API).
+    pub fn save_now(&self, py: Python<'_>, session: &Bound<'_, Session>) -> PyResult<()> {
+        if let Some(mut write) = self.plan_save(session)? {
+            let outcome = self.write(py, &mut write).map_err(store_error)?;
+            self.record_write(py, session, write, outcome);
+        }
+        Ok(())
+    }
+
+    /// `save_now` for a request: refuses a write whose cookies could no longer be sent (see
+    /// `refuse_unsendable_cookies`), then sets the cookies when they are due.
+    pub fn save_for_handler(
+        &self,
+        handler: &Bound<'_, PyAny>,
+        session: &Bound<'_, Session>,
+    ) -> PyResult<()> {
+        let py = handler.py();
+        if let Some(mut write) = self.plan_save(session)? {
+            refuse_unsendable_cookies(handler, session)?;
+            let outcome = self.write(py, &mut write).map_err(store_error)?;
+            self.record_write(py, session, write, outcome);
+        }
+        self.send_cookies(handler, session)
+    }
+
+    /// Sets both cookies, with a freshly computed digest, when they are due. Once the headers
+    /// are out only a refresh can be due (a write that needed them was refused before it was
+    /// made): the browser's cookie still names the session, and a later response sends it.
+    pub fn send_cookies(
+        &self,
+        handler: &Bound<'_, PyAny>,
+        session: &Bound<'_, Session>,
+    ) -> PyResult<()> {
+        let py = handler.py();
+        if !session.get().update_state(|state| state.cookies_to_send()) || headers_written(handler)
+        {
+            return Ok(());
+        }
+        session
+            .get()
+            .update_state(|state| state.cookies_due = false);
+        let id = session.get().id(py)?;
+        let digest = self.secrets.sign(&id);
+        session.get().set_digest(py, &digest);
+        let persistent = session.get().state().extras.expiry.persistent;
+        self.cookies.send(handler, &id, &digest, persistent)
+    }
+
+    /// The id of the session's record, if one exists (what a logout must delete), and the
+    /// owner whose index it is filed in.
+    pub fn stored_id(&self, session: &Bound<'_, Session>) -> Option<(String, Option<String>)> {
+        let state = session.get().state();
+        if state.is_stored() {
+            let id = session.get().id(session.py()).ok()?;
+            Some((id, state.indexed_owner()))
+        } else {
+            None
+        }
+    }
+
+    /// Logout, once the record is deleted: a new id, no data, both cookies cleared (while the
+    /// headers are not out yet). A write after this stores a new session and sends its cookies.
+    pub fn destroy(
+        &self,
+        handler: Option<&Bound<'_, PyAny>>,
+        session: &Bound<'_, Session>,
+    ) -> PyResult<()> {
+        let py = session.py();
+        let old = session.get().id(py).ok();
+        session
+            .get()
+            .update_state(|state| state.destroy(time::now()));
+        let (id, digest) = self.new_identity()?;
+        session.get().set_identity(py, &id, &digest);
+        session.as_super().clear();
+        // Once the headers are out (flush(), a WebSocket) the browser keeps its cookies: they
+        // name a record that is gone, so its next request starts a new session all the same.
+        if let Some(handler) = handler.filter(|handler| !headers_written(handler)) {
+            self.cookies.clear(handler)?;
+        }
+        let token = old.as_deref().map(ids::log_token).unwrap_or_default();
+        log(py, Level::Info, &format!("session {token} destroyed"));
+        Ok(())
+    }
+
+    /// A new id for the same data (saved under it next). Returns the id whose record must be
+    /// deleted once that save is done.
+    pub fn regenerate(&self, session: &Bound<'_, Session>) -> PyResult<Option<String>> {
+        let py = session.py();
+        let old = session.get().id(py).ok();
+        let delete = session.get().update_state(SessionState::regenerate);
+        if session.get().state().gone {
+            return Ok(None);
+        }
+        let (id, digest) = self.new_identity()?;
+        session.get().set_identity(py, &id, &digest);
+        let token = old.as_deref().map(ids::log_token).unwrap_or_default();
+        log(py, Level::Info, &format!("session {token} regenerated"));
+        Ok(old.filter(|_| delete))
+    }
+
+    /// Removes a record, then its entry in its owner's index; whether there was a record.
+    pub fn delete(
+        &self,
+        py: Python<'_>,
+        session_id: &str,
+        owner: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let existed = self.store.delete(py, session_id)?;
+        if let Some(owner) = owner {
+            self.store
+                .unindex_user(py, &users::user_key(owner), session_id)?;
+        }
+        Ok(existed)
+    }
+}
+
+/// How often `destroy_user_sessions` tries to carry `keep` over while other saves of it keep
+/// getting in first.
+const CARRY_OVER_ATTEMPTS: usize = 3;
+
+/// What `destroy_user_sessions` did.
+pub struct Ended {
+    /// How many sessions ended, as far as the store can tell (0 on memcached: unknown).
+    pub count: usize,
+    /// `keep`'s record as rewritten under the owner's new generation, and that generation.
+    pub kept: Option<(Vec<u8>, u64)>,
+}
+
+/// One session of a user, as `user_sessions` lists it.
+pub struct Listed {
+    pub id: String,
+    pub public_id: String,
+    pub created: u64,
+    pub last_seen: Option<u64>,
+    pub info: Map<String, Value>,
+}
+
+impl Engine {
+    /// The live sessions `user_id` owns, oldest first. Entries whose record is gone (expired,
+    /// destroyed) or now belongs to someone else leave the index as they are found.
+    pub fn user_sessions(&self, py: Python<'_>, user_id: &str) -> Result<Vec<Listed>, StoreError> {
+        let key = users::user_key(user_id);
+        let now = time::now();
+        let mut listed = Vec::new();
+        for id in self.store.user_session_ids(py, &key)? {
+            let blob = match self.load_record(py, &id) {
+                Ok(Some(blob)) => blob,
+                Ok(None) => {
+                    self.store.unindex_user(py, &key, &id)?;
+                    continue;
+                }
+                // One bad record hides that session, not the others; a crossed answer fails
+                // the listing as the store being down does.
+                Err(e)
+                    if !matches!(
+                        e.kind,
+                        StoreErrorKind::Unavailable | StoreErrorKind::Crossed
+                    ) =>
+                {
+                    continue
+                }
+                Err(e) => return Err(e),
+            };
+            let Ok(record) = codec::decode(&blob) else {
+                continue;
+            };
+            if record.extras.user.as_deref() != Some(user_id) {
+                self.store.unindex_user(py, &key, &id)?;
+                continue;
+            }
+            if self
+                .policy
+                .for_session(&record.extras.expiry)
+                .lifetime_over(record.created, now)
+            {
+                continue;
+            }
+            listed.push(Listed {
+                public_id: users::public_id(&self.secrets, &key, &id),
+                id,
+                created: record.created,
+                last_seen: record.extras.seen,
+                info: record.extras.info,
+            });
+        }
+        listed.sort_by(|a, b| (a.created, &a.public_id).cmp(&(b.created, &b.public_id)));
+        Ok(listed)
+    }
+
+    /// Ends every session of `user_id` but `keep` (a session id); returns how many, and the
+    /// record `keep` was carried over with (stores that revoke by generation).
+    pub fn destroy_user_sessions(
+        &self,
+        py: Python<'_>,
+        user_id: &str,
+        keep: Option<&str>,
+    ) -> Result<Ended, StoreError> {
+        if self.store.revokes_by_generation() {
+            return self.destroy_user_generation(py, user_id, keep);
+        }
+        let mut ended = 0;
+        for session in self.user_sessions(py, user_id)? {
+            if Some(session.id.as_str()) != keep {
+                self.delete(py, &session.id, Some(user_id))?;
+                ended += 1;
+            }
+        }
+        if ended > 0 {
+            let token = ids::log_token(&users::user_key(user_id));
+            log(
+                py,
+                Level::Info,
+                &format!("{ended} sessions of user {token} destroyed"),
+            );
+        }
+        Ok(Ended {
+            count: ended,
+            kept: None,
+        })
+    }
+
+    /// `destroy_user_sessions` where no index lists the sessions (memcached): the owner's
+    /// generation moves on, which ends every record written under an older one as it is next
+    /// loaded; `keep`, when a live session of the user, is rewritten under the new one. How
+    /// many ended is not known: the count is 0.
+    fn destroy_user_generation(
+        &self,
+        py: Python<'_>,
+        user_id: &str,
+        keep: Option<&str>,
+    ) -> Result<Ended, StoreError> {
+        let key = users::user_key(user_id);
+        let bump = self.store.bump_user_generation(py, &key)?;
+        let kept = match keep {
+            Some(id) => self.carry_over(py, id, user_id, bump)?,
+            None => None,
+        };
+        log(
+            py,
+            Level::Info,
+            &format!(
+                "sessions of user {} ended by generation {}{}",
+                ids::log_token(&key),
+                bump.after,
+                if kept.is_some() { ", but one" } else { "" }
+            ),
+        );
+        Ok(Ended { count: 0, kept })
+    }
+
+    /// Rewrites `keep`'s record under the new generation when it is a live session of the
+    /// user; the record written, or `None`. A compare-and-set, so a save of it racing this is
+    /// not undone (and one that gets in first is read again).
+    fn carry_over(
+        &self,
+        py: Python<'_>,
+        keep: &str,
+        user_id: &str,
+        bump: users::Bump,
+    ) -> Result<Option<(Vec<u8>, u64)>, StoreError> {
+        for _ in 0..CARRY_OVER_ATTEMPTS {
+            let Some(blob) = self.load_record(py, keep)? else {
+                return Ok(None);
+            };
+            let Ok(record) = codec::decode(&blob) else {
+                return Ok(None);
+            };
+            if !users::survives_bump(&record.extras, user_id, bump) {
+                return Ok(None);
+            }
+            let ttl = self
+                .policy
+                .for_session(&record.extras.expiry)
+                .ttl(record.created, time::now());
+            let extras = codec::Extras {
+                generation: Some(bump.after),
+                ..record.extras
+            };
+            let rewritten = codec::encode_with(keep, record.created, &record.data, &extras);
+            match self
+                .store
+                .save_if_unchanged(py, keep, Some(&blob), &rewritten, ttl)
+            {
+                Ok(()) => return Ok(Some((rewritten, bump.after))),
+                Err(e) if e.kind == StoreErrorKind::Conflict => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(StoreError {
+            store: self.store.describe(py),
+            cause: format!(
+                "the record of session {} kept changing while it was carried over to its \
+                 owner's new generation",
+                ids::log_token(keep)
+            ),
+            kind: StoreErrorKind::Unavailable,
+        })
+    }
+
+    /// The session id a public id names, if it is a live session of the user it names.
+    pub fn find_public_id(
+        &self,
+        py: Python<'_>,
+        public_id: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let Some(key) = users::owner_of_public_id(public_id) else {
+            return Ok(None);
+        };
+        Ok(self
+            .store
+            .user_session_ids(py, key)?
+            .into_iter()
+            .find(|id| users::is_public_id_of(&self.secrets, public_id, id)))
+    }
+
+    /// Ends the session a public id names; returns 1, or 0 when it names none.
+    pub fn destroy_session(&self, py: Python<'_>, public_id: &str) -> Result<usize, StoreError> {
+        let Some(id) = self.find_public_id(py, public_id)? else {
+            return Ok(0);
+        };
+        let key = users::owner_of_public_id(public_id).unwrap_or_default();
+        let existed = self.store.delete(py, &id)?;
+        self.store.unindex_user(py, key, &id)?;
+        log(
+            py,
+            Level::Info,
+            &format!("session {} destroyed by its hashed id", ids::log_token(&id)),
+        );
+        Ok(usize::from(existed))
+    }
+
+    /// A regeneration deleted the old record and found none: another request ended the session
+    /// first, so its data is not written under the new id and no cookie is sent.
+    pub fn ended_elsewhere(&self, session: &Bound<'_, Session>, old_id: &str) {
+        session.get().update_state(SessionState::end_elsewhere);
+        log(
+            session.py(),
+            Level::Warning,
+            &format!(
+                "session {} was ended by another request before this one regenerated it; \
+                 nothing was saved",
+                ids::log_token(old_id)
+            ),
+        );
+    }
+}
+
+/// Refuses, before the store is touched, a planned write of a session the browser has no
+/// cookie for (new, regenerated, or written again after a logout) once the response's headers
+/// are out: its record would be an orphan no request can name, and the visitor would lose it.
+pub fn refuse_unsendable_cookies(
+    handler: &Bound<'_, PyAny>,
+    session: &Bound<'_, Session>,
+) -> Result<(), CookiesTooLate> {
+    if session.get().update_state(|state| state.is_stored()) {
+        return Ok(());
+    }
+    CookiesTooLate::Save.unless_sendable(handler)
+}

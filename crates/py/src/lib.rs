@@ -1,0 +1,53 @@
+//! The `tornsession._core` extension module: the PyO3 layer over `tornsession_core`.
+//!
+//! From the bottom up: `errors` (the one place Rust errors become Python exceptions), `log`,
+//! `convert`, `options`, `tornado_cookies`, `py_stores` (the store classes and the handle on a
+//! store), then `session` (the dict class), `engine` (the lifecycle's steps on real objects),
+//! `store_task`, `wire_link` (asyncio connections), `manager`, `tornado_session`.
+
+mod convert;
+mod engine;
+mod errors;
+mod log;
+mod manager;
+mod options;
+mod py_stores;
+mod session;
+mod store_task;
+mod tornado_cookies;
+mod tornado_session;
+mod wire_link;
+
+use pyo3::pymodule;
+
+#[pymodule]
+mod _core {
+    use pyo3::prelude::*;
+
+    #[pymodule_export]
+    use crate::errors::{
+        InvalidSessionException, SessionBusy, SessionConflict, SessionStoreError, WeakSecretWarning,
+    };
+    #[pymodule_export]
+    use crate::manager::{SessionInfo, SessionManager, TornadoSessionManager};
+    #[pymodule_export]
+    use crate::py_stores::{
+        _store_load, _store_save_if_exists, PyFileStore, PyMemcachedStore, PyMemoryStore,
+        PyRedisClusterStore, PyRedisSentinelStore, PyRedisStore, PySqliteStore, PyStore,
+    };
+    #[pymodule_export]
+    use crate::session::Session;
+    #[pymodule_export]
+    use crate::store_task::StoreTask;
+    #[pymodule_export]
+    use crate::tornado_cookies::_read_signed_cookie;
+    #[pymodule_export]
+    use crate::tornado_session::{LoadBeforePrepare, TornadoSession};
+    #[pymodule_export]
+    use crate::wire_link::{WireConnection, WireServer};
+
+    #[pymodule_init]
+    fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
+        m.add("__version__", env!("CARGO_PKG_VERSION"))
+    }
+}

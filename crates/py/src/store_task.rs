@@ -1,0 +1,239 @@
+//! `StoreTask`: one store operation of a session, split from the steps around it so the async
+//! API can run it on a worker thread while the IOLoop's thread serves other requests.
+
+use crate::errors::store_error;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use pyo3::exceptions::PyRuntimeError;
+use pyo3::prelude::*;
+
+use crate::engine::{Engine, PlannedWrite};
+use crate::wire_link::WireServer;
+use tornsession_core::lifecycle::{Fetched, Verified, WriteMode, WriteOutcome};
+use tornsession_core::stores::{Request, SaveMode};
+use tornsession_core::stores::{StoreError, StoreErrorKind};
+use tornsession_core::wire::Reply;
+
+/// What the replies to a task's wire request came to.
+pub enum WireDone {
+    /// The task has its result.
+    Done,
+    /// The record needs more than the protocol's one request: the task is left to run.
+    NeedsThread,
+    /// The record is bound to another session id: the task's result is that error, and the
+    /// connection it came over is out of step.
+    Crossed,
+}
+
+/// What a [`StoreTask`] does, and then what came of it.
+pub enum Job {
+    Load(Verified),
+    Loaded(Verified, Result<Fetched, StoreError>),
+    Save(PlannedWrite),
+    Saved(PlannedWrite, Result<WriteOutcome, StoreError>),
+    /// Delete a record, then its entry in its owner's index.
+    Delete(String, Option<String>),
+    Deleted(Result<bool, StoreError>),
+    /// Its result was taken.
+    Taken,
+}
+
+/// One store operation of a session, separated so it can run on a worker thread (the store
+/// releases the GIL around its I/O) while the handler's thread serves other requests, or be
+/// sent over the store's own protocol on the event loop (`crate::wire_link`).
+#[pyclass(module = "tornsession", frozen)]
+pub struct StoreTask {
+    pub engine: Arc<Engine>,
+    job: Mutex<Job>,
+    /// The request `wire_server` prepared, until a connection sends it.
+    wire_request: Mutex<Option<Request>>,
+}
+
+impl StoreTask {
+    pub fn new(engine: Arc<Engine>, job: Job) -> Self {
+        Self {
+            engine,
+            job: Mutex::new(job),
+            wire_request: Mutex::new(None),
+        }
+    }
+
+    /// The request `wire_server` prepared, once.
+    pub fn take_wire_request(&self) -> Option<Request> {
+        self.wire_request.lock().take()
+    }
+
+    /// Reads the replies to the task's wire request into its result, as `run()` would have
+    /// set it. `NeedsThread` when the record needs more than the protocol's one request (an
+    /// owned session, or one with its own idle timeout): the task is left as it was, to run.
+    /// Only replies whose tag was checked reach here (`crate::wire_link`).
+    pub fn wire_done(&self, replies: Vec<Reply>) -> PyResult<WireDone> {
+        let Some(store) = self.engine.store.wire() else {
+            return Err(PyRuntimeError::new_err("the store has no wire protocol"));
+        };
+        let mut job = self.job.lock();
+        let (done, finished) = match std::mem::replace(&mut *job, Job::Taken) {
+            Job::Load(verified) => {
+                let found = store.load_reply(&verified.id, replies, self.engine.max_read_size);
+                match self.engine.fetched_without_follow_up(&verified.id, found) {
+                    Some(Err(e)) if e.kind == StoreErrorKind::Crossed => {
+                        (WireDone::Crossed, Job::Loaded(verified, Err(e)))
+                    }
+                    Some(fetched) => (WireDone::Done, Job::Loaded(verified, fetched)),
+                    None => (WireDone::NeedsThread, Job::Load(verified)),
+                }
+            }
+            Job::Save(write) => {
+                let outcome = store.save_reply(&write.id, replies).map(|written| {
+                    if written {
+                        WriteOutcome::Written
+                    } else {
+                        WriteOutcome::Gone
+                    }
+                });
+                (WireDone::Done, Job::Saved(write, outcome))
+            }
+            Job::Delete(id, owner) => {
+                let deleted = store.delete_reply(&id, replies);
+                let _ = owner; // none: owned deletes unindex too, and run on a thread
+                (WireDone::Done, Job::Deleted(deleted))
+            }
+            other => {
+                *job = other;
+                return Err(PyRuntimeError::new_err("the task has no request in flight"));
+            }
+        };
+        *job = finished;
+        Ok(done)
+    }
+
+    /// The request failed before its replies could be used (see `wire_failed`), for a reason
+    /// of `kind` (`Crossed`: the connection was out of step).
+    pub fn wire_failed_as(&self, py: Python<'_>, cause: String, kind: StoreErrorKind) {
+        let error = StoreError {
+            store: self.engine.store.describe(py),
+            cause,
+            kind,
+        };
+        let mut job = self.job.lock();
+        *job = match std::mem::replace(&mut *job, Job::Taken) {
+            Job::Load(verified) => Job::Loaded(verified, Err(error)),
+            Job::Save(write) => Job::Saved(write, Err(error)),
+            Job::Delete(..) => Job::Deleted(Err(error)),
+            other => other,
+        };
+    }
+
+    fn take(&self) -> Job {
+        std::mem::replace(&mut *self.job.lock(), Job::Taken)
+    }
+
+    pub fn take_loaded(&self) -> PyResult<(Verified, Result<Fetched, StoreError>)> {
+        match self.take() {
+            Job::Loaded(verified, fetched) => Ok((verified, fetched)),
+            _ => Err(PyRuntimeError::new_err("the load task has not run")),
+        }
+    }
+
+    pub fn take_saved(&self) -> PyResult<(PlannedWrite, Result<WriteOutcome, StoreError>)> {
+        match self.take() {
+            Job::Saved(write, outcome) => Ok((write, outcome)),
+            _ => Err(PyRuntimeError::new_err("the save task has not run")),
+        }
+    }
+
+    /// Whether the deleted record was there.
+    pub fn take_deleted(&self) -> PyResult<bool> {
+        match self.take() {
+            Job::Deleted(result) => result.map_err(store_error),
+            _ => Err(PyRuntimeError::new_err("the delete task has not run")),
+        }
+    }
+}
+
+#[pymethods]
+impl StoreTask {
+    /// The connection failed before the replies came (refused, lost, unparsable, timed out):
+    /// the task's result is the store's error, raised where a worker thread's would be.
+    pub fn wire_failed(&self, py: Python<'_>, cause: String) {
+        self.wire_failed_as(py, cause, StoreErrorKind::Unavailable);
+    }
+
+    /// Does the store I/O; safe to call from any thread, once.
+    pub fn run(&self, py: Python<'_>) {
+        let job = self.take();
+        let done = match job {
+            Job::Load(verified) => {
+                let fetched = self.engine.fetch(py, &verified.id);
+                Job::Loaded(verified, fetched)
+            }
+            Job::Save(mut write) => {
+                let outcome = self.engine.write(py, &mut write);
+                Job::Saved(write, outcome)
+            }
+            Job::Delete(id, owner) => Job::Deleted(self.engine.delete(py, &id, owner.as_deref())),
+            finished => finished,
+        };
+        *self.job.lock() = done;
+    }
+
+    /// Whether run() may wait on I/O (a network store, a file write, a Python store); if not
+    /// (memory, SQLite, a file read), the async API runs it inline rather than paying for a
+    /// thread hop that costs more than the work.
+    #[getter]
+    fn blocks(&self) -> bool {
+        let store = &self.engine.store;
+        match &*self.job.lock() {
+            Job::Load(_) | Job::Loaded(..) => !store.loads_inline(),
+            _ => !store.saves_inline(),
+        }
+    }
+
+    /// The server of the store's own protocol this task goes to, its request prepared for
+    /// `WireConnection.send`; `None` when the task runs on a worker thread instead: the store
+    /// has no such protocol here, or the operation needs more than one request of it (an owned
+    /// session's index, a conditional save against the loaded record).
+    #[getter]
+    fn wire_server(&self, py: Python<'_>) -> PyResult<Option<Py<WireServer>>> {
+        let Some(store) = self.engine.store.wire() else {
+            return Ok(None);
+        };
+        let request = match &*self.job.lock() {
+            Job::Load(verified) => store.load(&verified.id, self.engine.policy.idle_timeout),
+            Job::Save(PlannedWrite { id, plan })
+                if plan.user.is_none() && plan.unindex.is_none() =>
+            {
+                let mode = match plan.mode {
+                    WriteMode::Create => SaveMode::Always,
+                    WriteMode::IfExists => SaveMode::IfExists,
+                    WriteMode::IfUnchanged(_) => return Ok(None),
+                };
+                store.save(id, &plan.blob, plan.ttl, mode)
+            }
+            Job::Delete(id, None) => store.delete(id),
+            _ => return Ok(None),
+        };
+        let Some(server) = self.engine.wire_servers(py)?.get(request.server) else {
+            return Ok(None);
+        };
+        let server = server.clone_ref(py);
+        *self.wire_request.lock() = Some(request);
+        Ok(Some(server))
+    }
+
+    /// The session id a load task is for (what requests of one session are ordered by).
+    #[getter]
+    fn session_id(&self) -> Option<String> {
+        match &*self.job.lock() {
+            Job::Load(verified) | Job::Loaded(verified, _) => Some(verified.id.clone()),
+            _ => None,
+        }
+    }
+
+    /// For a delete task: whether there was a record, or what the store raised (load and save
+    /// raise in their end step).
+    fn result(&self) -> PyResult<bool> {
+        self.take_deleted()
+    }
+}
