@@ -81,9 +81,7 @@ endif
 # The edit loop: lint, Rust tests, an editable debug build and the fast Python tests, in parallel.
 check:
 	@test -x $(PY) || $(MAKE) venv
-	cargo fmt --all -- --check
-	cargo clippy --all-targets --quiet -- -D warnings
-	cargo test --quiet
+	$(MAKE) --no-print-directory lint-rust test-rust
 	VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin develop --quiet
 	$(MAKE) --no-print-directory lint-python
 	$(VENV)/bin/pytest -q $(PYTEST_PARALLEL) -m "not slow"
