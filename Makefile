@@ -70,6 +70,8 @@ pipeline: wheel-$(VENV_PYTHON_VERSION) lint-rust sdist install-wheel lint-python
 # Two cargo commands on one profile's folder wait for each other's lock: chain them rather than
 # hold a job slot waiting. .venv's wheel is built first: most tests wait for it.
 test-rust: | lint-rust
+# The Rust checks (no test waits for them) yield the CPU to the release build and the tests.
+lint-rust test-rust: NICE := nice -n 10
 wheel_chain = $(if $(word 2,$(1)),$(eval wheel-$(word 2,$(1)): | wheel-$(word 1,$(1)))$(call \
 	wheel_chain,$(wordlist 2,$(words $(1)),$(1))))
 $(call wheel_chain,$(VENV_PYTHON_VERSION) $(OTHER_VERSIONS))
@@ -114,13 +116,13 @@ build-dev:
 	$(VENV)/bin/maturin develop --release --quiet
 
 lint-rust:
-	cargo fmt --all -- --check
-	cargo clippy --workspace --all-targets --quiet -- -D warnings
+	$(NICE) cargo fmt --all -- --check
+	$(NICE) cargo clippy --workspace --all-targets --quiet -- -D warnings
 
 # The core crate's tests with no Python on PATH (it has none in it), then the binding crate's.
 test-rust:
-	bash scripts/test-core-no-python.sh --quiet
-	cargo test -p tornsession --quiet
+	$(NICE) bash scripts/test-core-no-python.sh --quiet
+	$(NICE) cargo test -p tornsession --quiet
 
 lint-python:
 	$(VENV)/bin/ruff check $(PY_SOURCES)
