@@ -70,8 +70,9 @@ pipeline: wheel-$(VENV_PYTHON_VERSION) lint-rust sdist install-wheel lint-python
 # Two cargo commands on one profile's folder wait for each other's lock: chain them rather than
 # hold a job slot waiting. .venv's wheel is built first: most tests wait for it.
 test-rust: | lint-rust
-# The Rust checks (no test waits for them) yield the CPU to the release build and the tests.
-lint-rust test-rust: NICE := nice -n 10
+# Builds yield the CPU to the tests running beside them: a test starved for a second fails
+# (1 s idle timeouts, 0.3 s leases), a build only takes longer.
+lint-rust test-rust $(WHEEL_STAGES): NICE := nice -n 10
 wheel_chain = $(if $(word 2,$(1)),$(eval wheel-$(word 2,$(1)): | wheel-$(word 1,$(1)))$(call \
 	wheel_chain,$(wordlist 2,$(words $(1)),$(1))))
 $(call wheel_chain,$(VENV_PYTHON_VERSION) $(OTHER_VERSIONS))
@@ -104,7 +105,7 @@ wheel: $(WHEEL_STAGES)
 # One version's wheel (replacing any older one of that version).
 $(WHEEL_STAGES): wheel-%:
 	rm -f $(DIST)/tornsession-*-cp$(subst .,,$*)-cp$(subst .,,$*)-*.whl
-	MATURIN=$(VENV)/bin/maturin bash scripts/build-wheels.sh $(DIST) $*
+	MATURIN=$(VENV)/bin/maturin $(NICE) bash scripts/build-wheels.sh $(DIST) $*
 
 # The wheel into .venv, replacing an editable `make build-dev` install; then its dependencies.
 install-wheel:
