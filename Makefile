@@ -1,14 +1,21 @@
-# Everyday commands. `make test` is the one command that installs what the tests need and runs
-# every check; .ci/run calls exactly that.
+# Everyday commands.
+#   make check  the edit loop: cargo fmt/clippy/test, ruff, mypy, stubtest and the fast Python tests
+#               (-m "not slow": tests/conftest.py) in parallel against an editable debug build
+#               (maturin develop).
+#   make test   every check; .ci/run calls exactly that.
 #
-# The release build happens once per `make test` and CPython version: `maturin build --release`
-# writes one wheel per version in PYTHON_VERSIONS to dist/, each from that interpreter on this
-# machine (pyenv's; scripts/find-python.sh). The wheel for .venv's Python is installed into .venv
-# (lint + the whole suite), into a clean venv with no Rust toolchain on PATH and the newest
-# Tornado 6.x (the whole suite again), and into a venv with the oldest supported Tornado (the
-# end-to-end tests); every other version's wheel goes into a clean venv of its own interpreter
-# and runs the end-to-end tests. `make build-dev` is the editable dev loop instead (maturin
-# develop); `make test` replaces it with the wheel again.
+# `make test` runs its stages as three lanes at once (make -j3, each stage's output printed when it
+# ends; PIPELINE below holds the order): the release wheels (.venv's CPython first, then the
+# others; they alone take target/release's lock), the Rust checks (target/debug), and the tests
+# of each wheel as soon as it exists. Each release wheel is built once per CPython version in
+# PYTHON_VERSIONS to dist/, from that interpreter on this machine (pyenv's; scripts/find-python.sh).
+# The wheel for .venv's Python goes into .venv (lint, stubtest, the browser test), into a clean
+# venv with no Rust toolchain on PATH and the newest Tornado 6.x (the whole suite but the browser
+# test), and into a venv with the oldest supported Tornado (the end-to-end tests); every other
+# version's wheel goes into a clean venv of its own interpreter and runs the end-to-end tests.
+# pytest runs on PYTEST_WORKERS processes (pytest-xdist) in every venv.
+# `make build-dev` is the editable dev loop instead (maturin develop); `make test` replaces it
+# with the wheel again.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
@@ -16,8 +23,10 @@ DIST := dist
 # The CPython versions wheels are built and tested for: pyproject.toml's requires-python and
 # classifiers say the same.
 PYTHON_VERSIONS := 3.10 3.11 3.12 3.13
-VENV_PYTHON_VERSION = $(shell $(PY) -c 'import sys; print("%d.%d" % sys.version_info[:2])')
-wheel_for = $(firstword $(wildcard $(DIST)/tornsession-*-cp$(subst .,,$(1))-cp$(subst .,,$(1))-*.whl))
+VENV_PYTHON_VERSION = $(shell $(PY) -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)
+# The wheel in dist/ for CPython $(1), found by the shell as the recipe runs: make's $(wildcard)
+# caches the folder and would miss a wheel built earlier in the same run.
+wheel_for = $$(ls $(DIST)/tornsession-*-cp$(subst .,,$(1))-cp$(subst .,,$(1))-*.whl | head -n 1)
 # The wheel for .venv's Python.
 WHEEL = $(call wheel_for,$(VENV_PYTHON_VERSION))
 # Oldest Tornado that installs and passes on CPython 3.11 (5.1.x does not import on 3.10+).
@@ -31,15 +40,54 @@ TORNADO_TESTS := tests/test_seed_app.py tests/test_concurrency.py tests/test_lif
 	tests/test_redis_tls_sentinel.py tests/test_engine_http.py tests/test_options.py \
 	tests/test_no_panics.py tests/test_store_hardening.py tests/test_settings_warning.py
 PY_SOURCES := python tests bench scripts examples
+# pytest-xdist workers for every suite run (auto: one per CPU); each worker starts its own Redis
+# and memcached servers on free ports (tests/servers.py), so the tests share nothing.
+PYTEST_WORKERS ?= auto
+PYTEST_PARALLEL := -n $(PYTEST_WORKERS) --dist worksteal
 # Type-checked as a user would: against the installed wheel, mypy --strict, no project config.
 TYPED_EXAMPLES := examples/typed_app.py examples/multiprocess/app.py \
 	examples/multiprocess/run.py scripts/pytest_tornado_compat.py scripts/check-sdist.py
 
-.PHONY: test deps venv wheel install-wheel build-dev lint-rust test-rust lint-python test-python \
-	test-wheel-clean test-tornado-oldest test-wheel-pythons sdist sdist-build demo format clean
+OTHER_VERSIONS = $(filter-out $(VENV_PYTHON_VERSION),$(PYTHON_VERSIONS))
+WHEEL_STAGES := $(addprefix wheel-,$(PYTHON_VERSIONS))
+PYTHON_STAGES := $(addprefix test-wheel-py,$(PYTHON_VERSIONS))
 
-test: deps venv lint-rust test-rust wheel install-wheel lint-python test-python \
-	test-wheel-clean test-tornado-oldest test-wheel-pythons sdist
+.PHONY: test check deps venv wheel $(WHEEL_STAGES) install-wheel build-dev lint-rust test-rust \
+	lint-python test-python test-browser test-wheel-clean test-tornado-oldest test-wheel-pythons \
+	$(PYTHON_STAGES) sdist sdist-build demo format clean pipeline
+
+# Everything CI checks. deps and venv first (the rest reads .venv), then the stages in three lanes.
+test: deps venv
+	$(MAKE) --no-print-directory -j3 --output-sync=target PIPELINE=1 pipeline
+
+# Only in `make test`'s own make, where .venv (read for its Python version) exists.
+ifdef PIPELINE
+# The stages in the order make starts them (three at a time).
+pipeline: wheel-$(VENV_PYTHON_VERSION) lint-rust sdist install-wheel lint-python test-wheel-clean \
+	test-rust test-tornado-oldest test-browser test-wheel-pythons
+	@echo "make test: every stage passed"
+
+# Two cargo commands on one profile's folder wait for each other's lock: chain them rather than
+# hold a job slot waiting. .venv's wheel is built first: most tests wait for it.
+test-rust: | lint-rust
+# Builds yield the CPU to the tests running beside them: a test starved for a second fails
+# (1 s idle timeouts, 0.3 s leases), a build only takes longer.
+lint-rust test-rust $(WHEEL_STAGES): NICE := nice -n 10
+wheel_chain = $(if $(word 2,$(1)),$(eval wheel-$(word 2,$(1)): | wheel-$(word 1,$(1)))$(call \
+	wheel_chain,$(wordlist 2,$(words $(1)),$(1))))
+$(call wheel_chain,$(VENV_PYTHON_VERSION) $(OTHER_VERSIONS))
+install-wheel test-wheel-clean test-tornado-oldest: | wheel-$(VENV_PYTHON_VERSION)
+lint-python test-browser: | install-wheel
+$(PYTHON_STAGES): test-wheel-py%: | wheel-%
+endif
+
+# The edit loop: lint, Rust tests, an editable debug build and the fast Python tests, in parallel.
+check:
+	@test -x $(PY) || $(MAKE) venv
+	$(MAKE) --no-print-directory lint-rust test-rust
+	VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin develop --quiet
+	$(MAKE) --no-print-directory lint-python
+	$(VENV)/bin/pytest -q $(PYTEST_PARALLEL) -m "not slow"
 
 # Debian packages the tests need (Redis, Memcached, Chromium + chromedriver); only when missing.
 deps:
@@ -52,9 +100,12 @@ venv:
 
 # The release build: a manylinux wheel per CPython version in dist/ (maturin checks the glibc
 # symbols it needs and picks the manylinux tag; scripts/test-wheel-venv.sh checks the tag).
-wheel:
-	rm -f $(DIST)/tornsession-*.whl
-	MATURIN=$(VENV)/bin/maturin bash scripts/build-wheels.sh $(DIST) $(PYTHON_VERSIONS)
+wheel: $(WHEEL_STAGES)
+
+# One version's wheel (replacing any older one of that version).
+$(WHEEL_STAGES): wheel-%:
+	rm -f $(DIST)/tornsession-*-cp$(subst .,,$*)-cp$(subst .,,$*)-*.whl
+	MATURIN=$(VENV)/bin/maturin $(NICE) bash scripts/build-wheels.sh $(DIST) $*
 
 # The wheel into .venv, replacing an editable `make build-dev` install; then its dependencies.
 install-wheel:
@@ -66,13 +117,13 @@ build-dev:
 	$(VENV)/bin/maturin develop --release --quiet
 
 lint-rust:
-	cargo fmt --all -- --check
-	cargo clippy --workspace --all-targets --quiet -- -D warnings
+	$(NICE) cargo fmt --all -- --check
+	$(NICE) cargo clippy --workspace --all-targets --quiet -- -D warnings
 
 # The core crate's tests with no Python on PATH (it has none in it), then the binding crate's.
 test-rust:
-	bash scripts/test-core-no-python.sh --quiet
-	cargo test -p tornsession --quiet
+	$(NICE) bash scripts/test-core-no-python.sh --quiet
+	$(NICE) cargo test -p tornsession --quiet
 
 lint-python:
 	$(VENV)/bin/ruff check $(PY_SOURCES)
@@ -81,33 +132,33 @@ lint-python:
 	$(VENV)/bin/mypy --config-file= --strict $(TYPED_EXAMPLES)
 	$(PY) -m mypy.stubtest tornsession._core --allowlist stubtest-allowlist.txt
 
+# The whole suite in .venv (`make test` runs it in the clean venv instead; see test-browser).
 test-python:
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest $(PYTEST_PARALLEL)
 
-# The wheel in a fresh venv with no cargo/rustc on PATH and the newest Tornado 6.x: whole suite
-# (but the browser test, which .venv runs, and the short kill soak, which .venv runs too: it
-# drives the app over HTTP for about two minutes and tests the same wheel).
+# The browser test in .venv, where requirements-dev.txt put Selenium; the clean venv has only the
+# wheel's [test] extra, so that a dependency the wheel forgot cannot hide behind Selenium's.
+test-browser:
+	$(VENV)/bin/pytest -q tests/test_browser.py
+
+# The wheel in a fresh venv with no cargo/rustc on PATH and the newest Tornado 6.x: the whole
+# suite but the browser test (test-browser). The only run of the whole suite in `make test`:
+# .venv has the same wheel, CPython and Tornado, and no test uses its dev tools.
 test-wheel-clean:
 	PYTHON=$(PY) bash scripts/test-wheel-venv.sh .venv-wheel "tornado>=6,<7" $(WHEEL) \
-		--ignore=tests/test_browser.py --ignore=tests/test_kill_soak_short.py
+		$(PYTEST_PARALLEL) --ignore=tests/test_browser.py
 
 # The wheel with the oldest Tornado we support.
 test-tornado-oldest:
 	PYTHON=$(PY) bash scripts/test-wheel-venv.sh .venv-tornado-oldest "tornado==$(TORNADO_OLDEST).*" \
-		$(WHEEL) \
-		$(TORNADO_TESTS)
+		$(WHEEL) $(PYTEST_PARALLEL) $(TORNADO_TESTS)
 
 # Every other version's wheel, in a clean venv of that interpreter: the end-to-end tests.
-test-wheel-pythons:
-	@for version in $(filter-out $(VENV_PYTHON_VERSION),$(PYTHON_VERSIONS)); do \
-		tag=cp$$(echo $$version | tr -d .); \
-		wheel=$$(ls $(DIST)/tornsession-*-$$tag-$$tag-*.whl) || exit 1; \
-		echo "== CPython $$version: $$wheel"; \
-		start=$$(date +%s); \
-		PYTHON=$$(bash scripts/find-python.sh $$version) bash scripts/test-wheel-venv.sh \
-			.venv-py$$version "tornado>=6,<7" $$wheel $(TORNADO_TESTS) || exit 1; \
-		echo "== CPython $$version: passed in $$(( $$(date +%s) - start )) s"; \
-	done
+test-wheel-pythons: $(addprefix test-wheel-py,$(OTHER_VERSIONS))
+
+$(PYTHON_STAGES): test-wheel-py%:
+	PYTHON=$$(bash scripts/find-python.sh $*) bash scripts/test-wheel-venv.sh .venv-py$* \
+		"tornado>=6,<7" $(call wheel_for,$*) $(PYTEST_PARALLEL) $(TORNADO_TESTS)
 
 # The sdist: built and its contents checked (seconds). Building a wheel from it is a second
 # release build, so CI does not; run `make sdist-build` before a release.
