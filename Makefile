@@ -79,6 +79,12 @@ $(call wheel_chain,$(VENV_PYTHON_VERSION) $(OTHER_VERSIONS))
 install-wheel test-wheel-clean test-tornado-oldest: | wheel-$(VENV_PYTHON_VERSION)
 lint-python test-browser: | install-wheel
 $(PYTHON_STAGES): test-wheel-py%: | wheel-%
+# One pytest stage at a time (each already uses every core through xdist): two at once starved
+# the timing-sensitive tests (a 1 s idle timeout, the 0.3 s turn lease) into failing. Builds
+# and the Rust checks run beside them, niced.
+test_chain = $(if $(word 2,$(1)),$(eval $(word 2,$(1)): | $(word 1,$(1)))$(call \
+	test_chain,$(wordlist 2,$(words $(1)),$(1))))
+$(call test_chain,test-wheel-clean test-tornado-oldest $(addprefix test-wheel-py,$(OTHER_VERSIONS)))
 endif
 
 # The edit loop: lint, Rust tests, an editable debug build and the fast Python tests, in parallel.
@@ -126,6 +132,7 @@ test-rust:
 	$(NICE) cargo test -p tornsession --quiet
 
 lint-python:
+	$(PY) scripts/check-shape.py
 	$(VENV)/bin/ruff check $(PY_SOURCES)
 	$(VENV)/bin/ruff format --check $(PY_SOURCES)
 	$(VENV)/bin/mypy
