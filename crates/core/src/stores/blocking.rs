@@ -157,6 +157,9 @@ impl<S: Stream> Connection<S> {
             );
         let broken = match &result {
             Err(_) => true,
+            // Bytes past the request's own replies (a faulty proxy's extra reply): the request
+            // was in step, but the connection is not, and is never used again.
+            Ok(_) if !self.buf.is_empty() => true,
             // memcached may have left part of a request it answered with an error unread.
             Ok(replies) => {
                 self.dialect == Dialect::Meta
