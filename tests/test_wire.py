@@ -384,6 +384,20 @@ def redis_with_password(
     server.kill()
 
 
+def test_the_blocking_path_says_noauth_when_no_password_was_given(
+    redis_with_password: ServerProcess,
+) -> None:
+    """A forgotten password is reported as the server's NOAUTH on the blocking path too (as the
+    async path says it), not only as replies "out of step" (the issue-19 review)."""
+    store = tornsession.RedisStore(f"redis://127.0.0.1:{redis_with_password.port}")
+    manager = tornsession.SessionManager(SESSION_SECRET, store=store)
+    session = manager.get()
+    session["a"] = 1
+    with pytest.raises(tornsession.SessionStoreError) as raised:
+        manager.set(session)
+    assert "NOAUTH" in str(raised.value), str(raised.value)
+
+
 def test_the_connection_greets_with_auth_and_select_and_a_wrong_password_is_a_500(
     redis_with_password: ServerProcess,
     serve: Callable[..., Server],

@@ -116,9 +116,14 @@ pub(super) fn out_of_step_error(cause: &'static str) -> redis::RedisError {
     redis::RedisError::from((redis::ErrorKind::IoError, "out of step", cause.to_owned()))
 }
 
-/// The message of a request whose replies were out of step, for the driver's connections too.
-pub(super) fn out_of_step() -> redis::RedisError {
-    out_of_step_error(OUT_OF_STEP)
+/// The error of a request on the driver's connections whose replies were out of step, with what
+/// they held instead of the request's tag.
+pub(super) fn out_of_step_because(why: &str) -> redis::RedisError {
+    redis::RedisError::from((
+        redis::ErrorKind::IoError,
+        "out of step",
+        format!("{OUT_OF_STEP}: {why}"),
+    ))
 }
 
 impl ConnectionLike for BlockingConnection {

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use redis::{ConnectionAddr, ConnectionInfo, ProtocolVersion, RedisError, RedisResult, Value};
 
-use super::connection::out_of_step;
+use super::connection::out_of_step_because;
 use crate::stores::blocking::{self, CallError, Connection};
 use crate::wire::{Dialect, Reply};
 
@@ -144,7 +144,9 @@ fn redis_error(error: CallError, timeout: Duration) -> RedisError {
             format!("no whole reply within {timeout:?}"),
         )
         .into(),
-        CallError::OutOfStep(_) => out_of_step(),
+        // The reason says what came instead of the tag: a NOAUTH for a forgotten password
+        // reads very differently from a lost reply.
+        CallError::OutOfStep(why) => out_of_step_because(&why),
         other @ (CallError::Protocol(_) | CallError::Oversized(_)) => RedisError::from((
             redis::ErrorKind::ParseError,
             "the reply does not parse",
