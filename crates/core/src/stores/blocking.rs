@@ -64,6 +64,26 @@ pub(crate) fn connect_tcp(
     Err(last)
 }
 
+/// A connection to the unix socket at `path` within `connect_timeout`. std's
+/// `UnixStream::connect` has no timeout, and a server that stops accepting (its listen backlog
+/// full) would hold the caller forever; Linux bounds a unix socket's connect by its send
+/// timeout, which is set first (and set again per request by the driver).
+pub(crate) fn connect_unix(
+    path: &std::path::Path, connect_timeout: Duration,
+) -> io::Result<UnixStream> {
+    use rustix::net::{self, AddressFamily, SocketAddrUnix, SocketType};
+    let socket = net::socket(AddressFamily::UNIX, SocketType::STREAM, None)?;
+    net::sockopt::set_socket_timeout(&socket, net::sockopt::Timeout::Send, Some(connect_timeout))?;
+    match net::connect(&socket, &SocketAddrUnix::new(path)?) {
+        Ok(()) => Ok(UnixStream::from(socket)),
+        Err(rustix::io::Errno::AGAIN) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("the server did not accept the connection within {connect_timeout:?}"),
+        )),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Why a request on a connection failed.
 #[derive(Debug)]
 pub(crate) enum CallError {

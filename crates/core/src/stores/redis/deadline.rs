@@ -82,7 +82,9 @@ impl DeadlineConnection {
             ConnectionAddr::Tcp(host, port) => {
                 AnyStream::Tcp(blocking::connect_tcp(host, *port, connect_timeout)?)
             }
-            ConnectionAddr::Unix(path) => AnyStream::Unix(UnixStream::connect(path)?),
+            ConnectionAddr::Unix(path) => {
+                AnyStream::Unix(blocking::connect_unix(path, connect_timeout)?)
+            }
             _ => {
                 return Err(RedisError::from((
                     redis::ErrorKind::InvalidClientConfig,
