@@ -29,12 +29,16 @@ __all__ = [
     "WeakSecretWarning",
     "_Store",
     "_StoreTask",
+    "_Turn",
     "_WireConnection",
     "_WireServer",
     "__version__",
+    "_enqueue_for_turn",
     "_read_signed_cookie",
     "_store_load",
     "_store_save_if_exists",
+    "_take_turn_now",
+    "_turns_in_table",
 ]
 __version__: str
 
@@ -535,6 +539,36 @@ class _StoreTask:
     def wire_failed(self, cause: str) -> None:
         """The connection failed before the replies came: the task's result is the store's
         error with this cause."""
+
+@final
+class _Turn:
+    """Internal: a request's turn with its session (``tornsession._ordering``)."""
+
+    @property
+    def session_id(self) -> str: ...
+    hooked: bool
+    def release(self) -> None:
+        """The request finished: the next request of the session takes the turn."""
+
+    def pass_on(self) -> None:
+        """The request keeps running but gives up its turn; its later writes are fenced."""
+
+    def attach(self, session: Any) -> None:
+        """`session` is one this request loaded: the lease looks at it for changes."""
+
+    def fence(self, session: Any, regenerating: bool = False) -> bool:
+        """Before a write of `session`: whether to write; SessionConflict if it must not."""
+
+def _take_turn_now(session_id: str, owner: int) -> _Turn | None:
+    """Internal: the turn without waiting, or None when another request has it."""
+
+def _enqueue_for_turn(
+    session_id: str, owner: int, event_loop: Any
+) -> tuple[_Turn, Any | None]:
+    """Internal: a claim on the turn, and the future to await first when it must wait."""
+
+def _turns_in_table() -> tuple[int, int]:
+    """Internal: sessions with a request in flight, and claims the turn table still knows."""
 
 @final
 class _WireServer:

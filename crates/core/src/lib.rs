@@ -16,6 +16,7 @@ pub mod policy;
 pub mod signed_cookie;
 pub mod stores;
 pub mod time;
+pub mod turns;
 pub mod user_sessions;
 pub mod users;
 pub mod wire;

@@ -17,6 +17,7 @@ mod session;
 mod store_task;
 mod tornado_cookies;
 mod tornado_session;
+mod turns;
 mod wire_link;
 
 use pyo3::pymodule;
@@ -46,6 +47,8 @@ mod _core {
     use crate::tornado_cookies::_read_signed_cookie;
     #[pymodule_export]
     use crate::tornado_session::TornadoSession;
+    #[pymodule_export]
+    use crate::turns::{_enqueue_for_turn, _turns_in_table, take_turn_now_py, Turn};
     #[pymodule_export]
     use crate::wire_link::{WireConnection, WireServer};
 
