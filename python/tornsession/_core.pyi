@@ -562,9 +562,7 @@ class _Turn:
 def _take_turn_now(session_id: str, owner: int) -> _Turn | None:
     """Internal: the turn without waiting, or None when another request has it."""
 
-def _enqueue_for_turn(
-    session_id: str, owner: int, event_loop: Any
-) -> tuple[_Turn, Any | None]:
+def _enqueue_for_turn(session_id: str, owner: int, event_loop: Any) -> tuple[_Turn, Any | None]:
     """Internal: a claim on the turn, and the future to await first when it must wait."""
 
 def _turns_in_table() -> tuple[int, int]:

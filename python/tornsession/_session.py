@@ -201,6 +201,12 @@ class TornadoSession(_core.TornadoSession):
         if turn is not None:
             turn.pass_on()
 
+    def _release_turn(self) -> None:
+        """The request finished: the session's next request takes the turn."""
+        turn = self._turn
+        if turn is not None:
+            turn.release()
+
     def save(self) -> None:
         """Writes the session if it changed and sets its cookies when due:
         ``manager.set(handler, self)``; fenced after ``release()`` (see there)."""

@@ -23,10 +23,11 @@ import inspect
 import logging
 import sys
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, overload
 
+from tornsession import _core
 from tornsession._core import SessionBusy, SessionConflict
-from tornsession._session import TornadoSession, _fence, _run, _service_unavailable
+from tornsession._session import TornadoSession, _load, _run, _service_unavailable
 
 if TYPE_CHECKING:
     from tornado.web import Application, RequestHandler
@@ -40,6 +41,30 @@ _IDLE, _SAVING, _DONE = 0, 1, 2
 _log = logging.getLogger("tornsession")
 
 _ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
+
+# What prepare() returns when nothing is left to wait for: awaitable (an app's own prepare()
+# may `await super().prepare()`) without a coroutine.
+_READY = _core._Ready()
+
+
+class _SessionAttribute:
+    """``self.session``: the request's session. ``prepare()`` puts it in the handler's own
+    ``__dict__`` (so reading it is a plain attribute lookup, no call); before that, or without
+    ``prepare()``, it is made at first use and loaded synchronously."""
+
+    @overload
+    def __get__(self, handler: None, owner: type | None = None) -> _SessionAttribute: ...
+    @overload
+    def __get__(self, handler: SessionMixin, owner: type | None = None) -> TornadoSession: ...
+    def __get__(
+        self, handler: SessionMixin | None, owner: type | None = None
+    ) -> TornadoSession | _SessionAttribute:
+        if handler is None:
+            return self
+        session = handler._tornsession
+        if session is None:
+            session = handler._tornsession = TornadoSession(handler.session_manager, handler)
+        return session
 
 
 class SessionMixin(_Base):
@@ -68,24 +93,42 @@ class SessionMixin(_Base):
             )
         return manager
 
-    @property
-    def session(self) -> TornadoSession:
-        """This request's session."""
-        if self._tornsession is None:
-            self._tornsession = TornadoSession(self.session_manager, self)
-        return self._tornsession
+    session = _SessionAttribute()
 
-    async def prepare(self) -> None:
+    def prepare(self) -> Any:
         if self._tornsession is None:
             try:
-                self._tornsession = await TornadoSession.aload(self.session_manager, self)
-            except SessionBusy as busy:
-                self._tornsession_state = _DONE
-                raise _service_unavailable(busy) from busy
+                pending = _core._mixin_prepare(self, TornadoSession)
             except BaseException:
                 # No session to save on the way out: the error page must not try again.
                 self._tornsession_state = _DONE
                 raise
+            if pending is not None:
+                return self._prepare_after(*pending)
+        result = super().prepare()
+        return _READY if result is None else result
+
+    async def _prepare_after(
+        self, session: TornadoSession | None, task: _core._StoreTask | None
+    ) -> None:
+        """The rest of ``prepare()`` when it must wait: for the session's turn, or for the
+        store (a network round trip, a thread)."""
+        try:
+            if session is None or task is None:
+                session = await TornadoSession.aload(self.session_manager, self)
+            else:
+                await _load(session, task)
+        except BaseException as error:
+            # No session to save on the way out: the error page must not try again, and the
+            # turn a failed load took goes to the session's next request now.
+            self._tornsession_state = _DONE
+            if session is not None:
+                session._release_turn()
+            if isinstance(error, SessionBusy):
+                raise _service_unavailable(error) from error
+            raise
+        self._tornsession = session
+        self.__dict__["session"] = session
         result = super().prepare()
         if inspect.isawaitable(result):
             await result
@@ -100,33 +143,16 @@ class SessionMixin(_Base):
         super().on_connection_close()
 
     def finish(self, chunk: str | bytes | dict[str, Any] | None = None) -> asyncio.Future[None]:
-        session = self._tornsession
         if self._tornsession_state == _SAVING and self._tornsession_pending is not None:
             # Tornado's own auto-finish, or a second finish() while the save runs: the pending
             # finish stands for it.
             return self._tornsession_pending
-        if session is None or self._tornsession_state == _DONE or self._finished:
-            return super().finish(chunk)
-        self._tornsession_state = _SAVING
-        handshake = self.get_status() == 101
         try:
-            if self.get_status() >= 500 or (not session and not session._is_stored()):
-                # An error response is not saved (the request failed half-way); a visitor whose
-                # session was never used gets no record and no cookie.
-                self._tornsession_state = _DONE
-                return super().finish(chunk)
-            task = session._begin_save()
-            if task is not None and not _fence(session):
-                task = None  # passed its turn on, changed nothing, and another request saved
-            # A WebSocket handshake (101) must finish now: Tornado detaches the stream right
-            # after finish() returns, so a deferred finish would never answer it.
-            if task is None or not task.blocks or handshake:
-                if task is not None:
-                    task.run()
-                session._end_save(task)
-                self._tornsession_state = _DONE
-                return super().finish(chunk)
+            done, result = _core._mixin_finish(self, chunk, SessionMixin)
         except Exception:
+            if self._tornsession_state != _SAVING:
+                raise  # not the save: RequestHandler.finish() itself
+            handshake = self.get_status() == 101
             failed = self._save_failed(sys.exc_info(), chunk)  # type: ignore[arg-type]
             if handshake:
                 from tornado.web import Finish
@@ -135,9 +161,13 @@ class SessionMixin(_Base):
                 # socket as soon as finish() returns: this stops it (open() never runs).
                 raise Finish() from None
             return failed
+        if done:
+            return result  # type: ignore[no-any-return]
         if chunk is not None:
             self.write(chunk)
-        self._tornsession_pending = asyncio.ensure_future(self._save_then_finish(session, task))
+        self._tornsession_pending = asyncio.ensure_future(
+            self._save_then_finish(self.session, result)
+        )
         return self._tornsession_pending
 
     async def _save_then_finish(self, session: TornadoSession, task: Any) -> None:
@@ -154,6 +184,8 @@ class SessionMixin(_Base):
             await super().finish()
         except StreamClosedError:
             pass  # the client left before the response was sent: nothing to report
+        finally:
+            session._release_turn()
 
     def _save_failed(
         self, exc_info: _ExcInfo, chunk: str | bytes | dict[str, Any] | None = None

@@ -48,6 +48,11 @@ impl SessionManager {
         &self.engine
     }
 
+    /// Whether requests of one session wait for each other within this process.
+    pub fn orders_requests(&self) -> bool {
+        self.order_requests
+    }
+
     /// The session for what was checked, loaded on this thread.
     fn session_for(&self, py: Python<'_>, check: CookieCheck) -> PyResult<Py<Session>> {
         let loaded = self.engine.load_now(py, check)?;

@@ -186,7 +186,7 @@ impl StoreTask {
     /// (memory, SQLite, a file read), the async API runs it inline rather than paying for a
     /// thread hop that costs more than the work.
     #[getter]
-    fn blocks(&self) -> bool {
+    pub fn blocks(&self) -> bool {
         let store = &self.engine.store;
         match &*self.job.lock() {
             Job::Load(_) | Job::Loaded(..) => !store.loads_inline(),
@@ -232,7 +232,7 @@ impl StoreTask {
 
     /// The session id a load task is for (what requests of one session are ordered by).
     #[getter]
-    fn session_id(&self) -> Option<String> {
+    pub fn session_id(&self) -> Option<String> {
         match &*self.job.lock() {
             Job::Load(verified) | Job::Loaded(verified, _) => Some(verified.id.clone()),
             _ => None,

@@ -59,7 +59,7 @@ fn with_table<R>(py: Python<'_>, f: impl FnOnce(&mut Turns<ClaimLinks>, &mut Eff
     result
 }
 
-fn running_loop(py: Python<'_>) -> Option<Bound<'_, PyAny>> {
+pub fn running_loop(py: Python<'_>) -> Option<Bound<'_, PyAny>> {
     static GET: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
     let get = GET
         .get_or_try_init(py, || {
@@ -350,7 +350,7 @@ impl Turn {
     }
 
     #[setter]
-    fn set_hooked(&self, value: bool) {
+    pub fn set_hooked(&self, value: bool) {
         self.hooked.store(value, Ordering::Relaxed);
     }
 

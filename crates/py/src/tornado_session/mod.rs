@@ -9,7 +9,10 @@
 //! `StoreTask` (`store_task`), which may run on a worker thread.
 
 mod dict_proxy;
+mod request;
 mod steps;
+
+pub use request::{_Ready, _mixin_finish, _mixin_prepare};
 
 use crate::errors::store_error;
 use std::sync::Arc;
