@@ -61,7 +61,10 @@ pub fn encode(secrets: &Secrets, id: &str, now: u64) -> String {
         .macs(&message(id, &issued))
         .next()
         .expect("Secrets holds at least one key");
-    format!("{id}.{issued}.{}", URL_SAFE_NO_PAD.encode(&mac[..MAC_BYTES]))
+    format!(
+        "{id}.{issued}.{}",
+        URL_SAFE_NO_PAD.encode(&mac[..MAC_BYTES])
+    )
 }
 
 /// A compact cookie checked: the id it names (and whether it must be sent again: an older
