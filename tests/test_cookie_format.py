@@ -21,7 +21,8 @@ import tornado.testing
 import tornado.web
 import tornsession
 from support.browser import Browser
-from support.engine_app import COOKIE_SECRET, STYLES, Server, routes
+from support.engine_app import COOKIE_SECRET, STYLES, Mixin, Server, routes
+from support.handlers import CookieJarHandler
 from support.servers import RedisServer
 
 SECRET = "cookie-format-test-session-secret-of-32-bytes"
@@ -39,24 +40,24 @@ class ManagerStyle(tornado.web.RequestHandler):
         self.application.session_manager.set(self, self.session)  # type: ignore[attr-defined]
 
 
-class OverridingMixin(STYLES["mixin"]):  # type: ignore[misc,valid-type]
+class OverridingMixin(Mixin):
     """A mixin handler with its own get_cookie/get_secure_cookie: cookies are read through
     them, not from the header in Rust."""
 
     calls = 0
 
-    def get_cookie(self, name: str, default: str | None = None) -> str | None:
+    def get_cookie(self, name: str, *args: Any, **kwargs: Any) -> Any:
         OverridingMixin.calls += 1
-        return super().get_cookie(name, default)  # type: ignore[no-any-return]
+        return super().get_cookie(name, *args, **kwargs)
 
-    def get_secure_cookie(self, name: str, value: str | None = None, **kwargs: Any) -> Any:
+    def get_secure_cookie(self, name: str, *args: Any, **kwargs: Any) -> bytes | None:
         OverridingMixin.calls += 1
-        return super().get_secure_cookie(name, value, **kwargs)
+        return super().get_secure_cookie(name, *args, **kwargs)
 
 
 BASES: dict[str, type] = {
     "dropin": STYLES["dropin"],
-    "mixin": STYLES["mixin"],
+    "mixin": Mixin,
     "manager": ManagerStyle,
     "overriding": OverridingMixin,
 }
@@ -74,14 +75,15 @@ def start() -> Iterator[Callable[..., Server]]:
     servers: list[Server] = []
 
     def make(
-        style: str, store: Any, secret: Any = SECRET, cookie_secret: str | None = COOKIE_SECRET,
+        style: str,
+        store: Any,
+        secret: Any = SECRET,
+        cookie_secret: str | None = COOKIE_SECRET,
         **options: Any,
     ) -> Server:
         manager = tornsession.TornadoSessionManager(secret, store=store, **options)
-        settings = {"cookie_secret": cookie_secret} if cookie_secret else {}
-        app = tornado.web.Application(
-            [*routes(BASES[style]), (r"/digest", Digest)], **settings
-        )
+        settings: dict[str, Any] = {"cookie_secret": cookie_secret} if cookie_secret else {}
+        app = tornado.web.Application([*routes(BASES[style]), (r"/digest", Digest)], **settings)
         app.session_manager = manager  # type: ignore[attr-defined]
         server = Server(app)
         servers.append(server)
@@ -257,7 +259,7 @@ def mutations(value: str, count: int, seed: int) -> Iterator[str]:
     """``count`` random edits of ``value`` (one to three changes each), never ``value`` itself
     or a form of it the cookie parser reads as ``value`` (quoted)."""
     rng = random.Random(seed)
-    alphabet = "0123456789abcdefxyzABCXYZ-_.|=é\"+/"
+    alphabet = '0123456789abcdefxyzABCXYZ-_.|=é"+/'
     made = 0
     while made < count:
         chars = list(value)
@@ -319,15 +321,13 @@ def test_manager_get_refuses_a_forged_compact_cookie_as_a_forged_pair(
     it does for a pair whose digest does not match (the original API)."""
     manager = tornsession.TornadoSessionManager(SECRET, cookie_format="compact")
 
-    class Handler:
+    class Handler(CookieJarHandler):
         def __init__(self, cookie: str) -> None:
+            super().__init__()
             self.cookie = cookie
 
         def get_cookie(self, name: str) -> str | None:
             return self.cookie if name == "session_id" else None
-
-        def get_secure_cookie(self, name: str) -> bytes | None:
-            return None
 
     forged = f"{'ab' * 16}.tfrksg.{'A' * 32}"
     with pytest.raises(tornsession.InvalidSessionException):
