@@ -532,9 +532,9 @@ impl Engine {
     }
 
     /// Sets the cookies of the configured format, with a freshly computed digest, when they are
-    /// due. Once the headers
-    /// are out only a refresh can be due (a write that needed them was refused before it was
-    /// made): the browser's cookie still names the session, and a later response sends it.
+    /// due. Once the headers are out only a refresh can be due (a write that needed them was
+    /// refused before it was made): the browser's cookie still names the session, and a later
+    /// response sends it.
     pub fn send_cookies(
         &self, handler: &Bound<'_, PyAny>, session: &Bound<'_, Session>,
     ) -> PyResult<()> {
