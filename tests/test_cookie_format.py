@@ -63,6 +63,17 @@ BASES: dict[str, type] = {
 }
 
 
+class AsyncIncrement(tornado.web.RequestHandler):
+    """The drop-in session through its async methods: ``TornadoSession.aload()``, ``asave()``."""
+
+    async def get(self) -> None:
+        manager = self.application.session_manager  # type: ignore[attr-defined]
+        session = await tornsession.TornadoSession.aload(manager, self)
+        session["n"] = session.get("n", 0) + 1
+        await session.asave()
+        self.write(str(session["n"]))
+
+
 class Digest(tornado.web.RequestHandler):
     def get(self) -> None:
         manager = self.application.session_manager  # type: ignore[attr-defined]
@@ -83,7 +94,9 @@ def start() -> Iterator[Callable[..., Server]]:
     ) -> Server:
         manager = tornsession.TornadoSessionManager(secret, store=store, **options)
         settings: dict[str, Any] = {"cookie_secret": cookie_secret} if cookie_secret else {}
-        app = tornado.web.Application([*routes(BASES[style]), (r"/digest", Digest)], **settings)
+        app = tornado.web.Application(
+            [*routes(BASES[style]), (r"/digest", Digest), (r"/ainc", AsyncIncrement)], **settings
+        )
         app.session_manager = manager  # type: ignore[attr-defined]
         server = Server(app)
         servers.append(server)
@@ -133,6 +146,28 @@ def test_compact_is_one_short_cookie_that_round_trips(
             assert peek(browser)["n"] == 2
         if style == "overriding":
             assert OverridingMixin.calls > 0
+
+
+@pytest.mark.parametrize("first", ["pair", "compact"])
+def test_the_async_methods_read_both_formats(first: str, start: Callable[..., Server]) -> None:
+    store = tornsession.MemoryStore()
+    then = "compact" if first == "pair" else "pair"
+    before = start("dropin", store, cookie_format=first)
+    after = start("dropin", store, cookie_format=then)
+    with Browser(before.port) as browser:
+        assert browser.get("/ainc") == (200, "1")
+        assert browser.get("/ainc") == (200, "2")
+        assert browser.last_set_cookie == []
+        browser.port = after.port
+        assert browser.get("/ainc") == (200, "3")
+        sent = set_cookies(browser)
+        if then == "compact":
+            assert COMPACT.match(sent["session_id"]) and sent["hmac_digest"] == ""
+            assert list(browser.cookies) == ["session_id"]
+        else:
+            assert sorted(sent) == ["hmac_digest", "session_id"]
+        assert browser.get("/ainc") == (200, "4")
+        assert browser.last_set_cookie == []
 
 
 @pytest.mark.parametrize("fmt", ["pair", "compact"])
