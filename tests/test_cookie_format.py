@@ -130,6 +130,8 @@ def test_compact_is_one_short_cookie_that_round_trips(
     with Browser(server.port) as browser:
         assert browser.get("/inc") == (200, "1")
         assert len(browser.last_set_cookie) == 1, browser.last_set_cookie
+        attributes = browser.last_set_cookie[0].split("; ")[1:]
+        assert {"HttpOnly", "Path=/", "SameSite=Lax"} <= set(attributes)  # as the pair's
         value = set_cookies(browser)["session_id"]
         assert COMPACT.match(value), value
         assert len(value) < 100 and "|" not in value
