@@ -350,6 +350,7 @@ class SessionManager:
         | None = None,
         cookie_name: str = "session_id",
         digest_cookie_name: str = "hmac_digest",
+        cookie_format: Literal["pair", "compact"] = "pair",
         cookie_httponly: bool = True,
         cookie_samesite: Literal["Lax", "Strict", "None"] | None = "Lax",
         cookie_secure: bool | Literal["auto"] = "auto",
@@ -367,6 +368,13 @@ class SessionManager:
         order_timeout: float | timedelta = 10.0,
     ) -> Self:
         """``session_dir`` means a FileStore there; neither it nor ``store`` means a MemoryStore.
+
+        ``cookie_format`` picks the cookies sent: ``"pair"`` (the original's two Tornado-signed
+        cookies, ``cookie_name`` and ``digest_cookie_name``; needs the app's ``cookie_secret``) or
+        ``"compact"`` (one cookie, ``cookie_name``, of about 70 bytes: id, issue time and a MAC
+        made with ``secret``; no ``cookie_secret`` needed). Both formats are always read, so
+        switching logs nobody out: a session read from the other format gets its cookies sent
+        again in this one.
 
         Every option is checked here; a bad one raises ValueError or TypeError naming it. A
         secret shorter than 32 bytes gives a ``WeakSecretWarning``. ``max_size`` defaults to the
@@ -425,7 +433,7 @@ class TornadoSessionManager(SessionManager):
         """The session the handler's cookies name; a new one without handler or cookies."""
 
     def set(self, requestHandler: RequestHandlerProtocol, session: Session) -> None:  # type: ignore[override]
-        """Store the session, then set both cookies on the handler. RuntimeError, before the store
+        """Store the session, then set its cookies on the handler. RuntimeError, before the store
         is touched, when a session the browser has no cookie for would be written after the
         handler's headers are out (``flush()``, a WebSocket's 101)."""
 
@@ -457,8 +465,8 @@ class TornadoSession(Session):
         as it was, when the handler's headers are already out (``flush()``, a WebSocket)."""
 
     def destroy(self) -> None:
-        """Logout: delete the stored record, clear both cookies (unless the headers are already
-        out) and empty the session."""
+        """Logout: delete the stored record, clear the session's cookies of both formats (unless
+        the headers are already out) and empty the session."""
 
     def set_expiry(
         self,

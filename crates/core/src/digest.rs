@@ -75,6 +75,25 @@ impl Secrets {
             .map(move |key| sha256_mac(key, message).finalize().into_bytes().into())
     }
 
+    /// Checks `tag`, an HMAC-SHA256 of `message` cut to its first `tag.len()` bytes (at least
+    /// 16), in constant time per candidate secret: `Current` under the newest secret,
+    /// `Outdated` under an older one.
+    pub fn verify_mac(&self, message: &str, tag: &[u8]) -> DigestCheck {
+        if tag.len() < 16 {
+            return DigestCheck::Invalid;
+        }
+        for (index, key) in self.keys.iter().enumerate() {
+            if sha256_mac(key, message).verify_truncated_left(tag).is_ok() {
+                return if index == 0 {
+                    DigestCheck::Current
+                } else {
+                    DigestCheck::Outdated
+                };
+            }
+        }
+        DigestCheck::Invalid
+    }
+
     /// Checks `digest` against `session_id` in constant time per candidate secret.
     pub fn verify(&self, session_id: &str, digest: &[u8]) -> DigestCheck {
         let Ok(raw) = hex::decode(digest) else {

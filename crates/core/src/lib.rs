@@ -2,13 +2,14 @@
 //! it (the `tornsession` crate in crates/py wraps it as the `tornsession._core` module).
 //!
 //! From the bottom up: `ids`, `digest`, `time`, `codec` (records as JSON bytes),
-//! `signed_cookie` (Tornado's format), `policy` (expiry settings both the lifecycle and the user
+//! `signed_cookie` (Tornado's format), `compact_cookie` (the one-cookie format), `policy` (expiry settings both the lifecycle and the user
 //! index read), `lifecycle` (the session cycle as steps), `users` (per-user sessions),
 //! `user_sessions` (listing and ending a user's sessions across a store), `wire`
 //! (the Redis and memcached codecs, sans I/O) and `stores` (one trait, every store, the
 //! pipelined request model).
 
 pub mod codec;
+pub mod compact_cookie;
 pub mod digest;
 pub mod ids;
 pub mod lifecycle;

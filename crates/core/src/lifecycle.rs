@@ -64,11 +64,16 @@ pub fn verify(
         DigestCheck::Current => false,
         DigestCheck::Outdated => true,
     };
-    let aging = id_signed_at.is_some_and(|signed| now.saturating_sub(signed) > COOKIE_REFRESH_AGE);
     CookieCheck::Verified(Verified {
         id: id.to_owned(),
-        cookies_due: outdated || aging,
+        cookies_due: outdated || cookie_aging(id_signed_at, now),
     })
+}
+
+/// Whether a cookie made at `signed_at` (when known) is old enough to be sent again: the one
+/// refresh rule of both cookie formats.
+pub fn cookie_aging(signed_at: Option<u64>, now: u64) -> bool {
+    signed_at.is_some_and(|signed| now.saturating_sub(signed) > COOKIE_REFRESH_AGE)
 }
 
 /// What a session knows about itself between load and save, apart from its id and data.

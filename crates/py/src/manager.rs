@@ -70,15 +70,16 @@ impl SessionManager {
     #[new]
     #[pyo3(
         text_signature = "(secret, session_dir=None, *, store=None, cookie_name='session_id', \
-        digest_cookie_name='hmac_digest', cookie_httponly=True, cookie_samesite='Lax', \
-        cookie_secure='auto', cookie_domain=None, cookie_path='/', cookie_expires_days=30.0, \
-        idle_timeout=None, lifetime=None, max_idle_timeout=None, max_lifetime=None, \
-        max_size=None, max_read_size=None, detect_conflicts=False, order_requests=True, \
-        order_timeout=10.0)"
+        digest_cookie_name='hmac_digest', cookie_format='pair', cookie_httponly=True, \
+        cookie_samesite='Lax', cookie_secure='auto', cookie_domain=None, cookie_path='/', \
+        cookie_expires_days=30.0, idle_timeout=None, lifetime=None, max_idle_timeout=None, \
+        max_lifetime=None, max_size=None, max_read_size=None, detect_conflicts=False, \
+        order_requests=True, order_timeout=10.0)"
     )]
     #[pyo3(signature = (
         secret, session_dir = None, *, store = None,
-        cookie_name = "session_id", digest_cookie_name = "hmac_digest", cookie_httponly = true,
+        cookie_name = "session_id", digest_cookie_name = "hmac_digest", cookie_format = None,
+        cookie_httponly = true,
         cookie_samesite = Some("Lax"), cookie_secure = None, cookie_domain = None,
         cookie_path = "/", cookie_expires_days = Some(30.0),
         idle_timeout = None, lifetime = None, max_idle_timeout = None, max_lifetime = None,
@@ -88,13 +89,13 @@ impl SessionManager {
     fn new(
         py: Python<'_>, secret: &Bound<'_, PyAny>, session_dir: Option<PathBuf>,
         store: Option<&Bound<'_, PyAny>>, cookie_name: &str, digest_cookie_name: &str,
-        cookie_httponly: bool, cookie_samesite: Option<&str>,
-        cookie_secure: Option<&Bound<'_, PyAny>>, cookie_domain: Option<&str>, cookie_path: &str,
-        cookie_expires_days: Option<f64>, idle_timeout: Option<&Bound<'_, PyAny>>,
-        lifetime: Option<&Bound<'_, PyAny>>, max_idle_timeout: Option<&Bound<'_, PyAny>>,
-        max_lifetime: Option<&Bound<'_, PyAny>>, max_size: Option<options::SaturatingInt>,
-        max_read_size: Option<options::SaturatingInt>, detect_conflicts: bool,
-        order_requests: bool, order_timeout: Option<&Bound<'_, PyAny>>,
+        cookie_format: Option<&Bound<'_, PyAny>>, cookie_httponly: bool,
+        cookie_samesite: Option<&str>, cookie_secure: Option<&Bound<'_, PyAny>>,
+        cookie_domain: Option<&str>, cookie_path: &str, cookie_expires_days: Option<f64>,
+        idle_timeout: Option<&Bound<'_, PyAny>>, lifetime: Option<&Bound<'_, PyAny>>,
+        max_idle_timeout: Option<&Bound<'_, PyAny>>, max_lifetime: Option<&Bound<'_, PyAny>>,
+        max_size: Option<options::SaturatingInt>, max_read_size: Option<options::SaturatingInt>,
+        detect_conflicts: bool, order_requests: bool, order_timeout: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
         let keys = options::secret_keys(secret)?;
         let secrets = Secrets::new(keys.clone()).map_err(secret_error)?;
@@ -136,6 +137,7 @@ impl SessionManager {
                 "cookie_name and digest_cookie_name must be two different names".to_owned(),
             ));
         }
+        let cookie_format = options::cookie_format(cookie_format)?;
         options::check_attribute("cookie_path", cookie_path).map_err(value_error)?;
         if let Some(domain) = cookie_domain {
             options::check_attribute("cookie_domain", domain).map_err(value_error)?;
@@ -182,6 +184,7 @@ impl SessionManager {
                 domain: cookie_domain,
                 path: cookie_path,
                 expires_days: cookie_expires_days,
+                format: cookie_format,
             },
         )?;
         // Last, so a manager that fails to build warns about nothing.
@@ -434,11 +437,11 @@ impl TornadoSessionManager {
     #[new]
     #[pyo3(
         text_signature = "(secret, session_dir=None, *, store=None, cookie_name='session_id', \
-        digest_cookie_name='hmac_digest', cookie_httponly=True, cookie_samesite='Lax', \
-        cookie_secure='auto', cookie_domain=None, cookie_path='/', cookie_expires_days=30.0, \
-        idle_timeout=None, lifetime=None, max_idle_timeout=None, max_lifetime=None, \
-        max_size=None, max_read_size=None, detect_conflicts=False, order_requests=True, \
-        order_timeout=10.0)"
+        digest_cookie_name='hmac_digest', cookie_format='pair', cookie_httponly=True, \
+        cookie_samesite='Lax', cookie_secure='auto', cookie_domain=None, cookie_path='/', \
+        cookie_expires_days=30.0, idle_timeout=None, lifetime=None, max_idle_timeout=None, \
+        max_lifetime=None, max_size=None, max_read_size=None, detect_conflicts=False, \
+        order_requests=True, order_timeout=10.0)"
     )]
     #[pyo3(signature = (secret, session_dir = None, **options))]
     fn new(

@@ -8,6 +8,7 @@ use pyo3::types::{PyBool, PyBytes, PyInt, PyList, PyString, PyTuple};
 
 use crate::errors::{argument_type_error, value_error, wrong_type, WeakSecretWarning};
 use crate::tornado_cookies::SecureMode;
+use tornsession_core::compact_cookie::CookieFormat;
 use tornsession_core::stores::DEFAULT_MAX_READ_SIZE;
 use tornsession_core::time;
 
@@ -113,6 +114,23 @@ pub fn secure_mode(value: &Bound<'_, PyAny>) -> PyResult<SecureMode> {
         Ok(Ok(text)) if text == "auto" => Ok(SecureMode::Auto),
         _ => Err(value_error(format!(
             "cookie_secure must be True, False or 'auto', not {}",
+            value.repr()?
+        ))),
+    }
+}
+
+/// `cookie_format`: 'pair' or 'compact' (anything else, a str or not, is a ValueError naming both).
+pub fn cookie_format(value: Option<&Bound<'_, PyAny>>) -> PyResult<CookieFormat> {
+    let Some(value) = value else {
+        return Ok(CookieFormat::default());
+    };
+    match value
+        .cast::<PyString>()
+        .map(|s| s.to_str().map(str::to_owned))
+    {
+        Ok(Ok(text)) => CookieFormat::parse(&text).map_err(value_error),
+        _ => Err(value_error(format!(
+            "cookie_format must be 'pair' or 'compact', not {}",
             value.repr()?
         ))),
     }

@@ -1,12 +1,15 @@
-//! The session's two cookies on a Tornado `RequestHandler`: read (in Rust straight from the
-//! `Cookie` header when the handler uses Tornado's own cookie methods), sent and cleared with
-//! the same attributes.
+//! The session's cookies on a Tornado `RequestHandler`, in either format (`cookie_format`: the
+//! original's two signed cookies, or one compact cookie): both formats read (in Rust straight
+//! from the `Cookie` header when the handler uses Tornado's own cookie methods), the configured
+//! one sent, and both cleared, with the same attributes.
 
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyDict, PyString};
 
+use tornsession_core::compact_cookie::{self, CookieFormat};
+use tornsession_core::digest::Secrets;
 use tornsession_core::signed_cookie;
 use tornsession_core::time;
 
@@ -30,12 +33,15 @@ pub struct CookieAttributes<'a> {
     pub domain: Option<&'a str>,
     pub path: &'a str,
     pub expires_days: Option<f64>,
+    pub format: CookieFormat,
 }
 
-/// How the two cookies are named and sent.
+/// How the cookies are named and sent.
 pub struct CookieSettings {
     pub id_name: Py<PyString>,
     pub digest_name: Py<PyString>,
+    /// Which cookies are sent (both formats are read).
+    pub format: CookieFormat,
     /// Keyword arguments for `set_secure_cookie`, without and with `secure`, built once.
     set_kwargs: [Py<PyDict>; 2],
     /// Keyword arguments for the clearing `set_cookie`: the same path, domain, SameSite,
@@ -84,6 +90,7 @@ impl CookieSettings {
             set_kwargs: [build(false, false)?, build(true, false)?],
             clear_kwargs: [build(false, true)?, build(true, true)?],
             secure: a.secure,
+            format: a.format,
             native_names: plain_cookie_name(a.id_name) && plain_cookie_name(a.digest_name),
         })
     }
@@ -110,11 +117,14 @@ impl CookieSettings {
         })
     }
 
-    /// Sets both signed cookies; `persistent=Some(false)` makes them browser-session cookies
-    /// (no expiry: gone when the browser closes), `Some(true)` gives them the configured
-    /// expiry (30 days when the manager has none).
+    /// Sets the session's cookies in the configured format: both signed cookies, or the one
+    /// compact cookie (and clears a digest cookie the request still carried, left from the
+    /// pair). `persistent=Some(false)` makes them browser-session cookies (no expiry: gone
+    /// when the browser closes), `Some(true)` gives them the configured expiry (30 days when
+    /// the manager has none).
     pub fn send(
-        &self, handler: &Bound<'_, PyAny>, id: &str, digest: &str, persistent: Option<bool>,
+        &self, handler: &Bound<'_, PyAny>, secrets: &Secrets, id: &str, digest: &str,
+        persistent: Option<bool>,
     ) -> PyResult<()> {
         let py = handler.py();
         let shared = self.set_kwargs[usize::from(self.secure_for(handler)?)].bind(py);
@@ -132,21 +142,57 @@ impl CookieSettings {
                 &own
             }
         };
+        if self.format == CookieFormat::Compact {
+            // Made with the manager's secrets, so it needs no Tornado cookie_secret.
+            let value = compact_cookie::encode(secrets, id, time::now());
+            handler.call_method(
+                intern!(py, "set_cookie"),
+                (self.id_name.bind(py), value),
+                Some(kwargs),
+            )?;
+            if self.request_has_cookie(handler, &self.digest_name)? {
+                self.clear_names(handler, &[&self.digest_name])?;
+            }
+            return Ok(());
+        }
         let set = handler.getattr(intern!(py, "set_secure_cookie"))?;
         set.call((self.id_name.bind(py), id), Some(kwargs))?;
         set.call((self.digest_name.bind(py), digest), Some(kwargs))?;
         Ok(())
     }
 
-    /// Tells the browser to drop both cookies: through `set_cookie` with the attributes they
-    /// were set with (Tornado's `clear_cookie` takes only path and domain before 6.3), or
-    /// `clear_cookie` on a handler-like object without `set_cookie`.
+    /// Whether the request's `Cookie` header may hold cookie `name` (true when it cannot be
+    /// told without Tornado: clearing a cookie that is not there is harmless).
+    fn request_has_cookie(
+        &self, handler: &Bound<'_, PyAny>, name: &Py<PyString>,
+    ) -> PyResult<bool> {
+        let py = handler.py();
+        let Some(header) = request_cookie_header(handler)? else {
+            return Ok(false);
+        };
+        let Ok(header) = header.cast::<PyString>() else {
+            return Ok(true);
+        };
+        Ok(!matches!(
+            signed_cookie::find_cookie(header.to_str()?, name.bind(py).to_str()?),
+            signed_cookie::Found::Missing
+        ))
+    }
+
+    /// Tells the browser to drop both cookie names, whatever the format (a jar may hold either
+    /// format's cookies).
     pub fn clear(&self, handler: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.clear_names(handler, &[&self.id_name, &self.digest_name])
+    }
+
+    /// Clears cookies through `set_cookie` with the attributes they were set with (Tornado's
+    /// `clear_cookie` takes only path and domain before 6.3), or `clear_cookie` on a
+    /// handler-like object without `set_cookie`.
+    fn clear_names(&self, handler: &Bound<'_, PyAny>, names: &[&Py<PyString>]) -> PyResult<()> {
         let py = handler.py();
         let kwargs = self.clear_kwargs[usize::from(self.secure_for(handler)?)].bind(py);
-        let names = [&self.id_name, &self.digest_name];
         if let Some(set_cookie) = handler.getattr_opt(intern!(py, "set_cookie"))? {
-            for name in names {
+            for name in names.iter() {
                 set_cookie.call((name.bind(py), intern!(py, "")), Some(kwargs))?;
             }
             return Ok(());
@@ -157,7 +203,7 @@ impl CookieSettings {
                 path_and_domain.set_item(key, value)?;
             }
         }
-        for name in names {
+        for name in names.iter() {
             handler.call_method(
                 intern!(py, "clear_cookie"),
                 (name.bind(py),),
@@ -167,34 +213,49 @@ impl CookieSettings {
         Ok(())
     }
 
-    /// The request's two cookies: read in Rust straight from the `Cookie` header when the
-    /// handler uses Tornado's own cookie methods, else through its `get_secure_cookie`.
+    /// The request's cookies of both formats: read in Rust straight from the `Cookie` header
+    /// when the handler uses Tornado's own cookie methods, else through its `get_cookie` (a
+    /// compact value) and `get_secure_cookie` (the pair).
     pub fn request_cookies(&self, handler: &Bound<'_, PyAny>) -> PyResult<RequestCookies> {
         if let Some(cookies) = self.read_cookies_natively(handler)? {
             return Ok(cookies);
         }
         let py = handler.py();
+        let raw = handler
+            .call_method1(intern!(py, "get_cookie"), (self.id_name.bind(py),))
+            .ok()
+            .and_then(|raw| raw.extract::<String>().ok());
+        // A compact value is checked as one, never handed to Tornado (which would refuse it).
+        if let Some(raw) = raw
+            .as_deref()
+            .filter(|raw| compact_cookie::is_compact_shaped(raw))
+        {
+            return Ok(RequestCookies::compact(raw.to_owned()));
+        }
+        // Without a cookie_secret no pair can be read (Tornado would raise): a compact-format
+        // app needs none.
+        if self.format == CookieFormat::Compact && !has_cookie_secret(handler)? {
+            return Ok(RequestCookies::default());
+        }
         let get = handler.getattr(intern!(py, "get_secure_cookie"))?;
         let id = get.call1((self.id_name.bind(py),))?;
         if id.is_none() {
             return Ok(RequestCookies::default());
         }
         let digest = get.call1((self.digest_name.bind(py),))?;
-        let id_signed_at = handler
-            .call_method1(intern!(py, "get_cookie"), (self.id_name.bind(py),))
-            .ok()
-            .and_then(|raw| raw.extract::<String>().ok())
-            .and_then(|raw| signed_cookie::signed_at(&raw));
+        let id_signed_at = raw.as_deref().and_then(signed_cookie::signed_at);
         Ok(RequestCookies {
             id: Some(text(&id).unwrap_or_default()),
             digest: (!digest.is_none()).then(|| text(&digest).unwrap_or_default()),
             id_signed_at,
+            compact: None,
         })
     }
 
-    /// Tornado's `get_secure_cookie` for both cookies, done in Rust (byte for byte what Tornado
-    /// accepts: `tests/test_signed_cookies.py`); `None` when Tornado must answer itself (an
-    /// overridden cookie method, a version-1 or unusual value, no usable cookie_secret).
+    /// Tornado's `get_secure_cookie` for the pair, done in Rust (byte for byte what Tornado
+    /// accepts: `tests/test_signed_cookies.py`), and the compact cookie; `None` when Tornado
+    /// must answer itself (an overridden cookie method, a version-1 or unusual value, no usable
+    /// cookie_secret for a pair).
     fn read_cookies_natively(
         &self, handler: &Bound<'_, PyAny>,
     ) -> PyResult<Option<RequestCookies>> {
@@ -202,17 +263,21 @@ impl CookieSettings {
         if !self.native_names || !uses_tornado_cookie_methods(handler)? {
             return Ok(None);
         }
-        let header = handler
-            .getattr(intern!(py, "request"))?
-            .getattr(intern!(py, "headers"))?
-            .call_method1(intern!(py, "get"), (intern!(py, "Cookie"),))?;
-        if header.is_none() {
+        let Some(header) = request_cookie_header(handler)? else {
             return Ok(Some(RequestCookies::default()));
-        }
+        };
         let Ok(header) = header.cast::<PyString>() else {
             return Ok(None);
         };
         let header = header.to_str()?;
+        let raw_id = match signed_cookie::find_cookie(header, self.id_name.bind(py).to_str()?) {
+            signed_cookie::Found::Value(raw) => raw,
+            signed_cookie::Found::Missing => return Ok(Some(RequestCookies::default())),
+            signed_cookie::Found::AskTornado => return Ok(None),
+        };
+        if compact_cookie::is_compact_shaped(raw_id) {
+            return Ok(Some(RequestCookies::compact(raw_id.to_owned())));
+        }
         let settings = handler
             .getattr(intern!(py, "application"))?
             .getattr(intern!(py, "settings"))?;
@@ -220,13 +285,15 @@ impl CookieSettings {
             return Ok(None);
         };
         let now = time::now_f64();
-        let read = |name: &Py<PyString>| -> PyResult<Option<Option<(String, u64)>>> {
-            let name = name.bind(py).to_str()?;
-            let raw = match signed_cookie::find_cookie(header, name) {
+        let decode = |name: &Py<PyString>,
+                      raw: signed_cookie::Found<'_>|
+         -> PyResult<Option<Option<(String, u64)>>> {
+            let raw = match raw {
                 signed_cookie::Found::Value(raw) => raw,
                 signed_cookie::Found::Missing => return Ok(Some(None)),
                 signed_cookie::Found::AskTornado => return Ok(None),
             };
+            let name = name.bind(py).to_str()?;
             Ok(
                 match signed_cookie::decode(&secret, name, raw, now, TORNADO_MAX_AGE_DAYS) {
                     signed_cookie::Decoded::Value(value, signed_at) => Some(
@@ -239,15 +306,51 @@ impl CookieSettings {
                 },
             )
         };
-        let (Some(id), Some(digest)) = (read(&self.id_name)?, read(&self.digest_name)?) else {
+        let raw_digest = signed_cookie::find_cookie(header, self.digest_name.bind(py).to_str()?);
+        let (Some(id), Some(digest)) = (
+            decode(&self.id_name, signed_cookie::Found::Value(raw_id))?,
+            decode(&self.digest_name, raw_digest)?,
+        ) else {
             return Ok(None);
         };
         Ok(Some(RequestCookies {
             id_signed_at: id.as_ref().map(|(_, signed_at)| *signed_at),
             id: id.map(|(id, _)| id),
             digest: digest.map(|(digest, _)| digest),
+            compact: None,
         }))
     }
+}
+
+/// The request's `Cookie` header (`None` when it has none, or the handler no request: a test
+/// double).
+fn request_cookie_header<'py>(handler: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyAny>>> {
+    let py = handler.py();
+    let Some(request) = handler.getattr_opt(intern!(py, "request"))? else {
+        return Ok(None);
+    };
+    let header = request
+        .getattr(intern!(py, "headers"))?
+        .call_method1(intern!(py, "get"), (intern!(py, "Cookie"),))?;
+    Ok((!header.is_none()).then_some(header))
+}
+
+/// Whether the handler's application has a `cookie_secret` (true when it cannot be told: the
+/// handler's own `get_secure_cookie` then decides).
+fn has_cookie_secret(handler: &Bound<'_, PyAny>) -> PyResult<bool> {
+    let py = handler.py();
+    let Some(application) = handler.getattr_opt(intern!(py, "application"))? else {
+        return Ok(true);
+    };
+    let Some(settings) = application.getattr_opt(intern!(py, "settings"))? else {
+        return Ok(true);
+    };
+    let Ok(settings) = settings.cast::<PyDict>() else {
+        return Ok(true);
+    };
+    Ok(settings
+        .get_item(intern!(py, "cookie_secret"))?
+        .is_some_and(|secret| !secret.is_none()))
 }
 
 /// Whether the response's headers are already out (after `flush()`, or a WebSocket's 101): a
@@ -306,13 +409,25 @@ impl CookiesTooLate {
     }
 }
 
-/// A request's two cookies, as `get_secure_cookie` returns them (decoded to text).
+/// A request's session cookies: the pair as `get_secure_cookie` returns them (decoded to
+/// text), or the compact cookie's value as sent (checked by `compact_cookie::verify`).
 #[derive(Default)]
 pub struct RequestCookies {
     pub id: Option<String>,
     pub digest: Option<String>,
     /// When the id cookie was signed, to know when to send it again.
     pub id_signed_at: Option<u64>,
+    /// A compact-shaped value under the id cookie's name.
+    pub compact: Option<String>,
+}
+
+impl RequestCookies {
+    fn compact(value: String) -> Self {
+        Self {
+            compact: Some(value),
+            ..Self::default()
+        }
+    }
 }
 
 /// `get_secure_cookie`'s default `max_age_days`.

@@ -26,6 +26,7 @@ use crate::wire_link::{SinkOf, WireServer};
 
 mod user_sessions;
 use tornsession_core::codec;
+use tornsession_core::compact_cookie;
 use tornsession_core::digest::Secrets;
 use tornsession_core::ids;
 use tornsession_core::lifecycle::{
@@ -129,13 +130,22 @@ impl Engine {
             self.warn_about_ignored_settings(handler);
         }
         let cookies = self.cookies.request_cookies(handler)?;
-        Ok(lifecycle::verify(
+        let now = time::now();
+        let pair = lifecycle::verify(
             &self.secrets,
             cookies.id.as_deref(),
             cookies.digest.as_deref(),
             cookies.id_signed_at,
-            time::now(),
-        ))
+            now,
+        );
+        let compact = cookies
+            .compact
+            .as_deref()
+            .map_or(CookieCheck::Absent, |value| {
+                compact_cookie::verify(&self.secrets, value, now)
+            });
+        // Both formats are read, so switching cookie_format logs nobody out.
+        Ok(compact_cookie::pick(self.cookies.format, compact, pair))
     }
 
     /// Says once, in the log, when the app's settings name a store (memcached, Redis ...) that
@@ -521,9 +531,10 @@ impl Engine {
         self.send_cookies(handler, session)
     }
 
-    /// Sets both cookies, with a freshly computed digest, when they are due. Once the headers
-    /// are out only a refresh can be due (a write that needed them was refused before it was
-    /// made): the browser's cookie still names the session, and a later response sends it.
+    /// Sets the cookies of the configured format, with a freshly computed digest, when they are
+    /// due. Once the headers are out only a refresh can be due (a write that needed them was
+    /// refused before it was made): the browser's cookie still names the session, and a later
+    /// response sends it.
     pub fn send_cookies(
         &self, handler: &Bound<'_, PyAny>, session: &Bound<'_, Session>,
     ) -> PyResult<()> {
@@ -539,7 +550,8 @@ impl Engine {
         let digest = self.secrets.sign(&id);
         session.get().set_digest(py, &digest);
         let persistent = session.get().state().extras.expiry.persistent;
-        self.cookies.send(handler, &id, &digest, persistent)
+        self.cookies
+            .send(handler, &self.secrets, &id, &digest, persistent)
     }
 
     /// The id of the session's record, if one exists (what a logout must delete), and the
@@ -554,8 +566,9 @@ impl Engine {
         }
     }
 
-    /// Logout, once the record is deleted: a new id, no data, both cookies cleared (while the
-    /// headers are not out yet). A write after this stores a new session and sends its cookies.
+    /// Logout, once the record is deleted: a new id, no data, the cookies of both formats
+    /// cleared (while the headers are not out yet). A write after this stores a new session and
+    /// sends its cookies.
     pub fn destroy(
         &self, handler: Option<&Bound<'_, PyAny>>, session: &Bound<'_, Session>,
     ) -> PyResult<()> {
