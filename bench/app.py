@@ -202,7 +202,9 @@ class PipelinedRedis:
         if self.connected is None:
             self.connected = asyncio.ensure_future(self.connect())
         await self.connected
-        assert self.writer is not None
+        assert self.writer is not None and self.replies is not None
+        if self.replies.done():
+            raise ConnectionError("redis closed the connection")
         frame = b"*%d\r\n" % len(parts) + b"".join(b"$%d\r\n%s\r\n" % (len(p), p) for p in parts)
         reply: asyncio.Future[bytes | None] = asyncio.get_running_loop().create_future()
         self.pending.append(reply)

@@ -5,6 +5,8 @@
     python -m bench.run --no-scale     # without the 1,000,000-session part (about 30 s)
     python -m bench.run --old-python ../old/.venv/bin/python --old-label v0.3.0
                                        # also the drop-in variants under an earlier release
+    python -m bench.run --issue20 --old-python ../old/.venv-old/bin/python --old-label 59dd2f6
+                                       # issue 20's variants and their old twins only
 
 Run it from the repository root with the interpreter that has tornsession installed (``make
 bench`` uses .venv). It installs wrk, redis-server and memcached with apt-get when missing,
