@@ -16,8 +16,8 @@ under another install of tornsession (an earlier release: ``bench.run --old-pyth
 redis-py ``GET``/``SET`` of a JSON value, on the IOLoop thread as the drop-in's load and save.
 ``floor-asyncio-redis`` is the same over one pipelined asyncio connection (RESP by hand, replies
 matched in order), ``floor-dict-json`` the least an in-process session can do (a plain id
-cookie, a module-level dict of JSON strings). ``none-330b-cookie`` is the no-session app again:
-bench/run.py sends it a Cookie header shaped like tornsession's two signed cookies (~330 bytes).
+cookie, a module-level dict of JSON strings). ``none-with-pair-cookies`` is the no-session app
+again: bench/run.py sends it a Cookie header like tornsession's two signed cookies (366 bytes).
 ``tornsession-mixin-memory-compact`` is the mixin on a MemoryStore with
 ``cookie_format="compact"`` (issue 20); where the manager lacks that option the app prints
 ``not available: ...`` and exits with status 3 (``--check`` does only that test).
@@ -60,7 +60,7 @@ OLD_VARIANTS = tuple(
     f"old-{variant}" for variant in (*DROP_IN_VARIANTS, *MIXIN_VARIANTS, *COMPACT_VARIANTS)
 )
 # The no-session app, sent a Cookie header like tornsession's two signed cookies by bench/run.py.
-NONE_WITH_COOKIE = "none-330b-cookie"
+NONE_WITH_COOKIE = "none-with-pair-cookies"
 # The least a session layer can do in process, and over one pipelined asyncio Redis connection.
 FLOOR_DICT = "floor-dict-json"
 FLOOR_ASYNCIO_REDIS = "floor-asyncio-redis"

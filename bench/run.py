@@ -191,7 +191,7 @@ def cookie_header(set_cookies: list[str]) -> str:
 
 def browser_cookie() -> str:
     """A Cookie header like a browser's with a new tornsession session (its two signed cookies,
-    about 330 bytes): what NONE_WITH_COOKIE is sent."""
+    366 bytes, the issue's "330-byte Cookie header"): what NONE_WITH_COOKIE is sent."""
     session_id = tornado.web.create_signed_value(SECRET, "session_id", os.urandom(16).hex())
     digest = tornado.web.create_signed_value(SECRET, "hmac_digest", os.urandom(32).hex())
     return f'session_id="{session_id.decode()}"; hmac_digest="{digest.decode()}"'
