@@ -210,6 +210,7 @@ ISSUE20_CONTEXT = (
     "floor-dict-json",
     "floor-asyncio-redis",
     "floor-redis",
+    "pycket-redis",  # shown when measured (`make bench`; not in --issue20)
 )
 ISSUE20_OTHERS = ("tornsession-sqlite", "tornsession-redis", "tornsession-memcached")
 # Points the Redis and Memcached variants may be below the pipelined asyncio Redis floor.
