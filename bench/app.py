@@ -14,6 +14,13 @@ tornsession is measured two ways: ``tornsession-<store>`` is the original module
 under another install of tornsession (an earlier release: ``bench.run --old-python``).
 ``floor-redis`` is the least a Redis-backed session can do: a plain (unsigned) id cookie,
 redis-py ``GET``/``SET`` of a JSON value, on the IOLoop thread as the drop-in's load and save.
+``floor-asyncio-redis`` is the same over one pipelined asyncio connection (RESP by hand, replies
+matched in order), ``floor-dict-json`` the least an in-process session can do (a plain id
+cookie, a module-level dict of JSON strings). ``none-with-pair-cookies`` is the no-session app
+again: bench/run.py sends it a Cookie header like tornsession's two signed cookies (366 bytes).
+``tornsession-mixin-memory-compact`` is the mixin on a MemoryStore with
+``cookie_format="compact"`` (issue 20); where the manager lacks that option the app prints
+``not available: ...`` and exits with status 3 (``--check`` does only that test).
 
 The tornsession and reference variants run on the main interpreter; the torndsession and pycket
 variants need the peers venv (``bench/.venv-peers``), where tornsession is not installed.
@@ -28,8 +35,10 @@ import importlib
 import json
 import os
 import signal
+import sys
 import tempfile
 import uuid
+from collections import deque
 from typing import Any
 
 import tornado.web
@@ -37,19 +46,34 @@ import tornado.web
 # 32 bytes or more: a shorter secret makes tornsession warn (WeakSecretWarning).
 SECRET = "bench-secret-0123456789abcdef-0123456789abcdef"
 HOST = "127.0.0.1"
+# bench.app's exit status when the installed tornsession lacks what the variant needs.
+NOT_AVAILABLE_STATUS = 3
 
 TORNSESSION_STORES = ("memory", "sqlite", "file", "redis", "memcached")
 DROP_IN_VARIANTS = tuple(f"tornsession-{store}" for store in TORNSESSION_STORES)
 MIXIN_VARIANTS = tuple(f"tornsession-mixin-{store}" for store in TORNSESSION_STORES)
+# Variants on a manager option an earlier (or the current) tornsession may lack: "not available".
+COMPACT_VARIANTS = ("tornsession-mixin-memory-compact",)
 # The drop-in and mixin variants again, run by another interpreter with an earlier tornsession
 # installed.
-OLD_VARIANTS = tuple(f"old-{variant}" for variant in (*DROP_IN_VARIANTS, *MIXIN_VARIANTS))
+OLD_VARIANTS = tuple(
+    f"old-{variant}" for variant in (*DROP_IN_VARIANTS, *MIXIN_VARIANTS, *COMPACT_VARIANTS)
+)
+# The no-session app, sent a Cookie header like tornsession's two signed cookies by bench/run.py.
+NONE_WITH_COOKIE = "none-with-pair-cookies"
+# The least a session layer can do in process, and over one pipelined asyncio Redis connection.
+FLOOR_DICT = "floor-dict-json"
+FLOOR_ASYNCIO_REDIS = "floor-asyncio-redis"
 VARIANTS = (
     "none",
+    NONE_WITH_COOKIE,
     "cookies-only",
     *DROP_IN_VARIANTS,
     *MIXIN_VARIANTS,
+    *COMPACT_VARIANTS,
     *OLD_VARIANTS,
+    FLOOR_DICT,
+    FLOOR_ASYNCIO_REDIS,
     "floor-redis",
     "reference-file",
     "torndsession-memory",
@@ -100,7 +124,7 @@ class CookiesOnlyRead(tornado.web.RequestHandler):
 FLOOR_COOKIE = "floor_sid"
 
 
-class FloorRedisHandler(tornado.web.RequestHandler):
+class FloorHandler(tornado.web.RequestHandler):
     """A session id in a plain cookie (a new one when missing), the data as JSON under it."""
 
     def session_key(self) -> str:
@@ -110,6 +134,8 @@ class FloorRedisHandler(tornado.web.RequestHandler):
             self.set_cookie(FLOOR_COOKIE, sid)
         return f"floor:{sid}"
 
+
+class FloorRedisHandler(FloorHandler):
     def load(self, key: str) -> dict[str, Any]:
         raw = self.application.redis.get(key)  # type: ignore[attr-defined]
         data: dict[str, Any] = json.loads(raw) if raw else {}
@@ -128,6 +154,97 @@ class FloorRedisWrite(FloorRedisHandler):
 class FloorRedisRead(FloorRedisHandler):
     def get(self) -> None:
         self.write(str(self.load(self.session_key()).get("n", 0)))
+
+
+# --- the in-process floor: a plain cookie, a module-level dict of JSON strings ---------------
+
+
+FLOOR_DICT_STORE: dict[str, str] = {}
+
+
+class FloorDictWrite(FloorHandler):
+    def get(self) -> None:
+        key = self.session_key()
+        raw = FLOOR_DICT_STORE.get(key)
+        data: dict[str, Any] = json.loads(raw) if raw else {}
+        data["n"] = data.get("n", 0) + 1
+        FLOOR_DICT_STORE[key] = json.dumps(data)
+        self.write(str(data["n"]))
+
+
+class FloorDictRead(FloorHandler):
+    def get(self) -> None:
+        raw = FLOOR_DICT_STORE.get(self.session_key())
+        data: dict[str, Any] = json.loads(raw) if raw else {}
+        self.write(str(data.get("n", 0)))
+
+
+# --- the pipelined asyncio Redis floor: one connection, RESP by hand --------------------------
+
+
+class PipelinedRedis:
+    """One asyncio connection to Redis: each command is written at once (no waiting for the
+    previous reply), replies are matched to commands in order through a deque of futures.
+    Hand-written on purpose: it is the floor a Redis session layer on asyncio is compared with."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.connected: asyncio.Future[None] | None = None
+        self.pending: deque[asyncio.Future[bytes | None]] = deque()
+        self.writer: asyncio.StreamWriter | None = None
+        self.replies: asyncio.Task[None] | None = None  # kept: a task nobody holds may vanish
+
+    async def connect(self) -> None:
+        reader, self.writer = await asyncio.open_connection(HOST, self.port)
+        self.replies = asyncio.get_running_loop().create_task(self.read_replies(reader))
+
+    async def command(self, *parts: bytes) -> bytes | None:
+        if self.connected is None:
+            self.connected = asyncio.ensure_future(self.connect())
+        await self.connected
+        assert self.writer is not None and self.replies is not None
+        if self.replies.done():
+            raise ConnectionError("redis closed the connection")
+        frame = b"*%d\r\n" % len(parts) + b"".join(b"$%d\r\n%s\r\n" % (len(p), p) for p in parts)
+        reply: asyncio.Future[bytes | None] = asyncio.get_running_loop().create_future()
+        self.pending.append(reply)
+        self.writer.write(frame)  # 8 connections' worth of small commands: no drain needed
+        return await reply
+
+    async def read_replies(self, reader: asyncio.StreamReader) -> None:
+        while line := await reader.readline():
+            value: bytes | Exception | None = line[1:-2]  # +OK and the like
+            if line[:1] == b"$":
+                size = int(line[1:-2])
+                value = None if size < 0 else (await reader.readexactly(size + 2))[:-2]
+            elif line[:1] == b"-":
+                value = RuntimeError(line[1:-2].decode())
+            reply = self.pending.popleft()
+            if isinstance(value, Exception):
+                reply.set_exception(value)
+            else:
+                reply.set_result(value)
+        for reply in self.pending:
+            reply.set_exception(ConnectionError("redis closed the connection"))
+
+
+class FloorAsyncioRedisWrite(FloorHandler):
+    async def get(self) -> None:
+        key = self.session_key().encode()
+        redis: PipelinedRedis = self.application.redis  # type: ignore[attr-defined]
+        raw = await redis.command(b"GET", key)
+        data: dict[str, Any] = json.loads(raw) if raw else {}
+        data["n"] = data.get("n", 0) + 1
+        await redis.command(b"SET", key, json.dumps(data).encode())
+        self.write(str(data["n"]))
+
+
+class FloorAsyncioRedisRead(FloorHandler):
+    async def get(self) -> None:
+        redis: PipelinedRedis = self.application.redis  # type: ignore[attr-defined]
+        raw = await redis.command(b"GET", self.session_key().encode())
+        data: dict[str, Any] = json.loads(raw) if raw else {}
+        self.write(str(data.get("n", 0)))
 
 
 # --- tornsession and the original module: TornadoSession(manager, self) in __init__ ---------
@@ -174,9 +291,31 @@ def mixin_handlers() -> tuple[type[tornado.web.RequestHandler], ...]:
     return (MixinWrite, MixinRead)
 
 
+class NotAvailable(Exception):
+    """The installed tornsession lacks what the variant needs (an option of a later release)."""
+
+
 def tornsession_store(variant: str) -> str:
     """The store of a tornsession variant: ``redis`` for ``tornsession-mixin-redis``."""
-    return variant.removeprefix("old-").removeprefix("tornsession-").removeprefix("mixin-")
+    return (
+        variant.removeprefix("old-")
+        .removeprefix("tornsession-")
+        .removeprefix("mixin-")
+        .removesuffix("-compact")
+    )
+
+
+def compact_manager() -> Any:
+    """A MemoryStore manager with ``cookie_format="compact"``; NotAvailable when the manager
+    does not take that option (before issue 20)."""
+    import tornsession
+
+    # through a dict: the option is in the stubs of one release and not of the other
+    options: dict[str, Any] = {"cookie_format": "compact"}
+    try:
+        return tornsession.TornadoSessionManager(SECRET, store=tornsession.MemoryStore(), **options)
+    except TypeError as e:
+        raise NotAvailable(f"tornsession {tornsession.__version__}: {e}") from e
 
 
 def tornsession_manager(store: str, args: argparse.Namespace) -> Any:
@@ -234,7 +373,7 @@ def make_app(args: argparse.Namespace) -> tornado.web.Application:
     settings: dict[str, Any] = {"cookie_secret": SECRET}
     handlers: tuple[type[tornado.web.RequestHandler], ...]
     manager: Any = None
-    if variant == "none":
+    if variant in ("none", NONE_WITH_COOKIE):
         handlers = (PlainWrite, PlainRead)
     elif variant == "cookies-only":
         handlers = (CookiesOnlyWrite, CookiesOnlyRead)
@@ -243,6 +382,13 @@ def make_app(args: argparse.Namespace) -> tornado.web.Application:
 
         handlers = (FloorRedisWrite, FloorRedisRead)
         floor_redis = redis.Redis(host=HOST, port=args.redis_port, db=0)
+    elif variant == FLOOR_DICT:
+        handlers = (FloorDictWrite, FloorDictRead)
+    elif variant == FLOOR_ASYNCIO_REDIS:
+        handlers = (FloorAsyncioRedisWrite, FloorAsyncioRedisRead)
+    elif variant.removeprefix("old-") in COMPACT_VARIANTS:
+        manager = compact_manager()
+        handlers = mixin_handlers()
     elif variant.removeprefix("old-") in MIXIN_VARIANTS:
         manager = tornsession_manager(tornsession_store(variant), args)
         handlers = mixin_handlers()
@@ -291,6 +437,8 @@ def make_app(args: argparse.Namespace) -> tornado.web.Application:
     app.session_manager = manager  # type: ignore[attr-defined]
     if variant == "floor-redis":
         app.redis = floor_redis  # type: ignore[attr-defined]
+    if variant == FLOOR_ASYNCIO_REDIS:
+        app.redis = PipelinedRedis(args.redis_port)  # type: ignore[attr-defined]
     if variant == "torndsession-memory":
         settings["session"]["driver_settings"]["host"] = app
     return app
@@ -306,10 +454,21 @@ def main() -> None:
         "--data-dir", help="folder for file and SQLite stores (default: a temp dir)"
     )
     parser.add_argument("--profile", help="run under cProfile; dump the stats here on SIGTERM")
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="only build the app: exit 0, or print 'not available: ...' and exit 3",
+    )
     args = parser.parse_args()
     if args.data_dir is None:
         args.data_dir = tempfile.mkdtemp(prefix="tornsession-bench-")
-    app = make_app(args)
+    try:
+        app = make_app(args)
+    except NotAvailable as e:
+        print(f"not available: {e}", flush=True)
+        sys.exit(NOT_AVAILABLE_STATUS)
+    if args.check:
+        return
 
     async def serve() -> None:
         if args.profile:

@@ -29,8 +29,12 @@ import tornado.web
 from tornado.httputil import HTTPConnection, HTTPHeaders, HTTPServerRequest
 
 from bench.app import (
+    COMPACT_VARIANTS,
+    FLOOR_ASYNCIO_REDIS,
+    FLOOR_DICT,
     HOST,
     MIXIN_VARIANTS,
+    NONE_WITH_COOKIE,
     OLD_VARIANTS,
     SECRET,
     VARIANTS,
@@ -41,12 +45,14 @@ from bench.app import (
 
 # Every variant that has a session (the no-session ones have no cycle to time), but the mixin
 # (see above), the old-* ones (another interpreter's tornsession, compared end to end only) and
-# the redis-py floor (end to end only).
+# the floors (end to end only).
 IMPLS = tuple(
     v
     for v in VARIANTS
-    if v not in ("none", "cookies-only", "floor-redis")
+    if v not in ("none", NONE_WITH_COOKIE, "cookies-only", "floor-redis")
+    and v not in (FLOOR_DICT, FLOOR_ASYNCIO_REDIS)
     and v not in MIXIN_VARIANTS
+    and v not in COMPACT_VARIANTS
     and v not in OLD_VARIANTS
 )
 

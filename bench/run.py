@@ -5,6 +5,8 @@
     python -m bench.run --no-scale     # without the 1,000,000-session part (about 30 s)
     python -m bench.run --old-python ../old/.venv/bin/python --old-label v0.3.0
                                        # also the drop-in variants under an earlier release
+    python -m bench.run --issue20 --old-python ../old/.venv-old/bin/python --old-label 59dd2f6
+                                       # issue 20's variants and their old twins only
 
 Run it from the repository root with the interpreter that has tornsession installed (``make
 bench`` uses .venv). It installs wrk, redis-server and memcached with apt-get when missing,
@@ -41,8 +43,20 @@ from pathlib import Path
 from typing import Any
 
 import tornado
+import tornado.web
 
-from bench.app import OLD_VARIANTS, PEER_VARIANTS, VARIANTS
+from bench.app import (
+    COMPACT_VARIANTS,
+    DROP_IN_VARIANTS,
+    FLOOR_ASYNCIO_REDIS,
+    FLOOR_DICT,
+    NONE_WITH_COOKIE,
+    NOT_AVAILABLE_STATUS,
+    OLD_VARIANTS,
+    PEER_VARIANTS,
+    SECRET,
+    VARIANTS,
+)
 from bench.inprocess import IMPLS
 from bench.servers import HOST, Process, free_port, start_memcached, start_redis
 
@@ -53,7 +67,22 @@ RESULTS = BENCH / "results"
 LUA = BENCH / "wrk_report.lua"
 LUA_MANY = BENCH / "wrk_many.lua"
 WRK_THREADS = 2
-NO_SESSION = ("none", "cookies-only")  # no session store: no counter to check
+NO_SESSION = ("none", NONE_WITH_COOKIE, "cookies-only")  # no session store: no counter to check
+# Issue 20's set (`--issue20`): the no-session app with and without a session's Cookie header,
+# the floors, and the tornsession variants its targets name (their old twins with --old-python).
+ISSUE20_VARIANTS = (
+    "none",
+    NONE_WITH_COOKIE,
+    FLOOR_DICT,
+    FLOOR_ASYNCIO_REDIS,
+    "floor-redis",
+    *COMPACT_VARIANTS,
+    "tornsession-mixin-memory",
+    "tornsession-mixin-sqlite",
+    "tornsession-mixin-redis",
+    "tornsession-mixin-memcached",
+    *(v for v in DROP_IN_VARIANTS if v != "tornsession-file"),
+)
 
 
 def log(message: str) -> None:
@@ -160,18 +189,33 @@ def cookie_header(set_cookies: list[str]) -> str:
     return "; ".join(f"{name}={morsel.coded_value}" for name, morsel in jar.items())
 
 
-def new_session_cookie(port: int) -> str:
+def browser_cookie() -> str:
+    """A Cookie header like a browser's with a new tornsession session (its two signed cookies,
+    366 bytes, the issue's "330-byte Cookie header"): what NONE_WITH_COOKIE is sent."""
+    session_id = tornado.web.create_signed_value(SECRET, "session_id", os.urandom(16).hex())
+    digest = tornado.web.create_signed_value(SECRET, "hmac_digest", os.urandom(32).hex())
+    return f'session_id="{session_id.decode()}"; hmac_digest="{digest.decode()}"'
+
+
+def new_session_cookie(port: int, variant: str = "") -> str:
     """A first /write request's Set-Cookie headers as a Cookie header."""
+    if variant == NONE_WITH_COOKIE:
+        return browser_cookie()
     status, _, set_cookies = http_get(port, "/write")
     if status != 200:
         raise RuntimeError(f"port {port}: /write answered {status}")
     return cookie_header(set_cookies)
 
 
-def new_session_cookies(port: int, count: int, path: Path, has_session: bool) -> None:
+def new_session_cookies(
+    port: int, count: int, path: Path, has_session: bool, variant: str = ""
+) -> None:
     """``count`` new sessions, one /write each on one keep-alive connection, their Cookie
     headers one per line in ``path`` (the no-session app sets none: empty lines; the
-    cookies-only one the same cookies every time)."""
+    cookies-only one the same cookies every time; NONE_WITH_COOKIE is sent browser_cookie()s)."""
+    if variant == NONE_WITH_COOKIE:
+        path.write_text("\n".join(browser_cookie() for _ in range(count)) + "\n")
+        return
     conn = http.client.HTTPConnection(HOST, port, timeout=10)
     lines = []
     try:
@@ -189,6 +233,25 @@ def new_session_cookies(port: int, count: int, path: Path, has_session: bool) ->
     if has_session and len(set(lines)) != len(lines):
         raise RuntimeError(f"port {port}: {count} new sessions gave repeated cookies")
     path.write_text("\n".join(lines) + "\n")
+
+
+def sum_of_counters(port: int, cookie_file: Path) -> int:
+    """The counters of all sessions in ``cookie_file``, added up (one keep-alive connection)."""
+    conn = http.client.HTTPConnection(HOST, port, timeout=10)
+    total = 0
+    try:
+        for line in cookie_file.read_text().splitlines():
+            conn.request("GET", "/read", headers={"Cookie": line})
+            response = conn.getresponse()
+            text = response.read().decode()
+            if response.status != 200:
+                raise RuntimeError(f"port {port}: /read answered {response.status}")
+            total += int(text) if text.isdigit() else 0
+            if response.will_close:
+                conn.close()
+    finally:
+        conn.close()
+    return total
 
 
 def read_counter(port: int, cookie: str) -> int:
@@ -253,11 +316,12 @@ class Apps:
 
 
 def measure_variant(
-    port: int, seconds: int, has_session: bool, cookie_file: Path | None
+    variant: str, port: int, seconds: int, has_session: bool, cookie_file: Path | None
 ) -> dict[str, Any]:
     """Writing then reading handler on one new session (lost increments of the writing run),
-    then, with ``cookie_file``, writing and reading cycling through its many sessions."""
-    cookie = new_session_cookie(port)
+    then, with ``cookie_file``, writing and reading cycling through its many sessions (lost
+    increments: wrk's completed writes minus the growth of all the sessions' counters)."""
+    cookie = new_session_cookie(port, variant)
     before = read_counter(port, cookie)
     write = run_wrk(port, "/write", cookie, seconds)
     time.sleep(0.2)  # requests wrk gave up on at the end may still be in the server
@@ -268,7 +332,15 @@ def measure_variant(
     read = run_wrk(port, "/read", cookie, seconds)
     result = {"write": write, "read": read}
     if cookie_file is not None:
-        result["many_write"] = run_wrk(port, "/write", "", seconds, cookie_file)
+        before = sum_of_counters(port, cookie_file) if has_session else 0
+        many_write = run_wrk(port, "/write", "", seconds, cookie_file)
+        if has_session:
+            time.sleep(0.2)  # as above
+            growth = sum_of_counters(port, cookie_file) - before
+            many_write["lost"] = max(0, many_write["requests"] - growth)
+        else:
+            many_write["lost"] = 0
+        result["many_write"] = many_write
         result["many_read"] = run_wrk(port, "/read", "", seconds, cookie_file)
     return result
 
@@ -279,14 +351,14 @@ def end_to_end(args: argparse.Namespace, apps: Apps, tmp: Path) -> dict[str, Any
     cookie_files: dict[str, Path | None] = {}
     for variant in variants:
         port = apps.procs[variant].port
-        cookie = new_session_cookie(port)
+        cookie = new_session_cookie(port, variant)
         run_wrk(port, "/write", cookie, 1)
         run_wrk(port, "/read", cookie, 1)
         cookie_files[variant] = None
         if args.sessions:
             started = time.monotonic()
             path = tmp / f"{variant}.cookies"
-            new_session_cookies(port, args.sessions, path, variant not in NO_SESSION)
+            new_session_cookies(port, args.sessions, path, variant not in NO_SESSION, variant)
             cookie_files[variant] = path
             log(f"{variant}: {args.sessions} sessions in {time.monotonic() - started:.1f} s")
     rounds: list[dict[str, Any]] = []
@@ -297,7 +369,7 @@ def end_to_end(args: argparse.Namespace, apps: Apps, tmp: Path) -> dict[str, Any
         for variant in order:
             has_session = variant not in NO_SESSION
             this[variant] = measure_variant(
-                apps.procs[variant].port, args.seconds, has_session, cookie_files[variant]
+                variant, apps.procs[variant].port, args.seconds, has_session, cookie_files[variant]
             )
             m = this[variant]
             w, rd = m["write"], m["read"]
@@ -316,6 +388,7 @@ def end_to_end(args: argparse.Namespace, apps: Apps, tmp: Path) -> dict[str, Any
         "seconds": args.seconds,
         "sessions": args.sessions,
         "summary": summarize(rounds, variants),
+        "not_available": args.not_available,
     }
 
 
@@ -343,6 +416,9 @@ def summarize(rounds: list[dict[str, Any]], variants: list[str]) -> dict[str, An
             }
         row["lost"] = sum(r[variant]["write"]["lost"] for r in rounds)
         row["writes"] = sum(r[variant]["write"]["requests"] for r in rounds)
+        if "many_write" in rounds[0][variant]:
+            row["many_lost"] = sum(r[variant]["many_write"].get("lost", 0) for r in rounds)
+            row["many_writes"] = sum(r[variant]["many_write"]["requests"] for r in rounds)
         out[variant] = row
     return out
 
@@ -381,6 +457,24 @@ def profile(args: argparse.Namespace) -> Any:
     return json_of("bench.profile", "--seconds", str(args.seconds), timeout=600)
 
 
+def unavailable(variants: list[str], pythons: dict[str, str], tmp: Path) -> dict[str, str]:
+    """The variants whose interpreter's tornsession lacks what they need (bench.app --check
+    exits NOT_AVAILABLE_STATUS), with its reason: left out of the run, reported as such."""
+    out: dict[str, str] = {}
+    for variant in variants:
+        if variant.removeprefix("old-") not in COMPACT_VARIANTS:
+            continue
+        argv = [pythons.get(variant, sys.executable), "-m", "bench.app", "--variant", variant]
+        argv += ["--port", "0", "--check", "--data-dir", str(tmp)]
+        done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=60)
+        if done.returncode == NOT_AVAILABLE_STATUS:
+            out[variant] = done.stdout.strip().removeprefix("not available: ")
+            log(f"{variant}: not available ({out[variant]})")
+        elif done.returncode != 0:
+            raise RuntimeError(f"{variant}: bench.app --check failed:\n{done.stderr}")
+    return out
+
+
 def old_tornsession(python: str) -> dict[str, str]:
     """The version and Tornado of the earlier tornsession under ``--old-python``."""
     code = "import tornado, tornsession; print(tornsession.__version__, tornado.version)"
@@ -412,6 +506,11 @@ def main() -> None:
         default=2000,
         help="sessions of the many-session workload (default 2000; 0: one-session only)",
     )
+    parser.add_argument(
+        "--issue20",
+        action="store_true",
+        help="issue 20's variants (and their old twins with --old-python), 2000 sessions, 3 rounds",
+    )
     parser.add_argument("--no-scale", action="store_true", help="skip the 1M-session part")
     parser.add_argument("--no-profile", action="store_true", help="skip the cProfile profile")
     parser.add_argument("--no-report", action="store_true", help="do not rewrite BENCHMARKS.md")
@@ -428,6 +527,9 @@ def main() -> None:
         args.rounds, args.seconds, args.timeit_seconds = 1, 1, 0.05
         args.no_profile = args.no_scale = True
     variants = args.variant or [v for v in VARIANTS if args.old_python or v not in OLD_VARIANTS]
+    if args.issue20 and not args.variant:
+        old_twins = [f"old-{v}" for v in ISSUE20_VARIANTS if f"old-{v}" in OLD_VARIANTS]
+        variants = [*ISSUE20_VARIANTS, *(old_twins if args.old_python else [])]
     if "none" not in variants:
         variants.insert(0, "none")
     if not args.old_python and set(variants) & set(OLD_VARIANTS):
@@ -452,6 +554,8 @@ def main() -> None:
     }
     with tempfile.TemporaryDirectory(prefix="tornsession-bench-") as tmp_name:
         tmp = Path(tmp_name)
+        args.not_available = unavailable(variants, pythons, tmp)
+        variants = [v for v in variants if v not in args.not_available]
         redis = start_redis(tmp)
         mc = start_memcached(tmp)
         apps: Apps | None = None
