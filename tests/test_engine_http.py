@@ -207,7 +207,7 @@ def test_the_turn_table_is_empty_after_100000_sessions_and_memory_is_back() -> N
     import gc
     import tracemalloc
 
-    async def soak() -> tuple[int, int, int]:
+    async def soak() -> tuple[tuple[int, int], int, int]:
         async def request(session_id: str) -> None:
             handler = object()  # each request its own handler, alive while it holds the turn
             turn = await _ordering.wait_for_turn(session_id, handler, 5)

@@ -27,6 +27,7 @@ __all__ = [
     "TornadoSession",
     "TornadoSessionManager",
     "WeakSecretWarning",
+    "_Ready",
     "_Store",
     "_StoreTask",
     "_Turn",
@@ -34,7 +35,10 @@ __all__ = [
     "_WireServer",
     "__version__",
     "_enqueue_for_turn",
+    "_mixin_finish",
+    "_mixin_prepare",
     "_read_signed_cookie",
+    "_release_when_finished",
     "_store_load",
     "_store_save_if_exists",
     "_take_turn_now",
@@ -572,6 +576,29 @@ def _take_turn_now(session_id: str, owner: int) -> _Turn | None:
 
 def _enqueue_for_turn(session_id: str, owner: int, event_loop: Any) -> tuple[_Turn, Any | None]:
     """Internal: a claim on the turn, and the future to await first when it must wait."""
+
+def _release_when_finished(handler: Any, turn: _Turn) -> None:
+    """Internal: the turn ends with the handler (hooks on its on_finish and close callbacks)."""
+
+_SessionT = TypeVar("_SessionT", bound=TornadoSession)
+
+def _mixin_prepare(
+    handler: Any, session_class: type[_SessionT]
+) -> tuple[_SessionT | None, _StoreTask | None] | None:
+    """Internal: SessionMixin.prepare()'s work; None when done, else what is left to await."""
+
+def _mixin_finish(handler: Any, chunk: Any, mixin: type) -> tuple[bool, Any]:
+    """Internal: SessionMixin.finish()'s work: (True, finish's future) or (False, the save to
+    await)."""
+
+@final
+class _Ready:
+    """Internal: an awaitable that is done at once."""
+
+    def __init__(self) -> None: ...
+    def __await__(self) -> _Ready: ...
+    def __iter__(self) -> _Ready: ...
+    def __next__(self) -> None: ...
 
 def _turns_in_table() -> tuple[int, int]:
     """Internal: sessions with a request in flight, and claims the turn table still knows."""

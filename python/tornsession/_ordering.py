@@ -31,10 +31,15 @@ table stays as small as the number of requests running.
 from __future__ import annotations
 
 import asyncio
-import weakref
 from typing import Any
 
-from tornsession._core import SessionBusy, _enqueue_for_turn, _take_turn_now, _turns_in_table
+from tornsession._core import (
+    SessionBusy,
+    _enqueue_for_turn,
+    _release_when_finished,
+    _take_turn_now,
+    _turns_in_table,
+)
 from tornsession._core import _Turn as Turn
 
 __all__ = [
@@ -78,51 +83,10 @@ async def wait_for_turn(session_id: str, handler: Any, timeout: float) -> Turn:
 
 def release_when_finished(handler: Any, turn: Turn) -> None:
     """Releases `turn` when Tornado calls the handler's ``on_finish()`` (for a WebSocket, once
-    the handshake is answered: Tornado finishes the upgrade request then), after the handler's
-    own; passes it on when the client goes away while the handler runs (Tornado calls the
-    ``on_connection_close`` it bound in the handler's ``__init__``, wrapped here so it reaches
-    every handler; the handler still finishes, and its writes are fenced); releases it when a
-    streamed body is cut short (Tornado then calls the handler's attribute, and never runs the
-    handler's method)."""
-    if turn.hooked:
-        return
-    turn.hooked = True
-    handler_ref = weakref.ref(handler)
-    own_finish = handler.__dict__.get("on_finish")
-    own_close = handler.__dict__.get("on_connection_close")
-
-    def on_finish() -> None:
-        try:
-            if own_finish is not None:
-                own_finish()
-            else:
-                live = handler_ref()
-                if live is not None:
-                    type(live).on_finish(live)
-        finally:
-            turn.release()  # after the handler's own: a save there is still in turn
-
-    def on_connection_close() -> None:
-        # Reached this way only for a streamed body cut short: the handler never finishes.
-        turn.release()
-        if own_close is not None:
-            own_close()
-            return
-        live = handler_ref()
-        if live is not None:
-            type(live).on_connection_close(live)
-
-    handler.on_finish = on_finish
-    handler.on_connection_close = on_connection_close
-    connection: Any = getattr(getattr(handler, "request", None), "connection", None)
-    bound = getattr(connection, "_close_callback", None)
-    if bound is not None and hasattr(connection, "set_close_callback"):
-
-        def closed() -> None:
-            turn.pass_on()
-            bound()
-
-        connection.set_close_callback(closed)
+    the handshake is answered), after the handler's own; passes it on when the client goes away
+    while the handler runs; releases it when a streamed body is cut short (Rust hooks:
+    ``tornado_session/hooks.rs``)."""
+    _release_when_finished(handler, turn)
 
 
 def sessions_in_flight() -> int:

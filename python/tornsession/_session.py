@@ -115,35 +115,8 @@ async def _load_unordered(
         delete.result()
 
 
-def _load_then_prepare(session: _core.TornadoSession, handler: Any) -> Any:
-    """The drop-in path's load, run in place of the handler's ``prepare()``: in turn with other
-    requests of the session, then the handler's own ``prepare()``.
-
-    When no earlier request of the session is in flight (nearly always), a local store's load
-    runs here, on the IOLoop, as the original module's did: a coroutine and a thread hop would
-    cost more than the read. Redis and memcached loads go over their own protocol instead, and
-    the handler's ``prepare()`` waits for the reply without blocking the IOLoop. A request that
-    must wait for its turn becomes a coroutine too, which waits without blocking.
-    """
-    task = session._begin_load()
-    if task is None:
-        return handler.prepare()
-    if _ordered(session):
-        session_id = task.session_id
-        assert session_id is not None
-        turn = _ordering.take_turn_now(session_id, handler)
-        if turn is None:
-            return _load_and_prepare(session, handler, task)
-        _take(session, handler, turn)
-    server = task.wire_server if task.blocks else None
-    if server is not None:
-        return _load_over_wire_and_prepare(session, handler, task, server)
-    task.run()
-    delete = session._end_load(task)
-    if delete is not None:
-        delete.run()
-        delete.result()
-    return handler.prepare()
+# The drop-in path's load runs in Rust (tornado_session/request.rs, load_then_prepare) when it
+# need not wait; these are its two waits: for the session's turn, and for a network store.
 
 
 async def _load_and_prepare(
@@ -206,14 +179,6 @@ class TornadoSession(_core.TornadoSession):
         turn = self._turn
         if turn is not None:
             turn.release()
-
-    def save(self) -> None:
-        """Writes the session if it changed and sets its cookies when due:
-        ``manager.set(handler, self)``; fenced after ``release()`` (see there)."""
-        if self._turn is not None and not _fence(self):
-            self._end_save()
-            return
-        super().save()
 
     def regenerate(self) -> None:
         """A new id and digest for the same data: saved under the new id, the old record

@@ -46,7 +46,9 @@ mod _core {
     #[pymodule_export]
     use crate::tornado_cookies::_read_signed_cookie;
     #[pymodule_export]
-    use crate::tornado_session::{_Ready, _mixin_finish, _mixin_prepare, TornadoSession};
+    use crate::tornado_session::{
+        _Ready, _mixin_finish, _mixin_prepare, release_when_finished_py, TornadoSession,
+    };
     #[pymodule_export]
     use crate::turns::{_enqueue_for_turn, _turns_in_table, take_turn_now_py, Turn};
     #[pymodule_export]

@@ -6,7 +6,7 @@
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyBytes, PyDict, PyString};
+use pyo3::types::{PyBytes, PyDict, PyList, PyString};
 
 use tornsession_core::compact_cookie::{self, CookieFormat};
 use tornsession_core::digest::Secrets;
@@ -322,6 +322,16 @@ impl CookieSettings {
     }
 }
 
+/// `tornado.httputil.HTTPHeaders`.
+fn tornado_headers_type(py: Python<'_>) -> &Py<PyAny> {
+    static TYPE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    TYPE.get_or_init(py, || {
+        py.import("tornado.httputil")
+            .and_then(|m| m.getattr("HTTPHeaders"))
+            .map_or_else(|_| py.None(), Bound::unbind)
+    })
+}
+
 /// The request's `Cookie` header (`None` when it has none, or the handler no request: a test
 /// double).
 fn request_cookie_header<'py>(handler: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyAny>>> {
@@ -329,10 +339,28 @@ fn request_cookie_header<'py>(handler: &Bound<'py, PyAny>) -> PyResult<Option<Bo
     let Some(request) = handler.getattr_opt(intern!(py, "request"))? else {
         return Ok(None);
     };
-    let header = request
-        .getattr(intern!(py, "headers"))?
-        .call_method1(intern!(py, "get"), (intern!(py, "Cookie"),))?;
-    Ok((!header.is_none()).then_some(header))
+    let headers = request.getattr(intern!(py, "headers"))?;
+    // Tornado's HTTPHeaders (4.x to 6.6) keeps each header's values in a plain dict of lists
+    // under its normalized name: read there, as get() joins them, its Mapping.get() is two
+    // Python-level calls. Anything else (another headers class) is asked through get().
+    let values = match headers.getattr_opt(intern!(py, "_as_list"))? {
+        Some(table) if headers.get_type().is(tornado_headers_type(py).bind(py)) => {
+            table.cast_into::<PyDict>().ok()
+        }
+        _ => None,
+    };
+    let header = match values {
+        Some(table) => match table.get_item(intern!(py, "Cookie"))? {
+            None => None,
+            Some(list) => match list.cast::<PyList>() {
+                Ok(list) if list.len() == 1 => Some(list.get_item(0)?),
+                Ok(list) => Some(intern!(py, ",").call_method1(intern!(py, "join"), (list,))?),
+                Err(_) => Some(headers.call_method1(intern!(py, "get"), (intern!(py, "Cookie"),))?),
+            },
+        },
+        None => Some(headers.call_method1(intern!(py, "get"), (intern!(py, "Cookie"),))?),
+    };
+    Ok(header.filter(|h| !h.is_none()))
 }
 
 /// Whether the handler's application has a `cookie_secret` (true when it cannot be told: the

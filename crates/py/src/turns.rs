@@ -345,7 +345,7 @@ impl Turn {
 
     /// Whether the request's finish hooks are in place.
     #[getter]
-    fn get_hooked(&self) -> bool {
+    pub fn get_hooked(&self) -> bool {
         self.hooked.load(Ordering::Relaxed)
     }
 

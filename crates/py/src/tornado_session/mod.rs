@@ -9,9 +9,11 @@
 //! `StoreTask` (`store_task`), which may run on a worker thread.
 
 mod dict_proxy;
+mod hooks;
 mod request;
 mod steps;
 
+pub use hooks::release_when_finished_py;
 pub use request::{_Ready, _mixin_finish, _mixin_prepare};
 
 use crate::errors::store_error;
@@ -278,6 +280,10 @@ impl TornadoSession {
     /// `manager.set(handler, self)`. A new session after the headers are out is refused.
     fn save(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
+        if !request::fence(slf.as_any())? {
+            // Passed its turn on, changed nothing, and another request saved since.
+            return Self::_end_save(slf, None);
+        }
         let (manager, handler) = slf.get().bound_pair(py)?;
         manager
             .bind(py)
@@ -443,9 +449,8 @@ impl TornadoSession {
 }
 
 /// Stands in for `handler.prepare` until the handler starts: puts the handler's own `prepare`
-/// back, then hands over to `tornsession._session._load_then_prepare`, which waits for an
-/// earlier request of the same session, loads (off the IOLoop for a blocking store) and runs
-/// the handler's `prepare`.
+/// back, then loads the session in turn with other requests of it (`request::load_then_prepare`)
+/// and runs the handler's `prepare`.
 #[pyclass(module = "tornsession", frozen)]
 pub struct LoadBeforePrepare {
     inner: Mutex<Option<PendingLoad>>,
@@ -467,8 +472,7 @@ impl LoadBeforePrepare {
             Some(own) => handler.setattr(intern!(py, "prepare"), own)?,
             None => handler.delattr(intern!(py, "prepare"))?,
         }
-        py.import(intern!(py, "tornsession._session"))?
-            .call_method1(intern!(py, "_load_then_prepare"), (&session, &handler))
+        request::load_then_prepare(&session, &handler)
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {

@@ -12,6 +12,7 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PySuper, PyTuple, PyType};
 
+use super::hooks::release_when_finished;
 use super::{native_engine, TornadoSession};
 use crate::manager::SessionManager;
 use crate::store_task::StoreTask;
@@ -72,14 +73,6 @@ fn streams_its_body(handler: &Bound<'_, PyAny>) -> bool {
         .ok()
         .flatten()
         .is_some_and(|s| s.is_truthy().unwrap_or(false))
-}
-
-/// `tornsession._ordering.release_when_finished`: the turn ends with the handler.
-pub fn release_when_finished(handler: &Bound<'_, PyAny>, turn: &Bound<'_, Turn>) -> PyResult<()> {
-    let py = handler.py();
-    py.import(intern!(py, "tornsession._ordering"))?
-        .call_method1(intern!(py, "release_when_finished"), (handler, turn))?;
-    Ok(())
 }
 
 /// Runs a load task inline and finishes the load (and the deletion of a record past its
@@ -270,6 +263,53 @@ pub fn _mixin_finish<'py>(
             ))
         }
     }
+}
+
+/// The drop-in path's load, run in place of the handler's `prepare()`: in turn with other
+/// requests of the session, then the handler's own `prepare()`.
+///
+/// When no earlier request of the session is in flight (nearly always), a local store's load
+/// runs here, on the IOLoop, as the original module's did: a coroutine and a thread hop would
+/// cost more than the read. A Redis or memcached load goes over its own protocol, and a
+/// request that must wait for its turn becomes a coroutine (`tornsession._session`), which
+/// waits without blocking the IOLoop.
+pub fn load_then_prepare<'py>(
+    session: &Bound<'py, TornadoSession>, handler: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let py = session.py();
+    let Some(task) = TornadoSession::begin_load(session)? else {
+        return handler.call_method0(intern!(py, "prepare"));
+    };
+    let glue = || py.import(intern!(py, "tornsession._session"));
+    let manager = session.get().session_manager(py).into_bound(py);
+    if ordered(py, &manager) {
+        let session_id = task.get().session_id().unwrap_or_default();
+        match turns::take_turn_now(py, &session_id, handler.as_ptr() as u64) {
+            Ok(Some(turn)) => {
+                take(session, &turn)?;
+                release_when_finished(handler, &turn)?;
+            }
+            Ok(None) => {
+                return glue()?
+                    .call_method1(intern!(py, "_load_and_prepare"), (session, handler, task))
+            }
+            Err(error) => {
+                session.get()._abandon_load();
+                return Err(error);
+            }
+        }
+    }
+    if task.get().blocks() {
+        let server = task.getattr(intern!(py, "wire_server"))?;
+        if !server.is_none() {
+            return glue()?.call_method1(
+                intern!(py, "_load_over_wire_and_prepare"),
+                (session, handler, task, server),
+            );
+        }
+    }
+    load_inline(session, &task)?;
+    handler.call_method0(intern!(py, "prepare"))
 }
 
 /// The awaitable `SessionMixin.prepare()` returns when nothing was left to wait for: done at
