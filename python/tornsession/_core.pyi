@@ -584,7 +584,7 @@ _SessionT = TypeVar("_SessionT", bound=TornadoSession)
 
 def _mixin_prepare(
     handler: Any, session_class: type[_SessionT]
-) -> tuple[_SessionT | None, _StoreTask | None] | None:
+) -> tuple[_SessionT | None, _StoreTask | None, Any] | None:
     """Internal: SessionMixin.prepare()'s work; None when done, else what is left to await."""
 
 def _mixin_finish(handler: Any, chunk: Any, mixin: type) -> tuple[bool, Any]:

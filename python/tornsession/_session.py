@@ -51,6 +51,26 @@ async def _run(task: _core._StoreTask, server: _core._WireServer | None = None) 
     await asyncio.get_running_loop().run_in_executor(_store_executor(), task.run)
 
 
+async def _sent(task: _core._StoreTask, reply: Any) -> None:
+    """The rest of a task whose request the Rust path sent over the store's protocol."""
+    if not await reply:
+        # What the store answered needs more than its protocol's one request.
+        await asyncio.get_running_loop().run_in_executor(_store_executor(), task.run)
+
+
+async def _load_sent(session: _core.TornadoSession, task: _core._StoreTask, reply: Any) -> None:
+    """A load the Rust path sent (it holds the session's turn): the reply, then the session."""
+    try:
+        await _sent(task, reply)
+    except BaseException:
+        session._abandon_load()
+        raise
+    delete = session._end_load(task)
+    if delete is not None:  # a record past its lifetime
+        await _run(delete)
+        delete.result()
+
+
 async def _call_store(blocks: bool, method: Any, args: tuple[Any, ...]) -> Any:
     """The async twin of a manager method doing store I/O: on a store thread, or inline for a
     store that never blocks."""

@@ -27,7 +27,14 @@ from typing import TYPE_CHECKING, Any, overload
 
 from tornsession import _core
 from tornsession._core import SessionBusy, SessionConflict
-from tornsession._session import TornadoSession, _load, _run, _service_unavailable
+from tornsession._session import (
+    TornadoSession,
+    _load,
+    _load_sent,
+    _run,
+    _sent,
+    _service_unavailable,
+)
 
 if TYPE_CHECKING:
     from tornado.web import Application, RequestHandler
@@ -109,13 +116,15 @@ class SessionMixin(_Base):
         return _READY if result is None else result
 
     async def _prepare_after(
-        self, session: TornadoSession | None, task: _core._StoreTask | None
+        self, session: TornadoSession | None, task: _core._StoreTask | None, reply: Any
     ) -> None:
         """The rest of ``prepare()`` when it must wait: for the session's turn, or for the
         store (a network round trip, a thread)."""
         try:
             if session is None or task is None:
                 session = await TornadoSession.aload(self.session_manager, self)
+            elif reply is not None:
+                await _load_sent(session, task, reply)
             else:
                 await _load(session, task)
         except BaseException as error:
@@ -166,15 +175,15 @@ class SessionMixin(_Base):
         if chunk is not None:
             self.write(chunk)
         self._tornsession_pending = asyncio.ensure_future(
-            self._save_then_finish(self.session, result)
+            self._save_then_finish(self.session, *result)
         )
         return self._tornsession_pending
 
-    async def _save_then_finish(self, session: TornadoSession, task: Any) -> None:
+    async def _save_then_finish(self, session: TornadoSession, task: Any, reply: Any) -> None:
         from tornado.iostream import StreamClosedError
 
         try:
-            await _run(task)
+            await (_run(task) if reply is None else _sent(task, reply))
             session._end_save(task)
         except Exception:
             await self._save_failed(sys.exc_info())  # type: ignore[arg-type]

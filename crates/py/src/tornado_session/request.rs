@@ -87,17 +87,39 @@ fn load_inline(session: &Bound<'_, TornadoSession>, task: &Bound<'_, StoreTask>)
     Ok(())
 }
 
-/// What the handler's turn-taking and load still need, handed back to Python to await.
+/// What the handler's turn-taking and load still need, handed back to Python to await: the
+/// session, its load, and the reply of the load when it was sent over the store's protocol.
 type Pending<'py> = (
     Option<Bound<'py, TornadoSession>>,
     Option<Bound<'py, StoreTask>>,
+    Option<Bound<'py, PyAny>>,
 );
+
+/// Sends a blocking task's request over the store's own protocol on this event loop when a
+/// connection is ready for it (`tornsession._wire` makes them): the reply, to await (it says
+/// whether the task is done), or `None` for `tornsession._session._run` to take the task.
+fn send_over_wire<'py>(task: &Bound<'py, StoreTask>) -> Option<Bound<'py, PyAny>> {
+    let py = task.py();
+    let event_loop = turns::running_loop(py)?;
+    let server = task.getattr(intern!(py, "wire_server")).ok()?;
+    if server.is_none() {
+        return None;
+    }
+    let link = server
+        .call_method1(intern!(py, "link_for"), (event_loop,))
+        .ok()?;
+    if link.is_none() {
+        return None;
+    }
+    link.call_method1(intern!(py, "send"), (task,)).ok()
+}
 
 /// `SessionMixin.prepare()`'s work: makes the request's session (`session_class`), takes its
 /// turn and loads it. `None` when done (the session is the handler's `session`); otherwise
-/// `(session, task)` for the coroutine to finish: `task` waits for the turn when the session
-/// has none yet, then runs over the network or on a thread; `(None, None)` for a manager whose
-/// `get()`/`set()` are its own, which the async API's `aload` serves.
+/// `(session, task, reply)` for the coroutine to finish: without a reply, `task` waits for the
+/// turn when the session has none yet, then runs over the network or on a thread; with one,
+/// the request was sent. `(None, None, None)` for a manager whose `get()`/`set()` are its
+/// own, which the async API's `aload` serves.
 #[pyfunction]
 pub fn _mixin_prepare<'py>(
     handler: &Bound<'py, PyAny>, session_class: &Bound<'py, PyType>,
@@ -105,7 +127,7 @@ pub fn _mixin_prepare<'py>(
     let py = handler.py();
     let manager = session_manager_of(handler)?;
     if native_engine(&manager, intern!(py, "get"))?.is_none() {
-        return Ok(Some((None, None)));
+        return Ok(Some((None, None, None)));
     }
     let session = session_class
         .call_method1(intern!(py, "__new__"), (session_class,))?
@@ -138,7 +160,16 @@ pub fn _mixin_prepare<'py>(
         })();
         match loaded {
             Ok(true) => {}
-            Ok(false) => return Ok(Some((Some(session), Some(task)))),
+            Ok(false) => {
+                let took_turn =
+                    !ordered(py, &manager) || !session.getattr(intern!(py, "_turn"))?.is_none();
+                let reply = if took_turn && task.get().blocks() {
+                    send_over_wire(&task)
+                } else {
+                    None
+                };
+                return Ok(Some((Some(session), Some(task), reply)));
+            }
             Err(error) => {
                 session.get()._abandon_load();
                 release_turn(&session);
@@ -208,8 +239,9 @@ fn finish_past_mixin<'py>(
 }
 
 /// `SessionMixin.finish()`'s work. `(True, future)`: the session was saved (or had nothing to
-/// save) and `RequestHandler.finish(chunk)` ran, its future returned. `(False, task)`: the
-/// save must be awaited (a network store or a thread) before the response finishes. An error of
+/// save) and `RequestHandler.finish(chunk)` ran, its future returned. `(False, (task, reply))`:
+/// the save must be awaited (a network store or a thread) before the response finishes; the
+/// reply is there when its request was sent over the store's protocol. An error of
 /// the save leaves `_tornsession_state` at saving, for `SessionMixin` to answer it.
 #[pyfunction]
 pub fn _mixin_finish<'py>(
@@ -251,7 +283,20 @@ pub fn _mixin_finish<'py>(
     // A WebSocket handshake (101) must finish now: Tornado detaches the stream right after
     // finish() returns, so a deferred finish would never answer it.
     match task {
-        Some(task) if task.get().blocks() && code != 101 => Ok((false, task.into_any())),
+        Some(task) if task.get().blocks() && code != 101 => {
+            let reply = send_over_wire(&task);
+            Ok((
+                false,
+                PyTuple::new(
+                    py,
+                    [
+                        task.into_any(),
+                        reply.map_or_else(|| py.None().into_bound(py), |r| r),
+                    ],
+                )?
+                .into_any(),
+            ))
+        }
         task => {
             if let Some(task) = &task {
                 task.get().run(py);
