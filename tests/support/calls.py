@@ -80,11 +80,12 @@ async def _serve(
     )
 
     def profile(frame: FrameType, event: str, arg: Any) -> None:
-        if event in ("call", "c_call") and calls is not None:
-            calls[_label(event, frame, arg)] += 1
+        if event in ("call", "c_call"):
+            calls[_label(event, frame, arg)] += 1  # type: ignore[index]
 
     delegate = app.find_handler(request)
-    sys.setprofile(profile)
+    if calls is not None:
+        sys.setprofile(profile)
     try:
         delegate.execute()
         while not connection.finished:  # a handler that must wait finishes on the loop
