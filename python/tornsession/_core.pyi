@@ -34,6 +34,7 @@ __all__ = [
     "_WireConnection",
     "_WireServer",
     "__version__",
+    "_clear_turns_after_fork",
     "_enqueue_for_turn",
     "_mixin_finish",
     "_mixin_prepare",
@@ -565,6 +566,12 @@ class _Turn:
     def pass_on(self) -> None:
         """The request keeps running but gives up its turn; its later writes are fenced."""
 
+    def begin_write(self) -> None:
+        """A write of the session is on its way: the turn stays until ``end_write()``."""
+
+    def end_write(self) -> None:
+        """The write ``begin_write()`` announced was answered or failed."""
+
     def attach(self, session: Any) -> None:
         """`session` is one this request loaded: the lease looks at it for changes."""
 
@@ -602,6 +609,9 @@ class _Ready:
 
 def _turns_in_table() -> tuple[int, int]:
     """Internal: sessions with a request in flight, and claims the turn table still knows."""
+
+def _clear_turns_after_fork() -> None:
+    """Internal: empties the turn table in a forked child (``os.register_at_fork``)."""
 
 @final
 class _WireServer:

@@ -31,10 +31,12 @@ table stays as small as the number of requests running.
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import Any
 
 from tornsession._core import (
     SessionBusy,
+    _clear_turns_after_fork,
     _enqueue_for_turn,
     _release_when_finished,
     _take_turn_now,
@@ -54,6 +56,11 @@ __all__ = [
 #: Seconds a request that has not changed its session keeps its turn while another request of
 #: the session waits (``tornsession_core::turns::LEASE``).
 LEASE = 0.3
+
+# A forked child starts with an empty table: the turns it copied belong to the parent's
+# requests, which nothing in the child can finish.
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_clear_turns_after_fork)
 
 
 def take_turn_now(session_id: str, handler: Any) -> Turn | None:

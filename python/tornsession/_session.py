@@ -200,6 +200,19 @@ class TornadoSession(_core.TornadoSession):
         if turn is not None:
             turn.release()
 
+    def _begin_write(self) -> None:
+        """A write is on its way to the store: the turn stays with this request until
+        ``_end_write()``, even if its client goes away meanwhile (the session's next request
+        could otherwise load the record from before the write, and drop its change)."""
+        turn = self._turn
+        if turn is not None:
+            turn.begin_write()
+
+    def _end_write(self) -> None:
+        turn = self._turn
+        if turn is not None:
+            turn.end_write()
+
     def regenerate(self) -> None:
         """A new id and digest for the same data: saved under the new id, the old record
         deleted, the new cookies set; fenced after ``release()`` like ``save()``."""
@@ -233,7 +246,11 @@ class TornadoSession(_core.TornadoSession):
         if task is not None and not _fence(self):
             task = None
         if task is not None:
-            await _run(task)
+            self._begin_write()
+            try:
+                await _run(task)
+            finally:
+                self._end_write()
         self._end_save(task)
 
     async def aregenerate(self) -> None:

@@ -19,9 +19,11 @@ session), is logged and writes nothing. A WebSocket's session is saved with its 
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import logging
 import sys
+from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, overload
 
@@ -74,17 +76,59 @@ class _SessionAttribute:
         return session
 
 
+def _loading_first(prepare: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """An app's own ``prepare()``, run once the mixin loaded the session: a plain
+    ``def prepare(self): super().prepare()`` (or one that never calls it) cannot await the
+    load, which must wait when another request of the session holds its turn or the store is
+    across the network; the session would then load at first use, without its turn, and
+    concurrent requests of the visitor would lose updates."""
+
+    @functools.wraps(prepare)
+    def loading_first(handler: SessionMixin) -> Any:
+        if handler._tornsession is None and handler._tornsession_state == _IDLE:
+            try:
+                pending = _core._mixin_prepare(handler, TornadoSession)
+            except BaseException:
+                handler._tornsession_state = _DONE
+                raise
+            if pending is not None:
+                return _prepare_after_load(handler._load_after(*pending), prepare, handler)
+        return prepare(handler)
+
+    loading_first._tornsession_loads_first = True  # type: ignore[attr-defined]
+    return loading_first
+
+
+async def _prepare_after_load(
+    load: Awaitable[None], prepare: Callable[[Any], Any], handler: SessionMixin
+) -> None:
+    await load
+    result = prepare(handler)
+    if inspect.isawaitable(result):
+        await result
+
+
 class SessionMixin(_Base):
     """Adds ``self.session`` (a ``TornadoSession``) to a ``RequestHandler`` subclass.
 
-    Put it before ``RequestHandler`` in the bases. A ``prepare()`` of your own must call
-    ``await super().prepare()`` (or ``super().prepare()``) for the async load; without it the
-    session loads synchronously at first use.
+    Put it before ``RequestHandler`` in the bases. The session is loaded before any
+    ``prepare()`` of your own runs (the mixin wraps it), so ``self.session`` is ready there;
+    calling ``super().prepare()`` from it, awaited or not, is fine.
     """
 
     _tornsession: TornadoSession | None = None
     _tornsession_state: int = _IDLE
     _tornsession_pending: asyncio.Future[None] | None = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        prepare = cls.prepare  # through the MRO: an app's own, or one of a base after the mixin
+        if (
+            inspect.isfunction(prepare)
+            and prepare is not SessionMixin.prepare
+            and not getattr(prepare, "_tornsession_loads_first", False)
+        ):
+            setattr(cls, "prepare", _loading_first(prepare))  # noqa: B010
 
     @property
     def session_manager(self) -> Any:
@@ -120,6 +164,15 @@ class SessionMixin(_Base):
     ) -> None:
         """The rest of ``prepare()`` when it must wait: for the session's turn, or for the
         store (a network round trip, a thread)."""
+        await self._load_after(session, task, reply)
+        result = super().prepare()
+        if inspect.isawaitable(result):
+            await result
+
+    async def _load_after(
+        self, session: TornadoSession | None, task: _core._StoreTask | None, reply: Any
+    ) -> None:
+        """The rest of the load when it must wait."""
         try:
             if session is None or task is None:
                 session = await TornadoSession.aload(self.session_manager, self)
@@ -138,14 +191,12 @@ class SessionMixin(_Base):
             raise
         self._tornsession = session
         self.__dict__["session"] = session
-        result = super().prepare()
-        if inspect.isawaitable(result):
-            await result
 
     def on_connection_close(self) -> None:
         # The client went away: the session's next request need not wait for this one.
         # (Tornado binds this method in RequestHandler.__init__, so an instance hook would not
-        # be called.) Whatever this request still writes is fenced (TornadoSession.release).
+        # be called.) Whatever this request still writes is fenced (TornadoSession.release);
+        # a save already on its way keeps the turn until it is answered (Turn.begin_write).
         session = self._tornsession
         if session is not None:
             session.release()
@@ -174,6 +225,11 @@ class SessionMixin(_Base):
             return result  # type: ignore[no-any-return]
         if chunk is not None:
             self.write(chunk)
+        # Finished as far as the handler and Tornado can tell, as RequestHandler.finish() would
+        # leave it: Tornado skips the method after a prepare() that finished (a login guard's
+        # redirect), a later write() raises, a later exception is only logged. Cleared just
+        # before the real finish, once the save is answered.
+        self._finished = True
         self._tornsession_pending = asyncio.ensure_future(
             self._save_then_finish(self.session, *result)
         )
@@ -183,12 +239,17 @@ class SessionMixin(_Base):
         from tornado.iostream import StreamClosedError
 
         try:
-            await (_run(task) if reply is None else _sent(task, reply))
+            try:
+                await (_run(task) if reply is None else _sent(task, reply))
+            finally:
+                session._end_write()
             session._end_save(task)
         except Exception:
+            self._finished = False
             await self._save_failed(sys.exc_info())  # type: ignore[arg-type]
             return
         self._tornsession_state = _DONE
+        self._finished = False
         try:
             await super().finish()
         except StreamClosedError:
@@ -205,12 +266,17 @@ class SessionMixin(_Base):
         _log.error("saving the session failed: %s", exc_info[1], exc_info=exc_info)
         done: asyncio.Future[None] = asyncio.get_event_loop().create_future()
         done.set_result(None)
-        if self._finished:
+        try:
+            if self._finished:
+                return done
+            if self._headers_written:
+                super().finish(chunk)
+                return done
+            self.clear()
+            status = 409 if isinstance(exc_info[1], SessionConflict) else 500
+            self.send_error(status, exc_info=exc_info)
             return done
-        if self._headers_written:
-            super().finish(chunk)
-            return done
-        self.clear()
-        status = 409 if isinstance(exc_info[1], SessionConflict) else 500
-        self.send_error(status, exc_info=exc_info)
-        return done
+        finally:
+            # After the response (and the handler's on_finish()), as on success.
+            if self._tornsession is not None:
+                self._tornsession._release_turn()

@@ -97,7 +97,19 @@ struct Claim<X> {
     taken_at: Instant,
     /// A lease check is scheduled.
     checking: bool,
+    /// Writes of the request in flight (`begin_write`): while one is, the turn stays with it
+    /// (see `begin_write`), and what `after_writes` says happens when the last one ends.
+    writes: u32,
+    after_writes: AfterWrites,
     payload: Option<X>,
+}
+
+/// What was asked of a claim while a write of its request was in flight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum AfterWrites {
+    Nothing,
+    PassOn,
+    Finish,
 }
 
 /// The table: one per process, behind the caller's lock.
@@ -185,6 +197,8 @@ impl<X> Turns<X> {
                 seen: 0,
                 taken_at: Instant::now(),
                 checking: false,
+                writes: 0,
+                after_writes: AfterWrites::Nothing,
                 payload: Some(payload),
             },
         );
@@ -270,8 +284,74 @@ impl<X> Turns<X> {
         }
     }
 
+    /// The session's claims that have not finished (none once its last request finished).
+    pub fn live_claims(&self, session_id: &str) -> Vec<ClaimId> {
+        self.entries
+            .get(session_id)
+            .map(|e| e.owners.values().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// Forgets every claim (a forked child's copy of the table: the requests it holds run in
+    /// the parent), returning their payloads. Ids keep counting, so a stale claim id of the
+    /// parent's never names a new claim.
+    pub fn clear(&mut self) -> Vec<X> {
+        self.entries.clear();
+        self.claims
+            .drain()
+            .filter_map(|(_, mut c)| c.payload.take())
+            .collect()
+    }
+
+    /// A write of the claim's session is on its way to the store (a network round trip, a
+    /// thread). Until `end_write`, the turn stays with the claim whatever else is asked (its
+    /// client went away, `pass_on`, `finish` by a hook): the next request's load, on another
+    /// connection or thread, could overtake the write and read the record from before it, and
+    /// its save would then drop this one's change with no conflict seen by either.
+    pub fn begin_write(&mut self, claim: ClaimId) {
+        if let Some(c) = self.claims.get_mut(&claim) {
+            if c.state == ClaimState::Holding {
+                c.writes += 1;
+            }
+        }
+    }
+
+    /// The write `begin_write` announced was answered (or failed): what was asked meanwhile
+    /// happens now.
+    pub fn end_write(&mut self, claim: ClaimId, effects: &mut Vec<Effect<X>>) {
+        let Some(c) = self.claims.get_mut(&claim) else {
+            return;
+        };
+        if c.writes == 0 {
+            return;
+        }
+        c.writes -= 1;
+        if c.writes > 0 {
+            return;
+        }
+        match std::mem::replace(&mut c.after_writes, AfterWrites::Nothing) {
+            AfterWrites::Nothing => {}
+            AfterWrites::PassOn => self.pass_on(claim, effects),
+            AfterWrites::Finish => self.finish(claim, effects),
+        }
+    }
+
+    /// Holds back `then` while a write of the claim is in flight: whether it was.
+    fn while_writing(&mut self, claim: ClaimId, then: AfterWrites) -> bool {
+        match self.claims.get_mut(&claim) {
+            Some(c) if c.writes > 0 => {
+                c.after_writes = c.after_writes.max(then);
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// The request keeps running but gives up its turn; its later writes are fenced.
     pub fn pass_on(&mut self, claim: ClaimId, effects: &mut Vec<Effect<X>>) {
+        if self.while_writing(claim, AfterWrites::PassOn) {
+            return;
+        }
         let Some(c) = self.claims.get_mut(&claim) else {
             return;
         };
@@ -289,6 +369,9 @@ impl<X> Turns<X> {
     /// The request finished (or gave up waiting): the next request of the session takes the
     /// turn. The claim stays known (done) until `forget`, for the fence of a late write.
     pub fn finish(&mut self, claim: ClaimId, effects: &mut Vec<Effect<X>>) {
+        if self.while_writing(claim, AfterWrites::Finish) {
+            return;
+        }
         let Some(c) = self.claims.get_mut(&claim) else {
             return;
         };
@@ -327,6 +410,9 @@ impl<X> Turns<X> {
 
     /// The claim's turn object is gone: finishes it if it was not, and forgets it.
     pub fn forget(&mut self, claim: ClaimId, effects: &mut Vec<Effect<X>>) {
+        if let Some(c) = self.claims.get_mut(&claim) {
+            c.writes = 0; // nothing is left to end them
+        }
         self.finish(claim, effects);
         self.claims.remove(&claim);
     }
@@ -449,6 +535,49 @@ mod tests {
             Taken::Granted(c) => c,
             other => panic!("not granted: {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_turn_stays_with_a_write_in_flight_until_it_is_answered() {
+        let mut turns = Turns::default();
+        let first = granted(turns.take_now(S, 1, 0));
+        let mut effects = Vec::new();
+        let Taken::Queued(second) = turns.enqueue(S, 2, 0, &mut effects) else {
+            panic!("should wait");
+        };
+        effects.clear();
+        turns.begin_write(first);
+        turns.pass_on(first, &mut effects);
+        turns.finish(first, &mut effects);
+        assert!(
+            wakes(&effects).is_empty(),
+            "nobody takes the turn mid-write"
+        );
+        assert_eq!(turns.state(first), ClaimState::Holding);
+        turns.end_write(first, &mut effects);
+        assert_eq!(
+            wakes(&effects),
+            vec![second],
+            "the write answered, the finish happens"
+        );
+        assert_eq!(turns.state(first), ClaimState::Done);
+        // A turn whose object is gone is freed even mid-write.
+        effects.clear();
+        turns.begin_write(second);
+        turns.forget(second, &mut effects);
+        assert_eq!((turns.sessions_in_flight(), turns.claims()), (0, 1));
+    }
+
+    #[test]
+    fn a_cleared_table_never_mistakes_an_old_claim_for_a_new_one() {
+        let mut turns = Turns::default();
+        let old = granted(turns.take_now(S, 1, 7));
+        assert_eq!(turns.clear(), vec![7]);
+        let new = granted(turns.take_now(S, 1, 8));
+        assert_ne!(old, new);
+        let mut effects = Vec::new();
+        turns.forget(old, &mut effects);
+        assert_eq!(turns.state(new), ClaimState::Holding);
     }
 
     #[test]

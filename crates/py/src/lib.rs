@@ -50,7 +50,9 @@ mod _core {
         _Ready, _mixin_finish, _mixin_prepare, release_when_finished_py, TornadoSession,
     };
     #[pymodule_export]
-    use crate::turns::{_enqueue_for_turn, _turns_in_table, take_turn_now_py, Turn};
+    use crate::turns::{
+        _clear_turns_after_fork, _enqueue_for_turn, _turns_in_table, take_turn_now_py, Turn,
+    };
     #[pymodule_export]
     use crate::wire_link::{WireConnection, WireServer};
 

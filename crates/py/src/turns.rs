@@ -160,6 +160,12 @@ fn carry_out(py: Python<'_>, effects: Effects) {
                             let _ = timer.bind(py).call_method0(intern!(py, "cancel"));
                         }
                     }
+                    Err(_) if is_closed(event_loop.bind(py)) => {
+                        // The holder's loop is gone (an app shut it down mid-request): nothing
+                        // there will ever finish the request, and its session would be busy
+                        // for the rest of the process.
+                        with_table(py, |table, effects| table.finish(claim, effects));
+                    }
                     Err(_) => with_table(py, |table, _| table.lease_check_lost(claim)),
                 }
             }
@@ -171,6 +177,47 @@ fn carry_out(py: Python<'_>, effects: Effects) {
             }
         }
     }
+}
+
+/// Finishes the claims whose event loop was closed under them (an app shut a loop down with
+/// requests in flight): nothing there will ever finish them, and their session's entry would
+/// stay in the table for the rest of the process.
+fn finish_claims_of_closed_loops(py: Python<'_>, claims: Vec<ClaimId>) {
+    for claim in claims {
+        let event_loop = with_table(py, |table, _| {
+            table.payload(claim).map(|l| l.event_loop.clone_ref(py))
+        });
+        if event_loop.is_some_and(|l| is_closed(l.bind(py))) {
+            with_table(py, |table, effects| table.finish(claim, effects));
+        }
+    }
+}
+
+fn is_closed(event_loop: &Bound<'_, PyAny>) -> bool {
+    event_loop
+        .call_method0(intern!(event_loop.py(), "is_closed"))
+        .and_then(|closed| closed.is_truthy())
+        .unwrap_or(false)
+}
+
+/// In a forked child: the table starts empty. The claims it copied are the parent's
+/// requests, which nothing in the child can finish (registered with `os.register_at_fork`).
+#[pyfunction]
+pub fn _clear_turns_after_fork() {
+    if TABLE.is_locked() {
+        // Held by a thread of the parent, which does not exist in the child.
+        // SAFETY: the child runs only the forking thread, which holds no lock of the table
+        // (nothing that can fork runs under it).
+        unsafe { TABLE.force_unlock() };
+    }
+    if DEFERRED.is_locked() {
+        // SAFETY: as above.
+        unsafe { DEFERRED.force_unlock() };
+    }
+    let payloads = TABLE.lock().clear();
+    DEFERRED.lock().clear();
+    ANY_DEFERRED.store(false, Ordering::Release);
+    drop(payloads); // outside the lock: dropping them can run Python code
 }
 
 fn wake(py: Python<'_>, event_loop: &Bound<'_, PyAny>, waiter: &Bound<'_, PyAny>) -> bool {
@@ -357,7 +404,28 @@ impl Turn {
     /// The request finished: the next request of the session takes the turn.
     pub fn release(&self, py: Python<'_>) {
         if let Some(claim) = self.claim {
-            with_table(py, |table, effects| table.finish(claim, effects));
+            let others = with_table(py, |table, effects| {
+                table.finish(claim, effects);
+                table.live_claims(&self.session_id)
+            });
+            if !others.is_empty() {
+                finish_claims_of_closed_loops(py, others);
+            }
+        }
+    }
+
+    /// A write of the request's session is on its way to the store: the turn stays with the
+    /// request until `end_write()`, whatever else asks it to move on (`Turns::begin_write`).
+    pub fn begin_write(&self, py: Python<'_>) {
+        if let Some(claim) = self.claim {
+            with_table(py, |table, _| table.begin_write(claim));
+        }
+    }
+
+    /// The write `begin_write()` announced was answered or failed.
+    pub fn end_write(&self, py: Python<'_>) {
+        if let Some(claim) = self.claim {
+            with_table(py, |table, effects| table.end_write(claim, effects));
         }
     }
 

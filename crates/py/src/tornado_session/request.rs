@@ -196,6 +196,17 @@ pub fn release_turn(session: &Bound<'_, PyAny>) {
     }
 }
 
+/// A write of the session is on its way: its turn stays with the request until the write is
+/// answered (`Turn::begin_write`; `TornadoSession._end_write` ends it).
+fn begin_write(session: &Bound<'_, PyAny>) {
+    let py = session.py();
+    if let Ok(turn) = session.getattr(intern!(py, "_turn")) {
+        if let Ok(turn) = turn.cast::<Turn>() {
+            turn.get().begin_write(py);
+        }
+    }
+}
+
 /// Before a write: whether to write (see `Turn.fence`); a session without a turn writes.
 pub fn fence(session: &Bound<'_, PyAny>) -> PyResult<bool> {
     let py = session.py();
@@ -284,6 +295,7 @@ pub fn _mixin_finish<'py>(
     // finish() returns, so a deferred finish would never answer it.
     match task {
         Some(task) if task.get().blocks() && code != 101 => {
+            begin_write(session.as_any());
             let reply = send_over_wire(&task);
             Ok((
                 false,
@@ -291,7 +303,7 @@ pub fn _mixin_finish<'py>(
                     py,
                     [
                         task.into_any(),
-                        reply.map_or_else(|| py.None().into_bound(py), |r| r),
+                        reply.unwrap_or_else(|| py.None().into_bound(py)),
                     ],
                 )?
                 .into_any(),
