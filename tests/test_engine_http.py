@@ -238,9 +238,14 @@ def test_the_turn_table_is_empty_after_100000_sessions_and_memory_is_back() -> N
         tracemalloc.stop()
         return _core._turns_in_table(), before, after
 
+    gc.collect()
+    # The table is one per process: an earlier test in this worker may have left the claims of
+    # requests whose turn objects something still holds (a logged traceback). This one adds none.
+    known_before = _core._turns_in_table()[1]
     in_table, before, after = asyncio.run(soak())
     # The table (in Rust) keeps no session and no claim of a finished request.
-    assert in_table == (0, 0)
+    assert in_table[0] == 0
+    assert in_table[1] <= known_before, (in_table, known_before)
     assert after - before < 4096, f"{after - before} bytes kept after the soak ({before} before)"
 
 

@@ -251,11 +251,16 @@ class SessionMixin(_Base):
         self._tornsession_state = _DONE
         self._finished = False
         try:
-            await super().finish()
+            # The turn goes on once the response is handed over (after the handler's
+            # on_finish()), not once it reached the client: the next request of the session
+            # need not wait for the socket.
+            try:
+                finished = super().finish()
+            finally:
+                session._release_turn()
+            await finished
         except StreamClosedError:
             pass  # the client left before the response was sent: nothing to report
-        finally:
-            session._release_turn()
 
     def _save_failed(
         self, exc_info: _ExcInfo, chunk: str | bytes | dict[str, Any] | None = None
