@@ -16,6 +16,7 @@ pytest_plugins = [
     "support.processes",
     "support.any_store",
     "support.engine_app",
+    "support.request_path",
 ]
 pytest.register_assert_rewrite("support")  # before the imports below
 

@@ -56,6 +56,10 @@ _ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
 _READY = _core._Ready()
 
 
+def _ignore_body(chunk: bytes) -> None:
+    """A streamed body's rest, after the handler finished: dropped, as Tornado does."""
+
+
 class _SessionAttribute:
     """``self.session``: the request's session. ``prepare()`` puts it in the handler's own
     ``__dict__`` (so reading it is a plain attribute lookup, no call); before that, or without
@@ -99,6 +103,15 @@ def _loading_first(prepare: Callable[[Any], Any]) -> Callable[[Any], Any]:
     return loading_first
 
 
+def _mixin_before_request_handler(cls: type) -> bool:
+    for klass in cls.__mro__:
+        if klass is SessionMixin:
+            return True
+        if klass.__name__ == "RequestHandler" and klass.__module__ == "tornado.web":
+            return False
+    return True
+
+
 async def _prepare_after_load(
     load: Awaitable[None], prepare: Callable[[Any], Any], handler: SessionMixin
 ) -> None:
@@ -119,14 +132,19 @@ class SessionMixin(_Base):
     _tornsession: TornadoSession | None = None
     _tornsession_state: int = _IDLE
     _tornsession_pending: asyncio.Future[None] | None = None
+    _tornsession_headers_written = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        prepare = cls.prepare  # through the MRO: an app's own, or one of a base after the mixin
+        # Through the MRO: an app's own, or one of a base after the mixin. A staticmethod or
+        # classmethod is left as it is, and so is a class that puts the mixin after
+        # RequestHandler (its finish() is Tornado's: no turn must be taken that it would keep).
+        prepare = inspect.getattr_static(cls, "prepare", None)
         if (
             inspect.isfunction(prepare)
             and prepare is not SessionMixin.prepare
             and not getattr(prepare, "_tornsession_loads_first", False)
+            and _mixin_before_request_handler(cls)
         ):
             setattr(cls, "prepare", _loading_first(prepare))  # noqa: B010
 
@@ -205,8 +223,14 @@ class SessionMixin(_Base):
     def finish(self, chunk: str | bytes | dict[str, Any] | None = None) -> asyncio.Future[None]:
         if self._tornsession_state == _SAVING and self._tornsession_pending is not None:
             # Tornado's own auto-finish, or a second finish() while the save runs: the pending
-            # finish stands for it.
-            return self._tornsession_pending
+            # finish stands for it (shielded: a caller giving up on it must not stop the save
+            # and the response).
+            return asyncio.shield(self._tornsession_pending)
+        if chunk is not None and not self._finished:
+            # First, as RequestHandler.finish() does: a chunk it cannot write raises before
+            # anything of the save has started.
+            self.write(chunk)
+            chunk = None
         try:
             done, result = _core._mixin_finish(self, chunk, SessionMixin)
         except Exception:
@@ -223,17 +247,29 @@ class SessionMixin(_Base):
             return failed
         if done:
             return result  # type: ignore[no-any-return]
-        if chunk is not None:
-            self.write(chunk)
-        # Finished as far as the handler and Tornado can tell, as RequestHandler.finish() would
-        # leave it: Tornado skips the method after a prepare() that finished (a login guard's
-        # redirect), a later write() raises, a later exception is only logged. Cleared just
-        # before the real finish, once the save is answered.
-        self._finished = True
+        self._hold_as_finished(True)
         self._tornsession_pending = asyncio.ensure_future(
             self._save_then_finish(self.session, *result)
         )
-        return self._tornsession_pending
+        return asyncio.shield(self._tornsession_pending)
+
+    def _hold_as_finished(self, held: bool) -> None:
+        """While the save is awaited, the handler is finished as far as it and Tornado can
+        tell, as RequestHandler.finish() would leave it: Tornado skips the method after a
+        prepare() that finished (a login guard's redirect), a later write() or redirect()
+        raises, a later send_error() or exception is only logged, and a streamed body's rest is
+        not handed to data_received(). Undone just before the real finish."""
+        self._finished = held
+        if held:
+            self._tornsession_headers_written = self._headers_written
+            self._headers_written = True
+        else:
+            self._headers_written = self._tornsession_headers_written
+        if getattr(type(self), "_stream_request_body", False):
+            if held:
+                self.data_received = _ignore_body  # type: ignore[method-assign]
+            else:
+                self.__dict__.pop("data_received", None)
 
     async def _save_then_finish(self, session: TornadoSession, task: Any, reply: Any) -> None:
         from tornado.iostream import StreamClosedError
@@ -243,13 +279,14 @@ class SessionMixin(_Base):
                 await (_run(task) if reply is None else _sent(task, reply))
             finally:
                 session._end_write()
+                # Before the cookies are set: nothing of the app runs from here to the finish.
+                self._hold_as_finished(False)
             session._end_save(task)
-        except Exception:
-            self._finished = False
+        except (Exception, asyncio.CancelledError):
+            # A cancelled save (its loop stopping) answers too: nothing else will.
             await self._save_failed(sys.exc_info())  # type: ignore[arg-type]
             return
         self._tornsession_state = _DONE
-        self._finished = False
         try:
             # The turn goes on once the response is handed over (after the handler's
             # on_finish()), not once it reached the client: the next request of the session

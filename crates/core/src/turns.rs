@@ -408,12 +408,19 @@ impl<X> Turns<X> {
         }
     }
 
-    /// The claim's turn object is gone: finishes it if it was not, and forgets it.
-    pub fn forget(&mut self, claim: ClaimId, effects: &mut Vec<Effect<X>>) {
+    /// The claim's request can never end its writes nor finish (its event loop is gone):
+    /// finishes it now, writes in flight or not.
+    pub fn abandon(&mut self, claim: ClaimId, effects: &mut Vec<Effect<X>>) {
         if let Some(c) = self.claims.get_mut(&claim) {
-            c.writes = 0; // nothing is left to end them
+            c.writes = 0;
+            c.after_writes = AfterWrites::Nothing;
         }
         self.finish(claim, effects);
+    }
+
+    /// The claim's turn object is gone: finishes it if it was not, and forgets it.
+    pub fn forget(&mut self, claim: ClaimId, effects: &mut Vec<Effect<X>>) {
+        self.abandon(claim, effects); // nothing is left to end its writes
         self.claims.remove(&claim);
     }
 

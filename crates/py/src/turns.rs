@@ -164,7 +164,7 @@ fn carry_out(py: Python<'_>, effects: Effects) {
                         // The holder's loop is gone (an app shut it down mid-request): nothing
                         // there will ever finish the request, and its session would be busy
                         // for the rest of the process.
-                        with_table(py, |table, effects| table.finish(claim, effects));
+                        with_table(py, |table, effects| table.abandon(claim, effects));
                     }
                     Err(_) => with_table(py, |table, _| table.lease_check_lost(claim)),
                 }
@@ -188,7 +188,7 @@ fn finish_claims_of_closed_loops(py: Python<'_>, claims: Vec<ClaimId>) {
             table.payload(claim).map(|l| l.event_loop.clone_ref(py))
         });
         if event_loop.is_some_and(|l| is_closed(l.bind(py))) {
-            with_table(py, |table, effects| table.finish(claim, effects));
+            with_table(py, |table, effects| table.abandon(claim, effects));
         }
     }
 }
