@@ -51,7 +51,7 @@ use hkdf_sha2::Sha256;
 use rand::rngs::OsRng;
 use rand::TryRngCore;
 
-use crate::codec::Expiry;
+use crate::codec::{self, Expiry};
 use crate::digest::Secrets;
 use crate::ids;
 use crate::lifecycle::COOKIE_REFRESH_AGE;
@@ -241,8 +241,15 @@ pub struct Unsealed {
 }
 
 impl Unsealed {
-    /// The session if it is within `limits` at `now`. A session with limits of its own (the
-    /// record's `x`) is checked with [`ExpiryLimits::for_session`] once its record is decoded.
+    /// The session if it is within its limits at `now`: its own where its record has them (the
+    /// record's `x`, set by the server: sealed, so no visitor can change them), else `policy`'s.
+    pub fn check_policy(self, policy: &Policy, now: u64) -> Result<Opened, OpenError> {
+        let own = codec::peek_extras(&self.session.record).map(|extras| extras.expiry);
+        let limits = ExpiryLimits::for_session(policy, &own.unwrap_or_default());
+        self.check(&limits, now)
+    }
+
+    /// The session if it is within `limits` at `now`.
     pub fn check(self, limits: &ExpiryLimits, now: u64) -> Result<Opened, OpenError> {
         let due = limits.check(self.session.created, self.session.issued, now)?;
         Ok(Opened {
@@ -323,9 +330,9 @@ impl CookieSealer {
     }
 
     /// Opens `value`, read from cookie `cookie_name`, and checks it against `limits` at `now`.
-    /// Sessions that may carry limits of their own (`set_expiry`) are opened with
-    /// [`CookieSealer::unseal`] instead, then checked with [`ExpiryLimits::for_session`]: the
-    /// manager's limits alone would end one whose own idle timeout is longer.
+    /// Where sessions may have limits of their own (`set_expiry`), `unseal` then
+    /// [`Unsealed::check_policy`] instead: the manager's limits alone would end one whose own
+    /// idle timeout is longer.
     pub fn open(
         &self, cookie_name: &str, value: &str, now: u64, limits: &ExpiryLimits,
     ) -> Result<Opened, OpenError> {
@@ -439,7 +446,6 @@ fn parse_plaintext(mut plaintext: Vec<u8>) -> SealedSession {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec;
     use proptest::prelude::*;
     use rand::{Rng, SeedableRng};
     use std::time::Duration;
@@ -681,6 +687,42 @@ mod tests {
         assert!(unsealed
             .check(&ExpiryLimits::for_session(&policy, &own), NOW + 60)
             .is_ok());
+        // check_policy reads them from the sealed record.
+        let data = serde_json::json!({"a": 1}).as_object().unwrap().clone();
+        let extras = codec::Extras {
+            expiry: own,
+            ..codec::Extras::default()
+        };
+        let long = SealedSession {
+            record: codec::encode_with(ID, NOW - 100, &data, &extras),
+            ..session(Vec::new())
+        };
+        let value = s.seal(NAME, &long, ATTRS).unwrap();
+        let opened = s
+            .unseal(NAME, &value)
+            .unwrap()
+            .check_policy(&policy, NOW + 61)
+            .unwrap();
+        assert!(opened.reseal_due);
+        assert_eq!(
+            s.unseal(NAME, &value)
+                .unwrap()
+                .check_policy(&policy, NOW + 3500),
+            Err(OpenError::Expired {
+                by: Lapse::Lifetime,
+                at: NOW + 3500
+            })
+        );
+        // A record without its own limits is held to the policy's.
+        assert_eq!(
+            s.unseal(NAME, &sealed(&s))
+                .unwrap()
+                .check_policy(&policy, NOW + 2),
+            Err(OpenError::Expired {
+                by: Lapse::Idle,
+                at: NOW + 2
+            })
+        );
     }
 
     #[test]
