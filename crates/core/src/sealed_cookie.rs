@@ -47,7 +47,7 @@ use base64::Engine as _;
 use chacha20poly1305::aead::AeadInOut;
 use chacha20poly1305::{Key, KeyInit, Tag, XChaCha20Poly1305, XNonce};
 use hkdf::Hkdf;
-use hkdf_sha2::Sha256;
+use sha2::Sha256;
 use rand::rngs::OsRng;
 use rand::TryRngCore;
 
