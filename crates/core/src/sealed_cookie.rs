@@ -47,9 +47,9 @@ use base64::Engine as _;
 use chacha20poly1305::aead::AeadInOut;
 use chacha20poly1305::{Key, KeyInit, Tag, XChaCha20Poly1305, XNonce};
 use hkdf::Hkdf;
-use sha2::Sha256;
 use rand::rngs::OsRng;
 use rand::TryRngCore;
+use sha2::Sha256;
 
 use crate::codec::{self, Expiry};
 use crate::digest::Secrets;
