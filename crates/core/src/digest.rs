@@ -75,6 +75,12 @@ impl Secrets {
             .map(move |key| sha256_mac(key, message).finalize().into_bytes().into())
     }
 
+    /// The secrets themselves, newest first, for keys derived from them under labels of their
+    /// own (the cookie store's HKDF); never outside this crate.
+    pub(crate) fn raw_keys(&self) -> impl Iterator<Item = &[u8]> {
+        self.keys.iter().map(Vec::as_slice)
+    }
+
     /// Checks `tag`, an HMAC-SHA256 of `message` cut to its first `tag.len()` bytes (at least
     /// 16), in constant time per candidate secret: `Current` under the newest secret,
     /// `Outdated` under an older one.

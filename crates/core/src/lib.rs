@@ -2,11 +2,12 @@
 //! it (the `tornsession` crate in crates/py wraps it as the `tornsession._core` module).
 //!
 //! From the bottom up: `ids`, `digest`, `time`, `codec` (records as JSON bytes),
-//! `signed_cookie` (Tornado's format), `compact_cookie` (the one-cookie format), `policy` (expiry settings both the lifecycle and the user
-//! index read), `lifecycle` (the session cycle as steps), `users` (per-user sessions),
-//! `user_sessions` (listing and ending a user's sessions across a store), `wire`
-//! (the Redis and memcached codecs, sans I/O) and `stores` (one trait, every store, the
-//! pipelined request model).
+//! `signed_cookie` (Tornado's format), `compact_cookie` (the one-cookie format),
+//! `sealed_cookie` (the cookie store's: the whole session encrypted into the cookie), `policy`
+//! (expiry settings both the lifecycle and the user index read), `lifecycle` (the session
+//! cycle as steps), `users` (per-user sessions), `user_sessions` (listing and ending a user's
+//! sessions across a store), `wire` (the Redis and memcached codecs, sans I/O) and `stores`
+//! (one trait, every store, the pipelined request model).
 
 pub mod codec;
 pub mod compact_cookie;
@@ -14,6 +15,7 @@ pub mod digest;
 pub mod ids;
 pub mod lifecycle;
 pub mod policy;
+pub mod sealed_cookie;
 pub mod signed_cookie;
 pub mod stores;
 pub mod time;
