@@ -182,12 +182,9 @@ fn carry_out(py: Python<'_>, effects: Effects) {
 /// Finishes the claims whose event loop was closed under them (an app shut a loop down with
 /// requests in flight): nothing there will ever finish them, and their session's entry would
 /// stay in the table for the rest of the process.
-fn finish_claims_of_closed_loops(py: Python<'_>, claims: Vec<ClaimId>) {
-    for claim in claims {
-        let event_loop = with_table(py, |table, _| {
-            table.payload(claim).map(|l| l.event_loop.clone_ref(py))
-        });
-        if event_loop.is_some_and(|l| is_closed(l.bind(py))) {
+fn finish_claims_of_closed_loops(py: Python<'_>, claims: Vec<(ClaimId, Py<PyAny>)>) {
+    for (claim, event_loop) in claims {
+        if is_closed(event_loop.bind(py)) {
             with_table(py, |table, effects| table.abandon(claim, effects));
         }
     }
@@ -405,8 +402,19 @@ impl Turn {
     pub fn release(&self, py: Python<'_>) {
         if let Some(claim) = self.claim {
             let others = with_table(py, |table, effects| {
+                // This request's loop runs (it is releasing on it): only the claims of other
+                // loops can be of a closed one.
+                let own_loop = table.payload(claim).map(|l| l.event_loop.as_ptr());
                 table.finish(claim, effects);
-                table.live_claims(&self.session_id)
+                table
+                    .live_claims(&self.session_id)
+                    .into_iter()
+                    .filter_map(|other| {
+                        let event_loop = &table.payload(other)?.event_loop;
+                        (Some(event_loop.as_ptr()) != own_loop)
+                            .then(|| (other, event_loop.clone_ref(py)))
+                    })
+                    .collect::<Vec<_>>()
             });
             if !others.is_empty() {
                 finish_claims_of_closed_loops(py, others);

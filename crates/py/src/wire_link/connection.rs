@@ -309,6 +309,9 @@ fn is_done(future: &Bound<'_, PyAny>) -> bool {
         .unwrap_or(true)
 }
 
+/// Bytes asked of the socket per read (see `connection_made`).
+const READ_SIZE: usize = 64 * 1024;
+
 #[pymethods]
 impl WireConnection {
     fn connection_made(&self, transport: Bound<'_, PyAny>) -> PyResult<()> {
@@ -328,6 +331,11 @@ impl WireConnection {
                 );
             }
         }
+        // asyncio's socket transport reads with `sock.recv(max_size)`, 256 KiB by default:
+        // a fresh buffer of that size per read, which glibc serves with mmap/munmap (over its
+        // 128 KiB threshold) at ~12 µs a read. Our replies are small: 64 KiB comes from the
+        // heap, and a larger reply simply takes several reads.
+        let _ = transport.setattr(pyo3::intern!(py, "max_size"), READ_SIZE);
         self.state.lock().transport = Some(transport.unbind());
         Ok(())
     }
