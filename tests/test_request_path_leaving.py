@@ -36,6 +36,7 @@ from support.request_path import (
     make_server,
     raw_request,
     read_response,
+    request_in_background,
     table_empties,
 )
 from support.stores import DictStore
@@ -126,15 +127,7 @@ def test_a_client_leaving_while_its_save_is_on_the_wire_loses_no_update(
         proxy.slow.set()
         a = raw_request(server.port, cookies, "/inc")
         assert proxy.held.wait(3), "A's save never reached the proxy"
-        results: list[tuple[int, str]] = []
-
-        def b_request() -> None:
-            with Browser(server.port) as b:
-                b.cookies = dict(cookies)
-                results.append(b.get("/inc"))
-
-        b_thread = threading.Thread(target=b_request)
-        b_thread.start()
+        b_thread, results = request_in_background(server.port, cookies)
         time.sleep(0.1)  # B is waiting for its turn (not an assertion)
         proxy.slow.clear()  # B's own save is not held
         a.close()  # A's client leaves while A's SET is still held in the proxy
@@ -166,15 +159,7 @@ def test_a_slow_save_keeps_its_turn_until_answered(
         proxy.slow.set()
         a = raw_request(server.port, cookies, "/inc")
         assert proxy.held.wait(3)
-        results: list[tuple[int, str]] = []
-
-        def b_request() -> None:
-            with Browser(server.port) as b:
-                b.cookies = dict(cookies)
-                results.append(b.get("/inc"))
-
-        b_thread = threading.Thread(target=b_request)
-        b_thread.start()
+        b_thread, results = request_in_background(server.port, cookies)
         time.sleep(0.1)
         proxy.slow.clear()
         b_thread.join(10)
@@ -398,15 +383,7 @@ def test_a_client_leaving_while_its_save_runs_on_a_thread_loses_no_update() -> N
         store.slow.set()
         a = raw_request(server.port, cookies, "/inc")
         assert store.writing.wait(3)
-        results: list[tuple[int, str]] = []
-
-        def b_request() -> None:
-            with Browser(server.port) as b:
-                b.cookies = dict(cookies)
-                results.append(b.get("/inc"))
-
-        b_thread = threading.Thread(target=b_request)
-        b_thread.start()
+        b_thread, results = request_in_background(server.port, cookies)
         time.sleep(0.1)
         store.slow.clear()
         a.close()

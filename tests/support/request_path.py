@@ -21,6 +21,7 @@ import tornado.websocket
 import tornsession
 from tornsession import _core
 
+from support.browser import Browser
 from support.engine_app import (
     COOKIE_SECRET,
     SESSION_SECRET,
@@ -432,3 +433,19 @@ class PrepAsyncNoSuper(Mixin):
 
     async def get(self) -> None:
         await inc_awaiting(self)
+
+
+def request_in_background(
+    port: int, cookies: dict[str, str], path: str = "/inc"
+) -> tuple[threading.Thread, list[tuple[int, str]]]:
+    """Another request of the visitor (B), on a thread: join the thread, then read its answer."""
+    results: list[tuple[int, str]] = []
+
+    def run() -> None:
+        with Browser(port) as browser:
+            browser.cookies = dict(cookies)
+            results.append(browser.get(path))
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, results
