@@ -15,6 +15,7 @@ import asyncio
 import functools
 import inspect
 import threading
+from collections.abc import Awaitable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -60,8 +61,16 @@ async def _sent(task: _core._StoreTask, reply: Any) -> None:
 
 async def _load_sent(session: _core.TornadoSession, task: _core._StoreTask, reply: Any) -> None:
     """A load the Rust path sent (it holds the session's turn): the reply, then the session."""
+    await _end_load_after(session, task, _sent(task, reply))
+
+
+async def _end_load_after(
+    session: _core.TornadoSession, task: _core._StoreTask, store_step: Awaitable[None]
+) -> None:
+    """The load's store step, then the session from its result (a record past its lifetime is
+    deleted); a store step that fails leaves the session unloaded."""
     try:
-        await _sent(task, reply)
+        await store_step
     except BaseException:
         session._abandon_load()
         raise
@@ -124,15 +133,7 @@ async def _load_unordered(
     task: _core._StoreTask,
     server: _core._WireServer | None = None,
 ) -> None:
-    try:
-        await _run(task, server)
-    except BaseException:
-        session._abandon_load()
-        raise
-    delete = session._end_load(task)
-    if delete is not None:  # a record past its lifetime
-        await _run(delete)
-        delete.result()
+    await _end_load_after(session, task, _run(task, server))
 
 
 # The drop-in path's load runs in Rust (tornado_session/request.rs, load_then_prepare) when it
