@@ -31,14 +31,16 @@ def test_idle_expiry_refresh_by_activity_and_absolute_lifetime(
     any_store_opener: StoreOpener,
 ) -> None:
     kind, make_store = any_store_opener.kind, any_store_opener
-    idle = tornsession.SessionManager("s", store=make_store(), idle_timeout=2)
-    capped = tornsession.SessionManager("s", store=make_store(), idle_timeout=2, lifetime=3)
+    # memcached keeps TTLs in whole seconds on a clock that ticks once a second, so a 3 s TTL may
+    # end after 2 s: reads every 0.75 s leave 1.25 s for a loaded machine before a false expiry.
+    idle = tornsession.SessionManager("s", store=make_store(), idle_timeout=3)
+    capped = tornsession.SessionManager("s", store=make_store(), idle_timeout=3, lifetime=4)
     active = saved_session(idle, who="active")
     idle_one = saved_session(idle, who="idle")
     capped_one = saved_session(capped, who="capped")
-    # Activity every 0.7 s for 3.5 s: reading alone keeps a session alive (no write needed).
-    for _ in range(5):
-        time.sleep(0.7)
+    # Activity every 0.75 s for 4.5 s: reading alone keeps a session alive (no write needed).
+    for _ in range(6):
+        time.sleep(0.75)
         active = reload(idle, active)
         assert dict(active) == {"who": "active"}, f"{kind}: activity keeps it alive"
         capped_loaded = reload(capped, capped_one)
@@ -46,7 +48,7 @@ def test_idle_expiry_refresh_by_activity_and_absolute_lifetime(
             break
         capped_one = capped_loaded
     expired = reload(idle, idle_one)
-    assert dict(expired) == {}, f"{kind}: unused for 3.5 s with a 2 s idle timeout"
+    assert dict(expired) == {}, f"{kind}: unused for 4.5 s with a 3 s idle timeout"
     assert expired.session_id != idle_one.session_id, "an expired session gets a new id"
     assert dict(reload(capped, capped_one)) == {}, f"{kind}: lifetime is not extended by activity"
 
