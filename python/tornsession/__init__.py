@@ -5,6 +5,7 @@ A drop-in replacement for the classic ``session.py``: change ``import session`` 
 """
 
 from tornsession._core import (
+    CookieStore,
     FileStore,
     InvalidSessionException,
     MemcachedStore,
@@ -29,6 +30,7 @@ from tornsession.mixin import SessionMixin
 from tornsession.protocols import RequestHandlerProtocol, SessionStoreProtocol
 
 __all__ = [
+    "CookieStore",
     "FileStore",
     "InvalidSessionException",
     "MemcachedStore",

@@ -95,6 +95,28 @@ class MemoryStore(_Store):
         """How many sessions are held now."""
 
 @final
+class CookieStore(_Store):
+    """Sessions sealed in their visitors' cookies: nothing is kept on the server.
+
+    The session's record is encrypted and authenticated (XChaCha20-Poly1305) under a key
+    derived from the manager's secret(s) by HKDF-SHA256, and sent as the value of the id
+    cookie (``cookie_name``), ``v1.`` then base64url. Rotating the secret rotates the key:
+    cookies sealed under an older secret open and are resealed under the newest. Idle and
+    absolute expiry are checked from inside the sealed value. A save whose ``Set-Cookie`` line
+    would exceed 4,096 bytes raises ValueError before anything is sent.
+    """
+
+    def __new__(cls, *, revocation: object | None = None) -> Self:
+        """``revocation``: any server store (MemoryStore, SqliteStore, RedisStore,
+        MemcachedStore, a Python store ...) that keeps a per-user generation counter, so
+        ``destroy_user_sessions()`` can end a user's cookie sessions. Without one, a copied
+        cookie stays valid until it expires."""
+
+    @property
+    def revocation(self) -> object | None:
+        """The store that keeps the per-user generation counters, or None."""
+
+@final
 class FileStore(_Store):
     """One file per session, ``SESSION<id>``, in one folder (created 0700); writes are atomic."""
 

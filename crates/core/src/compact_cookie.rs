@@ -94,6 +94,7 @@ pub fn verify(secrets: &Secrets, value: &str, now: u64) -> CookieCheck {
     CookieCheck::Verified(Verified {
         id: id.to_owned(),
         cookies_due: outdated || cookie_aging(Some(issued_at), now),
+        sealed: None,
     })
 }
 
@@ -167,6 +168,7 @@ mod tests {
         CookieCheck::Verified(Verified {
             id: id.to_owned(),
             cookies_due,
+            sealed: None,
         })
     }
 

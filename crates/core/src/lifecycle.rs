@@ -21,6 +21,7 @@ use crate::digest::{DigestCheck, Secrets};
 use crate::ids;
 use crate::policy::{seen_stamp, Policy};
 use crate::stores::{StoreError, StoreErrorKind};
+use crate::users::Bump;
 
 /// Re-send the cookies of an active session once they are this old, well inside Tornado's
 /// 31-day limit on signed cookies and the 30-day default cookie expiry.
@@ -43,6 +44,9 @@ pub struct Verified {
     pub id: String,
     /// Signed with an older secret or in the original's format, or the id cookie is getting old.
     pub cookies_due: bool,
+    /// The session's record, when the cookie itself carried it sealed (`CookieStore`): the
+    /// load is then this, not a store's answer.
+    pub sealed: Option<Vec<u8>>,
 }
 
 /// Checks an id and digest as read from the request. `id_signed_at` is when the signed id
@@ -67,6 +71,7 @@ pub fn verify(
     CookieCheck::Verified(Verified {
         id: id.to_owned(),
         cookies_due: outdated || cookie_aging(id_signed_at, now),
+        sealed: None,
     })
 }
 
@@ -180,6 +185,25 @@ impl SessionState {
             self.stored = Some(blob);
             self.extras.generation = Some(generation);
         }
+    }
+
+    /// A "log out everywhere" of `user_id` that keeps this session, kept in its cookie
+    /// (`CookieStore`): with no record elsewhere to rewrite, its own moves to the new
+    /// generation and its cookie is due, so this request's response carries it on. Whether
+    /// it was carried over (it is the user's, and was not ended by an earlier bump).
+    pub fn carry_over_sealed(&mut self, session_id: &str, user_id: &str, bump: Bump) -> bool {
+        let Some(stored) = self.stored.as_deref().filter(|_| !self.gone) else {
+            return false;
+        };
+        if !crate::users::survives_bump(&self.extras, user_id, bump) {
+            return false;
+        }
+        let Ok(blob) = codec::with_generation(session_id, stored, bump.after) else {
+            return false;
+        };
+        self.carried_over(blob, bump.after);
+        self.cookies_due = true;
+        true
     }
 
     /// The owner whose index the record of this session must leave when it is deleted.
@@ -456,6 +480,7 @@ mod tests {
         Verified {
             id: id(),
             cookies_due,
+            sealed: None,
         }
     }
 
@@ -479,7 +504,8 @@ mod tests {
             current,
             CookieCheck::Verified(Verified {
                 id: id.clone(),
-                cookies_due: false
+                cookies_due: false,
+                sealed: None,
             })
         );
         // Signed with the older secret: re-sent with the current digest.

@@ -296,12 +296,13 @@ impl CookieSealer {
     }
 
     /// `session` sealed under the newest key for cookie `cookie_name`, to be sent with
-    /// `attributes` (what follows the value on the `Set-Cookie` line: `; Path=/; HttpOnly`...).
+    /// attributes of `attributes_len` bytes (what follows the value on the `Set-Cookie` line:
+    /// `; Path=/; HttpOnly`...).
     /// A line over [`MAX_SET_COOKIE_LINE`] is refused before anything is encrypted.
     pub fn seal(
-        &self, cookie_name: &str, session: &SealedSession, attributes: &str,
+        &self, cookie_name: &str, session: &SealedSession, attributes_len: usize,
     ) -> Result<String, SealError> {
-        let value_len = check_size(cookie_name, session.record.len(), attributes)?;
+        let value_len = check_size(cookie_name, session.record.len(), attributes_len)?;
         if !ids::is_valid_session_id(&session.id) {
             return Err(SealError::NotASessionId);
         }
@@ -378,6 +379,12 @@ impl CookieSealer {
     }
 }
 
+/// Whether a cookie's value is shaped like a sealed session (it may still not open): what a
+/// `CookieStore` tries to open, and no other cookie format's value is.
+pub fn is_sealed_shaped(value: &str) -> bool {
+    value.starts_with(PREFIX)
+}
+
 /// The length of the value [`CookieSealer::seal`] makes of a record of `record_len` bytes.
 pub fn sealed_len(record_len: usize) -> usize {
     base64::encoded_len(record_len.saturating_add(OVERHEAD), false)
@@ -385,21 +392,23 @@ pub fn sealed_len(record_len: usize) -> usize {
 }
 
 /// The length of `Set-Cookie: <name>=<value><attributes>` for a value of `value_len` bytes
-/// (`attributes` as sent, from the `;` after the value).
-pub fn set_cookie_line_len(name: &str, value_len: usize, attributes: &str) -> usize {
+/// and attributes of `attributes_len` bytes (as sent, from the `;` after the value).
+pub fn set_cookie_line_len(name: &str, value_len: usize, attributes_len: usize) -> usize {
     HEADER_NAME
         .len()
         .saturating_add(name.len())
         .saturating_add(1)
         .saturating_add(value_len)
-        .saturating_add(attributes.len())
+        .saturating_add(attributes_len)
 }
 
 /// The sealed value's length for a record of `record_len` bytes, if its `Set-Cookie` line fits
 /// in [`MAX_SET_COOKIE_LINE`]; else the error that names the line's size and the limit.
-pub fn check_size(name: &str, record_len: usize, attributes: &str) -> Result<usize, SealError> {
+pub fn check_size(
+    name: &str, record_len: usize, attributes_len: usize,
+) -> Result<usize, SealError> {
     let value_len = sealed_len(record_len);
-    let size = set_cookie_line_len(name, value_len, attributes);
+    let size = set_cookie_line_len(name, value_len, attributes_len);
     if size > MAX_SET_COOKIE_LINE {
         return Err(SealError::TooLarge {
             size,
@@ -486,14 +495,15 @@ mod tests {
     }
 
     fn sealed(s: &CookieSealer) -> String {
-        s.seal(NAME, &session(record("hello")), ATTRS).unwrap()
+        s.seal(NAME, &session(record("hello")), ATTRS.len())
+            .unwrap()
     }
 
     #[test]
     fn round_trip_is_cookie_safe_and_as_long_as_predicted() {
         let s = sealer(&["k"]);
         let original = session(record("hello"));
-        let value = s.seal(NAME, &original, ATTRS).unwrap();
+        let value = s.seal(NAME, &original, ATTRS.len()).unwrap();
         assert!(value.starts_with(PREFIX));
         assert!(value
             .bytes()
@@ -509,7 +519,7 @@ mod tests {
             }
         );
         // A fresh nonce every time: the same session never seals to the same value.
-        assert_ne!(s.seal(NAME, &original, ATTRS).unwrap(), value);
+        assert_ne!(s.seal(NAME, &original, ATTRS.len()).unwrap(), value);
         // Empty records and extreme times round-trip too.
         let odd = SealedSession {
             id: OTHER_ID.to_owned(),
@@ -517,7 +527,7 @@ mod tests {
             issued: u64::MAX,
             record: Vec::new(),
         };
-        let value = s.seal(NAME, &odd, "").unwrap();
+        let value = s.seal(NAME, &odd, 0).unwrap();
         assert_eq!(s.unseal(NAME, &value).unwrap().session, odd);
     }
 
@@ -526,7 +536,7 @@ mod tests {
         // An independent reading of the module doc: HKDF-SHA256(secret, info=KEY_LABEL), nonce
         // first, AAD = AAD_LABEL + name, header then record.
         let value = sealer(&["k"])
-            .seal(NAME, &session(b"{}".to_vec()), "")
+            .seal(NAME, &session(b"{}".to_vec()), 0)
             .unwrap();
         let raw = URL_SAFE_NO_PAD
             .decode(value.strip_prefix("v1.").unwrap())
@@ -564,7 +574,9 @@ mod tests {
         let impostor = CookieSealer {
             ciphers: vec![raw_key],
         };
-        let value = impostor.seal(NAME, &session(record("x")), ATTRS).unwrap();
+        let value = impostor
+            .seal(NAME, &session(record("x")), ATTRS.len())
+            .unwrap();
         assert_eq!(
             sealer(&[secret]).unseal(NAME, &value),
             Err(OpenError::Forged)
@@ -581,7 +593,7 @@ mod tests {
         assert!(opened.reseal_due);
         assert_eq!(opened.session, session(record("hello")));
         // Resealed under the newest: current, and opens after the old secret is gone.
-        let resealed = rotated.seal(NAME, &opened.session, ATTRS).unwrap();
+        let resealed = rotated.seal(NAME, &opened.session, ATTRS.len()).unwrap();
         let again = rotated.open(NAME, &resealed, NOW, &NO_LIMITS).unwrap();
         assert!(!again.sealed_with_older_key && !again.reseal_due);
         let retired = sealer(&["new"]);
@@ -600,7 +612,7 @@ mod tests {
             assert_eq!(s.unseal(other, &value), Err(OpenError::Forged), "{other:?}");
         }
         // Another cookie's genuine value pasted in.
-        let theirs = s.seal("csrf", &session(record("x")), ATTRS).unwrap();
+        let theirs = s.seal("csrf", &session(record("x")), ATTRS.len()).unwrap();
         assert_eq!(s.unseal(NAME, &theirs), Err(OpenError::Forged));
     }
 
@@ -697,7 +709,7 @@ mod tests {
             record: codec::encode_with(ID, NOW - 100, &data, &extras),
             ..session(Vec::new())
         };
-        let value = s.seal(NAME, &long, ATTRS).unwrap();
+        let value = s.seal(NAME, &long, ATTRS.len()).unwrap();
         let opened = s
             .unseal(NAME, &value)
             .unwrap()
@@ -773,7 +785,7 @@ mod tests {
         let rec = record(canary);
         assert!(String::from_utf8_lossy(&rec).contains(canary));
         for _ in 0..50 {
-            let value = s.seal(NAME, &session(rec.clone()), ATTRS).unwrap();
+            let value = s.seal(NAME, &session(rec.clone()), ATTRS.len()).unwrap();
             let lower = value.to_lowercase();
             assert!(!lower.contains(&canary.to_lowercase()));
             assert!(!lower.contains(ID));
@@ -843,7 +855,7 @@ mod tests {
     #[test]
     fn every_single_character_change_and_every_truncation_is_refused() {
         let s = sealer(&["k"]);
-        let value = s.seal(NAME, &session(b"{}".to_vec()), "").unwrap();
+        let value = s.seal(NAME, &session(b"{}".to_vec()), 0).unwrap();
         let mut bytes = value.clone().into_bytes();
         for i in 0..bytes.len() {
             let saved = bytes[i];
@@ -903,7 +915,7 @@ mod tests {
         let values = [
             sealed(&s),
             sealed(&old),
-            s.seal(NAME, &session(record(&"x".repeat(2000))), ATTRS)
+            s.seal(NAME, &session(record(&"x".repeat(2000))), ATTRS.len())
                 .unwrap(),
         ];
         let other = sealed(&s);
@@ -928,7 +940,7 @@ mod tests {
         ) {
             let s = sealer(&["new", "old"]);
             let value = s
-                .seal(NAME, &session(vec![b'x'; record_len]), "")
+                .seal(NAME, &session(vec![b'x'; record_len]), 0)
                 .unwrap();
             let other = sealed(&s);
             let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
@@ -946,7 +958,7 @@ mod tests {
         #[test]
         fn flipping_any_bit_of_the_sealed_bytes_is_forged(bit in 0usize..(OVERHEAD + 40) * 8) {
             let s = sealer(&["k"]);
-            let value = s.seal(NAME, &session(vec![b'y'; 40]), "").unwrap();
+            let value = s.seal(NAME, &session(vec![b'y'; 40]), 0).unwrap();
             let mut raw = URL_SAFE_NO_PAD.decode(&value[PREFIX.len()..]).unwrap();
             raw[bit / 8] ^= 1 << (bit % 8);
             let flipped = format!("{PREFIX}{}", URL_SAFE_NO_PAD.encode(&raw));
@@ -964,14 +976,14 @@ mod tests {
         #[test]
         fn the_predicted_length_is_the_sealed_length(record_len in 0usize..3100, name in "[a-z_]{1,20}") {
             let s = sealer(&["k"]);
-            let sealed = s.seal(&name, &session(vec![b'z'; record_len]), ATTRS);
-            match check_size(&name, record_len, ATTRS) {
+            let sealed = s.seal(&name, &session(vec![b'z'; record_len]), ATTRS.len());
+            match check_size(&name, record_len, ATTRS.len()) {
                 Ok(predicted) => {
                     let value = sealed.unwrap();
                     prop_assert_eq!(value.len(), predicted);
                     prop_assert_eq!(value.len(), sealed_len(record_len));
                     let line = format!("Set-Cookie: {name}={value}{ATTRS}");
-                    prop_assert_eq!(line.len(), set_cookie_line_len(&name, value.len(), ATTRS));
+                    prop_assert_eq!(line.len(), set_cookie_line_len(&name, value.len(), ATTRS.len()));
                     let opened = s.open(&name, &value, NOW, &NO_LIMITS).unwrap();
                     prop_assert_eq!(opened.session.record.len(), record_len);
                 }
@@ -990,21 +1002,21 @@ mod tests {
         let s = sealer(&["k"]);
         let rec = vec![b'r'; 2900];
         let value_len = sealed_len(rec.len());
-        let bare = set_cookie_line_len(NAME, value_len, "");
+        let bare = set_cookie_line_len(NAME, value_len, 0);
         assert_eq!(bare, "Set-Cookie: session=".len() + value_len);
         let fill = MAX_SET_COOKIE_LINE - bare;
         let attrs_at_limit = format!("; Path=/{}", "x".repeat(fill - "; Path=/".len()));
         assert_eq!(
-            set_cookie_line_len(NAME, value_len, &attrs_at_limit),
+            set_cookie_line_len(NAME, value_len, attrs_at_limit.len()),
             MAX_SET_COOKIE_LINE
         );
         let value = s
-            .seal(NAME, &session(rec.clone()), &attrs_at_limit)
+            .seal(NAME, &session(rec.clone()), attrs_at_limit.len())
             .unwrap();
         let line = format!("Set-Cookie: {NAME}={value}{attrs_at_limit}");
         assert_eq!(line.len(), MAX_SET_COOKIE_LINE);
         let over = format!("{attrs_at_limit}x");
-        let error = s.seal(NAME, &session(rec.clone()), &over).unwrap_err();
+        let error = s.seal(NAME, &session(rec.clone()), over.len()).unwrap_err();
         assert!(matches!(
             error,
             SealError::TooLarge {
@@ -1019,15 +1031,18 @@ mod tests {
         );
         // A huge record is refused from its length alone, and an impossible one does not overflow.
         assert!(matches!(
-            check_size(NAME, 1 << 20, ""),
+            check_size(NAME, 1 << 20, 0),
             Err(SealError::TooLarge { .. })
         ));
         assert_eq!(sealed_len(usize::MAX), usize::MAX);
-        assert_eq!(set_cookie_line_len(NAME, usize::MAX, ATTRS), usize::MAX);
+        assert_eq!(
+            set_cookie_line_len(NAME, usize::MAX, ATTRS.len()),
+            usize::MAX
+        );
         // The largest record that fits with everyday attributes: about 2.9 KB of JSON.
         let largest = (0..4096)
             .rev()
-            .find(|&len| check_size(NAME, len, ATTRS).is_ok())
+            .find(|&len| check_size(NAME, len, ATTRS.len()).is_ok())
             .unwrap();
         assert!((2900..3000).contains(&largest), "{largest}");
     }
@@ -1041,7 +1056,7 @@ mod tests {
                 ..session(Vec::new())
             };
             assert!(matches!(
-                s.seal(NAME, &bad, ""),
+                s.seal(NAME, &bad, 0),
                 Err(SealError::NotASessionId)
             ));
         }

@@ -58,8 +58,8 @@ pub struct Ended {
     pub count: usize,
     /// `keep`'s record as rewritten under the owner's new generation, and that generation.
     pub kept: Option<(Vec<u8>, u64)>,
-    /// The owner's new generation, where the store revokes by generation.
-    pub generation: Option<u64>,
+    /// How the owner's generation moved, where the store revokes by generation.
+    pub bump: Option<Bump>,
 }
 
 /// The per-user operations on one store, with the manager's secrets and expiry settings.
@@ -155,7 +155,7 @@ impl<S: UserSessionStore + ?Sized> UserSessions<'_, S> {
         Ok(Ended {
             count,
             kept: None,
-            generation: None,
+            bump: None,
         })
     }
 
@@ -172,7 +172,7 @@ impl<S: UserSessionStore + ?Sized> UserSessions<'_, S> {
         Ok(Ended {
             count: 0,
             kept,
-            generation: Some(bump.after),
+            bump: Some(bump),
         })
     }
 
@@ -427,7 +427,7 @@ mod tests {
             Ended {
                 count: 2,
                 kept: None,
-                generation: None
+                bump: None
             }
         );
         let records = store.records.borrow();
@@ -451,7 +451,10 @@ mod tests {
             users.end_all_but("ann", Some(&keep))
         })
         .unwrap();
-        assert_eq!((ended.count, ended.generation), (0, Some(1)));
+        assert_eq!(
+            (ended.count, ended.bump.map(|bump| bump.after)),
+            (0, Some(1))
+        );
         let (blob, generation) = ended.kept.expect("carried over");
         assert_eq!(generation, 1);
         assert_eq!(store.records.borrow()[&sid(1)], blob);
@@ -471,7 +474,7 @@ mod tests {
         })
         .unwrap();
         assert_eq!(ended.kept, None);
-        assert_eq!(ended.generation, Some(1));
+        assert_eq!(ended.bump.map(|bump| bump.after), Some(1));
     }
 
     #[test]

@@ -34,8 +34,9 @@ mod _core {
     use crate::manager::{SessionInfo, SessionManager, TornadoSessionManager};
     #[pymodule_export]
     use crate::py_stores::{
-        _store_load, _store_save_if_exists, PyFileStore, PyMemcachedStore, PyMemoryStore,
-        PyRedisClusterStore, PyRedisSentinelStore, PyRedisStore, PySqliteStore, PyStore,
+        _store_load, _store_save_if_exists, PyCookieStore, PyFileStore, PyMemcachedStore,
+        PyMemoryStore, PyRedisClusterStore, PyRedisSentinelStore, PyRedisStore, PySqliteStore,
+        PyStore,
     };
     #[pymodule_export]
     use crate::session::Session;

@@ -23,6 +23,7 @@ use crate::tornado_cookies::{CookieAttributes, CookieSettings};
 use tornsession_core::digest::Secrets;
 use tornsession_core::lifecycle::CookieCheck;
 use tornsession_core::policy::Policy;
+use tornsession_core::sealed_cookie::CookieSealer;
 use tornsession_core::users::{self, ExpiryCaps};
 
 /// How long a request waits for an earlier request of the same session by default.
@@ -185,8 +186,12 @@ impl SessionManager {
                 path: cookie_path,
                 expires_days: cookie_expires_days,
                 format: cookie_format,
+                sealed: store.keeps_sessions_in_cookies(),
             },
         )?;
+        let sealer = store
+            .keeps_sessions_in_cookies()
+            .then(|| CookieSealer::new(&secrets));
         // Last, so a manager that fails to build warns about nothing.
         options::warn_if_weak(py, &keys)?;
         Ok(Self {
@@ -200,6 +205,7 @@ impl SessionManager {
                 store_origin,
                 settings_checked: AtomicBool::new(false),
                 wire_servers: PyOnceLock::new(),
+                sealer,
             }),
             order_requests,
             order_timeout,
@@ -269,13 +275,21 @@ impl SessionManager {
             .engine
             .destroy_user_sessions(py, &user_id, keep_id.as_deref())
             .map_err(store_error)?;
+        let kept = keep.and_then(|k| k.cast::<Session>().ok());
         // A kept session object saves under the new generation from now on (memcached).
-        if let (Some((blob, generation)), Some(session)) =
-            (ended.kept, keep.and_then(|k| k.cast::<Session>().ok()))
-        {
+        if let (Some((blob, generation)), Some(session)) = (ended.kept, kept) {
             session
                 .get()
                 .update_state(|state| state.carried_over(blob, generation));
+        } else if let (Some(bump), Some(session), true) =
+            (ended.bump, kept, self.engine.sealer.is_some())
+        {
+            // A cookie session has no record elsewhere: it carries itself over, and this
+            // request's response reseals it.
+            let id = session.get().id(py)?;
+            session
+                .get()
+                .update_state(|state| state.carry_over_sealed(&id, &user_id, bump));
         }
         Ok(ended.count)
     }

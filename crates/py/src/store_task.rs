@@ -169,7 +169,7 @@ impl StoreTask {
         let job = self.take();
         let done = match job {
             Job::Load(verified) => {
-                let fetched = self.engine.load(py, &verified.id);
+                let fetched = self.engine.load(py, &verified);
                 Job::Loaded(verified, fetched)
             }
             Job::Save(mut write) => {

@@ -10,6 +10,7 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyString};
 
 use tornsession_core::compact_cookie::{self, CookieFormat};
 use tornsession_core::digest::Secrets;
+use tornsession_core::sealed_cookie;
 use tornsession_core::signed_cookie;
 use tornsession_core::time;
 
@@ -34,6 +35,8 @@ pub struct CookieAttributes<'a> {
     pub path: &'a str,
     pub expires_days: Option<f64>,
     pub format: CookieFormat,
+    /// The id cookie carries the whole session, sealed (`CookieStore`).
+    pub sealed: bool,
 }
 
 /// How the cookies are named and sent.
@@ -42,6 +45,12 @@ pub struct CookieSettings {
     pub digest_name: Py<PyString>,
     /// Which cookies are sent (both formats are read).
     pub format: CookieFormat,
+    /// The id cookie carries the whole session, sealed (`CookieStore`): only it is read and
+    /// sent, whatever `format` says.
+    pub sealed: bool,
+    /// The most bytes the attributes after the id cookie's value can take on its `Set-Cookie`
+    /// line, without and with `Secure` (what a sealed cookie's size is checked with).
+    attributes_len: [usize; 2],
     /// Keyword arguments for `set_secure_cookie`, without and with `secure`, built once.
     set_kwargs: [Py<PyDict>; 2],
     /// Keyword arguments for the clearing `set_cookie`: the same path, domain, SameSite,
@@ -91,6 +100,8 @@ impl CookieSettings {
             clear_kwargs: [build(false, true)?, build(true, true)?],
             secure: a.secure,
             format: a.format,
+            sealed: a.sealed,
+            attributes_len: [attributes_len(a, false), attributes_len(a, true)],
             native_names: plain_cookie_name(a.id_name) && plain_cookie_name(a.digest_name),
         })
     }
@@ -127,38 +138,67 @@ impl CookieSettings {
         persistent: Option<bool>,
     ) -> PyResult<()> {
         let py = handler.py();
-        let shared = self.set_kwargs[usize::from(self.secure_for(handler)?)].bind(py);
-        let own;
-        let kwargs = match persistent {
-            None => shared,
-            Some(persistent) => {
-                own = shared.copy()?;
-                let configured = own.get_item("expires_days")?.filter(|d| !d.is_none());
-                match (persistent, configured) {
-                    (false, _) => own.set_item("expires_days", py.None())?,
-                    (true, None) => own.set_item("expires_days", 30.0)?,
-                    (true, Some(_)) => {}
-                }
-                &own
-            }
-        };
+        let kwargs = self.set_kwargs_for(handler, persistent)?;
         if self.format == CookieFormat::Compact {
             // Made with the manager's secrets, so it needs no Tornado cookie_secret.
             let value = compact_cookie::encode(secrets, id, time::now());
-            handler.call_method(
-                intern!(py, "set_cookie"),
-                (self.id_name.bind(py), value),
-                Some(kwargs),
-            )?;
-            if self.request_has_cookie(handler, &self.digest_name)? {
-                self.clear_names(handler, &[&self.digest_name])?;
-            }
-            return Ok(());
+            return self.send_one_cookie(handler, &value, &kwargs);
         }
         let set = handler.getattr(intern!(py, "set_secure_cookie"))?;
-        set.call((self.id_name.bind(py), id), Some(kwargs))?;
-        set.call((self.digest_name.bind(py), digest), Some(kwargs))?;
+        set.call((self.id_name.bind(py), id), Some(&kwargs))?;
+        set.call((self.digest_name.bind(py), digest), Some(&kwargs))?;
         Ok(())
+    }
+
+    /// Sets the id cookie to a sealed session (`CookieStore`), made by the caller for this
+    /// request's attributes (see `attributes_len`).
+    pub fn send_sealed(
+        &self, handler: &Bound<'_, PyAny>, value: &str, persistent: Option<bool>,
+    ) -> PyResult<()> {
+        let kwargs = self.set_kwargs_for(handler, persistent)?;
+        self.send_one_cookie(handler, value, &kwargs)
+    }
+
+    /// The most bytes the attributes after the id cookie's value can take on its `Set-Cookie`
+    /// line in this request's response.
+    pub fn attributes_len(&self, handler: &Bound<'_, PyAny>) -> PyResult<usize> {
+        Ok(self.attributes_len[usize::from(self.secure_for(handler)?)])
+    }
+
+    /// The id cookie alone (compact or sealed), and a digest cookie the request still carried,
+    /// left from the pair, cleared.
+    fn send_one_cookie(
+        &self, handler: &Bound<'_, PyAny>, value: &str, kwargs: &Bound<'_, PyDict>,
+    ) -> PyResult<()> {
+        let py = handler.py();
+        handler.call_method(
+            intern!(py, "set_cookie"),
+            (self.id_name.bind(py), value),
+            Some(kwargs),
+        )?;
+        if self.request_has_cookie(handler, &self.digest_name)? {
+            self.clear_names(handler, &[&self.digest_name])?;
+        }
+        Ok(())
+    }
+
+    /// The keyword arguments of this request's cookies (see `send` for `persistent`).
+    fn set_kwargs_for<'py>(
+        &self, handler: &Bound<'py, PyAny>, persistent: Option<bool>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let py = handler.py();
+        let shared = self.set_kwargs[usize::from(self.secure_for(handler)?)].bind(py);
+        let Some(persistent) = persistent else {
+            return Ok(shared.clone());
+        };
+        let own = shared.copy()?;
+        let configured = own.get_item("expires_days")?.filter(|d| !d.is_none());
+        match (persistent, configured) {
+            (false, _) => own.set_item("expires_days", py.None())?,
+            (true, None) => own.set_item("expires_days", 30.0)?,
+            (true, Some(_)) => {}
+        }
+        Ok(own)
     }
 
     /// Whether the request's `Cookie` header may hold cookie `name` (true when it cannot be
@@ -217,6 +257,9 @@ impl CookieSettings {
     /// when the handler uses Tornado's own cookie methods, else through its `get_cookie` (a
     /// compact value) and `get_secure_cookie` (the pair).
     pub fn request_cookies(&self, handler: &Bound<'_, PyAny>) -> PyResult<RequestCookies> {
+        if self.sealed {
+            return self.read_sealed_cookie(handler);
+        }
         if let Some(cookies) = self.read_cookies_natively(handler)? {
             return Ok(cookies);
         }
@@ -249,7 +292,37 @@ impl CookieSettings {
             digest: (!digest.is_none()).then(|| text(&digest).unwrap_or_default()),
             id_signed_at,
             compact: None,
+            sealed: None,
         })
+    }
+
+    /// The id cookie's value when it is shaped like a sealed session (anything else under the
+    /// name, such as a server store's cookie from before a switch, is no session): straight from
+    /// the `Cookie` header where that finds what Tornado finds, else through `get_cookie`.
+    fn read_sealed_cookie(&self, handler: &Bound<'_, PyAny>) -> PyResult<RequestCookies> {
+        let py = handler.py();
+        let sealed = |raw: &str| RequestCookies {
+            sealed: sealed_cookie::is_sealed_shaped(raw).then(|| raw.to_owned()),
+            ..RequestCookies::default()
+        };
+        if self.native_names && uses_tornado_cookie_methods(handler)? {
+            let Some(header) = request_cookie_header(handler)? else {
+                return Ok(RequestCookies::default());
+            };
+            if let Ok(header) = header.cast::<PyString>() {
+                match signed_cookie::find_cookie(header.to_str()?, self.id_name.bind(py).to_str()?)
+                {
+                    signed_cookie::Found::Value(raw) => return Ok(sealed(raw)),
+                    signed_cookie::Found::Missing => return Ok(RequestCookies::default()),
+                    signed_cookie::Found::AskTornado => {}
+                }
+            }
+        }
+        let raw = handler
+            .call_method1(intern!(py, "get_cookie"), (self.id_name.bind(py),))
+            .ok()
+            .and_then(|raw| raw.extract::<String>().ok());
+        Ok(raw.as_deref().map(sealed).unwrap_or_default())
     }
 
     /// Tornado's `get_secure_cookie` for the pair, done in Rust (byte for byte what Tornado
@@ -318,6 +391,7 @@ impl CookieSettings {
             id: id.map(|(id, _)| id),
             digest: digest.map(|(digest, _)| digest),
             compact: None,
+            sealed: None,
         }))
     }
 }
@@ -447,6 +521,8 @@ pub struct RequestCookies {
     pub id_signed_at: Option<u64>,
     /// A compact-shaped value under the id cookie's name.
     pub compact: Option<String>,
+    /// A sealed session under the id cookie's name (read only for a `CookieStore`).
+    pub sealed: Option<String>,
 }
 
 impl RequestCookies {
@@ -456,6 +532,26 @@ impl RequestCookies {
             ..Self::default()
         }
     }
+}
+
+/// The most bytes Tornado's `set_cookie` writes after the value with these attributes (an
+/// `expires` always counted: a persistent cookie has one, and a 29-byte date at most).
+fn attributes_len(a: &CookieAttributes<'_>, secure: bool) -> usize {
+    const EXPIRES: usize = "; expires=".len() + "Thu, 01 Jan 2026 00:00:00 GMT".len();
+    let mut len = EXPIRES + "; Path=".len() + a.path.len();
+    if let Some(domain) = a.domain {
+        len += "; Domain=".len() + domain.len();
+    }
+    if a.httponly {
+        len += "; HttpOnly".len();
+    }
+    if secure {
+        len += "; Secure".len();
+    }
+    if let Some(samesite) = a.samesite {
+        len += "; SameSite=".len() + samesite.len();
+    }
+    len
 }
 
 /// `get_secure_cookie`'s default `max_age_days`.

@@ -84,6 +84,9 @@ impl dyn SessionStore + '_ {
                     revocation.why_no_index()
                 ),
             )),
+            (None, None) if self.keeps_sessions_in_cookies() => {
+                Err(super::cookie::without_revocation_store(self.describe()))
+            }
             (None, None) => Err(StoreError::unsupported(self.describe(), "user_sessions()")),
         }
     }
@@ -109,7 +112,12 @@ impl dyn SessionStore + '_ {
     }
 
     fn revocation_or_unsupported(&self) -> StoreResult<&dyn Revocation> {
-        self.revocation()
-            .ok_or_else(|| StoreError::unsupported(self.describe(), "a generation counter"))
+        self.revocation().ok_or_else(|| {
+            if self.keeps_sessions_in_cookies() {
+                super::cookie::without_revocation_store(self.describe())
+            } else {
+                StoreError::unsupported(self.describe(), "a generation counter")
+            }
+        })
     }
 }

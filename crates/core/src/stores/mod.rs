@@ -6,6 +6,7 @@ use crate::ids;
 
 mod blocking;
 mod capabilities;
+mod cookie;
 mod file;
 pub mod memcached;
 mod memory;
@@ -16,6 +17,7 @@ pub mod reply_queue;
 pub mod sqlite;
 
 pub use capabilities::{Revocation, UserIndex};
+pub use cookie::CookieStore;
 pub use file::FileStore;
 pub use memcached::{MemcachedOptions, MemcachedStore};
 pub use memory::MemoryStore;
@@ -229,6 +231,11 @@ pub trait SessionStore: Send + Sync {
     /// would refuse (memcached drops the key's old value when it refuses a set as too large).
     fn max_record_size(&self) -> Option<usize> {
         None
+    }
+    /// Whether sessions live sealed in their cookies rather than here (`CookieStore`): the
+    /// engine then reads a load's record from the cookie and sends a save's in it.
+    fn keeps_sessions_in_cookies(&self) -> bool {
+        false
     }
     /// A short human name, used in error messages: `FileStore('/srv/sessions')`.
     fn describe(&self) -> String;

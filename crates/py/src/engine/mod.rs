@@ -34,10 +34,14 @@ use tornsession_core::lifecycle::{
     WriteOutcome,
 };
 use tornsession_core::policy::Policy;
+use tornsession_core::sealed_cookie::{self, CookieSealer, OpenError, SealError, SealedSession};
 use tornsession_core::stores::{StoreError, StoreErrorKind};
 use tornsession_core::time;
 pub use tornsession_core::user_sessions::Listed;
 use tornsession_core::users::{self, ExpiryCaps};
+
+/// What a new owner's generation adds to a record at most: `,"g":` and 20 digits.
+const GENERATION_ROOM: usize = 32;
 
 /// Everything a manager decides with: secrets, store, cookies, limits.
 pub struct Engine {
@@ -56,6 +60,9 @@ pub struct Engine {
     pub settings_checked: AtomicBool,
     /// The store's servers as the async API's connections reach them (made at first use).
     pub wire_servers: PyOnceLock<Vec<Py<WireServer>>>,
+    /// Seals sessions into their cookies and opens them, for a store that keeps them there
+    /// (`CookieStore`); its keys come from `secrets`.
+    pub sealer: Option<CookieSealer>,
 }
 
 /// How the manager got its store.
@@ -131,6 +138,9 @@ impl Engine {
         }
         let cookies = self.cookies.request_cookies(handler)?;
         let now = time::now();
+        if let Some(sealer) = &self.sealer {
+            return Ok(self.open_sealed(handler.py(), sealer, cookies.sealed.as_deref(), now));
+        }
         let pair = lifecycle::verify(
             &self.secrets,
             cookies.id.as_deref(),
@@ -146,6 +156,39 @@ impl Engine {
             });
         // Both formats are read, so switching cookie_format logs nobody out.
         Ok(compact_cookie::pick(self.cookies.format, compact, pair))
+    }
+
+    /// What a sealed cookie holds, checked against the manager's limits: the session's id and
+    /// record, or (for anything that does not open, or has expired) no session, said in the log.
+    fn open_sealed(
+        &self, py: Python<'_>, sealer: &CookieSealer, value: Option<&str>, now: u64,
+    ) -> CookieCheck {
+        let Some(value) = value else {
+            return CookieCheck::Absent;
+        };
+        let opened = sealer
+            .unseal(
+                self.cookies.id_name.bind(py).to_str().unwrap_or_default(),
+                value,
+            )
+            .and_then(|unsealed| unsealed.check_policy(&self.policy, now));
+        match opened {
+            Ok(opened) => CookieCheck::Verified(Verified {
+                id: opened.session.id,
+                cookies_due: opened.reseal_due,
+                sealed: Some(opened.session.record),
+            }),
+            // Said by the caller, as for any cookie that is not genuine.
+            Err(OpenError::Malformed(_) | OpenError::Forged) => CookieCheck::Invalid,
+            Err(why) => {
+                let level = match why {
+                    OpenError::Expired { .. } => Level::Info,
+                    _ => Level::Warning,
+                };
+                log(py, level, &format!("{why}, starting a new session"));
+                CookieCheck::Absent
+            }
+        }
     }
 
     /// Says once, in the log, when the app's settings name a store (memcached, Redis ...) that
@@ -212,10 +255,11 @@ impl Engine {
         }
     }
 
-    /// The record for a verified id, refreshing its idle expiry as it is read. Only a store
-    /// failing as a whole, or answering with a record bound to another id, is an error; a
-    /// record it cannot use is a fresh session.
-    pub fn load(&self, py: Python<'_>, session_id: &str) -> Result<Fetched, StoreError> {
+    /// The record for a verified id, refreshing its idle expiry as it is read (or the one its
+    /// cookie carried sealed). Only a store failing as a whole, or answering with a record bound
+    /// to another id, is an error; a record it cannot use is a fresh session.
+    pub fn load(&self, py: Python<'_>, verified: &Verified) -> Result<Fetched, StoreError> {
+        let session_id = verified.id.as_str();
         let policy = &self.policy;
         // Runs inside the store's load: a record of another id gives nothing to go by.
         let own_idle = |blob: &[u8]| {
@@ -224,13 +268,16 @@ impl Engine {
                 .filter(|extras| extras.expiry.idle_timeout.is_some())
                 .and_then(|extras| policy.for_session(&extras.expiry).idle_timeout)
         };
-        let found = self.store.load_refreshing(
-            py,
-            session_id,
-            self.policy.idle_timeout,
-            &own_idle,
-            self.max_read_size,
-        );
+        let found = match &verified.sealed {
+            Some(record) => Ok(Some(record.clone())),
+            None => self.store.load_refreshing(
+                py,
+                session_id,
+                self.policy.idle_timeout,
+                &own_idle,
+                self.max_read_size,
+            ),
+        };
         let found = self.check_loaded(py, session_id, found);
         if let Ok(Some(blob)) = &found {
             // An owned session's index entry lives as long as its record (Redis).
@@ -387,7 +434,7 @@ impl Engine {
                 })
             }
         };
-        let fetched = self.load(py, &verified.id).map_err(store_error)?;
+        let fetched = self.load(py, &verified).map_err(store_error)?;
         let loaded = self.open(py, &verified, fetched)?;
         if let Some(old) = &loaded.delete_old {
             self.delete(py, old, None).map_err(store_error)?;
@@ -395,8 +442,12 @@ impl Engine {
         Ok(loaded)
     }
 
-    /// Serializes the session and decides what to write (`None`: nothing).
-    pub fn plan_save(&self, session: &Bound<'_, Session>) -> PyResult<Option<PlannedSave>> {
+    /// Serializes the session and decides what to write (`None`: nothing). With the request's
+    /// `handler`, a session kept in its cookie is refused here when that cookie would be too
+    /// large.
+    pub fn plan_save(
+        &self, session: &Bound<'_, Session>, handler: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Option<PlannedSave>> {
         let id = session.get().id(session.py())?;
         let state = session.get().state();
         let data = dict_to_json(session.as_super())?;
@@ -409,7 +460,30 @@ impl Engine {
         );
         let plan = lifecycle::plan_save(&self.policy, &state, blob, data.is_empty(), now)
             .map_err(|e| PyValueError::new_err(e.to_string()))?;
+        if let (Some(plan), Some(handler)) = (&plan, self.sealer.as_ref().and(handler)) {
+            self.check_sealed_size(handler, plan)?;
+        }
         Ok(plan.map(|plan| PlannedSave { id, plan }))
+    }
+
+    /// Refuses, before anything is written or sent, a record whose sealed cookie would not fit
+    /// in the `Set-Cookie` line a browser keeps: the same `ValueError` as a save over
+    /// `max_size`, and the visitor's cookie stays as it was.
+    fn check_sealed_size(&self, handler: &Bound<'_, PyAny>, plan: &SavePlan) -> PyResult<()> {
+        // A new owner's generation is added to the record when it is saved (at most 20 digits
+        // and the key around them).
+        let generation_room = if plan.user.is_some() && plan.generation.is_none() {
+            GENERATION_ROOM
+        } else {
+            0
+        };
+        sealed_cookie::check_size(
+            self.cookies.id_name.bind(handler.py()).to_str()?,
+            plan.blob.len() + generation_room,
+            self.cookies.attributes_len(handler)?,
+        )
+        .map(|_| ())
+        .map_err(|e| PyValueError::new_err(e.to_string()))
     }
 
     /// Writes a planned record as its mode says. A conditional write that finds no record is
@@ -435,7 +509,8 @@ impl Engine {
         }
         let outcome = self.save_record(py, write)?;
         let PlannedSave { id, plan } = write;
-        if outcome == WriteOutcome::Written {
+        // A cookie session's owner is sealed in it: there is no index to file it in.
+        if outcome == WriteOutcome::Written && self.sealer.is_none() {
             if let Some(user) = &plan.user {
                 self.store
                     .index_user(py, &users::user_key(user), id, plan.ttl)?;
@@ -489,9 +564,13 @@ impl Engine {
         outcome: WriteOutcome,
     ) {
         let token = ids::log_token(&write.id);
-        let first = session
-            .get()
-            .update_state(|state| state.record_write(write.plan, outcome));
+        let sealed = self.sealer.is_some();
+        let first = session.get().update_state(|state| {
+            let first = state.record_write(write.plan, outcome);
+            // What was written goes out in the cookie.
+            state.cookies_due |= sealed && outcome == WriteOutcome::Written;
+            first
+        });
         match outcome {
             WriteOutcome::Written if first => {
                 log(py, Level::Info, &format!("session {token} created"))
@@ -510,7 +589,13 @@ impl Engine {
 
     /// Plans, writes and records, on this thread (the synchronous API).
     pub fn save_now(&self, py: Python<'_>, session: &Bound<'_, Session>) -> PyResult<()> {
-        if let Some(mut write) = self.plan_save(session)? {
+        if self.sealer.is_some() {
+            return Err(PyValueError::new_err(
+                "a CookieStore session is saved in its cookie: save it with the request handler \
+                 (manager.set(handler, session), or session.save() of a TornadoSession)",
+            ));
+        }
+        if let Some(mut write) = self.plan_save(session, None)? {
             let outcome = self.save(py, &mut write).map_err(store_error)?;
             self.record_save(py, session, write, outcome);
         }
@@ -523,7 +608,7 @@ impl Engine {
         &self, handler: &Bound<'_, PyAny>, session: &Bound<'_, Session>,
     ) -> PyResult<()> {
         let py = handler.py();
-        if let Some(mut write) = self.plan_save(session)? {
+        if let Some(mut write) = self.plan_save(session, Some(handler))? {
             refuse_unsendable_cookies(handler, session)?;
             let outcome = self.save(py, &mut write).map_err(store_error)?;
             self.record_save(py, session, write, outcome);
@@ -549,9 +634,33 @@ impl Engine {
         let id = session.get().id(py)?;
         let digest = self.secrets.sign(&id);
         session.get().set_digest(py, &digest);
-        let persistent = session.get().state().extras.expiry.persistent;
-        self.cookies
-            .send(handler, &self.secrets, &id, &digest, persistent)
+        let state = session.get().state();
+        let persistent = state.extras.expiry.persistent;
+        let Some(sealer) = &self.sealer else {
+            return self
+                .cookies
+                .send(handler, &self.secrets, &id, &digest, persistent);
+        };
+        let now = time::now();
+        let sealed = SealedSession {
+            id,
+            created: state.created.unwrap_or(now),
+            issued: now,
+            record: state.stored.unwrap_or_default(),
+        };
+        let value = sealer
+            .seal(
+                self.cookies.id_name.bind(py).to_str()?,
+                &sealed,
+                self.cookies.attributes_len(handler)?,
+            )
+            .map_err(|e| match e {
+                SealError::Random(e) => {
+                    PyOSError::new_err(format!("the OS random source failed: {e}"))
+                }
+                e => PyValueError::new_err(e.to_string()),
+            })?;
+        self.cookies.send_sealed(handler, &value, persistent)
     }
 
     /// The id of the session's record, if one exists (what a logout must delete), and the

@@ -115,7 +115,7 @@ impl Engine {
         let store = self.store_at(py);
         let ended = self.users(&store).end_all_but(user_id, keep)?;
         let token = ids::log_token(&users::user_key(user_id));
-        match ended.generation {
+        match ended.bump.map(|bump| bump.after) {
             Some(generation) => log(
                 py,
                 Level::Info,

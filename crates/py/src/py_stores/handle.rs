@@ -43,6 +43,19 @@ impl StoreHandle {
         Ok(Self::Native(Arc::new(store)))
     }
 
+    /// The store as one shared `SessionStore` (a `CookieStore`'s revocation store).
+    pub fn shared(&self) -> Arc<dyn SessionStore> {
+        match self {
+            Self::Native(store) => store.clone(),
+            Self::Python(store) => store.clone(),
+        }
+    }
+
+    /// Whether sessions live sealed in their cookies (`CookieStore`).
+    pub fn keeps_sessions_in_cookies(&self) -> bool {
+        self.store().keeps_sessions_in_cookies()
+    }
+
     fn store(&self) -> &dyn SessionStore {
         match self {
             Self::Native(store) => store.as_ref(),

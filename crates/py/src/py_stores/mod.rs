@@ -3,6 +3,7 @@
 //! object with `get`, `set` and `delete` through the `PythonStore` adapter.
 
 mod arguments;
+mod cookie;
 mod handle;
 mod local;
 mod network;
@@ -18,6 +19,7 @@ use crate::errors::{store_error, value_error};
 use tornsession_core::ids;
 use tornsession_core::stores::SessionStore;
 
+pub use cookie::PyCookieStore;
 pub use handle::StoreHandle;
 pub use local::{PyFileStore, PyMemoryStore, PySqliteStore};
 pub use network::{PyMemcachedStore, PyRedisClusterStore, PyRedisSentinelStore, PyRedisStore};

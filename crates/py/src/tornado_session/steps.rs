@@ -213,7 +213,7 @@ impl TornadoSession {
             Self::save(slf)?;
             return Ok(None);
         };
-        match engine.plan_save(slf.as_super())? {
+        match engine.plan_save(slf.as_super(), Some(handler.bind(py)))? {
             None => Ok(None),
             Some(write) => {
                 refuse_unsendable_cookies(handler.bind(py), slf.as_super())?;
