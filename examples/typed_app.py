@@ -18,6 +18,7 @@ from typing import Any
 import tornado.web
 import tornsession
 from tornsession import (
+    CookieStore,
     FileStore,
     InvalidSessionException,
     MemcachedStore,
@@ -61,6 +62,7 @@ class DictStore:
 
 StoreChoice = (
     MemoryStore
+    | CookieStore
     | FileStore
     | SqliteStore
     | RedisStore
@@ -87,6 +89,9 @@ def make_store(kind: str, folder: str) -> StoreChoice:
         return RedisClusterStore(["redis://127.0.0.1:7000"], pool_size=4)
     if kind == "memcached":
         return MemcachedStore(["127.0.0.1:11211"])
+    if kind == "cookie":
+        # Sessions sealed in their cookies; the counters of "log out everywhere" in SQLite.
+        return CookieStore(revocation=SqliteStore(os.path.join(folder, "revocation.db")))
     if kind == "custom":
         store: SessionStoreProtocol = DictStore()
         return store
