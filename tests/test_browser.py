@@ -1,4 +1,5 @@
-"""The demo in a real browser: headless Chromium driven by Selenium through chromedriver.
+"""The demo in a real browser: headless Chromium driven by Selenium through chromedriver; and a
+``CookieStore`` session near the 4,096-byte cookie limit, kept by the real browser.
 
 Needs Debian's ``chromium`` and ``chromium-driver`` (scripts/install-system-deps.sh installs
 them) and Selenium from PyPI. A missing piece skips the test, except under CI=true, where it
@@ -17,6 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import tornado.web
+import tornsession
+from support.cookie_store import SECRET, cookie_store, largest_blob_size
+from support.engine_app import Server
 from support.processes import REPO
 
 CHROMIUM = "/usr/bin/chromium"
@@ -128,3 +133,49 @@ def test_login_counter_httponly_cookies_and_logout(driver: Any, demo_url: str) -
     assert not has(driver, "greeting") and not has(driver, "visits")
     names = {cookie["name"] for cookie in driver.get_cookies()}
     assert not names & {"session_id", "hmac_digest"}, names
+
+
+class Fill(tornsession.SessionMixin, tornado.web.RequestHandler):
+    def get(self) -> None:
+        self.session["blob"] = "x" * int(self.get_argument("size"))
+        self.write("<p id='saved'>saved</p>")
+
+
+class Peek(tornsession.SessionMixin, tornado.web.RequestHandler):
+    def get(self) -> None:  # reads only: nothing is resealed
+        self.write(f"<p id='size'>{len(self.session.get('blob', ''))}</p>")
+
+
+@pytest.fixture
+def cookie_store_url() -> Iterator[str]:
+    """A mixin app on CookieStore (nothing on the server), on its own IOLoop in this process."""
+    manager = tornsession.TornadoSessionManager(SECRET, store=cookie_store())
+    server = Server(
+        tornado.web.Application([(r"/fill", Fill), (r"/peek", Peek)], session_manager=manager)
+    )
+    try:
+        yield f"http://127.0.0.1:{server.port}"
+    finally:
+        server.stop()
+
+
+def test_a_cookie_store_session_near_the_size_limit_round_trips_in_chromium(
+    driver: Any, cookie_store_url: str
+) -> None:
+    largest = largest_blob_size(tornsession.TornadoSessionManager(SECRET, store=cookie_store()))
+    driver.get(f"{cookie_store_url}/fill?size={largest}")
+    assert text(driver, "saved") == "saved"
+    [cookie] = driver.get_cookies()  # one cookie, the whole session sealed in it
+    assert cookie["name"] == "session_id" and cookie["httpOnly"] is True
+    assert cookie["value"].startswith("v1.") and len(cookie["value"]) > 3900
+    driver.get(f"{cookie_store_url}/peek")
+    assert text(driver, "size") == str(largest)  # Chromium kept and sent it back whole
+    kept = driver.get_cookies()[0]["value"]
+    assert kept == cookie["value"]
+
+    driver.get(f"{cookie_store_url}/fill?size={largest + 3}")  # over the limit
+    assert "500" in driver.title, driver.title
+    assert not has(driver, "saved")
+    assert driver.get_cookies()[0]["value"] == kept  # no cookie sent: the old one stays
+    driver.get(f"{cookie_store_url}/peek")
+    assert text(driver, "size") == str(largest)  # ... and still opens the session
