@@ -1,6 +1,6 @@
 """The demo app (``python -m tornsession.demo``) over real HTTP, in its own process: log in, count,
 log out; no session fixation; nothing stored for anonymous visitors; secrets that outlive a
-restart; a one-line error for a busy port."""
+restart; a one-line error for a busy port; and the same app on ``--store cookie`` (CookieStore)."""
 
 from __future__ import annotations
 
@@ -25,9 +25,11 @@ STRONG = "a" * 64
 class Demo:
     """One demo process on a port it chose itself (``--port 0``)."""
 
-    def __init__(self, session_dir: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, session_dir: Path, env: dict[str, str] | None = None, store: str = "file"
+    ) -> None:
         self.session_dir = session_dir
-        argv = [sys.executable, "-m", "tornsession.demo", "--port", "0"]
+        argv = [sys.executable, "-m", "tornsession.demo", "--port", "0", "--store", store]
         self.process = subprocess.Popen(
             [*argv, "--session-dir", str(session_dir)],
             cwd=REPO,
@@ -237,3 +239,57 @@ def test_demo_lists_your_sessions_ends_one_and_logs_out_everywhere_else(demo: De
         assert post_form(a, "/sessions/others") == 302
         assert ["Hello" in x.get("/")[1] for x in (a, b, c)] == [True, False, False]
         assert a.get("/")[1].count("class='session") == 1
+
+
+# --- --store cookie: the session sealed in its cookie ----------------------------------------
+
+
+def test_the_cookie_store_demo_logs_in_counts_and_logs_out_with_nothing_stored(
+    start_demo: Callable[..., Demo], tmp_path: Path
+) -> None:
+    demo = start_demo(tmp_path / "sessions", None, "cookie")
+    with Browser(demo.port) as browser:
+        status, body = browser.get("/")
+        assert status == 200 and "id='login'" in body
+        assert not SESSION_COOKIES & set_cookie_names(browser)
+        assert post_form(browser, "/login", {"name": "Ann <b>"}) == 302
+        assert sorted(browser.cookies) == ["_xsrf", "session_id"]  # no hmac_digest
+        sealed = browser.cookies["session_id"]
+        assert re.fullmatch(r"v1\.[A-Za-z0-9_-]+", sealed), sealed
+        assert "Ann" not in sealed
+        body = browser.get("/")[1]
+        assert "Hello, Ann &lt;b&gt;!" in body and "Visits: 1" in body
+        assert "id='sealed'" in body and "class='session" not in body  # nothing to list
+        assert "Visits: 2" in browser.get("/")[1]
+        assert post_form(browser, "/logout") == 302
+        assert not SESSION_COOKIES & browser.cookies.keys(), browser.cookies
+        assert "id='login'" in browser.get("/")[1]
+    # The folder holds the secrets and the users' counters, never a session.
+    assert session_files(demo.session_dir) == []
+
+
+def test_the_cookie_store_demo_keeps_sessions_over_a_restart_and_logs_out_elsewhere(
+    start_demo: Callable[..., Demo], tmp_path: Path
+) -> None:
+    folder = tmp_path / "sessions"
+    first = start_demo(folder, None, "cookie")
+    with Browser(first.port) as a, Browser(first.port) as b:
+        for browser in (a, b):
+            assert post_form(browser, "/login", {"name": "ann"}) == 302
+            assert "Hello, ann!" in browser.get("/")[1]
+        cookies = dict(a.cookies)
+    first.stop()
+    second = start_demo(folder, None, "cookie")  # the same secrets: the cookies still open
+    with Browser(second.port) as a, Browser(second.port) as b:
+        a.cookies.update(cookies)
+        assert "Visits: 2" in a.get("/")[1]
+        assert post_form(b, "/login", {"name": "ann"}) == 302
+        assert "Hello, ann!" in b.get("/")[1]
+        assert post_form(a, "/sessions/others") == 302  # "log out everywhere else"
+        assert "Hello, ann!" in a.get("/")[1]
+        assert "Hello" not in b.get("/")[1]
+        assert post_form(a, "/sessions/end", {"id": "0" * 64}) == 302  # nothing to end: no 500
+    with Browser(second.port) as replay:
+        # a's cookie from before: ended too (a kept its session through the reseal only)
+        replay.cookies.update(cookies)
+        assert "Hello" not in replay.get("/")[1]

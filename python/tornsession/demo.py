@@ -1,9 +1,12 @@
 """A small Tornado app on tornsession: log in with a name, count your visits, see your sessions
 (end one, or log out everywhere else), log out.
 
-Run it with ``python -m tornsession.demo [--port N] [--session-dir DIR]``; it prints its URL. The
-port is ``--port``, else the ``PORT`` environment variable, else 8888 (0: any free port).
-Sessions live in a FileStore folder (``./demo-sessions`` unless told otherwise).
+Run it with ``python -m tornsession.demo [--port N] [--session-dir DIR] [--store cookie]``; it
+prints its URL. The port is ``--port``, else the ``PORT`` environment variable, else 8888 (0: any
+free port). Sessions live in a FileStore folder (``./demo-sessions`` unless told otherwise); with
+``--store cookie`` they live sealed in their visitors' cookies (``CookieStore``), and the folder
+keeps only the secrets and the per-user counters that make "log out everywhere else" work (a
+cookie store cannot list a user's sessions, so the page shows none).
 
 Secrets (each at least 32 bytes) come from the environment, ``TORNSESSION_SECRET`` (the session
 secret) and ``TORNSESSION_COOKIE_SECRET`` (Tornado's ``cookie_secret``); a missing one is made once
@@ -70,6 +73,11 @@ class HomeHandler(DemoHandler):
     async def your_sessions(self) -> str:
         """The visitor's sessions (this one marked), each with "end this session", and "log
         out everywhere else"."""
+        if not self.settings["lists_sessions"]:
+            return (
+                "<p id='sealed'>Your session lives sealed in your cookie: nothing about it is "
+                "kept on the server, so it cannot be listed here.</p>" + self.others_form()
+            )
         manager = self.settings["session_manager"]
         current = manager.hashed_id(self.session)
         rows = []
@@ -84,8 +92,10 @@ class HomeHandler(DemoHandler):
                 f"{self.xsrf_form_html()}<input type='hidden' name='id' value='{info.id}'>"
                 "<button class='end'>End this session</button></form></li>"
             )
+        return f"<h2>Your sessions</h2><ul id='sessions'>{''.join(rows)}</ul>{self.others_form()}"
+
+    def others_form(self) -> str:
         return (
-            f"<h2>Your sessions</h2><ul id='sessions'>{''.join(rows)}</ul>"
             "<form method='post' action='/sessions/others'>"
             f"{self.xsrf_form_html()}"
             "<button id='others'>Log out everywhere else</button></form>"
@@ -111,8 +121,9 @@ class EndSessionHandler(DemoHandler):
         hashed_id = self.get_body_argument("id", "")
         manager = self.settings["session_manager"]
         # Only a session of the visitor's own list: the hashed ids of others are never shown,
-        # and checking costs one listing.
-        if user is not None and hashed_id in {s.id for s in await manager.auser_sessions(user)}:
+        # and checking costs one listing (a cookie store has none to end).
+        listed = user is not None and self.settings["lists_sessions"]
+        if listed and hashed_id in {s.id for s in await manager.auser_sessions(user)}:
             await manager.adestroy_session(hashed_id)
         self.redirect("/")
 
@@ -154,10 +165,16 @@ def load_secrets(session_dir: Path) -> dict[str, str]:
     return found
 
 
-def make_app(session_dir: Path) -> tornado.web.Application:
+def make_app(session_dir: Path, store: str = "file") -> tornado.web.Application:
     session_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     keys = load_secrets(session_dir)
-    manager = tornsession.TornadoSessionManager(keys["secret"], session_dir)
+    if store == "cookie":
+        # The session sealed in the cookie; the folder keeps the per-user generation counters
+        # that let "log out everywhere else" end the user's other cookies.
+        sealed = tornsession.CookieStore(revocation=tornsession.FileStore(session_dir))
+        manager = tornsession.TornadoSessionManager(keys["secret"], store=sealed)
+    else:
+        manager = tornsession.TornadoSessionManager(keys["secret"], session_dir)
     return tornado.web.Application(
         [
             (r"/", HomeHandler),
@@ -168,6 +185,7 @@ def make_app(session_dir: Path) -> tornado.web.Application:
         ],
         cookie_secret=keys["cookie_secret"],
         session_manager=manager,
+        lists_sessions=store != "cookie",
         xsrf_cookies=True,
     )
 
@@ -193,6 +211,12 @@ def main(argv: list[str] | None = None) -> int:
         help="port (default: $PORT, else 8888; 0: any free one)",
     )
     parser.add_argument("--session-dir", type=Path, default=Path("demo-sessions"))
+    parser.add_argument(
+        "--store",
+        choices=["file", "cookie"],
+        default="file",
+        help="file: a FileStore in the session folder (default); cookie: CookieStore",
+    )
     args = parser.parse_args(argv)
     try:
         sockets = tornado.netutil.bind_sockets(args.port, address="127.0.0.1")
@@ -204,14 +228,13 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     try:
-        app = make_app(args.session_dir)
+        app = make_app(args.session_dir, args.store)
     except (OSError, ValueError, tornsession.SessionStoreError) as error:
         print(f"{parser.prog}: {error}", file=sys.stderr)
         return 2
     port = sockets[0].getsockname()[1]
-    print(
-        f"tornsession demo on http://127.0.0.1:{port}/ (sessions in {args.session_dir})", flush=True
-    )
+    where = "their cookies" if args.store == "cookie" else args.session_dir
+    print(f"tornsession demo on http://127.0.0.1:{port}/ (sessions in {where})", flush=True)
     try:
         asyncio.run(serve(app, sockets))
     except KeyboardInterrupt:
