@@ -21,6 +21,9 @@ again: bench/run.py sends it a Cookie header like tornsession's two signed cooki
 ``tornsession-mixin-memory-compact`` is the mixin on a MemoryStore with
 ``cookie_format="compact"`` (issue 20); where the manager lacks that option the app prints
 ``not available: ...`` and exits with status 3 (``--check`` does only that test).
+``tornsession-cookie`` and ``tornsession-mixin-cookie`` are the drop-in and the mixin on
+``CookieStore`` (issue 21: the session sealed in its cookie, nothing on the server); likewise "not
+available" where tornsession has no ``CookieStore``.
 
 The tornsession and reference variants run on the main interpreter; the torndsession and pycket
 variants need the peers venv (``bench/.venv-peers``), where tornsession is not installed.
@@ -54,6 +57,8 @@ DROP_IN_VARIANTS = tuple(f"tornsession-{store}" for store in TORNSESSION_STORES)
 MIXIN_VARIANTS = tuple(f"tornsession-mixin-{store}" for store in TORNSESSION_STORES)
 # Variants on a manager option an earlier (or the current) tornsession may lack: "not available".
 COMPACT_VARIANTS = ("tornsession-mixin-memory-compact",)
+# The drop-in and the mixin on CookieStore (issue 21): no old twins (no earlier release has it).
+COOKIE_VARIANTS = ("tornsession-cookie", "tornsession-mixin-cookie")
 # The drop-in and mixin variants again, run by another interpreter with an earlier tornsession
 # installed.
 OLD_VARIANTS = tuple(
@@ -71,6 +76,7 @@ VARIANTS = (
     *DROP_IN_VARIANTS,
     *MIXIN_VARIANTS,
     *COMPACT_VARIANTS,
+    *COOKIE_VARIANTS,
     *OLD_VARIANTS,
     FLOOR_DICT,
     FLOOR_ASYNCIO_REDIS,
@@ -334,6 +340,12 @@ def tornsession_manager(store: str, args: argparse.Namespace) -> Any:
     if store == "memcached":
         servers = [f"{HOST}:{args.memcached_port}"]
         return tornsession.TornadoSessionManager(SECRET, store=tornsession.MemcachedStore(servers))
+    if store == "cookie":
+        # through getattr: the class is in the stubs of one release and not of the other
+        cookie_store = getattr(tornsession, "CookieStore", None)
+        if cookie_store is None:
+            raise NotAvailable(f"tornsession {tornsession.__version__} has no CookieStore")
+        return tornsession.TornadoSessionManager(SECRET, store=cookie_store())
     raise SystemExit(f"unknown tornsession store {store!r}")
 
 
@@ -389,10 +401,10 @@ def make_app(args: argparse.Namespace) -> tornado.web.Application:
     elif variant.removeprefix("old-") in COMPACT_VARIANTS:
         manager = compact_manager()
         handlers = mixin_handlers()
-    elif variant.removeprefix("old-") in MIXIN_VARIANTS:
+    elif variant.removeprefix("old-") in MIXIN_VARIANTS or variant == "tornsession-mixin-cookie":
         manager = tornsession_manager(tornsession_store(variant), args)
         handlers = mixin_handlers()
-    elif variant in DROP_IN_VARIANTS or variant in OLD_VARIANTS or variant == "reference-file":
+    elif variant in (*DROP_IN_VARIANTS, *OLD_VARIANTS, "tornsession-cookie", "reference-file"):
         if variant == "reference-file":
             from bench import reference_session as module
 

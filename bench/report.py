@@ -92,7 +92,7 @@ def targets(e2e: dict[str, Any] | None, scale: dict[str, Any] | None) -> list[st
             f"{LABELS[ours].split()[-1]} writing ≥ 5x {LABELS[peer]}",
             None if a is None or b is None else verdict(a / b, 5.0, unit="x"),
         )
-    lost = {v: s[v]["lost"] for v in s if "tornsession-" in v}
+    lost = {v: s[v]["lost"] for v in s if "tornsession-" in v and v not in NO_COUNTER}
     if lost:
         bad = {v: n for v, n in lost.items() if n}
         row(
@@ -130,6 +130,7 @@ STORE_LABELS = {
     "file": "FileStore",
     "redis": "RedisStore",
     "memcached": "MemcachedStore",
+    "cookie": "CookieStore",
 }
 
 
@@ -180,7 +181,7 @@ def tornsession_table(e2e: dict[str, Any]) -> list[str]:
         head += " previous run |"
         rule += "--:|"
         lines += [head, rule]
-        for store in TORNSESSION_STORES:
+        for store in (*TORNSESSION_STORES, "cookie"):
             drop_in, mixin, old_v, old_mixin = (
                 f"tornsession-{store}",
                 f"tornsession-mixin-{store}",

@@ -5,8 +5,15 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-# Variants without a session counter (no lost-update check).
-NO_COUNTER = ("none", "none-with-pair-cookies", "cookies-only")
+# Variants without a session counter (no lost-update check); on CookieStore the counter travels
+# in the cookie, which wrk sends back unchanged, so there is no shared counter to check.
+NO_COUNTER = (
+    "none",
+    "none-with-pair-cookies",
+    "cookies-only",
+    "tornsession-cookie",
+    "tornsession-mixin-cookie",
+)
 
 LABELS = {
     "none": "no session",
@@ -25,11 +32,13 @@ LABELS = {
     "tornsession-file": "tornsession FileStore (session_dir)",
     "tornsession-redis": "tornsession RedisStore",
     "tornsession-memcached": "tornsession MemcachedStore",
+    "tornsession-cookie": "tornsession CookieStore (sealed cookie)",
     "tornsession-mixin-memory": "tornsession SessionMixin, MemoryStore",
     "tornsession-mixin-sqlite": "tornsession SessionMixin, SqliteStore",
     "tornsession-mixin-file": "tornsession SessionMixin, FileStore (session_dir)",
     "tornsession-mixin-redis": "tornsession SessionMixin, RedisStore",
     "tornsession-mixin-memcached": "tornsession SessionMixin, MemcachedStore",
+    "tornsession-mixin-cookie": "tornsession SessionMixin, CookieStore (sealed cookie)",
     "old-tornsession-memory": "old tornsession MemoryStore",
     "old-tornsession-sqlite": "old tornsession SqliteStore",
     "old-tornsession-file": "old tornsession FileStore (session_dir)",
