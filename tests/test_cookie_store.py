@@ -284,7 +284,7 @@ def test_destroy_clears_the_cookie_and_regenerate_keeps_the_data_under_a_new_id(
 # --- per-user revocation ---------------------------------------------------------------------
 
 #: "python": a store with only get/set/delete; "python-cas": with compare_and_set too.
-REVOCATION_KINDS = ["memory", "redis", "sqlite", "file", "python", "python-cas"]
+REVOCATION_KINDS = ["memory", "redis", "memcached", "sqlite", "file", "python", "python-cas"]
 
 
 def login(browser: Browser, user: str) -> dict[str, Any]:
