@@ -106,14 +106,38 @@ class CookieStore(_Store):
     would exceed 4,096 bytes raises ValueError before anything is sent.
     """
 
-    def __new__(cls, *, revocation: object | None = None) -> Self:
+    def __new__(
+        cls,
+        *,
+        revocation: MemoryStore
+        | FileStore
+        | SqliteStore
+        | RedisStore
+        | RedisClusterStore
+        | RedisSentinelStore
+        | MemcachedStore
+        | SessionStoreProtocol
+        | None = None,
+    ) -> Self:
         """``revocation``: any server store (MemoryStore, SqliteStore, RedisStore,
         MemcachedStore, a Python store ...) that keeps a per-user generation counter, so
         ``destroy_user_sessions()`` can end a user's cookie sessions. Without one, a copied
         cookie stays valid until it expires."""
 
     @property
-    def revocation(self) -> object | None:
+    def revocation(
+        self,
+    ) -> (
+        MemoryStore
+        | FileStore
+        | SqliteStore
+        | RedisStore
+        | RedisClusterStore
+        | RedisSentinelStore
+        | MemcachedStore
+        | SessionStoreProtocol
+        | None
+    ):
         """The store that keeps the per-user generation counters, or None."""
 
 @final
@@ -367,6 +391,7 @@ class SessionManager:
         session_dir: str | os.PathLike[str] | None = None,
         *,
         store: MemoryStore
+        | CookieStore
         | FileStore
         | SqliteStore
         | RedisStore

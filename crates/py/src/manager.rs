@@ -16,6 +16,7 @@ use pyo3::types::PyDict;
 use crate::convert::{json_into_dict, user_id_arg};
 use crate::engine::{Engine, StoreOrigin};
 use crate::errors::{argument_type_error, invalid_session, type_name, value_error};
+use crate::log::{log, Level};
 use crate::options;
 use crate::py_stores::StoreHandle;
 use crate::session::Session;
@@ -488,6 +489,16 @@ impl TornadoSessionManager {
             None => CookieCheck::Absent,
             Some(handler) => manager.engine.check_request(handler)?,
         };
+        // A sealed cookie that does not open is a new API's bad input: a fresh session and a
+        // warning, as on every other path; the original's exception stays for its own cookies.
+        if check == CookieCheck::Invalid && manager.engine.sealer.is_some() {
+            log(
+                py,
+                Level::Warning,
+                "invalid session cookie, starting a new session",
+            );
+            return manager.session_for(py, CookieCheck::Absent);
+        }
         if check == CookieCheck::Invalid {
             return Err(invalid_session(
                 "the session cookies do not match their digest",

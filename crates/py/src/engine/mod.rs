@@ -24,6 +24,7 @@ use crate::session::{Session, SessionMeta};
 use crate::tornado_cookies::{headers_written, text, CookieSettings, CookiesTooLate};
 use crate::wire_link::{SinkOf, WireServer};
 
+mod sealed;
 mod user_sessions;
 use tornsession_core::codec;
 use tornsession_core::compact_cookie;
@@ -34,14 +35,11 @@ use tornsession_core::lifecycle::{
     WriteOutcome,
 };
 use tornsession_core::policy::Policy;
-use tornsession_core::sealed_cookie::{self, CookieSealer, OpenError, SealError, SealedSession};
+use tornsession_core::sealed_cookie::CookieSealer;
 use tornsession_core::stores::{StoreError, StoreErrorKind};
 use tornsession_core::time;
 pub use tornsession_core::user_sessions::Listed;
 use tornsession_core::users::{self, ExpiryCaps};
-
-/// What a new owner's generation adds to a record at most: `,"g":` and 20 digits.
-const GENERATION_ROOM: usize = 32;
 
 /// Everything a manager decides with: secrets, store, cookies, limits.
 pub struct Engine {
@@ -156,39 +154,6 @@ impl Engine {
             });
         // Both formats are read, so switching cookie_format logs nobody out.
         Ok(compact_cookie::pick(self.cookies.format, compact, pair))
-    }
-
-    /// What a sealed cookie holds, checked against the manager's limits: the session's id and
-    /// record, or (for anything that does not open, or has expired) no session, said in the log.
-    fn open_sealed(
-        &self, py: Python<'_>, sealer: &CookieSealer, value: Option<&str>, now: u64,
-    ) -> CookieCheck {
-        let Some(value) = value else {
-            return CookieCheck::Absent;
-        };
-        let opened = sealer
-            .unseal(
-                self.cookies.id_name.bind(py).to_str().unwrap_or_default(),
-                value,
-            )
-            .and_then(|unsealed| unsealed.check_policy(&self.policy, now));
-        match opened {
-            Ok(opened) => CookieCheck::Verified(Verified {
-                id: opened.session.id,
-                cookies_due: opened.reseal_due,
-                sealed: Some(opened.session.record),
-            }),
-            // Said by the caller, as for any cookie that is not genuine.
-            Err(OpenError::Malformed(_) | OpenError::Forged) => CookieCheck::Invalid,
-            Err(why) => {
-                let level = match why {
-                    OpenError::Expired { .. } => Level::Info,
-                    _ => Level::Warning,
-                };
-                log(py, level, &format!("{why}, starting a new session"));
-                CookieCheck::Absent
-            }
-        }
     }
 
     /// Says once, in the log, when the app's settings name a store (memcached, Redis ...) that
@@ -466,26 +431,6 @@ impl Engine {
         Ok(plan.map(|plan| PlannedSave { id, plan }))
     }
 
-    /// Refuses, before anything is written or sent, a record whose sealed cookie would not fit
-    /// in the `Set-Cookie` line a browser keeps: the same `ValueError` as a save over
-    /// `max_size`, and the visitor's cookie stays as it was.
-    fn check_sealed_size(&self, handler: &Bound<'_, PyAny>, plan: &SavePlan) -> PyResult<()> {
-        // A new owner's generation is added to the record when it is saved (at most 20 digits
-        // and the key around them).
-        let generation_room = if plan.user.is_some() && plan.generation.is_none() {
-            GENERATION_ROOM
-        } else {
-            0
-        };
-        sealed_cookie::check_size(
-            self.cookies.id_name.bind(handler.py()).to_str()?,
-            plan.blob.len() + generation_room,
-            self.cookies.attributes_len(handler)?,
-        )
-        .map(|_| ())
-        .map_err(|e| PyValueError::new_err(e.to_string()))
-    }
-
     /// Writes a planned record as its mode says. A conditional write that finds no record is
     /// `Gone`; one that finds another writer's record is a conflict error.
     ///
@@ -641,26 +586,7 @@ impl Engine {
                 .cookies
                 .send(handler, &self.secrets, &id, &digest, persistent);
         };
-        let now = time::now();
-        let sealed = SealedSession {
-            id,
-            created: state.created.unwrap_or(now),
-            issued: now,
-            record: state.stored.unwrap_or_default(),
-        };
-        let value = sealer
-            .seal(
-                self.cookies.id_name.bind(py).to_str()?,
-                &sealed,
-                self.cookies.attributes_len(handler)?,
-            )
-            .map_err(|e| match e {
-                SealError::Random(e) => {
-                    PyOSError::new_err(format!("the OS random source failed: {e}"))
-                }
-                e => PyValueError::new_err(e.to_string()),
-            })?;
-        self.cookies.send_sealed(handler, &value, persistent)
+        self.send_sealed(handler, sealer, id, &state)
     }
 
     /// The id of the session's record, if one exists (what a logout must delete), and the

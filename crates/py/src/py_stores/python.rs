@@ -164,6 +164,14 @@ impl SessionStore for PythonStore {
     ) -> StoreResult<bool> {
         Python::attach(|py| {
             let compare_and_set = intern!(py, "compare_and_set");
+            if !self.has(py, compare_and_set) {
+                return Err(StoreError {
+                    store: self.describe(),
+                    cause: "this Python store has no compare_and_set(key, expected, value, ttl)"
+                        .to_owned(),
+                    kind: StoreErrorKind::Unsupported,
+                });
+            }
             let args = (
                 python_key(session_id),
                 expected.map(|e| PyBytes::new(py, e)),

@@ -1,0 +1,112 @@
+"""The id cookie of a `CookieStore` (and of `cookie_format="compact"`) is put in the handler's
+cookie jar without Tornado's `set_cookie` (see `put_morsel` in `tornado_cookies.rs`): the line
+written must be the one Tornado's own `set_cookie` writes for the same value and options, and an
+app's own `set_cookie` must still be the one called."""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import re
+from typing import Any
+
+import pytest
+import tornado.httputil
+import tornado.web
+import tornsession
+from support.calls import _Connection, _serve
+
+SECRET = "cookie-line-secret-" + "x" * 32
+
+OPTIONS = [
+    {},
+    {"cookie_secure": True, "cookie_samesite": "Strict", "cookie_domain": "example.com"},
+    {"cookie_httponly": False, "cookie_samesite": None, "cookie_path": "/app"},
+    {"cookie_expires_days": None},
+    {"cookie_expires_days": 1.5},
+]
+
+
+class Write(tornsession.SessionMixin, tornado.web.RequestHandler):
+    def get(self) -> None:
+        self.session["n"] = self.session.get("n", 0) + 1
+
+
+class OwnSetCookie(Write):
+    calls: list[str] = []
+
+    def set_cookie(self, name: str, value: Any, *args: Any, **kwargs: Any) -> None:
+        type(self).calls.append(name)
+        super().set_cookie(name, value, *args, **kwargs)
+
+
+def id_cookie_line(connection: Any, name: str = "session_id") -> str:
+    lines = [line for line in connection.headers.get_list("Set-Cookie") if line.startswith(name)]
+    assert len(lines) == 1, connection.headers.get_list("Set-Cookie")
+    return str(lines[0])
+
+
+def tornados_line(name: str, value: str, manager_options: dict[str, Any]) -> str:
+    """The line Tornado's own set_cookie writes for the manager's options."""
+    app = tornado.web.Application()
+    request = tornado.httputil.HTTPServerRequest(
+        connection=_Connection(),
+        start_line=tornado.httputil.RequestStartLine("GET", "/", "HTTP/1.1"),
+        headers=tornado.httputil.HTTPHeaders({"Host": "127.0.0.1"}),
+    )
+    handler = tornado.web.RequestHandler(app, request)
+    kwargs: dict[str, Any] = {
+        "path": manager_options.get("cookie_path", "/"),
+        "expires_days": manager_options.get("cookie_expires_days", 30.0),
+    }
+    if manager_options.get("cookie_domain"):
+        kwargs["domain"] = manager_options["cookie_domain"]
+    if manager_options.get("cookie_httponly", True):
+        kwargs["httponly"] = True
+    if manager_options.get("cookie_secure"):
+        kwargs["secure"] = True
+    samesite = manager_options.get("cookie_samesite", "Lax")
+    if samesite:
+        kwargs["samesite"] = samesite
+    handler.set_cookie(name, value, **kwargs)
+    return str(handler._new_cookie[name].OutputString(None))
+
+
+def without_expires(line: str) -> tuple[str, float | None]:
+    """The line with its expiry taken out, and that expiry as a timestamp."""
+    match = re.search(r"; expires=([^;]+)", line)
+    if match is None:
+        return line, None
+    parsed = email.utils.parsedate_to_datetime(match.group(1))
+    return line.replace(match.group(0), ""), parsed.timestamp()
+
+
+@pytest.mark.parametrize("options", OPTIONS, ids=lambda o: ",".join(o) or "defaults")
+@pytest.mark.parametrize("store", ["cookie", "compact"])
+def test_the_id_cookie_line_is_the_one_tornado_writes(store: str, options: dict[str, Any]) -> None:
+    extra: dict[str, Any] = (
+        {"store": tornsession.CookieStore()}
+        if store == "cookie"
+        else {"store": tornsession.MemoryStore(), "cookie_format": "compact"}
+    )
+    manager = tornsession.TornadoSessionManager(SECRET, **extra, **options)
+    app = tornado.web.Application([("/", Write)], session_manager=manager)
+    connection = asyncio.run(_serve(app, "/", "", None))
+    ours = id_cookie_line(connection)
+    value = ours.split(";", 1)[0].split("=", 1)[1]
+    theirs = tornados_line("session_id", value, options)
+    ours_rest, ours_expiry = without_expires(ours)
+    theirs_rest, theirs_expiry = without_expires(theirs)
+    assert ours_rest == theirs_rest
+    assert (ours_expiry is None) == (theirs_expiry is None)
+    if ours_expiry is not None and theirs_expiry is not None:
+        assert abs(ours_expiry - theirs_expiry) <= 2
+
+
+def test_an_apps_own_set_cookie_is_called() -> None:
+    manager = tornsession.TornadoSessionManager(SECRET, store=tornsession.CookieStore())
+    app = tornado.web.Application([("/", OwnSetCookie)], session_manager=manager)
+    OwnSetCookie.calls.clear()
+    connection = asyncio.run(_serve(app, "/", "", None))
+    assert OwnSetCookie.calls == ["session_id"]
+    assert id_cookie_line(connection).startswith("session_id=v1.")
