@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import re
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 import tornado.httputil
@@ -33,7 +33,7 @@ class Write(tornsession.SessionMixin, tornado.web.RequestHandler):
 
 
 class OwnSetCookie(Write):
-    calls: list[str] = []
+    calls: ClassVar[list[str]] = []
 
     def set_cookie(self, name: str, value: Any, *args: Any, **kwargs: Any) -> None:
         type(self).calls.append(name)

@@ -3,13 +3,14 @@
 import os
 from collections.abc import Awaitable
 from datetime import timedelta
-from typing import Any, Literal, TypeVar, final, overload
+from typing import Any, Literal, TypeAlias, TypeVar, final, overload
 
 from typing_extensions import Self, disjoint_base
 
 from tornsession.protocols import RequestHandlerProtocol, SessionStoreProtocol
 
 __all__ = [
+    "CookieStore",
     "FileStore",
     "InvalidSessionException",
     "MemcachedStore",
@@ -46,6 +47,18 @@ __all__ = [
     "_turns_in_table",
 ]
 __version__: str
+
+# Every store that keeps records on a server (what `CookieStore(revocation=)` takes).
+_ServerStore: TypeAlias = (
+    MemoryStore
+    | FileStore
+    | SqliteStore
+    | RedisStore
+    | RedisClusterStore
+    | RedisSentinelStore
+    | MemcachedStore
+    | SessionStoreProtocol
+)
 
 _T = TypeVar("_T")
 
@@ -106,38 +119,14 @@ class CookieStore(_Store):
     would exceed 4,096 bytes raises ValueError before anything is sent.
     """
 
-    def __new__(
-        cls,
-        *,
-        revocation: MemoryStore
-        | FileStore
-        | SqliteStore
-        | RedisStore
-        | RedisClusterStore
-        | RedisSentinelStore
-        | MemcachedStore
-        | SessionStoreProtocol
-        | None = None,
-    ) -> Self:
+    def __new__(cls, *, revocation: _ServerStore | None = None) -> Self:
         """``revocation``: any server store (MemoryStore, SqliteStore, RedisStore,
         MemcachedStore, a Python store ...) that keeps a per-user generation counter, so
         ``destroy_user_sessions()`` can end a user's cookie sessions. Without one, a copied
         cookie stays valid until it expires."""
 
     @property
-    def revocation(
-        self,
-    ) -> (
-        MemoryStore
-        | FileStore
-        | SqliteStore
-        | RedisStore
-        | RedisClusterStore
-        | RedisSentinelStore
-        | MemcachedStore
-        | SessionStoreProtocol
-        | None
-    ):
+    def revocation(self) -> _ServerStore | None:
         """The store that keeps the per-user generation counters, or None."""
 
 @final
@@ -390,16 +379,7 @@ class SessionManager:
         secret: str | bytes | list[str | bytes] | tuple[str | bytes, ...],
         session_dir: str | os.PathLike[str] | None = None,
         *,
-        store: MemoryStore
-        | CookieStore
-        | FileStore
-        | SqliteStore
-        | RedisStore
-        | RedisClusterStore
-        | RedisSentinelStore
-        | MemcachedStore
-        | SessionStoreProtocol
-        | None = None,
+        store: _ServerStore | CookieStore | None = None,
         cookie_name: str = "session_id",
         digest_cookie_name: str = "hmac_digest",
         cookie_format: Literal["pair", "compact"] = "pair",

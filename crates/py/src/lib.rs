@@ -1,12 +1,13 @@
 //! The `tornsession._core` extension module: the PyO3 layer over `tornsession_core`.
 //!
 //! From the bottom up: `errors` (the one place Rust errors become Python exceptions), `log`,
-//! `convert`, `options`, `tornado_cookies`, `py_stores` (the store classes), then `session`
+//! `convert`, `options`, `cookie_jar`, `tornado_cookies`, `py_stores` (the store classes), then `session`
 //! (the dict class), `wire_link` (asyncio connections around core's reply queue), `engine` (the
 //! lifecycle's steps on real objects, and core's per-user operations on the manager's store),
 //! `store_task`, `manager`, `tornado_session`.
 
 mod convert;
+mod cookie_jar;
 mod engine;
 mod errors;
 mod log;
