@@ -14,7 +14,7 @@ import pytest
 import tornado.httputil
 import tornado.web
 import tornsession
-from support.calls import _Connection, _serve
+from support.calls import _Connection, _serve, set_cookies
 
 SECRET = "cookie-line-secret-" + "x" * 32
 
@@ -110,3 +110,43 @@ def test_an_apps_own_set_cookie_is_called() -> None:
     connection = asyncio.run(_serve(app, "/", "", None))
     assert OwnSetCookie.calls == ["session_id"]
     assert id_cookie_line(connection).startswith("session_id=v1.")
+
+
+class Count(tornsession.SessionMixin, tornado.web.RequestHandler):
+    def get(self) -> None:
+        self.session["n"] = self.session.get("n", 0) + 1
+        self.write(str(self.session["n"]))
+
+
+@pytest.mark.parametrize("server_format", ["compact", "pair"])
+def test_switching_between_a_server_store_and_a_cookie_store_starts_new_sessions(
+    server_format: str,
+) -> None:
+    """The README: only the sealed cookie is read by a CookieStore (and never by a server
+    store), so a switch either way gives every visitor a new session, not an error."""
+    server = tornado.web.Application(
+        [("/", Count)],
+        cookie_secret="switch-cookie-secret",
+        session_manager=tornsession.TornadoSessionManager(
+            SECRET, store=tornsession.MemoryStore(), cookie_format=server_format
+        ),
+    )
+    sealed = tornado.web.Application(
+        [("/", Count)],
+        session_manager=tornsession.TornadoSessionManager(SECRET, store=tornsession.CookieStore()),
+    )
+
+    def visit(app: tornado.web.Application, cookie: str) -> tuple[bytes, str]:
+        connection = asyncio.run(_serve(app, "/", cookie, None))
+        assert connection.start_line.code == 200
+        return connection.body, set_cookies(connection)
+
+    body, server_cookie = visit(server, "")
+    assert visit(server, server_cookie)[0] == b"2", "the server store's session counts on"
+    body, sealed_cookie = visit(sealed, server_cookie)
+    assert body == b"1", "a server store's cookie opens nothing on a CookieStore"
+    assert sealed_cookie.startswith("session_id=v1.")
+    assert visit(sealed, sealed_cookie)[0] == b"2", "the sealed session counts on"
+    assert visit(server, sealed_cookie)[0] == b"1", (
+        "a sealed cookie opens nothing on a server store"
+    )
