@@ -480,6 +480,10 @@ pub enum CookiesTooLate {
     Save,
     /// A regeneration: the browser would keep the old id, whose record it deletes.
     Regenerate,
+    /// A write of a session kept in its cookie (`CookieStore`): the cookie is the record.
+    SealedSave,
+    /// A logout of a session kept in its cookie: only clearing the cookie ends it.
+    SealedDestroy,
 }
 
 impl std::fmt::Display for CookiesTooLate {
@@ -493,6 +497,15 @@ impl std::fmt::Display for CookiesTooLate {
             Self::Regenerate => (
                 "regenerate() was refused and the session left as it was: the new id's cookie",
                 "Regenerate before flush() (or do not flush)",
+            ),
+            Self::SealedSave => (
+                "the session was not saved: it lives in its cookie (CookieStore), and that cookie",
+                "Save the session before flush() (or do not flush)",
+            ),
+            Self::SealedDestroy => (
+                "destroy() was refused and the session left as it was: it lives in its cookie \
+                 (CookieStore), and the cookie that clears it",
+                "Destroy it before flush() (or do not flush)",
             ),
         };
         write!(

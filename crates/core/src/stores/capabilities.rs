@@ -103,12 +103,13 @@ impl dyn SessionStore + '_ {
     }
 
     /// A change to an index the store does not keep: nothing to do when it revokes by
-    /// generation, else unsupported.
+    /// generation or keeps sessions in their cookies (the owner is in the record), else
+    /// unsupported.
     fn without_index(&self, what: &str) -> StoreResult<()> {
-        match self.revocation() {
-            Some(_) => Ok(()),
-            None => Err(StoreError::unsupported(self.describe(), what)),
+        if self.revocation().is_some() || self.keeps_sessions_in_cookies() {
+            return Ok(());
         }
+        Err(StoreError::unsupported(self.describe(), what))
     }
 
     fn revocation_or_unsupported(&self) -> StoreResult<&dyn Revocation> {

@@ -192,7 +192,7 @@ impl CookieStore {
 }
 
 /// What a `CookieStore` without a revocation store answers to per-user operations.
-pub(super) fn without_revocation_store(store: String) -> StoreError {
+pub fn without_revocation_store(store: String) -> StoreError {
     StoreError {
         store,
         cause: "a CookieStore keeps each session in its visitor's browser, where nothing can list \

@@ -17,7 +17,7 @@ pub mod reply_queue;
 pub mod sqlite;
 
 pub use capabilities::{Revocation, UserIndex};
-pub use cookie::CookieStore;
+pub use cookie::{without_revocation_store, CookieStore};
 pub use file::FileStore;
 pub use memcached::{MemcachedOptions, MemcachedStore};
 pub use memory::MemoryStore;

@@ -554,7 +554,7 @@ impl Engine {
     ) -> PyResult<()> {
         let py = handler.py();
         if let Some(mut write) = self.plan_save(session, Some(handler))? {
-            refuse_unsendable_cookies(handler, session)?;
+            self.refuse_unsendable_cookies(handler, session)?;
             let outcome = self.save(py, &mut write).map_err(store_error)?;
             self.record_save(py, session, write, outcome);
         }
@@ -659,14 +659,32 @@ impl Engine {
     }
 }
 
-/// Refuses, before the store is touched, a planned write of a session the browser has no
-/// cookie for (new, regenerated, or written again after a logout) once the response's headers
-/// are out: its record would be an orphan no request can name, and the visitor would lose it.
-pub fn refuse_unsendable_cookies(
-    handler: &Bound<'_, PyAny>, session: &Bound<'_, Session>,
-) -> Result<(), CookiesTooLate> {
-    if session.get().update_state(|state| state.is_stored()) {
-        return Ok(());
+impl Engine {
+    /// Refuses, before the store is touched, a planned write of a session the browser has no
+    /// cookie for (new, regenerated, or written again after a logout) once the response's
+    /// headers are out: its record would be an orphan no request can name, and the visitor
+    /// would lose it. A session kept in its cookie is refused whatever it is: its cookie is
+    /// its record.
+    pub fn refuse_unsendable_cookies(
+        &self, handler: &Bound<'_, PyAny>, session: &Bound<'_, Session>,
+    ) -> Result<(), CookiesTooLate> {
+        if self.sealer.is_some() {
+            return CookiesTooLate::SealedSave.unless_sendable(handler);
+        }
+        if session.get().update_state(|state| state.is_stored()) {
+            return Ok(());
+        }
+        CookiesTooLate::Save.unless_sendable(handler)
     }
-    CookiesTooLate::Save.unless_sendable(handler)
+
+    /// Refuses a logout of a session kept in its cookie once the response's headers are out:
+    /// the cookie could not be cleared, and the session would live on.
+    pub fn refuse_unclearable_cookies(
+        &self, handler: &Bound<'_, PyAny>, session: &Bound<'_, Session>,
+    ) -> Result<(), CookiesTooLate> {
+        if self.sealer.is_none() || !session.get().state().is_stored() {
+            return Ok(());
+        }
+        CookiesTooLate::SealedDestroy.unless_sendable(handler)
+    }
 }

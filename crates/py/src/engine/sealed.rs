@@ -82,18 +82,31 @@ impl Engine {
             issued: now,
             record: state.stored.clone().unwrap_or_default(),
         };
-        let value = sealer
-            .seal(
-                self.cookies.id_name.bind(py).to_str()?,
-                &sealed,
-                self.cookies.attributes_len(handler)?,
-            )
-            .map_err(|e| match e {
-                SealError::Random(e) => {
-                    PyOSError::new_err(format!("the OS random source failed: {e}"))
-                }
-                e => PyValueError::new_err(e.to_string()),
-            })?;
+        let sealed = sealer.seal(
+            self.cookies.id_name.bind(py).to_str()?,
+            &sealed,
+            self.cookies.attributes_len(handler)?,
+        );
+        let value = match sealed {
+            Ok(value) => value,
+            // A write was checked against this request's attributes before it was made, so
+            // only a reseal of what the cookie already holds gets here (a `Secure` over HTTPS
+            // that the cookie was saved without): the visitor keeps the cookie it has.
+            Err(e @ SealError::TooLarge { .. }) => {
+                log(
+                    py,
+                    Level::Warning,
+                    &format!("the session's cookie was not resealed: {e}"),
+                );
+                return Ok(());
+            }
+            Err(SealError::Random(e)) => {
+                return Err(PyOSError::new_err(format!(
+                    "the OS random source failed: {e}"
+                )))
+            }
+            Err(e) => return Err(PyValueError::new_err(e.to_string())),
+        };
         self.cookies
             .send_sealed(handler, &value, state.extras.expiry.persistent)
     }

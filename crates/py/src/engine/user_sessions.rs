@@ -10,7 +10,7 @@ use super::Engine;
 use crate::log::{log, Level};
 use crate::py_stores::StoreHandle;
 use tornsession_core::ids;
-use tornsession_core::stores::{StoreError, StoreErrorKind};
+use tornsession_core::stores::{self, StoreError, StoreErrorKind};
 use tornsession_core::time;
 use tornsession_core::user_sessions::{Ended, Listed, UserSessionStore, UserSessions};
 use tornsession_core::users::{self, Bump};
@@ -148,6 +148,10 @@ impl Engine {
 
     /// Ends the session a public id names; returns 1, or 0 when it names none.
     pub fn destroy_session(&self, py: Python<'_>, public_id: &str) -> Result<usize, StoreError> {
+        // A hashed id names a session through its owner's index, and cookies have none.
+        if self.sealer.is_some() {
+            return Err(stores::without_revocation_store(self.store.describe(py)));
+        }
         let store = self.store_at(py);
         let Some((id, existed)) = self.users(&store).end_public_id(public_id)? else {
             return Ok(0);

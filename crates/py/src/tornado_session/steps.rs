@@ -9,7 +9,6 @@ use pyo3::prelude::*;
 use super::dict_proxy::dict_method;
 use super::{differs_from_stored, native_engine, LoadState, TornadoSession};
 use crate::convert::{dict_to_json, json_into_dict};
-use crate::engine::refuse_unsendable_cookies;
 use crate::errors::{store_error, InvalidSessionException};
 use crate::log::{log, Level};
 use crate::session::Session;
@@ -216,7 +215,7 @@ impl TornadoSession {
         match engine.plan_save(slf.as_super(), Some(handler.bind(py)))? {
             None => Ok(None),
             Some(write) => {
-                refuse_unsendable_cookies(handler.bind(py), slf.as_super())?;
+                engine.refuse_unsendable_cookies(handler.bind(py), slf.as_super())?;
                 Ok(Some(Bound::new(
                     py,
                     StoreTask::new(engine, Job::Save(write)),
@@ -287,6 +286,8 @@ impl TornadoSession {
     ) -> PyResult<Option<Bound<'py, StoreTask>>> {
         Self::ensure_loaded(slf)?;
         let engine = slf.get().engine(slf.py())?;
+        let (_, handler) = slf.get().bound_pair(slf.py())?;
+        engine.refuse_unclearable_cookies(handler.bind(slf.py()), slf.as_super())?;
         match engine.stored_id(slf.as_super()) {
             Some((id, owner)) => {
                 Bound::new(slf.py(), StoreTask::new(engine, Job::Delete(id, owner))).map(Some)
