@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import re
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import pytest
 import tornado.httputil
@@ -120,7 +120,7 @@ class Count(tornsession.SessionMixin, tornado.web.RequestHandler):
 
 @pytest.mark.parametrize("server_format", ["compact", "pair"])
 def test_switching_between_a_server_store_and_a_cookie_store_starts_new_sessions(
-    server_format: str,
+    server_format: Literal["compact", "pair"],
 ) -> None:
     """The README: only the sealed cookie is read by a CookieStore (and never by a server
     store), so a switch either way gives every visitor a new session, not an error."""

@@ -5,6 +5,7 @@ out of responses."""
 from __future__ import annotations
 
 import asyncio
+import http.client
 import re
 from collections.abc import Callable, Iterator
 from http.cookies import SimpleCookie
@@ -233,3 +234,24 @@ def largest_blob_size(manager: tornsession.TornadoSessionManager) -> int:
         middle = (low + high) // 2
         low, high = (middle, high) if fits(manager, middle) else (low, middle)
     return low
+
+
+def raw_get(
+    port: int, path: str, cookie: str | None, **headers: str
+) -> tuple[int, bytes, list[str]]:
+    """One GET on a new connection: status, body and every Set-Cookie header."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
+    try:
+        if cookie is not None:
+            headers["Cookie"] = cookie
+        connection.request("GET", path, headers=headers)
+        response = connection.getresponse()
+        return response.status, response.read(), response.headers.get_all("Set-Cookie") or []
+    finally:
+        connection.close()
+
+
+def login(browser: Browser, user: str) -> dict[str, Any]:
+    status, text = browser.request("POST", f"/login?user={user}", "")
+    assert status == 200, text
+    return peek(browser)
