@@ -275,7 +275,7 @@ def test_a_logout_from_a_websocket_message_is_done_or_refused(
             return await socket.read_message()
 
         answer = on_loop(server, logout)
-        socket.close()
+        server.loop.call_soon_threadsafe(socket.close)
         still = json.loads(browser.get("/peek")[1])
         assert answer == "refused" or still == {}, (answer, still)
 
