@@ -454,8 +454,7 @@ impl Engine {
         }
         let outcome = self.save_record(py, write)?;
         let PlannedSave { id, plan } = write;
-        // A cookie session's owner is sealed in it: there is no index to file it in.
-        if outcome == WriteOutcome::Written && self.sealer.is_none() {
+        if outcome == WriteOutcome::Written {
             if let Some(user) = &plan.user {
                 self.store
                     .index_user(py, &users::user_key(user), id, plan.ttl)?;
