@@ -1,5 +1,5 @@
 //! A cookie set on a Tornado `RequestHandler` without its `set_cookie`: the `Morsel` it would
-//! make, put straight into the handler's jar (see `put_morsel` for why).
+//! make, put straight into the handler's jar with its line made here (see `put_line` for why).
 
 use pyo3::intern;
 use pyo3::prelude::*;
@@ -23,22 +23,78 @@ pub fn uses_tornado_set_cookie(handler: &Bound<'_, PyAny>) -> PyResult<bool> {
         .is(tornado.bind(py)))
 }
 
-/// What Tornado's `set_cookie(name, value, **kwargs)` leaves behind, a `Morsel` in the
-/// handler's `_new_cookie` jar (written out by `flush()`), made here in a few calls: Tornado's
-/// own goes through `Morsel.__setitem__`'s checks for every attribute and formats the expiry
-/// with `email.utils`, about 10 µs, which a `CookieStore` pays on every write. The value is
+/// A cookie's attributes as `Morsel.OutputString` writes them after the value: sorted by name,
+/// so an `expires` falls between `Domain` and `HttpOnly`. Made once per manager and `Secure`.
+pub struct LineAttributes {
+    before_expires: String,
+    after_expires: String,
+}
+
+impl LineAttributes {
+    pub fn new(
+        domain: Option<&str>, httponly: bool, path: &str, samesite: Option<&str>, secure: bool,
+    ) -> Self {
+        let before_expires = domain.map_or_else(String::new, |d| format!("; Domain={d}"));
+        let mut after_expires = String::new();
+        if httponly {
+            after_expires.push_str("; HttpOnly");
+        }
+        if !path.is_empty() {
+            after_expires.push_str("; Path=");
+            after_expires.push_str(path);
+        }
+        if let Some(samesite) = samesite {
+            after_expires.push_str("; SameSite=");
+            after_expires.push_str(samesite);
+        }
+        if secure {
+            after_expires.push_str("; Secure");
+        }
+        Self {
+            before_expires,
+            after_expires,
+        }
+    }
+
+    /// `name=value` and the attributes, expiring `expires_days` from now (Tornado's
+    /// `expires_days`: a browser-session cookie without).
+    pub fn line(&self, name: &str, value: &str, expires_days: Option<f64>) -> String {
+        let mut line = String::with_capacity(
+            name.len() + value.len() + self.before_expires.len() + self.after_expires.len() + 40,
+        );
+        line.push_str(name);
+        line.push('=');
+        line.push_str(value);
+        line.push_str(&self.before_expires);
+        if let Some(days) = expires_days {
+            let expires = std::time::SystemTime::now()
+                + std::time::Duration::try_from_secs_f64(days * 86_400.0).unwrap_or_default();
+            line.push_str("; expires=");
+            line.push_str(&httpdate::fmt_http_date(expires));
+        }
+        line.push_str(&self.after_expires);
+        line
+    }
+}
+
+/// What Tornado's `set_cookie(name, value, ...)` leaves behind, in the handler's `_new_cookie`
+/// jar (written out by `flush()`), as a `tornsession._cookie_line.CookieLine` carrying the line
+/// `LineAttributes` made: Tornado's own checks every attribute through `Morsel.__setitem__` and
+/// formats the expiry with `email.utils` (about 10 µs), and a plain `Morsel` formats its line
+/// again at flush (about 3 µs more), which a `CookieStore` pays on every write. The value is
 /// ours (base64url and dots, nothing to quote) and the attributes were checked when the manager
 /// was made. `tests/test_cookie_line.py` holds the line equal to Tornado's.
-pub fn put_morsel(
-    handler: &Bound<'_, PyAny>, name: &Bound<'_, PyString>, value: &str, kwargs: &Bound<'_, PyDict>,
+pub fn put_line(
+    handler: &Bound<'_, PyAny>, name: &Bound<'_, PyString>, value: &str, line: String,
 ) -> PyResult<()> {
     let py = handler.py();
-    static COOKIE_TYPES: PyOnceLock<(Py<PyAny>, Py<PyAny>)> = PyOnceLock::new();
-    let (morsel_type, jar_type) = COOKIE_TYPES.get_or_try_init(py, || -> PyResult<_> {
-        let cookies = py.import("http.cookies")?;
+    static TYPES: PyOnceLock<(Py<PyAny>, Py<PyAny>)> = PyOnceLock::new();
+    let (line_type, jar_type) = TYPES.get_or_try_init(py, || -> PyResult<_> {
         Ok((
-            cookies.getattr("Morsel")?.unbind(),
-            cookies.getattr("SimpleCookie")?.unbind(),
+            py.import("tornsession._cookie_line")?
+                .getattr("CookieLine")?
+                .unbind(),
+            py.import("http.cookies")?.getattr("SimpleCookie")?.unbind(),
         ))
     })?;
     let jar = match handler.getattr_opt(intern!(py, "_new_cookie"))? {
@@ -49,26 +105,10 @@ pub fn put_morsel(
             jar
         }
     };
-    let morsel = morsel_type.bind(py).call0()?;
-    morsel.call_method1(intern!(py, "set"), (name, value, value))?;
-    let attributes = PyDict::new(py);
-    for (key, setting) in kwargs.iter() {
-        if setting.is_none() {
-            continue;
-        }
-        if key.eq(intern!(py, "expires_days"))? {
-            let days: f64 = setting.extract()?;
-            let expires = std::time::SystemTime::now()
-                + std::time::Duration::try_from_secs_f64(days * 86_400.0).unwrap_or_default();
-            attributes.set_item(intern!(py, "expires"), httpdate::fmt_http_date(expires))?;
-        } else {
-            attributes.set_item(key, setting)?;
-        }
-    }
-    // Straight into the dicts (`PyDict_Update`, `PyDict_SetItem`): their Python-level
-    // `update`/`__setitem__` would check again what is known good.
-    morsel.cast::<PyDict>()?.update(attributes.as_mapping())?;
+    let cookie = line_type.bind(py).call1((name, value, line))?;
+    // Straight into the dict (`PyDict_SetItem`): `BaseCookie.__setitem__` would check again
+    // what is known good. Deleted first, as Tornado does, so it goes last in the jar.
     let jar = jar.cast::<PyDict>()?;
     jar.del_item(name).ok();
-    jar.set_item(name, morsel)
+    jar.set_item(name, cookie)
 }

@@ -8,7 +8,7 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString};
 
-use crate::cookie_jar;
+use crate::cookie_jar::{self, LineAttributes};
 use tornsession_core::compact_cookie::{self, CookieFormat};
 use tornsession_core::digest::Secrets;
 use tornsession_core::sealed_cookie;
@@ -52,6 +52,9 @@ pub struct CookieSettings {
     /// The most bytes the attributes after the id cookie's value can take on its `Set-Cookie`
     /// line, without and with `Secure` (what a sealed cookie's size is checked with).
     attributes_len: [usize; 2],
+    /// The id cookie's attributes as its line has them, without and with `Secure`.
+    line_attributes: [LineAttributes; 2],
+    expires_days: Option<f64>,
     /// Keyword arguments for `set_secure_cookie`, without and with `secure`, built once.
     set_kwargs: [Py<PyDict>; 2],
     /// Keyword arguments for the clearing `set_cookie`: the same path, domain, SameSite,
@@ -103,6 +106,10 @@ impl CookieSettings {
             format: a.format,
             sealed: a.sealed,
             attributes_len: [attributes_len(a, false), attributes_len(a, true)],
+            line_attributes: [false, true].map(|secure| {
+                LineAttributes::new(a.domain, a.httponly, a.path, a.samesite, secure)
+            }),
+            expires_days: a.expires_days,
             native_names: plain_cookie_name(a.id_name) && plain_cookie_name(a.digest_name),
         })
     }
@@ -139,12 +146,12 @@ impl CookieSettings {
         persistent: Option<bool>,
     ) -> PyResult<()> {
         let py = handler.py();
-        let kwargs = self.set_kwargs_for(handler, persistent)?;
         if self.format == CookieFormat::Compact {
             // Made with the manager's secrets, so it needs no Tornado cookie_secret.
             let value = compact_cookie::encode(secrets, id, time::now());
-            return self.send_one_cookie(handler, &value, &kwargs);
+            return self.send_one_cookie(handler, &value, persistent);
         }
+        let kwargs = self.set_kwargs_for(handler, persistent)?;
         let set = handler.getattr(intern!(py, "set_secure_cookie"))?;
         set.call((self.id_name.bind(py), id), Some(&kwargs))?;
         set.call((self.digest_name.bind(py), digest), Some(&kwargs))?;
@@ -156,8 +163,7 @@ impl CookieSettings {
     pub fn send_sealed(
         &self, handler: &Bound<'_, PyAny>, value: &str, persistent: Option<bool>,
     ) -> PyResult<()> {
-        let kwargs = self.set_kwargs_for(handler, persistent)?;
-        self.send_one_cookie(handler, value, &kwargs)
+        self.send_one_cookie(handler, value, persistent)
     }
 
     /// The most bytes the attributes after the id cookie's value can take on its `Set-Cookie`
@@ -169,16 +175,25 @@ impl CookieSettings {
     /// The id cookie alone (compact or sealed), and a digest cookie the request still carried,
     /// left from the pair, cleared.
     fn send_one_cookie(
-        &self, handler: &Bound<'_, PyAny>, value: &str, kwargs: &Bound<'_, PyDict>,
+        &self, handler: &Bound<'_, PyAny>, value: &str, persistent: Option<bool>,
     ) -> PyResult<()> {
         let py = handler.py();
         if cookie_jar::uses_tornado_set_cookie(handler)? {
-            cookie_jar::put_morsel(handler, self.id_name.bind(py), value, kwargs)?;
+            let secure = self.secure_for(handler)?;
+            let name = self.id_name.bind(py);
+            let expires_days = match persistent {
+                None => self.expires_days,
+                Some(false) => None,
+                Some(true) => self.expires_days.or(Some(30.0)),
+            };
+            let line =
+                self.line_attributes[usize::from(secure)].line(name.to_str()?, value, expires_days);
+            cookie_jar::put_line(handler, name, value, line)?;
         } else {
             handler.call_method(
                 intern!(py, "set_cookie"),
                 (self.id_name.bind(py), value),
-                Some(kwargs),
+                Some(&self.set_kwargs_for(handler, persistent)?),
             )?;
         }
         if self.request_has_cookie(handler, &self.digest_name)? {

@@ -576,16 +576,20 @@ impl Engine {
             .get()
             .update_state(|state| state.cookies_due = false);
         let id = session.get().id(py)?;
+        let state = session.get().state();
+        // A sealed cookie carries no digest (the session's own was made with its id).
+        if let Some(sealer) = &self.sealer {
+            return self.send_sealed(handler, sealer, id, &state);
+        }
         let digest = self.secrets.sign(&id);
         session.get().set_digest(py, &digest);
-        let state = session.get().state();
-        let persistent = state.extras.expiry.persistent;
-        let Some(sealer) = &self.sealer else {
-            return self
-                .cookies
-                .send(handler, &self.secrets, &id, &digest, persistent);
-        };
-        self.send_sealed(handler, sealer, id, &state)
+        self.cookies.send(
+            handler,
+            &self.secrets,
+            &id,
+            &digest,
+            state.extras.expiry.persistent,
+        )
     }
 
     /// The id of the session's record, if one exists (what a logout must delete), and the
