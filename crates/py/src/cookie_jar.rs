@@ -56,6 +56,13 @@ impl LineAttributes {
         }
     }
 
+    /// The most bytes these attributes take after the value: with an `expires`, whose date
+    /// is always 29 bytes.
+    pub fn max_len(&self) -> usize {
+        const EXPIRES: usize = "; expires=".len() + "Thu, 01 Jan 2026 00:00:00 GMT".len();
+        self.before_expires.len() + EXPIRES + self.after_expires.len()
+    }
+
     /// `name=value` and the attributes, expiring `expires_days` from now (Tornado's
     /// `expires_days`: a browser-session cookie without).
     pub fn line(&self, name: &str, value: &str, expires_days: Option<f64>) -> String {

@@ -49,9 +49,6 @@ pub struct CookieSettings {
     /// The id cookie carries the whole session, sealed (`CookieStore`): only it is read and
     /// sent, whatever `format` says.
     pub sealed: bool,
-    /// The most bytes the attributes after the id cookie's value can take on its `Set-Cookie`
-    /// line, without and with `Secure` (what a sealed cookie's size is checked with).
-    attributes_len: [usize; 2],
     /// The id cookie's attributes as its line has them, without and with `Secure`.
     line_attributes: [LineAttributes; 2],
     expires_days: Option<f64>,
@@ -105,7 +102,6 @@ impl CookieSettings {
             secure: a.secure,
             format: a.format,
             sealed: a.sealed,
-            attributes_len: [attributes_len(a, false), attributes_len(a, true)],
             line_attributes: [false, true].map(|secure| {
                 LineAttributes::new(a.domain, a.httponly, a.path, a.samesite, secure)
             }),
@@ -169,7 +165,7 @@ impl CookieSettings {
     /// The most bytes the attributes after the id cookie's value can take on its `Set-Cookie`
     /// line in this request's response.
     pub fn attributes_len(&self, handler: &Bound<'_, PyAny>) -> PyResult<usize> {
-        Ok(self.attributes_len[usize::from(self.secure_for(handler)?)])
+        Ok(self.line_attributes[usize::from(self.secure_for(handler)?)].max_len())
     }
 
     /// The id cookie alone (compact or sealed), and a digest cookie the request still carried,
@@ -565,26 +561,6 @@ impl RequestCookies {
             ..Self::default()
         }
     }
-}
-
-/// The most bytes Tornado's `set_cookie` writes after the value with these attributes (an
-/// `expires` always counted: a persistent cookie has one, and a 29-byte date at most).
-fn attributes_len(a: &CookieAttributes<'_>, secure: bool) -> usize {
-    const EXPIRES: usize = "; expires=".len() + "Thu, 01 Jan 2026 00:00:00 GMT".len();
-    let mut len = EXPIRES + "; Path=".len() + a.path.len();
-    if let Some(domain) = a.domain {
-        len += "; Domain=".len() + domain.len();
-    }
-    if a.httponly {
-        len += "; HttpOnly".len();
-    }
-    if secure {
-        len += "; Secure".len();
-    }
-    if let Some(samesite) = a.samesite {
-        len += "; SameSite=".len() + samesite.len();
-    }
-    len
 }
 
 /// `get_secure_cookie`'s default `max_age_days`.
