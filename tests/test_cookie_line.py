@@ -24,6 +24,7 @@ OPTIONS = [
     {"cookie_httponly": False, "cookie_samesite": None, "cookie_path": "/app"},
     {"cookie_expires_days": None},
     {"cookie_expires_days": 1.5},
+    {"cookie_domain": ""},
 ]
 
 

@@ -34,7 +34,10 @@ impl LineAttributes {
     pub fn new(
         domain: Option<&str>, httponly: bool, path: &str, samesite: Option<&str>, secure: bool,
     ) -> Self {
-        let before_expires = domain.map_or_else(String::new, |d| format!("; Domain={d}"));
+        // As Tornado's `set_cookie`: an empty domain, path or SameSite is left out.
+        let before_expires = domain
+            .filter(|d| !d.is_empty())
+            .map_or_else(String::new, |d| format!("; Domain={d}"));
         let mut after_expires = String::new();
         if httponly {
             after_expires.push_str("; HttpOnly");
@@ -43,7 +46,7 @@ impl LineAttributes {
             after_expires.push_str("; Path=");
             after_expires.push_str(path);
         }
-        if let Some(samesite) = samesite {
+        if let Some(samesite) = samesite.filter(|s| !s.is_empty()) {
             after_expires.push_str("; SameSite=");
             after_expires.push_str(samesite);
         }
