@@ -145,7 +145,7 @@ impl CookieSettings {
         if self.format == CookieFormat::Compact {
             // Made with the manager's secrets, so it needs no Tornado cookie_secret.
             let value = compact_cookie::encode(secrets, id, time::now());
-            return self.send_one_cookie(handler, &value, persistent);
+            return self.send_id_cookie(handler, &value, persistent);
         }
         let kwargs = self.set_kwargs_for(handler, persistent)?;
         let set = handler.getattr(intern!(py, "set_secure_cookie"))?;
@@ -154,36 +154,27 @@ impl CookieSettings {
         Ok(())
     }
 
-    /// Sets the id cookie to a sealed session (`CookieStore`), made by the caller for this
-    /// request's attributes (see `attributes_len`).
-    pub fn send_sealed(
-        &self, handler: &Bound<'_, PyAny>, value: &str, persistent: Option<bool>,
-    ) -> PyResult<()> {
-        self.send_one_cookie(handler, value, persistent)
-    }
-
     /// The most bytes the attributes after the id cookie's value can take on its `Set-Cookie`
     /// line in this request's response.
     pub fn attributes_len(&self, handler: &Bound<'_, PyAny>) -> PyResult<usize> {
         Ok(self.line_attributes[usize::from(self.secure_for(handler)?)].max_len())
     }
 
-    /// The id cookie alone (compact or sealed), and a digest cookie the request still carried,
-    /// left from the pair, cleared.
-    fn send_one_cookie(
+    /// The id cookie alone (compact, or a sealed session made by the caller for this request's
+    /// attributes, see `attributes_len`), and a digest cookie the request still carried, left
+    /// from the pair, cleared.
+    pub fn send_id_cookie(
         &self, handler: &Bound<'_, PyAny>, value: &str, persistent: Option<bool>,
     ) -> PyResult<()> {
         let py = handler.py();
         if cookie_jar::uses_tornado_set_cookie(handler)? {
             let secure = self.secure_for(handler)?;
             let name = self.id_name.bind(py);
-            let expires_days = match persistent {
-                None => self.expires_days,
-                Some(false) => None,
-                Some(true) => self.expires_days.or(Some(30.0)),
-            };
-            let line =
-                self.line_attributes[usize::from(secure)].line(name.to_str()?, value, expires_days);
+            let line = self.line_attributes[usize::from(secure)].line(
+                name.to_str()?,
+                value,
+                self.expires_days_for(persistent),
+            );
             cookie_jar::put_line(handler, name, value, line)?;
         } else {
             handler.call_method(
@@ -208,13 +199,19 @@ impl CookieSettings {
             return Ok(shared.clone());
         };
         let own = shared.copy()?;
-        let configured = own.get_item("expires_days")?.filter(|d| !d.is_none());
-        match (persistent, configured) {
-            (false, _) => own.set_item("expires_days", py.None())?,
-            (true, None) => own.set_item("expires_days", 30.0)?,
-            (true, Some(_)) => {}
-        }
+        own.set_item("expires_days", self.expires_days_for(Some(persistent)))?;
         Ok(own)
+    }
+
+    /// How many days the cookies live: the configured `cookie_expires_days`, none for a
+    /// browser-session cookie (`persistent=False`), 30 for a persistent one of a manager
+    /// configured without.
+    fn expires_days_for(&self, persistent: Option<bool>) -> Option<f64> {
+        match persistent {
+            None => self.expires_days,
+            Some(false) => None,
+            Some(true) => self.expires_days.or(Some(30.0)),
+        }
     }
 
     /// Whether the request's `Cookie` header may hold cookie `name` (true when it cannot be

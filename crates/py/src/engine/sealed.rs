@@ -108,6 +108,6 @@ impl Engine {
             Err(e) => return Err(PyValueError::new_err(e.to_string())),
         };
         self.cookies
-            .send_sealed(handler, &value, state.extras.expiry.persistent)
+            .send_id_cookie(handler, &value, state.extras.expiry.persistent)
     }
 }
