@@ -102,9 +102,10 @@ impl CookieSettings {
             secure: a.secure,
             format: a.format,
             sealed: a.sealed,
-            line_attributes: [false, true].map(|secure| {
-                LineAttributes::new(a.domain, a.httponly, a.path, a.samesite, secure)
-            }),
+            line_attributes: [
+                LineAttributes::new(py, a.domain, a.httponly, a.path, a.samesite, false)?,
+                LineAttributes::new(py, a.domain, a.httponly, a.path, a.samesite, true)?,
+            ],
             expires_days: a.expires_days,
             native_names: plain_cookie_name(a.id_name) && plain_cookie_name(a.digest_name),
         })
@@ -170,12 +171,12 @@ impl CookieSettings {
         if cookie_jar::uses_tornado_set_cookie(handler)? {
             let secure = self.secure_for(handler)?;
             let name = self.id_name.bind(py);
-            let line = self.line_attributes[usize::from(secure)].line(
-                name.to_str()?,
+            self.line_attributes[usize::from(secure)].put(
+                handler,
+                name,
                 value,
                 self.expires_days_for(persistent),
-            );
-            cookie_jar::put_line(handler, name, value, line)?;
+            )?;
         } else {
             handler.call_method(
                 intern!(py, "set_cookie"),
