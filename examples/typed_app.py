@@ -39,6 +39,7 @@ from tornsession import (
     TornadoSession,
     TornadoSessionManager,
     WeakSecretWarning,
+    store_from_url,
 )
 
 VERSION: str = tornsession.__version__
@@ -92,6 +93,10 @@ def make_store(kind: str, folder: str) -> StoreChoice:
     if kind == "cookie":
         # Sessions sealed in their cookies; the counters of "log out everywhere" in SQLite.
         return CookieStore(revocation=SqliteStore(os.path.join(folder, "revocation.db")))
+    if kind == "url":
+        # One setting for the whole choice, e.g. SESSION_STORE=redis://127.0.0.1:6379/0
+        url_store: StoreChoice = store_from_url(os.environ.get("SESSION_STORE", "memory:"))
+        return url_store
     if kind == "custom":
         store: SessionStoreProtocol = DictStore()
         return store

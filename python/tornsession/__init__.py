@@ -28,6 +28,7 @@ from tornsession._session import TornadoSession
 from tornsession.application import session_manager_of
 from tornsession.mixin import SessionMixin
 from tornsession.protocols import RequestHandlerProtocol, SessionStoreProtocol
+from tornsession.store_url import store_from_url
 
 __all__ = [
     "CookieStore",
@@ -53,4 +54,5 @@ __all__ = [
     "WeakSecretWarning",
     "__version__",
     "session_manager_of",
+    "store_from_url",
 ]

@@ -3,6 +3,7 @@
 import os
 from collections.abc import Awaitable
 from datetime import timedelta
+from pathlib import Path
 from typing import Any, Literal, TypeAlias, TypeVar, final, overload
 
 from typing_extensions import Self, disjoint_base
@@ -141,7 +142,7 @@ class FileStore(_Store):
         """
 
     @property
-    def path(self) -> str:
+    def path(self) -> Path:
         """The folder holding the session files."""
 
     @property
@@ -174,7 +175,7 @@ class SqliteStore(_Store):
         """
 
     @property
-    def path(self) -> str:
+    def path(self) -> Path:
         """The database file."""
 
     @property

@@ -1,0 +1,247 @@
+"""``store_from_url``: any tornsession store from one URL, so an app configures its sessions from
+one setting or environment variable::
+
+    store = tornsession.store_from_url(os.environ.get("SESSION_STORE", "memory:"))
+
+========================================================  ===================================
+URL                                                       store
+========================================================  ===================================
+``memory:``                                               ``MemoryStore()``
+``cookie:`` (``?revocation=<a store URL>``)               ``CookieStore()``
+``file:///var/lib/app/sessions``                          ``FileStore(path)``
+``sqlite:///var/lib/app/sessions.db``                     ``SqliteStore(path)``
+``redis://[user:password@]host[:port][/db]``, ``rediss:`` ``RedisStore(url)``
+``redis+cluster://host:port,host:port`` (``rediss+``)     ``RedisClusterStore(urls)``
+``redis+sentinel://host:port,host:port/service[/db]``     ``RedisSentinelStore(...)``
+``memcached://host:port,host:port``                       ``MemcachedStore(servers)``
+========================================================  ===================================
+
+The stores' options go in the query string (``?prefix=app:&timeout=0.5``, ``?durable=1``), or
+as keyword arguments, which win (``revocation=`` of a ``CookieStore``, objects, paths). A URL
+that is not one of these, or an option a store does not take or a value it cannot be, is a
+``ValueError`` that names what is wrong. Nothing connects here: the network stores connect at
+first use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
+
+from tornsession._core import (
+    CookieStore,
+    FileStore,
+    MemcachedStore,
+    MemoryStore,
+    RedisClusterStore,
+    RedisSentinelStore,
+    RedisStore,
+    SqliteStore,
+)
+
+__all__ = ["store_from_url"]
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _flag(text: str) -> bool:
+    if text.lower() in _TRUE:
+        return True
+    if text.lower() in _FALSE:
+        return False
+    raise ValueError(f"not a yes/no value (1/0, true/false, yes/no, on/off): {text!r}")
+
+
+_NETWORK: dict[str, Callable[[str], Any]] = {
+    "prefix": str,
+    "connect_timeout": float,
+    "timeout": float,
+    "pool_size": int,
+}
+_TLS: dict[str, Callable[[str], Any]] = {
+    "ssl_ca_certs": str,
+    "ssl_certfile": str,
+    "ssl_keyfile": str,
+}
+# The query options each scheme takes, and how each value is read.
+_OPTIONS: dict[str, dict[str, Callable[[str], Any]]] = {
+    "memory": {"max_sessions": int, "max_bytes": int},
+    # A revocation store as a URL of its own, percent-encoded where it has a query.
+    "cookie": {"revocation": lambda text: _revocation_store(text)},
+    "file": {"durable": _flag},
+    "sqlite": {"timeout": float, "durable": _flag},
+    "redis": {**_NETWORK, **_TLS},
+    "redis+cluster": {**_NETWORK, **_TLS},
+    "redis+sentinel": {**_NETWORK, **_TLS, "username": str, "password": str},
+    "memcached": _NETWORK,
+}
+_ALIASES = {
+    "rediss": "redis",
+    "rediss+cluster": "redis+cluster",
+    "rediss+sentinel": "redis+sentinel",
+    "memcache": "memcached",
+}
+
+
+def _revocation_store(url: str) -> Any:
+    return store_from_url(url)
+
+
+# What each reader makes of an option's text, for the error when it cannot.
+_READS = {int: "whole number", float: "number", _flag: "yes/no value"}
+
+
+def store_from_url(url: str, **options: Any) -> Any:
+    """The store ``url`` names (see the module's table), with the options of its query string
+    and ``options`` (which win)."""
+    if not isinstance(url, str):
+        raise TypeError(f"store_from_url takes the URL as a str, not {type(url).__name__}")
+    parts = urlsplit(url.strip())
+    scheme = parts.scheme.lower()
+    kind = _ALIASES.get(scheme, scheme)
+    if kind not in _OPTIONS:
+        known = ", ".join(f"{name}:" for name in [*_OPTIONS, *_ALIASES])
+        raise ValueError(f"store URL {_masked(url)!r}: unknown scheme {scheme!r}; one of {known}")
+    given = {**_query_options(url, kind, parts.query), **options}
+    make = _MAKERS[kind]
+    try:
+        return make(parts, scheme, given)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"store URL {_masked(url)!r}: {error}") from None
+
+
+def _query_options(url: str, kind: str, query: str) -> dict[str, Any]:
+    readers = _OPTIONS[kind]
+    options: dict[str, Any] = {}
+    for name, text in parse_qsl(query, keep_blank_values=True, strict_parsing=False):
+        if name not in readers:
+            takes = ", ".join(sorted(readers)) or "none"
+            raise ValueError(
+                f"store URL {_masked(url)!r}: {kind}: takes no option {name!r} (it takes: {takes})"
+            )
+        try:
+            options[name] = readers[name](text)
+        except ValueError as error:
+            what = _READS.get(readers[name], "store URL")
+            raise ValueError(
+                f"store URL {_masked(url)!r}: option {name}={text!r} is not a {what}: {error}"
+            ) from None
+    return options
+
+
+def _masked(url: str) -> str:
+    """The URL with any password replaced, for error messages (they reach logs)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _no_location(parts: Any, scheme: str) -> None:
+    if parts.netloc or parts.path:
+        raise ValueError(f"{scheme}: takes no host or path (write {scheme}: and options after '?')")
+
+
+def _path(parts: Any, scheme: str) -> str:
+    if parts.netloc:
+        raise ValueError(
+            f"{scheme}: a path must be absolute, as {scheme}:///var/lib/app/sessions "
+            f"(three slashes); {parts.netloc!r} reads as a host"
+        )
+    path = unquote(parts.path)
+    if not path.startswith("/"):
+        raise ValueError(f"{scheme}: a path must be absolute, as {scheme}:///var/lib/app/sessions")
+    return path
+
+
+def _hosts(parts: Any, scheme: str, default_port: int) -> list[str]:
+    """``host:port`` of each comma-separated server in the netloc (IPv6 in brackets)."""
+    netloc = parts.netloc.rsplit("@", 1)[-1]
+    if not netloc:
+        raise ValueError(f"{scheme}: names no server (write {scheme}://host:port)")
+    hosts = []
+    for host in netloc.split(","):
+        if host.startswith("["):
+            end = host.find("]")
+            name, rest = host[: end + 1], host[end + 1 :]
+            port = rest[1:] if rest.startswith(":") else ("" if rest else str(default_port))
+            if end < 0:
+                name = ""
+        else:
+            name, sep, port = host.partition(":")
+            port = port if sep else str(default_port)
+        if not name or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"{scheme}: {host!r} is not host:port")
+        hosts.append(f"{name}:{port}")
+    return hosts
+
+
+def _memory(parts: Any, scheme: str, options: dict[str, Any]) -> Any:
+    _no_location(parts, scheme)
+    return MemoryStore(**options)
+
+
+def _cookie(parts: Any, scheme: str, options: dict[str, Any]) -> Any:
+    _no_location(parts, scheme)
+    return CookieStore(**options)
+
+
+def _file(parts: Any, scheme: str, options: dict[str, Any]) -> Any:
+    return FileStore(_path(parts, scheme), **options)
+
+
+def _sqlite(parts: Any, scheme: str, options: dict[str, Any]) -> Any:
+    return SqliteStore(_path(parts, scheme), **options)
+
+
+def _redis(parts: Any, scheme: str, options: dict[str, Any]) -> Any:
+    _hosts(parts, scheme, 6379)  # checked here, for the same errors as the other schemes
+    return RedisStore(urlunsplit(parts._replace(query="", fragment="")), **options)
+
+
+def _redis_cluster(parts: Any, scheme: str, options: dict[str, Any]) -> Any:
+    node_scheme = "rediss" if scheme.startswith("rediss") else "redis"
+    credentials = parts.netloc.rsplit("@", 1)[0] + "@" if "@" in parts.netloc else ""
+    urls = [f"{node_scheme}://{credentials}{host}" for host in _hosts(parts, scheme, 6379)]
+    return RedisClusterStore(urls, **options)
+
+
+def _redis_sentinel(parts: Any, scheme: str, options: dict[str, Any]) -> Any:
+    sentinels = _hosts(parts, scheme, 26379)
+    names = [unquote(name) for name in parts.path.split("/") if name]
+    if not names or len(names) > 2:
+        raise ValueError(
+            f"{scheme}: the path is the master's service name and an optional db, as "
+            f"{scheme}://host:26379/mymaster/0"
+        )
+    if len(names) == 2:
+        if not names[1].isdigit():
+            raise ValueError(f"{scheme}: the db after the service name is a number: {names[1]!r}")
+        options.setdefault("db", int(names[1]))
+    if scheme.startswith("rediss"):
+        options.setdefault("ssl", True)
+    # Credentials before the sentinels are the master's, as RedisSentinelStore takes them.
+    if parts.username:
+        options.setdefault("username", unquote(parts.username))
+    if parts.password is not None:
+        options.setdefault("password", unquote(parts.password))
+    return RedisSentinelStore(sentinels, names[0], **options)
+
+
+def _memcached(parts: Any, scheme: str, options: dict[str, Any]) -> Any:
+    return MemcachedStore(_hosts(parts, scheme, 11211), **options)
+
+
+_MAKERS: dict[str, Callable[[Any, str, dict[str, Any]], Any]] = {
+    "memory": _memory,
+    "cookie": _cookie,
+    "file": _file,
+    "sqlite": _sqlite,
+    "redis": _redis,
+    "redis+cluster": _redis_cluster,
+    "redis+sentinel": _redis_sentinel,
+    "memcached": _memcached,
+}
