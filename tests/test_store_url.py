@@ -69,7 +69,7 @@ def test_keyword_options_win_over_the_query(tmp_path: Path) -> None:
         ("redis://", "names no server"),
         ("redis://h?timeout=abc", "timeout='abc' is not a number"),
         ("redis://h?timeout=0", "timeout must be"),
-        ("memcached://a:99999", "'a:99999' is not host:port"),
+        ("memcached://a:99999", "the port after 'a' is not a number from 1 to 65535"),
         ("memcached://a,,b", "'' is not host:port"),
         ("redis+sentinel://a:26379", "the path is the master's service name"),
         ("redis+sentinel://a:26379/m/x", "the db after the service name is a number"),

@@ -19,12 +19,13 @@ URL                                                       store
 The stores' options go in the query string (``?prefix=app:&timeout=0.5``, ``?durable=1``), or
 as keyword arguments, which win (``revocation=`` of a ``CookieStore``, objects, paths). A URL
 that is not one of these, or an option a store does not take or a value it cannot be, is a
-``ValueError`` that names what is wrong. Nothing connects here: the network stores connect at
-first use.
+``ValueError`` that names what is wrong, passwords masked. The network stores connect at first
+use; a ``FileStore`` makes its folder and a ``SqliteStore`` its file here.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
@@ -86,6 +87,9 @@ _ALIASES = {
 
 
 def _revocation_store(url: str) -> Any:
+    # A CookieStore keeps no records: it cannot be one's revocation store (nor nest).
+    if url.strip().lower().startswith("cookie:"):
+        raise ValueError("a revocation store keeps records on a server; cookie: keeps none")
     return store_from_url(url)
 
 
@@ -98,7 +102,10 @@ def store_from_url(url: str, **options: Any) -> Any:
     and ``options`` (which win)."""
     if not isinstance(url, str):
         raise TypeError(f"store_from_url takes the URL as a str, not {type(url).__name__}")
-    parts = urlsplit(url.strip())
+    try:
+        parts = urlsplit(url.strip())
+    except ValueError as error:
+        raise ValueError(f"store URL {_masked(url)!r}: {error}") from None
     scheme = parts.scheme.lower()
     kind = _ALIASES.get(scheme, scheme)
     if kind not in _OPTIONS:
@@ -108,7 +115,7 @@ def store_from_url(url: str, **options: Any) -> Any:
     make = _MAKERS[kind]
     try:
         return make(parts, scheme, given)
-    except (TypeError, ValueError) as error:
+    except (TypeError, ValueError, OverflowError) as error:
         raise ValueError(f"store URL {_masked(url)!r}: {error}") from None
 
 
@@ -121,23 +128,34 @@ def _query_options(url: str, kind: str, query: str) -> dict[str, Any]:
             raise ValueError(
                 f"store URL {_masked(url)!r}: {kind}: takes no option {name!r} (it takes: {takes})"
             )
+        if name in options:
+            raise ValueError(f"store URL {_masked(url)!r}: option {name!r} given twice")
         try:
             options[name] = readers[name](text)
-        except ValueError as error:
+        except (ValueError, OverflowError) as error:
             what = _READS.get(readers[name], "store URL")
+            # A password is never shown; a nested store URL says itself what is wrong.
+            shown = "" if name == "password" else f"={_masked(text)!r}"
+            cause = "" if what == "store URL" else f": {error}"
             raise ValueError(
-                f"store URL {_masked(url)!r}: option {name}={text!r} is not a {what}: {error}"
+                f"store URL {_masked(url)!r}: option {name}{shown} is not a {what}{cause}"
+                + (f" ({error})" if what == "store URL" else "")
             ) from None
     return options
 
 
+# `scheme://user:` then a password up to the last `@` (one may hold an unescaped `/`, `?`, `#`:
+# masking too much is safe, too little is not), and a `password=` query value.
+_PASSWORD_IN_USERINFO = re.compile(r"(://[^/?#@:]*:)[^@]*@")
+_PASSWORD_IN_QUERY = re.compile(r"(password=)[^&]*", re.IGNORECASE)
+
+
 def _masked(url: str) -> str:
-    """The URL with any password replaced, for error messages (they reach logs)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
+    """The URL, percent-decoded (a nested store URL included), with every password replaced,
+    for error messages (they reach logs)."""
+    decoded = unquote(url)
+    masked = _PASSWORD_IN_USERINFO.sub(r"\1***@", decoded)
+    return _PASSWORD_IN_QUERY.sub(r"\1***", masked)
 
 
 def _no_location(parts: Any, scheme: str) -> None:
@@ -154,6 +172,13 @@ def _path(parts: Any, scheme: str) -> str:
     path = unquote(parts.path)
     if not path.startswith("/"):
         raise ValueError(f"{scheme}: a path must be absolute, as {scheme}:///var/lib/app/sessions")
+    if "\0" in path:
+        raise ValueError(f"{scheme}: a path cannot hold a NUL character")
+    if path == "/:memory:":
+        raise ValueError(
+            "sqlite: keeps sessions in a file that processes share; for sessions in this "
+            "process's memory use memory:"
+        )
     return path
 
 
@@ -173,10 +198,28 @@ def _hosts(parts: Any, scheme: str, default_port: int) -> list[str]:
         else:
             name, sep, port = host.partition(":")
             port = port if sep else str(default_port)
-        if not name or not port.isdigit() or not 0 < int(port) < 65536:
+        if not name:
             raise ValueError(f"{scheme}: {host!r} is not host:port")
-        hosts.append(f"{name}:{port}")
+        if not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
+            # The port is not shown: in a URL cut short by an unescaped '/', '?' or '#' it is
+            # a password.
+            raise ValueError(
+                f"{scheme}: the port after {name!r} is not a number from 1 to 65535 (a password "
+                "holding '/', '?' or '#' must be percent-encoded)"
+            )
+        hosts.append(f"{unquote(name)}:{port}")
     return hosts
+
+
+def _db_path(parts: Any, scheme: str, allowed: bool) -> None:
+    """Refuses a path that is not a Redis db number where one is allowed, and any where not."""
+    path = parts.path.strip("/")
+    if not path:
+        return
+    if not allowed:
+        raise ValueError(f"{scheme}: takes no path (a {path!r} here would be ignored)")
+    if not (path.isascii() and path.isdigit()) or int(path) > 2**31 - 1:
+        raise ValueError(f"{scheme}: the path is a db number, as {scheme}://host:6379/0")
 
 
 def _memory(parts: Any, scheme: str, options: dict[str, Any]) -> Any:
@@ -199,10 +242,12 @@ def _sqlite(parts: Any, scheme: str, options: dict[str, Any]) -> Any:
 
 def _redis(parts: Any, scheme: str, options: dict[str, Any]) -> Any:
     _hosts(parts, scheme, 6379)  # checked here, for the same errors as the other schemes
+    _db_path(parts, scheme, allowed=True)
     return RedisStore(urlunsplit(parts._replace(query="", fragment="")), **options)
 
 
 def _redis_cluster(parts: Any, scheme: str, options: dict[str, Any]) -> Any:
+    _db_path(parts, scheme, allowed=False)  # a cluster has db 0 only
     node_scheme = "rediss" if scheme.startswith("rediss") else "redis"
     credentials = parts.netloc.rsplit("@", 1)[0] + "@" if "@" in parts.netloc else ""
     urls = [f"{node_scheme}://{credentials}{host}" for host in _hosts(parts, scheme, 6379)]
@@ -218,7 +263,7 @@ def _redis_sentinel(parts: Any, scheme: str, options: dict[str, Any]) -> Any:
             f"{scheme}://host:26379/mymaster/0"
         )
     if len(names) == 2:
-        if not names[1].isdigit():
+        if not (names[1].isascii() and names[1].isdigit()) or int(names[1]) > 2**31 - 1:
             raise ValueError(f"{scheme}: the db after the service name is a number: {names[1]!r}")
         options.setdefault("db", int(names[1]))
     if scheme.startswith("rediss"):
@@ -232,6 +277,9 @@ def _redis_sentinel(parts: Any, scheme: str, options: dict[str, Any]) -> Any:
 
 
 def _memcached(parts: Any, scheme: str, options: dict[str, Any]) -> Any:
+    if "@" in parts.netloc:
+        raise ValueError(f"{scheme}: takes no user or password (memcached has no logins)")
+    _db_path(parts, scheme, allowed=False)
     return MemcachedStore(_hosts(parts, scheme, 11211), **options)
 
 
