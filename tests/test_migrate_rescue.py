@@ -4,6 +4,7 @@ anything): 1 of its 10 session files converted, the other 9 kept its users logge
 
 from __future__ import annotations
 
+import json
 import logging
 import pickle
 import sys
@@ -98,16 +99,22 @@ def test_objects_as_dicts_never_imports_the_class_and_still_leaves_a_planted_cal
         paths[name] = session_dir / f"SESSION{original_id()}"
         paths[name].write_bytes(blob)
 
+    report = migrate.migrate_dir(session_dir, dry_run=True, objects_as_dicts=True)
+    reasons = {r.name: r.reason for r in report.files if r.outcome == "left"}
+    assert reasons[paths["os_system"].name] == "key 'user': calls os.system, which is never run"
+
     result = migrate.main(["--objects-as-dicts", "--drop-key", "user", str(session_dir)])
 
     assert result == 1
     assert not marker.exists()
     assert "chat.auth" not in sys.modules
+    # --drop-key drops whatever its item holds, a planted call included (never run).
+    dropped = json.loads(paths.pop("os_system").read_bytes())
+    assert dropped["d"] == {}
     for name, path in paths.items():
         assert path.read_bytes() == planted[name], name
     report = migrate.migrate_dir(session_dir, dry_run=True, objects_as_dicts=True)
     reasons = {r.name: r.reason for r in report.files if r.outcome == "left"}
-    assert reasons[paths["os_system"].name] == "key 'user': calls os.system, which is never run"
     assert reasons[paths["build"].name] == "key 'x': calls os.system, which is never run"
     assert reasons[paths["top"].name] == "calls posix.system, which is never run"
     assert "built with arguments" in reasons[paths["with_args"].name]
@@ -217,7 +224,7 @@ def test_a_pickle_that_shares_one_list_many_times_over_is_handled_at_once(
     [b"cos\ngetpid\n)R", b"cos\nsystem\n)R(dS'a'\nI1\nsb"],
     ids=["os.getpid()", "os.system() then BUILD"],
 )
-@pytest.mark.parametrize("options", [["--objects-as-dicts"], ["--drop-key", "k"]])
+@pytest.mark.parametrize("options", [[], ["--objects-as-dicts"], ["--drop-key", "other"]])
 def test_a_function_called_without_arguments_is_reported_and_left(
     session_dir: Path, payload: bytes, options: list[str]
 ) -> None:
@@ -229,3 +236,17 @@ def test_a_function_called_without_arguments_is_reported_and_left(
     done = run_cli(*options, str(session_dir))
     assert done.returncode == 1, done.stdout + done.stderr
     assert path.read_bytes() == blob
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [b"cos\ngetpid\n)R", b"cos\nsystem\n)R(dS'a'\nI1\nsb"],
+    ids=["os.getpid()", "os.system() then BUILD"],
+)
+def test_drop_key_drops_its_item_whatever_it_holds(session_dir: Path, payload: bytes) -> None:
+    # The item was built by the inert unpickler: dropping it runs nothing and writes nothing.
+    path = session_dir / f"SESSION{original_id()}"
+    path.write_bytes(b"(dp0\nS'k'\np1\n" + payload + b"sS'name'\nS'ann'\ns.")
+    done = run_cli("--drop-key", "k", str(session_dir))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert json.loads(path.read_bytes())["d"] == {"name": "ann"}

@@ -6,24 +6,27 @@ Usage::
 
 Every ``SESSION<id>`` file in ``SESSION_DIR`` is read without ever running code from it: the
 pickle is loaded by an unpickler that refuses every class and function lookup, so only plain
-dicts, lists, tuples, strings, numbers, booleans and None can come out of it. A file that holds
-anything else (a model object, a set, something JSON cannot store) is reported by name and key
-and left exactly as it was. Converted files are written atomically (a temporary file in the same
+dicts, lists, tuples, strings, numbers, booleans and None can come out of it; a file that names
+a class or function is read again by one whose every lookup is an inert stand-in made here
+(nothing is imported or run). The standard library's values (datetime, date, time, timedelta,
+Decimal, set, frozenset) are rebuilt from their pickles' arguments in the JSON form
+``tornsession._stdlib_values`` documents. A file that holds anything else (a model object, a
+call, something JSON cannot store) is reported by name and key and left exactly as it was. Converted files are written atomically (a temporary file in the same
 folder, then ``os.replace``) and keep their mode, owner (when run as root) and modification time.
 
 Two options rescue sessions of apps that kept their own objects in sessions (the original
 pickled anything):
 
 - ``--drop-key KEY`` (repeatable): leave the top-level item ``KEY`` out of every converted
-  session (a cache the app rebuilds, an object nobody needs after the switch).
+  session, whatever it holds (a cache the app rebuilds, an object nobody needs after the
+  switch).
 - ``--objects-as-dicts``: an object of an app class (``copy_reg._reconstructor`` or an old-style
   instance, with no constructor arguments) becomes the dict of its pickled instance state, when
   that state is JSON-able; the class is never imported. A pickle that calls anything else (a
   function such as ``os.system``, a class with arguments) is still reported and left.
 
-With either option, a file the plain pass refuses is read a second time by an unpickler whose
-every class or function lookup returns an inert stand-in made here: calls only record their
-arguments, so nothing named in the file is imported or run.
+The second pass's stand-ins only record the arguments they are "called" with, so nothing
+named in the file is imported or run.
 
 Exit status: 0 when every session file is current afterwards, 1 when some were left as they
 were, 2 for a usage error (no such folder).
@@ -46,6 +49,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from tornsession._stdlib_values import STDLIB_VALUES, NotAValue, set_items, stdlib_value
 from tornsession._unpickle import (
     _RECONSTRUCTORS,
     _SETS,
@@ -53,7 +57,6 @@ from tornsession._unpickle import (
     MAX_VALUES,
     UnsupportedSession,
     _decode_py2_str,
-    _first_call,
     _fix_surrogates,
     _Inert,
     _load_inert,
@@ -121,6 +124,8 @@ def _convert(value: Any, key: str, depth: int, budget: _Budget) -> Any:
         return text
     if isinstance(value, (list, tuple)):
         return [_convert(item, key, depth + 1, budget) for item in value]
+    if isinstance(value, (set, frozenset)):
+        return _set_as_list(value, key, depth, budget)
     if isinstance(value, dict):
         out: dict[str, Any] = {}
         for inner_key, item in value.items():
@@ -134,14 +139,26 @@ def _convert(value: Any, key: str, depth: int, budget: _Budget) -> Any:
     raise UnsupportedSession(f"holds a {type(value).__name__}, which JSON cannot store", key)
 
 
+def _set_as_list(items: Any, key: str, depth: int, budget: _Budget) -> list[Any]:
+    """A set's items as a JSON list, sorted when they can be (a set has no order to keep)."""
+    converted = [_convert(item, key, depth + 1, budget) for item in items]
+    try:
+        return sorted(converted)
+    except TypeError:
+        return converted
+
+
 def _convert_inert(value: _Inert, key: str, depth: int, budget: _Budget) -> Any:
     qualname = type(value).qualname
+    try:
+        if qualname in _SETS:
+            return _set_as_list(set_items(value), key, depth, budget)
+        if qualname in STDLIB_VALUES:
+            return stdlib_value(value)
+    except NotAValue as error:
+        raise UnsupportedSession(f"holds a {qualname} that cannot be read: {error}", key) from None
     found = _object_state(value)
     if found is None:
-        if qualname in _SETS:
-            raise UnsupportedSession(
-                f"holds a {qualname.split('.')[1]}, which JSON cannot store", key
-            )
         if qualname in _RECONSTRUCTORS and value.args and isinstance(value.args[0], type):
             qualname = getattr(value.args[0], "qualname", qualname)
             raise UnsupportedSession(
@@ -210,10 +227,7 @@ def convert_data(
     for raw_key, item in value.items():
         key = _string_key(raw_key, None, budget)
         if key in drop_keys:
-            # A planted call is evidence worth keeping: dropping its key does not convert it.
-            call = _first_call(item, 0)
-            if call is not None:
-                raise UnsupportedSession(f"calls {call}, which is never run", key)
+            # Whatever it holds: nothing in it was ever run (the inert pass built it).
             budget.notes.append(f"key {key!r}: dropped (--drop-key)")
             continue
         if key in data:
@@ -332,10 +346,9 @@ def _load_and_convert(
     try:
         value = load_original_pickle(io.BytesIO(blob))
     except UnsupportedSession:
-        if not (drop_keys or objects_as_dicts):
-            raise
-        # A class or function was named: read it again with inert stand-ins, so a dropped key
-        # or an object of an app class need not leave the whole file behind.
+        # A class or function was named: read it again with inert stand-ins (nothing named is
+        # imported or run), so a datetime, a set, a dropped key or an object of an app class
+        # need not leave the whole file behind.
         value = _load_inert(blob)
     return convert_data(value, drop_keys=drop_keys, objects_as_dicts=objects_as_dicts)
 
