@@ -11,8 +11,9 @@ a class or function is read again by one whose every lookup is an inert stand-in
 (nothing is imported or run). The standard library's values (datetime, date, time, timedelta,
 Decimal, set, frozenset) are rebuilt from their pickles' arguments in the JSON form
 ``tornsession._stdlib_values`` documents. A file that holds anything else (a model object, a
-call, something JSON cannot store) is reported by name and key and left exactly as it was. Converted files are written atomically (a temporary file in the same
-folder, then ``os.replace``) and keep their mode, owner (when run as root) and modification time.
+call, something JSON cannot store) is reported by name and key and left exactly as it was.
+Converted files are written atomically (a temporary file in the same folder, then
+``os.replace``) and keep their mode, owner (when run as root) and modification time.
 
 Two options rescue sessions of apps that kept their own objects in sessions (the original
 pickled anything):
