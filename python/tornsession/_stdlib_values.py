@@ -22,6 +22,7 @@ value                          JSON
 from __future__ import annotations
 
 import datetime
+import decimal
 from collections.abc import Callable
 from typing import Any
 
@@ -46,10 +47,6 @@ _UTC_ZONES = frozenset({"pytz._UTC", "pytz.utc", "dateutil.tz.tz.tzutc", "dateut
 
 class NotAValue(ValueError):
     """The arguments are not what the class's own pickle passes (a hand-made file)."""
-
-
-def is_stdlib_value(value: Any) -> bool:
-    return isinstance(value, _Inert) and type(value).qualname in STDLIB_VALUES
 
 
 def _qualname(value: Any) -> str:
@@ -150,8 +147,6 @@ def _decimal(value: _Inert) -> str:
     if not isinstance(text, str):
         raise NotAValue("a Decimal of something other than its text")
     # Decimal's own parser checks it (no code from the file runs: the text is data).
-    import decimal
-
     try:
         return str(decimal.Decimal(text))
     except decimal.InvalidOperation:
