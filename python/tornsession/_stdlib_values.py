@@ -12,7 +12,8 @@ value                          JSON
                                ``+00:00`` when it had UTC or a fixed offset)
 ``date``                       ``"2019-05-01"``
 ``time``                       ``"12:30:00.250000"``
-``timedelta``                  seconds, a number (``5400`` or ``1.5``)
+``timedelta``                  seconds, a number (``5400`` or ``1.5``; exact to the
+                               microsecond up to 2**53 µs, about 285 years)
 ``Decimal``                    its text, ``"19.90"`` (exact)
 ``set``, ``frozenset``         a list (sorted when its items can be)
 ``tuple``                      a list (as always)
@@ -45,8 +46,36 @@ STDLIB_VALUES = frozenset(
 _UTC_ZONES = frozenset({"pytz._UTC", "pytz.utc", "dateutil.tz.tz.tzutc", "dateutil.tz.tzutc"})
 
 
+#: The longest Decimal text read: far beyond any price or quantity, and short enough that a
+#: planted million-digit one referenced many times cannot make the migrator run out of memory.
+MAX_DECIMAL_TEXT = 1000
+
+# How many arguments each class's own pickle passes (the packed bytes, and a time zone).
+_ARGUMENTS = {
+    "datetime.datetime": (1, 2),
+    "datetime.date": (1, 1),
+    "datetime.time": (1, 2),
+    "datetime.timedelta": (3, 3),
+    "decimal.Decimal": (1, 1),
+    "cdecimal.Decimal": (1, 1),
+    "_pydecimal.Decimal": (1, 1),
+}
+
+
 class NotAValue(ValueError):
     """The arguments are not what the class's own pickle passes (a hand-made file)."""
+
+
+def _as_its_own_pickle_makes_it(value: _Inert, fewest: int, most: int) -> None:
+    """Refuses what the class's own pickle never writes: other argument counts, keyword
+    arguments, a state (``BUILD``). Anything there would otherwise be dropped unread, and a
+    planted call with it."""
+    if value.kwargs or value.has_state:
+        raise NotAValue("keyword arguments or a state, which its own pickle never writes")
+    count = len(value.args)
+    if not fewest <= count <= most:
+        plural = "" if count == 1 else "s"
+        raise NotAValue(f"{count} argument{plural}, which its own pickle never writes")
 
 
 def _qualname(value: Any) -> str:
@@ -72,10 +101,13 @@ def _zone(args: tuple[Any, ...], at: int) -> datetime.tzinfo | None:
         return None
     zone = args[at]
     name = _qualname(zone)
-    if name in _UTC_ZONES and not zone.args:
+    if name in _UTC_ZONES and not zone.args and not zone.kwargs and not zone.has_state:
         return datetime.timezone.utc
-    if name == "datetime.timezone" and zone.args and len(zone.args) <= 2:
+    if name == "datetime.timezone":
         # timezone(offset) or timezone(offset, name): the offset is what the JSON keeps.
+        _as_its_own_pickle_makes_it(zone, 1, 2)
+        if len(zone.args) == 2 and not isinstance(zone.args[1], (str, bytes)):
+            raise NotAValue("a time zone whose name is not text")
         return datetime.timezone(_timedelta(zone.args[0]))
     raise NotAValue(
         f"a time zone of {name or type(zone).__name__}, whose rules are code "
@@ -84,8 +116,9 @@ def _zone(args: tuple[Any, ...], at: int) -> datetime.tzinfo | None:
 
 
 def _timedelta(value: Any) -> datetime.timedelta:
-    if _qualname(value) != "datetime.timedelta" or value.kwargs:
+    if _qualname(value) != "datetime.timedelta":
         raise NotAValue("not a timedelta")
+    _as_its_own_pickle_makes_it(value, 3, 3)
     if not all(isinstance(part, int) and not isinstance(part, bool) for part in value.args):
         raise NotAValue("a timedelta of something other than whole numbers")
     return datetime.timedelta(*value.args)
@@ -142,10 +175,12 @@ def _decimal(value: _Inert) -> str:
     if len(value.args) != 1:
         raise NotAValue("a Decimal of other than one argument")
     text = value.args[0]
+    if not isinstance(text, (str, bytes)):
+        raise NotAValue("a Decimal of something other than its text")
+    if len(text) > MAX_DECIMAL_TEXT:
+        raise NotAValue(f"a Decimal of {len(text)} characters, over {MAX_DECIMAL_TEXT}")
     if isinstance(text, bytes):
         text = text.decode("ascii", errors="replace")
-    if not isinstance(text, str):
-        raise NotAValue("a Decimal of something other than its text")
     # Decimal's own parser checks it (no code from the file runs: the text is data).
     try:
         return str(decimal.Decimal(text))
@@ -166,8 +201,7 @@ _READERS: dict[str, Callable[[_Inert], Any]] = {
 
 def set_items(value: _Inert) -> list[Any]:
     """The items of a pickled ``set([...])``/``frozenset([...])`` (still to convert)."""
-    if value.kwargs or len(value.args) > 1:
-        raise NotAValue("a set of other than one list of items")
+    _as_its_own_pickle_makes_it(value, 0, 1)
     items = value.args[0] if value.args else []
     if not isinstance(items, list):
         raise NotAValue("a set of something other than a list of items")
@@ -177,10 +211,10 @@ def set_items(value: _Inert) -> list[Any]:
 def stdlib_value(value: _Inert) -> Any:
     """The JSON form of a datetime, date, time, timedelta or Decimal (see the table above);
     :class:`NotAValue` for arguments its own pickle never passes."""
-    if value.kwargs:
-        raise NotAValue("keyword arguments, which its own pickle never passes")
+    qualname = type(value).qualname
+    _as_its_own_pickle_makes_it(value, *_ARGUMENTS[qualname])
     try:
-        return _READERS[type(value).qualname](value)
+        return _READERS[qualname](value)
     except (TypeError, ValueError, OverflowError) as error:
         if isinstance(error, NotAValue):
             raise

@@ -172,32 +172,6 @@ def _object_state(value: _Inert) -> tuple[str, Any] | None:
     return qualname, value.state
 
 
-def _first_call(value: Any, depth: int, seen: set[int] | None = None) -> str | None:
-    """The name of the first function or constructor a value's pickle called, if any (sets and
-    objects of app classes do not count). Each object is looked at once: a pickle can share
-    one container many times over, and walking every path through such a graph would never
-    end."""
-    seen = set() if seen is None else seen
-    if depth > MAX_DEPTH or id(value) in seen or len(seen) > MAX_VALUES:
-        return None
-    seen.add(id(value))
-    children: Any = ()
-    if isinstance(value, _Inert):
-        qualname = type(value).qualname
-        if _object_state(value) is None and qualname not in _SETS:
-            return qualname
-        children = (value.args, value.state)
-    elif isinstance(value, dict):
-        children = list(value.keys()) + list(value.values())
-    elif isinstance(value, (list, tuple)):
-        children = value
-    for child in children:
-        found = _first_call(child, depth + 1, seen)
-        if found is not None:
-            return found
-    return None
-
-
 def _refusal_reason(refused: _RefusedLookup, located: str | None) -> str:
     qualname = f"{refused.module}.{refused.name}"
     if qualname in ("__builtin__.set", "builtins.set", "__builtin__.frozenset"):
@@ -209,8 +183,9 @@ def _refusal_reason(refused: _RefusedLookup, located: str | None) -> str:
 
 
 def _find_opaque(value: Any, depth: int = 0, seen: set[int] | None = None) -> str | None:
-    """The first refused lookup inside ``value``; each object looked at once (see
-    :func:`_first_call`)."""
+    """The first refused lookup inside ``value``; each object looked at once (a pickle can share
+    one container many times over, and walking every path through such a graph would never
+    end)."""
     if isinstance(value, (_Opaque, _Placeholder)):
         return value.qualname
     seen = set() if seen is None else seen

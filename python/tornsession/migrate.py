@@ -85,6 +85,9 @@ FORMAT_VERSION = 1
 FILE_PREFIX = "SESSION"
 _INT_MIN = -(2**63)
 _INT_MAX = 2**64 - 1
+#: The most characters of text a converted session may hold (64 Mi; far above what a session
+#: can be saved with, far below what would exhaust the migrator's memory).
+MAX_TEXT = 64 * 1024 * 1024
 _ID_CHARS = frozenset("0123456789abcdef")
 
 Outcome = Literal["converted", "current", "left"]
@@ -93,6 +96,8 @@ Outcome = Literal["converted", "current", "left"]
 @dataclass
 class _Budget:
     remaining: int = MAX_VALUES
+    #: Characters of text the converted session may hold once shared references are expanded.
+    text: int = MAX_TEXT
     notes: list[str] = field(default_factory=list)
     objects_as_dicts: bool = False
 
@@ -113,6 +118,13 @@ def _convert(value: Any, key: str, depth: int, budget: _Budget) -> Any:
         if not math.isfinite(value):
             raise UnsupportedSession("holds NaN or infinity, which JSON cannot store", key)
         return value
+    if isinstance(value, (str, bytes)):
+        # A pickle can reference one long string many times over; JSON would copy it each time.
+        budget.text -= len(value)
+        if budget.text < 0:
+            raise UnsupportedSession(
+                f"holds more than {MAX_TEXT} characters of text once expanded", key
+            )
     if isinstance(value, str):
         try:
             return _fix_surrogates(value)
@@ -141,8 +153,13 @@ def _convert(value: Any, key: str, depth: int, budget: _Budget) -> Any:
 
 
 def _set_as_list(items: Any, key: str, depth: int, budget: _Budget) -> list[Any]:
-    """A set's items as a JSON list, sorted when they can be (a set has no order to keep)."""
-    converted = [_convert(item, key, depth + 1, budget) for item in items]
+    """A set's items as a JSON list, each once (a Python 2 str and unicode that decode alike
+    were two items), sorted when they can be (a set has no order to keep)."""
+    unique: dict[str, Any] = {}
+    for item in items:
+        converted_item = _convert(item, key, depth + 1, budget)
+        unique.setdefault(json.dumps(converted_item, sort_keys=True), converted_item)
+    converted = list(unique.values())
     try:
         return sorted(converted)
     except TypeError:
@@ -155,7 +172,10 @@ def _convert_inert(value: _Inert, key: str, depth: int, budget: _Budget) -> Any:
         if qualname in _SETS:
             return _set_as_list(set_items(value), key, depth, budget)
         if qualname in STDLIB_VALUES:
-            return stdlib_value(value)
+            converted = stdlib_value(value)
+            if isinstance(converted, str):
+                return _convert(converted, key, depth, budget)  # counted as text
+            return converted
     except NotAValue as error:
         raise UnsupportedSession(f"holds a {qualname} that cannot be read: {error}", key) from None
     found = _object_state(value)
@@ -203,7 +223,9 @@ def _string_key(raw: Any, where: str | None, budget: _Budget) -> str:
             return _fix_surrogates(raw)
         except UnsupportedSession as error:
             raise UnsupportedSession(error.reason, where) from None
-    kind = type(raw).__name__
+    kind = type(raw).qualname if isinstance(raw, _Inert) else type(raw).__name__
+    if isinstance(raw, _Inert):
+        raise UnsupportedSession(f"has a key that is a {kind}: session keys are strings", where)
     if where is None:
         raise UnsupportedSession(f"has a key {raw!r} of type {kind}: session keys are strings")
     raise UnsupportedSession(f"holds a dict with a {kind} key: JSON object keys are strings", where)
