@@ -1,0 +1,103 @@
+"""What ``python -m tornsession copy`` does with one session: a pure function of the source's
+record, the target's and the digest the state remembers for the id (the record it last wrote
+there), so that a copy run again (after an interruption, or after the app switched stores)
+finishes the job without overwriting what the app wrote in the target since, and without
+bringing back a session the app ended there."""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+from dataclasses import dataclass
+
+
+def digest(blob: bytes) -> str:
+    """What the state remembers of a record: 128 bits of its SHA-256, in hex."""
+    return hashlib.sha256(blob).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class Record:
+    """A record as the decision needs it: its digest and the last time its own fields say it
+    was written (the later of ``"c"``, created, and ``"s"``, last seen to the minute; 0 for a
+    record that is not tornsession's JSON)."""
+
+    digest: str
+    written: int
+
+    @classmethod
+    def of(cls, blob: bytes) -> Record:
+        return cls(digest(blob), written_at(blob))
+
+
+def written_at(blob: bytes) -> int:
+    """The later of the record's creation time and last-seen stamp, 0 when it names neither."""
+    try:
+        fields = json.loads(blob)
+    except ValueError:
+        return 0
+    if not isinstance(fields, dict):
+        return 0
+    times = [fields.get("c"), fields.get("s")]
+    # bool is an int in Python, never a time here.
+    return max([t for t in times if isinstance(t, int) and not isinstance(t, bool)], default=0)
+
+
+class Action(enum.Enum):
+    """What to do, and how the summary counts it."""
+
+    #: Write the source's record where the target has none (never over a new session there).
+    COPY_NEW = "copied"
+    #: Write the source's record over the target's, only if the target's still is the one read.
+    COPY_OVER = "copied"
+    #: The target already holds the same bytes: remember them as copied, write nothing.
+    REMEMBER = "unchanged"
+    #: Neither changed since the last copy (or the source did not and the target did).
+    UNCHANGED = "unchanged"
+    #: The target's record is as new as the source's or newer: the app's write there wins.
+    KEEP_TARGET = "kept"
+    #: Copied once, ended or expired in the target since: never brought back.
+    SKIP_ENDED = "skipped-ended"
+    #: Ended in the source since the last copy and untouched in the target: end it there too.
+    DELETE = "deleted"
+    #: Ended in the source since the last copy but used in the target since: the app's now.
+    KEEP_USED = "kept"
+    #: Ended in both: nothing to do but forget it.
+    FORGET = "gone"
+
+    @property
+    def writes(self) -> bool:
+        return self in (Action.COPY_NEW, Action.COPY_OVER)
+
+
+def decide(source: Record | None, target: Record | None, remembered: str | None) -> Action:
+    """What to do with one session id. ``source`` is None when the source no longer holds it
+    (ended or expired since it was listed or last copied), ``target`` None when the target
+    holds none, ``remembered`` the digest the state keeps for the id (None: never copied)."""
+    if source is None:
+        if remembered is None:
+            return Action.FORGET  # ended in the source before it was ever copied
+        if target is None:
+            return Action.FORGET
+        return Action.DELETE if target.digest == remembered else Action.KEEP_USED
+    if remembered is None:
+        if target is None:
+            return Action.COPY_NEW
+        if target.digest == source.digest:
+            return Action.REMEMBER
+        return _newer_wins(source, target)
+    if target is None:
+        return Action.SKIP_ENDED
+    if source.digest == remembered:
+        return Action.UNCHANGED
+    if target.digest == remembered:
+        return Action.COPY_OVER
+    if target.digest == source.digest:
+        return Action.REMEMBER
+    return _newer_wins(source, target)
+
+
+def _newer_wins(source: Record, target: Record) -> Action:
+    # A tie (the same minute, or no time at all) keeps the target: the app may be serving it.
+    return Action.COPY_OVER if source.written > target.written else Action.KEEP_TARGET
