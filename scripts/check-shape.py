@@ -1,5 +1,5 @@
 """Checks the shape the code keeps (README, Layout): no source file over 700 lines (a Rust file
-counted up to its `#[cfg(test)]` module), and no import cycle between the top-level modules of
+counted up to its `#[cfg(test)]` module; the compiled module's stub, 800), and no import cycle between the top-level modules of
 either crate or of the Python package. The crates' own arrow (crates/py uses crates/core, never
 the other way) the compiler holds; this holds the arrows inside each.
 
@@ -16,6 +16,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 MAX_LINES = 700
+# The compiled module's stub is one file by necessity: stubtest checks it against the module as a
+# whole, so it cannot be split by concept as a source file can.
+MAX_STUB_LINES = 800
+
+
+def max_lines(path: Path) -> int:
+    return MAX_STUB_LINES if path.name == "_core.pyi" else MAX_LINES
 SOURCES = ["crates", "python", "tests", "bench", "scripts", "examples"]
 
 
@@ -109,9 +116,9 @@ def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
 
 def main() -> int:
     problems = [
-        f"{path.relative_to(ROOT)}: {n} lines (at most {MAX_LINES})"
+        f"{path.relative_to(ROOT)}: {n} lines (at most {max_lines(path)})"
         for path in source_files()
-        if (n := counted_lines(path)) > MAX_LINES
+        if (n := counted_lines(path)) > max_lines(path)
     ]
     graphs = {
         "crates/core": rust_edges(ROOT / "crates/core/src"),

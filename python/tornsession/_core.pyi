@@ -42,8 +42,12 @@ __all__ = [
     "_mixin_prepare",
     "_read_signed_cookie",
     "_release_when_finished",
+    "_store_copy_in",
+    "_store_delete_listed",
     "_store_load",
+    "_store_load_listed",
     "_store_save_if_exists",
+    "_store_session_ids",
     "_take_turn_now",
     "_turns_in_table",
 ]
@@ -86,11 +90,8 @@ class _Store:
 
 @final
 class MemoryStore(_Store):
-    """Sessions in this process's memory: thread-safe, bounded in count and bytes.
-
-    Eviction is a segmented LRU: sessions used on more than one request outlive a flood of
-    sessions used once; among either kind, the least recently used go first.
-    """
+    """Sessions in this process's memory: thread-safe, bounded in count and bytes; evicted
+    least recently used first, sessions used once before those used on several requests."""
 
     def __new__(cls, max_sessions: int = 100000, *, max_bytes: int = 268435456) -> Self:
         """Keep at most ``max_sessions`` sessions (at least 1) holding at most ``max_bytes``
@@ -112,19 +113,14 @@ class MemoryStore(_Store):
 class CookieStore(_Store):
     """Sessions sealed in their visitors' cookies: nothing is kept on the server.
 
-    The session's record is encrypted and authenticated (XChaCha20-Poly1305) under a key
-    derived from the manager's secret(s) by HKDF-SHA256, and sent as the value of the id
-    cookie (``cookie_name``), ``v1.`` then base64url. Rotating the secret rotates the key:
-    cookies sealed under an older secret open and are resealed under the newest. Idle and
-    absolute expiry are checked from inside the sealed value. A save whose ``Set-Cookie`` line
-    would exceed 4,096 bytes raises ValueError before anything is sent.
+    The record is sealed (XChaCha20-Poly1305, keys from the secret(s) by HKDF-SHA256) as the id
+    cookie's value, ``v1.`` then base64url; cookies of an older secret open and are resealed.
+    Expiry is checked inside the seal. A ``Set-Cookie`` line over 4,096 bytes is a ValueError.
     """
 
     def __new__(cls, *, revocation: _ServerStore | None = None) -> Self:
-        """``revocation``: any server store (MemoryStore, SqliteStore, RedisStore,
-        MemcachedStore, a Python store ...) that keeps a per-user generation counter, so
-        ``destroy_user_sessions()`` can end a user's cookie sessions. Without one, a copied
-        cookie stays valid until it expires."""
+        """``revocation``: any server store, keeping a per-user generation counter so that
+        ``destroy_user_sessions()`` can end a user's cookie sessions."""
 
     @property
     def revocation(self) -> _ServerStore | None:
@@ -170,8 +166,7 @@ class SqliteStore(_Store):
 
         ``timeout`` is how many seconds (above 0, at most 3600) a write waits for another
         process's write. ``durable=True`` sets ``synchronous=FULL``: every commit is on disk
-        before it returns, so a power cut loses nothing (a crashed process loses nothing
-        either way).
+        before it returns, so a power cut loses nothing.
         """
 
     @property
@@ -213,8 +208,8 @@ class RedisStore(_Store):
         system's CA roots, or only the PEM CA(s) in ``ssl_ca_certs``; ``ssl_certfile`` and
         ``ssl_keyfile`` (PEM, together) are a client certificate for servers that ask for one.
         The files are read here; a certificate that does not verify fails each request with
-        SessionStoreError. Timeouts are seconds
-        above 0 and at most 3600, ``pool_size`` from 1 to 1024 (ValueError otherwise).
+        SessionStoreError. Timeouts are seconds above 0 and at most 3600, ``pool_size`` from 1
+        to 1024 (ValueError otherwise).
         """
 
     @property
@@ -328,6 +323,21 @@ def _store_save_if_exists(store: Any, session_id: str, blob: bytes, ttl: int | N
 
 def _store_load(store: Any, session_id: str, max_bytes: int) -> bytes | None:
     """Test hook: the record of ``session_id`` in ``store``, refusing more than ``max_bytes``."""
+
+# Listing and copying records, for ``python -m tornsession`` (tornsession_core::stores::listing).
+def _store_session_ids(store: _Store) -> list[str]: ...
+def _store_load_listed(
+    store: _Store, session_id: str, idle_timeout: float | None = None
+) -> tuple[bytes, float | None] | None: ...
+def _store_copy_in(
+    store: _Store,
+    session_id: str,
+    blob: bytes,
+    remaining: float | None,
+    expected: bytes | None,
+    idle_timeout: float | None = None,
+) -> bool: ...
+def _store_delete_listed(store: _Store, session_id: str) -> bool: ...
 
 @disjoint_base
 class Session(dict[str, Any]):

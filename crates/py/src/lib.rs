@@ -35,7 +35,8 @@ mod _core {
     use crate::manager::{SessionInfo, SessionManager, TornadoSessionManager};
     #[pymodule_export]
     use crate::py_stores::{
-        _store_load, _store_save_if_exists, PyCookieStore, PyFileStore, PyMemcachedStore,
+        _store_copy_in, _store_delete_listed, _store_load, _store_load_listed,
+        _store_save_if_exists, _store_session_ids, PyCookieStore, PyFileStore, PyMemcachedStore,
         PyMemoryStore, PyRedisClusterStore, PyRedisSentinelStore, PyRedisStore, PySqliteStore,
         PyStore,
     };

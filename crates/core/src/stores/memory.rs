@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use lru::LruCache;
 use parking_lot::Mutex;
 
-use super::{SessionStore, StoreError, UserIndex};
+use super::{ListedRecord, Listing, SessionStore, StoreError, TimeLeft, UserIndex};
 
 /// What an entry costs beyond its blob, roughly: its key, deadline, list links and hash slot.
 /// Counted so that a bound in bytes also bounds a flood of tiny sessions.
@@ -380,6 +380,43 @@ impl SessionStore for MemoryStore {
 
     fn user_index(&self) -> Option<&dyn UserIndex> {
         Some(self)
+    }
+
+    fn listing(&self) -> Option<&dyn Listing> {
+        Some(self)
+    }
+}
+
+/// Listing, for tests of the operating commands (a MemoryStore lives in one process).
+impl Listing for MemoryStore {
+    fn session_ids(&self) -> StoreResult<Vec<String>> {
+        let now = self.now_ms();
+        let segments = self.segments.lock();
+        let entries = segments.probation.iter().chain(segments.protected.iter());
+        Ok(entries
+            .filter(|(_, entry)| entry.deadline > now)
+            .map(|(key, _)| format!("{key:032x}"))
+            .collect())
+    }
+
+    fn load_listed(&self, session_id: &str, max_bytes: usize) -> StoreResult<Option<ListedRecord>> {
+        let (key, now) = (self.key(session_id)?, self.now_ms());
+        let segments = self.segments.lock();
+        let Some(entry) = segments.peek(&key).filter(|entry| entry.deadline > now) else {
+            return Ok(None);
+        };
+        if entry.blob.len() > max_bytes {
+            let size = entry.blob.len() as u64;
+            return Err(StoreError::oversized(self, session_id, size, max_bytes));
+        }
+        let time_left = match entry.deadline {
+            u64::MAX => TimeLeft::Unlimited,
+            deadline => TimeLeft::Within(Duration::from_millis(deadline - now)),
+        };
+        Ok(Some(ListedRecord {
+            blob: entry.blob.to_vec(),
+            time_left,
+        }))
     }
 }
 

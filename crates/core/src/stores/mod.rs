@@ -8,6 +8,7 @@ mod blocking;
 mod capabilities;
 mod cookie;
 mod file;
+mod listing;
 pub mod memcached;
 mod memory;
 pub mod pipelined;
@@ -19,6 +20,7 @@ pub mod sqlite;
 pub use capabilities::{Revocation, UserIndex};
 pub use cookie::{without_revocation_store, CookieStore};
 pub use file::FileStore;
+pub use listing::{ListedRecord, Listing, TimeLeft, LISTABLE_STORES};
 pub use memcached::{MemcachedOptions, MemcachedStore};
 pub use memory::MemoryStore;
 pub use pipelined::{Endpoint, Request, SaveMode, WireStore};
@@ -216,6 +218,10 @@ pub trait SessionStore: Send + Sync {
 
     /// The store's per-user index, when it keeps one (see `capabilities`).
     fn user_index(&self) -> Option<&dyn UserIndex> {
+        None
+    }
+    /// How the store lists every record it holds, when it can (see `listing`).
+    fn listing(&self) -> Option<&dyn Listing> {
         None
     }
     /// How the store ends a user's sessions when it keeps no index (see `capabilities`).

@@ -11,7 +11,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::{SessionStore, StoreError, UserIndex};
+use super::{ListedRecord, Listing, SessionStore, StoreError, TimeLeft, UserIndex};
 use crate::ids;
 use crate::time::now_f64;
 
@@ -361,6 +361,63 @@ impl SessionStore for SqliteStore {
 
     fn user_index(&self) -> Option<&dyn UserIndex> {
         Some(self)
+    }
+
+    fn listing(&self) -> Option<&dyn Listing> {
+        Some(self)
+    }
+}
+
+impl Listing for SqliteStore {
+    fn session_ids(&self) -> StoreResult<Vec<String>> {
+        self.connection
+            .lock()
+            .prepare_cached(
+                "SELECT id FROM tornsession_sessions WHERE expires_at IS NULL OR expires_at > ?1",
+            )
+            .and_then(|mut statement| {
+                statement
+                    .query_map(params![now_f64()], |row| row.get::<_, String>(0))?
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .map(|found| {
+                found
+                    .into_iter()
+                    .filter(|id| ids::is_valid_session_id(id))
+                    .collect()
+            })
+            .map_err(|e| StoreError::new(self, format!("cannot list the sessions: {e}")))
+    }
+
+    fn load_listed(&self, session_id: &str, max_bytes: usize) -> StoreResult<Option<ListedRecord>> {
+        let now = now_f64();
+        let row: Option<(i64, Option<Vec<u8>>, Option<f64>)> = self
+            .connection
+            .lock()
+            .prepare_cached(
+                "SELECT length(blob), CASE WHEN length(blob) <= ?3 THEN blob END, expires_at
+                 FROM tornsession_sessions
+                 WHERE id = ?1 AND (expires_at IS NULL OR expires_at > ?2)",
+            )
+            .and_then(|mut statement| {
+                statement
+                    .query_row(params![session_id, now, sql_limit(max_bytes)], |row| {
+                        Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+                    })
+                    .optional()
+            })
+            .map_err(|e| self.fail("load", session_id, e))?;
+        let Some((size, blob, expires_at)) = row else {
+            return Ok(None);
+        };
+        let Some(blob) = self.within_limit(session_id, Some((size, blob)), max_bytes)? else {
+            return Ok(None);
+        };
+        let time_left = match expires_at {
+            None => TimeLeft::Unlimited,
+            Some(at) => TimeLeft::Within(Duration::from_secs_f64((at - now).max(0.0))),
+        };
+        Ok(Some(ListedRecord { blob, time_left }))
     }
 }
 

@@ -5,6 +5,7 @@
 mod arguments;
 mod cookie;
 mod handle;
+mod listing;
 mod local;
 mod network;
 mod python;
@@ -21,6 +22,7 @@ use tornsession_core::stores::SessionStore;
 
 pub use cookie::PyCookieStore;
 pub use handle::StoreHandle;
+pub use listing::{_store_copy_in, _store_delete_listed, _store_load_listed, _store_session_ids};
 pub use local::{PyFileStore, PyMemoryStore, PySqliteStore};
 pub use network::{PyMemcachedStore, PyRedisClusterStore, PyRedisSentinelStore, PyRedisStore};
 

@@ -18,6 +18,7 @@ use super::StoreError;
 use crate::ids;
 
 mod cleanup;
+mod listing;
 mod locking;
 mod records;
 mod user_index;

@@ -265,4 +265,8 @@ impl SessionStore for FileStore {
     fn user_index(&self) -> Option<&dyn UserIndex> {
         Some(self)
     }
+
+    fn listing(&self) -> Option<&dyn crate::stores::Listing> {
+        Some(self)
+    }
 }

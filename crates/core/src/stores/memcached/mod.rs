@@ -11,6 +11,7 @@ use std::time::Duration;
 
 mod connection;
 mod keys;
+mod listing;
 mod options;
 mod session_store;
 mod store;

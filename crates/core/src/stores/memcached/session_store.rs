@@ -118,13 +118,17 @@ impl SessionStore for MemcachedStore {
     fn revocation(&self) -> Option<&dyn Revocation> {
         Some(self)
     }
+
+    fn listing(&self) -> Option<&dyn crate::stores::Listing> {
+        Some(self)
+    }
 }
 
 impl Revocation for MemcachedStore {
     // No index here: the generation in each owned record does its work, so filing and
     // unfiling are nothing to do (see `capabilities`).
     fn why_no_index(&self) -> &'static str {
-        "memcached cannot list keys"
+        "memcached keeps no index of a user's sessions"
     }
 
     fn user_generation(&self, user_key: &str) -> StoreResult<Option<u64>> {

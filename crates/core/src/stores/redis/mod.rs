@@ -18,6 +18,7 @@ mod cluster;
 mod commands;
 mod connection;
 mod deadline;
+mod listing;
 mod options;
 mod pool;
 mod sentinel;

@@ -61,6 +61,10 @@ macro_rules! redis_session_store {
             fn user_index(&self) -> Option<&dyn $crate::stores::UserIndex> {
                 Some(self)
             }
+
+            fn listing(&self) -> Option<&dyn $crate::stores::Listing> {
+                Some(self)
+            }
         }
 
         impl $crate::stores::UserIndex for $store {

@@ -1,0 +1,194 @@
+//! Listing memcached's records, for the operating commands (see `stores::listing`).
+//!
+//! memcached has no command to list keys, but since 1.4.31 its LRU crawler can dump every
+//! item's metadata (`lru_crawler metadump all`: a line `key=<URI-encoded key> exp=<Unix time,
+//! -1 for none> ...` per item, then `END`). No client crate speaks it, so the few lines of the
+//! dump are read here, over a connection of their own (the dump is no meta reply).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::time::Duration;
+
+use super::MemcachedStore;
+use crate::ids;
+use crate::stores::blocking::connect_tcp;
+use crate::stores::{Endpoint, ListedRecord, Listing, StoreError, StoreResult, TimeLeft};
+use crate::wire::{meta, Reply};
+
+/// The longest line of a dump: a 250-byte key URI-encoded and the other fields, with room.
+const MAX_DUMP_LINE: usize = 4096;
+/// How long one read of a dump may wait: the crawler walks a large cache in seconds.
+const DUMP_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often a dump is retried while another one runs (`BUSY`), 100 ms apart.
+const BUSY_RETRIES: u32 = 100;
+
+/// What one dump line says: the key and its expiry (`None`: never).
+fn dump_line(line: &str) -> Option<(String, Option<u64>)> {
+    let mut key = None;
+    let mut exp = None;
+    for field in line.split(' ') {
+        if let Some(encoded) = field.strip_prefix("key=") {
+            key = Some(
+                percent_encoding::percent_decode_str(encoded)
+                    .decode_utf8()
+                    .ok()?
+                    .into_owned(),
+            );
+        } else if let Some(value) = field.strip_prefix("exp=") {
+            exp = Some(value.parse::<i64>().ok()?);
+        }
+    }
+    Some((key?, u64::try_from(exp?).ok()))
+}
+
+/// The outcome of one dump: every line, or "busy" (another dump runs: try again).
+enum Dump {
+    Lines(Vec<String>),
+    Busy,
+}
+
+impl MemcachedStore {
+    fn dump_error(&self, endpoint: &Endpoint, cause: impl std::fmt::Display) -> StoreError {
+        StoreError::new(
+            self,
+            format!(
+                "cannot list the keys of {}:{}: {cause}",
+                endpoint.host, endpoint.port
+            ),
+        )
+    }
+
+    fn dump(&self, endpoint: &Endpoint) -> StoreResult<Dump> {
+        let fail = |e: std::io::Error| self.dump_error(endpoint, e);
+        let mut stream = connect_tcp(&endpoint.host, endpoint.port, self.options.connect_timeout)
+            .map_err(fail)?;
+        stream
+            .set_read_timeout(Some(DUMP_READ_TIMEOUT.max(self.options.timeout)))
+            .map_err(fail)?;
+        stream
+            .set_write_timeout(Some(self.options.timeout))
+            .map_err(fail)?;
+        stream
+            .write_all(b"lru_crawler metadump all\r\n")
+            .map_err(fail)?;
+        let mut reader = BufReader::new(stream);
+        let mut lines = Vec::new();
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            let read = (&mut reader)
+                .take(MAX_DUMP_LINE as u64)
+                .read_until(b'\n', &mut line)
+                .map_err(fail)?;
+            if read == 0 {
+                return Err(self.dump_error(endpoint, "the server closed the connection mid-dump"));
+            }
+            if line.last() != Some(&b'\n') {
+                return Err(self.dump_error(endpoint, "a dump line too long"));
+            }
+            let text = String::from_utf8_lossy(&line);
+            let text = text.trim_end();
+            match text {
+                "END" => return Ok(Dump::Lines(lines)),
+                _ if text.starts_with("BUSY") => return Ok(Dump::Busy),
+                _ if text.starts_with("key=") => lines.push(text.to_owned()),
+                // ERROR (before 1.4.31), CLIENT_ERROR (the crawler disabled), anything else.
+                other => {
+                    return Err(self.dump_error(
+                        endpoint,
+                        format!(
+                            "`lru_crawler metadump` answered {:?}: listing needs memcached \
+                             1.4.31 or later with its LRU crawler enabled (the default)",
+                            &other[..other.len().min(80)]
+                        ),
+                    ))
+                }
+            }
+        }
+    }
+}
+
+impl Listing for MemcachedStore {
+    fn session_ids(&self) -> StoreResult<Vec<String>> {
+        let prefix = &self.options.prefix;
+        let now = crate::time::now();
+        let mut found = Vec::new();
+        for endpoint in &self.endpoints {
+            let mut tries = 0;
+            let lines = loop {
+                match self.dump(endpoint)? {
+                    Dump::Lines(lines) => break lines,
+                    Dump::Busy if tries < BUSY_RETRIES => {
+                        tries += 1;
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                    Dump::Busy => {
+                        return Err(self.dump_error(endpoint, "the LRU crawler stayed busy"))
+                    }
+                }
+            };
+            for (key, expires) in lines.iter().filter_map(|line| dump_line(line)) {
+                // The crawler may name an item past its expiry that nobody has reaped yet.
+                if expires.is_some_and(|at| at <= now) {
+                    continue;
+                }
+                if let Some(id) = key.strip_prefix(prefix.as_str()) {
+                    if ids::is_valid_session_id(id) {
+                        found.push(id.to_owned());
+                    }
+                }
+            }
+        }
+        found.sort_unstable();
+        found.dedup();
+        Ok(found)
+    }
+
+    /// `mg <key> v t`: the value and its remaining time to live in seconds (`-1`: none).
+    fn load_listed(&self, session_id: &str, max_bytes: usize) -> StoreResult<Option<ListedRecord>> {
+        let key = self.key(session_id);
+        let request = format!("mg {key} v t\r\n").into_bytes();
+        match self.call(session_id, &key, &request, max_bytes)? {
+            Reply::Meta {
+                code: [b'V', b'A'],
+                value: Some(blob),
+                flags,
+            } => {
+                let time_left = match meta::flag(&flags, 't').map(str::parse::<i64>) {
+                    Some(Ok(-1)) => TimeLeft::Unlimited,
+                    Some(Ok(seconds)) if seconds > 0 => {
+                        TimeLeft::Within(Duration::from_secs(seconds.unsigned_abs()))
+                    }
+                    Some(Ok(_)) => return Ok(None),
+                    _ => {
+                        return Err(StoreError::new(
+                            self,
+                            "mg: the reply carries no time to live",
+                        ))
+                    }
+                };
+                Ok(Some(ListedRecord { blob, time_left }))
+            }
+            Reply::Meta {
+                code: [b'E', b'N'], ..
+            } => Ok(None),
+            reply => Err(self.unexpected(session_id, "mg", &reply)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dump_line_gives_its_key_and_expiry() {
+        let line = "key=app%3A0123 exp=1700000000 la=1699990000 cas=4 fetch=no cls=1 size=70";
+        assert_eq!(
+            dump_line(line),
+            Some(("app:0123".to_owned(), Some(1_700_000_000)))
+        );
+        assert_eq!(dump_line("key=k exp=-1 la=1"), Some(("k".to_owned(), None)));
+        assert_eq!(dump_line("exp=-1"), None);
+        assert_eq!(dump_line("key=k exp=soon"), None);
+    }
+}
