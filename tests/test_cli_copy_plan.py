@@ -15,9 +15,10 @@ from tornsession._copy_state import CopyState, default_path
 from tornsession._progress import Progress
 
 
-def rec(name: str, written: int = 100) -> Record:
-    """A record whose digest is that of ``name``, written at ``written``."""
-    return Record(digest(name.encode()), written)
+def rec(name: str, written: int = 100, remaining: float | None = 3600.0) -> Record:
+    """A record whose digest is that of ``name``, written at ``written``, with ``remaining``
+    seconds left."""
+    return Record(digest(name.encode()), written, remaining)
 
 
 def mark(name: str) -> str:
@@ -58,6 +59,38 @@ TABLE: list[tuple[str, Record | None, Record | None, str | None, Action]] = [
     ("7 ended in source, target as copied", None, OLD, mark("old"), Action.DELETE),
     ("7 ended in source, target used since", None, T, mark("old"), Action.KEEP_USED),
     ("7 ended in source and target", None, None, mark("old"), Action.FORGET),
+    # A read of an idle session moves its expiry on in the source without changing the record.
+    (
+        "4 source read since: expiry moves on",
+        rec("s", 1, 900),
+        rec("s", 1, 600),
+        mark("s"),
+        Action.EXTEND,
+    ),
+    (
+        "4 within the slack: nothing",
+        rec("s", 1, 601),
+        rec("s", 1, 600),
+        mark("s"),
+        Action.UNCHANGED,
+    ),
+    (
+        "4 target read since: nothing",
+        rec("s", 1, 600),
+        rec("s", 1, 900),
+        mark("s"),
+        Action.UNCHANGED,
+    ),
+    ("4 no limit in the source", rec("s", 1, None), rec("s", 1, 600), mark("s"), Action.EXTEND),
+    ("4 no limit in the target", rec("s", 1, 600), rec("s", 1, None), mark("s"), Action.UNCHANGED),
+    (
+        "4 target used since, source read",
+        rec("s", 1, 900),
+        rec("t", 1, 600),
+        mark("s"),
+        Action.UNCHANGED,
+    ),
+    ("2 same bytes, source read since", rec("s", 1, 900), rec("s", 1, 600), None, Action.EXTEND),
     ("ended in source before it was copied", None, T, None, Action.FORGET),
 ]
 
@@ -76,8 +109,8 @@ def test_copy_decides_each_case_of_the_contract(
 
 
 def test_only_copies_write_and_each_action_has_a_summary_count() -> None:
-    assert {a for a in Action if a.writes} == {Action.COPY_NEW, Action.COPY_OVER}
-    counted = {"copied", "unchanged", "kept", "skipped-ended", "deleted", "gone"}
+    assert {a for a in Action if a.writes} == {Action.COPY_NEW, Action.COPY_OVER, Action.EXTEND}
+    counted = {"copied", "extended", "unchanged", "kept", "skipped-ended", "deleted", "gone"}
     assert {a.value for a in Action} == counted
 
 

@@ -51,7 +51,16 @@ SHOWN_FAILURES = 10
 #: Failures in a row, without one success, after which the store is taken to be down.
 GIVE_UP_AFTER = 200
 #: The summary's counts, in order.
-COUNTS = ["copied", "unchanged", "kept", "skipped-ended", "deleted", "gone", "failed"]
+COUNTS = [
+    "copied",
+    "extended",
+    "unchanged",
+    "kept",
+    "skipped-ended",
+    "deleted",
+    "gone",
+    "failed",
+]
 
 
 @dataclass(frozen=True)
@@ -134,15 +143,16 @@ class Copier:
                 source = self._load(self.source, session_id)
                 target = self._load(self.target, session_id)
                 action = decide(
-                    None if source is None else Record.of(source.blob),
-                    None if target is None else Record.of(target.blob),
+                    None if source is None else Record.of(source.blob, source.remaining),
+                    None if target is None else Record.of(target.blob, target.remaining),
                     remembered,
                 )
                 if self.dry_run:
                     return Outcome(session_id, action)
                 if action.writes:
                     assert source is not None  # decide writes only what the source holds
-                    expected = target.blob if action is Action.COPY_OVER and target else None
+                    # Only over the record just read: a write of the app's since wins.
+                    expected = None if target is None else target.blob
                     if _core._store_copy_in(
                         self.target,
                         session_id,
@@ -178,7 +188,8 @@ class Copier:
         if outcome.written is not None:
             # Journalled only now that the write succeeded: a crash before only means the id
             # is looked at again.
-            self.state.remember(outcome.session_id, outcome.written)
+            if outcome.written != self.state.copied.get(outcome.session_id):
+                self.state.remember(outcome.session_id, outcome.written)
             if action.writes:
                 expires = None
                 if outcome.remaining is not None:

@@ -11,6 +11,10 @@ import hashlib
 import json
 from dataclasses import dataclass
 
+#: How much longer the source's record must have left than the target's same record for the
+#: copy to move the target's expiry on (a second copy after the app read sessions).
+EXPIRY_SLACK = 2.0
+
 
 def digest(blob: bytes) -> str:
     """What the state remembers of a record: 128 bits of its SHA-256, in hex."""
@@ -19,16 +23,25 @@ def digest(blob: bytes) -> str:
 
 @dataclass(frozen=True)
 class Record:
-    """A record as the decision needs it: its digest and the last time its own fields say it
-    was written (the later of ``"c"``, created, and ``"s"``, last seen to the minute; 0 for a
-    record that is not tornsession's JSON)."""
+    """A record as the decision needs it: its digest, the last time its own fields say it was
+    written (the later of ``"c"``, created, and ``"s"``, last seen to the minute; 0 for a
+    record that is not tornsession's JSON) and the seconds it has left in its store (None: no
+    limit)."""
 
     digest: str
     written: int
+    remaining: float | None = None
 
     @classmethod
-    def of(cls, blob: bytes) -> Record:
-        return cls(digest(blob), written_at(blob))
+    def of(cls, blob: bytes, remaining: float | None = None) -> Record:
+        return cls(digest(blob), written_at(blob), remaining)
+
+    def outlives(self, other: Record) -> bool:
+        """Whether this record has clearly longer left than ``other``: a read of an idle
+        session moves its expiry on without changing the record."""
+        if self.remaining is None:
+            return other.remaining is not None
+        return other.remaining is not None and self.remaining > other.remaining + EXPIRY_SLACK
 
 
 def written_at(blob: bytes) -> int:
@@ -53,6 +66,9 @@ class Action(enum.Enum):
     COPY_OVER = "copied"
     #: The target already holds the same bytes: remember them as copied, write nothing.
     REMEMBER = "unchanged"
+    #: The same bytes on both sides, but the source's were read since and live longer: the
+    #: target's record is written again (only if unchanged) with the source's time left.
+    EXTEND = "extended"
     #: Neither changed since the last copy (or the source did not and the target did).
     UNCHANGED = "unchanged"
     #: The target's record is as new as the source's or newer: the app's write there wins.
@@ -68,7 +84,7 @@ class Action(enum.Enum):
 
     @property
     def writes(self) -> bool:
-        return self in (Action.COPY_NEW, Action.COPY_OVER)
+        return self in (Action.COPY_NEW, Action.COPY_OVER, Action.EXTEND)
 
 
 def decide(source: Record | None, target: Record | None, remembered: str | None) -> Action:
@@ -85,17 +101,27 @@ def decide(source: Record | None, target: Record | None, remembered: str | None)
         if target is None:
             return Action.COPY_NEW
         if target.digest == source.digest:
-            return Action.REMEMBER
+            return _same(source, target, remembered)
         return _newer_wins(source, target)
     if target is None:
         return Action.SKIP_ENDED
     if source.digest == remembered:
-        return Action.UNCHANGED
+        # The target's own changes since win; an untouched one follows the source's expiry.
+        return (
+            _same(source, target, remembered) if target.digest == remembered else Action.UNCHANGED
+        )
     if target.digest == remembered:
         return Action.COPY_OVER
     if target.digest == source.digest:
-        return Action.REMEMBER
+        return _same(source, target, remembered)
     return _newer_wins(source, target)
+
+
+def _same(source: Record, target: Record, remembered: str | None) -> Action:
+    """The same record on both sides: the target's expiry moves on if the source's did."""
+    if source.outlives(target):
+        return Action.EXTEND
+    return Action.UNCHANGED if remembered == source.digest else Action.REMEMBER
 
 
 def _newer_wins(source: Record, target: Record) -> Action:
