@@ -137,6 +137,11 @@ def test_the_state_replays_its_journal_and_a_torn_last_line_is_ignored(tmp_path:
     assert len(again.copied) == 599
     assert again.copied[f"{7:032x}"] == mark("7")
     assert f"{5:032x}" not in again.copied
+    # Appended after the cut line, a new line starts a line of its own.
+    again.remember(f"{9999:032x}", mark("new"))
+    again.close()
+    again = CopyState(path, url_from, url_to, writable=True)
+    assert len(again.copied) == 600 and again.copied[f"{9999:032x}"] == mark("new")
     again.compact()
     assert not again.journal_path.exists()
     saved = path.read_text()

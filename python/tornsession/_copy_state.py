@@ -21,6 +21,11 @@ from tornsession._cli_common import UsageError, masked
 FORMAT = 1
 #: Journal lines written between two fsyncs.
 SYNC_EVERY = 256
+_HEX = frozenset("0123456789abcdef")
+
+
+def _is_hex(text: str, length: int) -> bool:
+    return len(text) == length and _HEX.issuperset(text)
 
 
 def default_path(from_url: str, to_url: str) -> Path:
@@ -89,15 +94,16 @@ class CopyState:
                 header = None
             if isinstance(header, dict):
                 self._check_urls({"from": str(header.get("from")), "to": str(header.get("to"))})
-        # The last line may be cut short by a kill: a line is used only when whole.
+        # The last line may be cut short by a kill: a line is used only when whole (a session
+        # id is 32 lowercase hex digits, a digest too).
         for line in lines:
             parts = line.decode("ascii", "replace").split(" ")
-            if len(parts) != 2 or not parts[0]:
+            if len(parts) != 2 or not _is_hex(parts[0], 32):
                 continue
             session_id, value = parts
             if value == "-":
                 self.copied.pop(session_id, None)
-            elif len(value) == 32:
+            elif _is_hex(value, 32):
                 self.copied[session_id] = value
 
     def remember(self, session_id: str, digest: str) -> None:
@@ -120,12 +126,15 @@ class CopyState:
         if not self.writable or not self._pending:
             return
         if self._journal is None:
-            new = not self.journal_path.exists()
             self._journal = os.open(
-                self.journal_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600
+                self.journal_path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600
             )
-            if new:
+            size = os.fstat(self._journal).st_size
+            if size == 0:
                 _write_all(self._journal, (json.dumps(self.urls) + "\n").encode())
+            elif os.pread(self._journal, 1, size - 1) != b"\n":
+                # A line cut short by a kill: ended here, so it does not run into the next.
+                _write_all(self._journal, b"\n")
         _write_all(self._journal, "".join(self._pending).encode("ascii"))
         os.fsync(self._journal)
         self._pending.clear()
