@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 import tornsession
@@ -56,6 +57,27 @@ def test_end_user_ends_every_session_of_that_user_only(
     assert again.returncode == 0
     if kind != "memcached":
         assert again.stdout == "ended 0 sessions of user 'ann'\n"
+
+
+def test_end_user_on_a_cookie_store_moves_the_users_generation_on(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    revocation = store_url(request, tmp_path, "redis", "revocation")
+    url = f"cookie:?revocation={quote(revocation, safe='')}"
+    ann, bob = logged_in(url, "ann", 2), logged_in(url, "bob", 1)
+    done = run("end-user", url, "ann")
+    assert done.returncode == 0, done.stderr
+    assert "a cookie: store cannot count them; each one ends as it is next loaded" in done.stdout
+    on = manager(url)
+    # A sealed session has no id in a store: what the cookie opens to is what counts.
+    assert [sealed_data(v, on) for v in ann] == [{}, {}]
+    assert sealed_data(bob[0], on) == {"n": 0}
+
+
+def sealed_data(visitor: Visitor, on: tornsession.TornadoSessionManager) -> dict[str, Any]:
+    handler = Jar()
+    handler.cookies = dict(visitor.cookies)
+    return dict(tornsession.TornadoSession(on, handler))
 
 
 @pytest.mark.parametrize("kind", ["redis", "sqlite"])
@@ -152,6 +174,8 @@ def test_stats_of_a_file_store_needs_the_apps_idle_timeout(tmp_path: Path) -> No
         (["stats", "memory:"], "memory: holds the sessions of the process that made it"),
         (["stats", "cookie:"], "cookie: keeps sessions in the visitors' browsers"),
         (["end-user", "memory:", "ann"], "memory: holds the sessions"),
+        (["end-user", "cookie:", "ann"], "through its revocation store: give the app's whole"),
+        (["end-session", "cookie:", "0" * 64], "cookie: keeps sessions in the visitors'"),
         (["stats", "http://example.com"], "unknown scheme 'http'"),
         (["stats", "redis://ann:s3cret@127.0.0.1:1/0?bogus=1"], "takes no option 'bogus'"),
         (["end-user", "sqlite:relative.db", "ann"], "a path must be absolute"),

@@ -32,9 +32,10 @@ def masked(text: str) -> str:
     return _masked(text)
 
 
-def open_store(url: str, what: str) -> Any:
+def open_store(url: str, what: str, revocation: bool = False) -> Any:
     """The store ``url`` names, for the command ``what``; UsageError for a URL that is wrong or
-    names a store whose records live only in one process or in cookies."""
+    names a store whose records live only in one process or in cookies (``revocation``: a
+    ``cookie:`` store with a revocation store is taken, which can end a user's sessions)."""
     try:
         store = store_from_url(url)
     except (ValueError, TypeError) as error:
@@ -45,6 +46,13 @@ def open_store(url: str, what: str) -> Any:
             f"runs in a process of its own; name the store your app uses ({LISTING_STORES})"
         )
     if isinstance(store, CookieStore):
+        if revocation and store.revocation is not None:
+            return store
+        if revocation:
+            raise UsageError(
+                f"{what}: a cookie: store ends a user's sessions through its revocation store: "
+                "give the app's whole URL, cookie:?revocation=<the revocation store's URL>"
+            )
         raise UsageError(
             f"{what}: cookie: keeps sessions in the visitors' browsers, where no command can "
             f"reach them; it works on stores that keep records ({LISTING_STORES})"

@@ -336,7 +336,11 @@ def copy_main(args: argparse.Namespace) -> int:
         except KeyboardInterrupt:
             return fail("interrupted before anything was copied", 130)
         progress = Progress("copy", len(listed), sys.stderr)
-        report = copier.run(listed, progress)
+        try:
+            report = copier.run(listed, progress)
+        except KeyboardInterrupt:
+            # Only the check of what was copied is left out: the state is written.
+            return fail("interrupted while reading the copies back: run copy again", 130)
     for session_id, reason in report.failures[:SHOWN_FAILURES]:
         print(f"failed {session_id}: {reason}", file=sys.stderr)
     if len(report.failures) > SHOWN_FAILURES:

@@ -16,7 +16,7 @@ from tornsession._cli_common import (
     open_store,
     secrets_from_env,
 )
-from tornsession._core import MemcachedStore, SessionManager, SessionStoreError
+from tornsession._core import CookieStore, MemcachedStore, SessionManager, SessionStoreError
 
 
 def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -51,7 +51,7 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
 
 def end_user_main(args: argparse.Namespace) -> int:
     try:
-        store = open_store(args.url, "end-user")
+        store = open_store(args.url, "end-user", revocation=True)
     except UsageError as error:
         return fail(error, USAGE)
     # The user index key is not keyed by the secret: any secret finds the user's sessions.
@@ -62,10 +62,11 @@ def end_user_main(args: argparse.Namespace) -> int:
         return fail(error, USAGE)
     except SessionStoreError as error:
         return fail(error, FAILED)
-    if isinstance(store, MemcachedStore):
-        # memcached cannot list a user's sessions: the user's generation moved on instead.
+    if isinstance(store, (MemcachedStore, CookieStore)):
+        # Neither can list a user's sessions: the user's generation moved on instead.
+        kind = "memcached" if isinstance(store, MemcachedStore) else "a cookie: store"
         print(
-            f"ended the sessions of user {args.user_id!r}: memcached cannot count them; each "
+            f"ended the sessions of user {args.user_id!r}: {kind} cannot count them; each "
             "one ends as it is next loaded"
         )
     else:
@@ -75,8 +76,8 @@ def end_user_main(args: argparse.Namespace) -> int:
 
 def end_session_main(args: argparse.Namespace) -> int:
     try:
-        secret = secrets_from_env(args.secret_env)
         store = open_store(args.url, "end-session")
+        secret = secrets_from_env(args.secret_env)
         manager = SessionManager(secret, store=store)
     except UsageError as error:
         return fail(error, USAGE)

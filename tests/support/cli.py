@@ -68,6 +68,14 @@ class Jar(CookieJarHandler):
     path_args: tuple[str, ...] = ()
     prepare = None
 
+    # The unsigned cookies a CookieStore's sealed session and the compact format use.
+    def get_cookie(self, name: str, default: str | None = None) -> str | None:
+        value = self.cookies.get(name)
+        return value.decode() if value is not None else default
+
+    def set_cookie(self, name: str, value: str | bytes, **kwargs: Any) -> None:
+        self.cookies[name] = value.encode() if isinstance(value, str) else value
+
 
 def manager(url: str) -> tornsession.TornadoSessionManager:
     return tornsession.TornadoSessionManager(
