@@ -4,7 +4,7 @@ import os
 from collections.abc import Awaitable
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Literal, TypeAlias, TypeVar, final, overload
+from typing import Any, Literal, TypeAlias, TypedDict, TypeVar, final, overload
 
 from typing_extensions import Self, disjoint_base
 
@@ -40,6 +40,7 @@ __all__ = [
     "_enqueue_for_turn",
     "_mixin_finish",
     "_mixin_prepare",
+    "_process_metrics",
     "_read_signed_cookie",
     "_release_when_finished",
     "_store_copy_in",
@@ -66,6 +67,28 @@ _ServerStore: TypeAlias = (
 )
 
 _T = TypeVar("_T")
+
+class _Latency(TypedDict):
+    buckets: list[tuple[float, int]]
+    count: int
+    sum: float
+
+class _Metrics(TypedDict):
+    loads: dict[Literal["found", "missing", "expired", "unreadable"], int]
+    fresh: int
+    saves: dict[Literal["written", "unchanged", "dropped"], int]
+    conflicts: int
+    busy: int
+    store_errors: dict[
+        Literal["unavailable", "unreadable_record", "oversized_record", "unsupported", "crossed"],
+        int,
+    ]
+    resyncs: int
+    cookies_sent: int
+    latency: dict[Literal["load", "save", "delete"], _Latency]
+
+def _process_metrics() -> _Metrics:
+    """Every manager's ``metrics()`` of this process added up, dropped managers' included."""
 
 class InvalidSessionException(Exception):
     """The session id and digest from the request do not match: a forged or foreign cookie."""
@@ -409,6 +432,7 @@ class SessionManager:
         detect_conflicts: bool = False,
         order_requests: bool = True,
         order_timeout: float | timedelta = 10.0,
+        metrics: bool = True,
     ) -> Self:
         """``session_dir`` means a FileStore there; neither it nor ``store`` means a MemoryStore.
 
@@ -422,7 +446,8 @@ class SessionManager:
         Every option is checked here; a bad one raises ValueError or TypeError naming it. A
         secret shorter than 32 bytes gives a ``WeakSecretWarning``. ``max_size`` defaults to the
         read limit (``max_read_size``, 1 MiB; a ``max_read_size`` below ``max_size`` is a
-        ValueError), at most 1 MiB less 1 KiB with a ``MemcachedStore``."""
+        ValueError), at most 1 MiB less 1 KiB with a ``MemcachedStore``. ``metrics=False`` counts
+        nothing (``metrics()`` then reads all zero)."""
 
     @property
     def order_requests(self) -> bool:
@@ -460,6 +485,15 @@ class SessionManager:
     def hashed_id(self, session: Session) -> str | None:
         """The ``SessionInfo.id`` of a session with an owner, or None."""
 
+    def metrics(self) -> _Metrics:
+        """What this manager's sessions did since it was made, counted: loads by what they found,
+        fresh sessions, saves by what they did, conflicts, requests that waited too long for
+        their turn (``busy``: 503), store errors by kind, connections replaced to get back in
+        step (``resyncs``), cookies sent, and each store operation's latency (cumulative
+        buckets in seconds, as Prometheus keeps them). See ``tornsession.metrics``."""
+
+    def _count_busy(self) -> None: ...
+    def _count_conflict(self) -> None: ...
     async def auser_sessions(self, user_id: str) -> list[SessionInfo]:
         """``user_sessions()`` without blocking the IOLoop."""
 

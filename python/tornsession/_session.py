@@ -121,8 +121,10 @@ async def _load(session: _core.TornadoSession, task: _core._StoreTask) -> None:
         if turn is None:
             try:
                 turn = await _ordering.wait_for_turn(session_id, handler, manager.order_timeout)
-            except BaseException:
+            except BaseException as error:
                 session._abandon_load()
+                if isinstance(error, _core.SessionBusy):
+                    manager._count_busy()
                 raise
         _take(session, handler, turn)
     await _load_unordered(session, task)
@@ -174,7 +176,11 @@ def _fence(session: Any, regenerating: bool = False) -> bool:
     """Before a write of `session`: whether to write (False: this request passed its turn on,
     another saved since, and this one changed nothing); `SessionConflict` if it changed it."""
     turn = session._turn
-    return turn is None or bool(turn.fence(session, regenerating))
+    try:
+        return turn is None or bool(turn.fence(session, regenerating))
+    except _core.SessionConflict:
+        session.session_manager._count_conflict()
+        raise
 
 
 class TornadoSession(_core.TornadoSession):

@@ -6,14 +6,16 @@
 //! `sealed_cookie` (the cookie store's: the whole session encrypted into the cookie), `policy`
 //! (expiry settings both the lifecycle and the user index read), `lifecycle` (the session
 //! cycle as steps), `users` (per-user sessions), `user_sessions` (listing and ending a user's
-//! sessions across a store), `wire` (the Redis and memcached codecs, sans I/O) and `stores`
-//! (one trait, every store, the pipelined request model).
+//! sessions across a store), `wire` (the Redis and memcached codecs, sans I/O), `stores`
+//! (one trait, every store, the pipelined request model) and `metrics` (what sessions do,
+//! counted).
 
 pub mod codec;
 pub mod compact_cookie;
 pub mod digest;
 pub mod ids;
 pub mod lifecycle;
+pub mod metrics;
 pub mod policy;
 pub mod sealed_cookie;
 pub mod signed_cookie;

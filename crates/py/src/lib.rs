@@ -12,6 +12,7 @@ mod engine;
 mod errors;
 mod log;
 mod manager;
+mod metrics;
 mod options;
 mod py_stores;
 mod session;
@@ -33,6 +34,8 @@ mod _core {
     };
     #[pymodule_export]
     use crate::manager::{SessionInfo, SessionManager, TornadoSessionManager};
+    #[pymodule_export]
+    use crate::metrics::_process_metrics;
     #[pymodule_export]
     use crate::py_stores::{
         _store_copy_in, _store_delete_listed, _store_load, _store_load_listed,

@@ -23,6 +23,7 @@ use crate::session::Session;
 use crate::tornado_cookies::{CookieAttributes, CookieSettings};
 use tornsession_core::digest::Secrets;
 use tornsession_core::lifecycle::CookieCheck;
+use tornsession_core::metrics::Metrics;
 use tornsession_core::policy::Policy;
 use tornsession_core::sealed_cookie::CookieSealer;
 use tornsession_core::users::{self, ExpiryCaps};
@@ -76,7 +77,7 @@ impl SessionManager {
         cookie_samesite='Lax', cookie_secure='auto', cookie_domain=None, cookie_path='/', \
         cookie_expires_days=30.0, idle_timeout=None, lifetime=None, max_idle_timeout=None, \
         max_lifetime=None, max_size=None, max_read_size=None, detect_conflicts=False, \
-        order_requests=True, order_timeout=10.0)"
+        order_requests=True, order_timeout=10.0, metrics=True)"
     )]
     #[pyo3(signature = (
         secret, session_dir = None, *, store = None,
@@ -86,7 +87,7 @@ impl SessionManager {
         cookie_path = "/", cookie_expires_days = Some(30.0),
         idle_timeout = None, lifetime = None, max_idle_timeout = None, max_lifetime = None,
         max_size = None, max_read_size = None,
-        detect_conflicts = false, order_requests = true, order_timeout = None,
+        detect_conflicts = false, order_requests = true, order_timeout = None, metrics = true,
     ))]
     fn new(
         py: Python<'_>, secret: &Bound<'_, PyAny>, session_dir: Option<PathBuf>,
@@ -98,6 +99,7 @@ impl SessionManager {
         max_idle_timeout: Option<&Bound<'_, PyAny>>, max_lifetime: Option<&Bound<'_, PyAny>>,
         max_size: Option<options::SaturatingInt>, max_read_size: Option<options::SaturatingInt>,
         detect_conflicts: bool, order_requests: bool, order_timeout: Option<&Bound<'_, PyAny>>,
+        metrics: bool,
     ) -> PyResult<Self> {
         let keys = options::secret_keys(secret)?;
         let secrets = Secrets::new(keys.clone()).map_err(secret_error)?;
@@ -207,6 +209,7 @@ impl SessionManager {
                 settings_checked: AtomicBool::new(false),
                 wire_servers: PyOnceLock::new(),
                 sealer,
+                metrics: metrics.then(Metrics::new),
             }),
             order_requests,
             order_timeout,
@@ -304,6 +307,24 @@ impl SessionManager {
         self.engine
             .destroy_session(py, &hashed_id)
             .map_err(store_error)
+    }
+
+    /// What this manager's sessions did, counted (see `tornsession_core::metrics`); all zero
+    /// with `metrics=False`.
+    fn metrics<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let snapshot = self.engine.metrics.as_ref().map(|m| m.snapshot());
+        crate::metrics::snapshot_dict(py, &snapshot.unwrap_or_default())
+    }
+
+    /// A request of this manager's sessions waited too long for its turn (SessionBusy: 503).
+    fn _count_busy(&self) {
+        self.engine.count(Metrics::busy);
+    }
+
+    /// A save of this manager's sessions was refused as a conflict before the store was asked
+    /// (another request of the session saved after this one passed its turn on).
+    fn _count_conflict(&self) {
+        self.engine.count(Metrics::conflict);
     }
 
     /// The `SessionInfo.id` of a session with an owner (None without one), to mark "this
@@ -456,7 +477,7 @@ impl TornadoSessionManager {
         cookie_samesite='Lax', cookie_secure='auto', cookie_domain=None, cookie_path='/', \
         cookie_expires_days=30.0, idle_timeout=None, lifetime=None, max_idle_timeout=None, \
         max_lifetime=None, max_size=None, max_read_size=None, detect_conflicts=False, \
-        order_requests=True, order_timeout=10.0)"
+        order_requests=True, order_timeout=10.0, metrics=True)"
     )]
     #[pyo3(signature = (secret, session_dir = None, **options))]
     fn new(

@@ -3,6 +3,7 @@
 
 use crate::errors::store_error;
 use std::sync::Arc;
+use std::time::Instant;
 
 use parking_lot::Mutex;
 use pyo3::exceptions::PyRuntimeError;
@@ -11,6 +12,7 @@ use pyo3::prelude::*;
 use crate::engine::{Engine, PlannedSave};
 use crate::wire_link::WireServer;
 use tornsession_core::lifecycle::{Fetched, Verified, WriteMode, WriteOutcome};
+use tornsession_core::metrics::StoreOp;
 use tornsession_core::stores::reply_queue::{Delivery, Failure, ReplySink};
 use tornsession_core::stores::{Request, SaveMode};
 use tornsession_core::stores::{StoreError, StoreErrorKind};
@@ -38,14 +40,40 @@ pub struct StoreTask {
     job: Mutex<Job>,
     /// The request `wire_server` prepared, until a connection sends it.
     wire_request: Mutex<Option<Request>>,
+    /// When a connection took that request, for its latency (with metrics on).
+    wire_sent: Mutex<Option<Instant>>,
+}
+
+impl Job {
+    /// The store operation a job not yet run does.
+    fn op(&self) -> Option<StoreOp> {
+        match self {
+            Job::Load(_) => Some(StoreOp::Load),
+            Job::Save(_) => Some(StoreOp::Save),
+            Job::Delete(..) => Some(StoreOp::Delete),
+            _ => None,
+        }
+    }
 }
 
 impl StoreTask {
+    /// A load's result as the wire delivers it: a record bound to another id puts the
+    /// connection out of step.
+    fn loaded(verified: Verified, fetched: Result<Fetched, StoreError>) -> (Delivery, Job) {
+        match fetched {
+            Err(e) if e.kind == StoreErrorKind::Crossed => {
+                (Delivery::Crossed, Job::Loaded(verified, Err(e)))
+            }
+            fetched => (Delivery::Done, Job::Loaded(verified, fetched)),
+        }
+    }
+
     pub fn new(engine: Arc<Engine>, job: Job) -> Self {
         Self {
             engine,
             job: Mutex::new(job),
             wire_request: Mutex::new(None),
+            wire_sent: Mutex::new(None),
         }
     }
 
@@ -65,7 +93,11 @@ impl StoreTask {
             cause,
             kind,
         };
+        let started = self.wire_sent.lock().take();
         let mut job = self.job.lock();
+        if let Some(op) = job.op() {
+            self.engine.observe_kind(op, started, Some(error.kind));
+        }
         *job = match std::mem::replace(&mut *job, Job::Taken) {
             Job::Load(verified) => Job::Loaded(verified, Err(error)),
             Job::Save(write) => Job::Saved(write, Err(error)),
@@ -105,7 +137,9 @@ impl StoreTask {
 /// Only replies whose tag was checked reach here (`crate::wire_link`).
 impl ReplySink for StoreTask {
     fn take_request(&self) -> Option<Request> {
-        self.wire_request.lock().take()
+        let request = self.wire_request.lock().take();
+        *self.wire_sent.lock() = self.engine.started();
+        request
     }
 
     /// `NeedsFollowUp` when the record needs more than the protocol's one request (an owned
@@ -119,11 +153,14 @@ impl ReplySink for StoreTask {
             Job::Load(verified) => {
                 let found = store.load_reply(&verified.id, replies, self.engine.max_read_size);
                 match self.engine.loaded_without_follow_up(&verified.id, found) {
-                    Some(Err(e)) if e.kind == StoreErrorKind::Crossed => {
-                        (Delivery::Crossed, Job::Loaded(verified, Err(e)))
-                    }
-                    Some(fetched) => (Delivery::Done, Job::Loaded(verified, fetched)),
+                    // Run again on a thread, which observes the whole load.
                     None => (Delivery::NeedsFollowUp, Job::Load(verified)),
+                    Some(fetched) => {
+                        let sent = self.wire_sent.lock().take();
+                        let failed = fetched.as_ref().err().map(|e| e.kind);
+                        self.engine.observe_kind(StoreOp::Load, sent, failed);
+                        Self::loaded(verified, fetched)
+                    }
                 }
             }
             Job::Save(write) => {
@@ -134,10 +171,16 @@ impl ReplySink for StoreTask {
                         WriteOutcome::Gone
                     }
                 });
+                let sent = self.wire_sent.lock().take();
+                let failed = outcome.as_ref().err().map(|e| e.kind);
+                self.engine.observe_kind(StoreOp::Save, sent, failed);
                 (Delivery::Done, Job::Saved(write, outcome))
             }
             Job::Delete(id, owner) => {
                 let deleted = store.delete_reply(&id, replies);
+                let sent = self.wire_sent.lock().take();
+                let failed = deleted.as_ref().err().map(|e| e.kind);
+                self.engine.observe_kind(StoreOp::Delete, sent, failed);
                 let _ = owner; // none: owned deletes unindex too, and run on a thread
                 (Delivery::Done, Job::Deleted(deleted))
             }

@@ -12,6 +12,7 @@ use crate::errors::store_error;
 use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use pyo3::sync::PyOnceLock;
 use pyo3::types::PyDict;
@@ -24,6 +25,7 @@ use crate::session::{Session, SessionMeta};
 use crate::tornado_cookies::{headers_written, text, CookieSettings, CookiesTooLate};
 use crate::wire_link::{SinkOf, WireServer};
 
+mod outcomes;
 mod sealed;
 mod user_sessions;
 use tornsession_core::codec;
@@ -31,9 +33,9 @@ use tornsession_core::compact_cookie;
 use tornsession_core::digest::Secrets;
 use tornsession_core::ids;
 use tornsession_core::lifecycle::{
-    self, CookieCheck, Fetched, FreshReason, Opened, SavePlan, SessionState, Verified, WriteMode,
-    WriteOutcome,
+    self, CookieCheck, Fetched, Opened, SavePlan, SessionState, Verified, WriteMode, WriteOutcome,
 };
+use tornsession_core::metrics::{LoadResult, Metrics, SaveResult, StoreOp};
 use tornsession_core::policy::Policy;
 use tornsession_core::sealed_cookie::CookieSealer;
 use tornsession_core::stores::{StoreError, StoreErrorKind};
@@ -61,6 +63,8 @@ pub struct Engine {
     /// Seals sessions into their cookies and opens them, for a store that keeps them there
     /// (`CookieStore`); its keys come from `secrets`.
     pub sealer: Option<CookieSealer>,
+    /// What sessions do, counted (`None` with `metrics=False`).
+    pub metrics: Option<Arc<Metrics>>,
 }
 
 /// How the manager got its store.
@@ -120,6 +124,7 @@ impl Engine {
 
     /// A new session: a new id, nothing stored until saved.
     pub fn fresh_meta(&self, py: Python<'_>) -> PyResult<SessionMeta> {
+        self.count(Metrics::fresh);
         let (id, digest) = self.new_identity()?;
         Ok(SessionMeta::new(
             py,
@@ -224,6 +229,13 @@ impl Engine {
     /// cookie carried sealed). Only a store failing as a whole, or answering with a record bound
     /// to another id, is an error; a record it cannot use is a fresh session.
     pub fn load(&self, py: Python<'_>, verified: &Verified) -> Result<Fetched, StoreError> {
+        let started = self.started().filter(|_| verified.sealed.is_none());
+        let fetched = self.load_from_store(py, verified);
+        self.observe(StoreOp::Load, started, &fetched);
+        fetched
+    }
+
+    fn load_from_store(&self, py: Python<'_>, verified: &Verified) -> Result<Fetched, StoreError> {
         let session_id = verified.id.as_str();
         let policy = &self.policy;
         // Runs inside the store's load: a record of another id gives nothing to go by.
@@ -315,7 +327,9 @@ impl Engine {
             let StoreHandle::Native(store) = &self.store else {
                 return Ok(Vec::new());
             };
-            WireServer::for_store(store, &self.store.describe(py), self.max_read_size, sink_of)
+            let describe = self.store.describe(py);
+            let metrics = self.metrics.clone();
+            WireServer::for_store(store, &describe, self.max_read_size, sink_of, metrics)
                 .into_iter()
                 .map(|server| Py::new(py, server))
                 .collect()
@@ -326,6 +340,7 @@ impl Engine {
         let now = time::now();
         match lifecycle::open(&self.policy, verified, fetched, now) {
             Opened::Existing { mut state, data } => {
+                self.count(|metrics| metrics.load(LoadResult::Found));
                 // A record without a generation was live as generation 0: saved as that, not
                 // as whatever the counter says by then (which would revive it after a bump).
                 if self.store.revokes_by_generation() && state.extras.user.is_some() {
@@ -343,40 +358,7 @@ impl Engine {
                 why,
                 delete_old,
             } => {
-                let token = ids::log_token(&verified.id);
-                let (level, message) = match why {
-                    FreshReason::Missing => (
-                        Level::Info,
-                        format!("session {token} expired or unknown, starting a new session"),
-                    ),
-                    FreshReason::LifetimeOver => (
-                        Level::Info,
-                        format!("session {token} reached its lifetime, starting a new session"),
-                    ),
-                    FreshReason::Revoked => (
-                        Level::Info,
-                        format!(
-                            "session {token} was ended with all its owner's sessions, starting a \
-                             new session"
-                        ),
-                    ),
-                    FreshReason::Unreadable(why) => (
-                        Level::Warning,
-                        format!("unreadable record for session {token}, starting a new session: {why}"),
-                    ),
-                    FreshReason::Oversized(why) => (
-                        Level::Warning,
-                        format!("record of session {token} over the read limit, starting a new session: {why}"),
-                    ),
-                    FreshReason::Corrupt(why) => (
-                        Level::Warning,
-                        format!(
-                            "corrupt record for session {token} in {}, starting a new session: {why}",
-                            self.store.describe(py)
-                        ),
-                    ),
-                };
-                log(py, level, &message);
+                self.report_fresh(py, &verified.id, why);
                 let (id, digest) = self.new_identity()?;
                 Ok(Loaded {
                     meta: SessionMeta::new(py, &id, &digest, state),
@@ -425,6 +407,9 @@ impl Engine {
         );
         let plan = lifecycle::plan_save(&self.policy, &state, blob, data.is_empty(), now)
             .map_err(|e| PyValueError::new_err(e.to_string()))?;
+        if plan.is_none() {
+            self.count(|metrics| metrics.save(SaveResult::Unchanged));
+        }
         if let (Some(plan), Some(handler)) = (&plan, self.sealer.as_ref().and(handler)) {
             self.check_sealed_size(handler, plan)?;
         }
@@ -438,6 +423,15 @@ impl Engine {
     /// owner's current generation: one `get` per login, none for saves of loaded sessions,
     /// which keep the generation they were loaded with (so one ended meanwhile stays ended).
     pub fn save(
+        &self, py: Python<'_>, write: &mut PlannedSave,
+    ) -> Result<WriteOutcome, StoreError> {
+        let started = self.started();
+        let outcome = self.save_to_store(py, write);
+        self.observe(StoreOp::Save, started, &outcome);
+        outcome
+    }
+
+    fn save_to_store(
         &self, py: Python<'_>, write: &mut PlannedSave,
     ) -> Result<WriteOutcome, StoreError> {
         if let (Some(user), None) = (&write.plan.user, write.plan.generation) {
@@ -515,6 +509,12 @@ impl Engine {
             state.cookies_due |= sealed && outcome == WriteOutcome::Written;
             first
         });
+        self.count(|metrics| {
+            metrics.save(match outcome {
+                WriteOutcome::Written => SaveResult::Written,
+                WriteOutcome::Gone => SaveResult::Dropped,
+            })
+        });
         match outcome {
             WriteOutcome::Written if first => {
                 log(py, Level::Info, &format!("session {token} created"))
@@ -575,6 +575,7 @@ impl Engine {
         session
             .get()
             .update_state(|state| state.cookies_due = false);
+        self.count(Metrics::cookies_sent);
         let id = session.get().id(py)?;
         let state = session.get().state();
         // A sealed cookie carries no digest (the session's own was made with its id).

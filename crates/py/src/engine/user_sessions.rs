@@ -10,6 +10,7 @@ use super::Engine;
 use crate::log::{log, Level};
 use crate::py_stores::StoreHandle;
 use tornsession_core::ids;
+use tornsession_core::metrics::StoreOp;
 use tornsession_core::stores::{self, StoreError, StoreErrorKind};
 use tornsession_core::time;
 use tornsession_core::user_sessions::{Ended, Listed, UserSessionStore, UserSessions};
@@ -97,8 +98,11 @@ impl Engine {
     pub fn delete(
         &self, py: Python<'_>, session_id: &str, owner: Option<&str>,
     ) -> Result<bool, StoreError> {
+        let started = self.started();
         let store = self.store_at(py);
-        self.users(&store).delete(session_id, owner)
+        let deleted = self.users(&store).delete(session_id, owner);
+        self.observe(StoreOp::Delete, started, &deleted);
+        deleted
     }
 
     /// The live sessions `user_id` owns, oldest first.

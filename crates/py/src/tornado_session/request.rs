@@ -14,9 +14,11 @@ use pyo3::types::{PyDict, PySuper, PyTuple, PyType};
 
 use super::hooks::release_when_finished;
 use super::{native_engine, TornadoSession};
+use crate::errors::SessionConflict;
 use crate::manager::SessionManager;
 use crate::store_task::StoreTask;
 use crate::turns::{self, Turn};
+use tornsession_core::metrics::Metrics;
 
 /// `SessionMixin._tornsession_state`: no save begun, a save running, nothing left to do.
 const SAVING: i64 = 1;
@@ -216,12 +218,21 @@ pub fn fence(session: &Bound<'_, PyAny>) -> PyResult<bool> {
     if turn.is_none() {
         return Ok(true);
     }
-    match turn.cast::<Turn>() {
+    let fenced = match turn.cast::<Turn>() {
         Ok(turn) => turn.get().fence(session, false),
         Err(_) => turn
-            .call_method1(intern!(py, "fence"), (session,))?
-            .is_truthy(),
+            .call_method1(intern!(py, "fence"), (session,))
+            .and_then(|write| write.is_truthy()),
+    };
+    if fenced
+        .as_ref()
+        .is_err_and(|e| e.is_instance_of::<SessionConflict>(py))
+    {
+        if let Ok(Ok(engine)) = session.cast::<TornadoSession>().map(|s| s.get().engine(py)) {
+            engine.count(Metrics::conflict);
+        }
     }
+    fenced
 }
 
 /// The handler's status code, as `get_status()` gives it.

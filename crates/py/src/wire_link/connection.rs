@@ -13,6 +13,7 @@ use pyo3::{IntoPyObjectExt, PyTraverseError, PyVisit};
 
 use super::{Load, ServerInfo, STALLED_AFTER};
 use tornsession_core::stores::reply_queue::{Delivery, Failure, ReplyQueue};
+use tornsession_core::stores::StoreErrorKind;
 use tornsession_core::wire::Reply;
 
 /// What a sent request waits for.
@@ -347,13 +348,17 @@ impl WireConnection {
                 return;
             }
             let received = state.queue.receive(data);
-            if received.unchecked {
+            if received.unchecked && !state.retired {
                 state.retired = true;
+                self.info.count_resync();
             }
             (received, state.retired)
         };
         let crossed = self.deliver(py, received.answered);
         if let Some(failure) = received.failure.or(crossed) {
+            if failure.kind == StoreErrorKind::Crossed {
+                self.info.count_resync();
+            }
             self.fail_all(py, failure);
         } else if retired {
             self.close_if_drained(py);
@@ -389,8 +394,9 @@ impl WireConnection {
         let expired = {
             let mut state = this.state.lock();
             let expired = state.queue.expire(Instant::now());
-            if expired.overdue {
+            if expired.overdue && !state.retired {
                 state.retired = true;
+                this.info.count_resync();
             }
             state.timer_armed = expired.next.is_some();
             expired

@@ -38,6 +38,7 @@ use pyo3::prelude::*;
 use pyo3::{PyTraverseError, PyVisit};
 
 pub use connection::WireConnection;
+use tornsession_core::metrics::Metrics;
 use tornsession_core::stores::reply_queue::ReplySink;
 use tornsession_core::stores::{Request, SessionStore};
 use tornsession_core::wire::{Dialect, Reply};
@@ -76,6 +77,17 @@ struct ServerInfo {
     reply_limit: usize,
     /// What reads the tasks sent to it.
     sink_of: SinkOf,
+    /// The manager's metrics, which count the connections replaced to get back in step.
+    metrics: Option<Arc<Metrics>>,
+}
+
+impl ServerInfo {
+    /// A connection was dropped or retired because its replies went out of step or came late.
+    fn count_resync(&self) {
+        if let Some(metrics) = &self.metrics {
+            metrics.resync();
+        }
+    }
 }
 
 impl ServerInfo {
@@ -116,6 +128,7 @@ impl WireServer {
     /// One per server of `store`; none when it has no wire protocol.
     pub fn for_store(
         store: &Arc<dyn SessionStore>, describe: &str, max_read_size: usize, sink_of: SinkOf,
+        metrics: Option<Arc<Metrics>>,
     ) -> Vec<Self> {
         let Some(wire) = store.wire() else {
             return Vec::new();
@@ -133,6 +146,7 @@ impl WireServer {
                     store: Arc::downgrade(store),
                     reply_limit: max_read_size.saturating_mul(4).max(MIN_REPLY_LIMIT),
                     sink_of,
+                    metrics: metrics.clone(),
                 }),
                 connect_timeout: connect_timeout.as_secs_f64(),
                 describe: describe.to_owned(),
