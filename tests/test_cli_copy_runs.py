@@ -16,9 +16,11 @@ from typing import Any
 
 import pytest
 import tornsession
-from support.cli import IDLE, populate, run, store_url
+from support.cli import IDLE, manager, populate, run, store_url
 from support.servers import require_binary
 from tornsession import _core
+from tornsession._cli_copy import Copier, Listed
+from tornsession._copy_state import CopyState
 
 COUNT = 20_000
 #: Journal lines (sessions recorded as copied) after which the copy is stopped.
@@ -146,3 +148,43 @@ def test_the_progress_bar_shows_in_a_terminal_and_one_line_without(
     piped = run("copy", "--from", source, "--to", other, cwd=tmp_path)
     assert piped.stderr == "" and "\r" not in piped.stdout
     assert piped.stdout.count("\n") == 1 and piped.stdout.startswith("listed 3,000, copied 3,000")
+
+
+class RacingCopier(Copier):
+    """A copy during which the app saves the session in the target right after the copy read
+    it there, before the copy writes: the copy's conditional write loses the race."""
+
+    def __init__(self, source: Any, target: Any, state: CopyState, app: Any) -> None:
+        super().__init__(source, target, state, idle_timeout=IDLE)
+        self.app = app
+        self.raced = 0
+
+    def _load(self, store: Any, session_id: str) -> Listed | None:
+        got = super()._load(store, session_id)
+        if store is self.target and not self.raced:
+            self.raced += 1
+            self.app()
+        return got
+
+
+def test_a_write_of_the_app_between_the_copys_read_and_write_wins(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    source = store_url(request, tmp_path, "sqlite", "source")
+    target = store_url(request, tmp_path, "redis", "target")
+    (visitor,) = populate(source, 1)
+    stores = tornsession.store_from_url(source), tornsession.store_from_url(target)
+    state = CopyState(tmp_path / "state.json", source, target, writable=True)
+    first = Copier(*stores, state, idle_timeout=IDLE).run([visitor.session_id])
+    assert first.counts["copied"] == 1 and first.ok
+
+    visitor.save(manager(source), cart="changed in the source")
+    second = RacingCopier(
+        *stores, state, lambda: visitor.save(manager(target), cart="changed by the app")
+    )
+    report = second.run([visitor.session_id])
+    # The copy read the target, the app wrote it, the copy's write was refused and it decided
+    # again: both changed in the same minute, so the target's (the app's) is kept.
+    assert second.raced == 1 and report.ok, report
+    assert report.counts["kept"] == 1 and report.counts["copied"] == 0, report
+    assert (visitor.open(manager(target)) or {})["cart"] == "changed by the app"
