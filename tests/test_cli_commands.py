@@ -259,3 +259,29 @@ def test_migrate_runs_through_the_command_and_its_old_entry_point(
     )
     assert done.returncode == 0 and "converted 1, already current 0, left 0" in done.stdout
     assert path.read_bytes().startswith(b'{"k":')
+
+
+def test_a_record_over_the_size_limit_is_counted_failed_and_the_rest_goes_on(
+    tmp_path: Path,
+) -> None:
+    url = f"file://{tmp_path}/files"
+    logged_in(url, "ann", 3)
+    huge = json.dumps({"v": 1, "c": int(time.time()), "d": {"x": "x" * (1 << 20)}})
+    (tmp_path / "files" / f"SESSION{secrets.token_hex(16)}").write_text(huge)
+    stats = run("stats", url, "--idle-timeout", "3600", "--json")
+    assert stats.returncode == 1 and "1 records could not be read" in stats.stderr
+    counted = json.loads(stats.stdout)
+    assert (counted["sessions"], counted["failed"]) == (3, 1)
+    copy = run(
+        "copy",
+        "--from",
+        url,
+        "--to",
+        f"sqlite://{tmp_path}/t.db",
+        "--idle-timeout",
+        "3600",
+        cwd=tmp_path,
+    )
+    assert copy.returncode == 1 and "Traceback" not in copy.stderr
+    assert ", copied 3, " in copy.stdout and ", failed 1;" in copy.stdout
+    assert copy.stderr.startswith("failed ")

@@ -202,6 +202,8 @@ class Copier:
         """Copies the ``listed`` source ids and looks at every id the state holds that the
         source no longer lists (ended there since)."""
         started = time.monotonic()
+        # A listing may name an id twice (Redis SCAN does, as keys move between its buckets).
+        listed = list(dict.fromkeys(listed))
         report = CopyReport(listed=len(listed))
         listed_set = set(listed)
         work = listed + [i for i in self.state.copied if i not in listed_set]
@@ -339,8 +341,8 @@ def copy_main(args: argparse.Namespace) -> int:
         try:
             report = copier.run(listed, progress)
         except KeyboardInterrupt:
-            # Only the check of what was copied is left out: the state is written.
-            return fail("interrupted while reading the copies back: run copy again", 130)
+            # Interrupted again while stopping, or while reading the copies back.
+            return fail("interrupted: run the same command again to finish", 130)
     for session_id, reason in report.failures[:SHOWN_FAILURES]:
         print(f"failed {session_id}: {reason}", file=sys.stderr)
     if len(report.failures) > SHOWN_FAILURES:

@@ -29,6 +29,8 @@ from tornsession._progress import Progress
 AGES = [("<1h", 3600), ("<1d", 86400), ("<7d", 7 * 86400), ("<30d", 30 * 86400)]
 OLDER = "older"
 WORKERS = 8
+#: Errors in a row, without one record read, after which the store is taken to be down.
+FAILING = 50
 
 
 @dataclass
@@ -39,6 +41,10 @@ class Stats:
     anonymous: int = 0
     #: Records that are not tornsession's JSON (an unconverted pickle, say): no age, no owner.
     unreadable: int = 0
+    #: Records the store would not give (over the 1 MiB a session may have, say), and why the
+    #: first one was not.
+    failed: int = 0
+    error: str = ""
     users: int = 0
     ages: dict[str, int] = field(default_factory=lambda: dict.fromkeys([*dict(AGES), OLDER], 0))
 
@@ -51,6 +57,8 @@ class Stats:
         yield f"anonymous   {self.anonymous:,}"
         if self.unreadable:
             yield f"unreadable  {self.unreadable:,} (not tornsession JSON records)"
+        if self.failed:
+            yield f"failed      {self.failed:,} (the store would not give them)"
         yield "created     " + ", ".join(f"{name} {n:,}" for name, n in self.ages.items())
 
 
@@ -63,15 +71,18 @@ def age_bucket(age: float) -> str:
 
 def gather(store: Any, idle_timeout: float | None, progress: Progress | None = None) -> Stats:
     """Reads every live record of ``store`` (over a few threads) and counts."""
-    ids = _core._store_session_ids(store)
+    ids = list(dict.fromkeys(_core._store_session_ids(store)))  # SCAN may name one twice
     if progress is not None:
         progress.total = len(ids)
     stats = Stats()
     owners: set[str] = set()
     now = time.time()
 
-    def load(session_id: str) -> bytes | None:
-        got = _core._store_load_listed(store, session_id, idle_timeout)
+    def load(session_id: str) -> bytes | SessionStoreError | None:
+        try:
+            got = _core._store_load_listed(store, session_id, idle_timeout)
+        except SessionStoreError as error:
+            return error  # one record the store refuses (too large, say) stops nothing
         return None if got is None else got[0]
 
     try:
@@ -81,6 +92,12 @@ def gather(store: Any, idle_timeout: float | None, progress: Progress | None = N
                     progress.advance()
                 if blob is None:
                     continue  # ended or expired since it was listed
+                if isinstance(blob, SessionStoreError):
+                    stats.failed += 1
+                    stats.error = stats.error or str(blob)
+                    if stats.failed >= FAILING and stats.sessions == 0:
+                        raise blob  # the store is down, not one record
+                    continue
                 stats.sessions += 1
                 stats.bytes += len(blob)
                 try:
@@ -142,4 +159,6 @@ def stats_main(args: argparse.Namespace) -> int:
         print(f"store       {masked(args.url)}")
         for line in stats.lines():
             print(line)
+    if stats.failed:
+        return fail(f"stats: {stats.failed:,} records could not be read: {stats.error}", FAILED)
     return 0
