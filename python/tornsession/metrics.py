@@ -16,8 +16,8 @@ manager of the process added up, those dropped included, so no counter ever goes
 ==========================================  ======================================================
 ``loads_total{result}``                     found, missing, expired, unreadable
 ``fresh_sessions_total``                    new sessions started (no cookie, or none to load)
-``saves_total{result}``                     written, unchanged (nothing to write), dropped (the
-                                            session was ended by another request meanwhile)
+``saves_total{result}``                     written, unchanged (a stored session with nothing
+                                            new), dropped (ended by another request meanwhile)
 ``conflicts_total``                         saves refused because another request saved first
 ``busy_total``                              requests answered 503: their turn never came
 ``store_errors_total{kind}``                unavailable, unreadable_record, oversized_record,

@@ -32,7 +32,8 @@ pub enum LoadResult {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SaveResult {
     Written,
-    /// Nothing to write: the session was unchanged (or empty and never stored).
+    /// Nothing to write: the stored session was unchanged. (A new session left empty is no
+    /// save at all: it gets no record and no cookie.)
     Unchanged,
     /// Not written: another request ended the session since this one loaded it.
     Dropped,

@@ -407,7 +407,7 @@ impl Engine {
         );
         let plan = lifecycle::plan_save(&self.policy, &state, blob, data.is_empty(), now)
             .map_err(|e| PyValueError::new_err(e.to_string()))?;
-        if plan.is_none() {
+        if plan.is_none() && state.is_stored() {
             self.count(|metrics| metrics.save(SaveResult::Unchanged));
         }
         if let (Some(plan), Some(handler)) = (&plan, self.sealer.as_ref().and(handler)) {
