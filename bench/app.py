@@ -57,6 +57,8 @@ DROP_IN_VARIANTS = tuple(f"tornsession-{store}" for store in TORNSESSION_STORES)
 MIXIN_VARIANTS = tuple(f"tornsession-mixin-{store}" for store in TORNSESSION_STORES)
 # Variants on a manager option an earlier (or the current) tornsession may lack: "not available".
 COMPACT_VARIANTS = ("tornsession-mixin-memory-compact",)
+# The mixin on MemoryStore with its metrics off (issue 22: what counting costs).
+NO_METRICS_VARIANTS = ("tornsession-mixin-memory-nometrics",)
 # The drop-in and the mixin on CookieStore (issue 21): no old twins (no earlier release has it).
 COOKIE_VARIANTS = ("tornsession-cookie", "tornsession-mixin-cookie")
 # The drop-in and mixin variants again, run by another interpreter with an earlier tornsession
@@ -76,6 +78,7 @@ VARIANTS = (
     *DROP_IN_VARIANTS,
     *MIXIN_VARIANTS,
     *COMPACT_VARIANTS,
+    *NO_METRICS_VARIANTS,
     *COOKIE_VARIANTS,
     *OLD_VARIANTS,
     FLOOR_DICT,
@@ -324,6 +327,17 @@ def compact_manager() -> Any:
         raise NotAvailable(f"tornsession {tornsession.__version__}: {e}") from e
 
 
+def uncounted_manager() -> Any:
+    """A MemoryStore manager with ``metrics=False``; NotAvailable before issue 22."""
+    import tornsession
+
+    options: dict[str, Any] = {"metrics": False}
+    try:
+        return tornsession.TornadoSessionManager(SECRET, store=tornsession.MemoryStore(), **options)
+    except TypeError as e:
+        raise NotAvailable(f"tornsession {tornsession.__version__}: {e}") from e
+
+
 def tornsession_manager(store: str, args: argparse.Namespace) -> Any:
     import tornsession
 
@@ -400,6 +414,9 @@ def make_app(args: argparse.Namespace) -> tornado.web.Application:
         handlers = (FloorAsyncioRedisWrite, FloorAsyncioRedisRead)
     elif variant.removeprefix("old-") in COMPACT_VARIANTS:
         manager = compact_manager()
+        handlers = mixin_handlers()
+    elif variant in NO_METRICS_VARIANTS:
+        manager = uncounted_manager()
         handlers = mixin_handlers()
     elif variant.removeprefix("old-") in MIXIN_VARIANTS or variant == "tornsession-mixin-cookie":
         manager = tornsession_manager(tornsession_store(variant), args)

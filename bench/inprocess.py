@@ -35,6 +35,7 @@ from bench.app import (
     FLOOR_DICT,
     HOST,
     MIXIN_VARIANTS,
+    NO_METRICS_VARIANTS,
     NONE_WITH_COOKIE,
     OLD_VARIANTS,
     SECRET,
@@ -54,6 +55,7 @@ IMPLS = tuple(
     and v not in (FLOOR_DICT, FLOOR_ASYNCIO_REDIS)
     and v not in MIXIN_VARIANTS
     and v not in COMPACT_VARIANTS
+    and v not in NO_METRICS_VARIANTS
     and v not in COOKIE_VARIANTS[1:]  # the CookieStore mixin; its drop-in twin is timed
     and v not in OLD_VARIANTS
 )

@@ -23,6 +23,7 @@ LABELS = {
     "floor-dict-json": "floor: raw cookie, dict, JSON",
     "floor-asyncio-redis": "floor: one pipelined asyncio Redis connection",
     "tornsession-mixin-memory-compact": "tornsession SessionMixin, MemoryStore, compact cookie",
+    "tornsession-mixin-memory-nometrics": "tornsession SessionMixin, MemoryStore, metrics=False",
     "old-tornsession-mixin-memory-compact": (
         "old tornsession SessionMixin, MemoryStore, compact cookie"
     ),

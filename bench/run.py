@@ -9,6 +9,8 @@
                                        # issue 20's variants and their old twins only
     python -m bench.run --issue21 --no-scale --no-profile
                                        # mixin MemoryStore beside mixin and drop-in CookieStore
+    python -m bench.run --issue22 --no-scale --no-profile
+                                       # mixin MemoryStore with metrics on and off
 
 Run it from the repository root with the interpreter that has tornsession installed (``make
 bench`` uses .venv). It installs wrk, redis-server and memcached with apt-get when missing,
@@ -53,6 +55,7 @@ from bench.app import (
     DROP_IN_VARIANTS,
     FLOOR_ASYNCIO_REDIS,
     FLOOR_DICT,
+    NO_METRICS_VARIANTS,
     NONE_WITH_COOKIE,
     NOT_AVAILABLE_STATUS,
     OLD_VARIANTS,
@@ -97,6 +100,8 @@ ISSUE21_VARIANTS = (
     "tornsession-mixin-cookie",
     "tornsession-cookie",
 )
+# Issue 22's set (`--issue22`): the mixin on MemoryStore with its metrics on and off.
+ISSUE22_VARIANTS = ("none", "tornsession-mixin-memory", *NO_METRICS_VARIANTS)
 
 
 def log(message: str) -> None:
@@ -477,7 +482,11 @@ def unavailable(variants: list[str], pythons: dict[str, str], tmp: Path) -> dict
     exits NOT_AVAILABLE_STATUS), with its reason: left out of the run, reported as such."""
     out: dict[str, str] = {}
     for variant in variants:
-        if variant.removeprefix("old-") not in (*COMPACT_VARIANTS, *COOKIE_VARIANTS):
+        if variant.removeprefix("old-") not in (
+            *COMPACT_VARIANTS,
+            *COOKIE_VARIANTS,
+            *NO_METRICS_VARIANTS,
+        ):
             continue
         argv = [pythons.get(variant, sys.executable), "-m", "bench.app", "--variant", variant]
         argv += ["--port", "0", "--check", "--data-dir", str(tmp)]
@@ -531,6 +540,11 @@ def main() -> None:
         action="store_true",
         help="mixin MemoryStore, mixin CookieStore and drop-in CookieStore side by side",
     )
+    parser.add_argument(
+        "--issue22",
+        action="store_true",
+        help="mixin MemoryStore with its metrics on and off side by side",
+    )
     parser.add_argument("--no-scale", action="store_true", help="skip the 1M-session part")
     parser.add_argument("--no-profile", action="store_true", help="skip the cProfile profile")
     parser.add_argument("--no-report", action="store_true", help="do not rewrite BENCHMARKS.md")
@@ -550,10 +564,12 @@ def main() -> None:
     if args.issue20 and not args.variant:
         old_twins = [f"old-{v}" for v in ISSUE20_VARIANTS if f"old-{v}" in OLD_VARIANTS]
         variants = [*ISSUE20_VARIANTS, *(old_twins if args.old_python else [])]
-    if args.issue21 and args.issue20:
-        parser.error("--issue20 and --issue21 are two separate sets: give one")
+    if sum((args.issue20, args.issue21, args.issue22)) > 1:
+        parser.error("--issue20, --issue21 and --issue22 are separate sets: give one")
     if args.issue21 and not args.variant:
         variants = list(ISSUE21_VARIANTS)
+    if args.issue22 and not args.variant:
+        variants = list(ISSUE22_VARIANTS)
     if "none" not in variants:
         variants.insert(0, "none")
     if not args.old_python and set(variants) & set(OLD_VARIANTS):
