@@ -182,7 +182,7 @@ def test_the_warning_for_an_unmigrated_pickle_names_the_migrate_command(
 
     assert dict(session) == {}
     messages = [r.getMessage() for r in caplog.records if r.name == "tornsession"]
-    assert any("python -m tornsession.migrate" in m for m in messages), messages
+    assert any(f"python -m tornsession migrate {session_dir}" in m for m in messages), messages
 
 
 def _dag(levels: int) -> bytes:

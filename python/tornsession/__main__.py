@@ -3,7 +3,8 @@
 - ``cleanup SESSION_DIR --idle-timeout S``: delete a FileStore's expired files
   (``tornsession.cleanup``).
 - ``migrate [options] SESSION_DIR``: convert the original session.py's pickled files
-  (``tornsession.migrate``).
+  (``tornsession.migrate``); ``migrate [options] --from memcached://...``: the pickles an app's
+  copy kept in memcached.
 - ``end-user URL USER_ID``: end every session of a user.
 - ``end-session URL HASHED_ID``: end one session by the id ``user_sessions()`` lists; the app's
   secret comes from ``$TORNSESSION_SECRET`` (a JSON list of secrets for a rotation, newest
@@ -25,7 +26,7 @@ from collections.abc import Callable, Sequence
 from tornsession import _cli_copy, _cli_sessions, _cli_stats, cleanup, migrate
 
 #: Commands that are whole programs of their own, handed their arguments untouched.
-DELEGATED: dict[str, Callable[[list[str]], int]] = {
+DELEGATED: dict[str, Callable[[list[str], str], int]] = {
     "cleanup": cleanup.main,
     "migrate": migrate.main,
 }
@@ -50,7 +51,8 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
     if arguments and arguments[0] in DELEGATED:
-        return DELEGATED[arguments[0]](arguments[1:])
+        command = arguments[0]
+        return DELEGATED[command](arguments[1:], f"python -m tornsession {command}")
     args = parser().parse_args(arguments)
     run: Callable[[argparse.Namespace], int] | None = getattr(args, "run", None)
     if run is None:

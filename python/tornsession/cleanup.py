@@ -1,4 +1,5 @@
-"""``python -m tornsession.cleanup SESSION_DIR --idle-timeout SECONDS``
+"""``python -m tornsession cleanup SESSION_DIR --idle-timeout SECONDS`` (or, as before,
+``python -m tornsession.cleanup``)
 
 Deletes the FileStore session files in SESSION_DIR unused for longer than the idle timeout (a
 file's modification time is its last use) and temporary files a crash left behind. Run it from
@@ -15,9 +16,9 @@ from pathlib import Path
 from tornsession._core import FileStore, SessionStoreError
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str = "python -m tornsession.cleanup") -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m tornsession.cleanup",
+        prog=prog,
         description="Delete expired tornsession FileStore sessions.",
     )
     parser.add_argument("session_dir", type=Path, help="the FileStore folder (session_dir)")

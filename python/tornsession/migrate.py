@@ -2,7 +2,8 @@
 
 Usage::
 
-    python -m tornsession.migrate [--dry-run] [--drop-key KEY ...] [--objects-as-dicts] SESSION_DIR
+    python -m tornsession migrate [--dry-run] [--drop-key KEY ...] [--objects-as-dicts] SESSION_DIR
+    python -m tornsession migrate [options] --from memcached://HOST:PORT[,...] [--to URL]
 
 Every ``SESSION<id>`` file in ``SESSION_DIR`` is read without ever running code from it: the
 pickle is loaded by an unpickler that refuses every class and function lookup, so only plain
@@ -45,6 +46,7 @@ import os
 import stat
 import sys
 import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,6 +78,7 @@ __all__ = [
     "main",
     "migrate_dir",
     "migrate_file",
+    "migrate_memcached",
     "record_binding",
 ]
 
@@ -449,6 +452,53 @@ def migrate_dir(
     return report
 
 
+def migrate_memcached(
+    url: str,
+    *,
+    to: str | None = None,
+    dry_run: bool = False,
+    drop_keys: Sequence[str] = (),
+    objects_as_dicts: bool = False,
+) -> MigrationReport:
+    """Converts the original module's pickles that an app's own copy kept in memcached under
+    the raw session id (``url``: ``memcached://host:port,...``), listing the keys with
+    ``lru_crawler metadump`` (memcached 1.4.31 or later). Each is written, with the time it had
+    left, as tornsession's record into the store ``to`` names (default: the same servers under
+    tornsession's key prefix, or the URL's own ``?prefix=``), only where none is there yet: run
+    it again and what was converted is "already current". The raw keys are left to expire.
+
+    ValueError for a URL that is not ``memcached://``; SessionStoreError when a server cannot
+    be reached or listed.
+    """
+    from tornsession import MemcachedStore, _core
+    from tornsession.store_url import store_from_url
+
+    raw = store_from_url(url, prefix="")
+    if not isinstance(raw, MemcachedStore):
+        raise ValueError("--from takes a memcached:// URL (the servers the original module used)")
+    target = store_from_url(to if to is not None else url)
+    report = MigrationReport()
+    for session_id in sorted(_core._store_session_ids(raw)):
+        listed = _core._store_load_listed(raw, session_id)
+        if listed is None:
+            continue  # expired or deleted since the listing
+        blob, time_left = listed
+        if _is_current(blob):
+            report.files.append(FileResult(session_id, "current"))
+            continue
+        try:
+            data, notes = _load_and_convert(blob, drop_keys, objects_as_dicts)
+        except UnsupportedSession as error:
+            report.files.append(FileResult(session_id, "left", str(error)))
+            continue
+        record = encode_record(int(time.time()), data, session_id)
+        if not dry_run and not _core._store_copy_in(target, session_id, record, time_left, None):
+            report.files.append(FileResult(session_id, "current"))
+            continue
+        report.files.append(FileResult(session_id, "converted", notes=notes))
+    return report
+
+
 def _print_report(report: MigrationReport, dry_run: bool, out: Any) -> None:
     verb = "would convert" if dry_run else "converted"
     for result in report.files:
@@ -463,15 +513,30 @@ def _print_report(report: MigrationReport, dry_run: bool, out: Any) -> None:
     )
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, prog: str = "python -m tornsession.migrate") -> int:
     """The command line: ``python -m tornsession.migrate [--dry-run] [--drop-key KEY ...]
     [--objects-as-dicts] SESSION_DIR``."""
     parser = argparse.ArgumentParser(
-        prog="python -m tornsession.migrate",
+        prog=prog,
         description="Convert the original session.py's pickled SESSION<id> files to "
-        "tornsession's JSON format, in place and atomically. Never runs code from a file.",
+        "tornsession's JSON format, in place and atomically; or, with --from, the pickles an "
+        "app's copy kept in memcached. Never runs code from a pickle.",
     )
-    parser.add_argument("session_dir", metavar="SESSION_DIR", help="the folder of SESSION files")
+    parser.add_argument(
+        "session_dir", metavar="SESSION_DIR", nargs="?", help="the folder of SESSION files"
+    )
+    parser.add_argument(
+        "--from",
+        dest="source",
+        metavar="URL",
+        help="memcached://host:port,... : the pickles kept there under the raw session id",
+    )
+    parser.add_argument(
+        "--to",
+        metavar="URL",
+        help="with --from: the store to write into (default: the same memcached servers, "
+        "under tornsession's key prefix)",
+    )
     parser.add_argument(
         "--dry-run", action="store_true", help="report what would happen, change nothing"
     )
@@ -489,6 +554,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "never imported; a pickle that calls a function is still left)",
     )
     args = parser.parse_args(argv)
+    if (args.session_dir is None) == (args.source is None):
+        parser.error("give either SESSION_DIR or --from URL")
+    if args.to is not None and args.source is None:
+        parser.error("--to goes with --from")
+    if args.source is not None:
+        return _main_memcached(args)
     try:
         report = migrate_dir(
             args.session_dir,
@@ -502,6 +573,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PermissionError as error:
         print(f"error: cannot list {args.session_dir}: {error.strerror}", file=sys.stderr)
         return 2
+    _print_report(report, args.dry_run, sys.stdout)
+    return 1 if report.left else 0
+
+
+def _main_memcached(args: argparse.Namespace) -> int:
+    from tornsession import SessionStoreError
+
+    try:
+        report = migrate_memcached(
+            args.source,
+            to=args.to,
+            dry_run=args.dry_run,
+            drop_keys=args.drop_key,
+            objects_as_dicts=args.objects_as_dicts,
+        )
+    except (ValueError, NotImplementedError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except SessionStoreError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     _print_report(report, args.dry_run, sys.stdout)
     return 1 if report.left else 0
 

@@ -168,10 +168,8 @@ pub enum CodecError {
         "record format version {0} is newer than this tornsession understands ({FORMAT_VERSION})"
     )]
     UnknownVersion(u32),
-    #[error(
-        "a pickle from the original session.py, which tornsession never loads: convert the \
-         session folder once with `python -m tornsession.migrate SESSION_DIR`"
-    )]
+    /// What converts it depends on where it was found (see `SessionStore::pickle_advice`).
+    #[error("a pickle from the original session.py, which tornsession never loads")]
     Pickle,
 }
 

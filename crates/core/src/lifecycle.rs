@@ -269,6 +269,8 @@ pub enum FreshReason {
     Oversized(String),
     /// The record is not a tornsession record of a known version.
     Corrupt(String),
+    /// The record is one of the original module's pickles, never loaded.
+    Pickle,
     /// The session outlived the manager's `lifetime`.
     LifetimeOver,
     /// Its owner's sessions were ended by generation since it was saved (memcached's "log out
@@ -340,6 +342,7 @@ pub fn open(policy: &Policy, verified: &Verified, fetched: Fetched, now: u64) ->
     };
     let record = match codec::decode(&blob) {
         Ok(record) => record,
+        Err(codec::CodecError::Pickle) => return fresh(FreshReason::Pickle, false),
         Err(e) => return fresh(FreshReason::Corrupt(e.to_string()), false),
     };
     if policy

@@ -243,6 +243,11 @@ pub trait SessionStore: Send + Sync {
     fn keeps_sessions_in_cookies(&self) -> bool {
         false
     }
+    /// What converts the original module's pickles found here, when converting would help
+    /// (a FileStore's folder, memcached's raw keys): the advice of the warning a pickle gives.
+    fn pickle_advice(&self) -> Option<String> {
+        None
+    }
     /// A short human name, used in error messages: `FileStore('/srv/sessions')`.
     fn describe(&self) -> String;
     /// Whether calls may block on I/O (so callers release the GIL around them).

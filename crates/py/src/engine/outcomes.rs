@@ -89,6 +89,21 @@ impl Engine {
                     "record of session {token} over the read limit, starting a new session: {why}"
                 ),
             ),
+            FreshReason::Pickle => (
+                Level::Warning,
+                LoadResult::Unreadable,
+                match self.store.pickle_advice() {
+                    Some(advice) => format!(
+                        "session {token} is a pickle of the original session.py, which \
+                         tornsession never loads, starting a new session: {advice}"
+                    ),
+                    None => format!(
+                        "session {token} is a pickle of the original session.py in {}, which \
+                         tornsession never loads, starting a new session",
+                        self.store.describe(py)
+                    ),
+                },
+            ),
             FreshReason::Corrupt(why) => (
                 Level::Warning,
                 LoadResult::Unreadable,

@@ -112,6 +112,11 @@ impl StoreHandle {
         self.store().revokes_by_generation()
     }
 
+    /// What converts the original module's pickles found here, if anything would.
+    pub fn pickle_advice(&self) -> Option<String> {
+        self.store().pickle_advice()
+    }
+
     pub fn describe(&self, _py: Python<'_>) -> String {
         self.store().describe()
     }

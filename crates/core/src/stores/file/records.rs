@@ -269,4 +269,13 @@ impl SessionStore for FileStore {
     fn listing(&self) -> Option<&dyn crate::stores::Listing> {
         Some(self)
     }
+
+    fn pickle_advice(&self) -> Option<String> {
+        self.folder.is_dir().then(|| {
+            format!(
+                "convert the session folder once with `python -m tornsession migrate {}`",
+                self.folder.display()
+            )
+        })
+    }
 }

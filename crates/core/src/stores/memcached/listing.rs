@@ -8,6 +8,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::time::Duration;
 
+use super::keys::server_index;
 use super::MemcachedStore;
 use crate::ids;
 use crate::stores::blocking::connect_tcp;
@@ -20,6 +21,12 @@ const MAX_DUMP_LINE: usize = 4096;
 const DUMP_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often a dump is retried while another one runs (`BUSY`), 100 ms apart.
 const BUSY_RETRIES: u32 = 100;
+/// How long before a second dump of each server. The crawler misses items written or read in
+/// the last fraction of a second, as the LRU maintainer moves them between its segments (seen
+/// on 1.6.18: for about 100 ms), so a listing is the union of two dumps this far apart. One
+/// read again and again meanwhile may still be missed: `copy` run again after the switch
+/// (nothing reads the old store then) finds it.
+const SECOND_DUMP_AFTER: Duration = Duration::from_millis(300);
 
 /// What one dump line says: the key and its expiry (`None`: never).
 fn dump_line(line: &str) -> Option<(String, Option<u64>)> {
@@ -107,25 +114,35 @@ impl MemcachedStore {
     }
 }
 
+impl MemcachedStore {
+    /// A dump of one server, waiting while another runs.
+    fn dump_when_free(&self, endpoint: &Endpoint) -> StoreResult<Vec<String>> {
+        for _ in 0..BUSY_RETRIES {
+            match self.dump(endpoint)? {
+                Dump::Lines(lines) => return Ok(lines),
+                Dump::Busy => std::thread::sleep(Duration::from_millis(100)),
+            }
+        }
+        Err(self.dump_error(endpoint, "the LRU crawler stayed busy"))
+    }
+}
+
 impl Listing for MemcachedStore {
     fn session_ids(&self) -> StoreResult<Vec<String>> {
         let prefix = &self.options.prefix;
         let now = crate::time::now();
         let mut found = Vec::new();
-        for endpoint in &self.endpoints {
-            let mut tries = 0;
-            let lines = loop {
-                match self.dump(endpoint)? {
-                    Dump::Lines(lines) => break lines,
-                    Dump::Busy if tries < BUSY_RETRIES => {
-                        tries += 1;
-                        std::thread::sleep(Duration::from_millis(100));
-                    }
-                    Dump::Busy => {
-                        return Err(self.dump_error(endpoint, "the LRU crawler stayed busy"))
-                    }
-                }
-            };
+        let mut listed_on = std::collections::HashMap::new();
+        let mut dumps = Vec::new();
+        for round in 0..2 {
+            if round == 1 {
+                std::thread::sleep(SECOND_DUMP_AFTER);
+            }
+            for (server, endpoint) in self.endpoints.iter().enumerate() {
+                dumps.push((server, self.dump_when_free(endpoint)?));
+            }
+        }
+        for (server, lines) in dumps {
             for (key, expires) in lines.iter().filter_map(|line| dump_line(line)) {
                 // The crawler may name an item past its expiry that nobody has reaped yet.
                 if expires.is_some_and(|at| at <= now) {
@@ -134,20 +151,26 @@ impl Listing for MemcachedStore {
                 if let Some(id) = key.strip_prefix(prefix.as_str()) {
                     if ids::is_valid_session_id(id) {
                         found.push(id.to_owned());
+                        listed_on.insert(id.to_owned(), server);
                     }
                 }
             }
         }
         found.sort_unstable();
         found.dedup();
+        *self.listed_on.lock() = listed_on;
         Ok(found)
     }
 
-    /// `mg <key> v t`: the value and its remaining time to live in seconds (`-1`: none).
+    /// `mg <key> v t`: the value and its remaining time to live in seconds (`-1`: none), from
+    /// the server the listing found it on: another client's keys (the original module's, by
+    /// python-memcached's hash) need not be where this store's hash would look.
     fn load_listed(&self, session_id: &str, max_bytes: usize) -> StoreResult<Option<ListedRecord>> {
         let key = self.key(session_id);
         let request = format!("mg {key} v t\r\n").into_bytes();
-        match self.call(session_id, &key, &request, max_bytes)? {
+        let listed_on = self.listed_on.lock().get(session_id).copied();
+        let server = listed_on.unwrap_or_else(|| server_index(&key, self.pools.len()));
+        match self.call_on(server, session_id, &request, max_bytes)? {
             Reply::Meta {
                 code: [b'V', b'A'],
                 value: Some(blob),

@@ -122,6 +122,15 @@ impl SessionStore for MemcachedStore {
     fn listing(&self) -> Option<&dyn crate::stores::Listing> {
         Some(self)
     }
+
+    // The original module's copies kept pickles under the raw id: what this store reads with
+    // an empty prefix.
+    fn pickle_advice(&self) -> Option<String> {
+        Some(format!(
+            "convert them once with `python -m tornsession migrate --from memcached://{}`",
+            self.servers.join(",")
+        ))
+    }
 }
 
 impl Revocation for MemcachedStore {

@@ -19,6 +19,8 @@ pub struct MemcachedStore {
     pub(super) endpoints: Vec<Endpoint>,
     pub(super) servers: Vec<String>,
     pub(super) options: MemcachedOptions,
+    /// The server each id of the last listing was found on (see `listing`): empty in an app.
+    pub(super) listed_on: parking_lot::Mutex<std::collections::HashMap<String, usize>>,
 }
 
 impl MemcachedStore {
@@ -54,6 +56,7 @@ impl MemcachedStore {
             endpoints,
             servers: servers.to_vec(),
             options,
+            listed_on: Default::default(),
         })
     }
 
@@ -107,8 +110,15 @@ impl MemcachedStore {
     pub(super) fn call(
         &self, session_id: &str, key: &str, request: &[u8], max_value: usize,
     ) -> StoreResult<Reply> {
-        let command = std::str::from_utf8(&request[..2]).unwrap_or("request");
         let server = server_index(key, self.pools.len());
+        self.call_on(server, session_id, request, max_value)
+    }
+
+    /// `call`, on the server at index `server` of the store's.
+    pub(super) fn call_on(
+        &self, server: usize, session_id: &str, request: &[u8], max_value: usize,
+    ) -> StoreResult<Reply> {
+        let command = std::str::from_utf8(&request[..2]).unwrap_or("request");
         let mut connection = self
             .connection(server, command)
             .map_err(|e| e.without_id(session_id))?;
