@@ -238,3 +238,20 @@ def test_register_exposes_one_managers_metrics_in_a_registry() -> None:
     assert samples[("tornsession_fresh_sessions_total", ())] == 1
     registry.unregister(collector)
     assert "tornsession" not in generate_latest(registry).decode()
+
+
+def test_the_core_install_pulls_nothing_new_and_imports_no_prometheus_client() -> None:
+    import importlib.metadata
+    import subprocess
+    import sys
+
+    requires = importlib.metadata.requires("tornsession") or []
+    core = [r for r in requires if "extra ==" not in r]
+    assert [r.split(">")[0].split("<")[0].strip() for r in core] == ["tornado"], core
+    optional = [r.replace('"', "'").replace("_", "-") for r in requires]
+    assert any("prometheus-client" in r and "extra == 'prometheus'" in r for r in optional)
+    probe = (
+        "import sys, tornsession, tornsession.metrics; print('prometheus_client' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
