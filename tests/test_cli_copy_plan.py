@@ -111,7 +111,8 @@ def test_copy_decides_each_case_of_the_contract(
 def test_only_copies_write_and_each_action_has_a_summary_count() -> None:
     assert {a for a in Action if a.writes} == {Action.COPY_NEW, Action.COPY_OVER, Action.EXTEND}
     counted = {"copied", "extended", "unchanged", "kept", "skipped-ended", "deleted", "gone"}
-    assert {a.value for a in Action} == counted
+    assert {a.counted_as for a in Action} == counted
+    assert len(set(Action)) == 10, "every action a member of its own (none an alias)"
 
 
 def test_a_records_time_is_the_later_of_created_and_last_seen() -> None:

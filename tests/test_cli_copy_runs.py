@@ -188,3 +188,26 @@ def test_a_write_of_the_app_between_the_copys_read_and_write_wins(
     assert second.raced == 1 and report.ok, report
     assert report.counts["kept"] == 1 and report.counts["copied"] == 0, report
     assert (visitor.open(manager(target)) or {})["cart"] == "changed by the app"
+
+
+def test_a_newer_target_record_kept_and_then_ended_there_is_not_copied_back(
+    tmp_path: Path,
+) -> None:
+    from tornsession.migrate import encode_record
+
+    source, target = f"sqlite://{tmp_path}/source.db", f"sqlite://{tmp_path}/target.db"
+    session_id = uuid.uuid4().hex
+    older = encode_record(100, {"where": "old app"}, session_id)
+    newer = encode_record(200, {"where": "new app"}, session_id)
+    source_store = tornsession.store_from_url(source)
+    target_store = tornsession.store_from_url(target)
+    assert _core._store_copy_in(source_store, session_id, older, None, None)
+    assert _core._store_copy_in(target_store, session_id, newer, None, None)
+    first = run("copy", "--from", source, "--to", target, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert summary_counts(first.stdout)["kept"] == 1
+    assert _core._store_delete_listed(target_store, session_id)  # the visitor logs out there
+    second = run("copy", "--from", source, "--to", target, cwd=tmp_path)
+    assert second.returncode == 0, second.stderr
+    assert summary_counts(second.stdout)["skipped-ended"] == 1
+    assert _core._store_load_listed(target_store, session_id) is None, "never copied back"

@@ -165,7 +165,13 @@ class Copier:
                     continue  # the app wrote the target meanwhile: look again
                 if action is Action.DELETE:
                     _core._store_delete_listed(self.target, session_id)
-                written = digest(source.blob) if action is Action.REMEMBER and source else None
+                written = None
+                if action is Action.REMEMBER and source is not None:
+                    written = digest(source.blob)
+                elif action is Action.KEEP_TARGET and target is not None:
+                    # Remembered as if copied: the app ending it there later is then an end,
+                    # never a session to copy again.
+                    written = digest(target.blob)
                 return Outcome(session_id, action, written)
         except SessionStoreError as error:
             return Outcome(session_id, None, error=masked(str(error)))
@@ -182,7 +188,7 @@ class Copier:
             report.counts["failed"] += 1
             report.failures.append((outcome.session_id, outcome.error or "failed"))
             return
-        report.counts[action.value] += 1
+        report.counts[action.counted_as] += 1
         if self.dry_run:
             return
         if outcome.written is not None:

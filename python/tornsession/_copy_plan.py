@@ -58,33 +58,53 @@ def written_at(blob: bytes) -> int:
 
 
 class Action(enum.Enum):
-    """What to do, and how the summary counts it."""
+    """What to do; ``counted_as`` is how the summary counts it. (Distinct values: two members
+    of one value would be one member, and a target's newer record kept would be forgotten as a
+    session ended.)"""
 
     #: Write the source's record where the target has none (never over a new session there).
-    COPY_NEW = "copied"
+    COPY_NEW = enum.auto()
     #: Write the source's record over the target's, only if the target's still is the one read.
-    COPY_OVER = "copied"
+    COPY_OVER = enum.auto()
     #: The target already holds the same bytes: remember them as copied, write nothing.
-    REMEMBER = "unchanged"
+    REMEMBER = enum.auto()
     #: The same bytes on both sides, but the source's were read since and live longer: the
     #: target's record is written again (only if unchanged) with the source's time left.
-    EXTEND = "extended"
+    EXTEND = enum.auto()
     #: Neither changed since the last copy (or the source did not and the target did).
-    UNCHANGED = "unchanged"
+    UNCHANGED = enum.auto()
     #: The target's record is as new as the source's or newer: the app's write there wins.
-    KEEP_TARGET = "kept"
+    KEEP_TARGET = enum.auto()
     #: Copied once, ended or expired in the target since: never brought back.
-    SKIP_ENDED = "skipped-ended"
+    SKIP_ENDED = enum.auto()
     #: Ended in the source since the last copy and untouched in the target: end it there too.
-    DELETE = "deleted"
+    DELETE = enum.auto()
     #: Ended in the source since the last copy but used in the target since: the app's now.
-    KEEP_USED = "kept"
+    KEEP_USED = enum.auto()
     #: Ended in both: nothing to do but forget it.
-    FORGET = "gone"
+    FORGET = enum.auto()
 
     @property
     def writes(self) -> bool:
         return self in (Action.COPY_NEW, Action.COPY_OVER, Action.EXTEND)
+
+    @property
+    def counted_as(self) -> str:
+        return _COUNTED_AS[self]
+
+
+_COUNTED_AS = {
+    Action.COPY_NEW: "copied",
+    Action.COPY_OVER: "copied",
+    Action.REMEMBER: "unchanged",
+    Action.EXTEND: "extended",
+    Action.UNCHANGED: "unchanged",
+    Action.KEEP_TARGET: "kept",
+    Action.SKIP_ENDED: "skipped-ended",
+    Action.DELETE: "deleted",
+    Action.KEEP_USED: "kept",
+    Action.FORGET: "gone",
+}
 
 
 def decide(source: Record | None, target: Record | None, remembered: str | None) -> Action:
