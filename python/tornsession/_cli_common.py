@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import os
 import sys
+import urllib.parse
+from pathlib import Path
 from typing import Any
 
 from tornsession._core import CookieStore, FileStore, MemoryStore
@@ -32,10 +34,29 @@ def masked(text: str) -> str:
     return _masked(text)
 
 
-def open_store(url: str, what: str, revocation: bool = False) -> Any:
+def missing_path(url: str) -> Path | None:
+    """The folder or database a ``file:`` or ``sqlite:`` URL names when it does not exist
+    (opening the store would make it), else None."""
+    parts = urllib.parse.urlsplit(url.strip())
+    if parts.scheme.lower() not in ("file", "sqlite") or parts.netloc:
+        return None  # not a local store, or a URL store_from_url refuses with its own message
+    path = Path(urllib.parse.unquote(parts.path))
+    # A relative path is store_from_url's to refuse, with its own message.
+    return path if path.is_absolute() and not path.exists() else None
+
+
+def open_store(url: str, what: str, revocation: bool = False, existing: bool = True) -> Any:
     """The store ``url`` names, for the command ``what``; UsageError for a URL that is wrong or
     names a store whose records live only in one process or in cookies (``revocation``: a
-    ``cookie:`` store with a revocation store is taken, which can end a user's sessions)."""
+    ``cookie:`` store with a revocation store is taken, which can end a user's sessions). With
+    ``existing``, a ``file:`` or ``sqlite:`` store must exist already: a mistyped path would
+    otherwise be a new, empty store, and "0 sessions" the answer."""
+    missing = missing_path(url) if existing else None
+    if missing is not None:
+        raise UsageError(
+            f"{what}: {missing} does not exist (a mistyped path?); a command reads an existing "
+            "store, it never makes one"
+        )
     try:
         store = store_from_url(url)
     except (ValueError, TypeError) as error:

@@ -33,11 +33,12 @@ from tornsession._cli_common import (
     check_idle_timeout,
     fail,
     masked,
+    missing_path,
     open_store,
 )
 from tornsession._copy_plan import Action, Record, decide, digest
 from tornsession._copy_state import CopyState, default_path
-from tornsession._core import SessionStoreError
+from tornsession._core import MemoryStore, SessionStoreError
 from tornsession._progress import Progress
 
 #: Threads doing the per-session work (the store calls release the GIL while they wait).
@@ -136,8 +137,9 @@ class Copier:
         got = _core._store_load_listed(store, session_id, self.idle_timeout)
         return None if got is None else Listed(got[0], got[1])
 
-    def one(self, session_id: str, remembered: str | None) -> Outcome:
-        """Decides and does the work for one session (on a worker thread)."""
+    def one(self, session_id: str, remembered: str | None, expires: float | None = None) -> Outcome:
+        """Decides and does the work for one session (on a worker thread). ``expires``: when
+        the record last written would expire untouched (Unix seconds), if it would."""
         try:
             for _ in range(ATTEMPTS):
                 source = self._load(self.source, session_id)
@@ -146,6 +148,7 @@ class Copier:
                     None if source is None else Record.of(source.blob, source.remaining),
                     None if target is None else Record.of(target.blob, target.remaining),
                     remembered,
+                    None if expires is None else expires - time.time(),
                 )
                 if self.dry_run:
                     return Outcome(session_id, action)
@@ -164,15 +167,15 @@ class Copier:
                         return Outcome(session_id, action, digest(source.blob), source.remaining)
                     continue  # the app wrote the target meanwhile: look again
                 if action is Action.DELETE:
-                    _core._store_delete_listed(self.target, session_id)
-                written = None
-                if action is Action.REMEMBER and source is not None:
-                    written = digest(source.blob)
-                elif action is Action.KEEP_TARGET and target is not None:
-                    # Remembered as if copied: the app ending it there later is then an end,
-                    # never a session to copy again.
-                    written = digest(target.blob)
-                return Outcome(session_id, action, written)
+                    assert target is not None  # decide deletes only what the target holds
+                    # Only the record read: a save of the app's that landed since is kept.
+                    if not _core._store_delete_listed(self.target, session_id, target.blob):
+                        continue  # the app wrote it meanwhile: look again
+                if action in (Action.REMEMBER, Action.KEEP_TARGET) and target is not None:
+                    # The target's record, remembered as if copied: the app ending it there
+                    # later is then an end, never a session to copy again.
+                    return Outcome(session_id, action, digest(target.blob), target.remaining)
+                return Outcome(session_id, action)
         except SessionStoreError as error:
             return Outcome(session_id, None, error=masked(str(error)))
         return Outcome(
@@ -194,8 +197,13 @@ class Copier:
         if outcome.written is not None:
             # Journalled only now that the write succeeded: a crash before only means the id
             # is looked at again.
-            if outcome.written != self.state.copied.get(outcome.session_id):
-                self.state.remember(outcome.session_id, outcome.written)
+            expires = None if outcome.remaining is None else time.time() + outcome.remaining
+            known = self.state.expires.get(outcome.session_id)
+            moved = (expires is None) != (known is None) or (
+                expires is not None and known is not None and abs(expires - known) > 2
+            )
+            if outcome.written != self.state.copied.get(outcome.session_id) or moved:
+                self.state.remember(outcome.session_id, outcome.written, expires)
             if action.writes:
                 expires = None
                 if outcome.remaining is not None:
@@ -220,7 +228,12 @@ class Copier:
         try:
             for start in range(0, len(work), CHUNK):
                 futures = [
-                    pool.submit(self.one, session_id, self.state.copied.get(session_id))
+                    pool.submit(
+                        self.one,
+                        session_id,
+                        self.state.copied.get(session_id),
+                        self.state.expires.get(session_id),
+                    )
                     for session_id in work[start : start + CHUNK]
                 ]
                 for future in as_completed(futures):
@@ -322,7 +335,11 @@ def copy_main(args: argparse.Namespace) -> int:
         if args.workers < 1:
             raise UsageError("copy: --workers must be 1 or more")
         source = open_store(args.from_url, "copy --from")
-        target = open_store(args.to_url, "copy --to")
+        if args.dry_run and missing_path(args.to_url) is not None:
+            # Opening it would make it: a dry run writes nothing, so an empty stand-in.
+            target = MemoryStore()
+        else:
+            target = open_store(args.to_url, "copy --to", existing=False)
         check_idle_timeout(args.idle_timeout, [source, target], "copy")
         path = args.state or default_path(args.from_url, args.to_url)
         state = CopyState(path, args.from_url, args.to_url, writable=not args.dry_run)

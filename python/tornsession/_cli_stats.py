@@ -105,10 +105,13 @@ def gather(store: Any, idle_timeout: float | None, progress: Progress | None = N
                     created = record["c"]
                     if not isinstance(created, (int, float)) or isinstance(created, bool):
                         raise TypeError
-                except (ValueError, KeyError, TypeError):
+                    age = now - created
+                # Not tornsession's record: not JSON, no "c", one nested too deep to parse, or
+                # a creation time no clock holds (a 400-digit int).
+                except (ValueError, KeyError, TypeError, RecursionError, OverflowError):
                     stats.unreadable += 1
                     continue
-                stats.ages[age_bucket(now - created)] += 1
+                stats.ages[age_bucket(age)] += 1
                 owner = record.get("u")
                 if isinstance(owner, str):
                     stats.owned += 1

@@ -45,10 +45,11 @@ class Record:
 
 
 def written_at(blob: bytes) -> int:
-    """The later of the record's creation time and last-seen stamp, 0 when it names neither."""
+    """The later of the record's creation time and last-seen stamp, 0 when it names neither
+    (or is no JSON this can read: a planted record nested too deep is no time either)."""
     try:
         fields = json.loads(blob)
-    except ValueError:
+    except (ValueError, RecursionError):
         return 0
     if not isinstance(fields, dict):
         return 0
@@ -107,16 +108,25 @@ _COUNTED_AS = {
 }
 
 
-def decide(source: Record | None, target: Record | None, remembered: str | None) -> Action:
+def decide(
+    source: Record | None,
+    target: Record | None,
+    remembered: str | None,
+    remembered_left: float | None = None,
+) -> Action:
     """What to do with one session id. ``source`` is None when the source no longer holds it
     (ended or expired since it was listed or last copied), ``target`` None when the target
-    holds none, ``remembered`` the digest the state keeps for the id (None: never copied)."""
+    holds none, ``remembered`` the digest the state keeps for the id (None: never copied) and
+    ``remembered_left`` the seconds the record it wrote would have left now, untouched (None:
+    no limit, or not known)."""
     if source is None:
         if remembered is None:
             return Action.FORGET  # ended in the source before it was ever copied
         if target is None:
             return Action.FORGET
-        return Action.DELETE if target.digest == remembered else Action.KEEP_USED
+        if target.digest != remembered or _read_since(target, remembered_left):
+            return Action.KEEP_USED
+        return Action.DELETE
     if remembered is None:
         if target is None:
             return Action.COPY_NEW
@@ -135,6 +145,15 @@ def decide(source: Record | None, target: Record | None, remembered: str | None)
     if target.digest == source.digest:
         return _same(source, target, remembered)
     return _newer_wins(source, target)
+
+
+def _read_since(target: Record, remembered_left: float | None) -> bool:
+    """Whether the target's record, the same bytes as copied, lives longer than it would
+    untouched: the app read it there since (its idle expiry moved on). Gone from the source
+    then means expired there, unused, not ended: the visitor is on the new store."""
+    if remembered_left is None:
+        return False
+    return target.remaining is None or target.remaining > remembered_left + EXPIRY_SLACK
 
 
 def _same(source: Record, target: Record, remembered: str | None) -> Action:

@@ -3,10 +3,17 @@ the record it wrote, so that running it again (after an interruption, or after t
 to the target) knows what changed where since (see ``_copy_plan.decide``).
 
 Two files: the state itself (``PATH``, one JSON object, written atomically when a run ends) and
-its journal (``PATH.journal``, a line ``<id> <digest>`` or ``<id> -`` per change, appended as the
-run goes and fsynced every few hundred lines). A line is appended only after the write it
-records succeeded: a run killed between the two only leaves that id to be looked at again. The
-URLs are kept with their passwords masked, to refuse a state made for another pair of stores.
+its journal (``PATH.journal``, a line ``<id> <digest> [<expires>]`` or ``<id> -`` per change,
+appended as the run goes and fsynced every few hundred lines). ``<expires>`` is when the record
+written would expire untouched (Unix seconds, to a tenth): a record gone from the source whose
+copy lives longer than that was used in the target since, and is kept (``_copy_plan.decide``).
+A line is appended only after the write it records succeeded: a run killed between the two
+only leaves that id to be looked at again. The URLs are kept with their passwords masked, to
+refuse a state made for another pair of stores.
+
+Both are opened without following a symlink or waiting on a FIFO, and the state is replaced
+through a new temporary file of a random name: a file planted beside the state (in a folder
+others can write) is never written through.
 """
 
 from __future__ import annotations
@@ -14,6 +21,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
+import tempfile
 from pathlib import Path
 
 from tornsession._cli_common import UsageError, masked
@@ -44,26 +53,29 @@ class CopyState:
         self.urls = {"from": masked(from_url), "to": masked(to_url)}
         self.writable = writable
         self.copied: dict[str, str] = {}
+        #: When each record written would expire untouched (Unix seconds), where it expires.
+        self.expires: dict[str, float] = {}
         self._pending: list[str] = []
         self._unsynced = 0
         self._journal: int | None = None
         self._load()
 
     def _load(self) -> None:
-        try:
-            text = self.path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            text = None
-        except OSError as error:
-            raise UsageError(f"cannot read the copy state {self.path}: {error.strerror}") from None
+        text = _read(self.path)
         if text is not None:
             try:
-                state = json.loads(text)
+                state = json.loads(text.decode("utf-8"))
                 urls = {"from": state["from"], "to": state["to"]}
                 copied = state["copied"]
-                if state["format"] != FORMAT or not isinstance(copied, dict):
+                expires = state.get("expires", {})
+                if (
+                    state["format"] != FORMAT
+                    or not isinstance(copied, dict)
+                    or not isinstance(expires, dict)
+                ):
                     raise ValueError
-            except (ValueError, KeyError, TypeError):
+                self.expires = {str(k): float(v) for k, v in expires.items()}
+            except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
                 raise UsageError(
                     f"{self.path} is not the state of a tornsession copy (move it away, or "
                     "name another file with --state PATH)"
@@ -80,17 +92,14 @@ class CopyState:
             )
 
     def _replay(self) -> None:
-        try:
-            with self.journal_path.open("rb") as journal:
-                lines = journal.read().split(b"\n")
-        except FileNotFoundError:
+        text = _read(self.journal_path)
+        if text is None:
             return
-        except OSError as error:
-            raise UsageError(f"cannot read {self.journal_path}: {error.strerror}") from None
+        lines = text.split(b"\n")
         if lines and lines[0].startswith(b"{"):
             try:
                 header = json.loads(lines[0])
-            except ValueError:
+            except (ValueError, RecursionError):
                 header = None
             if isinstance(header, dict):
                 self._check_urls({"from": str(header.get("from")), "to": str(header.get("to"))})
@@ -98,19 +107,37 @@ class CopyState:
         # id is 32 lowercase hex digits, a digest too).
         for line in lines:
             parts = line.decode("ascii", "replace").split(" ")
-            if len(parts) != 2 or not _is_hex(parts[0], 32):
+            if len(parts) not in (2, 3) or not _is_hex(parts[0], 32):
                 continue
-            session_id, value = parts
+            session_id, value = parts[:2]
             if value == "-":
                 self.copied.pop(session_id, None)
+                self.expires.pop(session_id, None)
             elif _is_hex(value, 32):
                 self.copied[session_id] = value
+                self.expires.pop(session_id, None)
+                if len(parts) == 3:
+                    self.expires.update(_expiry(session_id, parts[2]))
 
-    def remember(self, session_id: str, digest: str) -> None:
+    def remember(self, session_id: str, digest: str, expires: float | None = None) -> None:
+        """``digest`` was written (or found) under ``session_id``, to expire untouched at
+        ``expires`` (Unix seconds; None: no limit)."""
         self.copied[session_id] = digest
-        self._append(f"{session_id} {digest}\n")
+        self.expires.pop(session_id, None)
+        if expires is None:
+            self._append(f"{session_id} {digest}\n")
+        else:
+            self.expires[session_id] = round(expires, 1)
+            self._append(f"{session_id} {digest} {expires:.1f}\n")
+
+    def left(self, session_id: str, now: float) -> float | None:
+        """The seconds the record written under ``session_id`` would have left at ``now``,
+        untouched; None when it has no limit or none is known."""
+        expires = self.expires.get(session_id)
+        return None if expires is None else expires - now
 
     def forget(self, session_id: str) -> None:
+        self.expires.pop(session_id, None)
         if self.copied.pop(session_id, None) is not None:
             self._append(f"{session_id} -\n")
 
@@ -126,9 +153,15 @@ class CopyState:
         if not self.writable or not self._pending:
             return
         if self._journal is None:
-            self._journal = os.open(
-                self.journal_path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600
-            )
+            flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | _NO_FOLLOW
+            try:
+                self._journal = os.open(self.journal_path, flags, 0o600)
+            except OSError as error:
+                raise UsageError(f"cannot write {self.journal_path}: {error.strerror}") from None
+            if not stat.S_ISREG(os.fstat(self._journal).st_mode):
+                os.close(self._journal)
+                self._journal = None
+                raise UsageError(f"{self.journal_path} is not a regular file: move it away")
             size = os.fstat(self._journal).st_size
             if size == 0:
                 _write_all(self._journal, (json.dumps(self.urls) + "\n").encode())
@@ -145,15 +178,21 @@ class CopyState:
         if not self.writable:
             return
         self.sync()
-        state = {"format": FORMAT, **self.urls, "copied": self.copied}
-        temporary = self.path.with_name(self.path.name + ".tmp")
-        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        state = {"format": FORMAT, **self.urls, "copied": self.copied, "expires": self.expires}
+        # A new file of a random name (mkstemp: O_EXCL, mode 0600), never a name planted ahead.
+        descriptor, temporary = tempfile.mkstemp(
+            prefix=self.path.name + ".", suffix=".tmp", dir=self.path.parent
+        )
         try:
-            _write_all(descriptor, json.dumps(state, separators=(",", ":")).encode())
-            os.fsync(descriptor)
-        finally:
-            os.close(descriptor)
-        os.replace(temporary, self.path)
+            try:
+                _write_all(descriptor, json.dumps(state, separators=(",", ":")).encode())
+                os.fsync(descriptor)
+            finally:
+                os.close(descriptor)
+            os.replace(temporary, self.path)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
         folder = os.open(self.path.parent, os.O_RDONLY | os.O_CLOEXEC)
         try:
             os.fsync(folder)
@@ -168,6 +207,46 @@ class CopyState:
         if self._journal is not None:
             os.close(self._journal)
             self._journal = None
+
+
+#: Opens refuse a symlink in the file's place (ELOOP) and never wait on a FIFO.
+_NO_FOLLOW = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+#: The largest state or journal read: about 5 million sessions.
+MAX_STATE_BYTES = 1 << 30
+
+
+def _expiry(session_id: str, text: str) -> dict[str, float]:
+    """A journal line's expiry, when it is a time (a line cut short may end mid-number: then
+    a shorter time, which only makes a later run keep rather than end that session)."""
+    try:
+        value = float(text)
+    except ValueError:
+        return {}
+    return {session_id: value} if 0 < value < 1e11 else {}
+
+
+def _read(path: Path) -> bytes | None:
+    """The bytes of the state or journal file at ``path``; None when there is none. A
+    symlink, a FIFO, anything but a regular file, or a file over ``MAX_STATE_BYTES`` is a
+    usage error."""
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_CLOEXEC | _NO_FOLLOW)
+    except FileNotFoundError:
+        return None
+    except OSError as error:
+        raise UsageError(f"cannot read {path}: {error.strerror} (move it away)") from None
+    try:
+        info = os.fstat(descriptor)
+        if not stat.S_ISREG(info.st_mode):
+            raise UsageError(f"{path} is not a regular file: move it away")
+        if info.st_size > MAX_STATE_BYTES:
+            raise UsageError(f"{path} is larger than any copy state: move it away")
+        chunks = []
+        while chunk := os.read(descriptor, 1 << 20):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(descriptor)
 
 
 def _write_all(descriptor: int, data: bytes) -> None:

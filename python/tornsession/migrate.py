@@ -470,13 +470,18 @@ def migrate_memcached(
     ValueError for a URL that is not ``memcached://``; SessionStoreError when a server cannot
     be reached or listed.
     """
-    from tornsession import MemcachedStore, _core
+    from tornsession import CookieStore, MemcachedStore, MemoryStore, _core
     from tornsession.store_url import store_from_url
 
     raw = store_from_url(url, prefix="")
     if not isinstance(raw, MemcachedStore):
         raise ValueError("--from takes a memcached:// URL (the servers the original module used)")
     target = store_from_url(to if to is not None else url)
+    if isinstance(target, (MemoryStore, CookieStore)):
+        raise ValueError(
+            "--to names a store whose sessions live in one process (memory:) or in the "
+            "browsers (cookie:): name the store your app uses"
+        )
     report = MigrationReport()
     for session_id in sorted(_core._store_session_ids(raw)):
         listed = _core._store_load_listed(raw, session_id)

@@ -144,18 +144,26 @@ def _query_options(url: str, kind: str, query: str) -> dict[str, Any]:
     return options
 
 
-# `scheme://user:` then a password up to the last `@` (one may hold an unescaped `/`, `?`, `#`:
-# masking too much is safe, too little is not), and a `password=` query value.
-_PASSWORD_IN_USERINFO = re.compile(r"(://[^/?#@:]*:)[^@]*@")
-_PASSWORD_IN_QUERY = re.compile(r"(password=)[^&]*", re.IGNORECASE)
+# `scheme://user:` then a password up to the next `@` (one may hold an unescaped `/`, `?`, `#`:
+# masking too much is safe, too little is not; never across a space, so that in an error's
+# text `://127.0.0.1:6379 ... @script` is no password), and a `password=` query value.
+_PASSWORD_IN_USERINFO = re.compile(r"(://[^/?#@:\s]*:)[^@\s]*@")
+_PASSWORD_IN_QUERY = re.compile(r"(password=)[^&\s]*", re.IGNORECASE)
 
 
 def _masked(url: str) -> str:
-    """The URL, percent-decoded (a nested store URL included), with every password replaced,
-    for error messages (they reach logs)."""
-    decoded = unquote(url)
-    masked = _PASSWORD_IN_USERINFO.sub(r"\1***@", decoded)
-    return _PASSWORD_IN_QUERY.sub(r"\1***", masked)
+    """The URL (or an error's text holding URLs), percent-decoded (a nested store URL
+    included), with every password replaced, for error messages (they reach logs). Each level
+    is masked before it is decoded: a password's own escaped `@` (`%40`) or `&` (`%26`) is
+    never read as where it ends."""
+    text = url
+    for _ in range(8):  # a URL nested in a URL nested in ...: each level decodes once
+        text = _PASSWORD_IN_QUERY.sub(r"\1***", _PASSWORD_IN_USERINFO.sub(r"\1***@", text))
+        decoded = unquote(text)
+        if decoded == text:
+            break
+        text = decoded
+    return _PASSWORD_IN_QUERY.sub(r"\1***", _PASSWORD_IN_USERINFO.sub(r"\1***@", text))
 
 
 def _no_location(parts: Any, scheme: str) -> None:

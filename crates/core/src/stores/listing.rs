@@ -43,6 +43,10 @@ pub trait Listing: Send + Sync {
     fn session_ids(&self) -> StoreResult<Vec<String>>;
     /// The record of `session_id` with the time it has left; `None` when there is no live one.
     fn load_listed(&self, session_id: &str, max_bytes: usize) -> StoreResult<Option<ListedRecord>>;
+    /// Deletes the record of `session_id` only while it still is `expected`, atomically where
+    /// the store can: whether it did. (A copy ends a session ended in its source this way, so
+    /// a write of the app that lands first is never deleted.)
+    fn delete_if_unchanged(&self, session_id: &str, expected: &[u8]) -> StoreResult<bool>;
     /// For stores that keep the time of last use rather than an expiry (FileStore): sets the
     /// record's last use `idle_for` back from now. Nothing to do elsewhere.
     fn set_idle_for(&self, _session_id: &str, _idle_for: Duration) -> StoreResult<()> {
@@ -136,17 +140,30 @@ impl dyn SessionStore + '_ {
         Ok(true)
     }
 
-    /// Deletes the record of `session_id` and takes it out of its owner's index; whether there
-    /// was a live record.
-    pub fn delete_listed(&self, session_id: &str) -> StoreResult<bool> {
-        let owner = self
-            .listing_or_unsupported()?
-            .load_listed(session_id, super::DEFAULT_MAX_READ_SIZE)
-            .ok()
-            .flatten()
-            .and_then(|record| codec::peek_extras(&record.blob))
+    /// Deletes the record of `session_id` (with `expected`, only while it still is that
+    /// record) and takes it out of its owner's index; whether there was a live record and it
+    /// went.
+    pub fn delete_listed(&self, session_id: &str, expected: Option<&[u8]>) -> StoreResult<bool> {
+        let listing = self.listing_or_unsupported()?;
+        let record = match expected {
+            Some(expected) => Some(expected.to_vec()),
+            None => listing
+                .load_listed(session_id, super::DEFAULT_MAX_READ_SIZE)
+                .ok()
+                .flatten()
+                .map(|record| record.blob),
+        };
+        let owner = record
+            .as_deref()
+            .and_then(codec::peek_extras)
             .and_then(|extras| extras.user);
-        let deleted = self.delete(session_id)?;
+        let deleted = match expected {
+            Some(expected) => listing.delete_if_unchanged(session_id, expected)?,
+            None => self.delete(session_id)?,
+        };
+        if !deleted && expected.is_some() {
+            return Ok(false); // the record changed: its owner's entry stays with it
+        }
         if let (Some(owner), Some(_)) = (owner, self.user_index()) {
             self.unindex_user(&users::user_key(&owner), session_id)?;
         }
@@ -205,11 +222,20 @@ mod tests {
             [A]
         );
         assert_eq!(source.load_for_copy(B, None, MAX).unwrap().unwrap().1, None);
-        assert!(target.delete_listed(A).unwrap());
+        assert!(
+            !target.delete_listed(A, Some(b"another record")).unwrap(),
+            "changed: kept"
+        );
+        assert_eq!(
+            target.user_session_ids(&users::user_key("ann")).unwrap(),
+            [A]
+        );
+        assert!(target.delete_listed(A, Some(&copied)).unwrap());
         assert!(target
             .user_session_ids(&users::user_key("ann"))
             .unwrap()
             .is_empty());
+        assert!(!target.delete_listed(A, None).unwrap(), "gone already");
     }
 
     #[test]

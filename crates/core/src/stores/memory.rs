@@ -389,6 +389,18 @@ impl SessionStore for MemoryStore {
 
 /// Listing, for tests of the operating commands (a MemoryStore lives in one process).
 impl Listing for MemoryStore {
+    fn delete_if_unchanged(&self, session_id: &str, expected: &[u8]) -> StoreResult<bool> {
+        let (key, now) = (self.key(session_id)?, self.now_ms());
+        let mut segments = self.segments.lock();
+        let unchanged = segments
+            .peek(&key)
+            .is_some_and(|entry| entry.deadline > now && &*entry.blob == expected);
+        if unchanged {
+            segments.remove(&key);
+        }
+        Ok(unchanged)
+    }
+
     fn session_ids(&self) -> StoreResult<Vec<String>> {
         let now = self.now_ms();
         let segments = self.segments.lock();

@@ -369,6 +369,18 @@ impl SessionStore for SqliteStore {
 }
 
 impl Listing for SqliteStore {
+    fn delete_if_unchanged(&self, session_id: &str, expected: &[u8]) -> StoreResult<bool> {
+        self.connection
+            .lock()
+            .prepare_cached(
+                "DELETE FROM tornsession_sessions
+                 WHERE id = ?1 AND blob = ?2 AND (expires_at IS NULL OR expires_at > ?3)",
+            )
+            .and_then(|mut statement| statement.execute(params![session_id, expected, now_f64()]))
+            .map(|deleted| deleted > 0)
+            .map_err(|e| self.fail("delete", session_id, e))
+    }
+
     fn session_ids(&self) -> StoreResult<Vec<String>> {
         self.connection
             .lock()

@@ -68,13 +68,15 @@ pub fn _store_copy_in(
         .map_err(store_error)
 }
 
-/// Deletes a record and its owner's index entry; whether there was a live record.
+/// Deletes a record (with `expected`, only while it still is that record) and its owner's
+/// index entry; whether there was a live record and it went.
 #[pyfunction]
+#[pyo3(signature = (store, session_id, expected = None))]
 pub fn _store_delete_listed(
-    py: Python<'_>, store: &Bound<'_, PyAny>, session_id: &str,
+    py: Python<'_>, store: &Bound<'_, PyAny>, session_id: &str, expected: Option<&[u8]>,
 ) -> PyResult<bool> {
     let session_id = checked_id(session_id)?;
     let store = native(store)?;
-    py.detach(|| store.delete_listed(session_id))
+    py.detach(|| store.delete_listed(session_id, expected))
         .map_err(store_error)
 }

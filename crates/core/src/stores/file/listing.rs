@@ -1,10 +1,13 @@
 //! Listing the folder's records, for the operating commands (see `stores::listing`).
 
 use std::fs;
-use std::io::ErrorKind;
+use std::io::{ErrorKind, Read};
+use std::os::unix::fs::OpenOptionsExt;
 use std::time::{Duration, SystemTime};
 
-use super::{FileStore, FILE_PREFIX};
+use rustix::fs::{renameat_with, RenameFlags, CWD};
+
+use super::{FileStore, FILE_PREFIX, NO_FOLLOW_NO_WAIT, TEMP_PREFIX};
 use crate::ids;
 use crate::stores::{ListedRecord, Listing, StoreError, StoreResult, TimeLeft};
 
@@ -46,6 +49,49 @@ impl Listing for FileStore {
             blob,
             time_left: TimeLeft::IdleFor(idle_for),
         }))
+    }
+
+    /// Takes the record out of its place (a rename to a temporary name: atomic against every
+    /// writer), compares it, and puts it back when it is not `expected` (a save of the app that
+    /// landed first). A save landing in the instant the name is free finds no record, as it
+    /// would after a logout. Under the folder lock, so conditional saves wait.
+    fn delete_if_unchanged(&self, session_id: &str, expected: &[u8]) -> StoreResult<bool> {
+        let lock = self.lock_folder()?;
+        let path = self.path_of(session_id);
+        let aside = self
+            .folder
+            .join(format!("{TEMP_PREFIX}delete-{session_id}"));
+        match fs::rename(&path, &aside) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(self.io_error(session_id, "set aside", e)),
+        }
+        let taken = fs::File::options()
+            .read(true)
+            .custom_flags(NO_FOLLOW_NO_WAIT)
+            .open(&aside)
+            .and_then(|file| {
+                let mut blob = Vec::with_capacity(expected.len());
+                file.take(expected.len() as u64 + 1)
+                    .read_to_end(&mut blob)?;
+                Ok(blob)
+            });
+        let unchanged = taken.as_deref().is_ok_and(|blob| blob == expected);
+        if unchanged {
+            fs::remove_file(&aside).map_err(|e| self.io_error(session_id, "delete", e))?;
+        } else {
+            // Back where it was, unless a new record took the name meanwhile (that one wins).
+            match renameat_with(CWD, &aside, CWD, &path, RenameFlags::NOREPLACE) {
+                Ok(()) => {}
+                Err(_) => {
+                    let _ = fs::remove_file(&aside);
+                }
+            }
+        }
+        self.sync_folder()
+            .map_err(|e| self.io_error(session_id, "sync", e))?;
+        drop(lock);
+        Ok(unchanged)
     }
 
     fn set_idle_for(&self, session_id: &str, idle_for: Duration) -> StoreResult<()> {

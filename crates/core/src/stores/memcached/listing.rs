@@ -12,7 +12,9 @@ use super::keys::server_index;
 use super::MemcachedStore;
 use crate::ids;
 use crate::stores::blocking::connect_tcp;
-use crate::stores::{Endpoint, ListedRecord, Listing, StoreError, StoreResult, TimeLeft};
+use crate::stores::{
+    Endpoint, ListedRecord, Listing, StoreError, StoreErrorKind, StoreResult, TimeLeft,
+};
 use crate::wire::{meta, Reply};
 
 /// The longest line of a dump: a 250-byte key URI-encoded and the other fields, with room.
@@ -160,6 +162,41 @@ impl Listing for MemcachedStore {
         found.dedup();
         *self.listed_on.lock() = listed_on;
         Ok(found)
+    }
+
+    /// `mg <key> v c`, then `md <key> C<cas>` when the value is `expected`: the delete fails
+    /// (`EX`, `NF`) when another client wrote or deleted the key in between.
+    fn delete_if_unchanged(&self, session_id: &str, expected: &[u8]) -> StoreResult<bool> {
+        let key = self.key(session_id);
+        let listed_on = self.listed_on.lock().get(session_id).copied();
+        let server = listed_on.unwrap_or_else(|| server_index(&key, self.pools.len()));
+        let found = self.call_on(
+            server,
+            session_id,
+            &meta::get_with_cas(&key),
+            expected.len(),
+        );
+        let cas = match found {
+            Err(e) if e.kind == StoreErrorKind::OversizedRecord => return Ok(false),
+            Err(e) => return Err(e),
+            Ok(Reply::Meta {
+                code: [b'V', b'A'],
+                value: Some(current),
+                flags,
+            }) if current == expected => meta::flag(&flags, 'c')
+                .and_then(|token| token.parse::<u64>().ok())
+                .ok_or_else(|| StoreError::new(self, "mg: the reply carries no CAS token"))?,
+            Ok(Reply::Meta { code, .. }) if &code == b"VA" || &code == b"EN" => return Ok(false),
+            Ok(reply) => return Err(self.unexpected(session_id, "mg", &reply)),
+        };
+        let request = format!("md {key} C{cas}\r\n").into_bytes();
+        match self.call_on(server, session_id, &request, 0)? {
+            Reply::Meta {
+                code: [b'H', b'D'], ..
+            } => Ok(true),
+            Reply::Meta { code, .. } if &code == b"EX" || &code == b"NF" => Ok(false),
+            reply => Err(self.unexpected(session_id, "md", &reply)),
+        }
     }
 
     /// `mg <key> v t`: the value and its remaining time to live in seconds (`-1`: none), from

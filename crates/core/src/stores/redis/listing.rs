@@ -19,6 +19,23 @@ const SCAN_COUNT: usize = 1000;
 /// one-key script, so Cluster-safe): `-1` without expiry, `-2` when the key is gone.
 const GET_WITH_PTTL: &str = "return {redis.call('GET', KEYS[1]), redis.call('PTTL', KEYS[1])}";
 
+/// Deletes the key only while it holds `ARGV[1]`, atomically on the server (one key, so
+/// Cluster-safe): 1 when it did.
+const DELETE_IF_UNCHANGED: &str =
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0";
+
+fn delete_if_unchanged(
+    prefix: &str, session_id: &str, expected: &[u8], c: &mut impl ConnectionLike,
+) -> RedisResult<bool> {
+    redis::cmd("EVAL")
+        .arg(DELETE_IF_UNCHANGED)
+        .arg(1)
+        .arg(key(prefix, session_id))
+        .arg(expected)
+        .query::<i64>(c)
+        .map(|deleted| deleted == 1)
+}
+
 /// `prefix` as a literal in a `SCAN MATCH` pattern.
 fn glob_literal(prefix: &str) -> String {
     let mut pattern = String::with_capacity(prefix.len() + 1);
@@ -114,6 +131,11 @@ macro_rules! single_server_listing {
                 let reply = self.run(|c| get_with_pttl(&self.options().prefix, session_id, c))?;
                 listed(self, session_id, max_bytes, reply)
             }
+
+            fn delete_if_unchanged(&self, session_id: &str, expected: &[u8]) -> StoreResult<bool> {
+                let prefix = &self.options().prefix;
+                self.run(|c| delete_if_unchanged(prefix, session_id, expected, c))
+            }
         }
     };
 }
@@ -170,6 +192,11 @@ impl Listing for RedisClusterStore {
     fn load_listed(&self, session_id: &str, max_bytes: usize) -> StoreResult<Option<ListedRecord>> {
         let reply = self.run(|c| get_with_pttl(&self.options().prefix, session_id, c))?;
         listed(self, session_id, max_bytes, reply)
+    }
+
+    fn delete_if_unchanged(&self, session_id: &str, expected: &[u8]) -> StoreResult<bool> {
+        let prefix = &self.options().prefix;
+        self.run(|c| delete_if_unchanged(prefix, session_id, expected, c))
     }
 }
 
