@@ -21,6 +21,11 @@ use crate::wire::{meta, Reply};
 const MAX_DUMP_LINE: usize = 4096;
 /// How long one read of a dump may wait: the crawler walks a large cache in seconds.
 const DUMP_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a whole dump may take, and how many items it may name: a server that trickles
+/// bytes, or streams lines without end, fails the listing rather than hold it (or fill memory)
+/// for ever. Far above any real cache: a dump runs at a million items a second or so.
+const DUMP_DEADLINE: Duration = Duration::from_secs(600);
+const MAX_DUMP_ITEMS: usize = 50_000_000;
 /// How often a dump is retried while another one runs (`BUSY`), 100 ms apart.
 const BUSY_RETRIES: u32 = 100;
 /// How long before a second dump of each server. The crawler misses items written or read in
@@ -49,9 +54,10 @@ fn dump_line(line: &str) -> Option<(String, Option<u64>)> {
     Some((key?, u64::try_from(exp?).ok()))
 }
 
-/// The outcome of one dump: every line, or "busy" (another dump runs: try again).
+/// The outcome of one dump: the session ids it named (live, under the store's prefix), or
+/// "busy" (another dump runs: try again).
 enum Dump {
-    Lines(Vec<String>),
+    Ids(Vec<String>),
     Busy,
 }
 
@@ -80,9 +86,15 @@ impl MemcachedStore {
             .write_all(b"lru_crawler metadump all\r\n")
             .map_err(fail)?;
         let mut reader = BufReader::new(stream);
-        let mut lines = Vec::new();
+        let mut ids = Vec::new();
         let mut line = Vec::new();
+        let (started, now) = (std::time::Instant::now(), crate::time::now());
+        let mut items = 0usize;
         loop {
+            items += 1;
+            if items > MAX_DUMP_ITEMS || started.elapsed() > DUMP_DEADLINE {
+                return Err(self.dump_error(endpoint, "the dump did not end (too long, too many)"));
+            }
             line.clear();
             let read = (&mut reader)
                 .take(MAX_DUMP_LINE as u64)
@@ -97,9 +109,9 @@ impl MemcachedStore {
             let text = String::from_utf8_lossy(&line);
             let text = text.trim_end();
             match text {
-                "END" => return Ok(Dump::Lines(lines)),
+                "END" => return Ok(Dump::Ids(ids)),
                 _ if text.starts_with("BUSY") => return Ok(Dump::Busy),
-                _ if text.starts_with("key=") => lines.push(text.to_owned()),
+                _ if text.starts_with("key=") => ids.extend(self.session_id_of(text, now)),
                 // ERROR (before 1.4.31), CLIENT_ERROR (the crawler disabled), anything else.
                 other => {
                     return Err(self.dump_error(
@@ -117,11 +129,22 @@ impl MemcachedStore {
 }
 
 impl MemcachedStore {
+    /// The session id a dump line names: a live item under the store's prefix with a valid
+    /// id after it (the crawler may name an item past its expiry that nobody has reaped yet).
+    fn session_id_of(&self, line: &str, now: u64) -> Option<String> {
+        let (key, expires) = dump_line(line)?;
+        if expires.is_some_and(|at| at <= now) {
+            return None;
+        }
+        let id = key.strip_prefix(self.options.prefix.as_str())?;
+        ids::is_valid_session_id(id).then(|| id.to_owned())
+    }
+
     /// A dump of one server, waiting while another runs.
     fn dump_when_free(&self, endpoint: &Endpoint) -> StoreResult<Vec<String>> {
         for _ in 0..BUSY_RETRIES {
             match self.dump(endpoint)? {
-                Dump::Lines(lines) => return Ok(lines),
+                Dump::Ids(ids) => return Ok(ids),
                 Dump::Busy => std::thread::sleep(Duration::from_millis(100)),
             }
         }
@@ -131,8 +154,6 @@ impl MemcachedStore {
 
 impl Listing for MemcachedStore {
     fn session_ids(&self) -> StoreResult<Vec<String>> {
-        let prefix = &self.options.prefix;
-        let now = crate::time::now();
         let mut found = Vec::new();
         let mut listed_on = std::collections::HashMap::new();
         let mut dumps = Vec::new();
@@ -144,18 +165,10 @@ impl Listing for MemcachedStore {
                 dumps.push((server, self.dump_when_free(endpoint)?));
             }
         }
-        for (server, lines) in dumps {
-            for (key, expires) in lines.iter().filter_map(|line| dump_line(line)) {
-                // The crawler may name an item past its expiry that nobody has reaped yet.
-                if expires.is_some_and(|at| at <= now) {
-                    continue;
-                }
-                if let Some(id) = key.strip_prefix(prefix.as_str()) {
-                    if ids::is_valid_session_id(id) {
-                        found.push(id.to_owned());
-                        listed_on.insert(id.to_owned(), server);
-                    }
-                }
+        for (server, ids) in dumps {
+            for id in ids {
+                listed_on.insert(id.clone(), server);
+                found.push(id);
             }
         }
         found.sort_unstable();
