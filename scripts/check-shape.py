@@ -1,7 +1,8 @@
 """Checks the shape the code keeps (README, Layout): no source file over 700 lines (a Rust file
-counted up to its `#[cfg(test)]` module; the compiled module's stub, 800), and no import cycle between the top-level modules of
-either crate or of the Python package. The crates' own arrow (crates/py uses crates/core, never
-the other way) the compiler holds; this holds the arrows inside each.
+counted up to its `#[cfg(test)]` module; the compiled module's stub, 800), and no import cycle
+between the top-level modules of either crate or of the Python package. The crates' own arrow
+(crates/py uses crates/core, never the other way) the compiler holds; this holds the arrows
+inside each.
 
     python scripts/check-shape.py
 """
@@ -23,6 +24,8 @@ MAX_STUB_LINES = 800
 
 def max_lines(path: Path) -> int:
     return MAX_STUB_LINES if path.name == "_core.pyi" else MAX_LINES
+
+
 SOURCES = ["crates", "python", "tests", "bench", "scripts", "examples"]
 
 
