@@ -54,7 +54,7 @@ PYTHON_STAGES := $(addprefix test-wheel-py,$(PYTHON_VERSIONS))
 
 .PHONY: test check deps venv wheel $(WHEEL_STAGES) install-wheel build-dev lint-rust test-rust \
 	lint-python test-python test-browser test-wheel-clean test-tornado-oldest test-wheel-pythons \
-	$(PYTHON_STAGES) sdist sdist-build demo format clean pipeline
+	$(PYTHON_STAGES) sdist sdist-build demo docs format clean pipeline
 
 # Everything CI checks. deps and venv first (the rest reads .venv), then the stages in three lanes.
 test: deps venv
@@ -186,6 +186,14 @@ demo:
 		$(VENV)/bin/maturin build --release --quiet --interpreter $(PY) -o $(DIST) && \
 		$(PIP) install --quiet --no-index --no-deps --find-links $(DIST) tornsession; }
 	$(PY) -m tornsession.demo
+
+# The documentation site into site/ (open site/index.html; it works offline): the README, docs/
+# and the API reference made from the docstrings (mkdocs.yml). Fails on any warning, a broken link
+# or anchor included. The tools are pinned in requirements-docs.txt.
+docs:
+	@test -x $(PY) || $(MAKE) venv
+	$(PIP) install --quiet -r requirements-docs.txt
+	$(VENV)/bin/mkdocs build --strict --site-dir site
 
 format:
 	cargo fmt --all
