@@ -577,7 +577,7 @@ mod tests {
                 NOW
             ),
             Opened::Fresh {
-                why: FreshReason::Corrupt(_),
+                why: FreshReason::Pickle,
                 delete_old: false,
                 ..
             }
