@@ -293,3 +293,72 @@ def test_the_cookie_store_demo_keeps_sessions_over_a_restart_and_logs_out_elsewh
         # a's cookie from before: ended too (a kept its session through the reseal only)
         replay.cookies.update(cookies)
         assert "Hello" not in replay.get("/")[1]
+
+
+# --- the page explains itself -------------------------------------------------------------
+
+
+def session_ids(folder: Path) -> list[str]:
+    return [name.removeprefix("SESSION") for name in session_files(folder)]
+
+
+def test_the_login_name_is_html_escaped_wherever_the_page_shows_it(demo: Demo) -> None:
+    name = '<script>alert("x")</script>&'
+    with Browser(demo.port) as browser:
+        assert post_form(browser, "/login", {"name": name}) == 302
+        _, page = browser.get("/")
+    assert "<script>alert" not in page and 'alert("x")' not in page
+    escaped = "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;&amp;"
+    assert f"Hello, {escaped}!" in page  # the greeting
+    assert f"<code id='owner'>{escaped}</code>" in page  # the owner
+    in_json = escaped.replace("&quot;", "\\&quot;")  # JSON's \" then HTML's &quot;
+    assert f"&quot;user&quot;: &quot;{in_json}&quot;" in page  # the contents
+
+
+def test_the_page_shows_8_hex_digits_of_the_session_id_and_never_the_whole_id(demo: Demo) -> None:
+    with Browser(demo.port) as browser:
+        assert post_form(browser, "/login", {"name": "ann"}) == 302
+        [session_id] = session_ids(demo.session_dir)
+        _, page = browser.get("/")
+        assert f"<code id='id-prefix'>{session_id[:8]}</code>" in page
+        assert session_id not in page and session_id[:9] not in page
+        # Logging in again (a planted or an old cookie) changes the id, and the page says so.
+        assert post_form(browser, "/login", {"name": "ann"}) == 302
+        [new_id] = session_ids(demo.session_dir)
+        _, page = browser.get("/")
+        assert new_id != session_id and new_id not in page
+        notice = f"the session id was {session_id[:8]}\u2026, it is now {new_id[:8]}\u2026"
+        assert notice in page and "the id changed" in page
+
+
+def test_a_form_posted_without_the_xsrf_token_is_refused_and_stores_nothing(demo: Demo) -> None:
+    with Browser(demo.port) as browser:
+        browser.get("/")  # the _xsrf cookie, but no token in the form
+        assert browser.request("POST", "/login", "name=ann")[0] == 403
+        assert not SESSION_COOKIES & browser.cookies.keys()
+    assert session_files(demo.session_dir) == []
+
+
+def test_session_forms_posted_by_a_visitor_not_logged_in_store_nothing(demo: Demo) -> None:
+    with Browser(demo.port) as browser:
+        for path in ("/sessions/end", "/sessions/others", "/logout"):
+            assert post_form(browser, path, {"id": "0" * 64}) == 302
+            assert not SESSION_COOKIES & browser.cookies.keys(), path
+        status, page = browser.get("/?done=logout")
+        assert status == 200 and "id='notice-logout'" in page
+        assert not SESSION_COOKIES & set_cookie_names(browser)
+    assert session_files(demo.session_dir) == []
+
+
+def test_a_cookie_that_opens_no_session_is_told_apart_from_no_cookie(demo: Demo) -> None:
+    with Browser(demo.port) as a, Browser(demo.port) as b:
+        for browser in (a, b):
+            assert post_form(browser, "/login", {"name": "ann"}) == 302
+        assert post_form(a, "/sessions/others") == 302
+        _, page = a.get("/")
+        assert "destroy_user_sessions(user, keep=this session) ended 1 other session." in page
+        _, page = b.get("/")  # b's cookie names an ended session
+        assert "id='fresh'" in page and "id='login'" in page and "Hello" not in page
+        with Browser(demo.port) as new:
+            assert "id='fresh'" not in new.get("/")[1]
+    assert len(session_files(demo.session_dir)) == 1

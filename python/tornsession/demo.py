@@ -1,5 +1,7 @@
-"""A small Tornado app on tornsession: log in with a name, count your visits, see your sessions
-(end one, or log out everywhere else), log out.
+"""A small Tornado app on tornsession whose one page explains itself: log in with a name (the
+session id changes), count your visits, see the session's contents, its cookies with their sizes
+and flags, and its store, see your sessions (end one, or log out everywhere else), log out; each
+step says what it proves. The page is in ``tornsession._demo_page``.
 
 Run it with ``python -m tornsession.demo [--port N] [--session-dir DIR] [--store cookie]``; it
 prints its URL. The port is ``--port``, else the ``PORT`` environment variable, else 8888 (0: any
@@ -18,93 +20,194 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import html
 import json
 import os
+import re
 import secrets
 import socket
 import sys
+import time
 from pathlib import Path
+from typing import Literal, TypedDict
 
 import tornado.httpserver
 import tornado.netutil
 import tornado.web
 
 import tornsession
+from tornsession._demo_page import (
+    CookieRow,
+    Notice,
+    SessionRow,
+    page_arguments,
+    template_loader,
+)
 
 SECRET_VARIABLES = {"secret": "TORNSESSION_SECRET", "cookie_secret": "TORNSESSION_COOKIE_SECRET"}
 SECRETS_FILE = "demo-secrets.json"
 MIN_SECRET_BYTES = 32
 
-PAGE = """<!doctype html>
-<html><head><meta charset="utf-8"><title>tornsession demo</title></head>
-<body>{body}</body></html>"""
+
+class CookieOptions(TypedDict):
+    cookie_name: str
+    digest_cookie_name: str
+    cookie_httponly: bool
+    cookie_samesite: Literal["Lax", "Strict", "None"]
+    cookie_secure: bool | Literal["auto"]
+    cookie_path: str
+    cookie_expires_days: float
+
+
+#: The session cookies' attributes, passed to the manager as they are and shown on the page (a
+#: browser never sends a cookie's flags back: the page can only say what this server sets).
+COOKIE_OPTIONS: CookieOptions = {
+    "cookie_name": "session_id",
+    "digest_cookie_name": "hmac_digest",
+    "cookie_httponly": True,
+    "cookie_samesite": "Lax",
+    "cookie_secure": "auto",
+    "cookie_path": "/",
+    "cookie_expires_days": 30.0,
+}
+ID_PREFIX = 8  # hex digits of a session id shown, to let a learner see it change
 
 
 class DemoHandler(tornsession.SessionMixin, tornado.web.RequestHandler):
     """``self.session`` loads in ``prepare()`` and is saved, if it changed, before the response."""
 
-    def page(self, body: str) -> None:
-        self.write(PAGE.format(body=body))
+    def note(self, step: str, text: str) -> None:
+        """Tells the next page what this step did (kept in the session until shown)."""
+        self.session.flash(text, step)
 
 
 class HomeHandler(DemoHandler):
     async def get(self) -> None:
         user = self.session.get("user")
-        if user is None:
-            # Nothing written for a visitor who has not logged in: no record, no cookie.
-            self.page(
-                "<form method='post' action='/login'>"
-                f"{self.xsrf_form_html()}"
-                "<input name='name' id='name' placeholder='your name'>"
-                "<button id='login'>Log in</button></form>"
-            )
-            return
-        self.session["visits"] = self.session.get("visits", 0) + 1
-        self.page(
-            f"<p id='greeting'>Hello, {html.escape(user)}!</p>"
-            f"<p id='visits'>Visits: {self.session['visits']}</p>"
-            f"{await self.your_sessions()}"
-            "<form method='post' action='/logout'>"
-            f"{self.xsrf_form_html()}"
-            "<button id='logout'>Log out</button></form>"
+        notices = [Notice(step, str(text)) for step, text in self.session.pop_flashes()]
+        if self.get_query_argument("done", "") == "logout":
+            notices.append(Notice("logout", LOGGED_OUT))
+        if user is not None:
+            self.session["visits"] = self.session.get("visits", 0) + 1
+        # Nothing written for a visitor who has not logged in: no record, no cookie.
+        sealed = not self.settings["lists_sessions"]
+        sent = sent_cookie_sizes(self.request.headers.get("Cookie", ""))
+        session_cookie = dict(sent).get(COOKIE_OPTIONS["cookie_name"])
+        self.render(
+            "page.html",
+            **page_arguments(
+                notices=notices,
+                user=user,
+                user_id=self.session.user_id,
+                visits=self.session.get("visits", 0),
+                id_prefix=short_id(self.session.session_id),
+                dead_cookie=user is None and session_cookie is not None,
+                contents=json.dumps(dict(self.session), indent=2, sort_keys=True, default=repr),
+                sealed=sealed,
+                cookies=cookie_rows(sent, sealed, self.request.protocol == "https"),
+                store=repr(self.settings["demo_store"]),
+                record=self.record_note(user is not None, sealed, session_cookie),
+                sessions=None if sealed or user is None else await self.your_sessions(),
+            ),
         )
 
-    async def your_sessions(self) -> str:
-        """The visitor's sessions (this one marked), each with "end this session", and "log
-        out everywhere else"."""
-        if not self.settings["lists_sessions"]:
+    def record_note(self, logged_in: bool, sealed: bool, session_cookie: int | None) -> str:
+        """Where the session's record is, and its size where the demo can tell."""
+        if not logged_in:
+            return "No record: nothing is stored for a visitor who has not logged in."
+        if sealed:
             return (
-                "<p id='sealed'>Your session lives sealed in your cookie: nothing about it is "
-                "kept on the server, so it cannot be listed here.</p>" + self.others_form()
+                "Nothing on the server: the record is the session_id cookie itself, "
+                f"{session_cookie} bytes as your browser sent it (sealed: XChaCha20-Poly1305). "
+                "Each change to the session reseals it: this response sets a new one."
             )
+        folder = self.settings["demo_store"].path
+        try:
+            size = (folder / f"SESSION{self.session.session_id}").stat().st_size
+        except OSError:
+            return "The record is not in the store yet (it is written at the end of this request)."
+        return (
+            f"The record: one file of {size} bytes in the folder, as your last request saved it "
+            "(this request's save follows the page)."
+        )
+
+    async def your_sessions(self) -> list[SessionRow]:
+        """The visitor's sessions, oldest first, this one marked."""
         manager = self.settings["session_manager"]
         current = manager.hashed_id(self.session)
-        rows = []
-        for info in await manager.auser_sessions(self.session.user_id):
-            label = html.escape(str(info.info.get("agent", "unknown browser")))
-            if info.id == current:
-                rows.append(f"<li class='session current'>{label} (this browser)</li>")
-                continue
-            rows.append(
-                f"<li class='session'>{label} "
-                "<form method='post' action='/sessions/end' style='display:inline'>"
-                f"{self.xsrf_form_html()}<input type='hidden' name='id' value='{info.id}'>"
-                "<button class='end'>End this session</button></form></li>"
+        return [
+            SessionRow(
+                info.id,
+                browser_name(str(info.info.get("agent", ""))),
+                clock(info.created),
+                "never" if info.last_seen is None else clock(info.last_seen, "%H:%M UTC"),
+                info.id == current,
             )
-        return f"<h2>Your sessions</h2><ul id='sessions'>{''.join(rows)}</ul>{self.others_form()}"
+            for info in await manager.auser_sessions(self.session.user_id)
+        ]
 
-    def others_form(self) -> str:
+
+def sent_cookie_sizes(header: str) -> list[tuple[str, int]]:
+    """Each cookie of a ``Cookie`` header with the size of its value as sent, in bytes (quotes
+    included: Tornado's parsed values have them taken off)."""
+    pairs = (part.strip().partition("=") for part in header.split(";"))
+    return [(name, len(value.encode())) for name, _, value in pairs if name]
+
+
+def cookie_rows(sent: list[tuple[str, int]], sealed: bool, secure: bool) -> list[CookieRow]:
+    """The cookies the browser sent, each with the flags this server sets on it."""
+    return [
+        CookieRow(name, size, *cookie_role(name, sealed, secure)) for name, size in sorted(sent)
+    ]
+
+
+def short_id(session_id: object) -> str:
+    """The first hex digits of an id: enough to see it change, too few to open anything."""
+    return str(session_id or "")[:ID_PREFIX]
+
+
+def browser_name(agent: str) -> str:
+    """The browser a User-Agent names (its product and major version), for the sessions list."""
+    for product in ("Edg", "Firefox", "HeadlessChrome", "Chromium", "Chrome", "Safari"):
+        found = re.search(rf"\b{product}/(\d+)", agent)
+        if found:
+            return f"{product} {found.group(1)}"
+    return agent[:40] or "a browser that sent no User-Agent"
+
+
+def clock(seconds: int, form: str = "%H:%M:%S UTC") -> str:
+    return time.strftime(form, time.gmtime(seconds))
+
+
+def cookie_role(name: str, sealed: bool, secure: bool) -> tuple[str, list[str]]:
+    """What a cookie of this app is, and the attributes its ``Set-Cookie`` line carries."""
+    if name in (COOKIE_OPTIONS["cookie_name"], COOKIE_OPTIONS["digest_cookie_name"]):
+        flags = [
+            "HttpOnly" if COOKIE_OPTIONS["cookie_httponly"] else "not HttpOnly",
+            f"SameSite={COOKIE_OPTIONS['cookie_samesite']}",
+            f"Path={COOKIE_OPTIONS['cookie_path']}",
+            f"Expires: {COOKIE_OPTIONS['cookie_expires_days']:g} days after it is set",
+            "Secure" if secure else "not Secure: cookie_secure='auto' sets it over HTTPS only",
+        ]
+        if name == COOKIE_OPTIONS["digest_cookie_name"]:
+            role = "an HMAC of the id with the session secret: a forged id does not match it"
+        elif sealed:
+            role = "the whole session, sealed (encrypted and signed) with the session secret"
+        else:
+            role = "the session id, signed by Tornado with the app's cookie_secret"
+        return role, flags
+    if name == "_xsrf":
         return (
-            "<form method='post' action='/sessions/others'>"
-            f"{self.xsrf_form_html()}"
-            "<button id='others'>Log out everywhere else</button></form>"
+            "Tornado's CSRF token: every form below carries it back",
+            ["not HttpOnly: a token, not a secret", "Path=/", "no Expires: ends with the browser"],
         )
+    return "not this demo's (cookies are per host, not per port: another app on 127.0.0.1)", []
 
 
 class LoginHandler(DemoHandler):
     async def post(self) -> None:
         name = self.get_body_argument("name", "").strip()[:100] or "anonymous"
+        had_cookie = COOKIE_OPTIONS["cookie_name"] in self.request.cookies
+        before = short_id(self.session.session_id)
         self.session["user"] = name
         # The owner: the session is listed under the name, and can be ended from another one.
         self.session.set_user(name)
@@ -112,6 +215,13 @@ class LoginHandler(DemoHandler):
         # A new session id at login: an id planted in the visitor's browser before (session
         # fixation) no longer opens this session.
         await self.session.aregenerate()
+        after = short_id(self.session.session_id)
+        sent = "" if had_cookie else " (never sent: your browser held no session cookie)"
+        self.note(
+            "login",
+            f"Logged in with regenerate(): the session id was {before}\u2026{sent}, it is now "
+            f"{after}\u2026: the id changed.",
+        )
         self.redirect("/")
 
 
@@ -123,8 +233,11 @@ class EndSessionHandler(DemoHandler):
         # Only a session of the visitor's own list: the hashed ids of others are never shown,
         # and checking costs one listing (a cookie store has none to end).
         listed = user is not None and self.settings["lists_sessions"]
+        ended = 0
         if listed and hashed_id in {s.id for s in await manager.auser_sessions(user)}:
-            await manager.adestroy_session(hashed_id)
+            ended = await manager.adestroy_session(hashed_id)
+        if user is not None:
+            self.note("end", f"destroy_session() ended {ended} session{'s' * (ended != 1)}.")
         self.redirect("/")
 
 
@@ -132,14 +245,27 @@ class OtherSessionsHandler(DemoHandler):
     async def post(self) -> None:
         user = self.session.user_id
         if user is not None:
-            await self.settings["session_manager"].adestroy_user_sessions(user, keep=self.session)
+            manager = self.settings["session_manager"]
+            ended = await manager.adestroy_user_sessions(user, keep=self.session)
+            self.note(
+                "others",
+                f"destroy_user_sessions(user, keep=this session) ended {ended} other "
+                f"session{'s' * (ended != 1)}."
+                if self.settings["lists_sessions"]
+                else "destroy_user_sessions(user, keep=this session) revoked your other "
+                "session cookies: each is refused at its next request.",
+            )
         self.redirect("/")
+
+
+LOGGED_OUT = "Logged out with destroy(): the record is deleted and both cookies are cleared."
 
 
 class LogoutHandler(DemoHandler):
     async def post(self) -> None:
         await self.session.adestroy()  # deletes the record and clears the cookies
-        self.redirect("/")
+        # Said by the address, not the session: a note in it would store a session again.
+        self.redirect("/?done=logout")
 
 
 def load_secrets(session_dir: Path) -> dict[str, str]:
@@ -168,13 +294,17 @@ def load_secrets(session_dir: Path) -> dict[str, str]:
 def make_app(session_dir: Path, store: str = "file") -> tornado.web.Application:
     session_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     keys = load_secrets(session_dir)
+    store_object: tornsession.CookieStore | tornsession.FileStore
     if store == "cookie":
         # The session sealed in the cookie; the folder keeps the per-user generation counters
         # that let "log out everywhere else" end the user's other cookies.
-        sealed = tornsession.CookieStore(revocation=tornsession.FileStore(session_dir))
-        manager = tornsession.TornadoSessionManager(keys["secret"], store=sealed)
+        revocation = tornsession.FileStore(session_dir.resolve())
+        store_object = tornsession.CookieStore(revocation=revocation)
     else:
-        manager = tornsession.TornadoSessionManager(keys["secret"], session_dir)
+        store_object = tornsession.FileStore(session_dir.resolve())
+    manager = tornsession.TornadoSessionManager(
+        keys["secret"], store=store_object, **COOKIE_OPTIONS
+    )
     return tornado.web.Application(
         [
             (r"/", HomeHandler),
@@ -185,7 +315,9 @@ def make_app(session_dir: Path, store: str = "file") -> tornado.web.Application:
         ],
         cookie_secret=keys["cookie_secret"],
         session_manager=manager,
+        demo_store=store_object,
         lists_sessions=store != "cookie",
+        template_loader=template_loader(),
         xsrf_cookies=True,
     )
 
