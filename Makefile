@@ -64,7 +64,7 @@ test: deps venv
 ifdef PIPELINE
 # The stages in the order make starts them (three at a time).
 pipeline: wheel-$(VENV_PYTHON_VERSION) lint-rust sdist install-wheel lint-python test-wheel-clean \
-	test-rust test-tornado-oldest test-browser test-wheel-pythons
+	test-rust test-tornado-oldest docs test-browser test-wheel-pythons
 	@echo "make test: every stage passed"
 
 # Two cargo commands on one profile's folder wait for each other's lock: chain them rather than
@@ -77,7 +77,10 @@ wheel_chain = $(if $(word 2,$(1)),$(eval wheel-$(word 2,$(1)): | wheel-$(word 1,
 	wheel_chain,$(wordlist 2,$(words $(1)),$(1))))
 $(call wheel_chain,$(VENV_PYTHON_VERSION) $(OTHER_VERSIONS))
 install-wheel test-wheel-clean test-tornado-oldest: | wheel-$(VENV_PYTHON_VERSION)
-lint-python test-browser: | install-wheel
+lint-python test-browser docs: | install-wheel
+# The docs' tools go into .venv by pip, which the browser stage's tests then use (one pip at a
+# time in one venv).
+test-browser: | docs
 $(PYTHON_STAGES): test-wheel-py%: | wheel-%
 # One pytest stage at a time (each already uses every core through xdist): two at once starved
 # the timing-sensitive tests (a 1 s idle timeout, the 0.3 s turn lease) into failing. Builds
@@ -143,17 +146,18 @@ lint-python:
 test-python:
 	$(VENV)/bin/pytest $(PYTEST_PARALLEL)
 
-# The browser test in .venv, where requirements-dev.txt put Selenium; the clean venv has only the
-# wheel's [test] extra, so that a dependency the wheel forgot cannot hide behind Selenium's.
+# The browser tests in .venv, where requirements-dev.txt put Selenium and the docs' tools (the
+# built site is opened in Chromium); the clean venv has only the wheel's [test] extra, so that a
+# dependency the wheel forgot cannot hide behind Selenium's.
 test-browser:
-	$(VENV)/bin/pytest -q tests/test_browser.py
+	$(VENV)/bin/pytest -q tests/test_browser.py tests/test_docs.py
 
 # The wheel in a fresh venv with no cargo/rustc on PATH and the newest Tornado 6.x: the whole
-# suite but the browser test (test-browser). The only run of the whole suite in `make test`:
+# suite but the browser tests (test-browser). The only run of the whole suite in `make test`:
 # .venv has the same wheel, CPython and Tornado, and no test uses its dev tools.
 test-wheel-clean:
 	PYTHON=$(PY) bash scripts/test-wheel-venv.sh .venv-wheel "tornado>=6,<7" $(WHEEL) \
-		$(PYTEST_PARALLEL) --ignore=tests/test_browser.py
+		$(PYTEST_PARALLEL) --ignore=tests/test_browser.py --ignore=tests/test_docs.py
 
 # The wheel with the oldest Tornado we support.
 test-tornado-oldest:
