@@ -150,14 +150,15 @@ test-python:
 # built site is opened in Chromium); the clean venv has only the wheel's [test] extra, so that a
 # dependency the wheel forgot cannot hide behind Selenium's.
 test-browser:
-	$(VENV)/bin/pytest -q tests/test_browser.py tests/test_docs.py
+	$(VENV)/bin/pytest -q tests/test_browser.py tests/test_demo_browser.py tests/test_docs.py
 
 # The wheel in a fresh venv with no cargo/rustc on PATH and the newest Tornado 6.x: the whole
 # suite but the browser tests (test-browser). The only run of the whole suite in `make test`:
 # .venv has the same wheel, CPython and Tornado, and no test uses its dev tools.
 test-wheel-clean:
 	PYTHON=$(PY) bash scripts/test-wheel-venv.sh .venv-wheel "tornado>=6,<7" $(WHEEL) \
-		$(PYTEST_PARALLEL) --ignore=tests/test_browser.py --ignore=tests/test_docs.py
+		$(PYTEST_PARALLEL) --ignore=tests/test_browser.py --ignore=tests/test_demo_browser.py \
+		--ignore=tests/test_docs.py
 
 # The wheel with the oldest Tornado we support.
 test-tornado-oldest:
