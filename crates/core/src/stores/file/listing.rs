@@ -34,13 +34,9 @@ impl Listing for FileStore {
 
     /// The record and how long ago it was last used (its modification time).
     fn load_listed(&self, session_id: &str, max_bytes: usize) -> StoreResult<Option<ListedRecord>> {
-        let Some((file, size)) = self.open_record(session_id)? else {
+        let Some((file, size, modified)) = self.open_record_with_last_use(session_id)? else {
             return Ok(None);
         };
-        let modified = file
-            .metadata()
-            .and_then(|m| m.modified())
-            .map_err(|e| self.io_error(session_id, "inspect", e))?;
         let blob = self.read_record(session_id, file, size, max_bytes)?;
         let idle_for = SystemTime::now()
             .duration_since(modified)

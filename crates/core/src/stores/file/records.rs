@@ -49,6 +49,13 @@ impl FileStore {
         &self, session_id: &str, ttl: Duration,
     ) -> StoreResult<Option<(fs::File, u64, SystemTime)>> {
         self.remember_ttl(Some(ttl));
+        self.open_record_with_last_use(session_id)
+    }
+
+    /// `open_record`, with the record's last modification: its last use.
+    pub(super) fn open_record_with_last_use(
+        &self, session_id: &str,
+    ) -> StoreResult<Option<(fs::File, u64, SystemTime)>> {
         let Some((file, size)) = self.open_record(session_id)? else {
             return Ok(None);
         };
