@@ -367,7 +367,10 @@ class Session(dict[str, Any]):
     """A plain ``dict`` with ``session_id`` and ``hmac_digest`` attributes, as in the original."""
 
     session_id: Any
+    """The session's id, 32 hex digits (a new one from the OS's random source). It is what the
+    cookie carries: whoever has it has the session, so tornsession never logs it."""
     hmac_digest: Any
+    """The id's HMAC-SHA256 under the manager's newest secret (the original's second cookie)."""
 
     def __init__(self, session_id: Any = None, hmac_digest: Any = None) -> None:
         """An empty session with the given id and digest."""

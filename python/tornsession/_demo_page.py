@@ -35,6 +35,10 @@ PROVES = {
         "end this one removes the other browser's session: its next request starts fresh, "
         "logged out"
     ),
+    "end-none": (
+        "a session is ended only from its owner's own list: one ended already, or anybody "
+        "else's, ends nothing"
+    ),
     "others": (
         "everywhere else ends every other session of yours and keeps this one: the other "
         "browsers' next requests start fresh, this one stays logged in"
@@ -156,7 +160,8 @@ counts this one). The owner, <code id='owner'>{{ user_id }}</code>, is set with
 <th>flags this server sets on it</th></tr></thead><tbody>
 {% for cookie in cookies %}
 <tr class='cookie' id='cookie-{{ cookie.name }}'><td><code>{{ cookie.name }}</code></td>
-<td class='size'>{{ cookie.size }} bytes</td><td>{{ cookie.role }}</td>
+<td class='size'>{{ cookie.size }} byte{{ "" if cookie.size == 1 else "s" }}</td>
+<td>{{ cookie.role }}</td>
 <td>{% for flag in cookie.flags %}<span class='flag'>{{ flag }}</span>{% end %}</td></tr>
 {% end %}
 </tbody></table>

@@ -148,9 +148,19 @@ class HomeHandler(DemoHandler):
 
 def sent_cookie_sizes(header: str) -> list[tuple[str, int]]:
     """Each cookie of a ``Cookie`` header with the size of its value as sent, in bytes (quotes
-    included: Tornado's parsed values have them taken off)."""
+    included: Tornado's parsed values have them taken off). Tornado hands the header over
+    decoded as latin-1, one character per byte sent: encoded back the same way, the bytes are
+    the browser's; a name is shown as the UTF-8 it most likely was."""
     pairs = (part.strip().partition("=") for part in header.split(";"))
-    return [(name, len(value.encode())) for name, _, value in pairs if name]
+    return [(_as_sent(name), _bytes_sent(value)) for name, _, value in pairs if name]
+
+
+def _bytes_sent(text: str) -> int:
+    return len(text.encode("latin-1", "replace"))
+
+
+def _as_sent(text: str) -> str:
+    return text.encode("latin-1", "replace").decode("utf-8", "replace")
 
 
 def cookie_rows(sent: list[tuple[str, int]], sealed: bool, secure: bool) -> list[CookieRow]:
@@ -236,8 +246,10 @@ class EndSessionHandler(DemoHandler):
         ended = 0
         if listed and hashed_id in {s.id for s in await manager.auser_sessions(user)}:
             ended = await manager.adestroy_session(hashed_id)
-        if user is not None:
+        if user is not None and ended:
             self.note("end", f"destroy_session() ended {ended} session{'s' * (ended != 1)}.")
+        elif user is not None:
+            self.note("end-none", "destroy_session() ended no session.")
         self.redirect("/")
 
 

@@ -163,8 +163,15 @@ class SessionMixin(_Base):
         return manager
 
     session = _SessionAttribute()
+    """The request's session (a :class:`TornadoSession`, a ``dict``): loaded by ``prepare()``
+    without blocking the IOLoop, after earlier requests of the session have finished, and saved
+    by ``finish()`` when it changed. Read before ``prepare()`` (in ``initialize()``, say), it is
+    loaded then, synchronously."""
 
     def prepare(self) -> Any:
+        """Loads the session (waiting for the session's turn, off the IOLoop for a network
+        store), then runs the app's own ``prepare()``. A request whose turn never comes within
+        the manager's ``order_timeout`` is answered 503."""
         if self._tornsession is None:
             try:
                 pending = _core._mixin_prepare(self, TornadoSession)
@@ -211,6 +218,8 @@ class SessionMixin(_Base):
         self.__dict__["session"] = session
 
     def on_connection_close(self) -> None:
+        """The client went away: the session's next request runs now instead of waiting for
+        this one; a later save of this request writes only if nobody saved since."""
         # The client went away: the session's next request need not wait for this one.
         # (Tornado binds this method in RequestHandler.__init__, so an instance hook would not
         # be called.) Whatever this request still writes is fenced (TornadoSession.release);
@@ -221,6 +230,8 @@ class SessionMixin(_Base):
         super().on_connection_close()
 
     def finish(self, chunk: str | bytes | dict[str, Any] | None = None) -> asyncio.Future[None]:
+        """Saves the session when it changed (sending its cookies), then finishes the response;
+        a failed save answers 500 and sends nothing of the page. Returns Tornado's future."""
         if self._tornsession_state == _SAVING and self._tornsession_pending is not None:
             # Tornado's own auto-finish, or a second finish() while the save runs: the pending
             # finish stands for it (shielded: a caller giving up on it must not stop the save

@@ -59,8 +59,8 @@ pub enum StoreErrorKind {
 
 /// The stores that can list a user's sessions, for the messages of those that cannot.
 pub const LISTING_STORES: &str =
-    "MemoryStore, FileStore, SqliteStore, RedisStore, RedisClusterStore, or a Python store \
-     with add_to_user/remove_from_user/user_keys";
+    "MemoryStore, FileStore, SqliteStore, RedisStore, RedisClusterStore, RedisSentinelStore, \
+     or a Python store with add_to_user/remove_from_user/user_keys";
 
 /// A store failed to do what was asked; the message names the store and the cause.
 #[derive(Debug, thiserror::Error)]
