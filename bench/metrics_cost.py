@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+import tornado.web
 import tornsession
 
 sys.path[:0] = [str(Path(__file__).resolve().parent.parent / "tests")]
@@ -25,7 +26,7 @@ import test_request_calls as calls_app  # noqa: E402
 from support.calls import _serve, set_cookies  # noqa: E402
 
 
-def app(metrics: bool) -> object:
+def app(metrics: bool) -> tornado.web.Application:
     application = calls_app.app("pair")
     application.session_manager = tornsession.TornadoSessionManager(  # type: ignore[attr-defined]
         calls_app.SECRET, store=tornsession.MemoryStore(), metrics=metrics
