@@ -60,12 +60,15 @@ class TornsessionCollector:
     """A ``prometheus_client`` collector reading one manager's metrics, or the process's."""
 
     def __init__(self, manager: SessionManager | None = None) -> None:
+        """Reads ``manager``'s metrics, or (None) every manager's of the process."""
         self._manager = manager
 
     def read(self) -> _Metrics:
+        """The counts now, as ``SessionManager.metrics()`` returns them."""
         return self._manager.metrics() if self._manager is not None else _process_metrics()
 
     def collect(self) -> Iterator[Any]:
+        """The series, for a scrape (prometheus_client calls it)."""
         from prometheus_client.core import (
             CounterMetricFamily,
             HistogramMetricFamily,
@@ -92,6 +95,7 @@ class TornsessionCollector:
         yield latency
 
     def describe(self) -> Iterator[Any]:
+        """The series' names, for registering (prometheus_client calls it)."""
         # Registering reads the series' names from here, not from a collect() of live counts.
         return self.collect()
 

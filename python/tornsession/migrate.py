@@ -82,18 +82,20 @@ __all__ = [
     "record_binding",
 ]
 
-#: The version number tornsession writes in every record (``"v"``).
 FORMAT_VERSION = 1
-#: The prefix of every session file's name, as in the original module.
+"""The version number tornsession writes in every record (``"v"``)."""
 FILE_PREFIX = "SESSION"
+"""The prefix of every session file's name, as in the original module."""
 _INT_MIN = -(2**63)
 _INT_MAX = 2**64 - 1
-#: The most characters of text a converted session may hold (64 Mi; far above what a session
-#: can be saved with, far below what would exhaust the migrator's memory).
 MAX_TEXT = 64 * 1024 * 1024
+"""The most characters of text a converted session may hold (64 Mi; far above what a session
+can be saved with, far below what would exhaust the migrator's memory)."""
 _ID_CHARS = frozenset("0123456789abcdef")
 
 Outcome = Literal["converted", "current", "left"]
+"""What became of one session: converted (or, in a dry run, would be), already in tornsession's
+format, or left as it was (with a reason)."""
 
 
 @dataclass
@@ -304,9 +306,13 @@ class FileResult:
     """What happened (or would happen) to one session file."""
 
     name: str
+    """The file's name (``SESSION<id>``), or the key, for memcached."""
     outcome: Outcome
+    """What became of it."""
     reason: str = ""
+    """Why it was left, naming the key and what it holds."""
     notes: list[str] = field(default_factory=list)
+    """What a conversion changed on the way (a dropped key, an object turned into a dict)."""
 
 
 @dataclass
@@ -314,6 +320,7 @@ class MigrationReport:
     """The outcome of one folder's migration."""
 
     files: list[FileResult] = field(default_factory=list)
+    """Each session's result, in the folder's order."""
 
     def count(self, outcome: Outcome) -> int:
         """How many files had ``outcome``."""

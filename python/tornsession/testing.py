@@ -84,18 +84,22 @@ __all__ = [
     "tornsession_serve",
 ]
 
-#: An ``Application``, or its ``cookie_secret`` setting (a str/bytes, or a dict of versioned keys).
 CookieSecret: TypeAlias = tornado.web.Application | str | bytes | dict[int, str] | dict[int, bytes]
+"""An ``Application``, or its ``cookie_secret`` setting (a str/bytes, or a dict of versioned
+keys)."""
 
 _Secret: TypeAlias = str | bytes | dict[int, str] | dict[int, bytes]
 
-#: Everything :func:`read_session` reads cookies from.
 CookieSource: TypeAlias = (
     str | Mapping[str, str] | tornado.httputil.HTTPHeaders | tornado.httpclient.HTTPResponse
 )
+"""Everything :func:`read_session` reads cookies from: a ``Cookie`` header, a dict of cookies,
+a request's or a response's headers, or a response."""
 
 DEFAULT_COOKIE_NAME = "session_id"
+"""The manager's default ``cookie_name``."""
 DEFAULT_DIGEST_COOKIE_NAME = "hmac_digest"
+"""The manager's default ``digest_cookie_name``."""
 
 
 def new_secret() -> str:
@@ -275,8 +279,11 @@ class AppServer:
 
     def __init__(self, app: tornado.web.Application, *, host: str = "127.0.0.1") -> None:
         self.app = app
+        """The application served."""
         self.host = host
+        """The address it listens on."""
         self.port = 0
+        """The port it listens on (0 until :meth:`start`)."""
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
 
@@ -352,9 +359,13 @@ class Response:
     """What the app answered (after redirects, when followed)."""
 
     status: int
+    """The HTTP status code."""
     headers: Message
+    """The response's headers (``headers.get_all("Set-Cookie")`` for every cookie line)."""
     body: bytes
+    """The body, as bytes."""
     url: str
+    """The URL that answered (the last one, when redirects were followed)."""
 
     @property
     def text(self) -> str:
@@ -398,16 +409,23 @@ class SessionTestClient:
         digest_cookie_name: str = DEFAULT_DIGEST_COOKIE_NAME,
     ) -> None:
         self.app = app
+        """The application the client talks to."""
         self.manager: SessionManager = manager if manager is not None else session_manager_of(app)
+        """The manager that reads the client's session (the app's, unless given)."""
         self.cookie_name = cookie_name
+        """The name of the id cookie (or of the compact cookie)."""
         self.digest_cookie_name = digest_cookie_name
+        """The name of the digest cookie."""
         self._server: AppServer | None = None
         if base_url is None:
             self._server = AppServer(app).start()
             base_url = self._server.url("")
         self.base_url = base_url.rstrip("/")
+        """Where requests go: ``http://127.0.0.1:PORT`` of the app it serves, or ``base_url``."""
         self.host = urllib.parse.urlsplit(self.base_url).hostname or "127.0.0.1"
+        """The host of ``base_url``, which the cookies are set for."""
         self.jar = http.cookiejar.CookieJar()
+        """The client's cookies, as the app set them."""
         # Never through a proxy: the app is on loopback.
         self._follow = urllib.request.build_opener(
             urllib.request.ProxyHandler({}), urllib.request.HTTPCookieProcessor(self.jar)
