@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 import tornsession
-from support.cli import IDLE, manager, populate, run, store_url
+from support.cli import IDLE, RacingCopier, manager, populate, run, store_url
 from support.servers import require_binary
 from tornsession import _core
-from tornsession._cli_copy import Copier, Listed
+from tornsession._cli_copy import Copier
 from tornsession._copy_state import CopyState
 
 COUNT = 20_000
@@ -148,23 +148,6 @@ def test_the_progress_bar_shows_in_a_terminal_and_one_line_without(
     piped = run("copy", "--from", source, "--to", other, cwd=tmp_path)
     assert piped.stderr == "" and "\r" not in piped.stdout
     assert piped.stdout.count("\n") == 1 and piped.stdout.startswith("listed 3,000, copied 3,000")
-
-
-class RacingCopier(Copier):
-    """A copy during which the app saves the session in the target right after the copy read
-    it there, before the copy writes: the copy's conditional write loses the race."""
-
-    def __init__(self, source: Any, target: Any, state: CopyState, app: Any) -> None:
-        super().__init__(source, target, state, idle_timeout=IDLE)
-        self.app = app
-        self.raced = 0
-
-    def _load(self, store: Any, session_id: str) -> Listed | None:
-        got = super()._load(store, session_id)
-        if store is self.target and not self.raced:
-            self.raced += 1
-            self.app()
-        return got
 
 
 def test_a_write_of_the_app_between_the_copys_read_and_write_wins(

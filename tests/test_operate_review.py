@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import redis as redis_client
 import tornsession
-from support.cli import IDLE, Visitor, manager, populate, run, store_url
+from support.cli import IDLE, RacingCopier, Visitor, manager, populate, run, store_url
 from tornsession import _core
 from tornsession._cli_copy import Copier
 from tornsession._copy_state import CopyState
@@ -452,23 +452,6 @@ def test_a_session_expired_in_the_old_store_but_used_in_the_new_one_is_not_ended
     assert visitor.open(manager(target)) is not None, second.stdout
 
 
-class AppWritesAfterTheTargetIsRead(Copier):
-    """A copy during which the app writes the session in the target right after the copy
-    read it there (the same interleaving as tests/test_cli_copy_runs.py's RacingCopier)."""
-
-    def __init__(self, source: Any, target: Any, state: CopyState, app: Any) -> None:
-        super().__init__(source, target, state, idle_timeout=IDLE)
-        self.app = app
-        self.raced = 0
-
-    def _load(self, store: Any, session_id: str) -> Any:
-        got = super()._load(store, session_id)
-        if store is self.target and not self.raced:
-            self.raced += 1
-            self.app()
-        return got
-
-
 def test_a_write_of_the_app_racing_the_end_of_a_session_is_kept(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
@@ -486,7 +469,7 @@ def test_a_write_of_the_app_racing_the_end_of_a_session_is_kept(
     assert first.counts["copied"] == 1 and first.ok
     _core._store_delete_listed(stores[0], visitor.session_id)  # ended in the old store
 
-    racing = AppWritesAfterTheTargetIsRead(
+    racing = RacingCopier(
         *stores, state, lambda: visitor.save(manager(target), cart="bought in the new store")
     )
     report = racing.run([])

@@ -18,10 +18,9 @@ from typing import Any
 import pytest
 import redis as redis_client
 import tornsession
-from support.cli import IDLE, Jar, Visitor, manager, populate, run, store_url
+from support.cli import IDLE, Jar, RacingCopier, Visitor, manager, populate, run, store_url
 from test_operate_review import (
     SECRET,
-    AppWritesAfterTheTargetIsRead,
     copy_args,
     no_traceback,
     records,
@@ -493,7 +492,7 @@ def test_a_logout_in_the_target_racing_a_copy_over_it_stays_ended(
     assert Copier(*stores, state, idle_timeout=IDLE).run([visitor.session_id]).ok
     visitor.save(manager(source), cart="changed in the old store")  # to be copied over
 
-    racing = AppWritesAfterTheTargetIsRead(
+    racing = RacingCopier(
         *stores,
         state,
         lambda: visitor.end(manager(target)),  # logged out in the new store

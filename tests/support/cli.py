@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 import tornsession
+from tornsession._cli_copy import Copier
+from tornsession._copy_state import CopyState
 
 from support.handlers import CookieJarHandler
 from support.servers import ServerProcess
@@ -147,3 +149,20 @@ def populate(url: str, count: int, seed: int = 1) -> list[Visitor]:
     rng = random.Random(seed)
     on = manager(url)
     return [new_visitor(on, n, rng) for n in range(count)]
+
+
+class RacingCopier(Copier):
+    """A copy during which the app saves the session in the target right after the copy read
+    it there, before the copy writes: the copy's conditional write loses the race."""
+
+    def __init__(self, source: Any, target: Any, state: CopyState, app: Any) -> None:
+        super().__init__(source, target, state, idle_timeout=IDLE)
+        self.app = app
+        self.raced = 0
+
+    def _load(self, store: Any, session_id: str) -> Any:
+        got = super()._load(store, session_id)
+        if store is self.target and not self.raced:
+            self.raced += 1
+            self.app()
+        return got
